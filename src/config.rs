@@ -1,0 +1,423 @@
+//! The filter configuration: JSON in the filter's `configuration` field,
+//! parsed and validated once into typed values. Every error names its field.
+
+use crate::licence::{Environment, Kid};
+use crate::secret::{Kek, SealingKeyBytes};
+use serde::Deserialize;
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+
+/// Default cap on a POST body, in bytes.
+pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024;
+/// The largest cap an operator may configure.
+pub const MAX_MAX_BODY_BYTES: usize = 1024 * 1024;
+const MAX_KEY_ID_LEN: usize = 32;
+const MAX_CUSTOMER_ID_LEN: usize = 64;
+
+/// A configuration problem: the field (JSON path) and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
+        Self { field: field.into(), problem: problem.into() }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid fpgen configuration: {}: {}", self.field, self.problem)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+// ---- the JSON shape -------------------------------------------------------
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    environment: Environment,
+    #[serde(default)]
+    redeem_url: RawRedeemUrl,
+    sealing_keys: Vec<RawSealingKey>,
+    active_sealing_key: Option<String>,
+    #[serde(default)]
+    keks: BTreeMap<String, String>,
+    customers: Vec<RawCustomer>,
+    max_body_bytes: Option<usize>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RawRedeemUrl {
+    scheme: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
+    path: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSealingKey {
+    id: String,
+    key: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCustomer {
+    id: String,
+    environment: Environment,
+    authenticator_sha256: String,
+    kek: Option<String>,
+    #[serde(default)]
+    key_store: BTreeMap<String, String>,
+}
+
+// ---- the validated form ---------------------------------------------------
+
+/// The validated configuration, shared read-only by every request.
+#[derive(Debug)]
+pub struct Config {
+    pub environment: Environment,
+    pub redeem_url: RedeemUrl,
+    pub sealing_keys: KeyRing,
+    pub customers: HashMap<String, Customer>,
+    pub max_body_bytes: usize,
+}
+
+/// Where tokens are redeemed: `scheme://host[:port]path?ExpressPlayToken=`.
+#[derive(Debug, Clone)]
+pub struct RedeemUrl {
+    pub scheme: String,
+    pub host: String,
+    pub port: Option<u16>,
+    pub path: String,
+}
+
+impl RedeemUrl {
+    /// Writes the URL up to and including `ExpressPlayToken=`.
+    pub fn write_prefix(&self, out: &mut String, force_https: bool) {
+        out.push_str(if force_https { "https" } else { &self.scheme });
+        out.push_str("://");
+        out.push_str(&self.host);
+        if let Some(port) = self.port {
+            out.push(':');
+            out.push_str(&port.to_string());
+        }
+        out.push_str(&self.path);
+        out.push_str(if self.path.contains('?') { "&" } else { "?" });
+        out.push_str("ExpressPlayToken=");
+    }
+}
+
+/// A sealing key and its id.
+#[derive(Debug, Clone)]
+pub struct SealingKey {
+    pub id: String,
+    pub key: SealingKeyBytes,
+}
+
+/// The sealing keys: one mints, all verify.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    keys: Vec<SealingKey>,
+    active: usize,
+}
+
+impl KeyRing {
+    /// A ring whose active key is `active` (an id among `keys`).
+    pub fn new(keys: Vec<SealingKey>, active: &str) -> Option<Self> {
+        let active = keys.iter().position(|k| k.id == active)?;
+        Some(Self { keys, active })
+    }
+
+    pub fn active(&self) -> Option<&SealingKey> {
+        self.keys.get(self.active)
+    }
+
+    pub fn get(&self, id: &[u8]) -> Option<&SealingKey> {
+        self.keys.iter().find(|k| k.id.as_bytes() == id)
+    }
+}
+
+/// A customer account.
+#[derive(Debug)]
+pub struct Customer {
+    pub id: String,
+    pub environment: Environment,
+    /// SHA-256 of the authenticator's secret part.
+    pub authenticator_sha256: [u8; 32],
+    /// The KEK that opens this customer's key store, when the request has none.
+    pub kek: Option<Kek>,
+    /// kid to AES-KW-wrapped content key (24 bytes).
+    pub key_store: HashMap<Kid, [u8; 24]>,
+}
+
+impl Config {
+    /// Parses and validates the filter configuration.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+        let de = &mut serde_json::Deserializer::from_slice(json);
+        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let field = if path == "." { "(root)".to_owned() } else { path };
+            ConfigError::new(field, e.into_inner().to_string())
+        })?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
+        let redeem_url = validate_redeem_url(raw.redeem_url, raw.environment)?;
+        let sealing_keys = validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key)?;
+
+        let mut keks = HashMap::new();
+        for (name, hex) in raw.keks {
+            let kek = Kek::from_hex(&hex).ok_or_else(|| {
+                ConfigError::new(format!("keks.{name}"), "expected 32, 48 or 64 hex digits (AES-128/192/256)")
+            })?;
+            keks.insert(name, kek);
+        }
+
+        let mut customers = HashMap::new();
+        for (i, c) in raw.customers.into_iter().enumerate() {
+            let at = |f: &str| format!("customers[{i}].{f}");
+            if c.id.is_empty()
+                || c.id.len() > MAX_CUSTOMER_ID_LEN
+                || !c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+            {
+                return Err(ConfigError::new(at("id"), "expected 1 to 64 characters of [A-Za-z0-9._-]"));
+            }
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&c.authenticator_sha256, &mut digest).map_err(|_| {
+                ConfigError::new(at("authenticator_sha256"), "expected 64 hex digits (SHA-256 of the secret)")
+            })?;
+            let kek = match &c.kek {
+                None => None,
+                Some(name) => Some(
+                    keks.get(name)
+                        .cloned()
+                        .ok_or_else(|| ConfigError::new(at("kek"), format!("no KEK named {name:?} in keks")))?,
+                ),
+            };
+            let mut key_store = HashMap::new();
+            for (kid_text, wrapped_hex) in &c.key_store {
+                let field = format!("customers[{i}].key_store.{kid_text}");
+                let kid = Kid::parse(kid_text)
+                    .map_err(|e| ConfigError::new(field.clone(), format!("invalid kid: {}", e.message())))?;
+                let mut wrapped = [0u8; 24];
+                hex::decode_to_slice(wrapped_hex, &mut wrapped).map_err(|_| {
+                    ConfigError::new(field.clone(), "expected 48 hex digits (a 16-byte key wrapped with AES-KW)")
+                })?;
+                if key_store.insert(kid, wrapped).is_some() {
+                    return Err(ConfigError::new(field, "the same kid appears twice"));
+                }
+            }
+            let id = c.id.clone();
+            let customer = Customer {
+                id: c.id,
+                environment: c.environment,
+                authenticator_sha256: digest,
+                kek,
+                key_store,
+            };
+            if customers.insert(id.clone(), customer).is_some() {
+                return Err(ConfigError::new(at("id"), format!("duplicate customer {id:?}")));
+            }
+        }
+
+        let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
+        if max_body_bytes == 0 || max_body_bytes > MAX_MAX_BODY_BYTES {
+            return Err(ConfigError::new("max_body_bytes", format!("expected 1 to {MAX_MAX_BODY_BYTES}")));
+        }
+
+        Ok(Self { environment: raw.environment, redeem_url, sealing_keys, customers, max_body_bytes })
+    }
+}
+
+fn validate_redeem_url(raw: RawRedeemUrl, env: Environment) -> Result<RedeemUrl, ConfigError> {
+    let scheme = raw.scheme.unwrap_or_else(|| "http".to_owned());
+    if scheme != "http" && scheme != "https" {
+        return Err(ConfigError::new("redeem_url.scheme", "expected \"http\" or \"https\""));
+    }
+    let host = raw.host.unwrap_or_else(|| {
+        match env {
+            Environment::Test => "fp.test.expressplay.com",
+            Environment::Production => "fp.service.expressplay.com",
+        }
+        .to_owned()
+    });
+    let host_ok = !host.is_empty()
+        && host.len() <= 253
+        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b));
+    if !host_ok {
+        return Err(ConfigError::new("redeem_url.host", "expected a host name or an IP address"));
+    }
+    let port = match raw.port {
+        Some(0) => return Err(ConfigError::new("redeem_url.port", "expected 1 to 65535")),
+        Some(p) => Some(p),
+        None => Some(80),
+    };
+    let path = raw.path.unwrap_or_else(|| "/hms/fp/rights/".to_owned());
+    let path_ok = path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) && !path.contains('#');
+    if !path_ok {
+        return Err(ConfigError::new("redeem_url.path", "expected an absolute path of visible ASCII"));
+    }
+    Ok(RedeemUrl { scheme, host, port, path })
+}
+
+fn validate_sealing_keys(raw: Vec<RawSealingKey>, active: Option<String>) -> Result<KeyRing, ConfigError> {
+    if raw.is_empty() {
+        return Err(ConfigError::new("sealing_keys", "at least one sealing key is required"));
+    }
+    let mut keys: Vec<SealingKey> = Vec::with_capacity(raw.len());
+    for (i, k) in raw.into_iter().enumerate() {
+        let valid_id = !k.id.is_empty()
+            && k.id.len() <= MAX_KEY_ID_LEN
+            && k.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        if !valid_id {
+            return Err(ConfigError::new(
+                format!("sealing_keys[{i}].id"),
+                "expected 1 to 32 characters of [A-Za-z0-9._-]",
+            ));
+        }
+        if keys.iter().any(|other| other.id == k.id) {
+            return Err(ConfigError::new(format!("sealing_keys[{i}].id"), format!("duplicate id {:?}", k.id)));
+        }
+        let key = SealingKeyBytes::from_hex(&k.key)
+            .ok_or_else(|| ConfigError::new(format!("sealing_keys[{i}].key"), "expected 64 hex digits (32 bytes)"))?;
+        keys.push(SealingKey { id: k.id, key });
+    }
+    let active = match active {
+        Some(id) => id,
+        None if keys.len() == 1 => keys.first().map(|k| k.id.clone()).unwrap_or_default(),
+        None => {
+            return Err(ConfigError::new(
+                "active_sealing_key",
+                "required when there is more than one sealing key",
+            ))
+        }
+    };
+    KeyRing::new(keys, &active)
+        .ok_or_else(|| ConfigError::new("active_sealing_key", format!("no sealing key has the id {active:?}")))
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub const DEMO: &str = r#"{
+      "environment": "test",
+      "redeem_url": {"scheme": "http", "host": "fp.test.expressplay.com", "port": 80, "path": "/hms/fp/rights/"},
+      "sealing_keys": [{"id": "demo-2026-11", "key": "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132"}],
+      "active_sealing_key": "demo-2026-11",
+      "keks": {"demo-kek": "000102030405060708090a0b0c0d0e0f"},
+      "customers": [{
+        "id": "100001",
+        "environment": "test",
+        "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9",
+        "kek": "demo-kek",
+        "key_store": {"11112222333344445555666677778888": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5"}
+      }, {
+        "id": "200002",
+        "environment": "production",
+        "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9"
+      }],
+      "max_body_bytes": 8192
+    }"#;
+
+    fn err(json: &str) -> ConfigError {
+        Config::from_json(json.as_bytes()).unwrap_err()
+    }
+
+    fn demo_with(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(DEMO).unwrap();
+        edit(&mut v);
+        v.to_string()
+    }
+
+    #[test]
+    fn demo_parses() {
+        let c = Config::from_json(DEMO.as_bytes()).unwrap();
+        assert_eq!(c.environment, Environment::Test);
+        assert_eq!(c.sealing_keys.active().unwrap().id, "demo-2026-11");
+        assert_eq!(c.customers.len(), 2);
+        assert_eq!(c.customers["100001"].key_store.len(), 1);
+        assert_eq!(c.max_body_bytes, 8192);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = err(&demo_with(|v| v["customers"][0]["secret"] = "x".into()));
+        assert_eq!(e.field, "customers[0].secret");
+        assert!(e.problem.contains("unknown field `secret`"), "{e}");
+    }
+
+    #[test]
+    fn bad_hex_is_named() {
+        let e = err(&demo_with(|v| v["sealing_keys"][0]["key"] = "abc".into()));
+        assert_eq!(e.field, "sealing_keys[0].key");
+        let e = err(&demo_with(|v| v["customers"][0]["authenticator_sha256"] = "zz".into()));
+        assert_eq!(e.field, "customers[0].authenticator_sha256");
+        let e = err(&demo_with(|v| v["keks"]["demo-kek"] = "00".into()));
+        assert_eq!(e.field, "keks.demo-kek");
+    }
+
+    #[test]
+    fn missing_sealing_key() {
+        assert_eq!(err(&demo_with(|v| v["sealing_keys"] = serde_json::json!([]))).field, "sealing_keys");
+        let e = err(&demo_with(|v| {
+            v.as_object_mut().unwrap().remove("sealing_keys");
+        }));
+        assert!(e.problem.contains("missing field `sealing_keys`"), "{e}");
+        assert_eq!(err(&demo_with(|v| v["active_sealing_key"] = "nope".into())).field, "active_sealing_key");
+    }
+
+    #[test]
+    fn duplicates_are_refused() {
+        let e = err(&demo_with(|v| v["customers"][1]["id"] = "100001".into()));
+        assert_eq!(e.field, "customers[1].id");
+        let e = err(&demo_with(|v| {
+            let k = v["sealing_keys"][0].clone();
+            v["sealing_keys"].as_array_mut().unwrap().push(k);
+        }));
+        assert_eq!(e.field, "sealing_keys[1].id");
+        let e = err(&demo_with(|v| {
+            let store = &mut v["customers"][0]["key_store"];
+            store["aaaabbbbccccddddeeeeffff00001111"] = "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5".into();
+            store["AAAABBBBCCCCDDDDEEEEFFFF00001111"] = "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5".into();
+        }));
+        assert!(e.field.starts_with("customers[0].key_store."), "{e}");
+    }
+
+    #[test]
+    fn references_must_resolve() {
+        let e = err(&demo_with(|v| v["customers"][0]["kek"] = "other".into()));
+        assert_eq!(e.field, "customers[0].kek");
+        let e = err(&demo_with(|v| v["environment"] = "staging".into()));
+        assert_eq!(e.field, "environment");
+    }
+
+    #[test]
+    fn errors_never_echo_key_material() {
+        let e = err(&demo_with(|v| v["sealing_keys"][0]["key"] = "a88deb5c6fc4b09434f9dab3a25f79cd".into()));
+        assert!(!e.to_string().contains("a88deb5c"), "{e}");
+        let c = Config::from_json(DEMO.as_bytes()).unwrap();
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("a88deb5c") && !debug.contains("0001020304"), "{debug}");
+    }
+
+    #[test]
+    fn redeem_url_defaults_follow_environment() {
+        let c = Config::from_json(demo_with(|v| v["redeem_url"] = serde_json::json!({})).as_bytes()).unwrap();
+        let mut s = String::new();
+        c.redeem_url.write_prefix(&mut s, false);
+        assert_eq!(s, "http://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken=");
+        s.clear();
+        c.redeem_url.write_prefix(&mut s, true);
+        assert!(s.starts_with("https://"));
+    }
+}

@@ -1,0 +1,13 @@
+//! fpgen: the ExpressPlay FairPlay licence-token API, answered at the edge.
+pub mod config;
+pub mod error;
+pub mod licence;
+pub mod secret;
+pub mod token;
+pub mod params;
+pub mod render;
+pub mod request;
+pub mod service;
+
+#[cfg(target_arch = "wasm32")]
+mod filter;

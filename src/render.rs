@@ -1,0 +1,143 @@
+//! Turning outcomes into HTTP responses: the licence URL on success, an HTML
+//! page or a JSON object on error. Everything echoed is escaped here.
+
+use crate::error::ApiError;
+use serde::Serialize;
+use std::fmt::Write as _;
+
+/// How errors are rendered (`errorFormat`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ErrorFormat {
+    #[default]
+    Html,
+    Json,
+}
+
+impl ErrorFormat {
+    /// `html` or `json`, in any letter case.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.eq_ignore_ascii_case("html") {
+            Some(Self::Html)
+        } else if text.eq_ignore_ascii_case("json") {
+            Some(Self::Json)
+        } else {
+            None
+        }
+    }
+}
+
+pub const CONTENT_TYPE_URI_LIST: &str = "text/uri-list";
+pub const CONTENT_TYPE_HTML: &str = "text/html; charset=utf-8";
+pub const CONTENT_TYPE_JSON: &str = "application/json";
+
+/// A response for the host shell to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Response {
+    pub status: u16,
+    pub content_type: &'static str,
+    pub body: String,
+    /// Extra headers (e.g. `allow` on 405).
+    pub headers: Vec<(&'static str, &'static str)>,
+}
+
+/// The 200 answer: the licence URL, CRLF-terminated as `text/uri-list` wants.
+pub fn success(url: String) -> Response {
+    let mut body = url;
+    body.push_str("\r\n");
+    Response { status: 200, content_type: CONTENT_TYPE_URI_LIST, body, headers: Vec::new() }
+}
+
+#[derive(Serialize)]
+struct JsonError<'a> {
+    code: i32,
+    message: &'a str,
+}
+
+/// An error in the requested format.
+pub fn error(err: &ApiError, format: ErrorFormat) -> Response {
+    let code = err.code.code();
+    let message = err.message();
+    let (content_type, body) = match format {
+        ErrorFormat::Json => {
+            let body = serde_json::to_string(&JsonError { code, message: &message })
+                .unwrap_or_else(|_| format!("{{\"code\":{code},\"message\":\"\"}}"));
+            (CONTENT_TYPE_JSON, body)
+        }
+        ErrorFormat::Html => {
+            let mut body = String::with_capacity(256 + message.len());
+            let _ = write!(
+                body,
+                "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Error {code}</title></head>\n\
+                 <body><h1>Error {code}</h1><p id=\"message\">"
+            );
+            escape_html(&message, &mut body);
+            body.push_str("</p></body></html>\n");
+            (CONTENT_TYPE_HTML, body)
+        }
+    };
+    let headers = if err.code == crate::error::ErrorCode::MethodNotAllowed { vec![("allow", "GET, POST")] } else { Vec::new() };
+    Response { status: err.code.http_status(), content_type, body, headers }
+}
+
+/// Escapes text for HTML element content and attribute values.
+pub fn escape_html(text: &str, out: &mut String) {
+    for c in text.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::error::ErrorCode;
+
+    #[test]
+    fn html_error_is_escaped() {
+        let e = ApiError::new(ErrorCode::InvalidErrorFormat, "<script>alert('x')&\"</script>");
+        let r = error(&e, ErrorFormat::Html);
+        assert_eq!(r.status, 400);
+        assert_eq!(r.content_type, CONTENT_TYPE_HTML);
+        assert!(r.body.contains("&lt;script&gt;alert(&#39;x&#39;)&amp;&quot;&lt;/script&gt;"), "{}", r.body);
+        assert!(!r.body.contains("<script>"));
+        assert!(r.body.contains("Error -3004"));
+    }
+
+    #[test]
+    fn json_error_shape() {
+        let e = ApiError::new(ErrorCode::AuthenticatorInvalid, "quote \" and \\ and \n");
+        let r = error(&e, ErrorFormat::Json);
+        assert_eq!(r.status, 401);
+        let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(v["code"], -2018);
+        assert_eq!(v["message"], "Invalid authentication token: quote \" and \\ and \n");
+        assert_eq!(v.as_object().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn method_not_allowed_has_allow_header() {
+        let r = error(&ErrorCode::MethodNotAllowed.into(), ErrorFormat::Html);
+        assert_eq!(r.status, 405);
+        assert_eq!(r.headers, vec![("allow", "GET, POST")]);
+    }
+
+    #[test]
+    fn success_is_uri_list() {
+        let r = success("http://x/?ExpressPlayToken=abc".into());
+        assert_eq!(r.body, "http://x/?ExpressPlayToken=abc\r\n");
+        assert_eq!(r.content_type, "text/uri-list");
+    }
+
+    #[test]
+    fn format_parse() {
+        assert_eq!(ErrorFormat::parse("JSON"), Some(ErrorFormat::Json));
+        assert_eq!(ErrorFormat::parse("html"), Some(ErrorFormat::Html));
+        assert_eq!(ErrorFormat::parse("xml"), None);
+    }
+}

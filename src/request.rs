@@ -1,0 +1,267 @@
+//! Validation: from decoded parameters to the licence data of a token, one
+//! rule of the API at a time, each failure with its documented code.
+
+use crate::config::{Config, Customer};
+use crate::error::{ApiError, ErrorCode};
+use crate::licence::{FpExtension, Kid, LicenceData};
+use crate::params::{Param, Params};
+use crate::secret::{ContentKey, Kek};
+use crate::token::{MAX_EXTENSIONS, MAX_EXTENSION_PAYLOAD};
+use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
+use base64::engine::DecodePaddingMode;
+use base64::Engine as _;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+/// The default and the longest token lifetime: 30 days.
+pub const MAX_LIFETIME_SECONDS: i64 = 30 * 24 * 60 * 60;
+/// The longest `cookie`, in characters.
+pub const MAX_COOKIE_CHARS: usize = 32;
+
+/// Standard Base64 with or without padding.
+const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
+    &base64::alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A validated request: the licence data, and how to render the URL.
+#[derive(Debug)]
+pub struct Validated {
+    pub licence: LicenceData,
+    pub use_https: bool,
+}
+
+/// Checks `customerAuthenticator` (`<customerId>,<secret>`) against the
+/// configured SHA-256 digests, in constant time, and the environment.
+pub fn authenticate<'c>(config: &'c Config, params: &Params<'_>) -> Result<&'c Customer, ApiError> {
+    let value = match params.get(Param::CustomerAuthenticator) {
+        None | Some("") => return Err(ErrorCode::AuthenticatorMissing.into()),
+        Some(v) => v,
+    };
+    let Some((id, secret)) = value.split_once(',') else {
+        return Err(ApiError::new(ErrorCode::AuthenticatorInvalid, "expected <customerId>,<secret>"));
+    };
+    let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    let customer = config.customers.get(id);
+    // Compare even for an unknown id, so that timing does not tell ids apart.
+    let expected = customer.map_or([0u8; 32], |c| c.authenticator_sha256);
+    let matches = bool::from(digest.ct_eq(&expected));
+    match customer {
+        Some(c) if matches && c.environment == config.environment => Ok(c),
+        Some(c) if matches => Err(ApiError::new(
+            ErrorCode::AuthenticatorInvalid,
+            format!("this is a {} authenticator; this service is {}", c.environment.as_str(), config.environment.as_str()),
+        )),
+        _ => Err(ErrorCode::AuthenticatorInvalid.into()),
+    }
+}
+
+/// Validates every parameter of an authenticated request.
+pub fn validate(params: &Params<'_>, customer: &Customer, now: i64) -> Result<Validated, ApiError> {
+    validate_playready(params)?;
+    let use_https = match params.get(Param::UseHttps) {
+        None => false,
+        Some(v) if v.eq_ignore_ascii_case("true") => true,
+        Some(v) if v.eq_ignore_ascii_case("false") => false,
+        Some(_) => return Err(ApiError::new(ErrorCode::InvalidParameter, "useHttps must be true or false")),
+    };
+    let kid = params.get(Param::Kid).map(Kid::parse).transpose()?;
+    let content_key = content_key(params, kid.as_ref(), customer)?;
+    let iv = match params.get(Param::Iv) {
+        None => return Err(ApiError::new(ErrorCode::InvalidIv, "iv is required")),
+        Some(text) => parse_hex16(text).ok_or_else(|| ApiError::new(ErrorCode::InvalidIv, "expected 32 hex digits"))?,
+    };
+    let general_flags = match params.get(Param::GeneralFlags) {
+        None | Some("00000000") | Some("0000") => 0,
+        Some("00000001") => 1,
+        Some(_) => return Err(ApiError::new(ErrorCode::InvalidGeneralFlags, "expected 00000000 or 00000001")),
+    };
+    let rental_duration = match params.get(Param::RentalDuration) {
+        None => 0,
+        Some(text) => parse_u32(text).ok_or_else(|| {
+            ApiError::new(ErrorCode::InvalidRentalDuration, "expected a whole number of seconds (0 to 4294967295)")
+        })?,
+    };
+    let extensions = params.fp_extensions.iter().map(|e| parse_extension(e)).collect::<Result<Vec<_>, _>>()?;
+    if extensions.len() > MAX_EXTENSIONS {
+        return Err(ApiError::new(ErrorCode::InvalidFpExtension, format!("at most {MAX_EXTENSIONS} are allowed")));
+    }
+    let expires_at = match params.get(Param::ExpirationTime) {
+        None => now.saturating_add(MAX_LIFETIME_SECONDS),
+        Some(text) => parse_expiration(text, now)?,
+    };
+    let cookie = match params.get(Param::Cookie) {
+        None | Some("") => None,
+        Some(c) => Some(parse_cookie(c)?),
+    };
+    Ok(Validated {
+        licence: LicenceData {
+            environment: customer.environment,
+            customer_id: customer.id.clone(),
+            issued_at: now,
+            expires_at,
+            content_key,
+            iv,
+            kid,
+            rental_duration,
+            general_flags,
+            extensions,
+            cookie,
+        },
+        use_https,
+    })
+}
+
+/// The content key, from `contentKey`, from `ek` unwrapped with `kek`, or
+/// from the key store by `kid` (opened with `kek` or the customer's KEK).
+fn content_key(params: &Params<'_>, kid: Option<&Kid>, customer: &Customer) -> Result<ContentKey, ApiError> {
+    let clear = params.get(Param::ContentKey);
+    let ek = params.get(Param::Ek);
+    let kek = params
+        .get(Param::Kek)
+        .map(|text| Kek::from_hex(text).ok_or_else(|| ApiError::new(ErrorCode::InvalidWrappedKey, "kek must be 32, 48 or 64 hex digits")))
+        .transpose()?;
+    let conflict = |detail: &'static str| Err(ApiError::new(ErrorCode::InvalidKeyData, detail));
+    match (kek, ek) {
+        (None, Some(_)) => conflict("ek requires kek"),
+        (Some(_), _) if clear.is_some() => conflict("give contentKey or kek, not both"),
+        (Some(_), Some(_)) if kid.is_some() => conflict("with kek, give kid or ek, not both"),
+        (Some(kek), Some(ek)) => {
+            let wrapped = hex::decode(ek).map_err(|_| ApiError::new(ErrorCode::InvalidWrappedKey, "ek must be hex"))?;
+            kek.unwrap_content_key(&wrapped)
+                .ok_or_else(|| ApiError::new(ErrorCode::InvalidWrappedKey, "ek does not unwrap with kek"))
+        }
+        (Some(kek), None) => match kid {
+            None => Err(ApiError::new(ErrorCode::MissingKid, "kek requires kid or ek")),
+            Some(kid) => from_key_store(customer, kid, &kek),
+        },
+        (None, None) => match (clear, kid) {
+            (Some(text), _) => ContentKey::from_hex(text)
+                .ok_or_else(|| ApiError::new(ErrorCode::ContentKeyFormat, format!("got {} characters", text.chars().count()))),
+            (None, Some(kid)) => match &customer.kek {
+                Some(kek) => from_key_store(customer, kid, kek),
+                None => Err(ApiError::new(ErrorCode::KeyStoreLookup, "no kek given and none configured")),
+            },
+            (None, None) => Err(ApiError::new(ErrorCode::InvalidContentKey, "contentKey is required (or kid, or kek and ek)")),
+        },
+    }
+}
+
+fn from_key_store(customer: &Customer, kid: &Kid, kek: &Kek) -> Result<ContentKey, ApiError> {
+    let wrapped = customer
+        .key_store
+        .get(kid)
+        .ok_or_else(|| ApiError::new(ErrorCode::KeyStoreLookup, "unknown kid"))?;
+    kek.unwrap_content_key(wrapped)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidWrappedKey, "the stored key does not unwrap with this kek"))
+}
+
+fn parse_hex16(text: &str) -> Option<[u8; 16]> {
+    let mut out = [0u8; 16];
+    hex::decode_to_slice(text, &mut out).ok()?;
+    Some(out)
+}
+
+/// A decimal number of ASCII digits only (no sign, no spaces).
+fn parse_u32(text: &str) -> Option<u32> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    text.parse().ok()
+}
+
+fn parse_extension(text: &str) -> Result<FpExtension, ApiError> {
+    let Some((kind, payload)) = text.split_once(',') else {
+        return Err(ApiError::new(ErrorCode::InvalidFpExtension, "expected extensionType,extensionPayload"));
+    };
+    let kind: [u8; 4] = kind
+        .as_bytes()
+        .try_into()
+        .ok()
+        .filter(|k: &[u8; 4]| k.iter().all(u8::is_ascii_graphic))
+        .ok_or_else(|| ApiError::new(ErrorCode::ExtensionTypeLength, "expected 4 visible ASCII characters"))?;
+    // An unencoded `+` in a query string arrives as a space.
+    let payload = payload.replace(' ', "+");
+    let bad_payload = || ApiError::new(ErrorCode::ExtensionPayloadEncoding, "");
+    if payload.is_empty() || payload.len() > MAX_EXTENSION_PAYLOAD * 4 / 3 + 4 {
+        return Err(bad_payload());
+    }
+    let payload = BASE64_LENIENT.decode(payload.as_bytes()).map_err(|_| bad_payload())?;
+    if payload.len() > MAX_EXTENSION_PAYLOAD {
+        return Err(ApiError::new(ErrorCode::InvalidFpExtension, format!("payload over {MAX_EXTENSION_PAYLOAD} bytes")));
+    }
+    Ok(FpExtension { kind, payload })
+}
+
+/// `expirationTime`: RFC 3339 in UTC with `Z`, or `+seconds` (also ` seconds`,
+/// the `+` of a client that did not percent-encode it). Must be in the future
+/// and at most 30 days away.
+fn parse_expiration(text: &str, now: i64) -> Result<i64, ApiError> {
+    let expires_at = parse_time(text, now).ok_or_else(|| {
+        ApiError::new(ErrorCode::InvalidExpirationTime, "expected an RFC 3339 time ending in Z, or +seconds")
+    })?;
+    if expires_at <= now {
+        return Err(ApiError::new(ErrorCode::InvalidExpirationTime, "the time is in the past"));
+    }
+    if expires_at - now > MAX_LIFETIME_SECONDS {
+        return Err(ApiError::new(ErrorCode::InvalidExpirationTime, "the longest token lifetime is 30 days"));
+    }
+    Ok(expires_at)
+}
+
+/// Parses an absolute RFC 3339 `Z` time or a relative `+seconds`, to Unix seconds.
+fn parse_time(text: &str, now: i64) -> Option<i64> {
+    if let Some(digits) = text.strip_prefix('+').or_else(|| text.strip_prefix(' ')) {
+        if digits.len() > 12 {
+            return None;
+        }
+        return now.checked_add(i64::from(parse_u32(digits)?));
+    }
+    if !text.ends_with('Z') {
+        return None;
+    }
+    OffsetDateTime::parse(text, &Rfc3339).ok().map(OffsetDateTime::unix_timestamp)
+}
+
+fn parse_cookie(text: &str) -> Result<String, ApiError> {
+    let chars = text.chars().count();
+    if chars > MAX_COOKIE_CHARS {
+        return Err(ApiError::new(ErrorCode::InvalidCookie, format!("{chars} characters, at most {MAX_COOKIE_CHARS}")));
+    }
+    if text.chars().any(|c| c.is_control() || c == '\u{FFFD}') {
+        return Err(ApiError::new(ErrorCode::InvalidCookie, "control characters or invalid UTF-8"));
+    }
+    Ok(text.to_owned())
+}
+
+/// The PlayReady-style parameters: never required, validated when present.
+fn validate_playready(params: &Params<'_>) -> Result<(), ApiError> {
+    for param in Param::ALL.into_iter().filter(|p| p.is_playready()) {
+        let Some(value) = params.get(param) else { continue };
+        if value.is_empty() {
+            return Err(ApiError::new(ErrorCode::NoValue, param.name()));
+        }
+        let ok = match param {
+            Param::RightsType => matches!(value, "BuyToOwn" | "Rental"),
+            Param::RentalPeriodEndTime => parse_time(value, 0).is_some(),
+            Param::RentalPlayDuration => parse_u32(value).is_some(),
+            Param::OutputControlFlags => {
+                if !value.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    false
+                } else if value.len() != 8 {
+                    return Err(ApiError::new(ErrorCode::OutputControlFlagsLength, "expected 8 hex digits"));
+                } else {
+                    true
+                }
+            }
+            Param::UnknownOutputBehavior | Param::PrFlag => true,
+            _ => parse_u32(value).is_some_and(|n| n <= 999),
+        };
+        if !ok {
+            return Err(ApiError::new(param.invalid_code(), param.name()));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,371 @@
+//! The token format, version 1: a compact binary payload sealed with
+//! XChaCha20-Poly1305 and encoded as base64url without padding.
+//!
+//! ```text
+//! token   = base64url( header || nonce(24) || ciphertext || tag(16) )
+//! header  = version(1) = 0x01 || key_id_len(1) || key_id        (the AEAD's associated data)
+//! payload = see docs/token-format.md
+//! ```
+//!
+//! The full specification, with test vectors, is `docs/token-format.md`.
+
+use crate::config::{KeyRing, SealingKey};
+use crate::licence::{Environment, FpExtension, Kid, LicenceData};
+use crate::secret::ContentKey;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use chacha20poly1305::aead::{AeadInOut, KeyInit};
+use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
+use std::fmt;
+use zeroize::Zeroize;
+
+/// The format version this code writes and reads.
+pub const VERSION: u8 = 1;
+/// Nonce length (XChaCha20-Poly1305).
+pub const NONCE_LEN: usize = 24;
+const TAG_LEN: usize = 16;
+/// The most `fpExtension`s a token carries.
+pub const MAX_EXTENSIONS: usize = 16;
+/// The largest decoded `fpExtension` payload, in bytes.
+pub const MAX_EXTENSION_PAYLOAD: usize = 1024;
+/// Tokens longer than this (in base64 characters) are refused unread.
+pub const MAX_TOKEN_CHARS: usize = 8192;
+
+/// Why a token did not open. All of these are `-4010` on the wire; the
+/// variants exist for logs, stats and the `inspect` tooling.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenError {
+    /// Not base64url, too short or too long.
+    Malformed,
+    /// A version this code does not read.
+    UnknownVersion,
+    /// The key id names no key in the ring (never issued, or removed).
+    UnknownKey,
+    /// The AEAD tag does not verify: tampered, or sealed under another key.
+    Forged,
+    /// Authentic, but the payload does not parse (a bug in the minting side).
+    BadPayload,
+    /// Authentic, for the other environment.
+    WrongEnvironment,
+    /// Authentic, and past its expiry.
+    Expired,
+}
+
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Malformed => "malformed token",
+            Self::UnknownVersion => "unknown token version",
+            Self::UnknownKey => "token sealed with an unknown key",
+            Self::Forged => "token authentication failed",
+            Self::BadPayload => "token payload is malformed",
+            Self::WrongEnvironment => "token belongs to the other environment",
+            Self::Expired => "token has expired",
+        })
+    }
+}
+
+impl std::error::Error for TokenError {}
+
+/// Why a token could not be minted: the licence data does not fit the
+/// format (the request validation keeps every API request within it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EncodeError(&'static str);
+
+impl fmt::Display for EncodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "licence data does not fit the token format: {}", self.0)
+    }
+}
+
+impl std::error::Error for EncodeError {}
+
+/// Seals `data` under `key` with `nonce` (which must be fresh and random for
+/// every token) and returns the base64url token.
+pub fn seal(data: &LicenceData, key: &SealingKey, nonce: &[u8; NONCE_LEN]) -> Result<String, EncodeError> {
+    let mut out = Vec::with_capacity(256);
+    out.push(VERSION);
+    push_short(&mut out, key.id.as_bytes(), "sealing key id")?;
+    let header_len = out.len();
+    out.extend_from_slice(nonce);
+    let body_start = out.len();
+    encode_payload(data, &mut out)?;
+
+    let cipher = XChaCha20Poly1305::new(key.key.expose().into());
+    let (head, body) = out.split_at_mut(body_start);
+    let aad = head.get(..header_len).ok_or(EncodeError("header"))?;
+    let tag = cipher
+        .encrypt_inout_detached(&XNonce::from(*nonce), aad, body.into())
+        .map_err(|_| EncodeError("payload too long"))?;
+    out.extend_from_slice(&tag);
+    let token = URL_SAFE_NO_PAD.encode(&out);
+    out.zeroize();
+    Ok(token)
+}
+
+/// Opens and verifies a token: decodes it, finds its key in `ring`, checks the
+/// tag, the environment and the expiry against `now` (Unix seconds).
+pub fn open(token: &str, ring: &KeyRing, environment: Environment, now: i64) -> Result<LicenceData, TokenError> {
+    let data = open_unchecked(token, ring)?;
+    if data.environment != environment {
+        return Err(TokenError::WrongEnvironment);
+    }
+    if now >= data.expires_at {
+        return Err(TokenError::Expired);
+    }
+    Ok(data)
+}
+
+/// Opens a token and checks its authenticity only (not environment or
+/// expiry): for tooling that shows why a token is refused.
+pub fn open_unchecked(token: &str, ring: &KeyRing) -> Result<LicenceData, TokenError> {
+    if token.len() > MAX_TOKEN_CHARS {
+        return Err(TokenError::Malformed);
+    }
+    let mut raw = URL_SAFE_NO_PAD.decode(token.as_bytes()).map_err(|_| TokenError::Malformed)?;
+    let result = open_raw(&mut raw, ring);
+    raw.zeroize();
+    result
+}
+
+fn open_raw(raw: &mut [u8], ring: &KeyRing) -> Result<LicenceData, TokenError> {
+    let (&version, rest) = raw.split_first().ok_or(TokenError::Malformed)?;
+    if version != VERSION {
+        return Err(TokenError::UnknownVersion);
+    }
+    let (&id_len, _) = rest.split_first().ok_or(TokenError::Malformed)?;
+    let header_len = 2 + usize::from(id_len);
+    if raw.len() < header_len + NONCE_LEN + TAG_LEN {
+        return Err(TokenError::Malformed);
+    }
+    let (header, rest) = raw.split_at_mut(header_len);
+    let key_id = header.get(2..).ok_or(TokenError::Malformed)?;
+    let key = ring.get(key_id).ok_or(TokenError::UnknownKey)?;
+    let (nonce, rest) = rest.split_at_mut(NONCE_LEN);
+    let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    let nonce = XNonce::try_from(&*nonce).map_err(|_| TokenError::Malformed)?;
+    let tag = Tag::try_from(&*tag).map_err(|_| TokenError::Malformed)?;
+    XChaCha20Poly1305::new(key.key.expose().into())
+        .decrypt_inout_detached(&nonce, header, body.into(), &tag)
+        .map_err(|_| TokenError::Forged)?;
+    decode_payload(body).ok_or(TokenError::BadPayload)
+}
+
+/// The key id a token names, read without any key (for logs and tooling).
+pub fn key_id(token: &str) -> Option<String> {
+    if token.len() > MAX_TOKEN_CHARS {
+        return None;
+    }
+    let raw = URL_SAFE_NO_PAD.decode(token.as_bytes()).ok()?;
+    let id_len = usize::from(*raw.get(1)?);
+    let id = raw.get(2..2 + id_len)?;
+    String::from_utf8(id.to_vec()).ok()
+}
+
+// ---- payload ---------------------------------------------------------------
+
+const KID_NONE: u8 = 0;
+const KID_BYTES: u8 = 1;
+const KID_NAME: u8 = 2;
+
+fn push_short(out: &mut Vec<u8>, bytes: &[u8], what: &'static str) -> Result<(), EncodeError> {
+    let len = u8::try_from(bytes.len()).map_err(|_| EncodeError(what))?;
+    out.push(len);
+    out.extend_from_slice(bytes);
+    Ok(())
+}
+
+fn encode_payload(d: &LicenceData, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    out.push(match d.environment {
+        Environment::Test => 0,
+        Environment::Production => 1,
+    });
+    out.extend_from_slice(&d.issued_at.to_be_bytes());
+    out.extend_from_slice(&d.expires_at.to_be_bytes());
+    push_short(out, d.customer_id.as_bytes(), "customer id")?;
+    out.extend_from_slice(d.content_key.expose());
+    out.extend_from_slice(&d.iv);
+    match &d.kid {
+        None => out.push(KID_NONE),
+        Some(Kid::Bytes(b)) => {
+            out.push(KID_BYTES);
+            out.extend_from_slice(b);
+        }
+        Some(Kid::Name(n)) => {
+            out.push(KID_NAME);
+            push_short(out, n.as_bytes(), "kid")?;
+        }
+    }
+    out.extend_from_slice(&d.rental_duration.to_be_bytes());
+    out.extend_from_slice(&d.general_flags.to_be_bytes());
+    push_short(out, d.cookie.as_deref().unwrap_or("").as_bytes(), "cookie")?;
+    if d.extensions.len() > MAX_EXTENSIONS {
+        return Err(EncodeError("too many fpExtensions"));
+    }
+    out.push(d.extensions.len() as u8);
+    for ext in &d.extensions {
+        out.extend_from_slice(&ext.kind);
+        let len = u16::try_from(ext.payload.len()).map_err(|_| EncodeError("fpExtension payload"))?;
+        out.extend_from_slice(&len.to_be_bytes());
+        out.extend_from_slice(&ext.payload);
+    }
+    Ok(())
+}
+
+/// A cursor over the payload; every read is bounds-checked.
+struct Reader<'a>(&'a [u8]);
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        let (head, tail) = self.0.split_at_checked(n)?;
+        self.0 = tail;
+        Some(head)
+    }
+    fn array<const N: usize>(&mut self) -> Option<[u8; N]> {
+        self.take(N)?.try_into().ok()
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.array::<1>().map(|[b]| b)
+    }
+    fn short_str(&mut self) -> Option<String> {
+        let len = usize::from(self.u8()?);
+        String::from_utf8(self.take(len)?.to_vec()).ok()
+    }
+}
+
+fn decode_payload(body: &[u8]) -> Option<LicenceData> {
+    let mut r = Reader(body);
+    let environment = match r.u8()? {
+        0 => Environment::Test,
+        1 => Environment::Production,
+        _ => return None,
+    };
+    let issued_at = i64::from_be_bytes(r.array()?);
+    let expires_at = i64::from_be_bytes(r.array()?);
+    let customer_id = r.short_str()?;
+    let content_key = ContentKey::new(r.array()?);
+    let iv = r.array()?;
+    let kid = match r.u8()? {
+        KID_NONE => None,
+        KID_BYTES => Some(Kid::Bytes(r.array()?)),
+        KID_NAME => Some(Kid::Name(r.short_str()?)),
+        _ => return None,
+    };
+    let rental_duration = u32::from_be_bytes(r.array()?);
+    let general_flags = u32::from_be_bytes(r.array()?);
+    let cookie = Some(r.short_str()?).filter(|c| !c.is_empty());
+    let count = usize::from(r.u8()?);
+    if count > MAX_EXTENSIONS {
+        return None;
+    }
+    let mut extensions = Vec::with_capacity(count);
+    for _ in 0..count {
+        let kind = r.array()?;
+        let len = usize::from(u16::from_be_bytes(r.array()?));
+        extensions.push(FpExtension { kind, payload: r.take(len)?.to_vec() });
+    }
+    if !r.0.is_empty() {
+        return None;
+    }
+    Some(LicenceData {
+        environment,
+        customer_id,
+        issued_at,
+        expires_at,
+        content_key,
+        iv,
+        kid,
+        rental_duration,
+        general_flags,
+        extensions,
+        cookie,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::SealingKeyBytes;
+
+    pub(crate) fn ring(ids: &[&str], active: &str) -> KeyRing {
+        let keys = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| SealingKey { id: (*id).to_owned(), key: SealingKeyBytes::new([i as u8 + 1; 32]) })
+            .collect();
+        KeyRing::new(keys, active).unwrap()
+    }
+
+    fn sample() -> LicenceData {
+        LicenceData {
+            environment: Environment::Test,
+            customer_id: "100001".into(),
+            issued_at: 1_700_000_000,
+            expires_at: 1_700_000_060,
+            content_key: ContentKey::new(*b"0123456789abcdef"),
+            iv: [7; 16],
+            kid: Some(Kid::Name("movie".into())),
+            rental_duration: 3600,
+            general_flags: 1,
+            extensions: vec![FpExtension { kind: *b"wudo", payload: vec![0, 0, 0, 0] }],
+            cookie: Some("session-42".into()),
+        }
+    }
+
+    #[test]
+    fn round_trip() {
+        let ring = ring(&["a", "b"], "b");
+        let token = seal(&sample(), ring.active().unwrap(), &[9; 24]).unwrap();
+        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(open(&token, &ring, Environment::Test, 1_700_000_000).unwrap(), sample());
+        assert_eq!(key_id(&token).as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn every_flipped_bit_is_refused() {
+        let ring = ring(&["a"], "a");
+        let token = seal(&sample(), ring.active().unwrap(), &[3; 24]).unwrap();
+        let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        for bit in 0..raw.len() * 8 {
+            let mut bad = raw.clone();
+            bad[bit / 8] ^= 1 << (bit % 8);
+            let bad = URL_SAFE_NO_PAD.encode(&bad);
+            assert!(open(&bad, &ring, Environment::Test, 1_700_000_000).is_err(), "bit {bit}");
+        }
+    }
+
+    #[test]
+    fn checks_expiry_environment_and_key() {
+        let old = ring(&["old", "new"], "old");
+        let token = seal(&sample(), old.active().unwrap(), &[1; 24]).unwrap();
+        assert_eq!(open(&token, &old, Environment::Test, 1_700_000_060), Err(TokenError::Expired));
+        assert_eq!(open(&token, &old, Environment::Production, 1_700_000_000), Err(TokenError::WrongEnvironment));
+        let removed = ring(&["new"], "new");
+        assert_eq!(open(&token, &removed, Environment::Test, 1_700_000_000), Err(TokenError::UnknownKey));
+        assert_eq!(open("", &old, Environment::Test, 0), Err(TokenError::Malformed));
+        assert_eq!(open("!!!", &old, Environment::Test, 0), Err(TokenError::Malformed));
+        assert_eq!(open("AgE", &old, Environment::Test, 0), Err(TokenError::UnknownVersion));
+    }
+
+    #[test]
+    fn minimal_licence_round_trips() {
+        let ring = ring(&["k"], "k");
+        let mut d = sample();
+        d.kid = Some(Kid::Bytes([0xab; 16]));
+        d.cookie = None;
+        d.extensions.clear();
+        let token = seal(&d, ring.active().unwrap(), &[0; 24]).unwrap();
+        assert_eq!(open(&token, &ring, Environment::Test, 0).unwrap(), d);
+        d.kid = None;
+        let token = seal(&d, ring.active().unwrap(), &[0; 24]).unwrap();
+        assert_eq!(open(&token, &ring, Environment::Test, 0).unwrap(), d);
+    }
+
+    #[test]
+    fn same_data_new_nonce_new_token() {
+        let ring = ring(&["k"], "k");
+        let a = seal(&sample(), ring.active().unwrap(), &[1; 24]).unwrap();
+        let b = seal(&sample(), ring.active().unwrap(), &[2; 24]).unwrap();
+        assert_ne!(a, b);
+    }
+}

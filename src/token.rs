@@ -92,7 +92,7 @@ pub fn seal(data: &LicenceData, key: &SealingKey, nonce: &[u8; NONCE_LEN]) -> Re
     encode_payload(data, &mut out)?;
 
     let cipher = XChaCha20Poly1305::new(key.key.expose().into());
-    let (head, body) = out.split_at_mut(body_start);
+    let (head, body) = out.split_at_mut_checked(body_start).ok_or(EncodeError("header"))?;
     let aad = head.get(..header_len).ok_or(EncodeError("header"))?;
     let tag = cipher
         .encrypt_inout_detached(&XNonce::from(*nonce), aad, body.into())
@@ -138,11 +138,12 @@ fn open_raw(raw: &mut [u8], ring: &KeyRing) -> Result<LicenceData, TokenError> {
     if raw.len() < header_len + NONCE_LEN + TAG_LEN {
         return Err(TokenError::Malformed);
     }
-    let (header, rest) = raw.split_at_mut(header_len);
+    let (header, rest) = raw.split_at_mut_checked(header_len).ok_or(TokenError::Malformed)?;
     let key_id = header.get(2..).ok_or(TokenError::Malformed)?;
     let key = ring.get(key_id).ok_or(TokenError::UnknownKey)?;
-    let (nonce, rest) = rest.split_at_mut(NONCE_LEN);
-    let (body, tag) = rest.split_at_mut(rest.len() - TAG_LEN);
+    let (nonce, rest) = rest.split_at_mut_checked(NONCE_LEN).ok_or(TokenError::Malformed)?;
+    let body_len = rest.len().checked_sub(TAG_LEN).ok_or(TokenError::Malformed)?;
+    let (body, tag) = rest.split_at_mut_checked(body_len).ok_or(TokenError::Malformed)?;
     let nonce = XNonce::try_from(&*nonce).map_err(|_| TokenError::Malformed)?;
     let tag = Tag::try_from(&*tag).map_err(|_| TokenError::Malformed)?;
     XChaCha20Poly1305::new(key.key.expose().into())

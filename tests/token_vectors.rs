@@ -1,0 +1,90 @@
+//! The token format's test vectors (`tests/vectors/v1.json`, documented in
+//! `docs/token-format.md`): sealing the licence data with the given key and
+//! nonce must give the token byte for byte, and opening it must give the data.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+
+use base64::Engine as _;
+use fpgen::config::{KeyRing, SealingKey};
+use fpgen::licence::{Environment, FpExtension, Kid, LicenceData};
+use fpgen::secret::{ContentKey, SealingKeyBytes};
+use fpgen::token::{self, TokenError};
+use serde_json::Value;
+
+fn licence(v: &Value) -> LicenceData {
+    let hex16 = |s: &Value| -> [u8; 16] { hex::decode(s.as_str().unwrap()).unwrap().try_into().unwrap() };
+    LicenceData {
+        environment: serde_json::from_value::<Environment>(v["environment"].clone()).unwrap(),
+        customer_id: v["customer_id"].as_str().unwrap().to_owned(),
+        issued_at: v["issued_at"].as_i64().unwrap(),
+        expires_at: v["expires_at"].as_i64().unwrap(),
+        content_key: ContentKey::new(hex16(&v["content_key"])),
+        iv: hex16(&v["iv"]),
+        kid: v["kid"].as_str().map(|k| Kid::parse(k).unwrap()),
+        rental_duration: v["rental_duration"].as_u64().unwrap() as u32,
+        general_flags: v["general_flags"].as_u64().unwrap() as u32,
+        extensions: v["fp_extensions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| FpExtension {
+                kind: e["type"].as_str().unwrap().as_bytes().try_into().unwrap(),
+                payload: base64::engine::general_purpose::STANDARD.decode(e["payload"].as_str().unwrap()).unwrap(),
+            })
+            .collect(),
+        cookie: v["cookie"].as_str().map(str::to_owned),
+    }
+}
+
+fn vectors() -> Value {
+    serde_json::from_str(include_str!("vectors/v1.json")).unwrap()
+}
+
+fn ring(v: &Value) -> KeyRing {
+    let key = SealingKey {
+        id: v["sealing_key"]["id"].as_str().unwrap().to_owned(),
+        key: SealingKeyBytes::from_hex(v["sealing_key"]["key"].as_str().unwrap()).unwrap(),
+    };
+    let id = key.id.clone();
+    KeyRing::new(vec![key], &id).unwrap()
+}
+
+#[test]
+fn valid_vectors_seal_and_open_byte_for_byte() {
+    let all = vectors();
+    let valid = all["valid"].as_array().unwrap();
+    assert!(valid.len() >= 2);
+    for v in valid {
+        let ring = ring(v);
+        let data = licence(&v["licence"]);
+        let nonce: [u8; 24] = hex::decode(v["nonce"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let sealed = token::seal(&data, ring.active().unwrap(), &nonce).unwrap();
+        assert_eq!(sealed, v["token"].as_str().unwrap(), "vector {}", v["name"]);
+        let opened = token::open(&sealed, &ring, data.environment, data.issued_at).unwrap();
+        assert_eq!(opened, data, "vector {}", v["name"]);
+        // the hex dump in the vector is the token's bytes
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        assert_eq!(hex::encode(raw), v["token_hex"].as_str().unwrap());
+        // and the plaintext payload is documented too
+        assert_eq!(v["payload_hex"].as_str().unwrap().len() % 2, 0);
+    }
+}
+
+#[test]
+fn invalid_vectors_are_refused_with_their_reason() {
+    let all = vectors();
+    for v in all["invalid"].as_array().unwrap() {
+        let ring = ring(v);
+        let env = serde_json::from_value::<Environment>(v["environment"].clone()).unwrap();
+        let got = token::open(v["token"].as_str().unwrap(), &ring, env, v["now"].as_i64().unwrap());
+        let want = match v["error"].as_str().unwrap() {
+            "malformed" => TokenError::Malformed,
+            "unknown_version" => TokenError::UnknownVersion,
+            "unknown_key" => TokenError::UnknownKey,
+            "forged" => TokenError::Forged,
+            "wrong_environment" => TokenError::WrongEnvironment,
+            "expired" => TokenError::Expired,
+            other => panic!("unknown error {other}"),
+        };
+        assert_eq!(got.unwrap_err(), want, "vector {}", v["name"]);
+    }
+}

@@ -1,0 +1,108 @@
+#!/usr/bin/env python3
+"""Writes tests/vectors/v1.json: fpgen token format v1 test vectors.
+
+This is an independent implementation of docs/token-format.md in Python
+(PyNaCl's libsodium XChaCha20-Poly1305), so the vectors do not come from the
+Rust code they check. Run: python3 -m pip install pynacl && python3 tests/vectors/generate.py
+"""
+import base64
+import json
+import os
+import struct
+
+from nacl.bindings import crypto_aead_xchacha20poly1305_ietf_encrypt as seal
+
+ENV = {"test": 0, "production": 1}
+
+
+def short(b: bytes) -> bytes:
+    assert len(b) < 256
+    return bytes([len(b)]) + b
+
+
+def payload(lic: dict) -> bytes:
+    out = bytes([ENV[lic["environment"]]])
+    out += struct.pack(">qq", lic["issued_at"], lic["expires_at"])
+    out += short(lic["customer_id"].encode())
+    out += bytes.fromhex(lic["content_key"]) + bytes.fromhex(lic["iv"])
+    kid = lic["kid"]
+    if kid is None:
+        out += b"\x00"
+    elif kid.startswith("^"):
+        out += b"\x02" + short(kid[1:].encode())
+    else:
+        out += b"\x01" + bytes.fromhex(kid)
+    out += struct.pack(">II", lic["rental_duration"], lic["general_flags"])
+    out += short((lic["cookie"] or "").encode())
+    out += bytes([len(lic["fp_extensions"])])
+    for ext in lic["fp_extensions"]:
+        data = base64.b64decode(ext["payload"])
+        out += ext["type"].encode() + struct.pack(">H", len(data)) + data
+    return out
+
+
+def token(key_id: str, key_hex: str, nonce_hex: str, lic: dict):
+    header = b"\x01" + short(key_id.encode())
+    nonce = bytes.fromhex(nonce_hex)
+    body = payload(lic)
+    sealed = seal(body, header, nonce, bytes.fromhex(key_hex))  # ciphertext || tag
+    raw = header + nonce + sealed
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode(), raw.hex(), body.hex()
+
+
+def b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+KEY = {"id": "2026-11", "key": "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"}
+MINIMAL = {
+    "environment": "test", "customer_id": "100001",
+    "issued_at": 1800000000, "expires_at": 1802592000,
+    "content_key": "000102030405060708090a0b0c0d0e0f", "iv": "0f0e0d0c0b0a09080706050403020100",
+    "kid": None, "rental_duration": 0, "general_flags": 0, "cookie": None, "fp_extensions": [],
+}
+FULL = {
+    "environment": "production", "customer_id": "201722",
+    "issued_at": 1800000000, "expires_at": 1800003600,
+    "content_key": "b366360da82e9c6e0b0984002a362cf2", "iv": "00112233445566778899aabbccddeeff",
+    "kid": "b366360da82e9c6e0b0984002a362cf2", "rental_duration": 86400, "general_flags": 1,
+    "cookie": "session-42",
+    "fp_extensions": [{"type": "wudo", "payload": "AAAAAA=="}, {"type": "abcd", "payload": "AQID"}],
+}
+NAMED = dict(MINIMAL, kid="^movie-7", cookie="é ü", expires_at=1800000060)
+
+valid = []
+for name, lic, nonce in [
+    ("minimal", MINIMAL, "000102030405060708090a0b0c0d0e0f1011121314151617"),
+    ("full", FULL, "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7"),
+    ("named-kid", NAMED, "ffffffffffffffffffffffffffffffffffffffffffffffff"),
+]:
+    t, raw_hex, body_hex = token(KEY["id"], KEY["key"], nonce, lic)
+    valid.append({"name": name, "sealing_key": KEY, "nonce": nonce, "licence": lic,
+                  "payload_hex": body_hex, "token_hex": raw_hex, "token": t})
+
+minimal = bytes.fromhex(valid[0]["token_hex"])
+flipped = bytearray(minimal)
+flipped[-1] ^= 1
+other_key, _, _ = token("2026-10", KEY["key"], valid[0]["nonce"], MINIMAL)
+wrong_secret, _, _ = token(KEY["id"], "ff" * 32, valid[0]["nonce"], MINIMAL)
+invalid = [
+    {"name": "not base64url", "token": valid[0]["token"][:-1] + "+", "error": "malformed"},
+    {"name": "truncated", "token": b64(minimal[:30]), "error": "malformed"},
+    {"name": "version 2", "token": b64(b"\x02" + minimal[1:]), "error": "unknown_version"},
+    {"name": "flipped tag bit", "token": b64(bytes(flipped)), "error": "forged"},
+    {"name": "sealed with another key under the same id", "token": wrong_secret, "error": "forged"},
+    {"name": "key id not in the ring", "token": other_key, "error": "unknown_key"},
+    {"name": "at its expiry second", "token": valid[0]["token"], "now": MINIMAL["expires_at"], "error": "expired"},
+    {"name": "test token on production", "token": valid[0]["token"], "environment": "production", "error": "wrong_environment"},
+]
+for v in invalid:
+    v.setdefault("now", 1800000000)
+    v.setdefault("environment", "test")
+    v["sealing_key"] = KEY
+
+path = os.path.join(os.path.dirname(__file__), "v1.json")
+with open(path, "w", encoding="utf-8") as f:
+    json.dump({"format": "fpgen token v1", "valid": valid, "invalid": invalid}, f, indent=2, ensure_ascii=False)
+    f.write("\n")
+print("wrote", path)

@@ -23,13 +23,20 @@ pub struct ConfigError {
 
 impl ConfigError {
     fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self { field: field.into(), problem: problem.into() }
+        Self {
+            field: field.into(),
+            problem: problem.into(),
+        }
     }
 }
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid fpgen configuration: {}: {}", self.field, self.problem)
+        write!(
+            f,
+            "invalid fpgen configuration: {}: {}",
+            self.field, self.problem
+        )
     }
 }
 
@@ -164,7 +171,11 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_slice(json);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
-            let field = if path == "." { "(root)".to_owned() } else { path };
+            let field = if path == "." {
+                "(root)".to_owned()
+            } else {
+                path
+            };
             ConfigError::new(field, e.into_inner().to_string())
         })?;
         Self::validate(raw)
@@ -177,7 +188,10 @@ impl Config {
         let mut keks = HashMap::new();
         for (name, hex) in raw.keks {
             let kek = Kek::from_hex(&hex).ok_or_else(|| {
-                ConfigError::new(format!("keks.{name}"), "expected 32, 48 or 64 hex digits (AES-128/192/256)")
+                ConfigError::new(
+                    format!("keks.{name}"),
+                    "expected 32, 48 or 64 hex digits (AES-128/192/256)",
+                )
             })?;
             keks.insert(name, kek);
         }
@@ -187,30 +201,41 @@ impl Config {
             let at = |f: &str| format!("customers[{i}].{f}");
             if c.id.is_empty()
                 || c.id.len() > MAX_CUSTOMER_ID_LEN
-                || !c.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                || !c
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
             {
-                return Err(ConfigError::new(at("id"), "expected 1 to 64 characters of [A-Za-z0-9._-]"));
+                return Err(ConfigError::new(
+                    at("id"),
+                    "expected 1 to 64 characters of [A-Za-z0-9._-]",
+                ));
             }
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&c.authenticator_sha256, &mut digest).map_err(|_| {
-                ConfigError::new(at("authenticator_sha256"), "expected 64 hex digits (SHA-256 of the secret)")
+                ConfigError::new(
+                    at("authenticator_sha256"),
+                    "expected 64 hex digits (SHA-256 of the secret)",
+                )
             })?;
             let kek = match &c.kek {
                 None => None,
-                Some(name) => Some(
-                    keks.get(name)
-                        .cloned()
-                        .ok_or_else(|| ConfigError::new(at("kek"), format!("no KEK named {name:?} in keks")))?,
-                ),
+                Some(name) => Some(keks.get(name).cloned().ok_or_else(|| {
+                    ConfigError::new(at("kek"), format!("no KEK named {name:?} in keks"))
+                })?),
             };
             let mut key_store = HashMap::new();
             for (kid_text, wrapped_hex) in &c.key_store {
                 let field = format!("customers[{i}].key_store.{kid_text}");
-                let kid = Kid::parse(kid_text)
-                    .map_err(|e| ConfigError::new(field.clone(), format!("invalid kid: {}", e.message())))?;
+                let kid = Kid::parse(kid_text).map_err(|e| {
+                    ConfigError::new(field.clone(), format!("invalid kid: {}", e.message()))
+                })?;
                 let mut wrapped = [0u8; 24];
                 hex::decode_to_slice(wrapped_hex, &mut wrapped).map_err(|_| {
-                    ConfigError::new(field.clone(), "expected 48 hex digits (a 16-byte key wrapped with AES-KW)")
+                    ConfigError::new(
+                        field.clone(),
+                        "expected 48 hex digits (a 16-byte key wrapped with AES-KW)",
+                    )
                 })?;
                 if key_store.insert(kid, wrapped).is_some() {
                     return Err(ConfigError::new(field, "the same kid appears twice"));
@@ -225,23 +250,38 @@ impl Config {
                 key_store,
             };
             if customers.insert(id.clone(), customer).is_some() {
-                return Err(ConfigError::new(at("id"), format!("duplicate customer {id:?}")));
+                return Err(ConfigError::new(
+                    at("id"),
+                    format!("duplicate customer {id:?}"),
+                ));
             }
         }
 
         let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 || max_body_bytes > MAX_MAX_BODY_BYTES {
-            return Err(ConfigError::new("max_body_bytes", format!("expected 1 to {MAX_MAX_BODY_BYTES}")));
+            return Err(ConfigError::new(
+                "max_body_bytes",
+                format!("expected 1 to {MAX_MAX_BODY_BYTES}"),
+            ));
         }
 
-        Ok(Self { environment: raw.environment, redeem_url, sealing_keys, customers, max_body_bytes })
+        Ok(Self {
+            environment: raw.environment,
+            redeem_url,
+            sealing_keys,
+            customers,
+            max_body_bytes,
+        })
     }
 }
 
 fn validate_redeem_url(raw: RawRedeemUrl, env: Environment) -> Result<RedeemUrl, ConfigError> {
     let scheme = raw.scheme.unwrap_or_else(|| "http".to_owned());
     if scheme != "http" && scheme != "https" {
-        return Err(ConfigError::new("redeem_url.scheme", "expected \"http\" or \"https\""));
+        return Err(ConfigError::new(
+            "redeem_url.scheme",
+            "expected \"http\" or \"https\"",
+        ));
     }
     let host = raw.host.unwrap_or_else(|| {
         match env {
@@ -252,9 +292,14 @@ fn validate_redeem_url(raw: RawRedeemUrl, env: Environment) -> Result<RedeemUrl,
     });
     let host_ok = !host.is_empty()
         && host.len() <= 253
-        && host.bytes().all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b));
+        && host
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b));
     if !host_ok {
-        return Err(ConfigError::new("redeem_url.host", "expected a host name or an IP address"));
+        return Err(ConfigError::new(
+            "redeem_url.host",
+            "expected a host name or an IP address",
+        ));
     }
     let port = match raw.port {
         Some(0) => return Err(ConfigError::new("redeem_url.port", "expected 1 to 65535")),
@@ -262,22 +307,39 @@ fn validate_redeem_url(raw: RawRedeemUrl, env: Environment) -> Result<RedeemUrl,
         None => Some(80),
     };
     let path = raw.path.unwrap_or_else(|| "/hms/fp/rights/".to_owned());
-    let path_ok = path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) && !path.contains('#');
+    let path_ok =
+        path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) && !path.contains('#');
     if !path_ok {
-        return Err(ConfigError::new("redeem_url.path", "expected an absolute path of visible ASCII"));
+        return Err(ConfigError::new(
+            "redeem_url.path",
+            "expected an absolute path of visible ASCII",
+        ));
     }
-    Ok(RedeemUrl { scheme, host, port, path })
+    Ok(RedeemUrl {
+        scheme,
+        host,
+        port,
+        path,
+    })
 }
 
-fn validate_sealing_keys(raw: Vec<RawSealingKey>, active: Option<String>) -> Result<KeyRing, ConfigError> {
+fn validate_sealing_keys(
+    raw: Vec<RawSealingKey>,
+    active: Option<String>,
+) -> Result<KeyRing, ConfigError> {
     if raw.is_empty() {
-        return Err(ConfigError::new("sealing_keys", "at least one sealing key is required"));
+        return Err(ConfigError::new(
+            "sealing_keys",
+            "at least one sealing key is required",
+        ));
     }
     let mut keys: Vec<SealingKey> = Vec::with_capacity(raw.len());
     for (i, k) in raw.into_iter().enumerate() {
         let valid_id = !k.id.is_empty()
             && k.id.len() <= MAX_KEY_ID_LEN
-            && k.id.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+            && k.id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
         if !valid_id {
             return Err(ConfigError::new(
                 format!("sealing_keys[{i}].id"),
@@ -285,10 +347,17 @@ fn validate_sealing_keys(raw: Vec<RawSealingKey>, active: Option<String>) -> Res
             ));
         }
         if keys.iter().any(|other| other.id == k.id) {
-            return Err(ConfigError::new(format!("sealing_keys[{i}].id"), format!("duplicate id {:?}", k.id)));
+            return Err(ConfigError::new(
+                format!("sealing_keys[{i}].id"),
+                format!("duplicate id {:?}", k.id),
+            ));
         }
-        let key = SealingKeyBytes::from_hex(&k.key)
-            .ok_or_else(|| ConfigError::new(format!("sealing_keys[{i}].key"), "expected 64 hex digits (32 bytes)"))?;
+        let key = SealingKeyBytes::from_hex(&k.key).ok_or_else(|| {
+            ConfigError::new(
+                format!("sealing_keys[{i}].key"),
+                "expected 64 hex digits (32 bytes)",
+            )
+        })?;
         keys.push(SealingKey { id: k.id, key });
     }
     let active = match active {
@@ -301,8 +370,12 @@ fn validate_sealing_keys(raw: Vec<RawSealingKey>, active: Option<String>) -> Res
             ))
         }
     };
-    KeyRing::new(keys, &active)
-        .ok_or_else(|| ConfigError::new("active_sealing_key", format!("no sealing key has the id {active:?}")))
+    KeyRing::new(keys, &active).ok_or_else(|| {
+        ConfigError::new(
+            "active_sealing_key",
+            format!("no sealing key has the id {active:?}"),
+        )
+    })
 }
 
 #[cfg(test)]
@@ -360,7 +433,9 @@ pub(crate) mod tests {
     fn bad_hex_is_named() {
         let e = err(&demo_with(|v| v["sealing_keys"][0]["key"] = "abc".into()));
         assert_eq!(e.field, "sealing_keys[0].key");
-        let e = err(&demo_with(|v| v["customers"][0]["authenticator_sha256"] = "zz".into()));
+        let e = err(&demo_with(|v| {
+            v["customers"][0]["authenticator_sha256"] = "zz".into()
+        }));
         assert_eq!(e.field, "customers[0].authenticator_sha256");
         let e = err(&demo_with(|v| v["keks"]["demo-kek"] = "00".into()));
         assert_eq!(e.field, "keks.demo-kek");
@@ -368,12 +443,18 @@ pub(crate) mod tests {
 
     #[test]
     fn missing_sealing_key() {
-        assert_eq!(err(&demo_with(|v| v["sealing_keys"] = serde_json::json!([]))).field, "sealing_keys");
+        assert_eq!(
+            err(&demo_with(|v| v["sealing_keys"] = serde_json::json!([]))).field,
+            "sealing_keys"
+        );
         let e = err(&demo_with(|v| {
             v.as_object_mut().unwrap().remove("sealing_keys");
         }));
         assert!(e.problem.contains("missing field `sealing_keys`"), "{e}");
-        assert_eq!(err(&demo_with(|v| v["active_sealing_key"] = "nope".into())).field, "active_sealing_key");
+        assert_eq!(
+            err(&demo_with(|v| v["active_sealing_key"] = "nope".into())).field,
+            "active_sealing_key"
+        );
     }
 
     #[test]
@@ -387,8 +468,10 @@ pub(crate) mod tests {
         assert_eq!(e.field, "sealing_keys[1].id");
         let e = err(&demo_with(|v| {
             let store = &mut v["customers"][0]["key_store"];
-            store["aaaabbbbccccddddeeeeffff00001111"] = "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5".into();
-            store["AAAABBBBCCCCDDDDEEEEFFFF00001111"] = "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5".into();
+            store["aaaabbbbccccddddeeeeffff00001111"] =
+                "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5".into();
+            store["AAAABBBBCCCCDDDDEEEEFFFF00001111"] =
+                "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5".into();
         }));
         assert!(e.field.starts_with("customers[0].key_store."), "{e}");
     }
@@ -403,19 +486,29 @@ pub(crate) mod tests {
 
     #[test]
     fn errors_never_echo_key_material() {
-        let e = err(&demo_with(|v| v["sealing_keys"][0]["key"] = "a88deb5c6fc4b09434f9dab3a25f79cd".into()));
+        let e = err(&demo_with(|v| {
+            v["sealing_keys"][0]["key"] = "a88deb5c6fc4b09434f9dab3a25f79cd".into()
+        }));
         assert!(!e.to_string().contains("a88deb5c"), "{e}");
         let c = Config::from_json(DEMO.as_bytes()).unwrap();
         let debug = format!("{c:?}");
-        assert!(!debug.contains("a88deb5c") && !debug.contains("0001020304"), "{debug}");
+        assert!(
+            !debug.contains("a88deb5c") && !debug.contains("0001020304"),
+            "{debug}"
+        );
     }
 
     #[test]
     fn redeem_url_defaults_follow_environment() {
-        let c = Config::from_json(demo_with(|v| v["redeem_url"] = serde_json::json!({})).as_bytes()).unwrap();
+        let c =
+            Config::from_json(demo_with(|v| v["redeem_url"] = serde_json::json!({})).as_bytes())
+                .unwrap();
         let mut s = String::new();
         c.redeem_url.write_prefix(&mut s, false);
-        assert_eq!(s, "http://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken=");
+        assert_eq!(
+            s,
+            "http://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken="
+        );
         s.clear();
         c.redeem_url.write_prefix(&mut s, true);
         assert!(s.starts_with("https://"));

@@ -242,7 +242,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(code: ErrorCode, detail: impl Into<Cow<'static, str>>) -> Self {
-        Self { code, detail: detail.into() }
+        Self {
+            code,
+            detail: detail.into(),
+        }
     }
 
     /// The message as clients see it: the table's message, then the details.
@@ -257,7 +260,10 @@ impl ApiError {
 
 impl From<ErrorCode> for ApiError {
     fn from(code: ErrorCode) -> Self {
-        Self { code, detail: Cow::Borrowed("") }
+        Self {
+            code,
+            detail: Cow::Borrowed(""),
+        }
     }
 }
 
@@ -292,6 +298,9 @@ mod tests {
     fn message_appends_details() {
         let e = ApiError::new(ErrorCode::InvalidErrorFormat, "xml");
         assert_eq!(e.message(), "Invalid error format specified: xml");
-        assert_eq!(ApiError::from(ErrorCode::InvalidIv).message(), "Invalid iv parameter specified");
+        assert_eq!(
+            ApiError::from(ErrorCode::InvalidIv).message(),
+            "Invalid iv parameter specified"
+        );
     }
 }

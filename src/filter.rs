@@ -50,7 +50,10 @@ impl RootContext for Root {
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream { config: self.config.clone(), query: None }))
+        Some(Box::new(Stream {
+            config: self.config.clone(),
+            query: None,
+        }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -68,7 +71,9 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        let Some(path) = self.get_http_request_header(":path") else { return Action::Continue };
+        let Some(path) = self.get_http_request_header(":path") else {
+            return Action::Continue;
+        };
         if !service::is_token_path(&path) {
             return Action::Continue;
         }
@@ -86,7 +91,9 @@ impl HttpContext for Stream {
                 if !service::is_form_content_type(content_type.as_deref()) {
                     return self.reply(service::reject(ErrorCode::UnsupportedMediaType, query));
                 }
-                let declared = self.get_http_request_header("content-length").and_then(|v| v.parse::<usize>().ok());
+                let declared = self
+                    .get_http_request_header("content-length")
+                    .and_then(|v| v.parse::<usize>().ok());
                 if declared.is_some_and(|n| n > config.max_body_bytes) {
                     return self.reply(service::reject(ErrorCode::BodyTooLarge, query));
                 }
@@ -98,7 +105,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(query), Some(config)) = (self.query.clone(), self.config.clone()) else { return Action::Continue };
+        let (Some(query), Some(config)) = (self.query.clone(), self.config.clone()) else {
+            return Action::Continue;
+        };
         if body_size > config.max_body_bytes {
             self.query = None;
             return self.reply(service::reject(ErrorCode::BodyTooLarge, &query));
@@ -116,7 +125,10 @@ impl Stream {
     fn answer(&mut self, config: &Config, query: &str, body: &[u8]) -> Action {
         let (response, outcome) = service::handle(config, query, body, &WasmHost);
         if let Outcome::Rejected(code) = outcome {
-            log(LogLevel::Debug, &format!("fpgen: rejected with {}", code.code()));
+            log(
+                LogLevel::Debug,
+                &format!("fpgen: rejected with {}", code.code()),
+            );
         }
         self.reply(response)
     }
@@ -126,7 +138,11 @@ impl Stream {
         headers.push(("content-type", response.content_type));
         headers.push(("cache-control", "no-store"));
         headers.extend(response.headers.iter().copied());
-        self.send_http_response(u32::from(response.status), headers, Some(response.body.as_bytes()));
+        self.send_http_response(
+            u32::from(response.status),
+            headers,
+            Some(response.body.as_bytes()),
+        );
         Action::Pause
     }
 }

@@ -2,12 +2,12 @@
 pub mod config;
 pub mod error;
 pub mod licence;
-pub mod secret;
-pub mod token;
 pub mod params;
 pub mod render;
 pub mod request;
+pub mod secret;
 pub mod service;
+pub mod token;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;

@@ -22,13 +22,19 @@ impl Kid {
         if let Some(name) = text.strip_prefix('^') {
             let chars = name.chars().count();
             if chars > MAX_KID_STRING_CHARS {
-                return Err(ApiError::new(ErrorCode::KidStringTooLong, format!("{chars} characters")));
+                return Err(ApiError::new(
+                    ErrorCode::KidStringTooLong,
+                    format!("{chars} characters"),
+                ));
             }
             if chars == 0 {
                 return Err(ApiError::new(ErrorCode::InvalidKid, "empty name after ^"));
             }
             if name.chars().any(char::is_control) {
-                return Err(ApiError::new(ErrorCode::InvalidKid, "control character in name"));
+                return Err(ApiError::new(
+                    ErrorCode::InvalidKid,
+                    "control character in name",
+                ));
             }
             return Ok(Self::Name(name.to_owned()));
         }
@@ -109,17 +115,25 @@ mod tests {
     #[test]
     fn kid_forms() {
         assert_eq!(
-            Kid::parse("00112233445566778899AABBCCDDEEFF").unwrap().to_string(),
+            Kid::parse("00112233445566778899AABBCCDDEEFF")
+                .unwrap()
+                .to_string(),
             "00112233445566778899aabbccddeeff"
         );
         assert_eq!(Kid::parse("^movie-1").unwrap(), Kid::Name("movie-1".into()));
         assert!(Kid::parse(&format!("^{}", "é".repeat(64))).is_ok());
         let code = |t: &str| Kid::parse(t).unwrap_err().code;
-        assert_eq!(code(&format!("^{}", "a".repeat(65))), ErrorCode::KidStringTooLong);
+        assert_eq!(
+            code(&format!("^{}", "a".repeat(65))),
+            ErrorCode::KidStringTooLong
+        );
         assert_eq!(code("^"), ErrorCode::InvalidKid);
         assert_eq!(code("^a\u{0}b"), ErrorCode::InvalidKid);
         assert_eq!(code("0011"), ErrorCode::KidHexFormat);
-        assert_eq!(code("zz112233445566778899aabbccddeeff"), ErrorCode::KidHexFormat);
+        assert_eq!(
+            code("zz112233445566778899aabbccddeeff"),
+            ErrorCode::KidHexFormat
+        );
         assert_eq!(code(""), ErrorCode::KidHexFormat);
     }
 }

@@ -169,12 +169,16 @@ impl<'a> Params<'a> {
     }
 
     fn add(&mut self, name: &str, value: Cow<'a, str>) {
-        let Some(param) = Param::from_name(name) else { return };
+        let Some(param) = Param::from_name(name) else {
+            return;
+        };
         if param == Param::FpExtension {
             self.fp_extensions.push(value);
             return;
         }
-        let Some(slot) = self.values.get_mut(param as usize) else { return };
+        let Some(slot) = self.values.get_mut(param as usize) else {
+            return;
+        };
         if slot.is_some() {
             self.repeated.get_or_insert(param);
         } else {
@@ -193,7 +197,9 @@ impl<'a> Params<'a> {
 pub fn error_format_of(query: &[u8]) -> Option<crate::render::ErrorFormat> {
     form_urlencoded::parse(query)
         .find(|(name, _)| name == Param::ErrorFormat.name())
-        .map_or(Some(crate::render::ErrorFormat::Html), |(_, v)| crate::render::ErrorFormat::parse(&v))
+        .map_or(Some(crate::render::ErrorFormat::Html), |(_, v)| {
+            crate::render::ErrorFormat::parse(&v)
+        })
 }
 
 #[cfg(test)]

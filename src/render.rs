@@ -44,7 +44,12 @@ pub struct Response {
 pub fn success(url: String) -> Response {
     let mut body = url;
     body.push_str("\r\n");
-    Response { status: 200, content_type: CONTENT_TYPE_URI_LIST, body, headers: Vec::new() }
+    Response {
+        status: 200,
+        content_type: CONTENT_TYPE_URI_LIST,
+        body,
+        headers: Vec::new(),
+    }
 }
 
 #[derive(Serialize)]
@@ -59,8 +64,11 @@ pub fn error(err: &ApiError, format: ErrorFormat) -> Response {
     let message = err.message();
     let (content_type, body) = match format {
         ErrorFormat::Json => {
-            let body = serde_json::to_string(&JsonError { code, message: &message })
-                .unwrap_or_else(|_| format!("{{\"code\":{code},\"message\":\"\"}}"));
+            let body = serde_json::to_string(&JsonError {
+                code,
+                message: &message,
+            })
+            .unwrap_or_else(|_| format!("{{\"code\":{code},\"message\":\"\"}}"));
             (CONTENT_TYPE_JSON, body)
         }
         ErrorFormat::Html => {
@@ -75,8 +83,17 @@ pub fn error(err: &ApiError, format: ErrorFormat) -> Response {
             (CONTENT_TYPE_HTML, body)
         }
     };
-    let headers = if err.code == crate::error::ErrorCode::MethodNotAllowed { vec![("allow", "GET, POST")] } else { Vec::new() };
-    Response { status: err.code.http_status(), content_type, body, headers }
+    let headers = if err.code == crate::error::ErrorCode::MethodNotAllowed {
+        vec![("allow", "GET, POST")]
+    } else {
+        Vec::new()
+    };
+    Response {
+        status: err.code.http_status(),
+        content_type,
+        body,
+        headers,
+    }
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -100,11 +117,19 @@ mod tests {
 
     #[test]
     fn html_error_is_escaped() {
-        let e = ApiError::new(ErrorCode::InvalidErrorFormat, "<script>alert('x')&\"</script>");
+        let e = ApiError::new(
+            ErrorCode::InvalidErrorFormat,
+            "<script>alert('x')&\"</script>",
+        );
         let r = error(&e, ErrorFormat::Html);
         assert_eq!(r.status, 400);
         assert_eq!(r.content_type, CONTENT_TYPE_HTML);
-        assert!(r.body.contains("&lt;script&gt;alert(&#39;x&#39;)&amp;&quot;&lt;/script&gt;"), "{}", r.body);
+        assert!(
+            r.body
+                .contains("&lt;script&gt;alert(&#39;x&#39;)&amp;&quot;&lt;/script&gt;"),
+            "{}",
+            r.body
+        );
         assert!(!r.body.contains("<script>"));
         assert!(r.body.contains("Error -3004"));
     }
@@ -116,7 +141,10 @@ mod tests {
         assert_eq!(r.status, 401);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["code"], -2018);
-        assert_eq!(v["message"], "Invalid authentication token: quote \" and \\ and \n");
+        assert_eq!(
+            v["message"],
+            "Invalid authentication token: quote \" and \\ and \n"
+        );
         assert_eq!(v.as_object().unwrap().len(), 2);
     }
 

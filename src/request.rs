@@ -41,7 +41,10 @@ pub fn authenticate<'c>(config: &'c Config, params: &Params<'_>) -> Result<&'c C
         Some(v) => v,
     };
     let Some((id, secret)) = value.split_once(',') else {
-        return Err(ApiError::new(ErrorCode::AuthenticatorInvalid, "expected <customerId>,<secret>"));
+        return Err(ApiError::new(
+            ErrorCode::AuthenticatorInvalid,
+            "expected <customerId>,<secret>",
+        ));
     };
     let digest: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
     let customer = config.customers.get(id);
@@ -52,7 +55,11 @@ pub fn authenticate<'c>(config: &'c Config, params: &Params<'_>) -> Result<&'c C
         Some(c) if matches && c.environment == config.environment => Ok(c),
         Some(c) if matches => Err(ApiError::new(
             ErrorCode::AuthenticatorInvalid,
-            format!("this is a {} authenticator; this service is {}", c.environment.as_str(), config.environment.as_str()),
+            format!(
+                "this is a {} authenticator; this service is {}",
+                c.environment.as_str(),
+                config.environment.as_str()
+            ),
         )),
         _ => Err(ErrorCode::AuthenticatorInvalid.into()),
     }
@@ -65,28 +72,49 @@ pub fn validate(params: &Params<'_>, customer: &Customer, now: i64) -> Result<Va
         None => false,
         Some(v) if v.eq_ignore_ascii_case("true") => true,
         Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(_) => return Err(ApiError::new(ErrorCode::InvalidParameter, "useHttps must be true or false")),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidParameter,
+                "useHttps must be true or false",
+            ))
+        }
     };
     let kid = params.get(Param::Kid).map(Kid::parse).transpose()?;
     let content_key = content_key(params, kid.as_ref(), customer)?;
     let iv = match params.get(Param::Iv) {
         None => return Err(ApiError::new(ErrorCode::InvalidIv, "iv is required")),
-        Some(text) => parse_hex16(text).ok_or_else(|| ApiError::new(ErrorCode::InvalidIv, "expected 32 hex digits"))?,
+        Some(text) => parse_hex16(text)
+            .ok_or_else(|| ApiError::new(ErrorCode::InvalidIv, "expected 32 hex digits"))?,
     };
     let general_flags = match params.get(Param::GeneralFlags) {
         None | Some("00000000") | Some("0000") => 0,
         Some("00000001") => 1,
-        Some(_) => return Err(ApiError::new(ErrorCode::InvalidGeneralFlags, "expected 00000000 or 00000001")),
+        Some(_) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidGeneralFlags,
+                "expected 00000000 or 00000001",
+            ))
+        }
     };
     let rental_duration = match params.get(Param::RentalDuration) {
         None => 0,
         Some(text) => parse_u32(text).ok_or_else(|| {
-            ApiError::new(ErrorCode::InvalidRentalDuration, "expected a whole number of seconds (0 to 4294967295)")
+            ApiError::new(
+                ErrorCode::InvalidRentalDuration,
+                "expected a whole number of seconds (0 to 4294967295)",
+            )
         })?,
     };
-    let extensions = params.fp_extensions.iter().map(|e| parse_extension(e)).collect::<Result<Vec<_>, _>>()?;
+    let extensions = params
+        .fp_extensions
+        .iter()
+        .map(|e| parse_extension(e))
+        .collect::<Result<Vec<_>, _>>()?;
     if extensions.len() > MAX_EXTENSIONS {
-        return Err(ApiError::new(ErrorCode::InvalidFpExtension, format!("at most {MAX_EXTENSIONS} are allowed")));
+        return Err(ApiError::new(
+            ErrorCode::InvalidFpExtension,
+            format!("at most {MAX_EXTENSIONS} are allowed"),
+        ));
     }
     let expires_at = match params.get(Param::ExpirationTime) {
         None => now.saturating_add(MAX_LIFETIME_SECONDS),
@@ -116,12 +144,23 @@ pub fn validate(params: &Params<'_>, customer: &Customer, now: i64) -> Result<Va
 
 /// The content key, from `contentKey`, from `ek` unwrapped with `kek`, or
 /// from the key store by `kid` (opened with `kek` or the customer's KEK).
-fn content_key(params: &Params<'_>, kid: Option<&Kid>, customer: &Customer) -> Result<ContentKey, ApiError> {
+fn content_key(
+    params: &Params<'_>,
+    kid: Option<&Kid>,
+    customer: &Customer,
+) -> Result<ContentKey, ApiError> {
     let clear = params.get(Param::ContentKey);
     let ek = params.get(Param::Ek);
     let kek = params
         .get(Param::Kek)
-        .map(|text| Kek::from_hex(text).ok_or_else(|| ApiError::new(ErrorCode::InvalidWrappedKey, "kek must be 32, 48 or 64 hex digits")))
+        .map(|text| {
+            Kek::from_hex(text).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidWrappedKey,
+                    "kek must be 32, 48 or 64 hex digits",
+                )
+            })
+        })
         .transpose()?;
     let conflict = |detail: &'static str| Err(ApiError::new(ErrorCode::InvalidKeyData, detail));
     match (kek, ek) {
@@ -129,22 +168,37 @@ fn content_key(params: &Params<'_>, kid: Option<&Kid>, customer: &Customer) -> R
         (Some(_), _) if clear.is_some() => conflict("give contentKey or kek, not both"),
         (Some(_), Some(_)) if kid.is_some() => conflict("with kek, give kid or ek, not both"),
         (Some(kek), Some(ek)) => {
-            let wrapped = hex::decode(ek).map_err(|_| ApiError::new(ErrorCode::InvalidWrappedKey, "ek must be hex"))?;
-            kek.unwrap_content_key(&wrapped)
-                .ok_or_else(|| ApiError::new(ErrorCode::InvalidWrappedKey, "ek does not unwrap with kek"))
+            let wrapped = hex::decode(ek)
+                .map_err(|_| ApiError::new(ErrorCode::InvalidWrappedKey, "ek must be hex"))?;
+            kek.unwrap_content_key(&wrapped).ok_or_else(|| {
+                ApiError::new(ErrorCode::InvalidWrappedKey, "ek does not unwrap with kek")
+            })
         }
         (Some(kek), None) => match kid {
-            None => Err(ApiError::new(ErrorCode::MissingKid, "kek requires kid or ek")),
+            None => Err(ApiError::new(
+                ErrorCode::MissingKid,
+                "kek requires kid or ek",
+            )),
             Some(kid) => from_key_store(customer, kid, &kek),
         },
         (None, None) => match (clear, kid) {
-            (Some(text), _) => ContentKey::from_hex(text)
-                .ok_or_else(|| ApiError::new(ErrorCode::ContentKeyFormat, format!("got {} characters", text.chars().count()))),
+            (Some(text), _) => ContentKey::from_hex(text).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::ContentKeyFormat,
+                    format!("got {} characters", text.chars().count()),
+                )
+            }),
             (None, Some(kid)) => match &customer.kek {
                 Some(kek) => from_key_store(customer, kid, kek),
-                None => Err(ApiError::new(ErrorCode::KeyStoreLookup, "no kek given and none configured")),
+                None => Err(ApiError::new(
+                    ErrorCode::KeyStoreLookup,
+                    "no kek given and none configured",
+                )),
             },
-            (None, None) => Err(ApiError::new(ErrorCode::InvalidContentKey, "contentKey is required (or kid, or kek and ek)")),
+            (None, None) => Err(ApiError::new(
+                ErrorCode::InvalidContentKey,
+                "contentKey is required (or kid, or kek and ek)",
+            )),
         },
     }
 }
@@ -154,8 +208,12 @@ fn from_key_store(customer: &Customer, kid: &Kid, kek: &Kek) -> Result<ContentKe
         .key_store
         .get(kid)
         .ok_or_else(|| ApiError::new(ErrorCode::KeyStoreLookup, "unknown kid"))?;
-    kek.unwrap_content_key(wrapped)
-        .ok_or_else(|| ApiError::new(ErrorCode::InvalidWrappedKey, "the stored key does not unwrap with this kek"))
+    kek.unwrap_content_key(wrapped).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidWrappedKey,
+            "the stored key does not unwrap with this kek",
+        )
+    })
 }
 
 fn parse_hex16(text: &str) -> Option<[u8; 16]> {
@@ -174,23 +232,36 @@ fn parse_u32(text: &str) -> Option<u32> {
 
 fn parse_extension(text: &str) -> Result<FpExtension, ApiError> {
     let Some((kind, payload)) = text.split_once(',') else {
-        return Err(ApiError::new(ErrorCode::InvalidFpExtension, "expected extensionType,extensionPayload"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidFpExtension,
+            "expected extensionType,extensionPayload",
+        ));
     };
     let kind: [u8; 4] = kind
         .as_bytes()
         .try_into()
         .ok()
         .filter(|k: &[u8; 4]| k.iter().all(u8::is_ascii_graphic))
-        .ok_or_else(|| ApiError::new(ErrorCode::ExtensionTypeLength, "expected 4 visible ASCII characters"))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::ExtensionTypeLength,
+                "expected 4 visible ASCII characters",
+            )
+        })?;
     // An unencoded `+` in a query string arrives as a space.
     let payload = payload.replace(' ', "+");
     let bad_payload = || ApiError::new(ErrorCode::ExtensionPayloadEncoding, "");
     if payload.is_empty() || payload.len() > MAX_EXTENSION_PAYLOAD * 4 / 3 + 4 {
         return Err(bad_payload());
     }
-    let payload = BASE64_LENIENT.decode(payload.as_bytes()).map_err(|_| bad_payload())?;
+    let payload = BASE64_LENIENT
+        .decode(payload.as_bytes())
+        .map_err(|_| bad_payload())?;
     if payload.len() > MAX_EXTENSION_PAYLOAD {
-        return Err(ApiError::new(ErrorCode::InvalidFpExtension, format!("payload over {MAX_EXTENSION_PAYLOAD} bytes")));
+        return Err(ApiError::new(
+            ErrorCode::InvalidFpExtension,
+            format!("payload over {MAX_EXTENSION_PAYLOAD} bytes"),
+        ));
     }
     Ok(FpExtension { kind, payload })
 }
@@ -200,13 +271,22 @@ fn parse_extension(text: &str) -> Result<FpExtension, ApiError> {
 /// and at most 30 days away.
 fn parse_expiration(text: &str, now: i64) -> Result<i64, ApiError> {
     let expires_at = parse_time(text, now).ok_or_else(|| {
-        ApiError::new(ErrorCode::InvalidExpirationTime, "expected an RFC 3339 time ending in Z, or +seconds")
+        ApiError::new(
+            ErrorCode::InvalidExpirationTime,
+            "expected an RFC 3339 time ending in Z, or +seconds",
+        )
     })?;
     if expires_at <= now {
-        return Err(ApiError::new(ErrorCode::InvalidExpirationTime, "the time is in the past"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidExpirationTime,
+            "the time is in the past",
+        ));
     }
     if expires_at - now > MAX_LIFETIME_SECONDS {
-        return Err(ApiError::new(ErrorCode::InvalidExpirationTime, "the longest token lifetime is 30 days"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidExpirationTime,
+            "the longest token lifetime is 30 days",
+        ));
     }
     Ok(expires_at)
 }
@@ -222,16 +302,24 @@ fn parse_time(text: &str, now: i64) -> Option<i64> {
     if !text.ends_with('Z') {
         return None;
     }
-    OffsetDateTime::parse(text, &Rfc3339).ok().map(OffsetDateTime::unix_timestamp)
+    OffsetDateTime::parse(text, &Rfc3339)
+        .ok()
+        .map(OffsetDateTime::unix_timestamp)
 }
 
 fn parse_cookie(text: &str) -> Result<String, ApiError> {
     let chars = text.chars().count();
     if chars > MAX_COOKIE_CHARS {
-        return Err(ApiError::new(ErrorCode::InvalidCookie, format!("{chars} characters, at most {MAX_COOKIE_CHARS}")));
+        return Err(ApiError::new(
+            ErrorCode::InvalidCookie,
+            format!("{chars} characters, at most {MAX_COOKIE_CHARS}"),
+        ));
     }
     if text.chars().any(|c| c.is_control() || c == '\u{FFFD}') {
-        return Err(ApiError::new(ErrorCode::InvalidCookie, "control characters or invalid UTF-8"));
+        return Err(ApiError::new(
+            ErrorCode::InvalidCookie,
+            "control characters or invalid UTF-8",
+        ));
     }
     Ok(text.to_owned())
 }
@@ -239,7 +327,9 @@ fn parse_cookie(text: &str) -> Result<String, ApiError> {
 /// The PlayReady-style parameters: never required, validated when present.
 fn validate_playready(params: &Params<'_>) -> Result<(), ApiError> {
     for param in Param::ALL.into_iter().filter(|p| p.is_playready()) {
-        let Some(value) = params.get(param) else { continue };
+        let Some(value) = params.get(param) else {
+            continue;
+        };
         if value.is_empty() {
             return Err(ApiError::new(ErrorCode::NoValue, param.name()));
         }
@@ -251,7 +341,10 @@ fn validate_playready(params: &Params<'_>) -> Result<(), ApiError> {
                 if !value.bytes().all(|b| b.is_ascii_hexdigit()) {
                     false
                 } else if value.len() != 8 {
-                    return Err(ApiError::new(ErrorCode::OutputControlFlagsLength, "expected 8 hex digits"));
+                    return Err(ApiError::new(
+                        ErrorCode::OutputControlFlagsLength,
+                        "expected 8 hex digits",
+                    ));
                 } else {
                     true
                 }

@@ -81,9 +81,15 @@ impl Kek {
         }
         let mut out = [0u8; 16];
         let ok = match self {
-            Self::Aes128(k) => KwAes128::new(k.expose().into()).unwrap_key(wrapped, &mut out).is_ok(),
-            Self::Aes192(k) => KwAes192::new(k.expose().into()).unwrap_key(wrapped, &mut out).is_ok(),
-            Self::Aes256(k) => KwAes256::new(k.expose().into()).unwrap_key(wrapped, &mut out).is_ok(),
+            Self::Aes128(k) => KwAes128::new(k.expose().into())
+                .unwrap_key(wrapped, &mut out)
+                .is_ok(),
+            Self::Aes192(k) => KwAes192::new(k.expose().into())
+                .unwrap_key(wrapped, &mut out)
+                .is_ok(),
+            Self::Aes256(k) => KwAes256::new(k.expose().into())
+                .unwrap_key(wrapped, &mut out)
+                .is_ok(),
         };
         let key = ContentKey::new(out);
         out.zeroize();
@@ -95,9 +101,15 @@ impl Kek {
         use aes_kw::{KeyInit, KwAes128, KwAes192, KwAes256};
         let mut out = [0u8; 24];
         let ok = match self {
-            Self::Aes128(k) => KwAes128::new(k.expose().into()).wrap_key(key.expose(), &mut out).is_ok(),
-            Self::Aes192(k) => KwAes192::new(k.expose().into()).wrap_key(key.expose(), &mut out).is_ok(),
-            Self::Aes256(k) => KwAes256::new(k.expose().into()).wrap_key(key.expose(), &mut out).is_ok(),
+            Self::Aes128(k) => KwAes128::new(k.expose().into())
+                .wrap_key(key.expose(), &mut out)
+                .is_ok(),
+            Self::Aes192(k) => KwAes192::new(k.expose().into())
+                .wrap_key(key.expose(), &mut out)
+                .is_ok(),
+            Self::Aes256(k) => KwAes256::new(k.expose().into())
+                .wrap_key(key.expose(), &mut out)
+                .is_ok(),
         };
         ok.then_some(out)
     }
@@ -117,7 +129,11 @@ mod tests {
     fn debug_never_prints_key_bytes() {
         let key = ContentKey::from_hex("000102030405060708090a0b0c0d0e0f").unwrap();
         let kek = Kek::from_hex("0f0e0d0c0b0a09080706050403020100").unwrap();
-        for text in [format!("{key:?}"), format!("{kek:?}"), format!("{:?}", Some(&key))] {
+        for text in [
+            format!("{key:?}"),
+            format!("{kek:?}"),
+            format!("{:?}", Some(&key)),
+        ] {
             assert!(!text.contains("0102"), "{text}");
             assert!(!text.contains("[0, 1"), "{text}");
             assert!(text.contains("redacted"));
@@ -130,17 +146,27 @@ mod tests {
         let kek = Kek::from_hex("000102030405060708090A0B0C0D0E0F").unwrap();
         let wrapped = hex::decode("1FA68B0A8112B447AEF34BD8FB5A7B829D3E862371D2CFE5").unwrap();
         let key = kek.unwrap_content_key(&wrapped).unwrap();
-        assert_eq!(hex::encode(key.expose()), "00112233445566778899aabbccddeeff");
-        assert_eq!(kek.wrap_content_key(&key).unwrap().as_slice(), wrapped.as_slice());
+        assert_eq!(
+            hex::encode(key.expose()),
+            "00112233445566778899aabbccddeeff"
+        );
+        assert_eq!(
+            kek.wrap_content_key(&key).unwrap().as_slice(),
+            wrapped.as_slice()
+        );
     }
 
     #[test]
     fn rfc3394_vector_256_bit_kek() {
         // RFC 3394 section 4.3: 128-bit key data with a 256-bit KEK.
-        let kek = Kek::from_hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F").unwrap();
+        let kek = Kek::from_hex("000102030405060708090A0B0C0D0E0F101112131415161718191A1B1C1D1E1F")
+            .unwrap();
         let wrapped = hex::decode("64E8C3F9CE0F5BA263E9777905818A2A93C8191E7D6E8AE7").unwrap();
         let key = kek.unwrap_content_key(&wrapped).unwrap();
-        assert_eq!(hex::encode(key.expose()), "00112233445566778899aabbccddeeff");
+        assert_eq!(
+            hex::encode(key.expose()),
+            "00112233445566778899aabbccddeeff"
+        );
     }
 
     #[test]

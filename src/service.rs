@@ -34,7 +34,10 @@ pub fn query_of(path: &str) -> &str {
 /// What happened, for logs and stats.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    Minted { customer_id: String, expires_at: i64 },
+    Minted {
+        customer_id: String,
+        expires_at: i64,
+    },
     Rejected(ErrorCode),
 }
 
@@ -49,7 +52,10 @@ pub fn is_form_content_type(content_type: Option<&str>) -> bool {
 /// The response to a request the filter refuses before reading parameters
 /// (method, body size, media type), in the format the query asks for.
 pub fn reject(code: ErrorCode, query: &str) -> Response {
-    render::error(&code.into(), error_format_of(query.as_bytes()).unwrap_or_default())
+    render::error(
+        &code.into(),
+        error_format_of(query.as_bytes()).unwrap_or_default(),
+    )
 }
 
 /// Answers one GET or POST to the token endpoint. `body` is the complete
@@ -60,8 +66,16 @@ pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> (Re
         None => ErrorFormat::Html,
         Some(Some(f)) => f,
         Some(None) => {
-            let shown: String = params.get(Param::ErrorFormat).unwrap_or("").chars().take(32).collect();
-            return fail(ApiError::new(ErrorCode::InvalidErrorFormat, shown), ErrorFormat::Html);
+            let shown: String = params
+                .get(Param::ErrorFormat)
+                .unwrap_or("")
+                .chars()
+                .take(32)
+                .collect();
+            return fail(
+                ApiError::new(ErrorCode::InvalidErrorFormat, shown),
+                ErrorFormat::Html,
+            );
         }
     };
     match mint(config, &params, host) {
@@ -75,21 +89,35 @@ fn fail(err: ApiError, format: ErrorFormat) -> (Response, Outcome) {
     (render::error(&err, format), Outcome::Rejected(code))
 }
 
-fn mint(config: &Config, params: &Params<'_>, host: &dyn Host) -> Result<(String, Outcome), ApiError> {
+fn mint(
+    config: &Config,
+    params: &Params<'_>,
+    host: &dyn Host,
+) -> Result<(String, Outcome), ApiError> {
     if let Some(param) = params.repeated {
-        return Err(ApiError::new(param.invalid_code(), format!("{} is given more than once", param.name())));
+        return Err(ApiError::new(
+            param.invalid_code(),
+            format!("{} is given more than once", param.name()),
+        ));
     }
     let customer = request::authenticate(config, params)?;
     let valid = request::validate(params, customer, host.now())?;
     let key = config.sealing_keys.active().ok_or(ErrorCode::Internal)?;
     let mut nonce = [0u8; NONCE_LEN];
     if !host.fill_random(&mut nonce) {
-        return Err(ApiError::new(ErrorCode::Internal, "no randomness available"));
+        return Err(ApiError::new(
+            ErrorCode::Internal,
+            "no randomness available",
+        ));
     }
-    let token = token::seal(&valid.licence, key, &nonce).map_err(|_| ApiError::from(ErrorCode::Internal))?;
+    let token = token::seal(&valid.licence, key, &nonce)
+        .map_err(|_| ApiError::from(ErrorCode::Internal))?;
     let mut url = String::with_capacity(128 + token.len());
     config.redeem_url.write_prefix(&mut url, valid.use_https);
     url.push_str(&token);
-    let outcome = Outcome::Minted { customer_id: customer.id.clone(), expires_at: valid.licence.expires_at };
+    let outcome = Outcome::Minted {
+        customer_id: customer.id.clone(),
+        expires_at: valid.licence.expires_at,
+    };
     Ok((url, outcome))
 }

@@ -82,7 +82,11 @@ impl std::error::Error for EncodeError {}
 
 /// Seals `data` under `key` with `nonce` (which must be fresh and random for
 /// every token) and returns the base64url token.
-pub fn seal(data: &LicenceData, key: &SealingKey, nonce: &[u8; NONCE_LEN]) -> Result<String, EncodeError> {
+pub fn seal(
+    data: &LicenceData,
+    key: &SealingKey,
+    nonce: &[u8; NONCE_LEN],
+) -> Result<String, EncodeError> {
     let mut out = Vec::with_capacity(256);
     out.push(VERSION);
     push_short(&mut out, key.id.as_bytes(), "sealing key id")?;
@@ -92,7 +96,9 @@ pub fn seal(data: &LicenceData, key: &SealingKey, nonce: &[u8; NONCE_LEN]) -> Re
     encode_payload(data, &mut out)?;
 
     let cipher = XChaCha20Poly1305::new(key.key.expose().into());
-    let (head, body) = out.split_at_mut_checked(body_start).ok_or(EncodeError("header"))?;
+    let (head, body) = out
+        .split_at_mut_checked(body_start)
+        .ok_or(EncodeError("header"))?;
     let aad = head.get(..header_len).ok_or(EncodeError("header"))?;
     let tag = cipher
         .encrypt_inout_detached(&XNonce::from(*nonce), aad, body.into())
@@ -105,7 +111,12 @@ pub fn seal(data: &LicenceData, key: &SealingKey, nonce: &[u8; NONCE_LEN]) -> Re
 
 /// Opens and verifies a token: decodes it, finds its key in `ring`, checks the
 /// tag, the environment and the expiry against `now` (Unix seconds).
-pub fn open(token: &str, ring: &KeyRing, environment: Environment, now: i64) -> Result<LicenceData, TokenError> {
+pub fn open(
+    token: &str,
+    ring: &KeyRing,
+    environment: Environment,
+    now: i64,
+) -> Result<LicenceData, TokenError> {
     let data = open_unchecked(token, ring)?;
     if data.environment != environment {
         return Err(TokenError::WrongEnvironment);
@@ -122,7 +133,9 @@ pub fn open_unchecked(token: &str, ring: &KeyRing) -> Result<LicenceData, TokenE
     if token.len() > MAX_TOKEN_CHARS {
         return Err(TokenError::Malformed);
     }
-    let mut raw = URL_SAFE_NO_PAD.decode(token.as_bytes()).map_err(|_| TokenError::Malformed)?;
+    let mut raw = URL_SAFE_NO_PAD
+        .decode(token.as_bytes())
+        .map_err(|_| TokenError::Malformed)?;
     let result = open_raw(&mut raw, ring);
     raw.zeroize();
     result
@@ -138,12 +151,21 @@ fn open_raw(raw: &mut [u8], ring: &KeyRing) -> Result<LicenceData, TokenError> {
     if raw.len() < header_len + NONCE_LEN + TAG_LEN {
         return Err(TokenError::Malformed);
     }
-    let (header, rest) = raw.split_at_mut_checked(header_len).ok_or(TokenError::Malformed)?;
+    let (header, rest) = raw
+        .split_at_mut_checked(header_len)
+        .ok_or(TokenError::Malformed)?;
     let key_id = header.get(2..).ok_or(TokenError::Malformed)?;
     let key = ring.get(key_id).ok_or(TokenError::UnknownKey)?;
-    let (nonce, rest) = rest.split_at_mut_checked(NONCE_LEN).ok_or(TokenError::Malformed)?;
-    let body_len = rest.len().checked_sub(TAG_LEN).ok_or(TokenError::Malformed)?;
-    let (body, tag) = rest.split_at_mut_checked(body_len).ok_or(TokenError::Malformed)?;
+    let (nonce, rest) = rest
+        .split_at_mut_checked(NONCE_LEN)
+        .ok_or(TokenError::Malformed)?;
+    let body_len = rest
+        .len()
+        .checked_sub(TAG_LEN)
+        .ok_or(TokenError::Malformed)?;
+    let (body, tag) = rest
+        .split_at_mut_checked(body_len)
+        .ok_or(TokenError::Malformed)?;
     let nonce = XNonce::try_from(&*nonce).map_err(|_| TokenError::Malformed)?;
     let tag = Tag::try_from(&*tag).map_err(|_| TokenError::Malformed)?;
     XChaCha20Poly1305::new(key.key.expose().into())
@@ -206,7 +228,8 @@ fn encode_payload(d: &LicenceData, out: &mut Vec<u8>) -> Result<(), EncodeError>
     out.push(d.extensions.len() as u8);
     for ext in &d.extensions {
         out.extend_from_slice(&ext.kind);
-        let len = u16::try_from(ext.payload.len()).map_err(|_| EncodeError("fpExtension payload"))?;
+        let len =
+            u16::try_from(ext.payload.len()).map_err(|_| EncodeError("fpExtension payload"))?;
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&ext.payload);
     }
@@ -263,7 +286,10 @@ fn decode_payload(body: &[u8]) -> Option<LicenceData> {
     for _ in 0..count {
         let kind = r.array()?;
         let len = usize::from(u16::from_be_bytes(r.array()?));
-        extensions.push(FpExtension { kind, payload: r.take(len)?.to_vec() });
+        extensions.push(FpExtension {
+            kind,
+            payload: r.take(len)?.to_vec(),
+        });
     }
     if !r.0.is_empty() {
         return None;
@@ -292,7 +318,10 @@ mod tests {
         let keys = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| SealingKey { id: (*id).to_owned(), key: SealingKeyBytes::new([i as u8 + 1; 32]) })
+            .map(|(i, id)| SealingKey {
+                id: (*id).to_owned(),
+                key: SealingKeyBytes::new([i as u8 + 1; 32]),
+            })
             .collect();
         KeyRing::new(keys, active).unwrap()
     }
@@ -308,7 +337,10 @@ mod tests {
             kid: Some(Kid::Name("movie".into())),
             rental_duration: 3600,
             general_flags: 1,
-            extensions: vec![FpExtension { kind: *b"wudo", payload: vec![0, 0, 0, 0] }],
+            extensions: vec![FpExtension {
+                kind: *b"wudo",
+                payload: vec![0, 0, 0, 0],
+            }],
             cookie: Some("session-42".into()),
         }
     }
@@ -317,8 +349,13 @@ mod tests {
     fn round_trip() {
         let ring = ring(&["a", "b"], "b");
         let token = seal(&sample(), ring.active().unwrap(), &[9; 24]).unwrap();
-        assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
-        assert_eq!(open(&token, &ring, Environment::Test, 1_700_000_000).unwrap(), sample());
+        assert!(token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(
+            open(&token, &ring, Environment::Test, 1_700_000_000).unwrap(),
+            sample()
+        );
         assert_eq!(key_id(&token).as_deref(), Some("b"));
     }
 
@@ -331,7 +368,10 @@ mod tests {
             let mut bad = raw.clone();
             bad[bit / 8] ^= 1 << (bit % 8);
             let bad = URL_SAFE_NO_PAD.encode(&bad);
-            assert!(open(&bad, &ring, Environment::Test, 1_700_000_000).is_err(), "bit {bit}");
+            assert!(
+                open(&bad, &ring, Environment::Test, 1_700_000_000).is_err(),
+                "bit {bit}"
+            );
         }
     }
 
@@ -339,13 +379,31 @@ mod tests {
     fn checks_expiry_environment_and_key() {
         let old = ring(&["old", "new"], "old");
         let token = seal(&sample(), old.active().unwrap(), &[1; 24]).unwrap();
-        assert_eq!(open(&token, &old, Environment::Test, 1_700_000_060), Err(TokenError::Expired));
-        assert_eq!(open(&token, &old, Environment::Production, 1_700_000_000), Err(TokenError::WrongEnvironment));
+        assert_eq!(
+            open(&token, &old, Environment::Test, 1_700_000_060),
+            Err(TokenError::Expired)
+        );
+        assert_eq!(
+            open(&token, &old, Environment::Production, 1_700_000_000),
+            Err(TokenError::WrongEnvironment)
+        );
         let removed = ring(&["new"], "new");
-        assert_eq!(open(&token, &removed, Environment::Test, 1_700_000_000), Err(TokenError::UnknownKey));
-        assert_eq!(open("", &old, Environment::Test, 0), Err(TokenError::Malformed));
-        assert_eq!(open("!!!", &old, Environment::Test, 0), Err(TokenError::Malformed));
-        assert_eq!(open("AgE", &old, Environment::Test, 0), Err(TokenError::UnknownVersion));
+        assert_eq!(
+            open(&token, &removed, Environment::Test, 1_700_000_000),
+            Err(TokenError::UnknownKey)
+        );
+        assert_eq!(
+            open("", &old, Environment::Test, 0),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            open("!!!", &old, Environment::Test, 0),
+            Err(TokenError::Malformed)
+        );
+        assert_eq!(
+            open("AgE", &old, Environment::Test, 0),
+            Err(TokenError::UnknownVersion)
+        );
     }
 
     #[test]

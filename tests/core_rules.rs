@@ -1,6 +1,11 @@
 //! The API's rules, checked natively against the pure core (no Envoy): every
 //! parameter rule and its code, through `service::handle` with a fake host.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use fpgen::config::Config;
 use fpgen::licence::{Environment, Kid};
@@ -43,7 +48,9 @@ impl Host for FakeHost {
         NOW
     }
     fn fill_random(&self, buf: &mut [u8]) -> bool {
-        buf.iter_mut().enumerate().for_each(|(i, b)| *b = i as u8 ^ 0x5a);
+        buf.iter_mut()
+            .enumerate()
+            .for_each(|(i, b)| *b = i as u8 ^ 0x5a);
         self.random_works
     }
 }
@@ -60,7 +67,12 @@ fn call(query: &str) -> (fpgen::render::Response, Outcome) {
 #[track_caller]
 fn fails(query: &str, code: i32, status: u16) {
     let (r, outcome) = call(query);
-    assert_eq!((r.status, outcome_code(&outcome)), (status, Some(code)), "{query}: {}", r.body);
+    assert_eq!(
+        (r.status, outcome_code(&outcome)),
+        (status, Some(code)),
+        "{query}: {}",
+        r.body
+    );
     assert_eq!(r.content_type, "text/html; charset=utf-8");
     assert!(r.body.contains(&format!("Error {code}")), "{}", r.body);
     let (r, _) = call(&format!("{query}&errorFormat=json"));
@@ -85,7 +97,11 @@ fn mints(query: &str) -> (String, fpgen::licence::LicenceData) {
     assert_eq!(r.status, 200, "{query}: {}", r.body);
     assert!(matches!(outcome, Outcome::Minted { .. }));
     assert_eq!(r.content_type, "text/uri-list");
-    let url = r.body.strip_suffix("\r\n").expect("CRLF-terminated").to_owned();
+    let url = r
+        .body
+        .strip_suffix("\r\n")
+        .expect("CRLF-terminated")
+        .to_owned();
     let token = url.split_once("ExpressPlayToken=").unwrap().1;
     let data = token::open(token, &config().sealing_keys, Environment::Test, NOW).unwrap();
     (url, data)
@@ -98,14 +114,20 @@ fn base() -> String {
 #[test]
 fn minimal_request_mints_a_30_day_token() {
     let (url, d) = mints(&base());
-    assert!(url.starts_with("http://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken="), "{url}");
+    assert!(
+        url.starts_with("http://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken="),
+        "{url}"
+    );
     assert_eq!(hex::encode(d.content_key.expose()), CK);
     assert_eq!(hex::encode(d.iv), IV);
     assert_eq!(d.customer_id, "100001");
     assert_eq!(d.environment, Environment::Test);
     assert_eq!(d.issued_at, NOW);
     assert_eq!(d.expires_at, NOW + 30 * 86400);
-    assert_eq!((d.kid, d.cookie, d.rental_duration, d.general_flags), (None, None, 0, 0));
+    assert_eq!(
+        (d.kid, d.cookie, d.rental_duration, d.general_flags),
+        (None, None, 0, 0)
+    );
     assert!(d.extensions.is_empty());
 }
 
@@ -123,8 +145,14 @@ fn every_field_is_carried() {
     assert_eq!(d.cookie.as_deref(), Some("abc 123"));
     assert_eq!(d.expires_at, NOW + 600);
     assert_eq!(d.extensions.len(), 2);
-    assert_eq!((&d.extensions[0].kind, &d.extensions[0].payload[..]), (b"wudo", &[0u8, 0, 0, 0][..]));
-    assert_eq!((&d.extensions[1].kind, &d.extensions[1].payload[..]), (b"abcd", &[1u8, 2, 3][..]));
+    assert_eq!(
+        (&d.extensions[0].kind, &d.extensions[0].payload[..]),
+        (b"wudo", &[0u8, 0, 0, 0][..])
+    );
+    assert_eq!(
+        (&d.extensions[1].kind, &d.extensions[1].payload[..]),
+        (b"abcd", &[1u8, 2, 3][..])
+    );
 }
 
 #[test]
@@ -152,13 +180,25 @@ fn real_client_shapes() {
     mints(&format!("{}&errorFormat=json", base()));
     // kid + contentKey + iv
     let (_, d) = mints(&format!("{}&kid={STORED_KID}", base()));
-    assert_eq!(hex::encode(d.content_key.expose()), CK, "an explicit contentKey wins over the store");
+    assert_eq!(
+        hex::encode(d.content_key.expose()),
+        CK,
+        "an explicit contentKey wins over the store"
+    );
     // kid + kek + iv, no content key, useHttps=true: key-store lookup with the request's KEK
-    let (url, d) = mints(&format!("{AUTH}&kid={STORED_KID}&kek={DEMO_KEK}&iv={IV}&useHttps=true"));
+    let (url, d) = mints(&format!(
+        "{AUTH}&kid={STORED_KID}&kek={DEMO_KEK}&iv={IV}&useHttps=true"
+    ));
     assert!(url.starts_with("https://"));
-    assert_eq!(hex::encode(d.content_key.expose()), "00112233445566778899aabbccddeeff");
+    assert_eq!(
+        hex::encode(d.content_key.expose()),
+        "00112233445566778899aabbccddeeff"
+    );
     // contentKey + iv + rentalDuration + expirationTime=%2B<seconds>
-    let (_, d) = mints(&format!("{}&rentalDuration=86400&expirationTime=%2B3600", base()));
+    let (_, d) = mints(&format!(
+        "{}&rentalDuration=86400&expirationTime=%2B3600",
+        base()
+    ));
     assert_eq!((d.rental_duration, d.expires_at), (86400, NOW + 3600));
     // expirationTime=+2592000 with the + not encoded (a space after decoding)
     let (_, d) = mints(&format!("{}&expirationTime=+2592000", base()));
@@ -170,11 +210,22 @@ fn real_client_shapes() {
          &unknownOutputBehavior=Allow&prFlag=1",
         base()
     ));
-    mints(&format!("{}&rightsType=Rental&rental.periodEndTime=2027-02-01T00:00:00Z&rental.playDuration=7200", base()));
-    mints(&format!("{}&rightsType=Rental&rental.periodEndTime=%2B3600", base()));
+    mints(&format!(
+        "{}&rightsType=Rental&rental.periodEndTime=2027-02-01T00:00:00Z&rental.playDuration=7200",
+        base()
+    ));
+    mints(&format!(
+        "{}&rightsType=Rental&rental.periodEndTime=%2B3600",
+        base()
+    ));
     // generalFlags forms
     for (flags, value) in [("00000000", 0), ("00000001", 1), ("0000", 0)] {
-        assert_eq!(mints(&format!("{}&generalFlags={flags}", base())).1.general_flags, value);
+        assert_eq!(
+            mints(&format!("{}&generalFlags={flags}", base()))
+                .1
+                .general_flags,
+            value
+        );
     }
 }
 
@@ -182,12 +233,23 @@ fn real_client_shapes() {
 fn key_material_sources() {
     // kek + ek: unwrapped per RFC 3394
     let (_, d) = mints(&format!("{AUTH}&kek={DEMO_KEK}&ek={EK}&iv={IV}"));
-    assert_eq!(hex::encode(d.content_key.expose()), "00112233445566778899aabbccddeeff");
+    assert_eq!(
+        hex::encode(d.content_key.expose()),
+        "00112233445566778899aabbccddeeff"
+    );
     assert_eq!(d.kid, None);
     // kid alone: the customer's configured KEK opens the store
     let (_, d) = mints(&format!("{AUTH}&kid={}&iv={IV}", STORED_KID.to_uppercase()));
-    assert_eq!(hex::encode(d.content_key.expose()), "00112233445566778899aabbccddeeff");
-    assert_eq!(d.kid, Some(Kid::Bytes(hex::decode(STORED_KID).unwrap().try_into().unwrap())));
+    assert_eq!(
+        hex::encode(d.content_key.expose()),
+        "00112233445566778899aabbccddeeff"
+    );
+    assert_eq!(
+        d.kid,
+        Some(Kid::Bytes(
+            hex::decode(STORED_KID).unwrap().try_into().unwrap()
+        ))
+    );
     let (_, d) = mints(&format!("{AUTH}&kid=%5Emovie-7&iv={IV}"));
     assert_eq!(d.kid, Some(Kid::Name("movie-7".into())));
 }
@@ -197,20 +259,40 @@ fn authentication() {
     let rest = format!("contentKey={CK}&iv={IV}");
     fails(&rest, -2017, 401);
     fails(&format!("customerAuthenticator=&{rest}"), -2017, 401);
-    fails(&format!("customerAuthenticator=100001,wrong&{rest}"), -2018, 401);
+    fails(
+        &format!("customerAuthenticator=100001,wrong&{rest}"),
+        -2018,
+        401,
+    );
     fails(&format!("customerAuthenticator=100001&{rest}"), -2018, 401);
-    fails(&format!("customerAuthenticator=999999,0123456789abcdef0123456789abcdef&{rest}"), -2018, 401);
+    fails(
+        &format!("customerAuthenticator=999999,0123456789abcdef0123456789abcdef&{rest}"),
+        -2018,
+        401,
+    );
     // a production authenticator on the test service
-    fails(&format!("customerAuthenticator=200001,0123456789abcdef0123456789abcdef&{rest}"), -2018, 401);
+    fails(
+        &format!("customerAuthenticator=200001,0123456789abcdef0123456789abcdef&{rest}"),
+        -2018,
+        401,
+    );
     // authentication comes before parameter validation
-    fails("customerAuthenticator=100001,wrong&contentKey=zz", -2018, 401);
+    fails(
+        "customerAuthenticator=100001,wrong&contentKey=zz",
+        -2018,
+        401,
+    );
 }
 
 #[test]
 fn content_key_rules() {
     fails(&format!("{AUTH}&iv={IV}"), -2005, 400);
     fails(&format!("{AUTH}&contentKey=0001&iv={IV}"), -2027, 400);
-    fails(&format!("{AUTH}&contentKey={}&iv={IV}", "g".repeat(32)), -2027, 400);
+    fails(
+        &format!("{AUTH}&contentKey={}&iv={IV}", "g".repeat(32)),
+        -2027,
+        400,
+    );
     fails(&format!("{AUTH}&contentKey={CK}00&iv={IV}"), -2027, 400);
 }
 
@@ -228,39 +310,75 @@ fn kek_rules() {
     // kek alone: which key?
     fails(&format!("{AUTH}&kek={DEMO_KEK}&iv={IV}"), -4018, 400);
     // kek with both kid and ek
-    fails(&format!("{AUTH}&kek={DEMO_KEK}&kid={STORED_KID}&ek={EK}&iv={IV}"), -6005, 400);
+    fails(
+        &format!("{AUTH}&kek={DEMO_KEK}&kid={STORED_KID}&ek={EK}&iv={IV}"),
+        -6005,
+        400,
+    );
     // ek without kek; contentKey with kek
     fails(&format!("{AUTH}&ek={EK}&iv={IV}"), -6005, 400);
     fails(&format!("{}&kek={DEMO_KEK}&ek={EK}", base()), -6005, 400);
     // wrong KEK, corrupted ek, malformed kek/ek
-    fails(&format!("{AUTH}&kek=ffffffffffffffffffffffffffffffff&ek={EK}&iv={IV}"), -4024, 400);
+    fails(
+        &format!("{AUTH}&kek=ffffffffffffffffffffffffffffffff&ek={EK}&iv={IV}"),
+        -4024,
+        400,
+    );
     let corrupted = format!("{}0{}", &EK[..10], &EK[11..]);
-    fails(&format!("{AUTH}&kek={DEMO_KEK}&ek={corrupted}&iv={IV}"), -4024, 400);
-    fails(&format!("{AUTH}&kek={DEMO_KEK}&ek={}&iv={IV}", &EK[..32]), -4024, 400);
+    fails(
+        &format!("{AUTH}&kek={DEMO_KEK}&ek={corrupted}&iv={IV}"),
+        -4024,
+        400,
+    );
+    fails(
+        &format!("{AUTH}&kek={DEMO_KEK}&ek={}&iv={IV}", &EK[..32]),
+        -4024,
+        400,
+    );
     fails(&format!("{AUTH}&kek=00&ek={EK}&iv={IV}"), -4024, 400);
     fails(&format!("{AUTH}&kek={DEMO_KEK}&ek=xyz&iv={IV}"), -4024, 400);
     // key store with a KEK that does not open it
-    fails(&format!("{AUTH}&kek=ffffffffffffffffffffffffffffffff&kid={STORED_KID}&iv={IV}"), -4024, 400);
+    fails(
+        &format!("{AUTH}&kek=ffffffffffffffffffffffffffffffff&kid={STORED_KID}&iv={IV}"),
+        -4024,
+        400,
+    );
 }
 
 #[test]
 fn key_store_rules() {
-    fails(&format!("{AUTH}&kid=00000000000000000000000000000000&iv={IV}"), -4019, 400);
-    fails(&format!("{AUTH}&kid=^unknown&kek={DEMO_KEK}&iv={IV}"), -4019, 400);
+    fails(
+        &format!("{AUTH}&kid=00000000000000000000000000000000&iv={IV}"),
+        -4019,
+        400,
+    );
+    fails(
+        &format!("{AUTH}&kid=^unknown&kek={DEMO_KEK}&iv={IV}"),
+        -4019,
+        400,
+    );
     // customer 100002 has a store but no configured KEK
     let other = "customerAuthenticator=100002,0123456789abcdef0123456789abcdef";
     fails(&format!("{other}&kid={STORED_KID}&iv={IV}"), -4019, 400);
     // ... and the request's KEK opens it
     mints(&format!("{other}&kid={STORED_KID}&kek={DEMO_KEK}&iv={IV}"));
     // one customer cannot reach another's store
-    fails(&format!("{other}&kid=^movie-7&kek={DEMO_KEK}&iv={IV}"), -4019, 400);
+    fails(
+        &format!("{other}&kid=^movie-7&kek={DEMO_KEK}&iv={IV}"),
+        -4019,
+        400,
+    );
 }
 
 #[test]
 fn iv_rules() {
     fails(&format!("{AUTH}&contentKey={CK}"), -6003, 400);
     fails(&format!("{AUTH}&contentKey={CK}&iv=00"), -6003, 400);
-    fails(&format!("{AUTH}&contentKey={CK}&iv={}", "x".repeat(32)), -6003, 400);
+    fails(
+        &format!("{AUTH}&contentKey={CK}&iv={}", "x".repeat(32)),
+        -6003,
+        400,
+    );
 }
 
 #[test]
@@ -273,8 +391,21 @@ fn general_flags_rules() {
 #[test]
 fn rental_duration_rules() {
     mints(&format!("{}&rentalDuration=0", base()));
-    assert_eq!(mints(&format!("{}&rentalDuration=4294967295", base())).1.rental_duration, u32::MAX);
-    for bad in ["-1", "4294967296", "1.5", "abc", "", "%2B5", "99999999999999999999999"] {
+    assert_eq!(
+        mints(&format!("{}&rentalDuration=4294967295", base()))
+            .1
+            .rental_duration,
+        u32::MAX
+    );
+    for bad in [
+        "-1",
+        "4294967296",
+        "1.5",
+        "abc",
+        "",
+        "%2B5",
+        "99999999999999999999999",
+    ] {
         fails(&format!("{}&rentalDuration={bad}", base()), -6007, 400);
     }
 }
@@ -284,7 +415,11 @@ fn fp_extension_rules() {
     fails(&format!("{}&fpExtension=wudo", base()), -6001, 400);
     fails(&format!("{}&fpExtension=wud,AAAA", base()), -2036, 400);
     fails(&format!("{}&fpExtension=wudoo,AAAA", base()), -2036, 400);
-    fails(&format!("{}&fpExtension=wudo,not*base64", base()), -2037, 400);
+    fails(
+        &format!("{}&fpExtension=wudo,not*base64", base()),
+        -2037,
+        400,
+    );
     fails(&format!("{}&fpExtension=wudo,", base()), -2037, 400);
     let many: String = (0..17).map(|_| "&fpExtension=wudo,AA==").collect();
     fails(&format!("{}{many}", base()), -6001, 400);
@@ -303,11 +438,28 @@ fn expiration_time_rules() {
     // exactly 30 days is allowed, one second more is not
     mints(&format!("{}&expirationTime=%2B2592000", base()));
     fails(&format!("{}&expirationTime=%2B2592001", base()), -2002, 400);
-    fails(&format!("{}&expirationTime=2027-02-15T08:00:01Z", base()), -2002, 400);
+    fails(
+        &format!("{}&expirationTime=2027-02-15T08:00:01Z", base()),
+        -2002,
+        400,
+    );
     // past, now, malformed, other zones
-    fails(&format!("{}&expirationTime=2020-01-01T00:00:00Z", base()), -2002, 400);
+    fails(
+        &format!("{}&expirationTime=2020-01-01T00:00:00Z", base()),
+        -2002,
+        400,
+    );
     fails(&format!("{}&expirationTime=%2B0", base()), -2002, 400);
-    for bad in ["tomorrow", "2027-01-16T08:00:00", "2027-01-16T08:00:00%2B01:00", "2027-01-16", "%2B-5", "%2B", "-60", ""] {
+    for bad in [
+        "tomorrow",
+        "2027-01-16T08:00:00",
+        "2027-01-16T08:00:00%2B01:00",
+        "2027-01-16",
+        "%2B-5",
+        "%2B",
+        "-60",
+        "",
+    ] {
         fails(&format!("{}&expirationTime={bad}", base()), -2002, 400);
     }
 }
@@ -326,7 +478,13 @@ fn playready_parameters_are_validated_when_present() {
     fails(&format!("{}&rightsType=Subscription", base()), -2021, 400);
     fails(&format!("{}&rental.periodEndTime=soon", base()), -2021, 400);
     fails(&format!("{}&rental.playDuration=-5", base()), -2025, 400);
-    for opl in ["analogVideoOPL", "compressedDigitalAudioOPL", "compressedDigitalVideoOPL", "uncompressedDigitalAudioOPL", "uncompressedDigitalVideoOPL"] {
+    for opl in [
+        "analogVideoOPL",
+        "compressedDigitalAudioOPL",
+        "compressedDigitalVideoOPL",
+        "uncompressedDigitalAudioOPL",
+        "uncompressedDigitalVideoOPL",
+    ] {
         fails(&format!("{}&{opl}=1000", base()), -2034, 400);
         fails(&format!("{}&{opl}=x", base()), -2034, 400);
     }
@@ -339,9 +497,16 @@ fn playready_parameters_are_validated_when_present() {
 #[test]
 fn error_format_rules() {
     let (r, _) = call(&format!("{}&errorFormat=xml%3Cb%3E", base()));
-    assert_eq!((r.status, r.content_type), (400, "text/html; charset=utf-8"));
+    assert_eq!(
+        (r.status, r.content_type),
+        (400, "text/html; charset=utf-8")
+    );
     assert!(r.body.contains("Error -3004"));
-    assert!(r.body.contains("xml&lt;b&gt;") && !r.body.contains("<b>"), "{}", r.body);
+    assert!(
+        r.body.contains("xml&lt;b&gt;") && !r.body.contains("<b>"),
+        "{}",
+        r.body
+    );
     let (r, _) = call(&format!("{}&errorFormat=JSON&iv=zz", AUTH));
     assert_eq!(r.content_type, "application/json");
 }
@@ -351,25 +516,52 @@ fn repeated_parameters() {
     fails(&format!("{}&iv={IV}", base()), -6003, 400);
     fails(&format!("{}&contentKey={CK}", base()), -2027, 400);
     fails(&format!("{}&cookie=a&cookie=b", base()), -2033, 400);
-    fails(&format!("{}&useHttps=true&useHttps=true", base()), -9400, 400);
+    fails(
+        &format!("{}&useHttps=true&useHttps=true", base()),
+        -9400,
+        400,
+    );
     fails(&format!("{}&useHttps=maybe", base()), -9400, 400);
     // fpExtension repeats freely; unknown parameters repeat freely
-    mints(&format!("{}&fpExtension=wudo,AA==&fpExtension=wudo,AA==&foo=1&foo=2", base()));
+    mints(&format!(
+        "{}&fpExtension=wudo,AA==&fpExtension=wudo,AA==&foo=1&foo=2",
+        base()
+    ));
 }
 
 #[test]
 fn post_body_and_query_combine() {
-    let (r, _) = service::handle(&config(), AUTH, format!("contentKey={CK}&iv={IV}").as_bytes(), &FakeHost { random_works: true });
+    let (r, _) = service::handle(
+        &config(),
+        AUTH,
+        format!("contentKey={CK}&iv={IV}").as_bytes(),
+        &FakeHost { random_works: true },
+    );
     assert_eq!(r.status, 200, "{}", r.body);
-    let (r, _) = service::handle(&config(), &base(), format!("iv={IV}").as_bytes(), &FakeHost { random_works: true });
+    let (r, _) = service::handle(
+        &config(),
+        &base(),
+        format!("iv={IV}").as_bytes(),
+        &FakeHost { random_works: true },
+    );
     assert_eq!(r.status, 400, "iv in both query and body is a repeat");
 }
 
 #[test]
 fn no_randomness_no_token() {
-    let (r, outcome) = service::handle(&config(), &base(), b"", &FakeHost { random_works: false });
+    let (r, outcome) = service::handle(
+        &config(),
+        &base(),
+        b"",
+        &FakeHost {
+            random_works: false,
+        },
+    );
     assert_eq!(r.status, 500);
-    assert_eq!(outcome, Outcome::Rejected(fpgen::error::ErrorCode::Internal));
+    assert_eq!(
+        outcome,
+        Outcome::Rejected(fpgen::error::ErrorCode::Internal)
+    );
     assert!(!r.body.contains("ExpressPlayToken"));
 }
 
@@ -379,13 +571,21 @@ fn errors_never_contain_key_material() {
         format!("{AUTH}&contentKey={CK}ff&iv={IV}"),
         format!("{AUTH}&kek=ffffffffffffffffffffffffffffffff&ek={EK}&iv={IV}"),
         format!("{AUTH}&kek={DEMO_KEK}&kid={STORED_KID}&ek={EK}&iv={IV}"),
-        format!("customerAuthenticator=100001,0123456789abcdef0123456789abcdeX&contentKey={CK}&iv={IV}"),
+        format!(
+            "customerAuthenticator=100001,0123456789abcdef0123456789abcdeX&contentKey={CK}&iv={IV}"
+        ),
     ];
     for q in queries {
         for fmt in ["html", "json"] {
             let (r, _) = call(&format!("{q}&errorFormat={fmt}"));
             assert_ne!(r.status, 200);
-            for secret in [CK, EK, DEMO_KEK, "0123456789abcdef0123456789abcde", "ffffffffffffffff"] {
+            for secret in [
+                CK,
+                EK,
+                DEMO_KEK,
+                "0123456789abcdef0123456789abcde",
+                "ffffffffffffffff",
+            ] {
                 assert!(!r.body.contains(secret), "{q} leaked into {}", r.body);
             }
         }
@@ -403,7 +603,9 @@ fn routing_and_content_types() {
     assert!(!service::is_token_path("/HMS/fp/token"));
     assert!(!service::is_token_path("/hms/fp/rights/"));
     assert!(service::is_form_content_type(None));
-    assert!(service::is_form_content_type(Some("application/x-www-form-urlencoded; charset=UTF-8")));
+    assert!(service::is_form_content_type(Some(
+        "application/x-www-form-urlencoded; charset=UTF-8"
+    )));
     assert!(!service::is_form_content_type(Some("application/json")));
     let r = service::reject(fpgen::error::ErrorCode::BodyTooLarge, "errorFormat=json");
     assert_eq!((r.status, r.content_type), (413, "application/json"));

@@ -1,7 +1,12 @@
 //! The token format's test vectors (`tests/vectors/v1.json`, documented in
 //! `docs/token-format.md`): sealing the licence data with the given key and
 //! nonce must give the token byte for byte, and opening it must give the data.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, clippy::indexing_slicing)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 use base64::Engine as _;
 use fpgen::config::{KeyRing, SealingKey};
@@ -11,7 +16,12 @@ use fpgen::token::{self, TokenError};
 use serde_json::Value;
 
 fn licence(v: &Value) -> LicenceData {
-    let hex16 = |s: &Value| -> [u8; 16] { hex::decode(s.as_str().unwrap()).unwrap().try_into().unwrap() };
+    let hex16 = |s: &Value| -> [u8; 16] {
+        hex::decode(s.as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap()
+    };
     LicenceData {
         environment: serde_json::from_value::<Environment>(v["environment"].clone()).unwrap(),
         customer_id: v["customer_id"].as_str().unwrap().to_owned(),
@@ -28,7 +38,9 @@ fn licence(v: &Value) -> LicenceData {
             .iter()
             .map(|e| FpExtension {
                 kind: e["type"].as_str().unwrap().as_bytes().try_into().unwrap(),
-                payload: base64::engine::general_purpose::STANDARD.decode(e["payload"].as_str().unwrap()).unwrap(),
+                payload: base64::engine::general_purpose::STANDARD
+                    .decode(e["payload"].as_str().unwrap())
+                    .unwrap(),
             })
             .collect(),
         cookie: v["cookie"].as_str().map(str::to_owned),
@@ -56,13 +68,18 @@ fn valid_vectors_seal_and_open_byte_for_byte() {
     for v in valid {
         let ring = ring(v);
         let data = licence(&v["licence"]);
-        let nonce: [u8; 24] = hex::decode(v["nonce"].as_str().unwrap()).unwrap().try_into().unwrap();
+        let nonce: [u8; 24] = hex::decode(v["nonce"].as_str().unwrap())
+            .unwrap()
+            .try_into()
+            .unwrap();
         let sealed = token::seal(&data, ring.active().unwrap(), &nonce).unwrap();
         assert_eq!(sealed, v["token"].as_str().unwrap(), "vector {}", v["name"]);
         let opened = token::open(&sealed, &ring, data.environment, data.issued_at).unwrap();
         assert_eq!(opened, data, "vector {}", v["name"]);
         // the hex dump in the vector is the token's bytes
-        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(&sealed).unwrap();
+        let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(&sealed)
+            .unwrap();
         assert_eq!(hex::encode(raw), v["token_hex"].as_str().unwrap());
         // and the plaintext payload is documented too
         assert_eq!(v["payload_hex"].as_str().unwrap().len() % 2, 0);
@@ -75,7 +92,12 @@ fn invalid_vectors_are_refused_with_their_reason() {
     for v in all["invalid"].as_array().unwrap() {
         let ring = ring(v);
         let env = serde_json::from_value::<Environment>(v["environment"].clone()).unwrap();
-        let got = token::open(v["token"].as_str().unwrap(), &ring, env, v["now"].as_i64().unwrap());
+        let got = token::open(
+            v["token"].as_str().unwrap(),
+            &ring,
+            env,
+            v["now"].as_i64().unwrap(),
+        );
         let want = match v["error"].as_str().unwrap() {
             "malformed" => TokenError::Malformed,
             "unknown_version" => TokenError::UnknownVersion,

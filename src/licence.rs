@@ -108,9 +108,83 @@ pub struct LicenceData {
     pub cookie: Option<String>,
 }
 
+impl LicenceData {
+    /// The licence data as JSON (the shape of the test vectors' `licence`,
+    /// plus the times in RFC 3339). The content key is included only when
+    /// `show_content_key` is set.
+    pub fn to_json(&self, show_content_key: bool) -> serde_json::Value {
+        use base64::Engine as _;
+        let mut v = serde_json::json!({
+            "environment": self.environment.as_str(),
+            "customer_id": self.customer_id,
+            "issued_at": self.issued_at,
+            "issued_at_utc": rfc3339(self.issued_at),
+            "expires_at": self.expires_at,
+            "expires_at_utc": rfc3339(self.expires_at),
+            "iv": hex::encode(self.iv),
+            "kid": self.kid.as_ref().map(Kid::to_string),
+            "rental_duration": self.rental_duration,
+            "general_flags": self.general_flags,
+            "cookie": self.cookie,
+            "fp_extensions": self.extensions.iter().map(|e| serde_json::json!({
+                "type": e.kind_str(),
+                "payload": base64::engine::general_purpose::STANDARD.encode(&e.payload),
+            })).collect::<Vec<_>>(),
+        });
+        if show_content_key {
+            if let Some(map) = v.as_object_mut() {
+                map.insert(
+                    "content_key".into(),
+                    hex::encode(self.content_key.expose()).into(),
+                );
+            }
+        }
+        v
+    }
+}
+
+/// Unix seconds as an RFC 3339 UTC time (`2026-11-23T05:00:00Z`); empty when
+/// out of range.
+pub fn rfc3339(unix: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp(unix)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc3339)
+                .ok()
+        })
+        .unwrap_or_default()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_hides_the_content_key_unless_asked() {
+        let d = LicenceData {
+            environment: Environment::Production,
+            customer_id: "7".into(),
+            issued_at: 0,
+            expires_at: 1_800_000_000,
+            content_key: ContentKey::new([0xab; 16]),
+            iv: [1; 16],
+            kid: Some(Kid::Name("m".into())),
+            rental_duration: 5,
+            general_flags: 1,
+            extensions: vec![FpExtension {
+                kind: *b"wudo",
+                payload: vec![0, 0, 0, 0],
+            }],
+            cookie: None,
+        };
+        let hidden = d.to_json(false);
+        assert!(hidden.get("content_key").is_none());
+        assert!(!hidden.to_string().contains("abab"));
+        assert_eq!(hidden["expires_at_utc"], "2027-01-15T08:00:00Z");
+        assert_eq!(hidden["kid"], "^m");
+        assert_eq!(hidden["fp_extensions"][0]["payload"], "AAAAAA==");
+        assert_eq!(d.to_json(true)["content_key"], "ab".repeat(16));
+    }
 
     #[test]
     fn kid_forms() {

@@ -20,6 +20,24 @@ pub trait Host {
     fn fill_random(&self, buf: &mut [u8]) -> bool;
 }
 
+/// The host of native programs (the `fpgen` command, tests): the system
+/// clock and the operating system's random source.
+#[cfg(not(target_arch = "wasm32"))]
+pub struct SystemHost;
+
+#[cfg(not(target_arch = "wasm32"))]
+impl Host for SystemHost {
+    fn now(&self) -> i64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) -> bool {
+        getrandom::fill(buf).is_ok()
+    }
+}
+
 /// Whether a request path (with its query) is the token endpoint.
 pub fn is_token_path(path: &str) -> bool {
     let path = path.split_once('?').map_or(path, |(p, _)| p);

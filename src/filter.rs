@@ -4,6 +4,7 @@
 
 use crate::config::Config;
 use crate::error::ErrorCode;
+use crate::redeem;
 use crate::render::Response;
 use crate::service::{self, Host, Outcome};
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -75,7 +76,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         if !service::is_token_path(&path) {
-            return Action::Continue;
+            return self.gate(&path);
         }
         let query = service::query_of(&path);
         let Some(config) = self.config.clone() else {
@@ -122,6 +123,44 @@ impl HttpContext for Stream {
 }
 
 impl Stream {
+    /// The redemption gate, for requests at its path when it is enabled.
+    fn gate(&mut self, path: &str) -> Action {
+        let Some(config) = self.config.clone() else {
+            return Action::Continue;
+        };
+        let Some(gate) = config
+            .redemption
+            .as_ref()
+            .filter(|g| redeem::applies(g, path))
+        else {
+            return Action::Continue;
+        };
+        // First of all: no client-supplied licence-data headers go upstream.
+        for (name, _) in self.get_http_request_headers() {
+            if redeem::is_reserved_header(gate, &name) {
+                self.set_http_request_header(&name, None);
+            }
+        }
+        match redeem::redeem(&config, gate, path, WasmHost.now()) {
+            Ok(redeemed) => {
+                for (name, value) in &redeemed.headers {
+                    self.add_http_request_header(name, value);
+                }
+                if let Some(new_path) = &redeemed.new_path {
+                    self.set_http_request_header(":path", Some(new_path));
+                }
+                Action::Continue
+            }
+            Err((response, reason)) => {
+                log(
+                    LogLevel::Debug,
+                    &format!("fpgen: redemption refused: {reason}"),
+                );
+                self.reply(response)
+            }
+        }
+    }
+
     fn answer(&mut self, config: &Config, query: &str, body: &[u8]) -> Action {
         let (response, outcome) = service::handle(config, query, body, &WasmHost);
         if let Outcome::Rejected(code) = outcome {

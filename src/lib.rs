@@ -3,6 +3,7 @@ pub mod config;
 pub mod error;
 pub mod licence;
 pub mod params;
+pub mod redeem;
 pub mod render;
 pub mod request;
 pub mod secret;

@@ -86,6 +86,9 @@ pub struct Options {
     pub log_level: &'static str,
     /// The plugin's `failure_policy`.
     pub failure_policy: &'static str,
+    /// When set, `/hms/fp/rights/` is routed to a cluster at 127.0.0.1:port
+    /// (e.g. a [`RecordingUpstream`]) instead of the direct-response stand-in.
+    pub upstream_port: Option<u16>,
     /// How long to wait for readiness.
     pub ready_timeout: Duration,
 }
@@ -96,6 +99,7 @@ impl Default for Options {
             concurrency: 1,
             log_level: "info",
             failure_policy: "FAIL_RELOAD",
+            upstream_port: None,
             ready_timeout: READY_TIMEOUT,
         }
     }
@@ -106,6 +110,14 @@ impl Options {
     pub fn concurrency(n: u32) -> Self {
         Options {
             concurrency: n,
+            ..Options::default()
+        }
+    }
+
+    /// The defaults, with `/hms/fp/rights/` routed to 127.0.0.1:`port`.
+    pub fn upstream(port: u16) -> Self {
+        Options {
+            upstream_port: Some(port),
             ..Options::default()
         }
     }
@@ -405,10 +417,23 @@ pub fn bootstrap_json(wasm: &Path, filter_config_json: &str, options: &Options) 
     let not_found = json_string(NOT_FOUND_BODY);
     let rights = json_string(RIGHTS_BODY);
     let passthrough = json_string(PASSTHROUGH_BODY);
+    let (rights_route, clusters) = match options.upstream_port {
+        None => (
+            format!(r#"{{"match": {{"prefix": "/hms/fp/rights/"}}, "direct_response": {{"status": 200, "body": {{"inline_string": {rights}}}}}}}"#),
+            String::new(),
+        ),
+        Some(port) => (
+            r#"{"match": {"prefix": "/hms/fp/rights/"}, "route": {"cluster": "licence_server", "timeout": "5s"}}"#.to_owned(),
+            format!(
+                r#""clusters": [{{"name": "licence_server", "type": "STATIC", "connect_timeout": "1s",
+                  "load_assignment": {{"cluster_name": "licence_server", "endpoints": [{{"lb_endpoints": [{{"endpoint": {{"address": {{"socket_address": {{"address": "127.0.0.1", "port_value": {port}}}}}}}}}]}}]}}}}],"#
+            ),
+        ),
+    };
     format!(
         r#"{{
   "admin": {{"address": {{"socket_address": {{"address": "127.0.0.1", "port_value": 0}}}}}},
-  "static_resources": {{"listeners": [{{
+  "static_resources": {{{clusters}"listeners": [{{
     "name": "fpgen",
     "address": {{"socket_address": {{"address": "127.0.0.1", "port_value": 0}}}},
     "filter_chains": [{{"filters": [{{
@@ -421,7 +446,7 @@ pub fn bootstrap_json(wasm: &Path, filter_config_json: &str, options: &Options) 
           "name": "fpgen",
           "domains": ["*"],
           "routes": [
-            {{"match": {{"prefix": "/hms/fp/rights/"}}, "direct_response": {{"status": 200, "body": {{"inline_string": {rights}}}}}}},
+            {rights_route},
             {{"match": {{"prefix": "/passthrough"}}, "direct_response": {{"status": 200, "body": {{"inline_string": {passthrough}}}}}}},
             {{"match": {{"prefix": "/"}}, "direct_response": {{"status": 404, "body": {{"inline_string": {not_found}}}}}}}
           ]
@@ -897,4 +922,108 @@ pub fn decode_chunked(mut buf: &[u8]) -> Result<Option<Vec<u8>>, String> {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+// ---------------------------------------------------------------------------
+// A recording upstream (the licence server stand-in of the gate tests)
+
+/// One request as the upstream received it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    /// Header names lower-cased, in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Recorded {
+    /// Every value of header `name` (case-insensitive), in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// An HTTP/1.1 server on 127.0.0.1 that records every request and answers
+/// `200 licence ok`. It serves until the test process ends (its thread is
+/// detached; the listener is closed with the process).
+pub struct RecordingUpstream {
+    pub port: u16,
+    requests: std::sync::Arc<Mutex<Vec<Recorded>>>,
+}
+
+impl RecordingUpstream {
+    pub fn start() -> RecordingUpstream {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let requests = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let sink = requests.clone();
+        thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(conn) = conn else { continue };
+                let sink = sink.clone();
+                thread::spawn(move || serve_recording(conn, &sink));
+            }
+        });
+        RecordingUpstream { port, requests }
+    }
+
+    /// What has been received so far.
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+fn serve_recording(mut conn: TcpStream, sink: &Mutex<Vec<Recorded>>) {
+    conn.set_read_timeout(Some(IO_TIMEOUT)).ok();
+    let mut buf: Vec<u8> = Vec::new();
+    loop {
+        let head_end = loop {
+            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break i + 4;
+            }
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+        let mut lines = head.split("\r\n");
+        let mut start = lines.next().unwrap_or("").split(' ');
+        let method = start.next().unwrap_or("").to_owned();
+        let path = start.next().unwrap_or("").to_owned();
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(k, _)| k == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            let mut chunk = [0u8; 4096];
+            match conn.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        let body = buf[head_end..head_end + length].to_vec();
+        buf.drain(..head_end + length);
+        sink.lock().unwrap().push(Recorded {
+            method,
+            path,
+            headers,
+            body,
+        });
+        let reply = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 11\r\n\r\nlicence ok\n";
+        if conn.write_all(reply).is_err() {
+            return;
+        }
+    }
 }

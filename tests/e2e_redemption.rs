@@ -1,0 +1,409 @@
+//! The redemption gate through a real Envoy: tokens minted at `/hms/fp/token`
+//! are verified at `/hms/fp/rights/` before a recording upstream (the
+//! licence server stand-in) sees anything; key rotation.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use common::{get, request, Envoy, Options, RecordingUpstream, DEMO_AUTHENTICATOR, DEMO_CONFIG};
+use fpgen::config::{KeyRing, SealingKey};
+use fpgen::licence::{Environment, LicenceData};
+use fpgen::secret::{ContentKey, SealingKeyBytes};
+use serde_json::{json, Value};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const CK: &str = "000102030405060708090a0b0c0d0e0f";
+const IV: &str = "0f0e0d0c0b0a09080706050403020100";
+const OLD_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
+const NEW_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
+const SPC: &[u8] = b"\x00\x01binary SPC\xff\xfe";
+
+fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// The demo configuration with the gate on and the given sealing keys.
+fn config(keys: &[(&str, &str)], active: &str, gate: Value) -> String {
+    let mut c: Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    c["sealing_keys"] = keys
+        .iter()
+        .map(|(id, key)| json!({"id": id, "key": key}))
+        .collect();
+    c["active_sealing_key"] = active.into();
+    c["redemption"] = gate;
+    c.to_string()
+}
+
+fn start(upstream: &RecordingUpstream, config: &str) -> Envoy {
+    Envoy::start_with(config, &Options::upstream(upstream.port))
+}
+
+/// Mints through Envoy and returns the token.
+fn mint(envoy: &Envoy, extra: &str) -> String {
+    let r = get(
+        envoy.port,
+        &format!("/hms/fp/token?customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey={CK}&iv={IV}{extra}"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let url = r.text().trim_end().to_owned();
+    url.split_once("ExpressPlayToken=").unwrap().1.to_owned()
+}
+
+/// The player's licence request: POST of the binary SPC to the licence URL.
+fn redeem(envoy: &Envoy, token: &str, extra_headers: &[(&str, &str)]) -> common::HttpResponse {
+    let mut headers = vec![("Content-Type", "application/octet-stream")];
+    headers.extend_from_slice(extra_headers);
+    request(
+        envoy.port,
+        "POST",
+        &format!("/hms/fp/rights/?ExpressPlayToken={token}"),
+        &headers,
+        Some(SPC),
+    )
+}
+
+#[track_caller]
+fn assert_refused(envoy: &Envoy, upstream: &RecordingUpstream, token: &str, why: &str) {
+    let before = upstream.requests().len();
+    let r = redeem(envoy, token, &[]);
+    assert_eq!(r.status, 403, "{why}: {r:?}");
+    assert_eq!(r.header("content-type"), Some("application/json"), "{why}");
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!(v["code"], -4010, "{why}: {v}");
+    assert_eq!(
+        upstream.requests().len(),
+        before,
+        "{why}: the upstream saw the request"
+    );
+}
+
+fn seal(key_id: &str, key: &str, env: Environment, issued_at: i64, expires_at: i64) -> String {
+    let data = LicenceData {
+        environment: env,
+        customer_id: "100001".into(),
+        issued_at,
+        expires_at,
+        content_key: ContentKey::from_hex(CK).unwrap(),
+        iv: hex::decode(IV).unwrap().try_into().unwrap(),
+        kid: None,
+        rental_duration: 0,
+        general_flags: 0,
+        extensions: vec![],
+        cookie: None,
+    };
+    let ring = KeyRing::new(
+        vec![SealingKey {
+            id: key_id.into(),
+            key: SealingKeyBytes::from_hex(key).unwrap(),
+        }],
+        key_id,
+    )
+    .unwrap();
+    fpgen::token::seal(&data, ring.active().unwrap(), &[9; 24]).unwrap()
+}
+
+#[test]
+fn upstream_gets_exactly_the_minted_licence_data_and_no_injected_header() {
+    let upstream = RecordingUpstream::start();
+    let envoy = start(&upstream, &config(&[("old", OLD_KEY)], "old", json!({})));
+    let token = mint(
+        &envoy,
+        "&kid=^film-1&rentalDuration=3600&generalFlags=00000001&cookie=corr%C3%A9%201\
+         &expirationTime=%2B600&fpExtension=wudo,AAAAAA%3D%3D&fpExtension=abcd,AQID",
+    );
+    let r = redeem(
+        &envoy,
+        &token,
+        &[
+            ("x-fpgen-content-key", "ffffffffffffffffffffffffffffffff"),
+            ("X-FPGEN-Customer", "999999"),
+            ("x-fpgen-fp-extension", "evil,AAAA"),
+            ("x-fpgen-admin", "true"),
+        ],
+    );
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, "licence ok\n"),
+        "{r:?}"
+    );
+    let got = upstream.requests();
+    assert_eq!(got.len(), 1);
+    let req = &got[0];
+    assert_eq!(req.method, "POST");
+    assert_eq!(
+        req.body, SPC,
+        "the SPC reaches the licence server unchanged"
+    );
+    assert_eq!(
+        req.path,
+        format!("/hms/fp/rights/?ExpressPlayToken={token}"),
+        "token kept by default"
+    );
+    let one = |name: &str| -> &str {
+        let values = req.header_all(name);
+        assert_eq!(values.len(), 1, "{name}: {values:?}");
+        values[0]
+    };
+    assert_eq!(one("x-fpgen-content-key"), CK);
+    assert_eq!(one("x-fpgen-iv"), IV);
+    assert_eq!(one("x-fpgen-kid"), "^film-1");
+    assert_eq!(one("x-fpgen-rental-duration"), "3600");
+    assert_eq!(one("x-fpgen-general-flags"), "00000001");
+    assert_eq!(one("x-fpgen-cookie"), "corr%C3%A9 1");
+    assert_eq!(one("x-fpgen-customer"), "100001");
+    assert_eq!(one("x-fpgen-environment"), "test");
+    assert_eq!(one("x-fpgen-key-id"), "old");
+    let expires = time::OffsetDateTime::parse(
+        one("x-fpgen-expires"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .unwrap()
+    .unix_timestamp();
+    assert!((expires - (now() + 600)).abs() <= 5, "{expires}");
+    assert_eq!(
+        req.header_all("x-fpgen-fp-extension"),
+        ["wudo,AAAAAA==", "abcd,AQID"]
+    );
+    let fpgen_headers: Vec<&str> = req
+        .headers
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| k.starts_with("x-fpgen-"))
+        .collect();
+    assert_eq!(
+        fpgen_headers,
+        [
+            "x-fpgen-content-key",
+            "x-fpgen-iv",
+            "x-fpgen-rental-duration",
+            "x-fpgen-general-flags",
+            "x-fpgen-customer",
+            "x-fpgen-environment",
+            "x-fpgen-issued",
+            "x-fpgen-expires",
+            "x-fpgen-key-id",
+            "x-fpgen-kid",
+            "x-fpgen-cookie",
+            "x-fpgen-fp-extension",
+            "x-fpgen-fp-extension",
+        ],
+        "exactly the licence data; x-fpgen-admin from the client is gone"
+    );
+}
+
+#[test]
+fn injected_headers_are_stripped_even_when_the_token_is_refused_or_kept() {
+    // a custom prefix, token removal, and a plain-HTML error format
+    let upstream = RecordingUpstream::start();
+    let gate = json!({"header_prefix": "x-licence-", "strip_token": true});
+    let envoy = start(&upstream, &config(&[("old", OLD_KEY)], "old", gate));
+    let token = mint(&envoy, "");
+    let r = request(
+        envoy.port,
+        "POST",
+        &format!("/hms/fp/rights/?a=1&ExpressPlayToken={token}&b=2"),
+        &[
+            ("Content-Type", "application/octet-stream"),
+            ("X-Licence-Iv", "00"),
+        ],
+        Some(SPC),
+    );
+    assert_eq!(r.status, 200);
+    let req = &upstream.requests()[0];
+    assert_eq!(req.path, "/hms/fp/rights/?a=1&b=2");
+    assert_eq!(req.header_all("x-licence-iv"), [IV]);
+    let r = redeem(&envoy, "garbage", &[]);
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("content-type"), Some("text/html; charset=utf-8"));
+    assert!(r.text().contains("Error -4010"));
+}
+
+#[test]
+fn bad_tokens_get_4010_and_never_reach_the_upstream() {
+    let upstream = RecordingUpstream::start();
+    let envoy = start(
+        &upstream,
+        &config(&[("old", OLD_KEY)], "old", json!({"error_format": "json"})),
+    );
+    let token = mint(&envoy, "");
+    assert_eq!(
+        redeem(&envoy, &token, &[]).status,
+        200,
+        "the genuine token is accepted"
+    );
+
+    // missing and malformed
+    let before = upstream.requests().len();
+    let r = request(envoy.port, "POST", "/hms/fp/rights/", &[], Some(SPC));
+    assert_eq!(r.status, 403);
+    assert_eq!(upstream.requests().len(), before);
+    assert_refused(&envoy, &upstream, "", "empty token");
+    assert_refused(&envoy, &upstream, "not*a*token", "not base64url");
+    assert_refused(&envoy, &upstream, &token[..token.len() - 10], "truncated");
+
+    // tampered: one flipped bit at several positions (header, nonce, ciphertext, tag)
+    let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+    for pos in [
+        0,
+        1,
+        3,
+        8,
+        20,
+        40,
+        raw.len() / 2,
+        raw.len() - 17,
+        raw.len() - 1,
+    ] {
+        let mut bad = raw.clone();
+        bad[pos] ^= 0x01;
+        assert_refused(
+            &envoy,
+            &upstream,
+            &URL_SAFE_NO_PAD.encode(&bad),
+            &format!("bit flipped in byte {pos}"),
+        );
+    }
+
+    // expired, wrong environment, unknown key: sealed with the library
+    let t = now();
+    assert_refused(
+        &envoy,
+        &upstream,
+        &seal("old", OLD_KEY, Environment::Test, t - 120, t - 60),
+        "expired",
+    );
+    assert_refused(
+        &envoy,
+        &upstream,
+        &seal("old", OLD_KEY, Environment::Production, t, t + 600),
+        "production token",
+    );
+    assert_refused(
+        &envoy,
+        &upstream,
+        &seal("other", NEW_KEY, Environment::Test, t, t + 600),
+        "unknown key id",
+    );
+    assert_refused(
+        &envoy,
+        &upstream,
+        &seal("old", NEW_KEY, Environment::Test, t, t + 600),
+        "right id, wrong key",
+    );
+    assert_eq!(
+        redeem(
+            &envoy,
+            &seal("old", OLD_KEY, Environment::Test, t, t + 600),
+            &[]
+        )
+        .status,
+        200
+    );
+}
+
+#[test]
+fn token_minted_by_a_production_edge_is_refused_by_a_test_edge() {
+    let upstream = RecordingUpstream::start();
+    let mut prod: Value = serde_json::from_str(&config(
+        &[("old", OLD_KEY)],
+        "old",
+        json!({"error_format": "json"}),
+    ))
+    .unwrap();
+    prod["environment"] = "production".into();
+    prod["customers"][0]["environment"] = "production".into();
+    let prod = start(&upstream, &prod.to_string());
+    let token = mint(&prod, "");
+    assert_eq!(redeem(&prod, &token, &[]).status, 200);
+    let test = start(
+        &upstream,
+        &config(&[("old", OLD_KEY)], "old", json!({"error_format": "json"})),
+    );
+    assert_refused(
+        &test,
+        &upstream,
+        &token,
+        "production token at the test edge",
+    );
+}
+
+#[test]
+fn an_expired_envoy_minted_token_is_refused() {
+    let upstream = RecordingUpstream::start();
+    let envoy = start(
+        &upstream,
+        &config(&[("old", OLD_KEY)], "old", json!({"error_format": "json"})),
+    );
+    let token = mint(&envoy, "&expirationTime=%2B1");
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    assert_refused(&envoy, &upstream, &token, "expired after one second");
+}
+
+#[test]
+fn key_rotation_old_tokens_verify_until_their_key_is_removed() {
+    let upstream = RecordingUpstream::start();
+    let gate = json!({"error_format": "json"});
+    // before: only the old key
+    let before = start(&upstream, &config(&[("old", OLD_KEY)], "old", gate.clone()));
+    let old_token = mint(&before, "");
+    drop(before);
+    // during: the new key mints, the old one still verifies
+    let during = start(
+        &upstream,
+        &config(&[("old", OLD_KEY), ("new", NEW_KEY)], "new", gate.clone()),
+    );
+    let new_token = mint(&during, "");
+    assert_eq!(fpgen::token::key_id(&new_token).as_deref(), Some("new"));
+    assert_eq!(redeem(&during, &old_token, &[]).status, 200);
+    assert_eq!(
+        upstream
+            .requests()
+            .last()
+            .unwrap()
+            .header_all("x-fpgen-key-id"),
+        ["old"]
+    );
+    assert_eq!(redeem(&during, &new_token, &[]).status, 200);
+    assert_eq!(
+        upstream
+            .requests()
+            .last()
+            .unwrap()
+            .header_all("x-fpgen-key-id"),
+        ["new"]
+    );
+    drop(during);
+    // after: the old key removed
+    let after = start(&upstream, &config(&[("new", NEW_KEY)], "new", gate));
+    assert_refused(&after, &upstream, &old_token, "token of a removed key");
+    assert_eq!(redeem(&after, &new_token, &[]).status, 200);
+}
+
+#[test]
+fn gate_off_passes_licence_requests_through() {
+    let upstream = RecordingUpstream::start();
+    let envoy = start(
+        &upstream,
+        &config(&[("old", OLD_KEY)], "old", json!({"enabled": false})),
+    );
+    let r = redeem(
+        &envoy,
+        "anything",
+        &[("x-fpgen-content-key", "client-value")],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(
+        upstream.requests()[0].header_all("x-fpgen-content-key"),
+        ["client-value"]
+    );
+}

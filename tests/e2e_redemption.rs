@@ -407,3 +407,16 @@ fn gate_off_passes_licence_requests_through() {
         ["client-value"]
     );
 }
+
+#[test]
+fn demo_licence_url_redeems_at_the_demo_stand_in() {
+    // the shared Envoy runs the demo configuration: gate on, stand-in upstream
+    let envoy = common::shared();
+    let token = mint(envoy, "&cookie=demo");
+    let r = redeem(envoy, &token, &[]);
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, common::RIGHTS_BODY),
+        "{r:?}"
+    );
+}

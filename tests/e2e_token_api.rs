@@ -122,7 +122,7 @@ fn check_error(query: &str, code: i32, status: u16) {
 fn readme_curl_mints_a_licence_url() {
     let (url, d) = get_ok(&base());
     assert!(
-        url.starts_with("http://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken="),
+        url.starts_with("http://127.0.0.1:10000/hms/fp/rights/?ExpressPlayToken="),
         "{url}"
     );
     assert_eq!(hex::encode(d.content_key.expose()), CK);
@@ -197,7 +197,7 @@ fn shape_kid_kek_iv_key_store_with_use_https() {
     );
     for (url, d) in [get_ok(&q), post_ok("", &q)] {
         assert!(
-            url.starts_with("https://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken="),
+            url.starts_with("https://127.0.0.1:10000/hms/fp/rights/?ExpressPlayToken="),
             "{url}"
         );
         assert_eq!(hex::encode(d.content_key.expose()), STORED_KEY);

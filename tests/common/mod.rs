@@ -46,7 +46,7 @@ use std::time::{Duration, Instant};
 /// 100001's authenticator is [`DEMO_AUTHENTICATOR`].
 pub const DEMO_CONFIG: &str = r#"{
   "environment": "test",
-  "redeem_url": {"scheme": "http", "host": "fp.test.expressplay.com", "port": 80, "path": "/hms/fp/rights/"},
+  "redeem_url": {"scheme": "http", "host": "127.0.0.1", "port": 10000, "path": "/hms/fp/rights/"},
   "sealing_keys": [{"id": "demo-2026-11", "key": "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132"}],
   "active_sealing_key": "demo-2026-11",
   "keks": {"demo-kek": "000102030405060708090a0b0c0d0e0f"},
@@ -57,7 +57,8 @@ pub const DEMO_CONFIG: &str = r#"{
     "kek": "demo-kek",
     "key_store": {"11112222333344445555666677778888": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5"}
   }],
-  "max_body_bytes": 8192
+  "max_body_bytes": 8192,
+  "redemption": {"path_prefix": "/hms/fp/rights/", "header_prefix": "x-fpgen-", "strip_token": false}
 }"#;
 
 /// The customer authenticator that [`DEMO_CONFIG`] accepts.

@@ -83,6 +83,8 @@ struct RawConfig {
     customers: Vec<RawCustomer>,
     max_body_bytes: Option<usize>,
     redemption: Option<RawRedemption>,
+    #[serde(default)]
+    client_address: ClientAddressPolicy,
 }
 
 #[derive(Deserialize)]
@@ -120,6 +122,24 @@ struct RawCustomer {
     kek: Option<String>,
     #[serde(default)]
     key_store: BTreeMap<String, String>,
+    enabled: Option<bool>,
+    fairplay_authorized: Option<bool>,
+    fairplay_enabled: Option<bool>,
+    allowed_networks: Option<Vec<String>>,
+    token_budget: Option<u64>,
+}
+
+/// Where the client address for `allowed_networks` comes from.
+#[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ClientAddressPolicy {
+    /// Read the address from `x-forwarded-for` instead of the connection.
+    #[serde(default)]
+    pub use_x_forwarded_for: bool,
+    /// How many proxies in front of Envoy append to `x-forwarded-for`: the
+    /// client is the entry this many places from the right (1 = the last).
+    #[serde(default)]
+    pub trusted_hops: u32,
 }
 
 // ---- the validated form ---------------------------------------------------
@@ -134,6 +154,7 @@ pub struct Config {
     pub max_body_bytes: usize,
     /// The redemption gate; `None` when it is off.
     pub redemption: Option<Redemption>,
+    pub client_address: ClientAddressPolicy,
 }
 
 /// The redemption gate at the licence path: verify tokens, hand their
@@ -216,6 +237,16 @@ pub struct Customer {
     pub kek: Option<Kek>,
     /// kid to AES-KW-wrapped content key (24 bytes).
     pub key_store: HashMap<Kid, [u8; 24]>,
+    /// `false`: the account is disabled (-2031).
+    pub enabled: bool,
+    /// `false`: the account's service does not include FairPlay (-6006).
+    pub fairplay_authorized: bool,
+    /// `false`: FairPlay is included but switched off (-6009).
+    pub fairplay_enabled: bool,
+    /// When set, requests must come from one of these networks (-2003).
+    pub allowed_networks: Option<Vec<ipnet::IpNet>>,
+    /// When set, at most this many tokens per Envoy instance (-2019).
+    pub token_budget: Option<u64>,
 }
 
 impl Config {
@@ -276,6 +307,13 @@ impl Config {
             }
         }
 
+        if raw.client_address.use_x_forwarded_for && raw.client_address.trusted_hops == 0 {
+            errors.push(ConfigError::new(
+                "client_address.trusted_hops",
+                "at least 1 when use_x_forwarded_for is true",
+            ));
+        }
+
         let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 || max_body_bytes > MAX_MAX_BODY_BYTES {
             errors.push(ConfigError::new(
@@ -291,6 +329,7 @@ impl Config {
             customers,
             max_body_bytes,
             redemption: redemption?,
+            client_address: raw.client_address,
         })
     }
 }
@@ -353,13 +392,51 @@ fn validate_customer(
             errors.push(ConfigError::new(field, "the same kid appears twice"));
         }
     }
+    let allowed_networks = c.allowed_networks.map(|nets| {
+        nets.iter()
+            .enumerate()
+            .filter_map(|(j, text)| match parse_network(text) {
+                Some(net) => Some(net),
+                None => {
+                    errors.push(ConfigError::new(
+                        format!("customers[{i}].allowed_networks[{j}]"),
+                        "expected an IPv4 or IPv6 address or CIDR network (10.0.0.0/8, 2001:db8::/32)",
+                    ));
+                    None
+                }
+            })
+            .collect()
+    });
+    if c.token_budget == Some(0) {
+        errors.push(ConfigError::new(
+            at("token_budget"),
+            "expected at least 1 (omit it for no budget)",
+        ));
+    }
     (errors.len() == before).then_some(Customer {
         id: c.id,
         environment: c.environment,
         authenticator_sha256: digest,
         kek,
         key_store,
+        enabled: c.enabled.unwrap_or(true),
+        fairplay_authorized: c.fairplay_authorized.unwrap_or(true),
+        fairplay_enabled: c.fairplay_enabled.unwrap_or(true),
+        allowed_networks,
+        token_budget: c.token_budget,
     })
+}
+
+/// A CIDR network, or a single address (a /32 or /128).
+fn parse_network(text: &str) -> Option<ipnet::IpNet> {
+    text.parse::<ipnet::IpNet>()
+        .ok()
+        .or_else(|| {
+            text.parse::<std::net::IpAddr>()
+                .ok()
+                .map(ipnet::IpNet::from)
+        })
+        .map(|net| net.trunc())
 }
 
 fn is_identifier(text: &str, max_len: usize) -> bool {
@@ -565,6 +642,42 @@ pub(crate) mod tests {
             ]
         );
         assert!(errors.to_string().contains("; "), "{errors}");
+    }
+
+    #[test]
+    fn account_controls() {
+        let json = demo_with(|v| {
+            v["customers"][0]["enabled"] = false.into();
+            v["customers"][0]["allowed_networks"] =
+                serde_json::json!(["10.1.2.3/8", "2001:db8::1", "::1/128"]);
+            v["customers"][0]["token_budget"] = 5.into();
+            v["client_address"] =
+                serde_json::json!({"use_x_forwarded_for": true, "trusted_hops": 2});
+        });
+        let c = Config::from_json(json.as_bytes()).unwrap();
+        let cust = &c.customers["100001"];
+        assert!(!cust.enabled && cust.fairplay_authorized && cust.fairplay_enabled);
+        let nets: Vec<String> = cust
+            .allowed_networks
+            .as_ref()
+            .unwrap()
+            .iter()
+            .map(|n| n.to_string())
+            .collect();
+        assert_eq!(nets, ["10.0.0.0/8", "2001:db8::1/128", "::1/128"]);
+        assert_eq!(cust.token_budget, Some(5));
+        assert_eq!(c.client_address.trusted_hops, 2);
+        assert!(c.customers["200002"].enabled && c.customers["200002"].allowed_networks.is_none());
+        let e = err(&demo_with(|v| {
+            v["customers"][1]["allowed_networks"] = serde_json::json!(["10.0.0.0/33"])
+        }));
+        assert_eq!(e.field, "customers[1].allowed_networks[0]");
+        let e = err(&demo_with(|v| v["customers"][1]["token_budget"] = 0.into()));
+        assert_eq!(e.field, "customers[1].token_budget");
+        let e = err(&demo_with(|v| {
+            v["client_address"] = serde_json::json!({"use_x_forwarded_for": true})
+        }));
+        assert_eq!(e.field, "client_address.trusted_hops");
     }
 
     #[test]

@@ -1,21 +1,27 @@
 //! The host shell: the only module that talks to proxy-wasm. It reads the
-//! configuration once, routes `/hms/fp/token`, collects the body and hands
-//! everything to the pure [`service`](crate::service).
+//! configuration once, routes `/hms/fp/token` and the redemption gate,
+//! collects POST bodies, and hands everything to the pure
+//! [`service`](crate::service) and [`redeem`](crate::redeem) modules. It also
+//! keeps the stats, the access-log filter state and the shared token budgets.
 
-use crate::config::Config;
+use crate::config::{ClientAddressPolicy, Config};
 use crate::error::ErrorCode;
+use crate::licence::rfc3339;
 use crate::redeem;
 use crate::render::Response;
 use crate::service::{self, Host, Outcome};
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
+use std::cell::RefCell;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     std::panic::set_hook(Box::new(|info| {
-        let _ = proxy_wasm::hostcalls::log(LogLevel::Critical, &format!("fpgen: panic: {info}"));
+        let _ = hostcalls::log(LogLevel::Critical, &format!("fpgen: panic: {info}"));
     }));
     proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: None }) });
 }}
@@ -31,13 +37,21 @@ impl RootContext for Root {
         let json = self.get_plugin_configuration().unwrap_or_default();
         match Config::from_json(&json) {
             Ok(config) => {
+                for customer in config
+                    .customers
+                    .values()
+                    .filter(|c| c.token_budget.is_some())
+                {
+                    budget::init(&customer.id);
+                }
                 log(
                     LogLevel::Info,
                     &format!(
-                        "fpgen: configured: environment {}, {} customer(s), active sealing key {:?}",
+                        "fpgen: configured: environment {}, {} customer(s), active sealing key {:?}, redemption gate {}",
                         config.environment.as_str(),
                         config.customers.len(),
                         config.sealing_keys.active().map(|k| k.id.as_str()).unwrap_or(""),
+                        if config.redemption.is_some() { "on" } else { "off" },
                     ),
                 );
                 self.config = Some(Rc::new(config));
@@ -90,18 +104,18 @@ impl HttpContext for Stream {
                 }
                 let content_type = self.get_http_request_header("content-type");
                 if !service::is_form_content_type(content_type.as_deref()) {
-                    return self.reply(service::reject(ErrorCode::UnsupportedMediaType, query));
+                    return self.refuse(ErrorCode::UnsupportedMediaType, query);
                 }
                 let declared = self
                     .get_http_request_header("content-length")
                     .and_then(|v| v.parse::<usize>().ok());
                 if declared.is_some_and(|n| n > config.max_body_bytes) {
-                    return self.reply(service::reject(ErrorCode::BodyTooLarge, query));
+                    return self.refuse(ErrorCode::BodyTooLarge, query);
                 }
                 self.query = Some(query.to_owned());
                 Action::Pause
             }
-            _ => self.reply(service::reject(ErrorCode::MethodNotAllowed, query)),
+            _ => self.refuse(ErrorCode::MethodNotAllowed, query),
         }
     }
 
@@ -111,7 +125,7 @@ impl HttpContext for Stream {
         };
         if body_size > config.max_body_bytes {
             self.query = None;
-            return self.reply(service::reject(ErrorCode::BodyTooLarge, &query));
+            return self.refuse(ErrorCode::BodyTooLarge, &query);
         }
         if !end_of_stream {
             return Action::Pause; // Envoy buffers until the body is complete
@@ -123,6 +137,25 @@ impl HttpContext for Stream {
 }
 
 impl Stream {
+    /// Mints (or refuses) at the token endpoint.
+    fn answer(&mut self, config: &Config, query: &str, body: &[u8]) -> Action {
+        let host = WasmHost {
+            policy: config.client_address,
+        };
+        let (response, outcome) = service::handle(config, query, body, &host);
+        self.record(&outcome);
+        self.reply(response)
+    }
+
+    /// Refuses before the parameters are read (method, size, media type).
+    fn refuse(&mut self, code: ErrorCode, query: &str) -> Action {
+        self.record(&Outcome {
+            error: Some(code),
+            ..Outcome::default()
+        });
+        self.reply(service::reject(code, query))
+    }
+
     /// The redemption gate, for requests at its path when it is enabled.
     fn gate(&mut self, path: &str) -> Action {
         let Some(config) = self.config.clone() else {
@@ -141,8 +174,19 @@ impl Stream {
                 self.set_http_request_header(&name, None);
             }
         }
-        match redeem::redeem(&config, gate, path, WasmHost.now()) {
+        match redeem::redeem(&config, gate, path, WasmHost::now_unix()) {
             Ok(redeemed) => {
+                stats::count(&format!(
+                    "fpgen.customer.{}.redemptions_accepted",
+                    redeemed.customer_id
+                ));
+                self.log_state(&Outcome {
+                    error: None,
+                    customer_id: Some(redeemed.customer_id.clone()),
+                    kid: redeemed.kid.clone(),
+                    cookie: redeemed.cookie.clone(),
+                    expires_at: Some(redeemed.expires_at),
+                });
                 for (name, value) in &redeemed.headers {
                     self.add_http_request_header(name, value);
                 }
@@ -152,6 +196,11 @@ impl Stream {
                 Action::Continue
             }
             Err((response, reason)) => {
+                stats::count(&format!(
+                    "fpgen.redemptions_rejected.{}",
+                    reason.stat_name()
+                ));
+                self.set_state("fpgen_code", "-4010");
                 log(
                     LogLevel::Debug,
                     &format!("fpgen: redemption refused: {reason}"),
@@ -161,15 +210,46 @@ impl Stream {
         }
     }
 
-    fn answer(&mut self, config: &Config, query: &str, body: &[u8]) -> Action {
-        let (response, outcome) = service::handle(config, query, body, &WasmHost);
-        if let Outcome::Rejected(code) = outcome {
+    /// Stats and access-log filter state for a token-endpoint request.
+    fn record(&self, outcome: &Outcome) {
+        let customer = outcome.customer_id.as_deref();
+        match (outcome.error, customer) {
+            (None, Some(id)) => stats::count(&format!("fpgen.customer.{id}.tokens_minted")),
+            (None, None) => {}
+            (Some(code), Some(id)) => {
+                stats::count(&format!("fpgen.customer.{id}.rejected.{}", -code.code()))
+            }
+            (Some(code), None) => stats::count(&format!("fpgen.rejected.{}", -code.code())),
+        }
+        if let Some(code) = outcome.error {
             log(
                 LogLevel::Debug,
                 &format!("fpgen: rejected with {}", code.code()),
             );
         }
-        self.reply(response)
+        self.log_state(outcome);
+    }
+
+    /// The access-log filter state of a request the filter handled.
+    fn log_state(&self, outcome: &Outcome) {
+        self.set_state("fpgen_code", &outcome.code().to_string());
+        if let Some(id) = &outcome.customer_id {
+            self.set_state("fpgen_customer", id);
+        }
+        if let Some(kid) = &outcome.kid {
+            self.set_state("fpgen_kid", kid);
+        }
+        if let Some(cookie) = &outcome.cookie {
+            self.set_state("fpgen_cookie", cookie);
+        }
+        if let Some(expires) = outcome.expires_at {
+            self.set_state("fpgen_expires", &rfc3339(expires));
+        }
+    }
+
+    /// Filter state for the access log: `%FILTER_STATE(wasm.<name>:PLAIN)%`.
+    fn set_state(&self, name: &str, value: &str) {
+        self.set_property(vec![name], Some(value.as_bytes()));
     }
 
     fn reply(&mut self, response: Response) -> Action {
@@ -186,21 +266,121 @@ impl Stream {
     }
 }
 
-struct WasmHost;
+/// The host, as the pure core sees it, for one request.
+struct WasmHost {
+    policy: ClientAddressPolicy,
+}
 
-impl Host for WasmHost {
-    fn now(&self) -> i64 {
-        proxy_wasm::hostcalls::get_current_time()
+impl WasmHost {
+    fn now_unix() -> i64 {
+        hostcalls::get_current_time()
             .ok()
             .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+    }
+}
+
+impl Host for WasmHost {
+    fn now(&self) -> i64 {
+        Self::now_unix()
     }
 
     fn fill_random(&self, buf: &mut [u8]) -> bool {
         getrandom::fill(buf).is_ok()
     }
+
+    fn client_address(&self) -> Option<IpAddr> {
+        let source = hostcalls::get_property(vec!["source", "address"])
+            .ok()
+            .flatten();
+        let source = source.as_deref().and_then(|b| std::str::from_utf8(b).ok());
+        let xff = if self.policy.use_x_forwarded_for {
+            hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-forwarded-for")
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        service::client_address(&self.policy, source, xff.as_deref())
+    }
+
+    fn take_from_budget(&self, customer: &str, budget: u64) -> bool {
+        budget::take(customer, budget)
+    }
+}
+
+/// Token budgets in proxy-wasm shared data: one counter per customer, shared
+/// by every worker's VM of this Envoy, incremented with compare-and-swap.
+mod budget {
+    use super::{hostcalls, Status};
+
+    fn key(customer: &str) -> String {
+        format!("fpgen.budget.{customer}")
+    }
+
+    fn read(customer: &str) -> (Option<u64>, Option<u32>) {
+        match hostcalls::get_shared_data(&key(customer)) {
+            Ok((data, cas)) => (
+                data.and_then(|d| <[u8; 8]>::try_from(d.as_slice()).ok())
+                    .map(u64::from_be_bytes),
+                cas,
+            ),
+            Err(_) => (None, None),
+        }
+    }
+
+    /// Creates the counter at 0 if it does not exist yet (it survives
+    /// configuration reloads, so a reload does not refill a budget).
+    pub fn init(customer: &str) {
+        if read(customer).0.is_none() {
+            let _ = hostcalls::set_shared_data(&key(customer), Some(&0u64.to_be_bytes()), None);
+        }
+    }
+
+    /// Takes one token; `false` when `budget` tokens are already taken.
+    pub fn take(customer: &str, budget: u64) -> bool {
+        // A lost race means another worker took a token: read again.
+        for _ in 0..1000 {
+            let (used, cas) = read(customer);
+            let used = used.unwrap_or(0);
+            if used >= budget {
+                return false;
+            }
+            match hostcalls::set_shared_data(&key(customer), Some(&(used + 1).to_be_bytes()), cas) {
+                Ok(()) => return true,
+                Err(Status::CasMismatch) => continue,
+                Err(_) => return false,
+            }
+        }
+        false
+    }
+}
+
+/// Envoy counters defined by the filter (`define_metric` per VM, by name).
+mod stats {
+    use super::{hostcalls, MetricType, RefCell};
+    use std::collections::HashMap;
+
+    thread_local! {
+        static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+    }
+
+    /// Adds one to the counter `name`.
+    pub fn count(name: &str) {
+        let id = IDS.with(|ids| {
+            if let Some(id) = ids.borrow().get(name) {
+                return Some(*id);
+            }
+            let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
+            ids.borrow_mut().insert(name.to_owned(), id);
+            Some(id)
+        });
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
+    }
 }
 
 fn log(level: LogLevel, message: &str) {
-    let _ = proxy_wasm::hostcalls::log(level, message);
+    let _ = hostcalls::log(level, message);
 }

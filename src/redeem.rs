@@ -24,7 +24,11 @@ pub struct Redeemed {
     pub headers: Vec<(String, String)>,
     /// The new `:path`, when the token parameter is to be removed.
     pub new_path: Option<String>,
+    /// For the access log: who minted the token, its kid, cookie and expiry.
     pub customer_id: String,
+    pub kid: Option<String>,
+    pub cookie: Option<String>,
+    pub expires_at: i64,
 }
 
 /// Whether the gate applies to this request path (query ignored).
@@ -68,6 +72,9 @@ pub fn redeem(
     Ok(Redeemed {
         headers: licence_headers(&gate.header_prefix, &data, &key_id),
         new_path,
+        kid: data.kid.as_ref().map(ToString::to_string),
+        cookie: data.cookie.clone(),
+        expires_at: data.expires_at,
         customer_id: data.customer_id,
     })
 }

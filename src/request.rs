@@ -307,7 +307,7 @@ fn parse_time(text: &str, now: i64) -> Option<i64> {
         .map(OffsetDateTime::unix_timestamp)
 }
 
-fn parse_cookie(text: &str) -> Result<String, ApiError> {
+pub fn parse_cookie(text: &str) -> Result<String, ApiError> {
     let chars = text.chars().count();
     if chars > MAX_COOKIE_CHARS {
         return Err(ApiError::new(

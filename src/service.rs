@@ -1,12 +1,13 @@
 //! The token endpoint as a pure function: request in, response out. The host
 //! shell (`filter`) supplies the clock and the randomness through [`Host`].
 
-use crate::config::Config;
+use crate::config::{ClientAddressPolicy, Config, Customer};
 use crate::error::{ApiError, ErrorCode};
 use crate::params::{error_format_of, Param, Params};
 use crate::render::{self, ErrorFormat, Response};
 use crate::request;
 use crate::token::{self, NONCE_LEN};
+use std::net::{IpAddr, SocketAddr};
 
 /// The path the filter answers (with or without a trailing `/`).
 pub const TOKEN_PATH: &str = "/hms/fp/token";
@@ -18,6 +19,12 @@ pub trait Host {
     /// Fills `buf` with cryptographically secure random bytes; `false` when
     /// the host cannot.
     fn fill_random(&self, buf: &mut [u8]) -> bool;
+    /// The client's address, as the configuration's `client_address` policy
+    /// determines it; `None` when unknown.
+    fn client_address(&self) -> Option<IpAddr>;
+    /// Takes one token from `customer`'s budget of `budget`, shared by every
+    /// worker of this Envoy; `false` when the budget is spent.
+    fn take_from_budget(&self, customer: &str, budget: u64) -> bool;
 }
 
 /// The host of native programs (the `fpgen` command, tests): the system
@@ -36,6 +43,17 @@ impl Host for SystemHost {
     fn fill_random(&self, buf: &mut [u8]) -> bool {
         getrandom::fill(buf).is_ok()
     }
+
+    /// Offline minting has no network peer: customers with
+    /// `allowed_networks` are refused (-2003).
+    fn client_address(&self) -> Option<IpAddr> {
+        None
+    }
+
+    /// Budgets count what one Envoy mints; offline minting is not counted.
+    fn take_from_budget(&self, _customer: &str, _budget: u64) -> bool {
+        true
+    }
 }
 
 /// Whether a request path (with its query) is the token endpoint.
@@ -49,14 +67,31 @@ pub fn query_of(path: &str) -> &str {
     path.split_once('?').map_or("", |(_, q)| q)
 }
 
-/// What happened, for logs and stats.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Outcome {
-    Minted {
-        customer_id: String,
-        expires_at: i64,
-    },
-    Rejected(ErrorCode),
+/// What happened to one request, for stats and the access log. Holds only
+/// validated, printable values (never key material).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// `None` when a token was minted.
+    pub error: Option<ErrorCode>,
+    /// The authenticated customer, when authentication got that far.
+    pub customer_id: Option<String>,
+    /// The kid of the minted token (`^name` or hex).
+    pub kid: Option<String>,
+    /// The request's cookie, when it is valid.
+    pub cookie: Option<String>,
+    /// Expiry of the minted token, Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+impl Outcome {
+    pub fn minted(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// The numeric code for logs: 0 for a minted token.
+    pub fn code(&self) -> i32 {
+        self.error.map_or(0, ErrorCode::code)
+    }
 }
 
 /// Is `content_type` one whose body fpgen reads as parameters?
@@ -80,6 +115,12 @@ pub fn reject(code: ErrorCode, query: &str) -> Response {
 /// form-urlencoded body (empty for GET).
 pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> (Response, Outcome) {
     let params = Params::parse(query.as_bytes(), body);
+    let mut outcome = Outcome {
+        cookie: params
+            .get(Param::Cookie)
+            .and_then(|c| request::parse_cookie(c).ok()),
+        ..Outcome::default()
+    };
     let format = match params.get(Param::ErrorFormat).map(ErrorFormat::parse) {
         None => ErrorFormat::Html,
         Some(Some(f)) => f,
@@ -90,28 +131,28 @@ pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> (Re
                 .chars()
                 .take(32)
                 .collect();
-            return fail(
-                ApiError::new(ErrorCode::InvalidErrorFormat, shown),
-                ErrorFormat::Html,
-            );
+            let err = ApiError::new(ErrorCode::InvalidErrorFormat, shown);
+            outcome.error = Some(err.code);
+            return (render::error(&err, ErrorFormat::Html), outcome);
         }
     };
-    match mint(config, &params, host) {
-        Ok((url, outcome)) => (render::success(url), outcome),
-        Err(e) => fail(e, format),
+    match mint(config, &params, host, &mut outcome) {
+        Ok(url) => (render::success(url), outcome),
+        Err(err) => {
+            outcome.error = Some(err.code);
+            (render::error(&err, format), outcome)
+        }
     }
 }
 
-fn fail(err: ApiError, format: ErrorFormat) -> (Response, Outcome) {
-    let code = err.code;
-    (render::error(&err, format), Outcome::Rejected(code))
-}
-
+/// Authenticates, applies the account's controls, validates, spends one
+/// token of the budget, and seals. Fills `outcome` as it learns things.
 fn mint(
     config: &Config,
     params: &Params<'_>,
     host: &dyn Host,
-) -> Result<(String, Outcome), ApiError> {
+    outcome: &mut Outcome,
+) -> Result<String, ApiError> {
     if let Some(param) = params.repeated {
         return Err(ApiError::new(
             param.invalid_code(),
@@ -119,7 +160,18 @@ fn mint(
         ));
     }
     let customer = request::authenticate(config, params)?;
+    outcome.customer_id = Some(customer.id.clone());
+    check_account(customer, host)?;
     let valid = request::validate(params, customer, host.now())?;
+    outcome.kid = valid.licence.kid.as_ref().map(ToString::to_string);
+    if let Some(budget) = customer.token_budget {
+        if !host.take_from_budget(&customer.id, budget) {
+            return Err(ApiError::new(
+                ErrorCode::InsufficientTokens,
+                format!("the budget of {budget} tokens is spent"),
+            ));
+        }
+    }
     let key = config.sealing_keys.active().ok_or(ErrorCode::Internal)?;
     let mut nonce = [0u8; NONCE_LEN];
     if !host.fill_random(&mut nonce) {
@@ -133,9 +185,51 @@ fn mint(
     let mut url = String::with_capacity(128 + token.len());
     config.redeem_url.write_prefix(&mut url, valid.use_https);
     url.push_str(&token);
-    let outcome = Outcome::Minted {
-        customer_id: customer.id.clone(),
-        expires_at: valid.licence.expires_at,
-    };
-    Ok((url, outcome))
+    outcome.expires_at = Some(valid.licence.expires_at);
+    Ok(url)
+}
+
+/// The account's own controls, checked right after authentication.
+fn check_account(customer: &Customer, host: &dyn Host) -> Result<(), ApiError> {
+    if !customer.enabled {
+        return Err(ErrorCode::AccountDisabled.into());
+    }
+    if !customer.fairplay_authorized {
+        return Err(ErrorCode::FairPlayNotAuthorized.into());
+    }
+    if !customer.fairplay_enabled {
+        return Err(ErrorCode::FairPlayDisabled.into());
+    }
+    if let Some(networks) = &customer.allowed_networks {
+        let allowed = host
+            .client_address()
+            .is_some_and(|ip| networks.iter().any(|net| net.contains(&ip)));
+        if !allowed {
+            return Err(ErrorCode::InvalidIpAddress.into());
+        }
+    }
+    Ok(())
+}
+
+/// The client address under `policy`: the connection's peer, or the entry of
+/// `x-forwarded-for` that the last trusted proxy appended. `None` when it
+/// cannot be known (then allow-lists refuse the request).
+pub fn client_address(
+    policy: &ClientAddressPolicy,
+    source: Option<&str>,
+    xff: Option<&str>,
+) -> Option<IpAddr> {
+    if policy.use_x_forwarded_for {
+        let hops = usize::try_from(policy.trusted_hops).ok()?;
+        let entry = xff?.rsplit(',').nth(hops.checked_sub(1)?)?;
+        return parse_ip(entry.trim());
+    }
+    parse_ip(source?)
+}
+
+/// `1.2.3.4`, `1.2.3.4:80`, `::1`, `[::1]:80`.
+fn parse_ip(text: &str) -> Option<IpAddr> {
+    text.parse::<IpAddr>()
+        .ok()
+        .or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))
 }

@@ -65,6 +65,21 @@ impl fmt::Display for TokenError {
     }
 }
 
+impl TokenError {
+    /// A stat-name segment for the reason.
+    pub const fn stat_name(self) -> &'static str {
+        match self {
+            Self::Malformed => "malformed",
+            Self::UnknownVersion => "unknown_version",
+            Self::UnknownKey => "unknown_key",
+            Self::Forged => "forged",
+            Self::BadPayload => "bad_payload",
+            Self::WrongEnvironment => "wrong_environment",
+            Self::Expired => "expired",
+        }
+    }
+}
+
 impl std::error::Error for TokenError {}
 
 /// Why a token could not be minted: the licence data does not fit the

@@ -53,6 +53,12 @@ impl Host for FakeHost {
             .for_each(|(i, b)| *b = i as u8 ^ 0x5a);
         self.random_works
     }
+    fn client_address(&self) -> Option<std::net::IpAddr> {
+        Some("192.0.2.10".parse().unwrap())
+    }
+    fn take_from_budget(&self, _customer: &str, _budget: u64) -> bool {
+        true
+    }
 }
 
 fn config() -> Config {
@@ -84,10 +90,7 @@ fn fails(query: &str, code: i32, status: u16) {
 }
 
 fn outcome_code(o: &Outcome) -> Option<i32> {
-    match o {
-        Outcome::Rejected(c) => Some(c.code()),
-        Outcome::Minted { .. } => None,
-    }
+    o.error.map(|c| c.code())
 }
 
 /// Mints and opens the token with the configured key ring.
@@ -95,7 +98,7 @@ fn outcome_code(o: &Outcome) -> Option<i32> {
 fn mints(query: &str) -> (String, fpgen::licence::LicenceData) {
     let (r, outcome) = call(query);
     assert_eq!(r.status, 200, "{query}: {}", r.body);
-    assert!(matches!(outcome, Outcome::Minted { .. }));
+    assert!(outcome.minted());
     assert_eq!(r.content_type, "text/uri-list");
     let url = r
         .body
@@ -165,6 +168,12 @@ fn two_identical_requests_give_different_tokens() {
         fn fill_random(&self, buf: &mut [u8]) -> bool {
             self.0.set(self.0.get() + 1);
             buf.fill(self.0.get());
+            true
+        }
+        fn client_address(&self) -> Option<std::net::IpAddr> {
+            None
+        }
+        fn take_from_budget(&self, _customer: &str, _budget: u64) -> bool {
             true
         }
     }
@@ -558,10 +567,7 @@ fn no_randomness_no_token() {
         },
     );
     assert_eq!(r.status, 500);
-    assert_eq!(
-        outcome,
-        Outcome::Rejected(fpgen::error::ErrorCode::Internal)
-    );
+    assert_eq!(outcome.error, Some(fpgen::error::ErrorCode::Internal));
     assert!(!r.body.contains("ExpressPlayToken"));
 }
 
@@ -609,4 +615,174 @@ fn routing_and_content_types() {
     assert!(!service::is_form_content_type(Some("application/json")));
     let r = service::reject(fpgen::error::ErrorCode::BodyTooLarge, "errorFormat=json");
     assert_eq!((r.status, r.content_type), (413, "application/json"));
+}
+
+/// A host with a client address and a budget counter, like Envoy's.
+struct AccountHost {
+    client: Option<std::net::IpAddr>,
+    spent: std::cell::Cell<u64>,
+}
+
+impl Host for AccountHost {
+    fn now(&self) -> i64 {
+        NOW
+    }
+    fn fill_random(&self, buf: &mut [u8]) -> bool {
+        buf.fill(1);
+        true
+    }
+    fn client_address(&self) -> Option<std::net::IpAddr> {
+        self.client
+    }
+    fn take_from_budget(&self, _customer: &str, budget: u64) -> bool {
+        let spent = self.spent.get();
+        self.spent.set(spent + 1);
+        spent < budget
+    }
+}
+
+fn account_config(edit: impl FnOnce(&mut serde_json::Value)) -> Config {
+    let mut v: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+    edit(&mut v["customers"][0]);
+    Config::from_json(v.to_string().as_bytes()).unwrap()
+}
+
+fn account_call(config: &Config, client: Option<&str>) -> (u16, Outcome) {
+    let host = AccountHost {
+        client: client.map(|c| c.parse().unwrap()),
+        spent: std::cell::Cell::new(0),
+    };
+    let (r, o) = service::handle(config, &base(), b"", &host);
+    (r.status, o)
+}
+
+#[test]
+fn account_controls() {
+    let cases: [(&str, serde_json::Value, i32, u16); 3] = [
+        ("enabled", false.into(), -2031, 403),
+        ("fairplay_authorized", false.into(), -6006, 403),
+        ("fairplay_enabled", false.into(), -6009, 403),
+    ];
+    for (field, value, code, status) in cases {
+        let config = account_config(|c| c[field] = value);
+        let (got_status, outcome) = account_call(&config, Some("192.0.2.1"));
+        assert_eq!((got_status, outcome.code()), (status, code), "{field}");
+        assert_eq!(outcome.customer_id.as_deref(), Some("100001"));
+    }
+    // authentication still comes first: a disabled account with a wrong secret is -2018
+    let config = account_config(|c| c["enabled"] = false.into());
+    let (r, o) = service::handle(
+        &config,
+        "customerAuthenticator=100001,x&contentKey=00",
+        b"",
+        &FakeHost { random_works: true },
+    );
+    assert_eq!((r.status, o.code(), o.customer_id), (401, -2018, None));
+}
+
+#[test]
+fn allowed_networks() {
+    let config = account_config(|c| {
+        c["allowed_networks"] = serde_json::json!(["192.0.2.0/24", "2001:db8::/32"])
+    });
+    assert_eq!(account_call(&config, Some("192.0.2.77")).0, 200);
+    assert_eq!(account_call(&config, Some("2001:db8::5")).0, 200);
+    assert_eq!(account_call(&config, Some("198.51.100.1")).1.code(), -2003);
+    assert_eq!(account_call(&config, Some("::1")).1.code(), -2003);
+    assert_eq!(
+        account_call(&config, None).1.code(),
+        -2003,
+        "unknown address is refused"
+    );
+    let open = account_config(|_| {});
+    assert_eq!(account_call(&open, None).0, 200, "no list, no check");
+}
+
+#[test]
+fn token_budget() {
+    let config = account_config(|c| c["token_budget"] = 2.into());
+    let host = AccountHost {
+        client: None,
+        spent: std::cell::Cell::new(0),
+    };
+    let codes: Vec<i32> = (0..4)
+        .map(|_| service::handle(&config, &base(), b"", &host).1.code())
+        .collect();
+    assert_eq!(codes, [0, 0, -2019, -2019]);
+    // an invalid request does not spend the budget
+    let host = AccountHost {
+        client: None,
+        spent: std::cell::Cell::new(0),
+    };
+    service::handle(
+        &config,
+        &format!("{AUTH}&contentKey=00&iv={IV}"),
+        b"",
+        &host,
+    );
+    assert_eq!(host.spent.get(), 0);
+}
+
+#[test]
+fn outcome_for_the_access_log() {
+    let (_, o) = call(&format!(
+        "{}&kid=^film&cookie=corr-1&expirationTime=%2B60",
+        base()
+    ));
+    assert_eq!(
+        o,
+        Outcome {
+            error: None,
+            customer_id: Some("100001".into()),
+            kid: Some("^film".into()),
+            cookie: Some("corr-1".into()),
+            expires_at: Some(NOW + 60),
+        }
+    );
+    let (_, o) = call(&format!("{AUTH}&contentKey=00&iv={IV}&cookie=corr-2"));
+    assert_eq!(
+        (o.code(), o.cookie.as_deref(), o.customer_id.as_deref()),
+        (-2027, Some("corr-2"), Some("100001"))
+    );
+    let (_, o) = call(&format!("{AUTH}&contentKey=00&iv={IV}&cookie=bad%0Acookie"));
+    assert_eq!(o.cookie, None, "an invalid cookie never reaches the log");
+}
+
+#[test]
+fn client_address_policy() {
+    use fpgen::config::ClientAddressPolicy;
+    let direct = ClientAddressPolicy::default();
+    let xff = |hops| ClientAddressPolicy {
+        use_x_forwarded_for: true,
+        trusted_hops: hops,
+    };
+    let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    assert_eq!(
+        service::client_address(&direct, Some("192.0.2.1:5555"), Some("10.0.0.1")),
+        ip("192.0.2.1")
+    );
+    assert_eq!(
+        service::client_address(&direct, Some("[2001:db8::1]:80"), None),
+        ip("2001:db8::1")
+    );
+    assert_eq!(
+        service::client_address(&xff(1), Some("127.0.0.1:1"), Some("1.1.1.1, 2.2.2.2")),
+        ip("2.2.2.2")
+    );
+    assert_eq!(
+        service::client_address(&xff(2), Some("127.0.0.1:1"), Some("1.1.1.1, 2.2.2.2")),
+        ip("1.1.1.1")
+    );
+    assert_eq!(
+        service::client_address(&xff(3), Some("127.0.0.1:1"), Some("1.1.1.1, 2.2.2.2")),
+        None
+    );
+    assert_eq!(
+        service::client_address(&xff(1), Some("127.0.0.1:1"), None),
+        None
+    );
+    assert_eq!(
+        service::client_address(&xff(1), None, Some("garbage")),
+        None
+    );
 }

@@ -58,9 +58,11 @@ build: wasm-target
 run: build venv
 	exec $(ENVOY) -c $(ENVOY_CONFIG) --disable-hot-restart --log-level info
 
-## test: every test (unit, native, end-to-end through Envoy with the fresh module)
+## test: every test (unit, native, end-to-end through Envoy with the fresh module), then the audit of their Envoy logs for secrets
 test: build venv
+	rm -rf target/e2e-logs
 	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) $(CARGO) test $(TEST_ARGS)
+	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; fi
 
 ## lint: rustfmt and clippy (warnings are errors), host and wasm32-wasip1
 lint: wasm-target

@@ -136,8 +136,9 @@ pub struct ClientAddressPolicy {
     /// Read the address from `x-forwarded-for` instead of the connection.
     #[serde(default)]
     pub use_x_forwarded_for: bool,
-    /// How many proxies in front of Envoy append to `x-forwarded-for`: the
-    /// client is the entry this many places from the right (1 = the last).
+    /// How many trusted proxies stand in front of Envoy: the client is the
+    /// `x-forwarded-for` entry this many places left of the last one (the
+    /// peer that Envoy appended).
     #[serde(default)]
     pub trusted_hops: u32,
 }

@@ -211,9 +211,12 @@ fn check_account(customer: &Customer, host: &dyn Host) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The client address under `policy`: the connection's peer, or the entry of
-/// `x-forwarded-for` that the last trusted proxy appended. `None` when it
-/// cannot be known (then allow-lists refuse the request).
+/// The client address under `policy`: the connection's peer (Envoy's
+/// `source.address`), or, when `x-forwarded-for` is trusted, its entry
+/// `trusted_hops` places left of the last. Envoy (with `use_remote_address:
+/// true`, as at any edge) appends the peer it saw as the last entry; each
+/// trusted proxy in front of it appended the address it saw. `None` when
+/// the address cannot be known (then allow-lists refuse the request).
 pub fn client_address(
     policy: &ClientAddressPolicy,
     source: Option<&str>,
@@ -221,7 +224,7 @@ pub fn client_address(
 ) -> Option<IpAddr> {
     if policy.use_x_forwarded_for {
         let hops = usize::try_from(policy.trusted_hops).ok()?;
-        let entry = xff?.rsplit(',').nth(hops.checked_sub(1)?)?;
+        let entry = xff?.rsplit(',').nth(hops)?;
         return parse_ip(entry.trim());
     }
     parse_ip(source?)

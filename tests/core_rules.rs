@@ -757,6 +757,7 @@ fn client_address_policy() {
         trusted_hops: hops,
     };
     let ip = |s: &str| Some(s.parse::<std::net::IpAddr>().unwrap());
+    // by default x-forwarded-for is ignored
     assert_eq!(
         service::client_address(&direct, Some("192.0.2.1:5555"), Some("10.0.0.1")),
         ip("192.0.2.1")
@@ -765,16 +766,26 @@ fn client_address_policy() {
         service::client_address(&direct, Some("[2001:db8::1]:80"), None),
         ip("2001:db8::1")
     );
+    assert_eq!(service::client_address(&direct, None, None), None);
+    // client -> trusted proxy 198.51.100.7 -> Envoy, which appended the proxy
+    let arrived = "203.0.113.5, 198.51.100.7";
     assert_eq!(
-        service::client_address(&xff(1), Some("127.0.0.1:1"), Some("1.1.1.1, 2.2.2.2")),
-        ip("2.2.2.2")
+        service::client_address(&xff(1), Some("198.51.100.7:1"), Some(arrived)),
+        ip("203.0.113.5")
+    );
+    // a client that forges entries only adds them on the left
+    let forged = "10.0.0.1, 203.0.113.5, 198.51.100.7";
+    assert_eq!(
+        service::client_address(&xff(1), Some("198.51.100.7:1"), Some(forged)),
+        ip("203.0.113.5")
     );
     assert_eq!(
-        service::client_address(&xff(2), Some("127.0.0.1:1"), Some("1.1.1.1, 2.2.2.2")),
-        ip("1.1.1.1")
+        service::client_address(&xff(2), Some("198.51.100.7:1"), Some(forged)),
+        ip("10.0.0.1")
     );
+    // fewer entries than hops, none, or garbage: unknown
     assert_eq!(
-        service::client_address(&xff(3), Some("127.0.0.1:1"), Some("1.1.1.1, 2.2.2.2")),
+        service::client_address(&xff(2), Some("198.51.100.7:1"), Some(arrived)),
         None
     );
     assert_eq!(
@@ -782,7 +793,7 @@ fn client_address_policy() {
         None
     );
     assert_eq!(
-        service::client_address(&xff(1), None, Some("garbage")),
+        service::client_address(&xff(1), None, Some("garbage, 127.0.0.1")),
         None
     );
 }

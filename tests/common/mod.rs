@@ -133,6 +133,9 @@ pub struct Envoy {
     pub admin_port: u16,
     child: Mutex<Child>,
     workdir: PathBuf,
+    /// Envoy's logs and access log, kept after the test under
+    /// `target/e2e-logs/` (see [`E2E_LOG_DIR`]) for the secrets audit.
+    logdir: PathBuf,
 }
 
 impl Envoy {
@@ -162,10 +165,16 @@ impl Envoy {
     pub fn try_start_with(filter_config_json: &str, options: &Options) -> Result<Envoy, String> {
         let (envoy_bin, wasm) = tool_paths();
         let workdir = new_workdir();
+        let logdir = log_dir_for(&workdir);
         let bootstrap = workdir.join("envoy.json");
         fs::write(
             &bootstrap,
-            bootstrap_json(&wasm, filter_config_json, options),
+            bootstrap_json(
+                &wasm,
+                filter_config_json,
+                options,
+                &logdir.join("access.log"),
+            ),
         )
         .unwrap_or_else(|e| panic!("cannot write {}: {e}", bootstrap.display()));
 
@@ -176,7 +185,7 @@ impl Envoy {
             .args(["--concurrency", &options.concurrency.to_string()])
             .args(["--log-level", options.log_level])
             .arg("--log-path")
-            .arg(workdir.join("envoy.log"))
+            .arg(logdir.join("envoy.log"))
             // Envoy flushes its log file every 10 s by default; tests read it.
             .args(["--file-flush-interval-msec", "50"])
             // Both ports are 0 (the kernel picks free ones, no race with
@@ -186,8 +195,8 @@ impl Envoy {
             .arg(workdir.join("admin-address"))
             .current_dir(&workdir)
             .stdin(Stdio::null())
-            .stdout(log_file(&workdir, "stdout.log"))
-            .stderr(log_file(&workdir, "stderr.log"));
+            .stdout(log_file(&logdir, "stdout.log"))
+            .stderr(log_file(&logdir, "stderr.log"));
         let child = spawn_tied_to_process(cmd)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
 
@@ -197,6 +206,7 @@ impl Envoy {
             admin_port: 0,
             child: Mutex::new(child),
             workdir,
+            logdir,
         };
         let deadline = Instant::now() + options.ready_timeout;
         loop {
@@ -267,13 +277,19 @@ impl Envoy {
         }
     }
 
+    /// The access log so far (one line per request; format
+    /// [`ACCESS_LOG_FORMAT`]). Envoy flushes it every 50 ms.
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.logdir.join("access.log")).unwrap_or_default()
+    }
+
     /// Envoy's log so far (`--log-path`), followed by anything it wrote to
     /// stderr. Envoy flushes the file every 50 ms: to wait for a line, use
     /// [`Envoy::wait_for_log`].
     pub fn envoy_log(&self) -> String {
-        let mut text = fs::read_to_string(self.workdir.join("envoy.log")).unwrap_or_default();
+        let mut text = fs::read_to_string(self.logdir.join("envoy.log")).unwrap_or_default();
         for name in ["stderr.log", "stdout.log"] {
-            let extra = fs::read_to_string(self.workdir.join(name)).unwrap_or_default();
+            let extra = fs::read_to_string(self.logdir.join(name)).unwrap_or_default();
             if !extra.trim().is_empty() {
                 text.push_str(&format!("\n--- {name} ---\n{extra}"));
             }
@@ -411,8 +427,27 @@ fn from_env_or(var: &str, default: PathBuf) -> PathBuf {
 /// The bootstrap, as JSON (Envoy reads `.json` as JSON). Same shape as
 /// `envoy/envoy.yaml`, with ports 0 and `filter_config_json` embedded as a
 /// JSON string.
-pub fn bootstrap_json(wasm: &Path, filter_config_json: &str, options: &Options) -> String {
+pub fn bootstrap_json(
+    wasm: &Path,
+    filter_config_json: &str,
+    options: &Options,
+    access_log: &Path,
+) -> String {
     let wasm = json_string(&wasm.to_string_lossy());
+    let access_log = json_string(&access_log.to_string_lossy());
+    let access_format = json_string(ACCESS_LOG_FORMAT);
+    let stats_tags = STATS_TAGS
+        .iter()
+        .map(|(name, regex)| {
+            format!(
+                r#"{{"tag_name": {}, "regex": {}}}"#,
+                json_string(name),
+                json_string(regex)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ");
+    let stats_tags = format!("[{stats_tags}]");
     let config = json_string(filter_config_json);
     let failure_policy = json_string(options.failure_policy);
     let not_found = json_string(NOT_FOUND_BODY);
@@ -433,6 +468,7 @@ pub fn bootstrap_json(wasm: &Path, filter_config_json: &str, options: &Options) 
     };
     format!(
         r#"{{
+  "stats_config": {{"stats_tags": {stats_tags}}},
   "admin": {{"address": {{"socket_address": {{"address": "127.0.0.1", "port_value": 0}}}}}},
   "static_resources": {{{clusters}"listeners": [{{
     "name": "fpgen",
@@ -442,6 +478,12 @@ pub fn bootstrap_json(wasm: &Path, filter_config_json: &str, options: &Options) 
       "typed_config": {{
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "fpgen",
+        "use_remote_address": true,
+        "access_log": [{{"name": "envoy.access_loggers.file", "typed_config": {{
+          "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+          "path": {access_log},
+          "log_format": {{"text_format_source": {{"inline_string": {access_format}}}}}
+        }}}}],
         "codec_type": "AUTO",
         "route_config": {{"name": "local", "virtual_hosts": [{{
           "name": "fpgen",
@@ -548,6 +590,44 @@ fn prune_stale_workdirs(base: &Path) {
             let _ = fs::remove_dir_all(entry.path());
         }
     }
+}
+
+/// Where every Envoy of the end-to-end tests leaves its logs:
+/// `target/e2e-logs/<test binary>-<pid>-<n>/{envoy,access,stdout,stderr}.log`.
+/// `make test` empties it first and audits it after the tests (no secret may
+/// appear in any of them: `tests/log_audit.rs`).
+pub const E2E_LOG_DIR: &str = "target/e2e-logs";
+
+/// The access-log line of `envoy/envoy.yaml` (a test checks they agree).
+pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %PATH(NQ)%\" %RESPONSE_CODE% fpgen_code=%FILTER_STATE(wasm.fpgen_code:PLAIN)% customer=%FILTER_STATE(wasm.fpgen_customer:PLAIN)% kid=%FILTER_STATE(wasm.fpgen_kid:PLAIN)% cookie=%FILTER_STATE(wasm.fpgen_cookie:PLAIN)% expires=%FILTER_STATE(wasm.fpgen_expires:PLAIN)%\n";
+
+/// The stats tag rules of `envoy/envoy.yaml` (a test checks they agree).
+pub const STATS_TAGS: [(&str, &str); 3] = [
+    (
+        "fpgen_customer",
+        r"^wasmcustom\.fpgen\.(customer\.([^.]+)\.)",
+    ),
+    ("fpgen_code", r"^wasmcustom\.fpgen\.(?:customer\.[^.]+\.)?rejected(\.(\d+))$"),
+    (
+        "fpgen_reason",
+        r"^wasmcustom\.fpgen\.redemptions_rejected(\.([a-z_]+))$",
+    ),
+];
+
+fn log_dir_for(workdir: &Path) -> PathBuf {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "tests".into());
+    let name = workdir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(E2E_LOG_DIR)
+        .join(format!("{binary}-{name}"));
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
 }
 
 fn log_file(dir: &Path, name: &str) -> File {

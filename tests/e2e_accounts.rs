@@ -1,0 +1,387 @@
+//! Customer accounts, budgets and what operators see, through a real Envoy:
+//! per-customer controls and their codes, the token budget under concurrent
+//! load on two workers, the stats on the admin port, the access log.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{get, request, Envoy, Options, DEMO_CONFIG};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+const SECRET: &str = "0123456789abcdef0123456789abcdef";
+const DIGEST: &str = "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9";
+const CK: &str = "000102030405060708090a0b0c0d0e0f";
+const IV: &str = "0f0e0d0c0b0a09080706050403020100";
+
+/// The demo configuration plus customers `id` → extra fields.
+fn config_with(customers: &[(&str, Value)], top: Value) -> String {
+    let mut c: Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    for (id, extra) in customers {
+        let mut customer = json!({"id": id, "environment": "test", "authenticator_sha256": DIGEST});
+        for (k, v) in extra.as_object().unwrap() {
+            customer[k] = v.clone();
+        }
+        c["customers"].as_array_mut().unwrap().push(customer);
+    }
+    for (k, v) in top.as_object().unwrap() {
+        c[k] = v.clone();
+    }
+    c.to_string()
+}
+
+fn token_path(customer: &str, extra: &str) -> String {
+    format!("/hms/fp/token?customerAuthenticator={customer},{SECRET}&contentKey={CK}&iv={IV}&errorFormat=json{extra}")
+}
+
+#[track_caller]
+fn code_of(r: &common::HttpResponse) -> i64 {
+    if r.status == 200 {
+        return 0;
+    }
+    let v: Value = serde_json::from_slice(&r.body).unwrap_or_else(|_| panic!("{r:?}"));
+    v["code"].as_i64().unwrap()
+}
+
+#[test]
+fn account_controls_and_their_codes() {
+    let envoy = Envoy::start(&config_with(
+        &[
+            ("300001", json!({"enabled": false})),
+            ("300002", json!({"fairplay_authorized": false})),
+            ("300003", json!({"fairplay_enabled": false})),
+            (
+                "300004",
+                json!({"allowed_networks": ["10.0.0.0/8", "2001:db8::/32"]}),
+            ),
+            ("300005", json!({"allowed_networks": ["127.0.0.0/8"]})),
+        ],
+        json!({}),
+    ));
+    let cases = [
+        ("300001", 403, -2031),
+        ("300002", 403, -6006),
+        ("300003", 403, -6009),
+        ("300004", 403, -2003),
+    ];
+    for (customer, status, code) in cases {
+        let r = get(envoy.port, &token_path(customer, ""));
+        assert_eq!((r.status, code_of(&r)), (status, code), "{customer}: {r:?}");
+    }
+    // the test connects from 127.0.0.1
+    assert_eq!(get(envoy.port, &token_path("300005", "")).status, 200);
+    // x-forwarded-for is not trusted unless configured
+    let r = request(
+        envoy.port,
+        "GET",
+        &token_path("300004", ""),
+        &[("X-Forwarded-For", "10.1.2.3")],
+        None,
+    );
+    assert_eq!(
+        code_of(&r),
+        -2003,
+        "x-forwarded-for must be ignored by default"
+    );
+    // a wrong secret is still -2018, whatever the account's state
+    let r = get(
+        envoy.port,
+        "/hms/fp/token?customerAuthenticator=300001,wrong&errorFormat=json",
+    );
+    assert_eq!((r.status, code_of(&r)), (401, -2018));
+}
+
+#[test]
+fn x_forwarded_for_with_trusted_hops() {
+    let envoy = Envoy::start(&config_with(
+        &[("300004", json!({"allowed_networks": ["10.0.0.0/8"]}))],
+        json!({"client_address": {"use_x_forwarded_for": true, "trusted_hops": 1}}),
+    ));
+    let with_xff = |xff: &str| {
+        let r = request(
+            envoy.port,
+            "GET",
+            &token_path("300004", ""),
+            &[("X-Forwarded-For", xff)],
+            None,
+        );
+        code_of(&r)
+    };
+    assert_eq!(with_xff("10.1.2.3"), 0);
+    assert_eq!(
+        with_xff("203.0.113.9, 10.1.2.3"),
+        0,
+        "the entry the trusted proxy appended counts"
+    );
+    assert_eq!(
+        with_xff("10.1.2.3, 203.0.113.9"),
+        -2003,
+        "a client-forged first entry does not count"
+    );
+    assert_eq!(with_xff("not-an-ip"), -2003);
+    // no x-forwarded-for from the client: only Envoy's own entry (127.0.0.1)
+    let r = get(envoy.port, &token_path("300004", ""));
+    assert_eq!(code_of(&r), -2003, "no proxy in front: unknown client");
+}
+
+#[test]
+fn budget_is_exact_under_concurrent_load_on_two_workers() {
+    const BUDGET: usize = 1000;
+    const REQUESTS: usize = 4000;
+    const THREADS: usize = 32;
+    let envoy = Envoy::start_with(
+        &config_with(&[("400001", json!({"token_budget": BUDGET}))], json!({})),
+        &Options::concurrency(2),
+    );
+    let port = envoy.port;
+    let next = Arc::new(AtomicUsize::new(0));
+    let (ok, spent, other) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let threads: Vec<_> = (0..THREADS)
+        .map(|_| {
+            let (next, ok, spent, other) = (next.clone(), ok.clone(), spent.clone(), other.clone());
+            std::thread::spawn(move || {
+                while next.fetch_add(1, Ordering::Relaxed) < REQUESTS {
+                    let r = get(port, &token_path("400001", ""));
+                    match (r.status, code_of(&r)) {
+                        (200, _) => ok.fetch_add(1, Ordering::Relaxed),
+                        (429, -2019) => spent.fetch_add(1, Ordering::Relaxed),
+                        _ => other.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().unwrap();
+    }
+    let (ok, spent, other) = (
+        ok.load(Ordering::Relaxed),
+        spent.load(Ordering::Relaxed),
+        other.load(Ordering::Relaxed),
+    );
+    assert_eq!((ok, spent, other), (BUDGET, REQUESTS - BUDGET, 0));
+    // both workers served: the count is shared, not per worker
+    let workers_used = envoy
+        .admin_get("/stats?filter=^listener\\.127.*worker_.*downstream_cx_total$")
+        .text();
+    let busy = workers_used
+        .lines()
+        .filter(|l| !l.trim_end().ends_with(": 0"))
+        .count();
+    assert_eq!(busy, 2, "both workers took connections:\n{workers_used}");
+    assert_eq!(
+        stat(&envoy, "wasmcustom.fpgen.customer.400001.tokens_minted"),
+        BUDGET as u64
+    );
+}
+
+fn stat(envoy: &Envoy, name: &str) -> u64 {
+    let text = envoy
+        .admin_get(&format!("/stats?filter=^{}$", name.replace('.', "\\.")))
+        .text();
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{name}: ")))
+        .map_or(0, |v| v.trim().parse().unwrap())
+}
+
+#[test]
+fn stats_after_a_known_sequence() {
+    let envoy = Envoy::start(&config_with(
+        &[("300001", json!({"enabled": false}))],
+        json!({"redemption": {}}),
+    ));
+    let port = envoy.port;
+    let mut url = String::new();
+    for _ in 0..3 {
+        url = get(port, &token_path("100001", ""))
+            .text()
+            .trim_end()
+            .to_owned();
+    }
+    for _ in 0..2 {
+        get(port, &token_path("100001", "&kid=12")); // -4020
+    }
+    get(port, &token_path("300001", "")); // -2031
+    get(port, "/hms/fp/token?contentKey=00"); // -2017, no customer
+    request(port, "PUT", "/hms/fp/token", &[], None); // -9405, no customer
+    let rights = url.split_once("/hms/fp/rights/").unwrap().1;
+    request(
+        port,
+        "POST",
+        &format!("/hms/fp/rights/{rights}"),
+        &[],
+        Some(b"spc"),
+    );
+    request(
+        port,
+        "POST",
+        "/hms/fp/rights/?ExpressPlayToken=AAAA",
+        &[],
+        Some(b"spc"),
+    );
+    request(port, "POST", "/hms/fp/rights/", &[], Some(b"spc"));
+    get(port, "/passthrough");
+
+    let expected = [
+        ("wasmcustom.fpgen.customer.100001.tokens_minted", 3),
+        ("wasmcustom.fpgen.customer.100001.rejected.4020", 2),
+        ("wasmcustom.fpgen.customer.300001.rejected.2031", 1),
+        ("wasmcustom.fpgen.rejected.2017", 1),
+        ("wasmcustom.fpgen.rejected.9405", 1),
+        ("wasmcustom.fpgen.customer.100001.redemptions_accepted", 1),
+        ("wasmcustom.fpgen.redemptions_rejected.unknown_version", 1),
+        ("wasmcustom.fpgen.redemptions_rejected.malformed", 1),
+    ];
+    let all = envoy.admin_get("/stats?filter=wasmcustom").text();
+    for (name, value) in expected {
+        assert_eq!(stat(&envoy, name), value, "{name} in\n{all}");
+    }
+    assert_eq!(
+        all.lines().count(),
+        expected.len(),
+        "no other fpgen counters:\n{all}"
+    );
+}
+
+#[test]
+fn prometheus_shows_customer_and_code_as_labels() {
+    let yaml =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml")).unwrap();
+    for (name, regex) in common::STATS_TAGS {
+        assert!(
+            yaml.contains(&format!("tag_name: {name}\n    regex: '{regex}'")),
+            "{name} differs in envoy.yaml"
+        );
+    }
+    let envoy = Envoy::start(&config_with(&[], json!({"redemption": {}})));
+    get(
+        envoy.port,
+        &format!("/hms/fp/token?customerAuthenticator=100001,{SECRET}&contentKey=00&iv={IV}"),
+    );
+    get(envoy.port, &token_path("100001", ""));
+    get(envoy.port, "/hms/fp/token");
+    request(
+        envoy.port,
+        "POST",
+        "/hms/fp/rights/?ExpressPlayToken=x",
+        &[],
+        Some(b""),
+    );
+    let text = envoy.admin_get("/stats/prometheus").text();
+    for line in [
+        "fpgen_rejected{fpgen_customer=\"100001\",fpgen_code=\"2027\"} 1",
+        "fpgen_rejected{fpgen_code=\"2017\"} 1",
+        "fpgen_tokens_minted{fpgen_customer=\"100001\"} 1",
+        "fpgen_redemptions_rejected{fpgen_reason=\"malformed\"} 1",
+    ] {
+        assert!(
+            text.lines().any(|l| l == line),
+            "{line} not in\n{}",
+            text.lines()
+                .filter(|l| l.contains("fpgen_"))
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+    }
+}
+
+#[test]
+fn access_log_line_for_a_minted_token_carries_its_cookie() {
+    let envoy = Envoy::start(&config_with(&[], json!({"redemption": {}})));
+    let url = get(
+        envoy.port,
+        &token_path(
+            "100001",
+            "&kid=^film-9&cookie=corr-7f3a&expirationTime=%2B600",
+        ),
+    )
+    .text()
+    .trim_end()
+    .to_owned();
+    let rights = url.split_once("/hms/fp/rights/").unwrap().1;
+    let r = request(
+        envoy.port,
+        "POST",
+        &format!("/hms/fp/rights/{rights}"),
+        &[],
+        Some(b"spc"),
+    );
+    assert_eq!(r.status, 200);
+    get(
+        envoy.port,
+        &format!("/hms/fp/token?customerAuthenticator=100001,{SECRET}&contentKey=00&iv={IV}&cookie=corr-bad"),
+    );
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = envoy.access_log();
+        if log.lines().filter(|l| l.contains("/hms/fp/")).count() >= 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // (the harness's readiness probe is logged too: GET /passthrough)
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("/hms/fp/")).collect();
+    assert_eq!(lines.len(), 3, "{log}");
+    assert!(lines[0].contains("\"GET /hms/fp/token\" 200 fpgen_code=0 customer=100001 kid=^film-9 cookie=corr-7f3a expires=20"), "{}", lines[0]);
+    assert!(lines[1].contains("\"POST /hms/fp/rights/\" 200 fpgen_code=0 customer=100001 kid=^film-9 cookie=corr-7f3a"), "{}", lines[1]);
+    assert!(
+        lines[2].contains("400 fpgen_code=-2027 customer=100001 kid=- cookie=corr-bad expires=-"),
+        "{}",
+        lines[2]
+    );
+    for secret in [SECRET, CK, "ExpressPlayToken", "customerAuthenticator"] {
+        assert!(!log.contains(secret), "{secret} in the access log:\n{log}");
+    }
+}
+
+#[test]
+fn demo_access_log_format_is_the_one_the_tests_use() {
+    let yaml =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml")).unwrap();
+    let line = yaml
+        .lines()
+        .find(|l| {
+            l.trim_start()
+                .starts_with("inline_string: \"[%START_TIME%]")
+        })
+        .unwrap();
+    let quoted = line.trim_start().strip_prefix("inline_string: ").unwrap();
+    let format: String = serde_json::from_str(quoted).unwrap();
+    assert_eq!(format, common::ACCESS_LOG_FORMAT);
+}
+
+#[test]
+fn config_problems_are_logged_once_each_with_their_field() {
+    let bad = config_with(
+        &[(
+            "500001",
+            json!({"allowed_networks": ["10.0.0.0/40"], "token_budget": 0}),
+        )],
+        json!({}),
+    );
+    let log = match Envoy::try_start(&bad) {
+        Ok(_) => panic!("Envoy accepted a bad configuration"),
+        Err(log) => log,
+    };
+    assert!(
+        log.contains("customers[1].allowed_networks[0]"),
+        "{}",
+        common::tail(&log, 20)
+    );
+    assert!(
+        log.contains("customers[1].token_budget"),
+        "{}",
+        common::tail(&log, 20)
+    );
+}

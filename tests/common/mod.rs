@@ -607,7 +607,10 @@ pub const STATS_TAGS: [(&str, &str); 3] = [
         "fpgen_customer",
         r"^wasmcustom\.fpgen\.(customer\.([^.]+)\.)",
     ),
-    ("fpgen_code", r"^wasmcustom\.fpgen\.(?:customer\.[^.]+\.)?rejected(\.(\d+))$"),
+    (
+        "fpgen_code",
+        r"^wasmcustom\.fpgen\.(?:customer\.[^.]+\.)?rejected(\.(\d+))$",
+    ),
     (
         "fpgen_reason",
         r"^wasmcustom\.fpgen\.redemptions_rejected(\.([a-z_]+))$",

@@ -75,7 +75,7 @@ pub fn error(err: &ApiError, format: ErrorFormat) -> Response {
             let mut body = String::with_capacity(256 + message.len());
             let _ = write!(
                 body,
-                "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>Error {code}</title></head>\n\
+                "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"/><title>Error {code}</title></head>\n\
                  <body><h1>Error {code}</h1><p id=\"message\">"
             );
             escape_html(&message, &mut body);

@@ -1,0 +1,376 @@
+//! A hostile catalogue through a real Envoy: oversize and malformed input,
+//! metacharacters in every echoed field, extreme numbers and times, wrong
+//! content types, chunked bodies, HTTP/2. Each gets its documented answer,
+//! the HTML and JSON bodies parse and are escaped, and Envoy stays healthy.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{request, shared, try_raw, HttpResponse, DEMO_AUTHENTICATOR};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::time::Duration;
+
+const CK: &str = "000102030405060708090a0b0c0d0e0f";
+const IV: &str = "0f0e0d0c0b0a09080706050403020100";
+
+fn base() -> String {
+    format!("customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey={CK}&iv={IV}")
+}
+
+/// Checks an fpgen error body in both formats: the JSON parses with the code
+/// and the HTML parses as XML with the code in its title.
+#[track_caller]
+fn assert_fpgen_error(r: &HttpResponse, status: u16, code: i32) {
+    assert_eq!(r.status, status, "{r:?}");
+    match r.header("content-type") {
+        Some("application/json") => {
+            let v: serde_json::Value =
+                serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("{e}: {r:?}"));
+            assert_eq!(v["code"], code, "{v}");
+            assert!(v["message"].is_string());
+        }
+        Some("text/html; charset=utf-8") => {
+            let text = r.text();
+            let doc = parse_html(&text);
+            let title = doc.descendants().find(|n| n.has_tag_name("title")).unwrap();
+            assert_eq!(title.text(), Some(format!("Error {code}").as_str()));
+        }
+        other => panic!("unexpected content type {other:?}: {r:?}"),
+    }
+}
+
+/// Parses fpgen's HTML error page as XML (it is written to be both).
+fn parse_html(text: &str) -> roxmltree::Document<'_> {
+    let options = roxmltree::ParsingOptions {
+        allow_dtd: true,
+        ..roxmltree::ParsingOptions::default()
+    };
+    roxmltree::Document::parse_with_options(text, options)
+        .unwrap_or_else(|e| panic!("not well-formed: {e}\n{text}"))
+}
+
+fn get_raw_path(path: &str) -> HttpResponse {
+    request(shared().port, "GET", path, &[], None)
+}
+
+fn token(query: &str) -> HttpResponse {
+    get_raw_path(&format!("/hms/fp/token?{query}"))
+}
+
+fn post(content_type: &str, body: &[u8]) -> HttpResponse {
+    request(
+        shared().port,
+        "POST",
+        "/hms/fp/token?errorFormat=json",
+        &[("Content-Type", content_type)],
+        Some(body),
+    )
+}
+
+#[track_caller]
+fn assert_healthy() {
+    let envoy = shared();
+    assert!(envoy.is_running(), "Envoy died");
+    assert_eq!(envoy.admin_get("/ready").status, 200);
+    let r = token(&base());
+    assert_eq!(r.status, 200, "minting after the hostile input: {r:?}");
+    assert!(r.text().contains("ExpressPlayToken="));
+}
+
+#[test]
+fn the_hostile_catalogue() {
+    let b = base();
+    let many_unknown: String = (0..4000).map(|i| format!("&p{i}=v")).collect();
+    let many_ext: String = (0..2000).map(|_| "&fpExtension=wudo,AAAA").collect();
+    let cases: Vec<(&str, String, u16, i32)> = vec![
+        ("thousands of unknown parameters are ignored", format!("{b}{many_unknown}"), 200, 0),
+        ("thousands of fpExtensions", format!("{b}{many_ext}&errorFormat=json"), 400, -6001),
+        ("invalid UTF-8 in the cookie", format!("{b}&cookie=%FF%FE%FD&errorFormat=json"), 400, -2033),
+        ("broken percent sequence in the key", format!("customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey=%ZZ0102030405060708090a0b0c0d0e&iv={IV}"), 400, -2027),
+        ("truncated percent sequence", format!("{b}&cookie=abc%2"), 200, 0),
+        ("NUL in the cookie", format!("{b}&cookie=a%00b&errorFormat=json"), 400, -2033),
+        ("NUL in the content key", format!("customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey=%00{}&iv={IV}", &CK[1..]), 400, -2027),
+        ("NUL in the authenticator", format!("customerAuthenticator=100001%00,x&contentKey={CK}&iv={IV}"), 401, -2018),
+        ("repeated authenticator", format!("{b}&customerAuthenticator={DEMO_AUTHENTICATOR}"), 401, -2018),
+        ("repeated iv", format!("{b}&iv={IV}&errorFormat=json"), 400, -6003),
+        ("huge rental duration", format!("{b}&rentalDuration=999999999999999999999999999&errorFormat=json"), 400, -6007),
+        ("negative rental duration", format!("{b}&rentalDuration=-1"), 400, -6007),
+        ("huge relative expiry", format!("{b}&expirationTime=%2B99999999999999999999"), 400, -2002),
+        ("negative relative expiry", format!("{b}&expirationTime=%2B-60"), 400, -2002),
+        ("far past expiry", format!("{b}&expirationTime=0001-01-01T00:00:00Z"), 400, -2002),
+        ("far future expiry", format!("{b}&expirationTime=9999-12-31T23:59:59Z"), 400, -2002),
+        ("five-digit year", format!("{b}&expirationTime=10000-01-01T00:00:00Z"), 400, -2002),
+        ("leap second", format!("{b}&expirationTime=2016-12-31T23:59:60Z"), 400, -2002),
+        ("huge OPL", format!("{b}&analogVideoOPL=99999999999999999999"), 400, -2034),
+        ("negative OPL", format!("{b}&analogVideoOPL=-1"), 400, -2034),
+        ("huge kid name", format!("{b}&kid=%5E{}", "k".repeat(5000)), 400, -4021),
+        ("huge content key", format!("customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey={}&iv={IV}", "0".repeat(5000)), 400, -2027),
+        ("huge authenticator", format!("customerAuthenticator=100001,{}&contentKey={CK}&iv={IV}", "s".repeat(8000)), 401, -2018),
+        ("empty query", String::new(), 401, -2017),
+        ("only separators", "&&&&===&&".to_owned(), 401, -2017),
+    ];
+    for (name, query, status, code) in cases {
+        let r = token(&query);
+        if status == 200 {
+            assert_eq!(r.status, 200, "{name}: {r:?}");
+        } else {
+            assert_fpgen_error(&r, status, code);
+        }
+    }
+    assert_healthy();
+}
+
+#[test]
+fn metacharacters_in_echoed_fields_are_escaped() {
+    // errorFormat is the field fpgen echoes; it is always rendered as HTML
+    for payload in [
+        "<script>alert(1)</script>",
+        "\"'&<>",
+        "</p></body></html><b>x",
+        "&amp;&#39;",
+        "{\"code\":0}",
+    ] {
+        let encoded: String = form_urlencoded::byte_serialize(payload.as_bytes()).collect();
+        let r = token(&format!("{}&errorFormat={encoded}", base()));
+        assert_fpgen_error(&r, 400, -3004);
+        let text = r.text();
+        let doc = parse_html(&text);
+        let message = doc
+            .descendants()
+            .find(|n| n.attribute("id") == Some("message"))
+            .unwrap();
+        // the parsed text is the payload itself: escaped once, exactly
+        let shown: String = payload.chars().take(32).collect();
+        assert_eq!(
+            message.text(),
+            Some(format!("Invalid error format specified: {shown}").as_str())
+        );
+    }
+    // JSON: metacharacters in details survive as data
+    let r = token(&format!("{}&kid=%5E%22%5C%3C%2F{}", base(), "x".repeat(70)));
+    assert_fpgen_error(&r, 400, -4021);
+    assert_healthy();
+}
+
+#[test]
+fn wrong_content_types_and_framing() {
+    for ct in [
+        "application/json",
+        "multipart/form-data; boundary=x",
+        "text/plain",
+        "application/octet-stream",
+    ] {
+        assert_fpgen_error(&post(ct, base().as_bytes()), 415, -9415);
+    }
+    // form type with a charset parameter, and upper case, is a form
+    assert_eq!(
+        post(
+            "Application/X-WWW-Form-Urlencoded; charset=UTF-8",
+            base().as_bytes()
+        )
+        .status,
+        200
+    );
+    // chunked with many tiny chunks
+    let body = base();
+    let mut framed = Vec::new();
+    for byte in body.as_bytes() {
+        framed.extend_from_slice(b"1\r\n");
+        framed.push(*byte);
+        framed.extend_from_slice(b"\r\n");
+    }
+    framed.extend_from_slice(b"0\r\n\r\n");
+    let r = request(
+        shared().port,
+        "POST",
+        "/hms/fp/token",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Transfer-Encoding", "chunked"),
+        ],
+        Some(&framed),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    // a body that lies about its length (shorter than declared): Envoy waits, then the client gives up
+    let mut s = TcpStream::connect(("127.0.0.1", shared().port)).unwrap();
+    s.write_all(b"POST /hms/fp/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nabc").unwrap();
+    drop(s);
+    // an oversize declared length is refused before the body
+    let r = request(
+        shared().port,
+        "POST",
+        "/hms/fp/token?errorFormat=json",
+        &[
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Content-Length", "1000000"),
+        ],
+        Some(b""),
+    );
+    assert_fpgen_error(&r, 413, -9413);
+    assert_healthy();
+}
+
+#[test]
+fn oversize_and_garbage_requests_are_stopped_by_envoy() {
+    // a query beyond Envoy's header limit (60 KiB by default): Envoy answers 431
+    let huge = format!("/hms/fp/token?{}&pad={}", base(), "a".repeat(70 * 1024));
+    match try_raw(
+        shared().port,
+        &common::request_bytes("GET", &huge, &[], None),
+    ) {
+        Ok(r) => assert_eq!(r.status, 431, "{r:?}"),
+        Err(e) => assert!(
+            e.contains("reset") || e.contains("closed") || e.contains("pipe"),
+            "{e}"
+        ),
+    }
+    // raw invalid bytes and NUL in the request line, and plain garbage
+    for bytes in [
+        &b"GET /hms/fp/token?cookie=\xff\xfe HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"[..],
+        b"GET /hms/fp/token?a=\x00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
+    ] {
+        if let Ok(r) = try_raw(shared().port, bytes) {
+            assert!(r.status == 400 || r.status == 401, "{r:?}");
+        }
+    }
+    assert_healthy();
+}
+
+// ---- HTTP/2 cleartext (prior knowledge), a minimal client -----------------
+
+fn hpack_len(out: &mut Vec<u8>, len: usize) {
+    if len < 127 {
+        out.push(len as u8);
+    } else {
+        out.push(127);
+        let mut rest = len - 127;
+        while rest >= 128 {
+            out.push((rest % 128) as u8 | 0x80);
+            rest /= 128;
+        }
+        out.push(rest as u8);
+    }
+}
+
+fn frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// One h2c request; returns (first byte of the response header block, body).
+/// 0x88 is HPACK's indexed `:status: 200`.
+fn h2c(method: &str, path: &str, body: Option<&[u8]>) -> (u8, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", shared().port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut block = Vec::new();
+    let mut headers = vec![
+        (":method", method),
+        (":scheme", "http"),
+        (":authority", "localhost"),
+        (":path", path),
+    ];
+    if body.is_some() {
+        headers.push(("content-type", "application/x-www-form-urlencoded"));
+    }
+    for (name, value) in headers {
+        block.push(0x00); // literal, not indexed, new name
+        hpack_len(&mut block, name.len());
+        block.extend_from_slice(name.as_bytes());
+        hpack_len(&mut block, value.len());
+        block.extend_from_slice(value.as_bytes());
+    }
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(frame(4, 0, 0, &[]));
+    let end_stream = if body.is_some() { 0 } else { 1 };
+    out.extend(frame(1, 0x4 | end_stream, 1, &block));
+    if let Some(body) = body {
+        out.extend(frame(0, 1, 1, body));
+    }
+    s.write_all(&out).unwrap();
+    let (mut status, mut data) = (0u8, Vec::new());
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        match (kind, stream) {
+            (4, 0) if flags & 1 == 0 => s.write_all(&frame(4, 1, 0, &[])).unwrap(),
+            (1, 1) => {
+                status = payload[0];
+                if flags & 1 == 1 {
+                    return (status, data);
+                }
+            }
+            (0, 1) => {
+                data.extend_from_slice(&payload);
+                if flags & 1 == 1 {
+                    return (status, data);
+                }
+            }
+            (7, _) => panic!("GOAWAY: {payload:?}"),
+            _ => {}
+        }
+    }
+}
+
+#[test]
+fn http2_cleartext_get_and_post() {
+    let (status, body) = h2c("GET", &format!("/hms/fp/token?{}", base()), None);
+    assert_eq!(status, 0x88, "HTTP/2 GET is answered 200");
+    let text = String::from_utf8(body).unwrap();
+    assert!(
+        text.starts_with("http://127.0.0.1:10000/hms/fp/rights/?ExpressPlayToken=")
+            && text.ends_with("\r\n"),
+        "{text}"
+    );
+    let (status, body) = h2c("POST", "/hms/fp/token", Some(base().as_bytes()));
+    assert_eq!(
+        status,
+        0x88,
+        "HTTP/2 POST is answered 200: {}",
+        String::from_utf8_lossy(&body)
+    );
+    let (_, body) = h2c("GET", "/hms/fp/token?contentKey=00&errorFormat=json", None);
+    let v: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(v["code"], -2017);
+    assert_healthy();
+}
+
+#[test]
+fn pipelined_requests_on_one_connection() {
+    let first = common::request_bytes(
+        "GET",
+        &format!("/hms/fp/token?{}", base()),
+        &[("Connection", "keep-alive")],
+        None,
+    );
+    let mut bytes = first.clone();
+    bytes.extend_from_slice(&common::request_bytes(
+        "GET",
+        &format!("/hms/fp/token?{}", base()),
+        &[],
+        None,
+    ));
+    let mut s = TcpStream::connect(("127.0.0.1", shared().port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(&bytes).unwrap();
+    let mut all = Vec::new();
+    let _ = s.read_to_end(&mut all);
+    let text = String::from_utf8_lossy(&all);
+    assert_eq!(text.matches("HTTP/1.1 200 OK").count(), 2, "{text}");
+    assert_eq!(text.matches("ExpressPlayToken=").count(), 2, "{text}");
+    assert_healthy();
+}

@@ -7,6 +7,8 @@ pub mod redeem;
 pub mod render;
 pub mod request;
 pub mod secret;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod server;
 pub mod service;
 pub mod token;
 

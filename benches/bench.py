@@ -163,7 +163,7 @@ def main():
         procs.append(subprocess.Popen([FPGEN, "serve", "--config", config_path, "--listen", f"127.0.0.1:{serve_port}",
                                        "--threads", str(args.workers)], stderr=subprocess.DEVNULL))
         # a licence URL of the realistic request, for the size of A's static body
-        url = subprocess.run([FPGEN, "mint", "--config", config_path, QUERY], capture_output=True, text=True,
+        url = subprocess.run([FPGEN, "mint", "--config", config_path, "--query", QUERY], capture_output=True, text=True,
                              check=True).stdout.strip()
         static_body = "x" * (len(url) + 2)
 

@@ -114,6 +114,23 @@ pub fn reject(code: ErrorCode, query: &str) -> Response {
 /// Answers one GET or POST to the token endpoint. `body` is the complete
 /// form-urlencoded body (empty for GET).
 pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> (Response, Outcome) {
+    let (result, format, outcome) = mint_url(config, query, body, host);
+    let response = match result {
+        Ok(url) => render::success(url),
+        Err(err) => render::error(&err, format),
+    };
+    (response, outcome)
+}
+
+/// [`handle`] before rendering: the licence URL or the error, the error
+/// format the request asked for, and the outcome (for tools such as
+/// `fpgen mint` that print errors their own way).
+pub fn mint_url(
+    config: &Config,
+    query: &str,
+    body: &[u8],
+    host: &dyn Host,
+) -> (Result<String, ApiError>, ErrorFormat, Outcome) {
     let params = Params::parse(query.as_bytes(), body);
     let mut outcome = Outcome {
         cookie: params
@@ -121,9 +138,7 @@ pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> (Re
             .and_then(|c| request::parse_cookie(c).ok()),
         ..Outcome::default()
     };
-    let format = match params.get(Param::ErrorFormat).map(ErrorFormat::parse) {
-        None => ErrorFormat::Html,
-        Some(Some(f)) => f,
+    let (format, result) = match params.get(Param::ErrorFormat).map(ErrorFormat::parse) {
         Some(None) => {
             let shown: String = params
                 .get(Param::ErrorFormat)
@@ -131,18 +146,20 @@ pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> (Re
                 .chars()
                 .take(32)
                 .collect();
-            let err = ApiError::new(ErrorCode::InvalidErrorFormat, shown);
-            outcome.error = Some(err.code);
-            return (render::error(&err, ErrorFormat::Html), outcome);
+            (
+                ErrorFormat::Html,
+                Err(ApiError::new(ErrorCode::InvalidErrorFormat, shown)),
+            )
         }
+        format => (
+            format.flatten().unwrap_or_default(),
+            mint(config, &params, host, &mut outcome),
+        ),
     };
-    match mint(config, &params, host, &mut outcome) {
-        Ok(url) => (render::success(url), outcome),
-        Err(err) => {
-            outcome.error = Some(err.code);
-            (render::error(&err, format), outcome)
-        }
+    if let Err(err) = &result {
+        outcome.error = Some(err.code);
     }
+    (result, format, outcome)
 }
 
 /// Authenticates, applies the account's controls, validates, spends one

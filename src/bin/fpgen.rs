@@ -1,0 +1,337 @@
+//! `fpgen`: the operator's command line. Keys and authenticators for the
+//! configuration, offline minting and inspection of tokens, configuration
+//! checks, and `serve` (the token endpoint without Envoy).
+
+use clap::{Parser, Subcommand};
+use fpgen::config::Config;
+use fpgen::service::{self, Host, SystemHost};
+use fpgen::token;
+use sha2::{Digest, Sha256};
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  success
+  1  refused input: an API error (mint), an invalid token (inspect), an invalid configuration
+  2  usage error
+  3  I/O error (a file that cannot be read)";
+
+#[derive(Parser)]
+#[command(name = "fpgen", version, about = "FairPlay licence tokens at the edge: the operator's tool", after_help = EXIT_CODES)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Print a new random sealing key in the configuration's form: {"id": …, "key": …}
+    #[command(after_help = EXIT_CODES)]
+    Keygen {
+        /// The key id (1 to 32 characters of [A-Za-z0-9._-]); default k-YYYYMMDD-<random>
+        #[arg(long)]
+        id: Option<String>,
+    },
+    /// Create a customer authenticator, or digest an existing one, for customers[].authenticator_sha256
+    #[command(after_help = EXIT_CODES)]
+    Authenticator {
+        /// Create a new authenticator for this customer id
+        #[arg(long, conflicts_with = "digest", required_unless_present = "digest")]
+        customer: Option<String>,
+        /// Digest an existing authenticator `<id>,<secret>` (`-` reads it from standard input)
+        #[arg(long)]
+        digest: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Mint a licence URL offline, with the same parameters, validation and error codes as the HTTP API
+    #[command(after_help = EXIT_CODES)]
+    Mint {
+        /// The filter configuration (JSON)
+        #[arg(long)]
+        config: PathBuf,
+        /// A whole query string, sent as it is (`'customerAuthenticator=…&contentKey=…&iv=…'`)
+        #[arg(long, required_unless_present = "params")]
+        query: Option<String>,
+        /// `name=value` parameters; fpgen form-encodes each value (so `&`, `+` and spaces are kept)
+        params: Vec<String>,
+    },
+    /// Open a token (or a whole licence URL) with the configuration's keys and print its contents as JSON
+    #[command(after_help = EXIT_CODES)]
+    Inspect {
+        /// The filter configuration (JSON)
+        #[arg(long)]
+        config: PathBuf,
+        /// Include the content key in the output
+        #[arg(long)]
+        show_content_key: bool,
+        /// Check expiry against this Unix time instead of now
+        #[arg(long)]
+        now: Option<i64>,
+        /// The token, or a URL with ?ExpressPlayToken=
+        token: String,
+    },
+    /// Validate a configuration file and list every problem with its field
+    #[command(after_help = EXIT_CODES)]
+    CheckConfig {
+        /// The filter configuration (JSON)
+        file: PathBuf,
+    },
+    /// Serve /hms/fp/token over plain HTTP/1.1 (no Envoy), same behaviour as the filter
+    #[command(after_help = EXIT_CODES)]
+    Serve {
+        /// The filter configuration (JSON)
+        #[arg(long)]
+        config: PathBuf,
+        /// Address to listen on
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// Worker threads
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+    },
+}
+
+/// Why a command failed, and so its exit code.
+enum Failure {
+    Refused(String),
+    Io(String),
+}
+
+fn main() -> ExitCode {
+    let result = match Cli::parse().command {
+        Command::Keygen { id } => keygen(id),
+        Command::Authenticator {
+            customer,
+            digest,
+            json,
+        } => authenticator(customer, digest, json),
+        Command::Mint {
+            config,
+            query,
+            params,
+        } => mint(&config, query, &params),
+        Command::Inspect {
+            config,
+            show_content_key,
+            now,
+            token,
+        } => inspect(&config, show_content_key, now, &token),
+        Command::CheckConfig { file } => check_config(&file),
+        Command::Serve {
+            config,
+            listen,
+            threads,
+        } => load(&config).and_then(|c| {
+            fpgen::server::serve(c, listen, threads)
+                .map_err(|e| Failure::Io(format!("serve on {listen}: {e}")))
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Refused(message)) => {
+            eprintln!("{message}");
+            ExitCode::from(1)
+        }
+        Err(Failure::Io(message)) => {
+            eprintln!("fpgen: {message}");
+            ExitCode::from(3)
+        }
+    }
+}
+
+fn random_hex(bytes: usize) -> Result<String, Failure> {
+    let mut buf = vec![0u8; bytes];
+    if !SystemHost.fill_random(&mut buf) {
+        return Err(Failure::Io(
+            "no randomness from the operating system".into(),
+        ));
+    }
+    Ok(hex::encode(buf))
+}
+
+fn keygen(id: Option<String>) -> Result<(), Failure> {
+    let id = match id {
+        Some(id) => id,
+        None => {
+            let date = fpgen::licence::rfc3339(SystemHost.now());
+            format!(
+                "k-{}-{}",
+                date.get(..10).unwrap_or("").replace('-', ""),
+                random_hex(2)?
+            )
+        }
+    };
+    let valid = !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+    if !valid {
+        return Err(Failure::Refused(
+            "fpgen: the id must be 1 to 32 characters of [A-Za-z0-9._-]".into(),
+        ));
+    }
+    println!("{}", serde_json::json!({"id": id, "key": random_hex(32)?}));
+    Ok(())
+}
+
+fn authenticator(
+    customer: Option<String>,
+    digest: Option<String>,
+    json: bool,
+) -> Result<(), Failure> {
+    let (authenticator, created) = match (customer, digest) {
+        (Some(id), _) => {
+            let valid = !id.is_empty()
+                && id.len() <= 64
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
+            if !valid {
+                return Err(Failure::Refused(
+                    "fpgen: the customer id must be 1 to 64 characters of [A-Za-z0-9_-]".into(),
+                ));
+            }
+            (format!("{id},{}", random_hex(16)?), true)
+        }
+        (None, Some(text)) if text == "-" => {
+            let mut line = String::new();
+            std::io::stdin()
+                .read_to_string(&mut line)
+                .map_err(|e| Failure::Io(format!("standard input: {e}")))?;
+            (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+        }
+        (None, Some(text)) => (text, false),
+        (None, None) => {
+            return Err(Failure::Refused(
+                "fpgen: give --customer or --digest".into(),
+            ))
+        }
+    };
+    let Some((id, secret)) = authenticator.split_once(',') else {
+        return Err(Failure::Refused(
+            "fpgen: an authenticator is <customerId>,<secret>".into(),
+        ));
+    };
+    let sha = hex::encode(Sha256::digest(secret.as_bytes()));
+    match (json, created) {
+        (true, true) => println!(
+            "{}",
+            serde_json::json!({"customer": id, "authenticator": authenticator, "authenticator_sha256": sha})
+        ),
+        (true, false) => println!(
+            "{}",
+            serde_json::json!({"customer": id, "authenticator_sha256": sha})
+        ),
+        (false, true) => {
+            println!("customer:             {id}");
+            println!("authenticator:        {authenticator}    (hand this to the customer; it is not stored anywhere)");
+            println!(
+                "authenticator_sha256: {sha}    (put this in customers[].authenticator_sha256)"
+            );
+        }
+        (false, false) => println!("{sha}"),
+    }
+    Ok(())
+}
+
+fn read(path: &Path) -> Result<Vec<u8>, Failure> {
+    std::fs::read(path).map_err(|e| Failure::Io(format!("{}: {e}", path.display())))
+}
+
+fn load(path: &Path) -> Result<Config, Failure> {
+    Config::from_json(&read(path)?).map_err(|errors| {
+        let lines: Vec<String> = errors
+            .0
+            .iter()
+            .map(|e| format!("{}: {}: {}", path.display(), e.field, e.problem))
+            .collect();
+        Failure::Refused(lines.join("\n"))
+    })
+}
+
+/// The query: `--query` as it is, then each `name=value` argument with its
+/// value form-encoded.
+fn query_of(query: Option<String>, params: &[String]) -> String {
+    let mut out = query.unwrap_or_default();
+    let mut pairs = form_urlencoded::Serializer::new(String::new());
+    for p in params {
+        let (name, value) = p.split_once('=').unwrap_or((p.as_str(), ""));
+        pairs.append_pair(name, value);
+    }
+    let pairs = pairs.finish();
+    if !out.is_empty() && !pairs.is_empty() {
+        out.push('&');
+    }
+    out.push_str(&pairs);
+    out
+}
+
+fn mint(config: &Path, query: Option<String>, params: &[String]) -> Result<(), Failure> {
+    let config = load(config)?;
+    let (result, _, _) = service::mint_url(&config, &query_of(query, params), b"", &SystemHost);
+    match result {
+        Ok(url) => {
+            println!("{url}");
+            Ok(())
+        }
+        Err(err) => Err(Failure::Refused(format!(
+            "error {}: {}",
+            err.code.code(),
+            err.message()
+        ))),
+    }
+}
+
+fn inspect(
+    config: &Path,
+    show_content_key: bool,
+    now: Option<i64>,
+    text: &str,
+) -> Result<(), Failure> {
+    let config = load(config)?;
+    let token = match text.split_once('?') {
+        Some((_, query)) => form_urlencoded::parse(query.as_bytes())
+            .find(|(name, _)| name == fpgen::redeem::TOKEN_PARAM)
+            .map(|(_, t)| t.into_owned())
+            .ok_or_else(|| {
+                Failure::Refused("invalid token (-4010): the URL has no ExpressPlayToken".into())
+            })?,
+        None => text.trim().to_owned(),
+    };
+    let now = now.unwrap_or_else(|| SystemHost.now());
+    let data = token::open(&token, &config.sealing_keys, config.environment, now)
+        .map_err(|reason| Failure::Refused(format!("invalid token (-4010): {reason}")))?;
+    let out = serde_json::json!({
+        "key_id": token::key_id(&token),
+        "licence": data.to_json(show_content_key),
+    });
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    Ok(())
+}
+
+fn check_config(file: &Path) -> Result<(), Failure> {
+    let config = load(file)?;
+    println!(
+        "{}: valid: environment {}, {} customer(s), active sealing key {:?}, redemption gate {}",
+        file.display(),
+        config.environment.as_str(),
+        config.customers.len(),
+        config
+            .sealing_keys
+            .active()
+            .map(|k| k.id.as_str())
+            .unwrap_or(""),
+        if config.redemption.is_some() {
+            "on"
+        } else {
+            "off"
+        },
+    );
+    Ok(())
+}

@@ -1,0 +1,475 @@
+//! The `fpgen` command, run as a process: every subcommand's success and
+//! failure paths and exit codes, and a token minted by Envoy opened by
+//! `fpgen inspect`.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use sha2::{Digest, Sha256};
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+
+const AUTH: &str = "customerAuthenticator=100001,0123456789abcdef0123456789abcdef";
+const CK: &str = "000102030405060708090a0b0c0d0e0f";
+const IV: &str = "0f0e0d0c0b0a09080706050403020100";
+
+fn fpgen(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fpgen"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+/// A file under the temp dir, removed on drop.
+struct TempFile(PathBuf);
+
+impl TempFile {
+    fn new(content: &str) -> TempFile {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static N: AtomicU32 = AtomicU32::new(0);
+        let path = std::env::temp_dir().join(format!(
+            "fpgen-cli-{}-{}.json",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::write(&path, content).unwrap();
+        TempFile(path)
+    }
+    fn path(&self) -> &str {
+        self.0.to_str().unwrap()
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+fn demo() -> TempFile {
+    TempFile::new(common::DEMO_CONFIG)
+}
+
+#[test]
+fn help_for_every_subcommand() {
+    for sub in [
+        "keygen",
+        "authenticator",
+        "mint",
+        "inspect",
+        "check-config",
+        "serve",
+    ] {
+        let o = fpgen(&[sub, "--help"]);
+        assert_eq!(o.status.code(), Some(0), "{sub}");
+        assert!(stdout(&o).contains("Exit codes:"), "{sub}: {}", stdout(&o));
+    }
+    let o = fpgen(&["--help"]);
+    assert_eq!(o.status.code(), Some(0));
+    assert_eq!(fpgen(&["no-such-command"]).status.code(), Some(2));
+    assert_eq!(fpgen(&["mint"]).status.code(), Some(2), "missing --config");
+}
+
+#[test]
+fn keygen_prints_a_key_the_configuration_accepts() {
+    let o = fpgen(&["keygen", "--id", "2027-01"]);
+    assert_eq!(o.status.code(), Some(0));
+    let key: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(key["id"], "2027-01");
+    assert_eq!(key["key"].as_str().unwrap().len(), 64);
+    let mut config: serde_json::Value = serde_json::from_str(common::DEMO_CONFIG).unwrap();
+    config["sealing_keys"] = serde_json::json!([key]);
+    config["active_sealing_key"] = "2027-01".into();
+    fpgen::config::Config::from_json(config.to_string().as_bytes()).unwrap();
+    // two keys differ; a default id is generated
+    let a: serde_json::Value = serde_json::from_str(&stdout(&fpgen(&["keygen"]))).unwrap();
+    let b: serde_json::Value = serde_json::from_str(&stdout(&fpgen(&["keygen"]))).unwrap();
+    assert_ne!(a["key"], b["key"]);
+    assert!(a["id"].as_str().unwrap().starts_with("k-"));
+    let o = fpgen(&["keygen", "--id", "bad id"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("[A-Za-z0-9._-]"));
+}
+
+#[test]
+fn authenticator_creates_and_digests() {
+    let o = fpgen(&["authenticator", "--customer", "700001", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let authenticator = v["authenticator"].as_str().unwrap();
+    let secret = authenticator.strip_prefix("700001,").unwrap();
+    assert_eq!(secret.len(), 32);
+    assert_eq!(
+        v["authenticator_sha256"],
+        hex::encode(Sha256::digest(secret.as_bytes()))
+    );
+    // the new customer authenticates through mint
+    let mut config: serde_json::Value = serde_json::from_str(common::DEMO_CONFIG).unwrap();
+    config["customers"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({
+        "id": "700001", "environment": "test", "authenticator_sha256": v["authenticator_sha256"]}));
+    let file = TempFile::new(&config.to_string());
+    let o = fpgen(&[
+        "mint",
+        "--config",
+        file.path(),
+        &format!("customerAuthenticator={authenticator}"),
+        &format!("contentKey={CK}"),
+        &format!("iv={IV}"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // digest of an existing one, from the argument and from stdin
+    let o = fpgen(&[
+        "authenticator",
+        "--digest",
+        "100001,0123456789abcdef0123456789abcdef",
+    ]);
+    assert_eq!(
+        stdout(&o).trim(),
+        "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9"
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fpgen"))
+        .args(["authenticator", "--digest", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"100001,0123456789abcdef0123456789abcdef\n")
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(
+        stdout(&o).trim(),
+        "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9"
+    );
+    // failures
+    assert_eq!(
+        fpgen(&["authenticator", "--digest", "no-comma"])
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        fpgen(&["authenticator", "--customer", "a.b"]).status.code(),
+        Some(1)
+    );
+    assert_eq!(fpgen(&["authenticator"]).status.code(), Some(2));
+}
+
+#[test]
+fn mint_then_inspect() {
+    let config = demo();
+    let o = fpgen(&[
+        "mint",
+        "--config",
+        config.path(),
+        AUTH,
+        &format!("contentKey={CK}"),
+        &format!("iv={IV}"),
+        "cookie=a b&c",
+        "kid=^film 1",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let url = stdout(&o).trim().to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:10000/hms/fp/rights/?ExpressPlayToken="),
+        "{url}"
+    );
+    // the URL, or the bare token
+    let token = url.split_once("ExpressPlayToken=").unwrap().1.to_owned();
+    for input in [url.as_str(), token.as_str()] {
+        let o = fpgen(&["inspect", "--config", config.path(), input]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!(v["key_id"], "demo-2026-11");
+        assert_eq!(
+            v["licence"]["cookie"], "a b&c",
+            "values are form-encoded by fpgen mint"
+        );
+        assert_eq!(v["licence"]["kid"], "^film 1");
+        assert_eq!(v["licence"]["iv"], IV);
+        assert!(
+            v["licence"].get("content_key").is_none(),
+            "content key shown without the flag"
+        );
+        assert!(!stdout(&o).contains(CK));
+    }
+    let o = fpgen(&[
+        "inspect",
+        "--config",
+        config.path(),
+        "--show-content-key",
+        &token,
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["licence"]["content_key"], CK);
+    // a raw query string works too
+    let o = fpgen(&[
+        "mint",
+        "--config",
+        config.path(),
+        "--query",
+        &format!("{AUTH}&contentKey={CK}&iv={IV}"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // query and pairs combine
+    let o = fpgen(&[
+        "mint",
+        "--config",
+        config.path(),
+        "--query",
+        &format!("{AUTH}&iv={IV}"),
+        &format!("contentKey={CK}"),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn mint_reports_api_errors_with_their_codes() {
+    let config = demo();
+    let o = fpgen(&[
+        "mint",
+        "--config",
+        config.path(),
+        AUTH,
+        "contentKey=0011",
+        &format!("iv={IV}"),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).starts_with("error -2027: Content encryption key must be 32 hex digits long"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stdout(&o).is_empty());
+    let o = fpgen(&[
+        "mint",
+        "--config",
+        config.path(),
+        "customerAuthenticator=100001,wrong",
+        &format!("contentKey={CK}"),
+        &format!("iv={IV}"),
+    ]);
+    assert!(stderr(&o).starts_with("error -2018"), "{}", stderr(&o));
+}
+
+#[test]
+fn inspect_refuses_bad_tokens_with_the_reason() {
+    let config = demo();
+    let url = stdout(&fpgen(&[
+        "mint",
+        "--config",
+        config.path(),
+        AUTH,
+        &format!("contentKey={CK}"),
+        &format!("iv={IV}"),
+        "expirationTime=+60",
+    ]));
+    let token = url
+        .trim()
+        .split_once("ExpressPlayToken=")
+        .unwrap()
+        .1
+        .to_owned();
+    // one character changed
+    let mut chars: Vec<char> = token.chars().collect();
+    let i = chars.len() / 2;
+    chars[i] = if chars[i] == 'A' { 'B' } else { 'A' };
+    let tampered: String = chars.into_iter().collect();
+    let o = fpgen(&["inspect", "--config", config.path(), &tampered]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o).trim(),
+        "invalid token (-4010): token authentication failed"
+    );
+    // expired, judged at a later time
+    let later = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600)
+        .to_string();
+    let o = fpgen(&[
+        "inspect",
+        "--config",
+        config.path(),
+        "--now",
+        &later,
+        &token,
+    ]);
+    assert_eq!(
+        (o.status.code(), stderr(&o).trim()),
+        (Some(1), "invalid token (-4010): token has expired")
+    );
+    let o = fpgen(&[
+        "inspect",
+        "--config",
+        config.path(),
+        "http://x/hms/fp/rights/?a=b",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let o = fpgen(&["inspect", "--config", config.path(), "not-a-token"]);
+    assert_eq!(
+        (o.status.code(), stderr(&o).trim()),
+        (Some(1), "invalid token (-4010): malformed token")
+    );
+}
+
+#[test]
+fn check_config_lists_every_problem() {
+    let config = demo();
+    let o = fpgen(&["check-config", config.path()]);
+    assert_eq!(o.status.code(), Some(0));
+    assert!(
+        stdout(&o).contains(
+            "valid: environment test, 1 customer(s), active sealing key \"demo-2026-11\""
+        ),
+        "{}",
+        stdout(&o)
+    );
+    let mut bad: serde_json::Value = serde_json::from_str(common::DEMO_CONFIG).unwrap();
+    bad["sealing_keys"][0]["key"] = "00".into();
+    bad["customers"][0]["kek"] = "missing".into();
+    bad["max_body_bytes"] = 0.into();
+    let file = TempFile::new(&bad.to_string());
+    let o = fpgen(&["check-config", file.path()]);
+    assert_eq!(o.status.code(), Some(1));
+    let lines: Vec<String> = stderr(&o).lines().map(str::to_owned).collect();
+    assert_eq!(lines.len(), 3, "{lines:?}");
+    assert!(
+        lines[0].ends_with("sealing_keys[0].key: expected 64 hex digits (32 bytes)"),
+        "{lines:?}"
+    );
+    assert!(
+        lines[1].contains("customers[0].kek: no KEK named \"missing\""),
+        "{lines:?}"
+    );
+    assert!(lines[2].contains("max_body_bytes"), "{lines:?}");
+    assert_eq!(
+        fpgen(&["check-config", "/nonexistent/fpgen.json"])
+            .status
+            .code(),
+        Some(3)
+    );
+    let broken = TempFile::new("{not json");
+    assert_eq!(
+        fpgen(&["check-config", broken.path()]).status.code(),
+        Some(1)
+    );
+}
+
+#[test]
+fn a_token_minted_by_envoy_opens_with_fpgen_inspect() {
+    let envoy = common::shared();
+    let r = common::get(
+        envoy.port,
+        &format!("/hms/fp/token?{AUTH}&contentKey={CK}&iv={IV}&cookie=rt-1&kid=^round-trip"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let url = r.text().trim_end().to_owned();
+    let config = demo();
+    let o = fpgen(&[
+        "inspect",
+        "--config",
+        config.path(),
+        "--show-content-key",
+        &url,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let l = &v["licence"];
+    assert_eq!(
+        (
+            l["customer_id"].as_str(),
+            l["cookie"].as_str(),
+            l["kid"].as_str()
+        ),
+        (Some("100001"), Some("rt-1"), Some("^round-trip"))
+    );
+    assert_eq!(
+        (l["iv"].as_str(), l["content_key"].as_str()),
+        (Some(IV), Some(CK))
+    );
+}
+
+#[test]
+fn serve_answers_like_the_filter() {
+    let config = demo();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let listen = format!("127.0.0.1:{port}");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_fpgen"))
+        .args(["serve", "--config", config.path(), "--listen", &listen])
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let _guard = Kill(child_take(&mut child));
+    let mut answer = None;
+    for _ in 0..100 {
+        if let Ok(r) = common::try_raw(
+            port,
+            &common::request_bytes(
+                "GET",
+                &format!("/hms/fp/token?{AUTH}&contentKey={CK}&iv={IV}"),
+                &[],
+                None,
+            ),
+        ) {
+            answer = Some(r);
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let r = answer.expect("fpgen serve did not answer");
+    assert_eq!(
+        (r.status, r.header("content-type")),
+        (200, Some("text/uri-list"))
+    );
+    assert!(r.text().ends_with("\r\n") && r.text().contains("ExpressPlayToken="));
+    let r = common::post_form(
+        port,
+        "/hms/fp/token?errorFormat=json",
+        format!("{AUTH}&contentKey=00&iv={IV}").as_bytes(),
+    );
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((r.status, v["code"].as_i64()), (400, Some(-2027)));
+    let r = common::request(port, "PUT", "/hms/fp/token", &[], None);
+    assert_eq!((r.status, r.header("allow")), (405, Some("GET, POST")));
+    let big = vec![b'a'; 9000];
+    let r = common::post_form(port, "/hms/fp/token", &big);
+    assert_eq!(r.status, 413);
+    assert_eq!(common::get(port, "/other").status, 404);
+}
+
+fn child_take(child: &mut std::process::Child) -> std::process::Child {
+    std::mem::replace(child, Command::new("true").spawn().unwrap())
+}

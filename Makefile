@@ -26,7 +26,7 @@ ENVOY_CONFIG ?= envoy/envoy.yaml
 TEST_ARGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config
+.PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config bench bench-tools
 
 ## help: this list
 help:
@@ -85,3 +85,15 @@ clean:
 ## distclean: clean, and remove the virtualenv
 distclean: clean
 	rm -rf $(VENV)
+
+## bench-tools: wrk and h2load (Debian packages wrk, nghttp2-client), installed when missing
+bench-tools:
+	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk nghttp2-client; }
+
+## bench: Envoy's direct_response vs fpgen (GET, POST) vs Envoy -> fpgen serve, interleaved; sizes, start-up, memory; criterion micro-benchmarks. Table in target/bench/results.md
+bench: build venv bench-tools
+	$(CARGO) build --release --bin fpgen
+	$(PYTHON) benches/bench.py $(BENCH_ARGS)
+	$(CARGO) bench --bench core -- --warm-up-time 1 --measurement-time 3 2>&1 | grep -E '^[a-z].*time:|^ +time:' | tee target/bench/core.txt

@@ -96,4 +96,4 @@ bench-tools:
 bench: build venv bench-tools
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/bench.py $(BENCH_ARGS)
-	$(CARGO) bench --bench core -- --warm-up-time 1 --measurement-time 3 2>&1 | grep -E '^[a-z].*time:|^ +time:' | tee target/bench/core.txt
+	$(CARGO) bench --bench core -- --warm-up-time 1 --measurement-time 3 2>&1 | grep -E 'time:' | tee target/bench/core.txt

@@ -6,7 +6,6 @@
 
 use crate::config::{ClientAddressPolicy, Config};
 use crate::error::ErrorCode;
-use crate::licence::rfc3339;
 use crate::redeem;
 use crate::render::Response;
 use crate::service::{self, Host, Outcome};
@@ -200,7 +199,10 @@ impl Stream {
                     "fpgen.redemptions_rejected.{}",
                     reason.stat_name()
                 ));
-                self.set_state("fpgen_code", "-4010");
+                self.log_state(&Outcome {
+                    error: Some(ErrorCode::InvalidToken),
+                    ..Outcome::default()
+                });
                 log(
                     LogLevel::Debug,
                     &format!("fpgen: redemption refused: {reason}"),
@@ -230,26 +232,11 @@ impl Stream {
         self.log_state(outcome);
     }
 
-    /// The access-log filter state of a request the filter handled.
+    /// The access-log filter state of a request the filter handled:
+    /// `%FILTER_STATE(wasm.fpgen:PLAIN)%` (see [`Outcome::log_fields`]).
     fn log_state(&self, outcome: &Outcome) {
-        self.set_state("fpgen_code", &outcome.code().to_string());
-        if let Some(id) = &outcome.customer_id {
-            self.set_state("fpgen_customer", id);
-        }
-        if let Some(kid) = &outcome.kid {
-            self.set_state("fpgen_kid", kid);
-        }
-        if let Some(cookie) = &outcome.cookie {
-            self.set_state("fpgen_cookie", cookie);
-        }
-        if let Some(expires) = outcome.expires_at {
-            self.set_state("fpgen_expires", &rfc3339(expires));
-        }
-    }
-
-    /// Filter state for the access log: `%FILTER_STATE(wasm.<name>:PLAIN)%`.
-    fn set_state(&self, name: &str, value: &str) {
-        self.set_property(vec![name], Some(value.as_bytes()));
+        // One host call: each property costs a trip into Envoy.
+        self.set_property(vec!["fpgen"], Some(outcome.log_fields().as_bytes()));
     }
 
     fn reply(&mut self, response: Response) -> Action {

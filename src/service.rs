@@ -92,6 +92,34 @@ impl Outcome {
     pub fn code(&self) -> i32 {
         self.error.map_or(0, ErrorCode::code)
     }
+
+    /// The outcome as one logfmt line for the access log:
+    /// `code=0 customer=100001 kid=^film cookie=corr-1 expires=2026-12-23T05:29:31Z`.
+    /// Fields that are unknown are left out; kid and cookie are
+    /// percent-encoded where they hold spaces, `"`, `=`, `%` or non-ASCII, so
+    /// the line splits on spaces.
+    pub fn log_fields(&self) -> String {
+        use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+        const FIELD: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'=').add(b'%');
+        let mut out = format!("code={}", self.code());
+        if let Some(id) = &self.customer_id {
+            out.push_str(" customer=");
+            out.push_str(id);
+        }
+        if let Some(kid) = &self.kid {
+            out.push_str(" kid=");
+            out.extend(utf8_percent_encode(kid, FIELD));
+        }
+        if let Some(cookie) = &self.cookie {
+            out.push_str(" cookie=");
+            out.extend(utf8_percent_encode(cookie, FIELD));
+        }
+        if let Some(expires) = self.expires_at {
+            out.push_str(" expires=");
+            out.push_str(&crate::licence::rfc3339(expires));
+        }
+        out
+    }
 }
 
 /// Is `content_type` one whose body fpgen reads as parameters?

@@ -797,3 +797,17 @@ fn client_address_policy() {
         None
     );
 }
+
+#[test]
+fn access_log_fields() {
+    let (_, o) = call(&format!(
+        "{}&kid=%5Efilm%20%C3%A9%3D1&cookie=a%20b%22c%25&expirationTime=%2B60",
+        base()
+    ));
+    assert_eq!(
+        o.log_fields(),
+        "code=0 customer=100001 kid=^film%20%C3%A9%3D1 cookie=a%20b%22c%25 expires=2027-01-15T08:01:00Z"
+    );
+    let (_, o) = call("contentKey=00");
+    assert_eq!(o.log_fields(), "code=-2017");
+}

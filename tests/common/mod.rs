@@ -599,7 +599,7 @@ fn prune_stale_workdirs(base: &Path) {
 pub const E2E_LOG_DIR: &str = "target/e2e-logs";
 
 /// The access-log line of `envoy/envoy.yaml` (a test checks they agree).
-pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %PATH(NQ)%\" %RESPONSE_CODE% fpgen_code=%FILTER_STATE(wasm.fpgen_code:PLAIN)% customer=%FILTER_STATE(wasm.fpgen_customer:PLAIN)% kid=%FILTER_STATE(wasm.fpgen_kid:PLAIN)% cookie=%FILTER_STATE(wasm.fpgen_cookie:PLAIN)% expires=%FILTER_STATE(wasm.fpgen_expires:PLAIN)%\n";
+pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %PATH(NQ)%\" %RESPONSE_CODE% %FILTER_STATE(wasm.fpgen:PLAIN)%\n";
 
 /// The stats tag rules of `envoy/envoy.yaml` (a test checks they agree).
 pub const STATS_TAGS: [(&str, &str); 3] = [

@@ -26,7 +26,7 @@ ENVOY_CONFIG ?= envoy/envoy.yaml
 TEST_ARGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config bench bench-tools
+.PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config bench bench-tools soak
 
 ## help: this list
 help:
@@ -97,3 +97,9 @@ bench: build venv bench-tools
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/bench.py $(BENCH_ARGS)
 	$(CARGO) bench --bench core -- --warm-up-time 1 --measurement-time 3 2>&1 | grep -E 'time:' | tee target/bench/core.txt
+
+## soak: two Envoy workers under mixed valid/invalid load for SOAK_MINUTES (default 3): zero 5xx, right answers, tokens verified, memory flat. Not in CI.
+SOAK_MINUTES ?= 3
+soak: build venv bench-tools
+	$(CARGO) build --release --bin fpgen
+	$(PYTHON) benches/soak.py --minutes $(SOAK_MINUTES)

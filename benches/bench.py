@@ -2,7 +2,7 @@
 """make bench: fpgen in Envoy against Envoy's own limit and against a token backend.
 
 Scenarios, interleaved round by round (A B-GET B-POST C, ... ), medians quoted:
-  A       Envoy answers a direct_response of the licence URL's size: no filter work.
+  A       Envoy answers a direct_response of the licence URL's size, on a listener with no filter.
   B-GET   fpgen answers GET /hms/fp/token itself (realistic request).
   B-POST  the same parameters as a form POST.
   C       Envoy routes the same GET to `fpgen serve` (native, same library) on loopback.
@@ -52,8 +52,26 @@ def free_port():
         return s.getsockname()[1]
 
 
-def bootstrap(port, admin, serve_port, static_body):
+def bootstrap(port, admin, serve_port, static_body, static_port=None):
     route = lambda prefix, action: dict({"match": {"prefix": prefix}}, **action)
+    static_route = route("/static", {"direct_response": {"status": 200, "body": {"inline_string": static_body}},
+                                     "response_headers_to_add": [{"header": {"key": "content-type", "value": "text/uri-list"}}]})
+    router = {"name": "envoy.filters.http.router", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+    # A: a listener with no filter but the router, answering a direct_response
+    plain = [] if static_port is None else [{
+        "name": "plain",
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": static_port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": "plain",
+                "use_remote_address": True,
+                "route_config": {"virtual_hosts": [{"name": "plain", "domains": ["*"], "routes": [static_route]}]},
+                "http_filters": [router],
+            }}]}],
+    }]
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
@@ -62,7 +80,7 @@ def bootstrap(port, admin, serve_port, static_body):
                 "load_assignment": {"cluster_name": "fpgen_serve", "endpoints": [{"lb_endpoints": [{"endpoint": {
                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": serve_port}}}}]}]},
             }],
-            "listeners": [{
+            "listeners": plain + [{
                 "name": "bench",
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
                 "filter_chains": [{"filters": [{
@@ -72,8 +90,7 @@ def bootstrap(port, admin, serve_port, static_body):
                         "stat_prefix": "bench",
                         "use_remote_address": True,
                         "route_config": {"virtual_hosts": [{"name": "bench", "domains": ["*"], "routes": [
-                            route("/static", {"direct_response": {"status": 200, "body": {"inline_string": static_body}},
-                                              "response_headers_to_add": [{"header": {"key": "content-type", "value": "text/uri-list"}}]}),
+                            static_route,
                             route("/backend/hms/fp/token", {"route": {"cluster": "fpgen_serve", "prefix_rewrite": "/hms/fp/token"}}),
                             route("/", {"direct_response": {"status": 404}}),
                         ]}]},
@@ -85,8 +102,7 @@ def bootstrap(port, admin, serve_port, static_body):
                                            "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}}},
                                            "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                                              "value": json.dumps(CONFIG)}}}},
-                            {"name": "envoy.filters.http.router", "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+                            router,
                         ],
                     }}]}],
             }],
@@ -167,10 +183,10 @@ def main():
                              check=True).stdout.strip()
         static_body = "x" * (len(url) + 2)
 
-        port, admin = free_port(), free_port()
+        port, admin, static_port = free_port(), free_port(), free_port()
         boot = os.path.join(work, "envoy.json")
         with open(boot, "w") as f:
-            json.dump(bootstrap(port, admin, serve_port, static_body), f)
+            json.dump(bootstrap(port, admin, serve_port, static_body, static_port), f)
         started = time.monotonic()
         envoy = subprocess.Popen([ENVOY, "-c", boot, "--concurrency", str(args.workers), "--disable-hot-restart",
                                   "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -185,7 +201,7 @@ def main():
                     f'wrk.body = "{QUERY}"\n')
         base = f"http://127.0.0.1:{port}"
         scenarios = [
-            ("A  Envoy direct_response", f"{base}/static", None),
+            ("A  Envoy direct_response", f"http://127.0.0.1:{static_port}/static", None),
             ("B  fpgen GET", f"{base}/hms/fp/token?{QUERY}", None),
             ("B  fpgen POST", f"{base}/hms/fp/token", lua),
             ("C  Envoy -> fpgen serve", f"{base}/backend/hms/fp/token?{QUERY}", None),

@@ -26,7 +26,7 @@ ENVOY_CONFIG ?= envoy/envoy.yaml
 TEST_ARGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config bench bench-tools soak
+.PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke
 
 ## help: this list
 help:
@@ -58,11 +58,12 @@ build: wasm-target
 run: build venv
 	exec $(ENVOY) -c $(ENVOY_CONFIG) --disable-hot-restart --log-level info
 
-## test: every test (unit, native, end-to-end through Envoy with the fresh module), then the audit of their Envoy logs for secrets
+## test: every test (unit, native, properties, end-to-end through Envoy with the fresh module), the audit of their Envoy logs for secrets, and the fuzz smoke (10 s per target)
 test: build venv
 	rm -rf target/e2e-logs
 	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) $(CARGO) test $(TEST_ARGS)
 	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; fi
+	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory fuzz-smoke; fi
 
 ## lint: rustfmt and clippy (warnings are errors), host and wasm32-wasip1
 lint: wasm-target
@@ -103,3 +104,22 @@ SOAK_MINUTES ?= 3
 soak: build venv bench-tools
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/soak.py --minutes $(SOAK_MINUTES)
+
+## fuzz: every cargo-fuzz target (params, token_open, config) for FUZZ_SECONDS each (default 60), seeded from fuzz/seeds/
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := params token_open config
+fuzz-tools:
+	@rustup toolchain list | grep -q '^nightly' || $(RUSTUP) toolchain install nightly --profile minimal
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+
+fuzz: fuzz-tools
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		mkdir -p fuzz/corpus/$$t; \
+		$(CARGO) +nightly fuzz run $$t fuzz/corpus/$$t fuzz/seeds/$$t -- -max_total_time=$(FUZZ_SECONDS) > fuzz/$$t.log 2>&1 \
+			|| { tail -40 fuzz/$$t.log; echo "fuzz: $$t FAILED (log: fuzz/$$t.log)"; exit 1; }; \
+		echo "fuzz: $$t: $$(grep -E '^Done [0-9]+ runs' fuzz/$$t.log | awk '{print $$2}') executions in $(FUZZ_SECONDS) s, 0 crashes"; \
+	done
+
+## fuzz-smoke: every fuzz target for 10 s (CI)
+fuzz-smoke:
+	$(MAKE) fuzz FUZZ_SECONDS=10

@@ -1,0 +1,29 @@
+//! Arbitrary bytes as a token (text) and as a token's raw bytes (encoded),
+//! opened against a real key ring; also through the redemption gate.
+#![no_main]
+use base64::Engine as _;
+use libfuzzer_sys::fuzz_target;
+use std::sync::OnceLock;
+
+#[path = "common.rs"]
+mod common;
+
+fuzz_target!(|data: &[u8]| {
+    static CONFIG: OnceLock<fpgen::config::Config> = OnceLock::new();
+    let config = CONFIG.get_or_init(common::config);
+    let text = String::from_utf8_lossy(data);
+    let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data);
+    for token in [text.as_ref(), encoded.as_str()] {
+        if let Ok(d) = fpgen::token::open(token, &config.sealing_keys, fpgen::licence::Environment::Test, common::NOW) {
+            // only a token sealed with the key can open: re-sealing must agree on the data
+            assert!(d.expires_at > common::NOW);
+        }
+        let _ = fpgen::token::key_id(token);
+        if let Some(gate) = &config.redemption {
+            let path = format!("/hms/fp/rights/?ExpressPlayToken={token}");
+            if let Err((response, _)) = fpgen::redeem::redeem(config, gate, &path, common::NOW) {
+                assert_eq!(response.status, 403);
+            }
+        }
+    }
+});

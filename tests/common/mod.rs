@@ -90,6 +90,10 @@ pub struct Options {
     /// When set, `/hms/fp/rights/` is routed to a cluster at 127.0.0.1:port
     /// (e.g. a [`RecordingUpstream`]) instead of the direct-response stand-in.
     pub upstream_port: Option<u16>,
+    /// Serve the listener through LDS from a watched file (a fixed free
+    /// port), so that [`Envoy::replace_filter_config`] can swap the filter
+    /// configuration while Envoy runs.
+    pub dynamic: bool,
     /// How long to wait for readiness.
     pub ready_timeout: Duration,
 }
@@ -101,6 +105,7 @@ impl Default for Options {
             log_level: "info",
             failure_policy: "FAIL_RELOAD",
             upstream_port: None,
+            dynamic: false,
             ready_timeout: READY_TIMEOUT,
         }
     }
@@ -136,9 +141,52 @@ pub struct Envoy {
     /// Envoy's logs and access log, kept after the test under
     /// `target/e2e-logs/` (see [`E2E_LOG_DIR`]) for the secrets audit.
     logdir: PathBuf,
+    /// For dynamic (LDS) Envoys: what regenerates the listener resource.
+    dynamic: Option<DynamicListener>,
+}
+
+struct DynamicListener {
+    wasm: PathBuf,
+    options: Options,
+    access_log: PathBuf,
+    port: u16,
+    lds_dir: PathBuf,
+}
+
+impl DynamicListener {
+    /// The LDS resource file for `filter_config_json`.
+    fn resource(&self, filter_config_json: &str) -> String {
+        let bootstrap = bootstrap_json(
+            &self.wasm,
+            filter_config_json,
+            &self.options,
+            &self.access_log,
+        );
+        let mut b: serde_json::Value = serde_json::from_str(&bootstrap).unwrap();
+        let mut listener = b["static_resources"]["listeners"][0].take();
+        listener["address"]["socket_address"]["port_value"] = self.port.into();
+        listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener".into();
+        serde_json::json!({ "resources": [listener] }).to_string()
+    }
+
+    /// Writes the resource atomically (a rename), as Envoy's file watch wants.
+    fn write(&self, filter_config_json: &str) {
+        let tmp = self.lds_dir.join(".lds.json.tmp");
+        fs::write(&tmp, self.resource(filter_config_json)).unwrap();
+        fs::rename(&tmp, self.lds_dir.join("lds.json")).unwrap();
+    }
 }
 
 impl Envoy {
+    /// For an Envoy started with `Options { dynamic: true, .. }`: replaces the
+    /// filter configuration through LDS while Envoy runs. Envoy drains the
+    /// old listener and starts the new one on the same port; a configuration
+    /// it rejects leaves the old one serving (and a log line).
+    pub fn replace_filter_config(&self, filter_config_json: &str) {
+        let dynamic = self.dynamic.as_ref().expect("not a dynamic Envoy");
+        dynamic.write(filter_config_json);
+    }
+
     /// Starts Envoy with `filter_config_json` as the filter's configuration
     /// and waits until it serves requests; panics with Envoy's log if it
     /// does not.
@@ -167,16 +215,34 @@ impl Envoy {
         let workdir = new_workdir();
         let logdir = log_dir_for(&workdir);
         let bootstrap = workdir.join("envoy.json");
-        fs::write(
-            &bootstrap,
-            bootstrap_json(
-                &wasm,
-                filter_config_json,
-                options,
-                &logdir.join("access.log"),
-            ),
-        )
-        .unwrap_or_else(|e| panic!("cannot write {}: {e}", bootstrap.display()));
+        let mut text = bootstrap_json(
+            &wasm,
+            filter_config_json,
+            options,
+            &logdir.join("access.log"),
+        );
+        let dynamic = options.dynamic.then(|| {
+            let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+            let lds_dir = workdir.join("lds");
+            fs::create_dir_all(&lds_dir).unwrap();
+            let d = DynamicListener {
+                wasm: wasm.clone(),
+                options: options.clone(),
+                access_log: logdir.join("access.log"),
+                port,
+                lds_dir,
+            };
+            d.write(filter_config_json);
+            let mut b: serde_json::Value = serde_json::from_str(&text).unwrap();
+            b["static_resources"].as_object_mut().unwrap().remove("listeners");
+            b["node"] = serde_json::json!({"id": "fpgen-e2e", "cluster": "fpgen-e2e"});
+            b["dynamic_resources"] = serde_json::json!({"lds_config": {"resource_api_version": "V3",
+                "path_config_source": {"path": d.lds_dir.join("lds.json"), "watched_directory": {"path": d.lds_dir}}}});
+            text = b.to_string();
+            d
+        });
+        fs::write(&bootstrap, text)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", bootstrap.display()));
 
         let mut cmd = Command::new(&envoy_bin);
         cmd.arg("-c")
@@ -207,6 +273,7 @@ impl Envoy {
             child: Mutex::new(child),
             workdir,
             logdir,
+            dynamic,
         };
         let deadline = Instant::now() + options.ready_timeout;
         loop {

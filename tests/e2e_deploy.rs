@@ -1,0 +1,154 @@
+//! The deployable configurations in envoy/: every one passes Envoy's own
+//! validation with the built module, and the two-environments edge really
+//! keeps the environments apart.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn configs() -> Vec<PathBuf> {
+    let mut all = Vec::new();
+    for dir in ["envoy", "envoy/dynamic"] {
+        for entry in std::fs::read_dir(root().join(dir)).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().into_owned();
+            // lds.yaml is a resource file, validated through its bootstrap
+            if path.extension().is_some_and(|e| e == "yaml") && name != "lds.yaml" {
+                all.push(path);
+            }
+        }
+    }
+    all.sort();
+    all
+}
+
+#[test]
+fn every_envoy_configuration_validates() {
+    let (envoy, wasm) = common::tool_paths();
+    assert!(wasm.exists());
+    let all = configs();
+    let names: Vec<String> = all
+        .iter()
+        .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
+        .collect();
+    for expected in [
+        "envoy/envoy.yaml",
+        "envoy/two-environments.yaml",
+        "envoy/gate.yaml",
+        "envoy/dynamic/bootstrap.yaml",
+    ] {
+        assert!(
+            names.iter().any(|n| n == expected),
+            "{expected} missing from {names:?}"
+        );
+    }
+    for path in all {
+        // relative paths in the files (the module, the LDS file) are from the project root
+        let out = Command::new(&envoy)
+            .args(["--mode", "validate", "--disable-hot-restart", "-c"])
+            .arg(&path)
+            .current_dir(root())
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned()
+            + &String::from_utf8_lossy(&out.stderr);
+        assert!(
+            out.status.success() && text.contains("OK"),
+            "{}:\n{}",
+            path.display(),
+            common::tail(&text, 20)
+        );
+    }
+}
+
+/// An Envoy from a YAML file, killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn two_environments_keep_authenticators_and_tokens_apart() {
+    let (envoy, wasm) = common::tool_paths();
+    let (test_port, prod_port, admin) = (free_port(), free_port(), free_port());
+    let yaml = std::fs::read_to_string(root().join("envoy/two-environments.yaml"))
+        .unwrap()
+        .replace("port_value: 10010", &format!("port_value: {test_port}"))
+        .replace("port_value: 10011", &format!("port_value: {prod_port}"))
+        .replace("port_value: 9911", &format!("port_value: {admin}"))
+        .replace(
+            "target/wasm32-wasip1/release/fpgen.wasm",
+            &wasm.display().to_string(),
+        );
+    let dir = std::env::temp_dir().join(format!("fpgen-two-env-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("two.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let _envoy = Running(
+        Command::new(&envoy)
+            .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let q = "contentKey=000102030405060708090a0b0c0d0e0f&iv=0f0e0d0c0b0a09080706050403020100&errorFormat=json";
+    let test_auth = "customerAuthenticator=100001,0123456789abcdef0123456789abcdef";
+    let prod_auth = "customerAuthenticator=100001,fedcba9876543210fedcba9876543210";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut r = common::try_raw(
+        test_port,
+        &common::request_bytes("GET", &format!("/hms/fp/token?{test_auth}&{q}"), &[], None),
+    );
+    while !matches!(r, Ok(ref x) if x.status == 200) {
+        assert!(
+            Instant::now() < deadline,
+            "the test listener never answered: {r:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+        r = common::try_raw(
+            test_port,
+            &common::request_bytes("GET", &format!("/hms/fp/token?{test_auth}&{q}"), &[], None),
+        );
+    }
+    assert!(r
+        .unwrap()
+        .text()
+        .starts_with("http://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken="));
+    let prod = common::get(prod_port, &format!("/hms/fp/token?{prod_auth}&{q}"));
+    assert_eq!(prod.status, 200, "{prod:?}");
+    assert!(prod
+        .text()
+        .starts_with("https://fp.service.expressplay.com:443/hms/fp/rights/"));
+    for (port, auth) in [(prod_port, test_auth), (test_port, prod_auth)] {
+        let r = common::get(port, &format!("/hms/fp/token?{auth}&{q}"));
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        assert_eq!((r.status, v["code"].as_i64()), (401, Some(-2018)), "{port}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

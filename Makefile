@@ -26,7 +26,7 @@ ENVOY_CONFIG ?= envoy/envoy.yaml
 TEST_ARGS ?=
 
 .DEFAULT_GOAL := build
-.PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke
+.PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -123,3 +123,16 @@ fuzz: fuzz-tools
 ## fuzz-smoke: every fuzz target for 10 s (CI)
 fuzz-smoke:
 	$(MAKE) fuzz FUZZ_SECONDS=10
+
+## oci: OCI image of the module in the layout Istio pulls (one layer with plugin.wasm), in target/oci/fpgen (no container engine)
+OCI_TAG ?= 0.1.0
+oci: build
+	rm -rf target/oci/fpgen
+	$(PYTHON) deploy/oci.py $(WASM) target/oci/fpgen $(OCI_TAG)
+
+## test-oci: push the image to a registry on loopback, pull it back, compare the module's digest (installs skopeo and docker-registry from Debian when missing)
+test-oci: build
+	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || { \
+		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq skopeo docker-registry curl; }
+	deploy/test_oci.sh

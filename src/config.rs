@@ -175,25 +175,31 @@ pub struct Redemption {
 /// Where tokens are redeemed: `scheme://host[:port]path?ExpressPlayToken=`.
 #[derive(Debug, Clone)]
 pub struct RedeemUrl {
-    pub scheme: String,
-    pub host: String,
-    pub port: Option<u16>,
-    pub path: String,
+    /// `scheme://host:port/path?ExpressPlayToken=`, built once.
+    prefix: String,
+    /// The same with `https` (for `useHttps=true`).
+    https_prefix: String,
 }
 
 impl RedeemUrl {
-    /// Writes the URL up to and including `ExpressPlayToken=`.
-    pub fn write_prefix(&self, out: &mut String, force_https: bool) {
-        out.push_str(if force_https { "https" } else { &self.scheme });
-        out.push_str("://");
-        out.push_str(&self.host);
-        if let Some(port) = self.port {
-            out.push(':');
-            out.push_str(&port.to_string());
+    fn new(scheme: &str, host: &str, port: u16, path: &str) -> Self {
+        let rest = format!(
+            "://{host}:{port}{path}{}ExpressPlayToken=",
+            if path.contains('?') { '&' } else { '?' }
+        );
+        Self {
+            prefix: format!("{scheme}{rest}"),
+            https_prefix: format!("https{rest}"),
         }
-        out.push_str(&self.path);
-        out.push_str(if self.path.contains('?') { "&" } else { "?" });
-        out.push_str("ExpressPlayToken=");
+    }
+
+    /// The licence URL up to and including `ExpressPlayToken=`.
+    pub fn prefix(&self, force_https: bool) -> &str {
+        if force_https {
+            &self.https_prefix
+        } else {
+            &self.prefix
+        }
     }
 }
 
@@ -520,8 +526,8 @@ fn validate_redeem_url(raw: RawRedeemUrl, env: Environment) -> Result<RedeemUrl,
     }
     let port = match raw.port {
         Some(0) => return Err(ConfigError::new("redeem_url.port", "expected 1 to 65535")),
-        Some(p) => Some(p),
-        None => Some(80),
+        Some(p) => p,
+        None => 80,
     };
     let path = raw.path.unwrap_or_else(|| "/hms/fp/rights/".to_owned());
     let path_ok =
@@ -532,12 +538,7 @@ fn validate_redeem_url(raw: RawRedeemUrl, env: Environment) -> Result<RedeemUrl,
             "expected an absolute path of visible ASCII",
         ));
     }
-    Ok(RedeemUrl {
-        scheme,
-        host,
-        port,
-        path,
-    })
+    Ok(RedeemUrl::new(&scheme, &host, port, &path))
 }
 
 fn validate_sealing_keys(
@@ -810,14 +811,13 @@ pub(crate) mod tests {
         let c =
             Config::from_json(demo_with(|v| v["redeem_url"] = serde_json::json!({})).as_bytes())
                 .unwrap();
-        let mut s = String::new();
-        c.redeem_url.write_prefix(&mut s, false);
         assert_eq!(
-            s,
+            c.redeem_url.prefix(false),
             "http://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken="
         );
-        s.clear();
-        c.redeem_url.write_prefix(&mut s, true);
-        assert!(s.starts_with("https://"));
+        assert_eq!(
+            c.redeem_url.prefix(true),
+            "https://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken="
+        );
     }
 }

@@ -40,10 +40,8 @@ pub fn applies(gate: &Redemption, path: &str) -> bool {
 /// Whether a request header must be removed before anything else: every
 /// header with the gate's prefix, so clients cannot inject licence data.
 pub fn is_reserved_header(gate: &Redemption, name: &str) -> bool {
-    name.len() >= gate.header_prefix.len()
-        && name
-            .get(..gate.header_prefix.len())
-            .is_some_and(|p| p.eq_ignore_ascii_case(&gate.header_prefix))
+    name.get(..gate.header_prefix.len())
+        .is_some_and(|p| p.eq_ignore_ascii_case(&gate.header_prefix))
 }
 
 /// Checks the token in `path` and builds the upstream headers, or the -4010

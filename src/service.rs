@@ -227,8 +227,9 @@ fn mint(
     }
     let token = token::seal(&valid.licence, key, &nonce)
         .map_err(|_| ApiError::from(ErrorCode::Internal))?;
-    let mut url = String::with_capacity(128 + token.len());
-    config.redeem_url.write_prefix(&mut url, valid.use_https);
+    let prefix = config.redeem_url.prefix(valid.use_https);
+    let mut url = String::with_capacity(prefix.len() + token.len() + 2);
+    url.push_str(prefix);
     url.push_str(&token);
     outcome.expires_at = Some(valid.licence.expires_at);
     Ok(url)

@@ -80,9 +80,20 @@ fn valid_vectors_seal_and_open_byte_for_byte() {
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(&sealed)
             .unwrap();
-        assert_eq!(hex::encode(raw), v["token_hex"].as_str().unwrap());
-        // and the plaintext payload is documented too
-        assert_eq!(v["payload_hex"].as_str().unwrap().len() % 2, 0);
+        assert_eq!(hex::encode(&raw), v["token_hex"].as_str().unwrap());
+        // the layout: header, nonce, then exactly the documented payload's length of ciphertext, then the tag
+        let key_id_len = v["sealing_key"]["id"].as_str().unwrap().len();
+        let payload_len = v["payload_hex"].as_str().unwrap().len() / 2;
+        assert_eq!(
+            raw.len(),
+            2 + key_id_len + 24 + payload_len + 16,
+            "vector {}",
+            v["name"]
+        );
+        assert_eq!(
+            hex::encode(&raw[2 + key_id_len..2 + key_id_len + 24]),
+            v["nonce"].as_str().unwrap()
+        );
     }
 }
 

@@ -127,6 +127,7 @@ struct RawCustomer {
     fairplay_enabled: Option<bool>,
     allowed_networks: Option<Vec<String>>,
     token_budget: Option<u64>,
+    tokens_not_before: Option<String>,
 }
 
 /// Where the client address for `allowed_networks` comes from.
@@ -166,7 +167,9 @@ pub struct Redemption {
     pub path_prefix: String,
     /// Prefix of the licence-data headers; incoming headers with it are removed.
     pub header_prefix: String,
-    /// Remove the `ExpressPlayToken` query parameter before going upstream.
+    /// Remove the `ExpressPlayToken` query parameter before going upstream
+    /// (the default: a token is a bearer credential for up to 30 days and
+    /// does not belong in licence-server logs).
     pub strip_token: bool,
     /// How -4010 is rendered.
     pub error_format: ErrorFormat,
@@ -254,6 +257,9 @@ pub struct Customer {
     pub allowed_networks: Option<Vec<ipnet::IpNet>>,
     /// When set, at most this many tokens per Envoy instance (-2019).
     pub token_budget: Option<u64>,
+    /// When set (Unix seconds), the redemption gate refuses the customer's
+    /// tokens issued before it: revocation without a key rotation.
+    pub tokens_not_before: Option<i64>,
 }
 
 impl Config {
@@ -420,6 +426,17 @@ fn validate_customer(
             "expected at least 1 (omit it for no budget)",
         ));
     }
+    let tokens_not_before = c.tokens_not_before.as_deref().and_then(|text| {
+        let time =
+            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339);
+        if time.is_err() {
+            errors.push(ConfigError::new(
+                at("tokens_not_before"),
+                "expected an RFC 3339 time (2026-11-23T12:00:00Z)",
+            ));
+        }
+        time.ok().map(time::OffsetDateTime::unix_timestamp)
+    });
     (errors.len() == before).then_some(Customer {
         id: c.id,
         environment: c.environment,
@@ -431,6 +448,7 @@ fn validate_customer(
         fairplay_enabled: c.fairplay_enabled.unwrap_or(true),
         allowed_networks,
         token_budget: c.token_budget,
+        tokens_not_before,
     })
 }
 
@@ -493,7 +511,7 @@ fn validate_redemption(raw: Option<RawRedemption>) -> Result<Option<Redemption>,
     Ok(Some(Redemption {
         path_prefix,
         header_prefix,
-        strip_token: raw.strip_token.unwrap_or(false),
+        strip_token: raw.strip_token.unwrap_or(true),
         error_format,
     }))
 }
@@ -676,6 +694,19 @@ pub(crate) mod tests {
         assert_eq!(e.field, "customers[1].allowed_networks[0]");
         let e = err(&demo_with(|v| v["customers"][1]["token_budget"] = 0.into()));
         assert_eq!(e.field, "customers[1].token_budget");
+        let c = Config::from_json(
+            demo_with(|v| {
+                v["customers"][0]["tokens_not_before"] = "2026-11-23T12:00:00+01:00".into()
+            })
+            .as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(c.customers["100001"].tokens_not_before, Some(1_795_431_600));
+        assert_eq!(c.customers["200002"].tokens_not_before, None);
+        let e = err(&demo_with(|v| {
+            v["customers"][1]["tokens_not_before"] = "yesterday".into()
+        }));
+        assert_eq!(e.field, "customers[1].tokens_not_before");
         let e = err(&demo_with(|v| {
             v["client_address"] = serde_json::json!({"use_x_forwarded_for": true})
         }));
@@ -694,7 +725,7 @@ pub(crate) mod tests {
                 r.header_prefix.as_str(),
                 r.strip_token
             ),
-            ("/hms/fp/rights/", "x-fpgen-", false)
+            ("/hms/fp/rights/", "x-fpgen-", true)
         );
         let c = Config::from_json(
             demo_with(|v| v["redemption"] = serde_json::json!({"enabled": false})).as_bytes(),

@@ -85,7 +85,10 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        let Some(path) = self.get_http_request_header(":path") else {
+        // First of all, on every request: no client-supplied licence-data
+        // header goes upstream, whatever the path and the route.
+        self.scrub(MapType::HttpRequestHeaders);
+        let Some(path) = header(":path") else {
             return Action::Continue;
         };
         if !service::is_token_path(&path) {
@@ -95,19 +98,17 @@ impl HttpContext for Stream {
         let Some(config) = self.config.clone() else {
             return self.reply(service::reject(ErrorCode::Internal, query));
         };
-        match self.get_http_request_header(":method").as_deref() {
+        match header(":method").as_deref() {
             Some("GET") => self.answer(&config, query, b""),
             Some("POST") => {
                 if end_of_stream {
                     return self.answer(&config, query, b"");
                 }
-                let content_type = self.get_http_request_header("content-type");
+                let content_type = header("content-type");
                 if !service::is_form_content_type(content_type.as_deref()) {
                     return self.refuse(ErrorCode::UnsupportedMediaType, query);
                 }
-                let declared = self
-                    .get_http_request_header("content-length")
-                    .and_then(|v| v.parse::<usize>().ok());
+                let declared = header("content-length").and_then(|v| v.parse::<usize>().ok());
                 if declared.is_some_and(|n| n > config.max_body_bytes) {
                     return self.refuse(ErrorCode::BodyTooLarge, query);
                 }
@@ -133,6 +134,23 @@ impl HttpContext for Stream {
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         self.answer(&config, &query, &body)
     }
+
+    /// Trailers end the request: scrub them like the headers, and finish a
+    /// POST whose body is being collected (an HTTP/2 or chunked body that
+    /// ends with trailers never reaches end of stream in the body callback).
+    fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
+        self.scrub(MapType::HttpRequestTrailers);
+        let (Some(query), Some(config)) = (self.query.take(), self.config.clone()) else {
+            return Action::Continue;
+        };
+        // Read one byte past the cap: the host returns at most what it holds.
+        let limit = config.max_body_bytes.saturating_add(1);
+        let body = self.get_http_request_body(0, limit).unwrap_or_default();
+        if body.len() > config.max_body_bytes {
+            return self.refuse(ErrorCode::BodyTooLarge, &query);
+        }
+        self.answer(&config, &query, &body)
+    }
 }
 
 impl Stream {
@@ -155,6 +173,23 @@ impl Stream {
         self.reply(service::reject(code, query))
     }
 
+    /// Removes every header (or trailer) of `map` that the gate reserves
+    /// (see [`redeem::is_reserved_header`]); nothing when the gate is off.
+    fn scrub(&self, map: MapType) {
+        let Some(gate) = self.config.as_ref().and_then(|c| c.redemption.as_ref()) else {
+            return;
+        };
+        // Names only: `get_map` would panic on a value that is not UTF-8.
+        let Ok(pairs) = hostcalls::get_map_bytes(map) else {
+            return;
+        };
+        for (name, _) in pairs {
+            if redeem::is_reserved_header(&gate.header_prefix, &name) {
+                let _ = hostcalls::set_map_value(map, &name, None);
+            }
+        }
+    }
+
     /// The redemption gate, for requests at its path when it is enabled.
     fn gate(&mut self, path: &str) -> Action {
         let Some(config) = self.config.clone() else {
@@ -167,12 +202,6 @@ impl Stream {
         else {
             return Action::Continue;
         };
-        // First of all: no client-supplied licence-data headers go upstream.
-        for (name, _) in self.get_http_request_headers() {
-            if redeem::is_reserved_header(gate, &name) {
-                self.set_http_request_header(&name, None);
-            }
-        }
         match redeem::redeem(&config, gate, path, WasmHost::now_unix()) {
             Ok(redeemed) => {
                 stats::count(&format!(
@@ -282,9 +311,7 @@ impl Host for WasmHost {
             .flatten();
         let source = source.as_deref().and_then(|b| std::str::from_utf8(b).ok());
         let xff = if self.policy.use_x_forwarded_for {
-            hostcalls::get_map_value(MapType::HttpRequestHeaders, "x-forwarded-for")
-                .ok()
-                .flatten()
+            header("x-forwarded-for")
         } else {
             None
         };
@@ -366,6 +393,19 @@ mod stats {
             let _ = hostcalls::increment_metric(id, 1);
         }
     }
+}
+
+/// A request header, as text (bytes that are not UTF-8 replaced). The SDK's
+/// `get_http_request_header` unwraps the UTF-8 conversion and would panic,
+/// killing the VM, on a client's obs-text byte (`Content-Type: \xff`).
+fn header(name: &str) -> Option<String> {
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .ok()
+        .flatten()
+        .map(|bytes| match String::from_utf8(bytes) {
+            Ok(text) => text,
+            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+        })
 }
 
 fn log(level: LogLevel, message: &str) {

@@ -8,6 +8,38 @@ use std::fmt;
 /// The longest `^` kid, in characters after the `^`.
 pub const MAX_KID_STRING_CHARS: usize = 64;
 
+/// What is wrong with a hex parameter, for messages that are true of the
+/// input: its length, or the first character that is not a hex digit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HexProblem {
+    /// The value has this many characters, not the expected number.
+    Length(usize),
+    /// The character at this 1-based position is not a hex digit.
+    NotHex(usize),
+}
+
+impl HexProblem {
+    /// Checks that `text` is `digits` hex digits; `None` when it is.
+    pub fn of(text: &str, digits: &[usize]) -> Option<Self> {
+        let chars = text.chars().count();
+        if !digits.contains(&chars) {
+            return Some(Self::Length(chars));
+        }
+        text.chars()
+            .position(|c| !c.is_ascii_hexdigit())
+            .map(|i| Self::NotHex(i + 1))
+    }
+}
+
+impl fmt::Display for HexProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Length(n) => write!(f, "got {n} characters"),
+            Self::NotHex(i) => write!(f, "character {i} is not a hex digit"),
+        }
+    }
+}
+
 /// A content key id: 16 bytes, or a `^`-prefixed name of 1 to 64 characters.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Kid {
@@ -38,14 +70,13 @@ impl Kid {
             }
             return Ok(Self::Name(name.to_owned()));
         }
-        let mut bytes = [0u8; 16];
-        match hex::decode_to_slice(text, &mut bytes) {
-            Ok(()) => Ok(Self::Bytes(bytes)),
-            Err(_) => Err(ApiError::new(
-                ErrorCode::KidHexFormat,
-                format!("got {} characters", text.chars().count()),
-            )),
+        if let Some(problem) = HexProblem::of(text, &[32]) {
+            return Err(ApiError::new(ErrorCode::KidHexFormat, problem.to_string()));
         }
+        let mut bytes = [0u8; 16];
+        hex::decode_to_slice(text, &mut bytes)
+            .map_err(|_| ApiError::from(ErrorCode::KidHexFormat))?;
+        Ok(Self::Bytes(bytes))
     }
 }
 
@@ -209,5 +240,14 @@ mod tests {
             ErrorCode::KidHexFormat
         );
         assert_eq!(code(""), ErrorCode::KidHexFormat);
+        let message = |t: &str| Kid::parse(t).unwrap_err().message();
+        assert_eq!(
+            message("0011"),
+            "kid must be 32 hex characters: got 4 characters"
+        );
+        assert_eq!(
+            message("00112233445566778899aabbccddeefg"),
+            "kid must be 32 hex characters: character 32 is not a hex digit"
+        );
     }
 }

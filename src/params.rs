@@ -108,7 +108,9 @@ impl Param {
             Self::GeneralFlags => ErrorCode::InvalidGeneralFlags,
             Self::Kek | Self::Ek => ErrorCode::InvalidWrappedKey,
             Self::Kid => ErrorCode::InvalidKid,
-            Self::ContentKey => ErrorCode::ContentKeyFormat,
+            // -2027 is the reference's "must be 32 hex digits long": only
+            // for the length (see `request`); anything else is -2005.
+            Self::ContentKey => ErrorCode::InvalidContentKey,
             Self::Iv => ErrorCode::InvalidIv,
             Self::RentalDuration => ErrorCode::InvalidRentalDuration,
             Self::FpExtension => ErrorCode::InvalidFpExtension,
@@ -154,24 +156,44 @@ pub struct Params<'a> {
     pub fp_extensions: Vec<Cow<'a, str>>,
     /// The first known parameter that was given more than once.
     pub repeated: Option<Param>,
+    /// The first known parameter whose value holds a malformed percent
+    /// escape (`%zz`, a lone `%`): the hosted service's servlet container
+    /// refuses those, so fpgen does not guess what was meant.
+    pub malformed: Option<Param>,
 }
 
 impl<'a> Params<'a> {
     /// Decodes the query string, then the body (both
     /// `application/x-www-form-urlencoded`). Never fails: invalid UTF-8 is
-    /// replaced (and then refused by the validators), repeats are recorded.
+    /// replaced (and then refused by the validators), repeats and malformed
+    /// escapes are recorded.
     pub fn parse(query: &'a [u8], body: &'a [u8]) -> Self {
         let mut params = Self::default();
-        for (name, value) in form_urlencoded::parse(query).chain(form_urlencoded::parse(body)) {
-            params.add(&name, value);
+        // One `name=value` at a time (form decoding splits on `&` only), so
+        // that the raw value can be checked for malformed escapes.
+        for pair in query
+            .split(|&b| b == b'&')
+            .chain(body.split(|&b| b == b'&'))
+        {
+            if let Some((name, value)) = form_urlencoded::parse(pair).next() {
+                let raw_value = pair
+                    .iter()
+                    .position(|&b| b == b'=')
+                    .and_then(|i| pair.get(i + 1..))
+                    .unwrap_or_default();
+                params.add(&name, value, has_malformed_escape(raw_value));
+            }
         }
         params
     }
 
-    fn add(&mut self, name: &str, value: Cow<'a, str>) {
+    fn add(&mut self, name: &str, value: Cow<'a, str>, malformed: bool) {
         let Some(param) = Param::from_name(name) else {
             return;
         };
+        if malformed {
+            self.malformed.get_or_insert(param);
+        }
         if param == Param::FpExtension {
             self.fp_extensions.push(value);
             return;
@@ -190,6 +212,17 @@ impl<'a> Params<'a> {
     pub fn get(&self, param: Param) -> Option<&str> {
         self.values.get(param as usize)?.as_deref()
     }
+}
+
+/// Whether `raw` (undecoded form text) holds a `%` that is not followed by
+/// two hex digits. Only a check: the decoding itself is `form_urlencoded`'s.
+fn has_malformed_escape(raw: &[u8]) -> bool {
+    raw.iter().enumerate().any(|(i, &b)| {
+        b == b'%'
+            && !raw
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 /// The `errorFormat` a request asks for (query string only, so that it can
@@ -237,6 +270,23 @@ mod tests {
         assert_eq!(p.fp_extensions, vec!["a", "b"]);
         assert_eq!(p.repeated, Some(Param::Iv));
         assert_eq!(p.get(Param::Iv), Some("1"));
+    }
+
+    #[test]
+    fn malformed_escapes_in_known_parameters_are_recorded() {
+        for (query, want) in [
+            (&b"cookie=%zz%"[..], Some(Param::Cookie)),
+            (b"iv=00%4", Some(Param::Iv)),
+            (b"iv=%", Some(Param::Iv)),
+            (b"fpExtension=wudo,%G0", Some(Param::FpExtension)),
+            (b"foo=%zz&cookie=ok%25zz%2B", None),
+            (b"cookie=%41%42&iv=1", None),
+            (b"c%6Fokie=%zz", Some(Param::Cookie)),
+        ] {
+            assert_eq!(Params::parse(query, b"").malformed, want, "{query:?}");
+        }
+        let p = Params::parse(b"", b"iv=1&customerAuthenticator=1%2Cab%x");
+        assert_eq!(p.malformed, Some(Param::CustomerAuthenticator));
     }
 
     #[test]

@@ -8,7 +8,10 @@ use crate::licence::{rfc3339, LicenceData};
 use crate::render::{self, Response};
 use crate::token::{self, TokenError};
 use base64::Engine as _;
-use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
+use std::borrow::Cow;
+use std::fmt;
+use std::ops::Range;
 
 /// The query parameter that carries the token.
 pub const TOKEN_PARAM: &str = "ExpressPlayToken";
@@ -16,6 +19,73 @@ pub const TOKEN_PARAM: &str = "ExpressPlayToken";
 /// Characters percent-encoded in free-text header values (cookie, kid
 /// names): controls, `%` itself, and (by `utf8_percent_encode`) non-ASCII.
 const HEADER_TEXT: &AsciiSet = &CONTROLS.add(b'%');
+
+/// Why the gate refused a licence request. Every one is `-4010` on the
+/// wire; the variants name the stat and the debug log line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Refusal {
+    /// The token did not open (see [`TokenError`]); also `Malformed` when
+    /// there is no `ExpressPlayToken`, or more than one parameter spelled
+    /// like it.
+    Token(TokenError),
+    /// The path still holds a dot segment (`.`, `..`, also percent-encoded)
+    /// or a `;` path parameter after Envoy's normalisation.
+    UnsafePath,
+    /// The token's customer is no longer in the configuration.
+    UnknownCustomer,
+    /// The token's customer is disabled (`enabled: false`).
+    CustomerDisabled,
+    /// The token was issued before the customer's `tokens_not_before`.
+    Revoked,
+}
+
+impl Refusal {
+    /// The stat-name segment: `fpgen.redemptions_rejected.<this>`.
+    pub const fn stat_name(self) -> &'static str {
+        match self {
+            Self::Token(e) => e.stat_name(),
+            Self::UnsafePath => "unsafe_path",
+            Self::UnknownCustomer => "unknown_customer",
+            Self::CustomerDisabled => "customer_disabled",
+            Self::Revoked => "revoked",
+        }
+    }
+
+    /// Every reason, for documentation and tests.
+    pub const ALL: [Refusal; 13] = [
+        Self::Token(TokenError::Malformed),
+        Self::Token(TokenError::UnknownVersion),
+        Self::Token(TokenError::UnknownKey),
+        Self::Token(TokenError::Forged),
+        Self::Token(TokenError::BadPayload),
+        Self::Token(TokenError::WrongEnvironment),
+        Self::Token(TokenError::Expired),
+        Self::Token(TokenError::IssuedInFuture),
+        Self::Token(TokenError::LifetimeTooLong),
+        Self::UnsafePath,
+        Self::UnknownCustomer,
+        Self::CustomerDisabled,
+        Self::Revoked,
+    ];
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Token(e) => e.fmt(f),
+            Self::UnsafePath => f.write_str("the path holds a dot segment or a ';' parameter"),
+            Self::UnknownCustomer => f.write_str("the token's customer is not configured"),
+            Self::CustomerDisabled => f.write_str("the token's customer is disabled"),
+            Self::Revoked => f.write_str("the token is revoked"),
+        }
+    }
+}
+
+impl From<TokenError> for Refusal {
+    fn from(e: TokenError) -> Self {
+        Self::Token(e)
+    }
+}
 
 /// A verified redemption: what to change on the request before it goes on.
 #[derive(Debug)]
@@ -37,44 +107,133 @@ pub fn applies(gate: &Redemption, path: &str) -> bool {
     path.starts_with(&gate.path_prefix)
 }
 
-/// Whether a request header must be removed before anything else: every
-/// header with the gate's prefix, so clients cannot inject licence data.
-pub fn is_reserved_header(gate: &Redemption, name: &str) -> bool {
-    name.get(..gate.header_prefix.len())
-        .is_some_and(|p| p.eq_ignore_ascii_case(&gate.header_prefix))
+/// Whether a request header (or trailer) must be removed before anything
+/// else: every name that starts with the gate's prefix when letter case is
+/// ignored and `_` counts as `-`. CGI, WSGI, PHP and nginx with
+/// `underscores_in_headers` map `x_fpgen_content_key` and
+/// `X-FPGEN-CONTENT-KEY` to the same variable as `x-fpgen-content-key`, so
+/// every such spelling is licence data a client must not send.
+pub fn is_reserved_header(prefix: &str, name: &str) -> bool {
+    let fold = |b: u8| {
+        if b == b'_' {
+            b'-'
+        } else {
+            b.to_ascii_lowercase()
+        }
+    };
+    name.len() >= prefix.len()
+        && name
+            .bytes()
+            .zip(prefix.bytes())
+            .all(|(n, p)| fold(n) == fold(p))
+}
+
+/// Whether a gated path (query ignored) is safe to hand to a licence
+/// server: no segment that is `.` or `..` once percent-decoded (so `%2e%2e`
+/// and `..%2f` count), no `\` (a separator to some servers), and no `;`
+/// path parameter (Tomcat reads `..;/` as `../`). Envoy's `normalize_path`
+/// resolves plain dot segments before the filter runs; this is the second
+/// wall for configurations without it and for what it leaves.
+pub fn is_safe_path(path: &str) -> bool {
+    let path = path.split_once('?').map_or(path, |(p, _)| p);
+    let decoded: Cow<'_, [u8]> = percent_decode(path.as_bytes()).into();
+    !decoded.iter().any(|&b| b == b';' || b == b'\\')
+        && !decoded
+            .split(|&b| b == b'/')
+            .any(|segment| segment == b"." || segment == b"..")
+}
+
+/// The query's parameters as the gate reads them: split on `&` and on `;`
+/// (which some servers also treat as a separator), each name
+/// form-decoded. This one reading decides both which token the gate checks
+/// and which parameters [`without_token`] removes, so no spelling of the
+/// token parameter can be read by the gate one way and by the licence
+/// server another.
+struct QueryPart<'a> {
+    /// The part's byte range in the query, without its separator.
+    range: Range<usize>,
+    name: Cow<'a, str>,
+    value: Cow<'a, str>,
+}
+
+fn query_parts(query: &str) -> impl Iterator<Item = QueryPart<'_>> {
+    let mut start = 0;
+    query
+        .split(['&', ';'])
+        .map(move |part| {
+            let range = start..start + part.len();
+            start = range.end + 1;
+            (range, part)
+        })
+        .filter_map(|(range, part)| {
+            let (name, value) = form_urlencoded::parse(part.as_bytes()).next()?;
+            Some(QueryPart { range, name, value })
+        })
+}
+
+/// A part that names the token: `ExpressPlayToken` in any letter case.
+fn is_token_part(part: &QueryPart<'_>) -> bool {
+    part.name.eq_ignore_ascii_case(TOKEN_PARAM)
+}
+
+/// The one token in `query`; `None` when there is none or more than one
+/// parameter spelled like it.
+pub fn token_of(query: &str) -> Option<String> {
+    let mut tokens = query_parts(query).filter(is_token_part);
+    match (tokens.next(), tokens.next()) {
+        (Some(part), None) => Some(part.value.into_owned()),
+        _ => None,
+    }
 }
 
 /// Checks the token in `path` and builds the upstream headers, or the -4010
-/// response.
+/// response and its reason.
 pub fn redeem(
     config: &Config,
     gate: &Redemption,
     path: &str,
     now: i64,
-) -> Result<Redeemed, (Response, TokenError)> {
+) -> Result<Redeemed, (Response, Refusal)> {
+    check(config, path, now)
+        .map(|(data, key_id)| Redeemed {
+            headers: licence_headers(&gate.header_prefix, &data, &key_id),
+            new_path: gate.strip_token.then(|| without_token(path)),
+            kid: data.kid.as_ref().map(ToString::to_string),
+            cookie: data.cookie.clone(),
+            expires_at: data.expires_at,
+            customer_id: data.customer_id,
+        })
+        .map_err(|reason| {
+            let err = ApiError::new(ErrorCode::InvalidToken, reason.to_string());
+            (render::error(&err, gate.error_format), reason)
+        })
+}
+
+/// Every check of the gate, in order: the path, the token parameter, the
+/// token itself, then the customer's standing. Returns the licence data and
+/// the sealing key id.
+fn check(config: &Config, path: &str, now: i64) -> Result<(LicenceData, String), Refusal> {
+    if !is_safe_path(path) {
+        return Err(Refusal::UnsafePath);
+    }
     let query = path.split_once('?').map_or("", |(_, q)| q);
-    let reject = |reason: TokenError| {
-        let err = ApiError::new(ErrorCode::InvalidToken, reason.to_string());
-        (render::error(&err, gate.error_format), reason)
-    };
-    let mut tokens =
-        form_urlencoded::parse(query.as_bytes()).filter(|(name, _)| name == TOKEN_PARAM);
-    let token = match (tokens.next(), tokens.next()) {
-        (Some((_, token)), None) => token,
-        _ => return Err(reject(TokenError::Malformed)),
-    };
-    let data =
-        token::open(&token, &config.sealing_keys, config.environment, now).map_err(reject)?;
+    let token = token_of(query).ok_or(TokenError::Malformed)?;
+    let data = token::open(&token, &config.sealing_keys, config.environment, now)?;
+    let customer = config
+        .customers
+        .get(&data.customer_id)
+        .ok_or(Refusal::UnknownCustomer)?;
+    if !customer.enabled {
+        return Err(Refusal::CustomerDisabled);
+    }
+    if customer
+        .tokens_not_before
+        .is_some_and(|t| data.issued_at < t)
+    {
+        return Err(Refusal::Revoked);
+    }
     let key_id = token::key_id(&token).unwrap_or_default();
-    let new_path = gate.strip_token.then(|| without_token(path));
-    Ok(Redeemed {
-        headers: licence_headers(&gate.header_prefix, &data, &key_id),
-        new_path,
-        kid: data.kid.as_ref().map(ToString::to_string),
-        cookie: data.cookie.clone(),
-        expires_at: data.expires_at,
-        customer_id: data.customer_id,
-    })
+    Ok((data, key_id))
 }
 
 /// The licence data as `prefix`-named headers.
@@ -113,24 +272,31 @@ fn licence_headers(prefix: &str, d: &LicenceData, key_id: &str) -> Vec<(String, 
     h
 }
 
-/// `path` with every `ExpressPlayToken` query parameter removed; the other
-/// parameters are kept byte for byte.
-fn without_token(path: &str) -> String {
+/// `path` with every parameter that names the token (as [`token_of`] reads
+/// them) removed, each with the separator before it (after it, for the
+/// first); everything else is kept byte for byte.
+pub fn without_token(path: &str) -> String {
     let Some((base, query)) = path.split_once('?') else {
         return path.to_owned();
     };
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| {
-            let name = pair.split_once('=').map_or(*pair, |(n, _)| n);
-            !form_urlencoded::parse(name.as_bytes()).any(|(n, _)| n == TOKEN_PARAM)
-                && !pair.is_empty()
-        })
-        .collect();
+    let mut kept = String::with_capacity(query.len());
+    let mut from = 0;
+    for part in query_parts(query).filter(is_token_part) {
+        // the kept text before this part, without the separator that joins it
+        let before = query.get(from..part.range.start.saturating_sub(1));
+        kept.push_str(before.unwrap_or(""));
+        from = part.range.end;
+    }
+    kept.push_str(query.get(from..).unwrap_or(""));
+    // a query that began with the token now begins with its separator
+    let kept = kept
+        .strip_prefix(['&', ';'])
+        .filter(|_| !query.starts_with(['&', ';']))
+        .unwrap_or(&kept);
     if kept.is_empty() {
         base.to_owned()
     } else {
-        format!("{base}?{}", kept.join("&"))
+        format!("{base}?{kept}")
     }
 }
 
@@ -145,7 +311,8 @@ mod tests {
       "sealing_keys": [{"id": "old", "key": "0101010101010101010101010101010101010101010101010101010101010101"},
                        {"id": "new", "key": "0202020202020202020202020202020202020202020202020202020202020202"}],
       "active_sealing_key": "new",
-      "customers": [],
+      "customers": [{"id": "100001", "environment": "test",
+                     "authenticator_sha256": "0000000000000000000000000000000000000000000000000000000000000000"}],
       "redemption": {"strip_token": true}
     }"#;
 
@@ -208,47 +375,156 @@ mod tests {
     #[test]
     fn refusals_are_4010_with_403() {
         let (config, gate, token) = setup();
+        let now = 1_800_000_000;
         let cases = [
-            (String::from("/hms/fp/rights/"), TokenError::Malformed),
+            (
+                String::from("/hms/fp/rights/"),
+                Refusal::Token(TokenError::Malformed),
+            ),
             (
                 format!("/hms/fp/rights/?ExpressPlayToken={token}&ExpressPlayToken={token}"),
-                TokenError::Malformed,
+                Refusal::Token(TokenError::Malformed),
+            ),
+            (
+                format!("/hms/fp/rights/?ExpressPlayToken={token}&expressplaytoken=x"),
+                Refusal::Token(TokenError::Malformed),
+            ),
+            (
+                format!("/hms/fp/rights/?a=1;EXPRESSPLAYTOKEN=x&ExpressPlayToken={token}"),
+                Refusal::Token(TokenError::Malformed),
             ),
             (
                 format!("/hms/fp/rights/?ExpressPlayToken={token}x"),
-                TokenError::Malformed,
+                Refusal::Token(TokenError::Malformed),
+            ),
+            (
+                format!("/hms/fp/rights/../../admin?ExpressPlayToken={token}"),
+                Refusal::UnsafePath,
             ),
         ];
         for (path, reason) in cases {
-            let (response, got) = redeem(&config, &gate, &path, 1_800_000_000).unwrap_err();
+            let (response, got) = redeem(&config, &gate, &path, now).unwrap_err();
             assert_eq!((response.status, got), (403, reason), "{path}");
             assert!(response.body.contains("-4010"));
         }
         let path = format!("/hms/fp/rights/?ExpressPlayToken={token}");
         let (_, reason) = redeem(&config, &gate, &path, 1_800_000_600).unwrap_err();
-        assert_eq!(reason, TokenError::Expired);
+        assert_eq!(reason, Refusal::Token(TokenError::Expired));
     }
 
     #[test]
-    fn reserved_headers_and_paths() {
+    fn the_token_may_use_any_separator_and_letter_case_once() {
+        let (config, gate, token) = setup();
+        for path in [
+            format!("/hms/fp/rights/?a=1;ExpressPlayToken={token};b=2"),
+            format!("/hms/fp/rights/?expressPLAYtoken={token}&id=1"),
+            format!("/hms/fp/rights/?Express%50layToken={token}"),
+        ] {
+            let r = redeem(&config, &gate, &path, 1_800_000_000).unwrap();
+            let new_path = r.new_path.unwrap();
+            assert!(
+                !new_path.to_ascii_lowercase().contains("token"),
+                "{new_path}"
+            );
+        }
+    }
+
+    #[test]
+    fn customer_standing_is_checked_at_redemption() {
+        let (_, gate, token) = setup();
+        let path = format!("/hms/fp/rights/?ExpressPlayToken={token}");
+        let with = |customer: serde_json::Value| {
+            let mut v: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+            v["customers"] = serde_json::json!([customer]);
+            Config::from_json(v.to_string().as_bytes()).unwrap()
+        };
+        let customer = |extra: serde_json::Value| {
+            let mut c = serde_json::json!({"id": "100001", "environment": "test",
+                "authenticator_sha256": "00".repeat(32)});
+            c.as_object_mut()
+                .unwrap()
+                .extend(extra.as_object().unwrap().clone());
+            c
+        };
+        let reason = |config: &Config| {
+            redeem(config, &gate, &path, 1_800_000_000)
+                .err()
+                .map(|e| e.1)
+        };
+        assert_eq!(reason(&with(customer(serde_json::json!({})))), None);
+        let mut other = customer(serde_json::json!({}));
+        other["id"] = "100002".into();
+        assert_eq!(reason(&with(other)), Some(Refusal::UnknownCustomer));
+        let disabled = customer(serde_json::json!({"enabled": false}));
+        assert_eq!(reason(&with(disabled)), Some(Refusal::CustomerDisabled));
+        // issued at 2027-01-15T08:00:00Z
+        let revoked = customer(serde_json::json!({"tokens_not_before": "2027-01-15T08:00:01Z"}));
+        assert_eq!(reason(&with(revoked)), Some(Refusal::Revoked));
+        let same_second =
+            customer(serde_json::json!({"tokens_not_before": "2027-01-15T08:00:00Z"}));
+        assert_eq!(reason(&with(same_second)), None);
+    }
+
+    #[test]
+    fn reserved_headers_fold_case_and_underscores() {
+        for name in [
+            "x-fpgen-content-key",
+            "X-FPGEN-Customer",
+            "x_fpgen_content_key",
+            "X_FPGEN_CONTENT_KEY",
+            "x-fpgen_content_key",
+            "x_fpgen-content-key",
+            "x-fpgen-",
+        ] {
+            assert!(is_reserved_header("x-fpgen-", name), "{name}");
+        }
+        for name in ["x-fpge", "content-type", "x-fpgenx", "xx-fpgen-a", ""] {
+            assert!(!is_reserved_header("x-fpgen-", name), "{name}");
+        }
+    }
+
+    #[test]
+    fn gated_paths() {
         let (_, gate, _) = setup();
-        assert!(is_reserved_header(&gate, "x-fpgen-content-key"));
-        assert!(is_reserved_header(&gate, "X-FPGEN-Customer"));
-        assert!(!is_reserved_header(&gate, "x-fpge"));
-        assert!(!is_reserved_header(&gate, "content-type"));
         assert!(applies(&gate, "/hms/fp/rights/?ExpressPlayToken=x"));
         assert!(applies(&gate, "/hms/fp/rights/extra"));
         assert!(!applies(&gate, "/hms/fp/rights"));
         assert!(!applies(&gate, "/hms/fp/token"));
+        for safe in [
+            "/hms/fp/rights/",
+            "/hms/fp/rights/a..b/.c/",
+            "/hms/fp/rights/?x=../..;",
+        ] {
+            assert!(is_safe_path(safe), "{safe}");
+        }
+        for unsafe_path in [
+            "/hms/fp/rights/../../admin/keys",
+            "/hms/fp/rights/./x",
+            "/hms/fp/rights/..",
+            "/hms/fp/rights/..%2F..%2Fadmin",
+            "/hms/fp/rights/%2e%2e/%2E%2E/admin",
+            "/hms/fp/rights/.%2e/admin",
+            "/hms/fp/rights/..;/..;/admin",
+            "/hms/fp/rights/x;jsessionid=1",
+            "/hms/fp/rights/..%5C..%5Cadmin",
+        ] {
+            assert!(!is_safe_path(unsafe_path), "{unsafe_path}");
+        }
     }
 
     #[test]
-    fn token_removal_keeps_other_parameters() {
-        assert_eq!(without_token("/r/?ExpressPlayToken=abc"), "/r/");
-        assert_eq!(
-            without_token("/r/?x=1&ExpressPlayToken=abc&y=a+b"),
-            "/r/?x=1&y=a+b"
-        );
-        assert_eq!(without_token("/r/"), "/r/");
+    fn token_removal_keeps_other_parameters_byte_for_byte() {
+        for (path, want) in [
+            ("/r/?ExpressPlayToken=abc", "/r/"),
+            ("/r/?x=1&ExpressPlayToken=abc&y=a+b", "/r/?x=1&y=a+b"),
+            ("/r/?ExpressPlayToken=abc&id=0123%2F", "/r/?id=0123%2F"),
+            ("/r/?x=1;ExpressPlayToken=abc;y=2", "/r/?x=1;y=2"),
+            ("/r/?x=1&&expressplaytoken=abc", "/r/?x=1&"),
+            ("/r/?&ExpressPlayToken=abc&b", "/r/?&b"),
+            ("/r/?a=1&b=ExpressPlayToken", "/r/?a=1&b=ExpressPlayToken"),
+            ("/r/", "/r/"),
+        ] {
+            assert_eq!(without_token(path), want, "{path}");
+        }
     }
 }

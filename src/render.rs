@@ -3,6 +3,7 @@
 
 use crate::error::ApiError;
 use serde::Serialize;
+use std::borrow::Cow;
 use std::fmt::Write as _;
 
 /// How errors are rendered (`errorFormat`).
@@ -62,6 +63,7 @@ struct JsonError<'a> {
 pub fn error(err: &ApiError, format: ErrorFormat) -> Response {
     let code = err.code.code();
     let message = err.message();
+    let message = visible(&message);
     let (content_type, body) = match format {
         ErrorFormat::Json => {
             let body = serde_json::to_string(&JsonError {
@@ -94,6 +96,38 @@ pub fn error(err: &ApiError, format: ErrorFormat) -> Response {
         body,
         headers,
     }
+}
+
+/// Whether `c` may not be echoed as it is: control characters (C0, DEL,
+/// C1; also tab and line breaks), which XML 1.0 forbids or which break a
+/// message's line; Unicode noncharacters (U+FDD0–U+FDEF, U+xFFFE,
+/// U+xFFFF), which XML excludes; and the bidirectional formatting
+/// characters, which reorder how the text around them is displayed.
+fn must_be_encoded(c: char) -> bool {
+    let n = u32::from(c);
+    c.is_control()
+        || (0xFDD0..=0xFDEF).contains(&n)
+        || n & 0xFFFE == 0xFFFE
+        || matches!(n, 0x061C | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069)
+}
+
+/// `text` with every character that [`must_be_encoded`] written as
+/// `\u{XXXX}` (its code point in hex), so that an error page is always
+/// well-formed XML and shows what was sent. Applied to every message, in
+/// both formats, because messages may echo request text.
+pub fn visible(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(must_be_encoded) {
+        return Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if must_be_encoded(c) {
+            let _ = write!(out, "\\u{{{:04X}}}", u32::from(c));
+        } else {
+            out.push(c);
+        }
+    }
+    Cow::Owned(out)
 }
 
 /// Escapes text for HTML element content and attribute values.
@@ -135,15 +169,30 @@ mod tests {
     }
 
     #[test]
+    fn characters_xml_cannot_hold_are_shown_as_code_points() {
+        let e = ApiError::new(
+            ErrorCode::InvalidErrorFormat,
+            "\u{1}\u{8}\u{1b}\u{7f}\r\nx\u{fffe}\u{202e}\u{1fffe}\u{85}é€",
+        );
+        let want = "\\u{0001}\\u{0008}\\u{001B}\\u{007F}\\u{000D}\\u{000A}x\\u{FFFE}\\u{202E}\\u{1FFFE}\\u{0085}é€";
+        let html = error(&e, ErrorFormat::Html).body;
+        assert!(html.contains(want), "{html}");
+        let json = error(&e, ErrorFormat::Json).body;
+        let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(v["message"].as_str().unwrap().ends_with(want), "{json}");
+        assert_eq!(visible("plain"), Cow::Borrowed("plain"));
+    }
+
+    #[test]
     fn json_error_shape() {
-        let e = ApiError::new(ErrorCode::AuthenticatorInvalid, "quote \" and \\ and \n");
+        let e = ApiError::new(ErrorCode::AuthenticatorInvalid, "quote \" and \\ and /");
         let r = error(&e, ErrorFormat::Json);
         assert_eq!(r.status, 401);
         let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
         assert_eq!(v["code"], -2018);
         assert_eq!(
             v["message"],
-            "Invalid authentication token: quote \" and \\ and \n"
+            "Invalid authentication token: quote \" and \\ and /"
         );
         assert_eq!(v.as_object().unwrap().len(), 2);
     }

@@ -3,7 +3,7 @@
 
 use crate::config::{Config, Customer};
 use crate::error::{ApiError, ErrorCode};
-use crate::licence::{FpExtension, Kid, LicenceData};
+use crate::licence::{FpExtension, HexProblem, Kid, LicenceData};
 use crate::params::{Param, Params};
 use crate::secret::{ContentKey, Kek};
 use crate::token::{MAX_EXTENSIONS, MAX_EXTENSION_PAYLOAD};
@@ -15,8 +15,9 @@ use subtle::ConstantTimeEq;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-/// The default and the longest token lifetime: 30 days.
-pub const MAX_LIFETIME_SECONDS: i64 = 30 * 24 * 60 * 60;
+/// The default and the longest token lifetime: 30 days (the token format's
+/// own limit, checked again when a token is opened).
+pub use crate::token::MAX_LIFETIME_SECONDS;
 /// The longest `cookie`, in characters.
 pub const MAX_COOKIE_CHARS: usize = 32;
 
@@ -83,8 +84,12 @@ pub fn validate(params: &Params<'_>, customer: &Customer, now: i64) -> Result<Va
     let content_key = content_key(params, kid.as_ref(), customer)?;
     let iv = match params.get(Param::Iv) {
         None => return Err(ApiError::new(ErrorCode::InvalidIv, "iv is required")),
-        Some(text) => parse_hex16(text)
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidIv, "expected 32 hex digits"))?,
+        Some(text) => parse_hex16(text).map_err(|problem| {
+            ApiError::new(
+                ErrorCode::InvalidIv,
+                format!("expected 32 hex digits, {problem}"),
+            )
+        })?,
     };
     let general_flags = match params.get(Param::GeneralFlags) {
         None | Some("00000000") | Some("0000") => 0,
@@ -92,7 +97,7 @@ pub fn validate(params: &Params<'_>, customer: &Customer, now: i64) -> Result<Va
         Some(_) => {
             return Err(ApiError::new(
                 ErrorCode::InvalidGeneralFlags,
-                "expected 00000000 or 00000001",
+                "expected 00000000, 00000001 or 0000",
             ))
         }
     };
@@ -151,25 +156,21 @@ fn content_key(
 ) -> Result<ContentKey, ApiError> {
     let clear = params.get(Param::ContentKey);
     let ek = params.get(Param::Ek);
-    let kek = params
-        .get(Param::Kek)
-        .map(|text| {
-            Kek::from_hex(text).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::InvalidWrappedKey,
-                    "kek must be 32, 48 or 64 hex digits",
-                )
-            })
-        })
-        .transpose()?;
+    let kek = params.get(Param::Kek).map(parse_kek).transpose()?;
     let conflict = |detail: &'static str| Err(ApiError::new(ErrorCode::InvalidKeyData, detail));
     match (kek, ek) {
         (None, Some(_)) => conflict("ek requires kek"),
         (Some(_), _) if clear.is_some() => conflict("give contentKey or kek, not both"),
         (Some(_), Some(_)) if kid.is_some() => conflict("with kek, give kid or ek, not both"),
         (Some(kek), Some(ek)) => {
-            let wrapped = hex::decode(ek)
-                .map_err(|_| ApiError::new(ErrorCode::InvalidWrappedKey, "ek must be hex"))?;
+            if let Some(problem) = HexProblem::of(ek, &[48]) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidWrappedKey,
+                    format!("ek must be 48 hex digits (a wrapped 16-byte key), {problem}"),
+                ));
+            }
+            let wrapped =
+                hex::decode(ek).map_err(|_| ApiError::from(ErrorCode::InvalidWrappedKey))?;
             kek.unwrap_content_key(&wrapped).ok_or_else(|| {
                 ApiError::new(ErrorCode::InvalidWrappedKey, "ek does not unwrap with kek")
             })
@@ -182,12 +183,7 @@ fn content_key(
             Some(kid) => from_key_store(customer, kid, &kek),
         },
         (None, None) => match (clear, kid) {
-            (Some(text), _) => ContentKey::from_hex(text).ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::ContentKeyFormat,
-                    format!("got {} characters", text.chars().count()),
-                )
-            }),
+            (Some(text), _) => parse_content_key(text),
             (None, Some(kid)) => match &customer.kek {
                 Some(kek) => from_key_store(customer, kid, kek),
                 None => Err(ApiError::new(
@@ -203,6 +199,34 @@ fn content_key(
     }
 }
 
+/// `contentKey`: the wrong length is -2027 (the reference's "must be 32
+/// hex digits long"), the right length with a character that is not a hex
+/// digit is -2005 ("invalid content encryption key").
+fn parse_content_key(text: &str) -> Result<ContentKey, ApiError> {
+    match HexProblem::of(text, &[32]) {
+        Some(problem @ HexProblem::Length(_)) => Err(ApiError::new(
+            ErrorCode::ContentKeyFormat,
+            problem.to_string(),
+        )),
+        Some(problem @ HexProblem::NotHex(_)) => Err(ApiError::new(
+            ErrorCode::InvalidContentKey,
+            format!("contentKey: {problem}"),
+        )),
+        None => ContentKey::from_hex(text).ok_or_else(|| ErrorCode::InvalidContentKey.into()),
+    }
+}
+
+/// `kek`: 32, 48 or 64 hex digits (AES-128, -192, -256).
+fn parse_kek(text: &str) -> Result<Kek, ApiError> {
+    if let Some(problem) = HexProblem::of(text, &[32, 48, 64]) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidWrappedKey,
+            format!("kek must be 32, 48 or 64 hex digits, {problem}"),
+        ));
+    }
+    Kek::from_hex(text).ok_or_else(|| ErrorCode::InvalidWrappedKey.into())
+}
+
 fn from_key_store(customer: &Customer, kid: &Kid, kek: &Kek) -> Result<ContentKey, ApiError> {
     let wrapped = customer
         .key_store
@@ -216,10 +240,13 @@ fn from_key_store(customer: &Customer, kid: &Kid, kek: &Kek) -> Result<ContentKe
     })
 }
 
-fn parse_hex16(text: &str) -> Option<[u8; 16]> {
+fn parse_hex16(text: &str) -> Result<[u8; 16], HexProblem> {
+    if let Some(problem) = HexProblem::of(text, &[32]) {
+        return Err(problem);
+    }
     let mut out = [0u8; 16];
-    hex::decode_to_slice(text, &mut out).ok()?;
-    Some(out)
+    hex::decode_to_slice(text, &mut out).map_err(|_| HexProblem::NotHex(1))?;
+    Ok(out)
 }
 
 /// A decimal number of ASCII digits only (no sign, no spaces).

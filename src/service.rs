@@ -163,6 +163,7 @@ pub fn mint_url(
     let mut outcome = Outcome {
         cookie: params
             .get(Param::Cookie)
+            .filter(|_| params.malformed != Some(Param::Cookie))
             .and_then(|c| request::parse_cookie(c).ok()),
         ..Outcome::default()
     };
@@ -202,6 +203,12 @@ fn mint(
         return Err(ApiError::new(
             param.invalid_code(),
             format!("{} is given more than once", param.name()),
+        ));
+    }
+    if let Some(param) = params.malformed {
+        return Err(ApiError::new(
+            param.invalid_code(),
+            format!("{} holds a malformed percent escape", param.name()),
         ));
     }
     let customer = request::authenticate(config, params)?;

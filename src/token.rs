@@ -30,6 +30,13 @@ pub const MAX_EXTENSIONS: usize = 16;
 pub const MAX_EXTENSION_PAYLOAD: usize = 1024;
 /// Tokens longer than this (in base64 characters) are refused unread.
 pub const MAX_TOKEN_CHARS: usize = 8192;
+/// The longest lifetime a token may have (`expires_at - issued_at`): 30
+/// days, the API's limit. A longer one was not minted by fpgen's rules.
+pub const MAX_LIFETIME_SECONDS: i64 = 30 * 24 * 60 * 60;
+/// How far in the future `issued_at` may lie when a token is opened: the
+/// clock difference tolerated between the Envoy that minted it and the one
+/// that opens it (both should run NTP; a minute is generous).
+pub const MAX_CLOCK_SKEW_SECONDS: i64 = 60;
 
 /// Why a token did not open. All of these are `-4010` on the wire; the
 /// variants exist for logs, stats and the `inspect` tooling.
@@ -49,6 +56,11 @@ pub enum TokenError {
     WrongEnvironment,
     /// Authentic, and past its expiry.
     Expired,
+    /// Authentic, but issued more than [`MAX_CLOCK_SKEW_SECONDS`] in the
+    /// future of the opener's clock.
+    IssuedInFuture,
+    /// Authentic, but valid for longer than [`MAX_LIFETIME_SECONDS`].
+    LifetimeTooLong,
 }
 
 impl fmt::Display for TokenError {
@@ -61,6 +73,8 @@ impl fmt::Display for TokenError {
             Self::BadPayload => "token payload is malformed",
             Self::WrongEnvironment => "token belongs to the other environment",
             Self::Expired => "token has expired",
+            Self::IssuedInFuture => "token is issued in the future",
+            Self::LifetimeTooLong => "token lifetime is longer than 30 days",
         })
     }
 }
@@ -76,6 +90,8 @@ impl TokenError {
             Self::BadPayload => "bad_payload",
             Self::WrongEnvironment => "wrong_environment",
             Self::Expired => "expired",
+            Self::IssuedInFuture => "issued_in_future",
+            Self::LifetimeTooLong => "lifetime_too_long",
         }
     }
 }
@@ -125,7 +141,9 @@ pub fn seal(
 }
 
 /// Opens and verifies a token: decodes it, finds its key in `ring`, checks the
-/// tag, the environment and the expiry against `now` (Unix seconds).
+/// tag, the environment, and its times against `now` (Unix seconds): not
+/// expired, not issued more than [`MAX_CLOCK_SKEW_SECONDS`] ahead, and no
+/// lifetime over [`MAX_LIFETIME_SECONDS`].
 pub fn open(
     token: &str,
     ring: &KeyRing,
@@ -133,13 +151,25 @@ pub fn open(
     now: i64,
 ) -> Result<LicenceData, TokenError> {
     let data = open_unchecked(token, ring)?;
+    check(&data, environment, now)?;
+    Ok(data)
+}
+
+/// The checks of [`open`] after authentication, on opened licence data.
+pub fn check(data: &LicenceData, environment: Environment, now: i64) -> Result<(), TokenError> {
     if data.environment != environment {
         return Err(TokenError::WrongEnvironment);
     }
     if now >= data.expires_at {
         return Err(TokenError::Expired);
     }
-    Ok(data)
+    if data.issued_at > now.saturating_add(MAX_CLOCK_SKEW_SECONDS) {
+        return Err(TokenError::IssuedInFuture);
+    }
+    if data.expires_at.saturating_sub(data.issued_at) > MAX_LIFETIME_SECONDS {
+        return Err(TokenError::LifetimeTooLong);
+    }
+    Ok(())
 }
 
 /// Opens a token and checks its authenticity only (not environment or
@@ -428,11 +458,38 @@ mod tests {
         d.kid = Some(Kid::Bytes([0xab; 16]));
         d.cookie = None;
         d.extensions.clear();
+        let now = d.issued_at;
         let token = seal(&d, ring.active().unwrap(), &[0; 24]).unwrap();
-        assert_eq!(open(&token, &ring, Environment::Test, 0).unwrap(), d);
+        assert_eq!(open(&token, &ring, Environment::Test, now).unwrap(), d);
         d.kid = None;
         let token = seal(&d, ring.active().unwrap(), &[0; 24]).unwrap();
-        assert_eq!(open(&token, &ring, Environment::Test, 0).unwrap(), d);
+        assert_eq!(open(&token, &ring, Environment::Test, now).unwrap(), d);
+    }
+
+    #[test]
+    fn times_outside_the_rules_are_refused() {
+        let ring = ring(&["k"], "k");
+        let key = ring.active().unwrap();
+        let d = sample(); // issued 1_700_000_000, expires 60 s later
+        let token = seal(&d, key, &[4; 24]).unwrap();
+        let open_at = |now| open(&token, &ring, Environment::Test, now);
+        // a minute of clock skew is tolerated, more is not
+        assert!(open_at(d.issued_at - MAX_CLOCK_SKEW_SECONDS).is_ok());
+        assert_eq!(
+            open_at(d.issued_at - MAX_CLOCK_SKEW_SECONDS - 1),
+            Err(TokenError::IssuedInFuture)
+        );
+        // exactly 30 days is the API's longest lifetime; a second more is not
+        let mut long = sample();
+        long.expires_at = long.issued_at + MAX_LIFETIME_SECONDS;
+        let t = seal(&long, key, &[5; 24]).unwrap();
+        assert!(open(&t, &ring, Environment::Test, long.issued_at).is_ok());
+        long.expires_at += 1;
+        let t = seal(&long, key, &[6; 24]).unwrap();
+        assert_eq!(
+            open(&t, &ring, Environment::Test, long.issued_at),
+            Err(TokenError::LifetimeTooLong)
+        );
     }
 
     #[test]

@@ -297,9 +297,10 @@ fn authentication() {
 fn content_key_rules() {
     fails(&format!("{AUTH}&iv={IV}"), -2005, 400);
     fails(&format!("{AUTH}&contentKey=0001&iv={IV}"), -2027, 400);
+    // the right length but not hex is -2005, not the length code -2027
     fails(
         &format!("{AUTH}&contentKey={}&iv={IV}", "g".repeat(32)),
-        -2027,
+        -2005,
         400,
     );
     fails(&format!("{AUTH}&contentKey={CK}00&iv={IV}"), -2027, 400);
@@ -520,10 +521,75 @@ fn error_format_rules() {
     assert_eq!(r.content_type, "application/json");
 }
 
+/// The JSON message of a refused request.
+#[track_caller]
+fn message(query: &str) -> String {
+    let (r, _) = call(&format!("{query}&errorFormat=json"));
+    let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
+    assert!(r.status >= 400, "{query}: {}", r.body);
+    v["message"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn every_key_message_is_true_of_the_input() {
+    let bad_hex = format!("{}x{}", &CK[..6], &CK[7..]); // 32 characters, the 7th is x
+    for (query, want) in [
+        (format!("{AUTH}&contentKey=0011&iv={IV}"),
+         "Content encryption key must be 32 hex digits long: got 4 characters"),
+        (format!("{AUTH}&contentKey={bad_hex}&iv={IV}"),
+         "Invalid content encryption key: contentKey: character 7 is not a hex digit"),
+        (format!("{AUTH}&contentKey={CK}&iv=0f0e"),
+         "Invalid iv parameter specified: expected 32 hex digits, got 4 characters"),
+        (format!("{AUTH}&contentKey={CK}&iv={bad_hex}"),
+         "Invalid iv parameter specified: expected 32 hex digits, character 7 is not a hex digit"),
+        (format!("{AUTH}&kid=0011&contentKey={CK}&iv={IV}"),
+         "kid must be 32 hex characters: got 4 characters"),
+        (format!("{AUTH}&kid={bad_hex}&contentKey={CK}&iv={IV}"),
+         "kid must be 32 hex characters: character 7 is not a hex digit"),
+        (format!("{AUTH}&kid={STORED_KID}&kek=0011&iv={IV}"),
+         "Invalid encrypted key or kek: kek must be 32, 48 or 64 hex digits, got 4 characters"),
+        (format!("{AUTH}&kid={STORED_KID}&kek={bad_hex}&iv={IV}"),
+         "Invalid encrypted key or kek: kek must be 32, 48 or 64 hex digits, character 7 is not a hex digit"),
+        (format!("{AUTH}&kek={DEMO_KEK}&ek={}&iv={IV}", &EK[..46]),
+         "Invalid encrypted key or kek: ek must be 48 hex digits (a wrapped 16-byte key), got 46 characters"),
+        (format!("{AUTH}&kek={DEMO_KEK}&ek={}zz&iv={IV}", &EK[..46]),
+         "Invalid encrypted key or kek: ek must be 48 hex digits (a wrapped 16-byte key), character 47 is not a hex digit"),
+        (format!("{AUTH}&kek=ffffffffffffffffffffffffffffffff&ek={EK}&iv={IV}"),
+         "Invalid encrypted key or kek: ek does not unwrap with kek"),
+        (format!("{AUTH}&contentKey={CK}&iv={IV}&generalFlags=1"),
+         "Invalid general flags: expected 00000000, 00000001 or 0000"),
+    ] {
+        assert_eq!(message(&query), want, "{query}");
+    }
+}
+
+#[test]
+fn malformed_percent_escapes_are_the_parameters_error() {
+    fails(&format!("{}&cookie=%zz%", base()), -2033, 400);
+    fails(&format!("{}&kid=%5E%", base()), -4022, 400);
+    fails(
+        &format!("{AUTH}&contentKey=%zz{}&iv={IV}", &CK[3..]),
+        -2005,
+        400,
+    );
+    fails(
+        &format!("customerAuthenticator=100001%2C0123456789abcdef0123456789abcde%f&contentKey={CK}&iv={IV}"),
+        -2018,
+        401,
+    );
+    fails(&format!("{}&fpExtension=wudo,AAAA%3", base()), -6001, 400);
+    // unknown parameters stay ignored, and a well-formed %25 is a percent sign
+    let (r, outcome) = call(&format!("{}&foo=%zz%&cookie=a%25zz", base()));
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(outcome.cookie.as_deref(), Some("a%zz"));
+    assert!(message(&format!("{}&cookie=%zz", base()))
+        .ends_with("cookie holds a malformed percent escape"));
+}
+
 #[test]
 fn repeated_parameters() {
     fails(&format!("{}&iv={IV}", base()), -6003, 400);
-    fails(&format!("{}&contentKey={CK}", base()), -2027, 400);
+    fails(&format!("{}&contentKey={CK}", base()), -2005, 400);
     fails(&format!("{}&cookie=a&cookie=b", base()), -2033, 400);
     fails(
         &format!("{}&useHttps=true&useHttps=true", base()),

@@ -455,7 +455,7 @@ error_cases! {
     code_6005_kek_with_kid_and_ek: format!("{}&kek={DEMO_KEK}&kid={STORED_KID}&ek={EK}&iv={IV}", auth()) => -6005, 400;
     code_6007_rental_duration: format!("{}&rentalDuration=-1", base()) => -6007, 400;
     code_9400_use_https: format!("{}&useHttps=yes", base()) => -9400, 400;
-    repeated_parameter_gets_its_code: format!("{}&contentKey={CK}", base()) => -2027, 400;
+    repeated_parameter_gets_its_code: format!("{}&contentKey={CK}", base()) => -2005, 400;
 }
 
 #[test]

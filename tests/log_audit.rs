@@ -16,7 +16,7 @@ use std::fs;
 use std::path::Path;
 
 /// Every secret the e2e tests send or configure (hex of keys, KEKs, secrets).
-const SECRETS: [(&str, &str); 8] = [
+const SECRETS: [(&str, &str); 9] = [
     (
         "demo sealing key",
         "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132",
@@ -42,6 +42,10 @@ const SECRETS: [(&str, &str); 8] = [
     (
         "wrapped content key (ek)",
         "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5",
+    ),
+    (
+        "content key of the debug-level test (e2e_edge.rs)",
+        "d1d2d3d4d5d6d7d8d9dadbdcdddedfd0",
     ),
 ];
 

@@ -58,7 +58,7 @@ pub const DEMO_CONFIG: &str = r#"{
     "key_store": {"11112222333344445555666677778888": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5"}
   }],
   "max_body_bytes": 8192,
-  "redemption": {"path_prefix": "/hms/fp/rights/", "header_prefix": "x-fpgen-", "strip_token": false}
+  "redemption": {"path_prefix": "/hms/fp/rights/", "header_prefix": "x-fpgen-"}
 }"#;
 
 /// The customer authenticator that [`DEMO_CONFIG`] accepts.
@@ -96,6 +96,11 @@ pub struct Options {
     pub dynamic: bool,
     /// How long to wait for readiness.
     pub ready_timeout: Duration,
+    /// The HTTP connection manager's hardening as in every shipped
+    /// configuration ([`HARDENED_HCM`]: path normalisation, merged slashes,
+    /// escaped slashes refused, underscore headers dropped). `false` shows
+    /// what the filter alone holds, for an operator who left them out.
+    pub hardened: bool,
 }
 
 impl Default for Options {
@@ -107,6 +112,7 @@ impl Default for Options {
             upstream_port: None,
             dynamic: false,
             ready_timeout: READY_TIMEOUT,
+            hardened: true,
         }
     }
 }
@@ -127,7 +133,20 @@ impl Options {
             ..Options::default()
         }
     }
+
+    /// The same without the HCM hardening: the filter is the only wall.
+    pub fn unhardened(mut self) -> Self {
+        self.hardened = false;
+        self
+    }
 }
+
+/// The HCM settings every shipped configuration carries (a test in
+/// `e2e_edge.rs` checks the files against this list), as JSON members.
+pub const HARDENED_HCM: &str = r#""normalize_path": true,
+        "merge_slashes": true,
+        "path_with_escaped_slashes_action": "REJECT_REQUEST",
+        "common_http_protocol_options": {"headers_with_underscores_action": "DROP_HEADER"},"#;
 
 /// A running Envoy. Dropping it kills it (SIGKILL) and removes its work
 /// directory, which is kept when the thread is panicking (a failed test).
@@ -143,6 +162,9 @@ pub struct Envoy {
     logdir: PathBuf,
     /// For dynamic (LDS) Envoys: what regenerates the listener resource.
     dynamic: Option<DynamicListener>,
+    /// Readiness includes `GET /passthrough` answering 200 (the harness's
+    /// own bootstraps have that route; shipped files do not).
+    probe_passthrough: bool,
 }
 
 struct DynamicListener {
@@ -274,8 +296,56 @@ impl Envoy {
             workdir,
             logdir,
             dynamic,
+            probe_passthrough: true,
         };
-        let deadline = Instant::now() + options.ready_timeout;
+        envoy.wait_ready(options.ready_timeout)?;
+        Ok(envoy)
+    }
+
+    /// Runs a configuration file as it is (e.g. one of `envoy/`), with its
+    /// admin port set to 0 by the caller and `port` as its listener (the
+    /// caller puts it in the text). Logs go where the harness's go, so the
+    /// secrets audit reads them too.
+    pub fn start_yaml(yaml: &str, port: u16, log_level: &str) -> Envoy {
+        let (envoy_bin, _) = tool_paths();
+        let workdir = new_workdir();
+        let logdir = log_dir_for(&workdir);
+        let config = workdir.join("envoy.yaml");
+        fs::write(&config, yaml).unwrap();
+        let mut cmd = Command::new(&envoy_bin);
+        cmd.arg("-c")
+            .arg(&config)
+            .args(["--disable-hot-restart", "--concurrency", "1"])
+            .args(["--log-level", log_level])
+            .arg("--log-path")
+            .arg(logdir.join("envoy.log"))
+            .args(["--file-flush-interval-msec", "50"])
+            .arg("--admin-address-path")
+            .arg(workdir.join("admin-address"))
+            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
+            .stdin(Stdio::null())
+            .stdout(log_file(&logdir, "stdout.log"))
+            .stderr(log_file(&logdir, "stderr.log"));
+        let child = spawn_tied_to_process(cmd)
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
+        let mut envoy = Envoy {
+            port,
+            admin_port: 0,
+            child: Mutex::new(child),
+            workdir,
+            logdir,
+            dynamic: None,
+            probe_passthrough: false,
+        };
+        if let Err(log) = envoy.wait_ready(READY_TIMEOUT) {
+            panic!("Envoy did not start:\n{}", tail(&log, 80));
+        }
+        envoy
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let envoy = self;
+        let deadline = Instant::now() + timeout;
         loop {
             if let Some(status) = envoy.exit_status() {
                 return Err(format!(
@@ -284,13 +354,12 @@ impl Envoy {
                 ));
             }
             let last = match envoy.probe() {
-                Ok(()) => return Ok(envoy),
+                Ok(()) => return Ok(()),
                 Err(state) => state,
             };
             if Instant::now() >= deadline {
                 return Err(format!(
-                    "Envoy was not ready after {:?} (last: {last})\n{}",
-                    options.ready_timeout,
+                    "Envoy was not ready after {timeout:?} (last: {last})\n{}",
                     envoy.envoy_log()
                 ));
             }
@@ -331,6 +400,14 @@ impl Envoy {
             )?;
             self.port = first_port_value(&listeners.text())
                 .ok_or_else(|| format!("no listener port in /listeners: {:?}", listeners.text()))?;
+        }
+        if !self.probe_passthrough {
+            return TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], self.port)),
+                PROBE_TIMEOUT,
+            )
+            .map(|_| ())
+            .map_err(|e| format!("listener: {e}"));
         }
         let answer = exchange(
             self.port,
@@ -520,15 +597,27 @@ pub fn bootstrap_json(
     let not_found = json_string(NOT_FOUND_BODY);
     let rights = json_string(RIGHTS_BODY);
     let passthrough = json_string(PASSTHROUGH_BODY);
-    let (rights_route, clusters) = match options.upstream_port {
+    let hardening = if options.hardened { HARDENED_HCM } else { "" };
+    let not_found_route = format!(
+        r#"{{"match": {{"prefix": "/"}}, "direct_response": {{"status": 404, "body": {{"inline_string": {not_found}}}}}}}"#
+    );
+    // With an upstream, it gets the licence route and also every path that
+    // no other route serves (a route wider than the gate's prefix, as an
+    // operator might write it); it accepts request trailers over HTTP/1.1.
+    let (rights_route, catch_all, clusters) = match options.upstream_port {
         None => (
             format!(r#"{{"match": {{"prefix": "/hms/fp/rights/"}}, "direct_response": {{"status": 200, "body": {{"inline_string": {rights}}}}}}}"#),
+            not_found_route,
             String::new(),
         ),
         Some(port) => (
             r#"{"match": {"prefix": "/hms/fp/rights/"}, "route": {"cluster": "licence_server", "timeout": "5s"}}"#.to_owned(),
+            r#"{"match": {"prefix": "/"}, "route": {"cluster": "licence_server", "timeout": "5s"}}"#.to_owned(),
             format!(
                 r#""clusters": [{{"name": "licence_server", "type": "STATIC", "connect_timeout": "1s",
+                  "typed_extension_protocol_options": {{"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {{
+                    "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                    "explicit_http_config": {{"http_protocol_options": {{"enable_trailers": true}}}}}}}},
                   "load_assignment": {{"cluster_name": "licence_server", "endpoints": [{{"lb_endpoints": [{{"endpoint": {{"address": {{"socket_address": {{"address": "127.0.0.1", "port_value": {port}}}}}}}}}]}}]}}}}],"#
             ),
         ),
@@ -546,6 +635,7 @@ pub fn bootstrap_json(
         "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         "stat_prefix": "fpgen",
         "use_remote_address": true,
+        {hardening}
         "access_log": [{{"name": "envoy.access_loggers.file", "typed_config": {{
           "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
           "path": {access_log},
@@ -558,7 +648,7 @@ pub fn bootstrap_json(
           "routes": [
             {rights_route},
             {{"match": {{"prefix": "/passthrough"}}, "direct_response": {{"status": 200, "body": {{"inline_string": {passthrough}}}}}}},
-            {{"match": {{"prefix": "/"}}, "direct_response": {{"status": 404, "body": {{"inline_string": {not_found}}}}}}}
+            {catch_all}
           ]
         }}]}},
         "http_filters": [
@@ -709,7 +799,7 @@ fn log_file(dir: &Path, name: &str) -> File {
 /// `PR_SET_PDEATHSIG(SIGKILL)`: the kernel kills the child when that thread
 /// ends, which is when the test process ends. (The signal follows the thread
 /// that forked, so the spawning must not happen on short-lived test threads.)
-fn spawn_tied_to_process(cmd: Command) -> io::Result<Child> {
+pub fn spawn_tied_to_process(cmd: Command) -> io::Result<Child> {
     type Request = (Command, mpsc::Sender<io::Result<Child>>);
     static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
     let spawner = SPAWNER.get_or_init(|| {
@@ -1085,7 +1175,13 @@ pub struct Recorded {
     pub path: String,
     /// Header names lower-cased, in order.
     pub headers: Vec<(String, String)>,
+    /// The body (de-chunked when it came chunked).
     pub body: Vec<u8>,
+    /// Trailers of a chunked body, names lower-cased.
+    pub trailers: Vec<(String, String)>,
+    /// Every byte of the request as it arrived: request line, headers,
+    /// framing, body and trailers.
+    pub raw: Vec<u8>,
 }
 
 impl Recorded {
@@ -1095,6 +1191,18 @@ impl Recorded {
             .iter()
             .filter(|(k, _)| k.eq_ignore_ascii_case(name))
             .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// Every header and trailer name that a CGI/WSGI server would read as
+    /// `HTTP_<prefix>…`: letter case ignored, `_` and `-` alike.
+    pub fn names_like(&self, prefix: &str) -> Vec<String> {
+        let fold = |s: &str| s.to_ascii_lowercase().replace('_', "-");
+        self.headers
+            .iter()
+            .chain(&self.trailers)
+            .map(|(k, _)| k.clone())
+            .filter(|k| fold(k).starts_with(&fold(prefix)))
             .collect()
     }
 }
@@ -1129,19 +1237,66 @@ impl RecordingUpstream {
     }
 }
 
+/// Reads from `conn` into `buf` until `done(buf)` gives a length; `None`
+/// when the connection ends first.
+fn read_until(
+    conn: &mut TcpStream,
+    buf: &mut Vec<u8>,
+    done: impl Fn(&[u8]) -> Option<usize>,
+) -> Option<usize> {
+    loop {
+        if let Some(n) = done(buf) {
+            return Some(n);
+        }
+        let mut chunk = [0u8; 4096];
+        match conn.read(&mut chunk) {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
+
+/// Header or trailer fields, names lower-cased.
+type Fields = Vec<(String, String)>;
+
+/// A complete chunked body at the start of `buf`: (bytes used, body,
+/// trailers).
+fn chunked_body(buf: &[u8]) -> Option<(usize, Vec<u8>, Fields)> {
+    let mut pos = 0;
+    let mut body = Vec::new();
+    loop {
+        let line_end = pos + find(&buf[pos..], b"\r\n")?;
+        let size_text = String::from_utf8_lossy(&buf[pos..line_end]);
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        pos = line_end + 2;
+        if size == 0 {
+            let mut trailers = Vec::new();
+            loop {
+                let end = pos + find(&buf[pos..], b"\r\n")?;
+                if end == pos {
+                    return Some((end + 2, body, trailers));
+                }
+                let line = String::from_utf8_lossy(&buf[pos..end]);
+                if let Some((k, v)) = line.split_once(':') {
+                    trailers.push((k.trim().to_ascii_lowercase(), v.trim().to_owned()));
+                }
+                pos = end + 2;
+            }
+        }
+        body.extend_from_slice(buf.get(pos..pos + size)?);
+        pos += size + 2;
+        buf.get(pos - 2..pos)?;
+    }
+}
+
 fn serve_recording(mut conn: TcpStream, sink: &Mutex<Vec<Recorded>>) {
     conn.set_read_timeout(Some(IO_TIMEOUT)).ok();
     let mut buf: Vec<u8> = Vec::new();
     loop {
-        let head_end = loop {
-            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                break i + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
+        let Some(head_end) =
+            read_until(&mut conn, &mut buf, |b| find(b, b"\r\n\r\n").map(|i| i + 4))
+        else {
+            return;
         };
         let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
         let mut lines = head.split("\r\n");
@@ -1152,29 +1307,146 @@ fn serve_recording(mut conn: TcpStream, sink: &Mutex<Vec<Recorded>>) {
             .filter_map(|l| l.split_once(':'))
             .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
             .collect();
-        let length: usize = headers
+        let chunked = headers
             .iter()
-            .find(|(k, _)| k == "content-length")
-            .and_then(|(_, v)| v.parse().ok())
-            .unwrap_or(0);
-        while buf.len() < head_end + length {
-            let mut chunk = [0u8; 4096];
-            match conn.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            }
-        }
-        let body = buf[head_end..head_end + length].to_vec();
-        buf.drain(..head_end + length);
+            .any(|(k, v)| k == "transfer-encoding" && v.to_ascii_lowercase().contains("chunked"));
+        let (end, body, trailers) = if chunked {
+            let Some(used) = read_until(&mut conn, &mut buf, |b| {
+                chunked_body(&b[head_end..]).map(|(used, _, _)| used)
+            }) else {
+                return;
+            };
+            let (_, body, trailers) = chunked_body(&buf[head_end..]).unwrap();
+            (head_end + used, body, trailers)
+        } else {
+            let length: usize = headers
+                .iter()
+                .find(|(k, _)| k == "content-length")
+                .and_then(|(_, v)| v.parse().ok())
+                .unwrap_or(0);
+            let Some(end) = read_until(&mut conn, &mut buf, |b| {
+                (b.len() >= head_end + length).then_some(head_end + length)
+            }) else {
+                return;
+            };
+            (end, buf[head_end..end].to_vec(), Vec::new())
+        };
+        let raw: Vec<u8> = buf.drain(..end).collect();
         sink.lock().unwrap().push(Recorded {
             method,
             path,
             headers,
             body,
+            trailers,
+            raw,
         });
         let reply = b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\ncontent-length: 11\r\n\r\nlicence ok\n";
         if conn.write_all(reply).is_err() {
             return;
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// HTTP/2 cleartext (prior knowledge): a minimal client
+
+fn hpack_len(out: &mut Vec<u8>, len: usize) {
+    if len < 127 {
+        out.push(len as u8);
+    } else {
+        out.push(127);
+        let mut rest = len - 127;
+        while rest >= 128 {
+            out.push((rest % 128) as u8 | 0x80);
+            rest /= 128;
+        }
+        out.push(rest as u8);
+    }
+}
+
+fn hpack_block(headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in headers {
+        block.push(0x00); // literal, not indexed, new name
+        hpack_len(&mut block, name.len());
+        block.extend_from_slice(name.as_bytes());
+        hpack_len(&mut block, value.len());
+        block.extend_from_slice(value.as_bytes());
+    }
+    block
+}
+
+fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    f.extend_from_slice(&[kind, flags]);
+    f.extend_from_slice(&stream.to_be_bytes());
+    f.extend_from_slice(payload);
+    f
+}
+
+/// One h2c request on 127.0.0.1:`port`: the pseudo-headers, then
+/// `headers`, the body (if any) and trailers (if any; they end the stream).
+/// Returns the first byte of the response header block (0x88 is HPACK's
+/// indexed `:status: 200`) and the body.
+pub fn h2c(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    trailers: &[(&str, &str)],
+) -> (u8, Vec<u8>) {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+    let mut all = vec![
+        (":method", method),
+        (":scheme", "http"),
+        (":authority", "localhost"),
+        (":path", path),
+    ];
+    all.extend_from_slice(headers);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(h2_frame(4, 0, 0, &[]));
+    let ends_here = body.is_none() && trailers.is_empty();
+    out.extend(h2_frame(
+        1,
+        0x4 | u8::from(ends_here),
+        1,
+        &hpack_block(&all),
+    ));
+    if let Some(body) = body {
+        out.extend(h2_frame(0, u8::from(trailers.is_empty()), 1, body));
+    }
+    if !trailers.is_empty() {
+        out.extend(h2_frame(1, 0x4 | 0x1, 1, &hpack_block(trailers)));
+    }
+    s.write_all(&out).unwrap();
+    let (mut status, mut data) = (0u8, Vec::new());
+    loop {
+        let mut head = [0u8; 9];
+        s.read_exact(&mut head).unwrap();
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        let mut payload = vec![0u8; len];
+        s.read_exact(&mut payload).unwrap();
+        match (kind, stream) {
+            (4, 0) if flags & 1 == 0 => s.write_all(&h2_frame(4, 1, 0, &[])).unwrap(),
+            (1, 1) => {
+                status = payload[0];
+                if flags & 1 == 1 {
+                    return (status, data);
+                }
+            }
+            (0, 1) => {
+                data.extend_from_slice(&payload);
+                if flags & 1 == 1 {
+                    return (status, data);
+                }
+            }
+            (3, 1) => panic!("RST_STREAM: {payload:?}"),
+            (7, _) => panic!("GOAWAY: {payload:?}"),
+            _ => {}
         }
     }
 }

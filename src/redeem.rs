@@ -129,18 +129,33 @@ pub fn is_reserved_header(prefix: &str, name: &str) -> bool {
 }
 
 /// Whether a gated path (query ignored) is safe to hand to a licence
-/// server: no segment that is `.` or `..` once percent-decoded (so `%2e%2e`
-/// and `..%2f` count), no `\` (a separator to some servers), and no `;`
-/// path parameter (Tomcat reads `..;/` as `../`). Envoy's `normalize_path`
-/// resolves plain dot segments before the filter runs; this is the second
-/// wall for configurations without it and for what it leaves.
+/// server. Licence paths are plain ASCII, so the rule is strict rather than
+/// a list of known tricks: once percent-decoded, every byte is visible
+/// ASCII (no space, control, NUL or non-ASCII byte: overlong or fullwidth
+/// dots, `.. ` trimmed by some servers), there is no `;` path parameter
+/// (Tomcat reads `..;/` as `../`) and no `\` (a separator to some
+/// servers), no segment is made of dots only (`.`, `..`, `...`; also
+/// `%2e%2e` and `..%2f`), and there is no `%25` (an escape that decodes to
+/// another escape, for servers that decode twice). Envoy's
+/// `normalize_path` resolves plain dot segments before the filter runs;
+/// this is the second wall for configurations without it and for what it
+/// leaves.
 pub fn is_safe_path(path: &str) -> bool {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
+    if path
+        .as_bytes()
+        .windows(3)
+        .any(|w| w.eq_ignore_ascii_case(b"%25"))
+    {
+        return false;
+    }
     let decoded: Cow<'_, [u8]> = percent_decode(path.as_bytes()).into();
-    !decoded.iter().any(|&b| b == b';' || b == b'\\')
+    decoded
+        .iter()
+        .all(|&b| b.is_ascii_graphic() && b != b';' && b != b'\\')
         && !decoded
             .split(|&b| b == b'/')
-            .any(|segment| segment == b"." || segment == b"..")
+            .any(|segment| !segment.is_empty() && segment.iter().all(|&b| b == b'.'))
 }
 
 /// The query's parameters as the gate reads them: split on `&` and on `;`
@@ -507,6 +522,13 @@ mod tests {
             "/hms/fp/rights/..;/..;/admin",
             "/hms/fp/rights/x;jsessionid=1",
             "/hms/fp/rights/..%5C..%5Cadmin",
+            "/hms/fp/rights/%252e%252e/admin",
+            "/hms/fp/rights/..%00/admin",
+            "/hms/fp/rights/%c0%ae%c0%ae/admin",
+            "/hms/fp/rights/..%20/admin",
+            "/hms/fp/rights/%EF%BC%8E%EF%BC%8E/admin",
+            "/hms/fp/rights/.../admin",
+            "/hms/fp/rights/caf\u{e9}",
         ] {
             assert!(!is_safe_path(unsafe_path), "{unsafe_path}");
         }

@@ -877,3 +877,19 @@ fn access_log_fields() {
     let (_, o) = call("contentKey=00");
     assert_eq!(o.log_fields(), "code=-2017");
 }
+
+#[test]
+fn the_readme_lists_every_redemption_refusal_reason() {
+    let readme = include_str!("../README.md");
+    let row = readme
+        .lines()
+        .find(|l| l.contains("`wasmcustom.fpgen.redemptions_rejected.<reason>`"))
+        .unwrap();
+    for reason in fpgen::redeem::Refusal::ALL {
+        let name = reason.stat_name();
+        assert!(
+            row.contains(&format!("`{name}`")),
+            "{name} missing from the README's stats table"
+        );
+    }
+}

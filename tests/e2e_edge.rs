@@ -18,8 +18,7 @@ use common::{
     get, h2c, post_form, request, Envoy, Options, Recorded, RecordingUpstream, DEMO_AUTHENTICATOR,
     DEMO_CONFIG,
 };
-use fpgen::licence::{Environment, LicenceData};
-use fpgen::secret::ContentKey;
+use fpgen::licence::Environment;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -427,22 +426,17 @@ fn echoed_values_never_carry_characters_xml_cannot_hold() {
 
 // ---- 6. revocation and token times ---------------------------------------
 
+/// A token of the demo key, for times no mint of fpgen's produces.
 fn seal_demo(issued_at: i64, expires_at: i64) -> String {
-    let config = fpgen::config::Config::from_json(DEMO_CONFIG.as_bytes()).unwrap();
-    let data = LicenceData {
-        environment: Environment::Test,
-        customer_id: "100001".into(),
+    let demo: Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    let key = &demo["sealing_keys"][0];
+    common::seal_token(
+        key["id"].as_str().unwrap(),
+        key["key"].as_str().unwrap(),
+        Environment::Test,
         issued_at,
         expires_at,
-        content_key: ContentKey::from_hex(CK).unwrap(),
-        iv: hex::decode(IV).unwrap().try_into().unwrap(),
-        kid: None,
-        rental_duration: 0,
-        general_flags: 0,
-        extensions: vec![],
-        cookie: None,
-    };
-    fpgen::token::seal(&data, config.sealing_keys.active().unwrap(), &[7; 24]).unwrap()
+    )
 }
 
 #[test]

@@ -13,9 +13,7 @@ mod common;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::{get, request, Envoy, Options, RecordingUpstream, DEMO_AUTHENTICATOR, DEMO_CONFIG};
-use fpgen::config::{KeyRing, SealingKey};
-use fpgen::licence::{Environment, LicenceData};
-use fpgen::secret::{ContentKey, SealingKeyBytes};
+use fpgen::licence::Environment;
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -85,31 +83,6 @@ fn assert_refused(envoy: &Envoy, upstream: &RecordingUpstream, token: &str, why:
         before,
         "{why}: the upstream saw the request"
     );
-}
-
-fn seal(key_id: &str, key: &str, env: Environment, issued_at: i64, expires_at: i64) -> String {
-    let data = LicenceData {
-        environment: env,
-        customer_id: "100001".into(),
-        issued_at,
-        expires_at,
-        content_key: ContentKey::from_hex(CK).unwrap(),
-        iv: hex::decode(IV).unwrap().try_into().unwrap(),
-        kid: None,
-        rental_duration: 0,
-        general_flags: 0,
-        extensions: vec![],
-        cookie: None,
-    };
-    let ring = KeyRing::new(
-        vec![SealingKey {
-            id: key_id.into(),
-            key: SealingKeyBytes::from_hex(key).unwrap(),
-        }],
-        key_id,
-    )
-    .unwrap();
-    fpgen::token::seal(&data, ring.active().unwrap(), &[9; 24]).unwrap()
 }
 
 #[test]
@@ -278,31 +251,31 @@ fn bad_tokens_get_4010_and_never_reach_the_upstream() {
     assert_refused(
         &envoy,
         &upstream,
-        &seal("old", OLD_KEY, Environment::Test, t - 120, t - 60),
+        &common::seal_token("old", OLD_KEY, Environment::Test, t - 120, t - 60),
         "expired",
     );
     assert_refused(
         &envoy,
         &upstream,
-        &seal("old", OLD_KEY, Environment::Production, t, t + 600),
+        &common::seal_token("old", OLD_KEY, Environment::Production, t, t + 600),
         "production token",
     );
     assert_refused(
         &envoy,
         &upstream,
-        &seal("other", NEW_KEY, Environment::Test, t, t + 600),
+        &common::seal_token("other", NEW_KEY, Environment::Test, t, t + 600),
         "unknown key id",
     );
     assert_refused(
         &envoy,
         &upstream,
-        &seal("old", NEW_KEY, Environment::Test, t, t + 600),
+        &common::seal_token("old", NEW_KEY, Environment::Test, t, t + 600),
         "right id, wrong key",
     );
     assert_eq!(
         redeem(
             &envoy,
-            &seal("old", OLD_KEY, Environment::Test, t, t + 600),
+            &common::seal_token("old", OLD_KEY, Environment::Test, t, t + 600),
             &[]
         )
         .status,

@@ -266,25 +266,15 @@ impl Envoy {
         fs::write(&bootstrap, text)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", bootstrap.display()));
 
-        let mut cmd = Command::new(&envoy_bin);
-        cmd.arg("-c")
-            .arg(&bootstrap)
-            .arg("--disable-hot-restart")
-            .args(["--concurrency", &options.concurrency.to_string()])
-            .args(["--log-level", options.log_level])
-            .arg("--log-path")
-            .arg(logdir.join("envoy.log"))
-            // Envoy flushes its log file every 10 s by default; tests read it.
-            .args(["--file-flush-interval-msec", "50"])
-            // Both ports are 0 (the kernel picks free ones, no race with
-            // other tests); Envoy writes the admin address here and tells
-            // the listener's port on /listeners.
-            .arg("--admin-address-path")
-            .arg(workdir.join("admin-address"))
-            .current_dir(&workdir)
-            .stdin(Stdio::null())
-            .stdout(log_file(&logdir, "stdout.log"))
-            .stderr(log_file(&logdir, "stderr.log"));
+        let mut cmd = envoy_command(
+            &envoy_bin,
+            &bootstrap,
+            options.concurrency,
+            options.log_level,
+            &workdir,
+            &logdir,
+        );
+        cmd.current_dir(&workdir);
         let child = spawn_tied_to_process(cmd)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
 
@@ -312,20 +302,9 @@ impl Envoy {
         let logdir = log_dir_for(&workdir);
         let config = workdir.join("envoy.yaml");
         fs::write(&config, yaml).unwrap();
-        let mut cmd = Command::new(&envoy_bin);
-        cmd.arg("-c")
-            .arg(&config)
-            .args(["--disable-hot-restart", "--concurrency", "1"])
-            .args(["--log-level", log_level])
-            .arg("--log-path")
-            .arg(logdir.join("envoy.log"))
-            .args(["--file-flush-interval-msec", "50"])
-            .arg("--admin-address-path")
-            .arg(workdir.join("admin-address"))
-            .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")))
-            .stdin(Stdio::null())
-            .stdout(log_file(&logdir, "stdout.log"))
-            .stderr(log_file(&logdir, "stderr.log"));
+        // relative paths in the file (the module) are from the project root
+        let mut cmd = envoy_command(&envoy_bin, &config, 1, log_level, &workdir, &logdir);
+        cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
         let child = spawn_tied_to_process(cmd)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
         let mut envoy = Envoy {
@@ -533,6 +512,71 @@ pub fn shared() -> &'static Envoy {
         Ok(envoy) => envoy,
         Err(log) => panic!("the shared Envoy did not start:\n{}", tail(log, 80)),
     }
+}
+
+/// The Envoy command line of every harness Envoy: its logs under `logdir`
+/// (flushed every 50 ms, tests read them), the admin address written to
+/// `workdir/admin-address` (ports are 0 or chosen free: no race with other
+/// tests), no hot restart (several Envoys share the machine).
+fn envoy_command(
+    envoy_bin: &Path,
+    config: &Path,
+    concurrency: u32,
+    log_level: &str,
+    workdir: &Path,
+    logdir: &Path,
+) -> Command {
+    let mut cmd = Command::new(envoy_bin);
+    cmd.arg("-c")
+        .arg(config)
+        .arg("--disable-hot-restart")
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(["--log-level", log_level])
+        .arg("--log-path")
+        .arg(logdir.join("envoy.log"))
+        .args(["--file-flush-interval-msec", "50"])
+        .arg("--admin-address-path")
+        .arg(workdir.join("admin-address"))
+        .stdin(Stdio::null())
+        .stdout(log_file(logdir, "stdout.log"))
+        .stderr(log_file(logdir, "stderr.log"));
+    cmd
+}
+
+/// A token sealed with the library (not minted through Envoy), for times,
+/// environments and keys that a mint never produces: customer 100001, the
+/// content key and IV of the tests, sealed under `key_hex` named `key_id`.
+pub fn seal_token(
+    key_id: &str,
+    key_hex: &str,
+    environment: fpgen::licence::Environment,
+    issued_at: i64,
+    expires_at: i64,
+) -> String {
+    use fpgen::config::{KeyRing, SealingKey};
+    use fpgen::secret::{ContentKey, SealingKeyBytes};
+    let data = fpgen::licence::LicenceData {
+        environment,
+        customer_id: "100001".into(),
+        issued_at,
+        expires_at,
+        content_key: ContentKey::from_hex("000102030405060708090a0b0c0d0e0f").unwrap(),
+        iv: hex::decode("0f0e0d0c0b0a09080706050403020100")
+            .unwrap()
+            .try_into()
+            .unwrap(),
+        kid: None,
+        rental_duration: 0,
+        general_flags: 0,
+        extensions: vec![],
+        cookie: None,
+    };
+    let key = SealingKey {
+        id: key_id.into(),
+        key: SealingKeyBytes::from_hex(key_hex).unwrap(),
+    };
+    let ring = KeyRing::new(vec![key], key_id).unwrap();
+    fpgen::token::seal(&data, ring.active().unwrap(), &[9; 24]).unwrap()
 }
 
 /// Paths of the Envoy binary and the module: `FPGEN_ENVOY` and `FPGEN_WASM`,

@@ -1,9 +1,13 @@
 //! The filter configuration: JSON in the filter's `configuration` field,
-//! parsed and validated once into typed values. Every error names its field.
+//! parsed and validated once into typed values. Every error names its field;
+//! every section reports every problem it finds (only a shape error, which
+//! stops the JSON parser, is reported alone).
 
-use crate::licence::{Environment, Kid};
-use crate::render::ErrorFormat;
+use crate::error::ErrorFormat;
+use crate::ids::{CustomerId, IdError, KeyId, Kid, KidError};
+use crate::licence::Environment;
 use crate::secret::{Kek, SealingKeyBytes};
+use crate::token::{KeyRing, SealingKey};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -12,23 +16,60 @@ use std::fmt;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024;
 /// The largest cap an operator may configure.
 pub const MAX_MAX_BODY_BYTES: usize = 1024 * 1024;
-const MAX_KEY_ID_LEN: usize = 32;
-const MAX_CUSTOMER_ID_LEN: usize = 64;
+
+/// What is wrong with one field. The messages never hold the field's value
+/// (it may be key material); names of references and ids are shown.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Problem {
+    /// The JSON's shape: unknown field, wrong type, missing field (the
+    /// parser's words).
+    Shape(String),
+    /// An identifier that breaks its rule.
+    Identifier(IdError),
+    /// A kid (a key store's key) that is not valid.
+    Kid(KidError),
+    /// Not the expected hex: what was expected.
+    Hex(&'static str),
+    /// A value outside its form or range: what was expected.
+    Expected(&'static str),
+    /// A number outside `min..=max`.
+    OutOfRange { min: u64, max: u64 },
+    /// An id given a second time.
+    Duplicate { what: &'static str, id: String },
+    /// A name that refers to nothing: `what` named `name` is not in `section`.
+    Unresolved {
+        what: &'static str,
+        name: String,
+        section: &'static str,
+    },
+    /// A value that must be given: when.
+    Required(&'static str),
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Shape(text) => f.write_str(text),
+            Self::Identifier(e) => e.fmt(f),
+            Self::Kid(e) => write!(f, "invalid kid: {e}"),
+            Self::Hex(what) | Self::Expected(what) => write!(f, "expected {what}"),
+            Self::OutOfRange { min, max } => write!(f, "expected {min} to {max}"),
+            Self::Duplicate { what, id } => write!(f, "duplicate {what} {id:?}"),
+            Self::Unresolved {
+                what,
+                name,
+                section,
+            } => write!(f, "no {what} named {name:?} in {section}"),
+            Self::Required(when) => f.write_str(when),
+        }
+    }
+}
 
 /// A configuration problem: the field (JSON path) and what is wrong with it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigError {
     pub field: String,
-    pub problem: String,
-}
-
-impl ConfigError {
-    fn new(field: impl Into<String>, problem: impl Into<String>) -> Self {
-        Self {
-            field: field.into(),
-            problem: problem.into(),
-        }
-    }
+    pub problem: Problem,
 }
 
 impl fmt::Display for ConfigError {
@@ -47,13 +88,6 @@ impl std::error::Error for ConfigError {}
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigErrors(pub Vec<ConfigError>);
 
-impl ConfigErrors {
-    /// The first problem (there is always one).
-    pub fn first(&self) -> Option<&ConfigError> {
-        self.0.first()
-    }
-}
-
 impl fmt::Display for ConfigErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         for (i, e) in self.0.iter().enumerate() {
@@ -67,6 +101,23 @@ impl fmt::Display for ConfigErrors {
 }
 
 impl std::error::Error for ConfigErrors {}
+
+/// Collects the problems of one validation pass.
+#[derive(Default)]
+struct Problems(Vec<ConfigError>);
+
+impl Problems {
+    fn push(&mut self, field: impl Into<String>, problem: Problem) {
+        self.0.push(ConfigError {
+            field: field.into(),
+            problem,
+        });
+    }
+
+    fn count(&self) -> usize {
+        self.0.len()
+    }
+}
 
 // ---- the JSON shape -------------------------------------------------------
 
@@ -152,7 +203,7 @@ pub struct Config {
     pub environment: Environment,
     pub redeem_url: RedeemUrl,
     pub sealing_keys: KeyRing,
-    pub customers: HashMap<String, Customer>,
+    pub customers: HashMap<CustomerId, Customer>,
     pub max_body_bytes: usize,
     /// The redemption gate; `None` when it is off.
     pub redemption: Option<Redemption>,
@@ -185,6 +236,9 @@ pub struct RedeemUrl {
 }
 
 impl RedeemUrl {
+    /// The port is always written, `:80` included: the hosted service's
+    /// licence URLs carry it (`https://fp.service.expressplay.com:80/…`) and
+    /// clients compare or parse them as they are.
     fn new(scheme: &str, host: &str, port: u16, path: &str) -> Self {
         let rest = format!(
             "://{host}:{port}{path}{}ExpressPlayToken=",
@@ -206,40 +260,10 @@ impl RedeemUrl {
     }
 }
 
-/// A sealing key and its id.
-#[derive(Debug, Clone)]
-pub struct SealingKey {
-    pub id: String,
-    pub key: SealingKeyBytes,
-}
-
-/// The sealing keys: one mints, all verify.
-#[derive(Debug, Clone)]
-pub struct KeyRing {
-    keys: Vec<SealingKey>,
-    active: usize,
-}
-
-impl KeyRing {
-    /// A ring whose active key is `active` (an id among `keys`).
-    pub fn new(keys: Vec<SealingKey>, active: &str) -> Option<Self> {
-        let active = keys.iter().position(|k| k.id == active)?;
-        Some(Self { keys, active })
-    }
-
-    pub fn active(&self) -> Option<&SealingKey> {
-        self.keys.get(self.active)
-    }
-
-    pub fn get(&self, id: &[u8]) -> Option<&SealingKey> {
-        self.keys.iter().find(|k| k.id.as_bytes() == id)
-    }
-}
-
 /// A customer account.
 #[derive(Debug)]
 pub struct Customer {
-    pub id: String,
+    pub id: CustomerId,
     pub environment: Environment,
     /// SHA-256 of the authenticator's secret part.
     pub authenticator_sha256: [u8; 32],
@@ -263,6 +287,20 @@ pub struct Customer {
 }
 
 impl Config {
+    /// One line for logs and `fpgen check-config`: `environment test, 2
+    /// customer(s), active sealing key "demo-2026-11", redemption gate on`.
+    pub fn summary(&self) -> String {
+        format!(
+            "environment {}, {} customer(s), active sealing key {:?}, redemption gate {}",
+            self.environment.as_str(),
+            self.customers.len(),
+            self.sealing_keys
+                .active()
+                .map_or("", |k| k.id.as_str()),
+            if self.redemption.is_some() { "on" } else { "off" },
+        )
+    }
+
     /// Parses and validates the filter configuration. Shape errors (unknown
     /// field, wrong type) stop parsing at the first; every value problem
     /// after that is reported.
@@ -275,66 +313,41 @@ impl Config {
             } else {
                 path
             };
-            ConfigErrors(vec![ConfigError::new(field, e.into_inner().to_string())])
+            ConfigErrors(vec![ConfigError {
+                field,
+                problem: Problem::Shape(e.into_inner().to_string()),
+            }])
         })?;
-        let mut errors = Vec::new();
-        let config = Self::validate(raw, &mut errors);
+        let mut problems = Problems::default();
+        let config = Self::validate(raw, &mut problems);
         match config {
-            Some(config) if errors.is_empty() => Ok(config),
-            _ => Err(ConfigErrors(errors)),
+            Some(config) if problems.0.is_empty() => Ok(config),
+            _ => Err(ConfigErrors(problems.0)),
         }
     }
 
-    fn validate(raw: RawConfig, errors: &mut Vec<ConfigError>) -> Option<Self> {
-        let redeem_url = collect(validate_redeem_url(raw.redeem_url, raw.environment), errors);
-        let sealing_keys = collect(
-            validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key),
-            errors,
-        );
-        let redemption = collect(validate_redemption(raw.redemption), errors);
-
-        let mut keks = HashMap::new();
-        for (name, hex) in raw.keks {
-            match Kek::from_hex(&hex) {
-                Some(kek) => {
-                    keks.insert(name, kek);
-                }
-                None => errors.push(ConfigError::new(
-                    format!("keks.{name}"),
-                    "expected 32, 48 or 64 hex digits (AES-128/192/256)",
-                )),
-            }
-        }
-
-        let mut customers = HashMap::new();
-        for (i, c) in raw.customers.into_iter().enumerate() {
-            let Some(customer) = validate_customer(i, c, &keks, errors) else {
-                continue;
-            };
-            let id = customer.id.clone();
-            if customers.insert(id.clone(), customer).is_some() {
-                errors.push(ConfigError::new(
-                    format!("customers[{i}].id"),
-                    format!("duplicate customer {id:?}"),
-                ));
-            }
-        }
-
+    fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Self> {
+        let redeem_url = validate_redeem_url(raw.redeem_url, raw.environment, problems);
+        let sealing_keys = validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key, problems);
+        let redemption = validate_redemption(raw.redemption, problems);
+        let keks = validate_keks(raw.keks, problems);
+        let customers = validate_customers(raw.customers, &keks, problems);
         if raw.client_address.use_x_forwarded_for && raw.client_address.trusted_hops == 0 {
-            errors.push(ConfigError::new(
+            problems.push(
                 "client_address.trusted_hops",
-                "at least 1 when use_x_forwarded_for is true",
-            ));
+                Problem::Required("at least 1 when use_x_forwarded_for is true"),
+            );
         }
-
         let max_body_bytes = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
         if max_body_bytes == 0 || max_body_bytes > MAX_MAX_BODY_BYTES {
-            errors.push(ConfigError::new(
+            problems.push(
                 "max_body_bytes",
-                format!("expected 1 to {MAX_MAX_BODY_BYTES}"),
-            ));
+                Problem::OutOfRange {
+                    min: 1,
+                    max: MAX_MAX_BODY_BYTES as u64,
+                },
+            );
         }
-
         Some(Self {
             environment: raw.environment,
             redeem_url: redeem_url?,
@@ -347,98 +360,101 @@ impl Config {
     }
 }
 
-fn collect<T>(result: Result<T, ConfigError>, errors: &mut Vec<ConfigError>) -> Option<T> {
-    result.map_err(|e| errors.push(e)).ok()
+fn validate_keks(raw: BTreeMap<String, String>, problems: &mut Problems) -> HashMap<String, Kek> {
+    let mut keks = HashMap::new();
+    for (name, hex) in raw {
+        match Kek::from_hex(&hex) {
+            Some(kek) => {
+                keks.insert(name, kek);
+            }
+            None => problems.push(
+                format!("keks.{name}"),
+                Problem::Hex("32, 48 or 64 hex digits (AES-128/192/256)"),
+            ),
+        }
+    }
+    keks
 }
 
+fn validate_customers(
+    raw: Vec<RawCustomer>,
+    keks: &HashMap<String, Kek>,
+    problems: &mut Problems,
+) -> HashMap<CustomerId, Customer> {
+    let mut customers = HashMap::new();
+    for (i, c) in raw.into_iter().enumerate() {
+        let Some(customer) = validate_customer(i, c, keks, problems) else {
+            continue;
+        };
+        let id = customer.id.clone();
+        if customers.insert(id.clone(), customer).is_some() {
+            problems.push(
+                format!("customers[{i}].id"),
+                Problem::Duplicate {
+                    what: "customer",
+                    id: id.to_string(),
+                },
+            );
+        }
+    }
+    customers
+}
+
+/// One customer; `None` when any of its fields has a problem.
 fn validate_customer(
     i: usize,
     c: RawCustomer,
     keks: &HashMap<String, Kek>,
-    errors: &mut Vec<ConfigError>,
+    problems: &mut Problems,
 ) -> Option<Customer> {
-    let before = errors.len();
+    let before = problems.count();
     let at = |f: &str| format!("customers[{i}].{f}");
-    if !is_identifier(&c.id, MAX_CUSTOMER_ID_LEN) {
-        errors.push(ConfigError::new(
-            at("id"),
-            "expected 1 to 64 characters of [A-Za-z0-9._-]",
-        ));
-    }
+    let id = CustomerId::parse(&c.id)
+        .map_err(|e| problems.push(at("id"), Problem::Identifier(e)))
+        .ok();
     let mut digest = [0u8; 32];
     if hex::decode_to_slice(&c.authenticator_sha256, &mut digest).is_err() {
-        errors.push(ConfigError::new(
+        problems.push(
             at("authenticator_sha256"),
-            "expected 64 hex digits (SHA-256 of the secret)",
-        ));
+            Problem::Hex("64 hex digits (SHA-256 of the secret)"),
+        );
     }
     let kek = c.kek.as_ref().and_then(|name| {
         let kek = keks.get(name).cloned();
         if kek.is_none() {
-            errors.push(ConfigError::new(
+            problems.push(
                 at("kek"),
-                format!("no KEK named {name:?} in keks"),
-            ));
+                Problem::Unresolved {
+                    what: "KEK",
+                    name: name.clone(),
+                    section: "keks",
+                },
+            );
         }
         kek
     });
-    let mut key_store = HashMap::new();
-    for (kid_text, wrapped_hex) in &c.key_store {
-        let field = format!("customers[{i}].key_store.{kid_text}");
-        let kid = match Kid::parse(kid_text) {
-            Ok(kid) => kid,
-            Err(e) => {
-                errors.push(ConfigError::new(
-                    field,
-                    format!("invalid kid: {}", e.message()),
-                ));
-                continue;
-            }
-        };
-        let mut wrapped = [0u8; 24];
-        if hex::decode_to_slice(wrapped_hex, &mut wrapped).is_err() {
-            errors.push(ConfigError::new(
-                field,
-                "expected 48 hex digits (a 16-byte key wrapped with AES-KW)",
-            ));
-        } else if key_store.insert(kid, wrapped).is_some() {
-            errors.push(ConfigError::new(field, "the same kid appears twice"));
-        }
-    }
-    let allowed_networks = c.allowed_networks.map(|nets| {
-        nets.iter()
-            .enumerate()
-            .filter_map(|(j, text)| match parse_network(text) {
-                Some(net) => Some(net),
-                None => {
-                    errors.push(ConfigError::new(
-                        format!("customers[{i}].allowed_networks[{j}]"),
-                        "expected an IPv4 or IPv6 address or CIDR network (10.0.0.0/8, 2001:db8::/32)",
-                    ));
-                    None
-                }
-            })
-            .collect()
-    });
+    let key_store = validate_key_store(&at("key_store"), &c.key_store, problems);
+    let allowed_networks = c
+        .allowed_networks
+        .map(|nets| validate_networks(&at("allowed_networks"), &nets, problems));
     if c.token_budget == Some(0) {
-        errors.push(ConfigError::new(
+        problems.push(
             at("token_budget"),
-            "expected at least 1 (omit it for no budget)",
-        ));
+            Problem::Expected("at least 1 (omit it for no budget)"),
+        );
     }
     let tokens_not_before = c.tokens_not_before.as_deref().and_then(|text| {
-        let time =
-            time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339);
-        if time.is_err() {
-            errors.push(ConfigError::new(
+        let time = parse_rfc3339(text);
+        if time.is_none() {
+            problems.push(
                 at("tokens_not_before"),
-                "expected an RFC 3339 time (2026-11-23T12:00:00Z)",
-            ));
+                Problem::Expected("an RFC 3339 time (2026-11-23T12:00:00Z)"),
+            );
         }
-        time.ok().map(time::OffsetDateTime::unix_timestamp)
+        time
     });
-    (errors.len() == before).then_some(Customer {
-        id: c.id,
+    (problems.count() == before).then_some(Customer {
+        id: id?,
         environment: c.environment,
         authenticator_sha256: digest,
         kek,
@@ -450,6 +466,65 @@ fn validate_customer(
         token_budget: c.token_budget,
         tokens_not_before,
     })
+}
+
+/// RFC 3339 time to Unix seconds.
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    time::OffsetDateTime::parse(text, &time::format_description::well_known::Rfc3339)
+        .ok()
+        .map(time::OffsetDateTime::unix_timestamp)
+}
+
+fn validate_key_store(
+    field: &str,
+    raw: &BTreeMap<String, String>,
+    problems: &mut Problems,
+) -> HashMap<Kid, [u8; 24]> {
+    let mut key_store = HashMap::new();
+    for (kid_text, wrapped_hex) in raw {
+        let field = format!("{field}.{kid_text}");
+        let kid = match Kid::parse(kid_text) {
+            Ok(kid) => kid,
+            Err(e) => {
+                problems.push(field, Problem::Kid(e));
+                continue;
+            }
+        };
+        let mut wrapped = [0u8; 24];
+        if hex::decode_to_slice(wrapped_hex, &mut wrapped).is_err() {
+            problems.push(
+                field,
+                Problem::Hex("48 hex digits (a 16-byte key wrapped with AES-KW)"),
+            );
+        } else if key_store.insert(kid, wrapped).is_some() {
+            problems.push(
+                field,
+                Problem::Duplicate {
+                    what: "kid",
+                    id: kid_text.clone(),
+                },
+            );
+        }
+    }
+    key_store
+}
+
+fn validate_networks(field: &str, raw: &[String], problems: &mut Problems) -> Vec<ipnet::IpNet> {
+    raw.iter()
+        .enumerate()
+        .filter_map(|(j, text)| {
+            let net = parse_network(text);
+            if net.is_none() {
+                problems.push(
+                    format!("{field}[{j}]"),
+                    Problem::Expected(
+                        "an IPv4 or IPv6 address or CIDR network (10.0.0.0/8, 2001:db8::/32)",
+                    ),
+                );
+            }
+            net
+        })
+        .collect()
 }
 
 /// A CIDR network, or a single address (a /32 or /128).
@@ -464,19 +539,14 @@ fn parse_network(text: &str) -> Option<ipnet::IpNet> {
         .map(|net| net.trunc())
 }
 
-fn is_identifier(text: &str, max_len: usize) -> bool {
-    !text.is_empty()
-        && text.len() <= max_len
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
-}
-
-fn validate_redemption(raw: Option<RawRedemption>) -> Result<Option<Redemption>, ConfigError> {
-    let Some(raw) = raw else { return Ok(None) };
-    if raw.enabled == Some(false) {
-        return Ok(None);
-    }
+fn validate_redemption(
+    raw: Option<RawRedemption>,
+    problems: &mut Problems,
+) -> Option<Option<Redemption>> {
+    let Some(raw) = raw.filter(|r| r.enabled != Some(false)) else {
+        return Some(None);
+    };
+    let before = problems.count();
     let path_prefix = raw
         .path_prefix
         .unwrap_or_else(|| "/hms/fp/rights/".to_owned());
@@ -484,159 +554,185 @@ fn validate_redemption(raw: Option<RawRedemption>) -> Result<Option<Redemption>,
         || !path_prefix.bytes().all(|b| b.is_ascii_graphic())
         || path_prefix.contains('?')
     {
-        return Err(ConfigError::new(
+        problems.push(
             "redemption.path_prefix",
-            "expected an absolute path of visible ASCII, no query",
-        ));
+            Problem::Expected("an absolute path of visible ASCII, no query"),
+        );
     }
     let header_prefix = raw.header_prefix.unwrap_or_else(|| "x-fpgen-".to_owned());
     let header_ok = !header_prefix.is_empty()
         && header_prefix.len() <= 64
-        && !header_prefix.starts_with(':')
         && header_prefix
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
     if !header_ok {
-        return Err(ConfigError::new(
+        problems.push(
             "redemption.header_prefix",
-            "expected 1 to 64 characters of [a-z0-9-]",
-        ));
+            Problem::Expected("1 to 64 characters of [a-z0-9-]"),
+        );
     }
-    let error_format = match raw.error_format.as_deref() {
-        None => ErrorFormat::Html,
-        Some(text) => ErrorFormat::parse(text).ok_or_else(|| {
-            ConfigError::new("redemption.error_format", "expected \"html\" or \"json\"")
-        })?,
-    };
-    Ok(Some(Redemption {
+    let error_format = raw.error_format.as_deref().map_or(Some(ErrorFormat::Html), |text| {
+        let format = ErrorFormat::parse(text);
+        if format.is_none() {
+            problems.push(
+                "redemption.error_format",
+                Problem::Expected("\"html\" or \"json\""),
+            );
+        }
+        format
+    });
+    (problems.count() == before).then_some(Some(Redemption {
         path_prefix,
         header_prefix,
         strip_token: raw.strip_token.unwrap_or(true),
-        error_format,
+        error_format: error_format?,
     }))
 }
 
-fn validate_redeem_url(raw: RawRedeemUrl, env: Environment) -> Result<RedeemUrl, ConfigError> {
+fn validate_redeem_url(
+    raw: RawRedeemUrl,
+    env: Environment,
+    problems: &mut Problems,
+) -> Option<RedeemUrl> {
+    let before = problems.count();
     let scheme = raw.scheme.unwrap_or_else(|| "http".to_owned());
     if scheme != "http" && scheme != "https" {
-        return Err(ConfigError::new(
+        problems.push(
             "redeem_url.scheme",
-            "expected \"http\" or \"https\"",
-        ));
+            Problem::Expected("\"http\" or \"https\""),
+        );
     }
-    let host = raw.host.unwrap_or_else(|| {
-        match env {
-            Environment::Test => "fp.test.expressplay.com",
-            Environment::Production => "fp.service.expressplay.com",
-        }
-        .to_owned()
-    });
+    let host = raw
+        .host
+        .unwrap_or_else(|| default_redeem_host(env).to_owned());
     let host_ok = !host.is_empty()
         && host.len() <= 253
         && host
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b));
     if !host_ok {
-        return Err(ConfigError::new(
+        problems.push(
             "redeem_url.host",
-            "expected a host name or an IP address",
-        ));
+            Problem::Expected("a host name or an IP address"),
+        );
     }
-    let port = match raw.port {
-        Some(0) => return Err(ConfigError::new("redeem_url.port", "expected 1 to 65535")),
-        Some(p) => p,
-        None => 80,
-    };
+    let port = raw.port.unwrap_or(80);
+    if port == 0 {
+        problems.push("redeem_url.port", Problem::OutOfRange { min: 1, max: 65535 });
+    }
     let path = raw.path.unwrap_or_else(|| "/hms/fp/rights/".to_owned());
     let path_ok =
         path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) && !path.contains('#');
     if !path_ok {
-        return Err(ConfigError::new(
+        problems.push(
             "redeem_url.path",
-            "expected an absolute path of visible ASCII",
-        ));
+            Problem::Expected("an absolute path of visible ASCII"),
+        );
     }
-    Ok(RedeemUrl::new(&scheme, &host, port, &path))
+    (problems.count() == before).then(|| RedeemUrl::new(&scheme, &host, port, &path))
+}
+
+/// The hosted service's licence host for each environment.
+const fn default_redeem_host(env: Environment) -> &'static str {
+    match env {
+        Environment::Test => "fp.test.expressplay.com",
+        Environment::Production => "fp.service.expressplay.com",
+    }
 }
 
 fn validate_sealing_keys(
     raw: Vec<RawSealingKey>,
     active: Option<String>,
-) -> Result<KeyRing, ConfigError> {
+    problems: &mut Problems,
+) -> Option<KeyRing> {
     if raw.is_empty() {
-        return Err(ConfigError::new(
+        problems.push(
             "sealing_keys",
-            "at least one sealing key is required",
-        ));
+            Problem::Required("at least one sealing key is required"),
+        );
+        return None;
     }
+    let before = problems.count();
+    let raw_ids: Vec<String> = raw.iter().map(|k| k.id.clone()).collect();
     let mut keys: Vec<SealingKey> = Vec::with_capacity(raw.len());
     for (i, k) in raw.into_iter().enumerate() {
-        let valid_id = !k.id.is_empty()
-            && k.id.len() <= MAX_KEY_ID_LEN
-            && k.id
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-        if !valid_id {
-            return Err(ConfigError::new(
+        let id = KeyId::parse(&k.id)
+            .map_err(|e| problems.push(format!("sealing_keys[{i}].id"), Problem::Identifier(e)))
+            .ok();
+        if keys.iter().any(|other| other.id.as_str() == k.id) {
+            problems.push(
                 format!("sealing_keys[{i}].id"),
-                "expected 1 to 32 characters of [A-Za-z0-9._-]",
-            ));
+                Problem::Duplicate {
+                    what: "id",
+                    id: k.id.clone(),
+                },
+            );
         }
-        if keys.iter().any(|other| other.id == k.id) {
-            return Err(ConfigError::new(
-                format!("sealing_keys[{i}].id"),
-                format!("duplicate id {:?}", k.id),
-            ));
-        }
-        let key = SealingKeyBytes::from_hex(&k.key).ok_or_else(|| {
-            ConfigError::new(
+        let key = SealingKeyBytes::from_hex(&k.key);
+        if key.is_none() {
+            problems.push(
                 format!("sealing_keys[{i}].key"),
-                "expected 64 hex digits (32 bytes)",
-            )
-        })?;
-        keys.push(SealingKey { id: k.id, key });
-    }
-    let active = match active {
-        Some(id) => id,
-        None if keys.len() == 1 => keys.first().map(|k| k.id.clone()).unwrap_or_default(),
-        None => {
-            return Err(ConfigError::new(
-                "active_sealing_key",
-                "required when there is more than one sealing key",
-            ))
+                Problem::Hex("64 hex digits (32 bytes)"),
+            );
         }
-    };
-    KeyRing::new(keys, &active).ok_or_else(|| {
-        ConfigError::new(
+        if let (Some(id), Some(key)) = (id, key) {
+            keys.push(SealingKey { id, key });
+        }
+    }
+    let active = active_key(&keys, active, problems)?;
+    let ring = KeyRing::new(keys, &active);
+    // A key that is named but invalid has its own problem already.
+    if ring.is_none() && !raw_ids.iter().any(|id| id == active.as_str()) {
+        problems.push(
             "active_sealing_key",
-            format!("no sealing key has the id {active:?}"),
-        )
-    })
+            Problem::Unresolved {
+                what: "sealing key",
+                name: active.to_string(),
+                section: "sealing_keys",
+            },
+        );
+    }
+    ring.filter(|_| problems.count() == before)
+}
+
+/// The active key's id: as configured, or the only key's.
+fn active_key(
+    keys: &[SealingKey],
+    active: Option<String>,
+    problems: &mut Problems,
+) -> Option<KeyId> {
+    match (active, keys) {
+        (Some(id), _) => KeyId::parse(&id)
+            .map_err(|e| problems.push("active_sealing_key", Problem::Identifier(e)))
+            .ok(),
+        (None, [only]) => Some(only.id.clone()),
+        (None, []) => None,
+        (None, _) => {
+            problems.push(
+                "active_sealing_key",
+                Problem::Required("required when there is more than one sealing key"),
+            );
+            None
+        }
+    }
 }
 
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    pub const DEMO: &str = r#"{
-      "environment": "test",
-      "redeem_url": {"scheme": "http", "host": "fp.test.expressplay.com", "port": 80, "path": "/hms/fp/rights/"},
-      "sealing_keys": [{"id": "demo-2026-11", "key": "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132"}],
-      "active_sealing_key": "demo-2026-11",
-      "keks": {"demo-kek": "000102030405060708090a0b0c0d0e0f"},
-      "customers": [{
-        "id": "100001",
-        "environment": "test",
-        "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9",
-        "kek": "demo-kek",
-        "key_store": {"11112222333344445555666677778888": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5"}
-      }, {
-        "id": "200002",
-        "environment": "production",
-        "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9"
-      }],
-      "max_body_bytes": 8192
-    }"#;
+    use crate::fixtures::{self, SEALING_KEY_HEX};
+
+    /// The demo configuration with a second, production customer and the
+    /// gate off (the shape most of these tests edit).
+    fn demo_with(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        fixtures::json_with(|v| {
+            let second = fixtures::customer("200002", "production");
+            v["customers"].as_array_mut().unwrap().push(second);
+            v.as_object_mut().unwrap().remove("redemption");
+            edit(v);
+        })
+    }
 
     fn err(json: &str) -> ConfigError {
         Config::from_json(json.as_bytes()).unwrap_err().0.remove(0)
@@ -662,6 +758,46 @@ pub(crate) mod tests {
             ]
         );
         assert!(errors.to_string().contains("; "), "{errors}");
+    }
+
+    #[test]
+    fn every_problem_of_every_section_is_reported() {
+        let json = demo_with(|v| {
+            v["sealing_keys"] = serde_json::json!([
+                {"id": "a b", "key": "00"},
+                {"id": "ok", "key": "zz"}
+            ]);
+            v["active_sealing_key"] = "ok".into();
+            v["redeem_url"] = serde_json::json!({"scheme": "ftp", "port": 0, "path": "x"});
+            v["redemption"] =
+                serde_json::json!({"path_prefix": "x", "header_prefix": "X", "error_format": "xml"});
+        });
+        let errors = Config::from_json(json.as_bytes()).unwrap_err();
+        let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(
+            fields,
+            [
+                "redeem_url.scheme",
+                "redeem_url.port",
+                "redeem_url.path",
+                "sealing_keys[0].id",
+                "sealing_keys[0].key",
+                "sealing_keys[1].key",
+                "redemption.path_prefix",
+                "redemption.header_prefix",
+                "redemption.error_format",
+            ]
+        );
+    }
+
+    #[test]
+    fn dotted_customer_ids_are_refused_with_the_rule() {
+        let e = err(&demo_with(|v| v["customers"][1]["id"] = "acme.eu".into()));
+        assert_eq!(e.field, "customers[1].id");
+        assert_eq!(
+            e.problem.to_string(),
+            "expected 1 to 64 characters of [A-Za-z0-9_-]"
+        );
     }
 
     #[test]
@@ -731,7 +867,7 @@ pub(crate) mod tests {
             demo_with(|v| v["redemption"] = serde_json::json!({"enabled": false})).as_bytes(),
         );
         assert!(c.unwrap().redemption.is_none());
-        assert!(Config::from_json(DEMO.as_bytes())
+        assert!(Config::from_json(demo_with(|_| {}).as_bytes())
             .unwrap()
             .redemption
             .is_none());
@@ -745,17 +881,11 @@ pub(crate) mod tests {
         assert_eq!(e.field, "redemption.error_format");
     }
 
-    fn demo_with(edit: impl FnOnce(&mut serde_json::Value)) -> String {
-        let mut v: serde_json::Value = serde_json::from_str(DEMO).unwrap();
-        edit(&mut v);
-        v.to_string()
-    }
-
     #[test]
     fn demo_parses() {
-        let c = Config::from_json(DEMO.as_bytes()).unwrap();
+        let c = Config::from_json(demo_with(|_| {}).as_bytes()).unwrap();
         assert_eq!(c.environment, Environment::Test);
-        assert_eq!(c.sealing_keys.active().unwrap().id, "demo-2026-11");
+        assert_eq!(c.sealing_keys.active().unwrap().id.as_str(), "demo-2026-11");
         assert_eq!(c.customers.len(), 2);
         assert_eq!(c.customers["100001"].key_store.len(), 1);
         assert_eq!(c.max_body_bytes, 8192);
@@ -765,7 +895,7 @@ pub(crate) mod tests {
     fn unknown_field_is_named() {
         let e = err(&demo_with(|v| v["customers"][0]["secret"] = "x".into()));
         assert_eq!(e.field, "customers[0].secret");
-        assert!(e.problem.contains("unknown field `secret`"), "{e}");
+        assert!(e.problem.to_string().contains("unknown field `secret`"), "{e}");
     }
 
     #[test]
@@ -789,7 +919,7 @@ pub(crate) mod tests {
         let e = err(&demo_with(|v| {
             v.as_object_mut().unwrap().remove("sealing_keys");
         }));
-        assert!(e.problem.contains("missing field `sealing_keys`"), "{e}");
+        assert!(e.problem.to_string().contains("missing field `sealing_keys`"), "{e}");
         assert_eq!(
             err(&demo_with(|v| v["active_sealing_key"] = "nope".into())).field,
             "active_sealing_key"
@@ -826,10 +956,10 @@ pub(crate) mod tests {
     #[test]
     fn errors_never_echo_key_material() {
         let e = err(&demo_with(|v| {
-            v["sealing_keys"][0]["key"] = "a88deb5c6fc4b09434f9dab3a25f79cd".into()
+            v["sealing_keys"][0]["key"] = SEALING_KEY_HEX[..32].into()
         }));
         assert!(!e.to_string().contains("a88deb5c"), "{e}");
-        let c = Config::from_json(DEMO.as_bytes()).unwrap();
+        let c = Config::from_json(demo_with(|_| {}).as_bytes()).unwrap();
         let debug = format!("{c:?}");
         assert!(
             !debug.contains("a88deb5c") && !debug.contains("0001020304"),

@@ -1,232 +1,139 @@
 //! The API's error table in one place: every failure a request can meet,
 //! its numeric code (from the ExpressPlay reference, or fpgen's own `-9xxx`
-//! range where the reference has none), its HTTP status and its message.
+//! range where the reference has none), its HTTP status and its message,
+//! one row per code. Also how errors are rendered ([`ErrorFormat`]).
 
 use std::borrow::Cow;
 use std::fmt;
 
-/// One row of the error table.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum ErrorCode {
-    /// -2002: `expirationTime` is malformed, in the past, or beyond 30 days.
-    InvalidExpirationTime,
-    /// -2003: the client address is not allowed for this customer.
-    InvalidIpAddress,
-    /// -2005: no usable content key (missing, or unwrapped to the wrong size).
-    InvalidContentKey,
-    /// -2008: `outputControlFlags` is not hexadecimal.
-    InvalidOutputControlFlags,
-    /// -2017: `customerAuthenticator` is missing.
-    AuthenticatorMissing,
-    /// -2018: `customerAuthenticator` is wrong or belongs to the other environment.
-    AuthenticatorInvalid,
-    /// -2019: the customer's token budget is spent.
-    InsufficientTokens,
-    /// -2021: `rightsType` (or a `rental.*` time) is not valid.
-    InvalidRightsType,
-    /// -2025: `rental.playDuration` is not valid.
-    InvalidRentalPlayDuration,
-    /// -2027: `contentKey` is not 32 hex digits.
-    ContentKeyFormat,
-    /// -2031: the customer's account is disabled.
-    AccountDisabled,
-    /// -2033: `cookie` is longer than 32 characters or holds control characters.
-    InvalidCookie,
-    /// -2034: an output protection level is not an integer in 0..=999.
-    OutputControlOutOfRange,
-    /// -2035: a PlayReady-style parameter is present with an empty value.
-    NoValue,
-    /// -2036: an `fpExtension` type is not 4 characters.
-    ExtensionTypeLength,
-    /// -2037: an `fpExtension` payload is not Base64.
-    ExtensionPayloadEncoding,
-    /// -2040: `outputControlFlags` does not encode 4 bytes.
-    OutputControlFlagsLength,
-    /// -3004: `errorFormat` is neither `html` nor `json`.
-    InvalidErrorFormat,
-    /// -4010: a token presented for redemption is not valid.
-    InvalidToken,
-    /// -4018: `kek` was given with neither `kid` nor `ek`.
-    MissingKid,
-    /// -4019: the key store has no key for the `kid` (or no KEK to open it).
-    KeyStoreLookup,
-    /// -4020: a hex `kid` is not 32 hex characters.
-    KidHexFormat,
-    /// -4021: a `^` kid is longer than 64 characters after the `^`.
-    KidStringTooLong,
-    /// -4022: a `^` kid is empty or holds control characters.
-    InvalidKid,
-    /// -4024: `kek` or `ek` is malformed, or `ek` does not unwrap under `kek`.
-    InvalidWrappedKey,
-    /// -5003: `generalFlags` is not one of the accepted values.
-    InvalidGeneralFlags,
-    /// -6001: an `fpExtension` is malformed, or there are too many.
-    InvalidFpExtension,
-    /// -6003: `iv` is missing or not 32 hex digits.
-    InvalidIv,
-    /// -6005: the key parameters contradict each other.
-    InvalidKeyData,
-    /// -6006: the customer is not authorized for FairPlay.
-    FairPlayNotAuthorized,
-    /// -6007: `rentalDuration` is not a non-negative integer of seconds.
-    InvalidRentalDuration,
-    /// -6009: the customer's FairPlay option is switched off.
-    FairPlayDisabled,
-    /// -9400 (fpgen): a parameter the reference gives no code for is malformed.
-    InvalidParameter,
-    /// -9405 (fpgen): method other than GET or POST on the token path.
-    MethodNotAllowed,
-    /// -9413 (fpgen): the POST body is larger than the configured cap.
-    BodyTooLarge,
-    /// -9415 (fpgen): a POST body that is not `application/x-www-form-urlencoded`.
-    UnsupportedMediaType,
-    /// -9500 (fpgen): the filter could not mint (no randomness from the host).
-    Internal,
+/// Declares [`ErrorCode`] from its table: each row is one code, so adding a
+/// code is one line and no accessor can miss it.
+macro_rules! error_table {
+    ($( $(#[doc = $doc:literal])* $variant:ident = $code:literal, $status:literal, $message:literal; )*) => {
+        /// One row of the error table.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl ErrorCode {
+            /// Every code, in table order (generated from the table, so
+            /// it holds every variant).
+            pub const ALL: &'static [ErrorCode] = &[$(Self::$variant),*];
+
+            /// The numeric code clients see.
+            pub const fn code(self) -> i32 {
+                match self { $(Self::$variant => $code,)* }
+            }
+
+            /// The HTTP status of the response that carries this code.
+            pub const fn http_status(self) -> u16 {
+                match self { $(Self::$variant => $status,)* }
+            }
+
+            /// The message of the reference table (English), without details.
+            pub const fn message(self) -> &'static str {
+                match self { $(Self::$variant => $message,)* }
+            }
+        }
+    };
 }
 
-impl ErrorCode {
-    /// Every code, in table order (used by the docs test and the stats).
-    pub const ALL: [ErrorCode; 37] = [
-        Self::InvalidExpirationTime,
-        Self::InvalidIpAddress,
-        Self::InvalidContentKey,
-        Self::InvalidOutputControlFlags,
-        Self::AuthenticatorMissing,
-        Self::AuthenticatorInvalid,
-        Self::InsufficientTokens,
-        Self::InvalidRightsType,
-        Self::InvalidRentalPlayDuration,
-        Self::ContentKeyFormat,
-        Self::AccountDisabled,
-        Self::InvalidCookie,
-        Self::OutputControlOutOfRange,
-        Self::NoValue,
-        Self::ExtensionTypeLength,
-        Self::ExtensionPayloadEncoding,
-        Self::OutputControlFlagsLength,
-        Self::InvalidErrorFormat,
-        Self::InvalidToken,
-        Self::MissingKid,
-        Self::KeyStoreLookup,
-        Self::KidHexFormat,
-        Self::KidStringTooLong,
-        Self::InvalidKid,
-        Self::InvalidWrappedKey,
-        Self::InvalidGeneralFlags,
-        Self::InvalidFpExtension,
-        Self::InvalidIv,
-        Self::InvalidKeyData,
-        Self::FairPlayNotAuthorized,
-        Self::InvalidRentalDuration,
-        Self::FairPlayDisabled,
-        Self::InvalidParameter,
-        Self::MethodNotAllowed,
-        Self::BodyTooLarge,
-        Self::UnsupportedMediaType,
-        Self::Internal,
-    ];
+error_table! {
+    /// `expirationTime` is malformed, in the past, or beyond 30 days.
+    InvalidExpirationTime = -2002, 400, "Invalid token expiration time";
+    /// The client address is not allowed for this customer.
+    InvalidIpAddress = -2003, 403, "Invalid IP address";
+    /// No usable content key (missing, or not hex).
+    InvalidContentKey = -2005, 400, "Invalid content encryption key";
+    /// `outputControlFlags` is not hexadecimal.
+    InvalidOutputControlFlags = -2008, 400, "Invalid output control flags specified";
+    /// `customerAuthenticator` is missing.
+    AuthenticatorMissing = -2017, 401, "Authentication token must be supplied";
+    /// `customerAuthenticator` is wrong or belongs to the other environment.
+    AuthenticatorInvalid = -2018, 401, "Invalid authentication token";
+    /// The customer's token budget is spent.
+    InsufficientTokens = -2019, 429, "Insufficient tokens available";
+    /// `rightsType` (or a `rental.*` time) is not valid.
+    InvalidRightsType = -2021, 400, "Invalid rights type";
+    /// `rental.playDuration` is not valid.
+    InvalidRentalPlayDuration = -2025, 400, "Invalid rental play duration";
+    /// `contentKey` is not 32 characters long.
+    ContentKeyFormat = -2027, 400, "Content encryption key must be 32 hex digits long";
+    /// The customer's account is disabled.
+    AccountDisabled = -2031, 403, "Service account disabled";
+    /// `cookie` is longer than 32 characters or holds control characters.
+    InvalidCookie = -2033, 400, "Invalid cookie";
+    /// An output protection level is not an integer in 0..=999.
+    OutputControlOutOfRange = -2034, 400, "Invalid output control, values out of range";
+    /// A PlayReady-style parameter is present with an empty value.
+    NoValue = -2035, 400, "No corresponding value specified";
+    /// An `fpExtension` type is not 4 characters.
+    ExtensionTypeLength = -2036, 400, "Extension type must be 4 characters";
+    /// An `fpExtension` payload is not Base64.
+    ExtensionPayloadEncoding = -2037, 400, "Extension payload must be Base64 encoded";
+    /// `outputControlFlags` does not encode 4 bytes.
+    OutputControlFlagsLength = -2040, 400, "OutputControlFlag must encode 4 bytes";
+    /// `errorFormat` is neither `html` nor `json`.
+    InvalidErrorFormat = -3004, 400, "Invalid error format specified";
+    /// A token presented for redemption is not valid.
+    InvalidToken = -4010, 403, "Invalid token";
+    /// `kek` was given with neither `kid` nor `ek`.
+    MissingKid = -4018, 400, "Missing kid";
+    /// The key store has no key for the `kid` (or no KEK to open it).
+    KeyStoreLookup = -4019, 400, "Could not get the content key from the key storage service";
+    /// A hex `kid` is not 32 hex characters.
+    KidHexFormat = -4020, 400, "kid must be 32 hex characters";
+    /// A `^` kid is longer than 64 characters after the `^`.
+    KidStringTooLong = -4021, 400, "kid must be at most 64 characters after the ^";
+    /// A `^` kid is empty or holds control characters.
+    InvalidKid = -4022, 400, "Invalid kid";
+    /// `kek` or `ek` is malformed, or `ek` does not unwrap under `kek`.
+    InvalidWrappedKey = -4024, 400, "Invalid encrypted key or kek";
+    /// `generalFlags` is not one of the accepted values.
+    InvalidGeneralFlags = -5003, 400, "Invalid general flags";
+    /// An `fpExtension` is malformed, or there are too many.
+    InvalidFpExtension = -6001, 400, "Invalid FPExtension parameters specified";
+    /// `iv` is missing or not 32 hex digits.
+    InvalidIv = -6003, 400, "Invalid iv parameter specified";
+    /// The key parameters contradict each other.
+    InvalidKeyData = -6005, 400, "Invalid key data specified";
+    /// The customer is not authorized for FairPlay.
+    FairPlayNotAuthorized = -6006, 403, "Service not authorized for FairPlay support";
+    /// `rentalDuration` is not a non-negative integer of seconds.
+    InvalidRentalDuration = -6007, 400, "Invalid rental duration specified";
+    /// The customer's FairPlay option is switched off.
+    FairPlayDisabled = -6009, 403, "FairPlay option disabled";
+    /// fpgen: a parameter the reference gives no code for is malformed.
+    InvalidParameter = -9400, 400, "Invalid parameter";
+    /// fpgen: method other than GET or POST on the token path.
+    MethodNotAllowed = -9405, 405, "Method not allowed";
+    /// fpgen: the POST body is larger than the configured cap.
+    BodyTooLarge = -9413, 413, "Request body too large";
+    /// fpgen: a POST body that is not `application/x-www-form-urlencoded`.
+    UnsupportedMediaType = -9415, 415, "Unsupported media type";
+    /// fpgen: the filter could not mint (no configuration, no randomness,
+    /// or the host failed while taking from a token budget).
+    Internal = -9500, 500, "Internal error";
+}
 
-    /// The numeric code clients see.
-    pub const fn code(self) -> i32 {
-        match self {
-            Self::InvalidExpirationTime => -2002,
-            Self::InvalidIpAddress => -2003,
-            Self::InvalidContentKey => -2005,
-            Self::InvalidOutputControlFlags => -2008,
-            Self::AuthenticatorMissing => -2017,
-            Self::AuthenticatorInvalid => -2018,
-            Self::InsufficientTokens => -2019,
-            Self::InvalidRightsType => -2021,
-            Self::InvalidRentalPlayDuration => -2025,
-            Self::ContentKeyFormat => -2027,
-            Self::AccountDisabled => -2031,
-            Self::InvalidCookie => -2033,
-            Self::OutputControlOutOfRange => -2034,
-            Self::NoValue => -2035,
-            Self::ExtensionTypeLength => -2036,
-            Self::ExtensionPayloadEncoding => -2037,
-            Self::OutputControlFlagsLength => -2040,
-            Self::InvalidErrorFormat => -3004,
-            Self::InvalidToken => -4010,
-            Self::MissingKid => -4018,
-            Self::KeyStoreLookup => -4019,
-            Self::KidHexFormat => -4020,
-            Self::KidStringTooLong => -4021,
-            Self::InvalidKid => -4022,
-            Self::InvalidWrappedKey => -4024,
-            Self::InvalidGeneralFlags => -5003,
-            Self::InvalidFpExtension => -6001,
-            Self::InvalidIv => -6003,
-            Self::InvalidKeyData => -6005,
-            Self::FairPlayNotAuthorized => -6006,
-            Self::InvalidRentalDuration => -6007,
-            Self::FairPlayDisabled => -6009,
-            Self::InvalidParameter => -9400,
-            Self::MethodNotAllowed => -9405,
-            Self::BodyTooLarge => -9413,
-            Self::UnsupportedMediaType => -9415,
-            Self::Internal => -9500,
-        }
-    }
+/// How errors are rendered (`errorFormat`, and the gate's `error_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ErrorFormat {
+    #[default]
+    Html,
+    Json,
+}
 
-    /// The HTTP status of the response that carries this code.
-    pub const fn http_status(self) -> u16 {
-        match self {
-            Self::AuthenticatorMissing | Self::AuthenticatorInvalid => 401,
-            Self::InvalidIpAddress
-            | Self::AccountDisabled
-            | Self::FairPlayNotAuthorized
-            | Self::FairPlayDisabled
-            | Self::InvalidToken => 403,
-            Self::MethodNotAllowed => 405,
-            Self::BodyTooLarge => 413,
-            Self::UnsupportedMediaType => 415,
-            Self::InsufficientTokens => 429,
-            Self::Internal => 500,
-            _ => 400,
-        }
-    }
-
-    /// The message of the reference table (English), without details.
-    pub const fn message(self) -> &'static str {
-        match self {
-            Self::InvalidExpirationTime => "Invalid token expiration time",
-            Self::InvalidIpAddress => "Invalid IP address",
-            Self::InvalidContentKey => "Invalid content encryption key",
-            Self::InvalidOutputControlFlags => "Invalid output control flags specified",
-            Self::AuthenticatorMissing => "Authentication token must be supplied",
-            Self::AuthenticatorInvalid => "Invalid authentication token",
-            Self::InsufficientTokens => "Insufficient tokens available",
-            Self::InvalidRightsType => "Invalid rights type",
-            Self::InvalidRentalPlayDuration => "Invalid rental play duration",
-            Self::ContentKeyFormat => "Content encryption key must be 32 hex digits long",
-            Self::AccountDisabled => "Service account disabled",
-            Self::InvalidCookie => "Invalid cookie",
-            Self::OutputControlOutOfRange => "Invalid output control, values out of range",
-            Self::NoValue => "No corresponding value specified",
-            Self::ExtensionTypeLength => "Extension type must be 4 characters",
-            Self::ExtensionPayloadEncoding => "Extension payload must be Base64 encoded",
-            Self::OutputControlFlagsLength => "OutputControlFlag must encode 4 bytes",
-            Self::InvalidErrorFormat => "Invalid error format specified",
-            Self::InvalidToken => "Invalid token",
-            Self::MissingKid => "Missing kid",
-            Self::KeyStoreLookup => "Could not get the content key from the key storage service",
-            Self::KidHexFormat => "kid must be 32 hex characters",
-            Self::KidStringTooLong => "kid must be at most 64 characters after the ^",
-            Self::InvalidKid => "Invalid kid",
-            Self::InvalidWrappedKey => "Invalid encrypted key or kek",
-            Self::InvalidGeneralFlags => "Invalid general flags",
-            Self::InvalidFpExtension => "Invalid FPExtension parameters specified",
-            Self::InvalidIv => "Invalid iv parameter specified",
-            Self::InvalidKeyData => "Invalid key data specified",
-            Self::FairPlayNotAuthorized => "Service not authorized for FairPlay support",
-            Self::InvalidRentalDuration => "Invalid rental duration specified",
-            Self::FairPlayDisabled => "FairPlay option disabled",
-            Self::InvalidParameter => "Invalid parameter",
-            Self::MethodNotAllowed => "Method not allowed",
-            Self::BodyTooLarge => "Request body too large",
-            Self::UnsupportedMediaType => "Unsupported media type",
-            Self::Internal => "Internal error",
+impl ErrorFormat {
+    /// `html` or `json`, in any letter case.
+    pub fn parse(text: &str) -> Option<Self> {
+        if text.eq_ignore_ascii_case("html") {
+            Some(Self::Html)
+        } else if text.eq_ignore_ascii_case("json") {
+            Some(Self::Json)
+        } else {
+            None
         }
     }
 }
@@ -285,6 +192,26 @@ mod tests {
         let codes: HashSet<i32> = ErrorCode::ALL.iter().map(|c| c.code()).collect();
         assert_eq!(codes.len(), ErrorCode::ALL.len());
         assert!(codes.iter().all(|c| *c < 0));
+    }
+
+    #[test]
+    fn the_table_has_every_code_once() {
+        for code in ErrorCode::ALL {
+            assert!(
+                [400, 401, 403, 405, 413, 415, 429, 500].contains(&code.http_status()),
+                "{code:?}"
+            );
+            assert!(!code.message().is_empty(), "{code:?}");
+        }
+        assert_eq!(ErrorCode::InsufficientTokens.http_status(), 429);
+        assert_eq!(ErrorCode::Internal.http_status(), 500);
+    }
+
+    #[test]
+    fn format_parse() {
+        assert_eq!(ErrorFormat::parse("JSON"), Some(ErrorFormat::Json));
+        assert_eq!(ErrorFormat::parse("html"), Some(ErrorFormat::Html));
+        assert_eq!(ErrorFormat::parse("xml"), None);
     }
 
     #[test]

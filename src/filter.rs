@@ -6,9 +6,11 @@
 
 use crate::config::{ClientAddressPolicy, Config};
 use crate::error::ErrorCode;
-use crate::redeem;
+use crate::ids::CustomerId;
+use crate::redeem::{self, Redeemed};
 use crate::render::Response;
-use crate::service::{self, Host, Outcome};
+use crate::service::{self, Admission, Answer, Budget, Host, HostFailure, Outcome};
+use crate::stats as fpgen_stats;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
@@ -45,13 +47,7 @@ impl RootContext for Root {
                 }
                 log(
                     LogLevel::Info,
-                    &format!(
-                        "fpgen: configured: environment {}, {} customer(s), active sealing key {:?}, redemption gate {}",
-                        config.environment.as_str(),
-                        config.customers.len(),
-                        config.sealing_keys.active().map(|k| k.id.as_str()).unwrap_or(""),
-                        if config.redemption.is_some() { "on" } else { "off" },
-                    ),
+                    &format!("fpgen: configured: {}", config.summary()),
                 );
                 self.config = Some(Rc::new(config));
                 true
@@ -96,26 +92,25 @@ impl HttpContext for Stream {
         }
         let query = service::query_of(&path);
         let Some(config) = self.config.clone() else {
-            return self.reply(service::reject(ErrorCode::Internal, query));
+            return self.send(service::refuse(ErrorCode::Internal, query));
         };
-        match header(":method").as_deref() {
-            Some("GET") => self.answer(&config, query, b""),
-            Some("POST") => {
-                if end_of_stream {
-                    return self.answer(&config, query, b"");
-                }
-                let content_type = header("content-type");
-                if !service::is_form_content_type(content_type.as_deref()) {
-                    return self.refuse(ErrorCode::UnsupportedMediaType, query);
-                }
-                let declared = header("content-length").and_then(|v| v.parse::<usize>().ok());
-                if declared.is_some_and(|n| n > config.max_body_bytes) {
-                    return self.refuse(ErrorCode::BodyTooLarge, query);
-                }
+        let method = header(":method").unwrap_or_default();
+        let content_type = header("content-type");
+        let content_length = header("content-length");
+        let admission = service::admit(
+            &method,
+            content_type.as_deref(),
+            content_length.as_deref(),
+            config.max_body_bytes,
+        );
+        match admission {
+            Admission::Refuse(code) => self.send(service::refuse(code, query)),
+            Admission::Query => self.answer(&config, query, b""),
+            Admission::Body if end_of_stream => self.answer(&config, query, b""),
+            Admission::Body => {
                 self.query = Some(query.to_owned());
                 Action::Pause
             }
-            _ => self.refuse(ErrorCode::MethodNotAllowed, query),
         }
     }
 
@@ -125,7 +120,7 @@ impl HttpContext for Stream {
         };
         if body_size > config.max_body_bytes {
             self.query = None;
-            return self.refuse(ErrorCode::BodyTooLarge, &query);
+            return self.send(service::refuse(ErrorCode::BodyTooLarge, &query));
         }
         if !end_of_stream {
             return Action::Pause; // Envoy buffers until the body is complete
@@ -147,7 +142,7 @@ impl HttpContext for Stream {
         let limit = config.max_body_bytes.saturating_add(1);
         let body = self.get_http_request_body(0, limit).unwrap_or_default();
         if body.len() > config.max_body_bytes {
-            return self.refuse(ErrorCode::BodyTooLarge, &query);
+            return self.send(service::refuse(ErrorCode::BodyTooLarge, &query));
         }
         self.answer(&config, &query, &body)
     }
@@ -159,18 +154,22 @@ impl Stream {
         let host = WasmHost {
             policy: config.client_address,
         };
-        let (response, outcome) = service::handle(config, query, body, &host);
-        self.record(&outcome);
-        self.reply(response)
+        self.send(service::handle(config, query, body, &host))
     }
 
-    /// Refuses before the parameters are read (method, size, media type).
-    fn refuse(&mut self, code: ErrorCode, query: &str) -> Action {
-        self.record(&Outcome {
-            error: Some(code),
-            ..Outcome::default()
-        });
-        self.reply(service::reject(code, query))
+    /// Counts, logs and sends a token-endpoint answer.
+    fn send(&mut self, answer: Answer) -> Action {
+        if let Some(name) = answer.outcome.stat_name() {
+            stats::count(&name);
+        }
+        if let Some(code) = answer.outcome.error {
+            log(
+                LogLevel::Debug,
+                &format!("fpgen: rejected with {}", code.code()),
+            );
+        }
+        self.log_state(&answer.outcome);
+        self.reply(answer.response)
     }
 
     /// Removes every header (or trailer) of `map` that the gate reserves
@@ -204,61 +203,32 @@ impl Stream {
         };
         match redeem::redeem(&config, gate, path, WasmHost::now_unix()) {
             Ok(redeemed) => {
-                stats::count(&format!(
-                    "fpgen.customer.{}.redemptions_accepted",
-                    redeemed.customer_id
-                ));
-                self.log_state(&Outcome {
-                    error: None,
-                    customer_id: Some(redeemed.customer_id.clone()),
-                    kid: redeemed.kid.clone(),
-                    cookie: redeemed.cookie.clone(),
-                    expires_at: Some(redeemed.expires_at),
-                });
-                for (name, value) in &redeemed.headers {
-                    self.add_http_request_header(name, value);
-                }
-                if let Some(new_path) = &redeemed.new_path {
-                    self.set_http_request_header(":path", Some(new_path));
-                }
+                self.pass(&redeemed);
                 Action::Continue
             }
-            Err((response, reason)) => {
-                stats::count(&format!(
-                    "fpgen.redemptions_rejected.{}",
-                    reason.stat_name()
-                ));
-                self.log_state(&Outcome {
-                    error: Some(ErrorCode::InvalidToken),
-                    ..Outcome::default()
-                });
+            Err(refusal) => {
+                stats::count(&fpgen_stats::redemptions_rejected(refusal));
+                self.log_state(&Outcome::refused(ErrorCode::InvalidToken));
                 log(
                     LogLevel::Debug,
-                    &format!("fpgen: redemption refused: {reason}"),
+                    &format!("fpgen: redemption refused: {refusal}"),
                 );
-                self.reply(response)
+                self.reply(refusal.response(gate.error_format))
             }
         }
     }
 
-    /// Stats and access-log filter state for a token-endpoint request.
-    fn record(&self, outcome: &Outcome) {
-        let customer = outcome.customer_id.as_deref();
-        match (outcome.error, customer) {
-            (None, Some(id)) => stats::count(&format!("fpgen.customer.{id}.tokens_minted")),
-            (None, None) => {}
-            (Some(code), Some(id)) => {
-                stats::count(&format!("fpgen.customer.{id}.rejected.{}", -code.code()))
-            }
-            (Some(code), None) => stats::count(&format!("fpgen.rejected.{}", -code.code())),
+    /// Counts and logs a redeemed token, and hands its licence data
+    /// upstream (the new headers, the path without the token).
+    fn pass(&mut self, redeemed: &Redeemed) {
+        stats::count(&fpgen_stats::redemptions_accepted(&redeemed.customer_id));
+        self.log_state(&redeemed.outcome());
+        for (name, value) in &redeemed.headers {
+            self.add_http_request_header(name, value);
         }
-        if let Some(code) = outcome.error {
-            log(
-                LogLevel::Debug,
-                &format!("fpgen: rejected with {}", code.code()),
-            );
+        if let Some(new_path) = &redeemed.new_path {
+            self.set_http_request_header(":path", Some(new_path));
         }
-        self.log_state(outcome);
     }
 
     /// The access-log filter state of a request the filter handled:
@@ -301,8 +271,8 @@ impl Host for WasmHost {
         Self::now_unix()
     }
 
-    fn fill_random(&self, buf: &mut [u8]) -> bool {
-        getrandom::fill(buf).is_ok()
+    fn fill_random(&self, buf: &mut [u8]) -> Result<(), HostFailure> {
+        getrandom::fill(buf).map_err(|_| HostFailure("no randomness from the host"))
     }
 
     fn client_address(&self) -> Option<IpAddr> {
@@ -318,7 +288,7 @@ impl Host for WasmHost {
         service::client_address(&self.policy, source, xff.as_deref())
     }
 
-    fn take_from_budget(&self, customer: &str, budget: u64) -> bool {
+    fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
         budget::take(customer, budget)
     }
 }
@@ -326,47 +296,54 @@ impl Host for WasmHost {
 /// Token budgets in proxy-wasm shared data: one counter per customer, shared
 /// by every worker's VM of this Envoy, incremented with compare-and-swap.
 mod budget {
-    use super::{hostcalls, Status};
+    use super::{hostcalls, Budget, CustomerId, HostFailure, Status};
 
-    fn key(customer: &str) -> String {
+    /// How many lost compare-and-swap races one request tolerates. A race
+    /// is lost only when another worker took a token between our read and
+    /// our write, so each retry means a token was minted elsewhere; with a
+    /// handful of workers, a thousand losses in a row cannot happen unless
+    /// the host misbehaves, and then the request fails (-9500) rather than
+    /// spin.
+    const MAX_RACES: usize = 1000;
+
+    fn key(customer: &CustomerId) -> String {
         format!("fpgen.budget.{customer}")
     }
 
-    fn read(customer: &str) -> (Option<u64>, Option<u32>) {
-        match hostcalls::get_shared_data(&key(customer)) {
-            Ok((data, cas)) => (
-                data.and_then(|d| <[u8; 8]>::try_from(d.as_slice()).ok())
-                    .map(u64::from_be_bytes),
-                cas,
-            ),
-            Err(_) => (None, None),
-        }
+    /// The tokens used so far (`None` when there is no counter yet) and the
+    /// CAS token for the next write.
+    fn read(customer: &CustomerId) -> Result<(Option<u64>, Option<u32>), HostFailure> {
+        let (data, cas) = hostcalls::get_shared_data(&key(customer))
+            .map_err(|_| HostFailure("token budget: shared data cannot be read"))?;
+        let used = data
+            .and_then(|d| <[u8; 8]>::try_from(d.as_slice()).ok())
+            .map(u64::from_be_bytes);
+        Ok((used, cas))
     }
 
     /// Creates the counter at 0 if it does not exist yet (it survives
     /// configuration reloads, so a reload does not refill a budget).
-    pub fn init(customer: &str) {
-        if read(customer).0.is_none() {
+    pub fn init(customer: &CustomerId) {
+        if matches!(read(customer), Ok((None, _))) {
             let _ = hostcalls::set_shared_data(&key(customer), Some(&0u64.to_be_bytes()), None);
         }
     }
 
-    /// Takes one token; `false` when `budget` tokens are already taken.
-    pub fn take(customer: &str, budget: u64) -> bool {
-        // A lost race means another worker took a token: read again.
-        for _ in 0..1000 {
-            let (used, cas) = read(customer);
+    /// Takes one token.
+    pub fn take(customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
+        for _ in 0..MAX_RACES {
+            let (used, cas) = read(customer)?;
             let used = used.unwrap_or(0);
             if used >= budget {
-                return false;
+                return Ok(Budget::Spent);
             }
             match hostcalls::set_shared_data(&key(customer), Some(&(used + 1).to_be_bytes()), cas) {
-                Ok(()) => return true,
+                Ok(()) => return Ok(Budget::Taken),
                 Err(Status::CasMismatch) => continue,
-                Err(_) => return false,
+                Err(_) => return Err(HostFailure("token budget: shared data cannot be written")),
             }
         }
-        false
+        Err(HostFailure("token budget: too many concurrent updates"))
     }
 }
 

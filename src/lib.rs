@@ -1,6 +1,16 @@
 //! fpgen: the ExpressPlay FairPlay licence-token API, answered at the edge.
+//!
+//! The pure core (no proxy-wasm): [`error`] (the error table), [`params`]
+//! (the parameter table and the form decoder), [`ids`], [`licence`],
+//! [`secret`], [`token`] (the token format and its keys), [`config`],
+//! [`request`] (validation), [`render`], [`service`] (the token endpoint),
+//! [`redeem`] (the redemption gate) and [`stats`]. The host shell,
+//! `filter`, is the one module that makes host calls.
 pub mod config;
 pub mod error;
+#[cfg(any(test, feature = "fixtures"))]
+pub mod fixtures;
+pub mod ids;
 pub mod licence;
 pub mod params;
 pub mod redeem;
@@ -10,6 +20,7 @@ pub mod secret;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod server;
 pub mod service;
+pub mod stats;
 pub mod token;
 
 #[cfg(target_arch = "wasm32")]

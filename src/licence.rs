@@ -1,94 +1,8 @@
 //! What a token carries: everything a licence server needs to answer a
 //! FairPlay licence request without calling anyone.
 
-use crate::error::{ApiError, ErrorCode};
+use crate::ids::{CustomerId, Kid};
 use crate::secret::ContentKey;
-use std::fmt;
-
-/// The longest `^` kid, in characters after the `^`.
-pub const MAX_KID_STRING_CHARS: usize = 64;
-
-/// What is wrong with a hex parameter, for messages that are true of the
-/// input: its length, or the first character that is not a hex digit.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HexProblem {
-    /// The value has this many characters, not the expected number.
-    Length(usize),
-    /// The character at this 1-based position is not a hex digit.
-    NotHex(usize),
-}
-
-impl HexProblem {
-    /// Checks that `text` is `digits` hex digits; `None` when it is.
-    pub fn of(text: &str, digits: &[usize]) -> Option<Self> {
-        let chars = text.chars().count();
-        if !digits.contains(&chars) {
-            return Some(Self::Length(chars));
-        }
-        text.chars()
-            .position(|c| !c.is_ascii_hexdigit())
-            .map(|i| Self::NotHex(i + 1))
-    }
-}
-
-impl fmt::Display for HexProblem {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Length(n) => write!(f, "got {n} characters"),
-            Self::NotHex(i) => write!(f, "character {i} is not a hex digit"),
-        }
-    }
-}
-
-/// A content key id: 16 bytes, or a `^`-prefixed name of 1 to 64 characters.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Kid {
-    Bytes([u8; 16]),
-    Name(String),
-}
-
-impl Kid {
-    /// Parses the `kid` parameter: 32 hex digits, or `^` and 1 to 64
-    /// characters (no control characters).
-    pub fn parse(text: &str) -> Result<Self, ApiError> {
-        if let Some(name) = text.strip_prefix('^') {
-            let chars = name.chars().count();
-            if chars > MAX_KID_STRING_CHARS {
-                return Err(ApiError::new(
-                    ErrorCode::KidStringTooLong,
-                    format!("{chars} characters"),
-                ));
-            }
-            if chars == 0 {
-                return Err(ApiError::new(ErrorCode::InvalidKid, "empty name after ^"));
-            }
-            if name.chars().any(char::is_control) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidKid,
-                    "control character in name",
-                ));
-            }
-            return Ok(Self::Name(name.to_owned()));
-        }
-        if let Some(problem) = HexProblem::of(text, &[32]) {
-            return Err(ApiError::new(ErrorCode::KidHexFormat, problem.to_string()));
-        }
-        let mut bytes = [0u8; 16];
-        hex::decode_to_slice(text, &mut bytes)
-            .map_err(|_| ApiError::from(ErrorCode::KidHexFormat))?;
-        Ok(Self::Bytes(bytes))
-    }
-}
-
-impl fmt::Display for Kid {
-    /// The parameter form: lower-case hex, or `^name`.
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Self::Bytes(b) => f.write_str(&hex::encode(b)),
-            Self::Name(n) => write!(f, "^{n}"),
-        }
-    }
-}
 
 /// The environment a token or an authenticator belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
@@ -125,7 +39,7 @@ impl FpExtension {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LicenceData {
     pub environment: Environment,
-    pub customer_id: String,
+    pub customer_id: CustomerId,
     /// Unix seconds.
     pub issued_at: i64,
     /// Unix seconds; the token is invalid from this second on.
@@ -147,7 +61,7 @@ impl LicenceData {
         use base64::Engine as _;
         let mut v = serde_json::json!({
             "environment": self.environment.as_str(),
-            "customer_id": self.customer_id,
+            "customer_id": self.customer_id.as_str(),
             "issued_at": self.issued_at,
             "issued_at_utc": rfc3339(self.issued_at),
             "expires_at": self.expires_at,
@@ -189,12 +103,13 @@ pub fn rfc3339(unix: i64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ids::Kid;
 
     #[test]
     fn json_hides_the_content_key_unless_asked() {
         let d = LicenceData {
             environment: Environment::Production,
-            customer_id: "7".into(),
+            customer_id: CustomerId::parse("7").unwrap(),
             issued_at: 0,
             expires_at: 1_800_000_000,
             content_key: ContentKey::new([0xab; 16]),
@@ -215,39 +130,5 @@ mod tests {
         assert_eq!(hidden["kid"], "^m");
         assert_eq!(hidden["fp_extensions"][0]["payload"], "AAAAAA==");
         assert_eq!(d.to_json(true)["content_key"], "ab".repeat(16));
-    }
-
-    #[test]
-    fn kid_forms() {
-        assert_eq!(
-            Kid::parse("00112233445566778899AABBCCDDEEFF")
-                .unwrap()
-                .to_string(),
-            "00112233445566778899aabbccddeeff"
-        );
-        assert_eq!(Kid::parse("^movie-1").unwrap(), Kid::Name("movie-1".into()));
-        assert!(Kid::parse(&format!("^{}", "é".repeat(64))).is_ok());
-        let code = |t: &str| Kid::parse(t).unwrap_err().code;
-        assert_eq!(
-            code(&format!("^{}", "a".repeat(65))),
-            ErrorCode::KidStringTooLong
-        );
-        assert_eq!(code("^"), ErrorCode::InvalidKid);
-        assert_eq!(code("^a\u{0}b"), ErrorCode::InvalidKid);
-        assert_eq!(code("0011"), ErrorCode::KidHexFormat);
-        assert_eq!(
-            code("zz112233445566778899aabbccddeeff"),
-            ErrorCode::KidHexFormat
-        );
-        assert_eq!(code(""), ErrorCode::KidHexFormat);
-        let message = |t: &str| Kid::parse(t).unwrap_err().message();
-        assert_eq!(
-            message("0011"),
-            "kid must be 32 hex characters: got 4 characters"
-        );
-        assert_eq!(
-            message("00112233445566778899aabbccddeefg"),
-            "kid must be 32 hex characters: character 32 is not a hex digit"
-        );
     }
 }

@@ -3,148 +3,97 @@
 //! case-sensitive; unknown names are ignored; `fpExtension` repeats and
 //! every other known parameter may appear once.
 
-use crate::error::ErrorCode;
+use crate::error::{ErrorCode, ErrorFormat};
 use std::borrow::Cow;
 
-/// Every parameter fpgen reads.
+/// How a PlayReady-style parameter's value is checked (they are never
+/// required; the sibling PlayReady API defines them, clients send them here).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Param {
-    CustomerAuthenticator,
-    ErrorFormat,
-    GeneralFlags,
-    Kek,
-    Kid,
-    Ek,
-    ContentKey,
-    Iv,
-    RentalDuration,
-    FpExtension,
-    ExpirationTime,
-    Cookie,
-    UseHttps,
+pub enum PlayReady {
+    /// `BuyToOwn` or `Rental`.
     RightsType,
-    RentalPeriodEndTime,
-    RentalPlayDuration,
-    AnalogVideoOpl,
-    CompressedDigitalAudioOpl,
-    CompressedDigitalVideoOpl,
-    UncompressedDigitalAudioOpl,
-    UncompressedDigitalVideoOpl,
-    OutputControlFlags,
-    UnknownOutputBehavior,
-    PrFlag,
+    /// An RFC 3339 `Z` time or `+seconds`.
+    Time,
+    /// A whole number of seconds.
+    Seconds,
+    /// An output protection level, 0 to 999.
+    OutputLevel,
+    /// 8 hex digits (4 bytes).
+    OutputFlags,
+    /// Any non-empty value.
+    Any,
 }
 
-const COUNT: usize = 24;
+/// Declares [`Param`] from its table: one row per parameter with its name
+/// on the wire, the code for an invalid value, and its PlayReady rule.
+macro_rules! param_table {
+    ($( $variant:ident = $name:literal, $code:ident, $playready:expr; )*) => {
+        /// Every parameter fpgen reads.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        pub enum Param {
+            $( $variant, )*
+        }
+
+        impl Param {
+            /// Every parameter, in table (and discriminant) order.
+            pub const ALL: &'static [Param] = &[$(Self::$variant),*];
+
+            /// The parameter's name on the wire.
+            pub const fn name(self) -> &'static str {
+                match self { $(Self::$variant => $name,)* }
+            }
+
+            /// The code reported when this parameter's value is not valid
+            /// (also when it is given more than once).
+            pub const fn invalid_code(self) -> ErrorCode {
+                match self { $(Self::$variant => ErrorCode::$code,)* }
+            }
+
+            /// How a parameter of the sibling PlayReady API is checked;
+            /// `None` for FairPlay's own.
+            pub const fn playready(self) -> Option<PlayReady> {
+                match self { $(Self::$variant => $playready,)* }
+            }
+        }
+    };
+}
+
+use PlayReady as P;
+
+param_table! {
+    CustomerAuthenticator = "customerAuthenticator", AuthenticatorInvalid, None;
+    ErrorFormat = "errorFormat", InvalidErrorFormat, None;
+    GeneralFlags = "generalFlags", InvalidGeneralFlags, None;
+    Kek = "kek", InvalidWrappedKey, None;
+    Kid = "kid", InvalidKid, None;
+    Ek = "ek", InvalidWrappedKey, None;
+    // -2027 is the reference's "must be 32 hex digits long": only for the
+    // length (see `request`); anything else is -2005.
+    ContentKey = "contentKey", InvalidContentKey, None;
+    Iv = "iv", InvalidIv, None;
+    RentalDuration = "rentalDuration", InvalidRentalDuration, None;
+    FpExtension = "fpExtension", InvalidFpExtension, None;
+    ExpirationTime = "expirationTime", InvalidExpirationTime, None;
+    Cookie = "cookie", InvalidCookie, None;
+    UseHttps = "useHttps", InvalidParameter, None;
+    RightsType = "rightsType", InvalidRightsType, Some(P::RightsType);
+    RentalPeriodEndTime = "rental.periodEndTime", InvalidRightsType, Some(P::Time);
+    RentalPlayDuration = "rental.playDuration", InvalidRentalPlayDuration, Some(P::Seconds);
+    AnalogVideoOpl = "analogVideoOPL", OutputControlOutOfRange, Some(P::OutputLevel);
+    CompressedDigitalAudioOpl = "compressedDigitalAudioOPL", OutputControlOutOfRange, Some(P::OutputLevel);
+    CompressedDigitalVideoOpl = "compressedDigitalVideoOPL", OutputControlOutOfRange, Some(P::OutputLevel);
+    UncompressedDigitalAudioOpl = "uncompressedDigitalAudioOPL", OutputControlOutOfRange, Some(P::OutputLevel);
+    UncompressedDigitalVideoOpl = "uncompressedDigitalVideoOPL", OutputControlOutOfRange, Some(P::OutputLevel);
+    OutputControlFlags = "outputControlFlags", InvalidOutputControlFlags, Some(P::OutputFlags);
+    UnknownOutputBehavior = "unknownOutputBehavior", NoValue, Some(P::Any);
+    PrFlag = "prFlag", NoValue, Some(P::Any);
+}
+
+const COUNT: usize = Param::ALL.len();
 
 impl Param {
-    pub const ALL: [Param; COUNT] = [
-        Self::CustomerAuthenticator,
-        Self::ErrorFormat,
-        Self::GeneralFlags,
-        Self::Kek,
-        Self::Kid,
-        Self::Ek,
-        Self::ContentKey,
-        Self::Iv,
-        Self::RentalDuration,
-        Self::FpExtension,
-        Self::ExpirationTime,
-        Self::Cookie,
-        Self::UseHttps,
-        Self::RightsType,
-        Self::RentalPeriodEndTime,
-        Self::RentalPlayDuration,
-        Self::AnalogVideoOpl,
-        Self::CompressedDigitalAudioOpl,
-        Self::CompressedDigitalVideoOpl,
-        Self::UncompressedDigitalAudioOpl,
-        Self::UncompressedDigitalVideoOpl,
-        Self::OutputControlFlags,
-        Self::UnknownOutputBehavior,
-        Self::PrFlag,
-    ];
-
-    /// The parameter's name on the wire.
-    pub const fn name(self) -> &'static str {
-        match self {
-            Self::CustomerAuthenticator => "customerAuthenticator",
-            Self::ErrorFormat => "errorFormat",
-            Self::GeneralFlags => "generalFlags",
-            Self::Kek => "kek",
-            Self::Kid => "kid",
-            Self::Ek => "ek",
-            Self::ContentKey => "contentKey",
-            Self::Iv => "iv",
-            Self::RentalDuration => "rentalDuration",
-            Self::FpExtension => "fpExtension",
-            Self::ExpirationTime => "expirationTime",
-            Self::Cookie => "cookie",
-            Self::UseHttps => "useHttps",
-            Self::RightsType => "rightsType",
-            Self::RentalPeriodEndTime => "rental.periodEndTime",
-            Self::RentalPlayDuration => "rental.playDuration",
-            Self::AnalogVideoOpl => "analogVideoOPL",
-            Self::CompressedDigitalAudioOpl => "compressedDigitalAudioOPL",
-            Self::CompressedDigitalVideoOpl => "compressedDigitalVideoOPL",
-            Self::UncompressedDigitalAudioOpl => "uncompressedDigitalAudioOPL",
-            Self::UncompressedDigitalVideoOpl => "uncompressedDigitalVideoOPL",
-            Self::OutputControlFlags => "outputControlFlags",
-            Self::UnknownOutputBehavior => "unknownOutputBehavior",
-            Self::PrFlag => "prFlag",
-        }
-    }
-
     fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|p| p.name() == name)
-    }
-
-    /// The code reported when this parameter's value is not valid (also
-    /// when it is given more than once).
-    pub const fn invalid_code(self) -> ErrorCode {
-        match self {
-            Self::CustomerAuthenticator => ErrorCode::AuthenticatorInvalid,
-            Self::ErrorFormat => ErrorCode::InvalidErrorFormat,
-            Self::GeneralFlags => ErrorCode::InvalidGeneralFlags,
-            Self::Kek | Self::Ek => ErrorCode::InvalidWrappedKey,
-            Self::Kid => ErrorCode::InvalidKid,
-            // -2027 is the reference's "must be 32 hex digits long": only
-            // for the length (see `request`); anything else is -2005.
-            Self::ContentKey => ErrorCode::InvalidContentKey,
-            Self::Iv => ErrorCode::InvalidIv,
-            Self::RentalDuration => ErrorCode::InvalidRentalDuration,
-            Self::FpExtension => ErrorCode::InvalidFpExtension,
-            Self::ExpirationTime => ErrorCode::InvalidExpirationTime,
-            Self::Cookie => ErrorCode::InvalidCookie,
-            Self::UseHttps => ErrorCode::InvalidParameter,
-            Self::RightsType | Self::RentalPeriodEndTime => ErrorCode::InvalidRightsType,
-            Self::RentalPlayDuration => ErrorCode::InvalidRentalPlayDuration,
-            Self::AnalogVideoOpl
-            | Self::CompressedDigitalAudioOpl
-            | Self::CompressedDigitalVideoOpl
-            | Self::UncompressedDigitalAudioOpl
-            | Self::UncompressedDigitalVideoOpl => ErrorCode::OutputControlOutOfRange,
-            Self::OutputControlFlags => ErrorCode::InvalidOutputControlFlags,
-            Self::UnknownOutputBehavior | Self::PrFlag => ErrorCode::NoValue,
-        }
-    }
-
-    /// Parameters of the sibling PlayReady API that clients send here.
-    pub const fn is_playready(self) -> bool {
-        matches!(
-            self,
-            Self::RightsType
-                | Self::RentalPeriodEndTime
-                | Self::RentalPlayDuration
-                | Self::AnalogVideoOpl
-                | Self::CompressedDigitalAudioOpl
-                | Self::CompressedDigitalVideoOpl
-                | Self::UncompressedDigitalAudioOpl
-                | Self::UncompressedDigitalVideoOpl
-                | Self::OutputControlFlags
-                | Self::UnknownOutputBehavior
-                | Self::PrFlag
-        )
+        Self::ALL.iter().copied().find(|p| p.name() == name)
     }
 }
 
@@ -227,12 +176,10 @@ fn has_malformed_escape(raw: &[u8]) -> bool {
 
 /// The `errorFormat` a request asks for (query string only, so that it can
 /// be read before the body arrives); `None` when the value is not valid.
-pub fn error_format_of(query: &[u8]) -> Option<crate::render::ErrorFormat> {
+pub fn error_format_of(query: &[u8]) -> Option<ErrorFormat> {
     form_urlencoded::parse(query)
         .find(|(name, _)| name == Param::ErrorFormat.name())
-        .map_or(Some(crate::render::ErrorFormat::Html), |(_, v)| {
-            crate::render::ErrorFormat::parse(&v)
-        })
+        .map_or(Some(ErrorFormat::Html), |(_, v)| ErrorFormat::parse(&v))
 }
 
 #[cfg(test)]

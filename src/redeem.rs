@@ -3,9 +3,11 @@
 //! licence data upstream in request headers.
 
 use crate::config::{Config, Redemption};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, ErrorFormat};
+use crate::ids::{CustomerId, KeyId, Kid};
 use crate::licence::{rfc3339, LicenceData};
 use crate::render::{self, Response};
+use crate::service::Outcome;
 use crate::token::{self, TokenError};
 use base64::Engine as _;
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
@@ -69,6 +71,16 @@ impl Refusal {
     ];
 }
 
+impl Refusal {
+    /// The -4010 response, in the gate's format.
+    pub fn response(self, format: ErrorFormat) -> Response {
+        render::error(
+            &ApiError::new(ErrorCode::InvalidToken, self.to_string()),
+            format,
+        )
+    }
+}
+
 impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -94,11 +106,24 @@ pub struct Redeemed {
     pub headers: Vec<(String, String)>,
     /// The new `:path`, when the token parameter is to be removed.
     pub new_path: Option<String>,
-    /// For the access log: who minted the token, its kid, cookie and expiry.
-    pub customer_id: String,
-    pub kid: Option<String>,
+    /// For the access log and stats: whose token it is, its kid, cookie and expiry.
+    pub customer_id: CustomerId,
+    pub kid: Option<Kid>,
     pub cookie: Option<String>,
     pub expires_at: i64,
+}
+
+impl Redeemed {
+    /// The access-log record of the redemption.
+    pub fn outcome(&self) -> Outcome {
+        Outcome {
+            error: None,
+            customer_id: Some(self.customer_id.clone()),
+            kid: self.kid.clone(),
+            cookie: self.cookie.clone(),
+            expires_at: Some(self.expires_at),
+        }
+    }
 }
 
 /// Whether the gate applies to this request path (query ignored).
@@ -201,39 +226,32 @@ pub fn token_of(query: &str) -> Option<String> {
     }
 }
 
-/// Checks the token in `path` and builds the upstream headers, or the -4010
-/// response and its reason.
-pub fn redeem(
-    config: &Config,
-    gate: &Redemption,
-    path: &str,
-    now: i64,
-) -> Result<Redeemed, (Response, Refusal)> {
-    check(config, path, now)
-        .map(|(data, key_id)| Redeemed {
-            headers: licence_headers(&gate.header_prefix, &data, &key_id),
-            new_path: gate.strip_token.then(|| without_token(path)),
-            kid: data.kid.as_ref().map(ToString::to_string),
-            cookie: data.cookie.clone(),
-            expires_at: data.expires_at,
-            customer_id: data.customer_id,
-        })
-        .map_err(|reason| {
-            let err = ApiError::new(ErrorCode::InvalidToken, reason.to_string());
-            (render::error(&err, gate.error_format), reason)
-        })
+/// Checks the token in `path` and builds the upstream headers, or says
+/// why the request is refused (render it with [`Refusal::response`]).
+pub fn redeem(config: &Config, gate: &Redemption, path: &str, now: i64) -> Result<Redeemed, Refusal> {
+    let (data, key_id) = check(config, path, now)?;
+    Ok(Redeemed {
+        headers: licence_headers(&gate.header_prefix, &data, &key_id),
+        new_path: gate.strip_token.then(|| without_token(path)),
+        kid: data.kid.clone(),
+        cookie: data.cookie.clone(),
+        expires_at: data.expires_at,
+        customer_id: data.customer_id,
+    })
 }
 
 /// Every check of the gate, in order: the path, the token parameter, the
 /// token itself, then the customer's standing. Returns the licence data and
 /// the sealing key id.
-fn check(config: &Config, path: &str, now: i64) -> Result<(LicenceData, String), Refusal> {
+fn check(config: &Config, path: &str, now: i64) -> Result<(LicenceData, KeyId), Refusal> {
     if !is_safe_path(path) {
         return Err(Refusal::UnsafePath);
     }
     let query = path.split_once('?').map_or("", |(_, q)| q);
     let token = token_of(query).ok_or(TokenError::Malformed)?;
-    let data = token::open(&token, &config.sealing_keys, config.environment, now)?;
+    let trusted = token::open(&token, &config.sealing_keys, config.environment, now)?;
+    let key_id = trusted.key_id().clone();
+    let data = trusted.into_data();
     let customer = config
         .customers
         .get(&data.customer_id)
@@ -247,23 +265,22 @@ fn check(config: &Config, path: &str, now: i64) -> Result<(LicenceData, String),
     {
         return Err(Refusal::Revoked);
     }
-    let key_id = token::key_id(&token).unwrap_or_default();
     Ok((data, key_id))
 }
 
 /// The licence data as `prefix`-named headers.
-fn licence_headers(prefix: &str, d: &LicenceData, key_id: &str) -> Vec<(String, String)> {
+fn licence_headers(prefix: &str, d: &LicenceData, key_id: &KeyId) -> Vec<(String, String)> {
     let name = |suffix: &str| format!("{prefix}{suffix}");
     let mut h = vec![
         (name("content-key"), hex::encode(d.content_key.expose())),
         (name("iv"), hex::encode(d.iv)),
         (name("rental-duration"), d.rental_duration.to_string()),
         (name("general-flags"), format!("{:08x}", d.general_flags)),
-        (name("customer"), d.customer_id.clone()),
+        (name("customer"), d.customer_id.to_string()),
         (name("environment"), d.environment.as_str().to_owned()),
         (name("issued"), rfc3339(d.issued_at)),
         (name("expires"), rfc3339(d.expires_at)),
-        (name("key-id"), key_id.to_owned()),
+        (name("key-id"), key_id.to_string()),
     ];
     if let Some(kid) = &d.kid {
         h.push((
@@ -318,7 +335,8 @@ pub fn without_token(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::licence::{Environment, FpExtension, Kid};
+    use crate::ids::Kid;
+    use crate::licence::{Environment, FpExtension};
     use crate::secret::ContentKey;
 
     const CONFIG: &str = r#"{
@@ -334,7 +352,7 @@ mod tests {
     fn data() -> LicenceData {
         LicenceData {
             environment: Environment::Test,
-            customer_id: "100001".into(),
+            customer_id: CustomerId::parse("100001").unwrap(),
             issued_at: 1_800_000_000,
             expires_at: 1_800_000_600,
             content_key: ContentKey::new([0xab; 16]),
@@ -418,12 +436,13 @@ mod tests {
             ),
         ];
         for (path, reason) in cases {
-            let (response, got) = redeem(&config, &gate, &path, now).unwrap_err();
+            let got = redeem(&config, &gate, &path, now).unwrap_err();
+            let response = got.response(gate.error_format);
             assert_eq!((response.status, got), (403, reason), "{path}");
             assert!(response.body.contains("-4010"));
         }
         let path = format!("/hms/fp/rights/?ExpressPlayToken={token}");
-        let (_, reason) = redeem(&config, &gate, &path, 1_800_000_600).unwrap_err();
+        let reason = redeem(&config, &gate, &path, 1_800_000_600).unwrap_err();
         assert_eq!(reason, Refusal::Token(TokenError::Expired));
     }
 
@@ -462,9 +481,7 @@ mod tests {
             c
         };
         let reason = |config: &Config| {
-            redeem(config, &gate, &path, 1_800_000_000)
-                .err()
-                .map(|e| e.1)
+            redeem(config, &gate, &path, 1_800_000_000).err()
         };
         assert_eq!(reason(&with(customer(serde_json::json!({})))), None);
         let mut other = customer(serde_json::json!({}));

@@ -1,31 +1,10 @@
 //! Turning outcomes into HTTP responses: the licence URL on success, an HTML
 //! page or a JSON object on error. Everything echoed is escaped here.
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode, ErrorFormat};
 use serde::Serialize;
 use std::borrow::Cow;
 use std::fmt::Write as _;
-
-/// How errors are rendered (`errorFormat`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum ErrorFormat {
-    #[default]
-    Html,
-    Json,
-}
-
-impl ErrorFormat {
-    /// `html` or `json`, in any letter case.
-    pub fn parse(text: &str) -> Option<Self> {
-        if text.eq_ignore_ascii_case("html") {
-            Some(Self::Html)
-        } else if text.eq_ignore_ascii_case("json") {
-            Some(Self::Json)
-        } else {
-            None
-        }
-    }
-}
 
 pub const CONTENT_TYPE_URI_LIST: &str = "text/uri-list";
 pub const CONTENT_TYPE_HTML: &str = "text/html; charset=utf-8";
@@ -85,7 +64,7 @@ pub fn error(err: &ApiError, format: ErrorFormat) -> Response {
             (CONTENT_TYPE_HTML, body)
         }
     };
-    let headers = if err.code == crate::error::ErrorCode::MethodNotAllowed {
+    let headers = if err.code == ErrorCode::MethodNotAllowed {
         vec![("allow", "GET, POST")]
     } else {
         Vec::new()
@@ -147,7 +126,6 @@ pub fn escape_html(text: &str, out: &mut String) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::error::ErrorCode;
 
     #[test]
     fn html_error_is_escaped() {
@@ -209,12 +187,5 @@ mod tests {
         let r = success("http://x/?ExpressPlayToken=abc".into());
         assert_eq!(r.body, "http://x/?ExpressPlayToken=abc\r\n");
         assert_eq!(r.content_type, "text/uri-list");
-    }
-
-    #[test]
-    fn format_parse() {
-        assert_eq!(ErrorFormat::parse("JSON"), Some(ErrorFormat::Json));
-        assert_eq!(ErrorFormat::parse("html"), Some(ErrorFormat::Html));
-        assert_eq!(ErrorFormat::parse("xml"), None);
     }
 }

@@ -1,10 +1,13 @@
 //! Validation: from decoded parameters to the licence data of a token, one
-//! rule of the API at a time, each failure with its documented code.
+//! rule of the API at a time, each failure with its documented code. This
+//! is where domain errors (a kid's [`KidError`], a hex value's
+//! [`HexProblem`]) become API codes.
 
 use crate::config::{Config, Customer};
 use crate::error::{ApiError, ErrorCode};
-use crate::licence::{FpExtension, HexProblem, Kid, LicenceData};
-use crate::params::{Param, Params};
+use crate::ids::{HexProblem, Kid, KidError};
+use crate::licence::{FpExtension, LicenceData};
+use crate::params::{Param, Params, PlayReady};
 use crate::secret::{ContentKey, Kek};
 use crate::token::{MAX_EXTENSIONS, MAX_EXTENSION_PAYLOAD};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
@@ -69,38 +72,11 @@ pub fn authenticate<'c>(config: &'c Config, params: &Params<'_>) -> Result<&'c C
 /// Validates every parameter of an authenticated request.
 pub fn validate(params: &Params<'_>, customer: &Customer, now: i64) -> Result<Validated, ApiError> {
     validate_playready(params)?;
-    let use_https = match params.get(Param::UseHttps) {
-        None => false,
-        Some(v) if v.eq_ignore_ascii_case("true") => true,
-        Some(v) if v.eq_ignore_ascii_case("false") => false,
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidParameter,
-                "useHttps must be true or false",
-            ))
-        }
-    };
-    let kid = params.get(Param::Kid).map(Kid::parse).transpose()?;
+    let use_https = parse_use_https(params.get(Param::UseHttps))?;
+    let kid = params.get(Param::Kid).map(parse_kid).transpose()?;
     let content_key = content_key(params, kid.as_ref(), customer)?;
-    let iv = match params.get(Param::Iv) {
-        None => return Err(ApiError::new(ErrorCode::InvalidIv, "iv is required")),
-        Some(text) => parse_hex16(text).map_err(|problem| {
-            ApiError::new(
-                ErrorCode::InvalidIv,
-                format!("expected 32 hex digits, {problem}"),
-            )
-        })?,
-    };
-    let general_flags = match params.get(Param::GeneralFlags) {
-        None | Some("00000000") | Some("0000") => 0,
-        Some("00000001") => 1,
-        Some(_) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidGeneralFlags,
-                "expected 00000000, 00000001 or 0000",
-            ))
-        }
-    };
+    let iv = parse_iv(params.get(Param::Iv))?;
+    let general_flags = parse_general_flags(params.get(Param::GeneralFlags))?;
     let rental_duration = match params.get(Param::RentalDuration) {
         None => 0,
         Some(text) => parse_u32(text).ok_or_else(|| {
@@ -110,17 +86,7 @@ pub fn validate(params: &Params<'_>, customer: &Customer, now: i64) -> Result<Va
             )
         })?,
     };
-    let extensions = params
-        .fp_extensions
-        .iter()
-        .map(|e| parse_extension(e))
-        .collect::<Result<Vec<_>, _>>()?;
-    if extensions.len() > MAX_EXTENSIONS {
-        return Err(ApiError::new(
-            ErrorCode::InvalidFpExtension,
-            format!("at most {MAX_EXTENSIONS} are allowed"),
-        ));
-    }
+    let extensions = parse_extensions(&params.fp_extensions)?;
     let expires_at = match params.get(Param::ExpirationTime) {
         None => now.saturating_add(MAX_LIFETIME_SECONDS),
         Some(text) => parse_expiration(text, now)?,
@@ -147,56 +113,146 @@ pub fn validate(params: &Params<'_>, customer: &Customer, now: i64) -> Result<Va
     })
 }
 
-/// The content key, from `contentKey`, from `ek` unwrapped with `kek`, or
-/// from the key store by `kid` (opened with `kek` or the customer's KEK).
+/// `useHttps`: `true` or `false` in any letter case; absent is `false`.
+fn parse_use_https(value: Option<&str>) -> Result<bool, ApiError> {
+    match value {
+        None => Ok(false),
+        Some(v) if v.eq_ignore_ascii_case("true") => Ok(true),
+        Some(v) if v.eq_ignore_ascii_case("false") => Ok(false),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidParameter,
+            "useHttps must be true or false",
+        )),
+    }
+}
+
+/// `kid`, with each [`KidError`] as its API code.
+pub fn parse_kid(text: &str) -> Result<Kid, ApiError> {
+    Kid::parse(text).map_err(|e| {
+        let code = match e {
+            KidError::Hex(_) => ErrorCode::KidHexFormat,
+            KidError::TooLong(_) => ErrorCode::KidStringTooLong,
+            KidError::Empty | KidError::Control => ErrorCode::InvalidKid,
+        };
+        ApiError::new(code, e.to_string())
+    })
+}
+
+/// `iv`: required, 32 hex digits.
+fn parse_iv(value: Option<&str>) -> Result<[u8; 16], ApiError> {
+    let text = value.ok_or_else(|| ApiError::new(ErrorCode::InvalidIv, "iv is required"))?;
+    parse_hex16(text).map_err(|problem| {
+        ApiError::new(
+            ErrorCode::InvalidIv,
+            format!("expected 32 hex digits, {problem}"),
+        )
+    })
+}
+
+/// `generalFlags`: the values the reference accepts.
+fn parse_general_flags(value: Option<&str>) -> Result<u32, ApiError> {
+    match value {
+        None | Some("00000000") | Some("0000") => Ok(0),
+        Some("00000001") => Ok(1),
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidGeneralFlags,
+            "expected 00000000, 00000001 or 0000",
+        )),
+    }
+}
+
+fn parse_extensions(texts: &[std::borrow::Cow<'_, str>]) -> Result<Vec<FpExtension>, ApiError> {
+    let extensions = texts
+        .iter()
+        .map(|e| parse_extension(e))
+        .collect::<Result<Vec<_>, _>>()?;
+    if extensions.len() > MAX_EXTENSIONS {
+        return Err(ApiError::new(
+            ErrorCode::InvalidFpExtension,
+            format!("at most {MAX_EXTENSIONS} are allowed"),
+        ));
+    }
+    Ok(extensions)
+}
+
+/// Where a request's content key comes from.
+enum KeySource<'a> {
+    /// `contentKey`, in the clear.
+    Clear(&'a str),
+    /// `ek`, wrapped with the request's `kek`.
+    Wrapped { kek: Kek, ek: &'a str },
+    /// The customer's key store, by `kid`, opened with the request's `kek`
+    /// or (when it has none) the customer's own.
+    Store { kid: &'a Kid, kek: Option<Kek> },
+}
+
+/// Decides the key source from the key parameters present. First the
+/// combinations the API refuses, each its own rule; then, with those gone,
+/// every remaining combination names one source.
+fn key_source<'a>(params: &'a Params<'_>, kid: Option<&'a Kid>) -> Result<KeySource<'a>, ApiError> {
+    let clear = params.get(Param::ContentKey);
+    let ek = params.get(Param::Ek);
+    let kek = params.get(Param::Kek).map(parse_kek).transpose()?;
+    let conflict = |detail: &'static str| Err(ApiError::new(ErrorCode::InvalidKeyData, detail));
+    if ek.is_some() && kek.is_none() {
+        return conflict("ek requires kek");
+    }
+    if kek.is_some() && clear.is_some() {
+        return conflict("give contentKey or kek, not both");
+    }
+    if kek.is_some() && kid.is_some() && ek.is_some() {
+        return conflict("with kek, give kid or ek, not both");
+    }
+    match (kek, ek, clear, kid) {
+        (Some(kek), Some(ek), _, _) => Ok(KeySource::Wrapped { kek, ek }),
+        (Some(kek), None, _, Some(kid)) => Ok(KeySource::Store {
+            kid,
+            kek: Some(kek),
+        }),
+        (Some(_), None, _, None) => Err(ApiError::new(
+            ErrorCode::MissingKid,
+            "kek requires kid or ek",
+        )),
+        (None, _, Some(text), _) => Ok(KeySource::Clear(text)),
+        (None, _, None, Some(kid)) => Ok(KeySource::Store { kid, kek: None }),
+        (None, _, None, None) => Err(ApiError::new(
+            ErrorCode::InvalidContentKey,
+            "contentKey is required (or kid, or kek and ek)",
+        )),
+    }
+}
+
+/// The content key, from its source.
 fn content_key(
     params: &Params<'_>,
     kid: Option<&Kid>,
     customer: &Customer,
 ) -> Result<ContentKey, ApiError> {
-    let clear = params.get(Param::ContentKey);
-    let ek = params.get(Param::Ek);
-    let kek = params.get(Param::Kek).map(parse_kek).transpose()?;
-    let conflict = |detail: &'static str| Err(ApiError::new(ErrorCode::InvalidKeyData, detail));
-    match (kek, ek) {
-        (None, Some(_)) => conflict("ek requires kek"),
-        (Some(_), _) if clear.is_some() => conflict("give contentKey or kek, not both"),
-        (Some(_), Some(_)) if kid.is_some() => conflict("with kek, give kid or ek, not both"),
-        (Some(kek), Some(ek)) => {
-            if let Some(problem) = HexProblem::of(ek, &[48]) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidWrappedKey,
-                    format!("ek must be 48 hex digits (a wrapped 16-byte key), {problem}"),
-                ));
-            }
-            let wrapped =
-                hex::decode(ek).map_err(|_| ApiError::from(ErrorCode::InvalidWrappedKey))?;
-            kek.unwrap_content_key(&wrapped).ok_or_else(|| {
-                ApiError::new(ErrorCode::InvalidWrappedKey, "ek does not unwrap with kek")
-            })
-        }
-        (Some(kek), None) => match kid {
+    match key_source(params, kid)? {
+        KeySource::Clear(text) => parse_content_key(text),
+        KeySource::Wrapped { kek, ek } => unwrap_ek(&kek, ek),
+        KeySource::Store { kid, kek: Some(kek) } => from_key_store(customer, kid, &kek),
+        KeySource::Store { kid, kek: None } => match &customer.kek {
+            Some(kek) => from_key_store(customer, kid, kek),
             None => Err(ApiError::new(
-                ErrorCode::MissingKid,
-                "kek requires kid or ek",
-            )),
-            Some(kid) => from_key_store(customer, kid, &kek),
-        },
-        (None, None) => match (clear, kid) {
-            (Some(text), _) => parse_content_key(text),
-            (None, Some(kid)) => match &customer.kek {
-                Some(kek) => from_key_store(customer, kid, kek),
-                None => Err(ApiError::new(
-                    ErrorCode::KeyStoreLookup,
-                    "no kek given and none configured",
-                )),
-            },
-            (None, None) => Err(ApiError::new(
-                ErrorCode::InvalidContentKey,
-                "contentKey is required (or kid, or kek and ek)",
+                ErrorCode::KeyStoreLookup,
+                "no kek given and none configured",
             )),
         },
     }
+}
+
+/// `ek`: 48 hex digits that unwrap under `kek`.
+fn unwrap_ek(kek: &Kek, ek: &str) -> Result<ContentKey, ApiError> {
+    if let Some(problem) = HexProblem::of(ek, &[48]) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidWrappedKey,
+            format!("ek must be 48 hex digits (a wrapped 16-byte key), {problem}"),
+        ));
+    }
+    let wrapped = hex::decode(ek).map_err(|_| ApiError::from(ErrorCode::InvalidWrappedKey))?;
+    kek.unwrap_content_key(&wrapped)
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidWrappedKey, "ek does not unwrap with kek"))
 }
 
 /// `contentKey`: the wrong length is -2027 (the reference's "must be 32
@@ -277,6 +333,9 @@ fn parse_extension(text: &str) -> Result<FpExtension, ApiError> {
         })?;
     // An unencoded `+` in a query string arrives as a space.
     let payload = payload.replace(' ', "+");
+    // Base64 takes 4 characters per 3 bytes; the `+ 4` allows the padding
+    // of a last, partial group. Longer text cannot decode to an allowed
+    // payload, so it is refused before it is decoded.
     let bad_payload = || ApiError::new(ErrorCode::ExtensionPayloadEncoding, "");
     if payload.is_empty() || payload.len() > MAX_EXTENSION_PAYLOAD * 4 / 3 + 4 {
         return Err(bad_payload());
@@ -353,31 +412,27 @@ pub fn parse_cookie(text: &str) -> Result<String, ApiError> {
 
 /// The PlayReady-style parameters: never required, validated when present.
 fn validate_playready(params: &Params<'_>) -> Result<(), ApiError> {
-    for param in Param::ALL.into_iter().filter(|p| p.is_playready()) {
-        let Some(value) = params.get(param) else {
+    for &param in Param::ALL {
+        let (Some(rule), Some(value)) = (param.playready(), params.get(param)) else {
             continue;
         };
         if value.is_empty() {
             return Err(ApiError::new(ErrorCode::NoValue, param.name()));
         }
-        let ok = match param {
-            Param::RightsType => matches!(value, "BuyToOwn" | "Rental"),
-            Param::RentalPeriodEndTime => parse_time(value, 0).is_some(),
-            Param::RentalPlayDuration => parse_u32(value).is_some(),
-            Param::OutputControlFlags => {
-                if !value.bytes().all(|b| b.is_ascii_hexdigit()) {
-                    false
-                } else if value.len() != 8 {
-                    return Err(ApiError::new(
-                        ErrorCode::OutputControlFlagsLength,
-                        "expected 8 hex digits",
-                    ));
-                } else {
-                    true
-                }
+        let all_hex = value.bytes().all(|b| b.is_ascii_hexdigit());
+        let ok = match rule {
+            PlayReady::RightsType => matches!(value, "BuyToOwn" | "Rental"),
+            PlayReady::Time => parse_time(value, 0).is_some(),
+            PlayReady::Seconds => parse_u32(value).is_some(),
+            PlayReady::OutputLevel => parse_u32(value).is_some_and(|n| n <= 999),
+            PlayReady::OutputFlags if all_hex && value.len() != 8 => {
+                return Err(ApiError::new(
+                    ErrorCode::OutputControlFlagsLength,
+                    "expected 8 hex digits",
+                ));
             }
-            Param::UnknownOutputBehavior | Param::PrFlag => true,
-            _ => parse_u32(value).is_some_and(|n| n <= 999),
+            PlayReady::OutputFlags => all_hex,
+            PlayReady::Any => true,
         };
         if !ok {
             return Err(ApiError::new(param.invalid_code(), param.name()));

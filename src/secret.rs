@@ -23,11 +23,6 @@ impl<const N: usize> Secret<N> {
         Some(Self(bytes))
     }
 
-    pub fn from_slice(bytes: &[u8]) -> Option<Self> {
-        let array: [u8; N] = bytes.try_into().ok()?;
-        Some(Self(array))
-    }
-
     pub fn expose(&self) -> &[u8; N] {
         &self.0
     }
@@ -47,11 +42,40 @@ impl<const N: usize> PartialEq for Secret<N> {
 
 impl<const N: usize> Eq for Secret<N> {}
 
-/// A content encryption key (16 bytes).
-pub type ContentKey = Secret<16>;
+/// Declares a key type of its own over [`Secret`], so that a content key
+/// cannot be passed where a KEK or a sealing key is expected.
+macro_rules! key_type {
+    ($(#[doc = $doc:literal])* $name:ident, $n:literal) => {
+        $(#[doc = $doc])*
+        #[derive(Clone, Debug, PartialEq, Eq)]
+        pub struct $name(Secret<$n>);
 
-/// A token sealing key (32 bytes, XChaCha20-Poly1305).
-pub type SealingKeyBytes = Secret<32>;
+        impl $name {
+            pub const fn new(bytes: [u8; $n]) -> Self {
+                Self(Secret::new(bytes))
+            }
+
+            /// Parses exactly the key's length in hex digits.
+            pub fn from_hex(text: &str) -> Option<Self> {
+                Secret::from_hex(text).map(Self)
+            }
+
+            pub fn expose(&self) -> &[u8; $n] {
+                self.0.expose()
+            }
+        }
+    };
+}
+
+key_type! {
+    /// A content encryption key (16 bytes): what the licence carries.
+    ContentKey, 16
+}
+
+key_type! {
+    /// A token sealing key (32 bytes, XChaCha20-Poly1305).
+    SealingKeyBytes, 32
+}
 
 /// An AES key-encryption key of 128, 192 or 256 bits.
 #[derive(Clone, PartialEq, Eq)]
@@ -133,6 +157,7 @@ mod tests {
             format!("{key:?}"),
             format!("{kek:?}"),
             format!("{:?}", Some(&key)),
+            format!("{:?}", SealingKeyBytes::new([7; 32])),
         ] {
             assert!(!text.contains("0102"), "{text}");
             assert!(!text.contains("[0, 1"), "{text}");

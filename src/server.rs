@@ -1,17 +1,18 @@
 //! `fpgen serve`: the token endpoint as a small native HTTP/1.1 service
 //! (hyper on tokio), for users without Envoy and as the "token backend"
 //! design that `make bench` compares the filter with. Same code path as the
-//! filter: [`service::handle`].
+//! filter: [`service::admit`], then [`service::handle`].
 
 use crate::config::Config;
 use crate::error::ErrorCode;
+use crate::ids::CustomerId;
 use crate::render::Response as ApiResponse;
-use crate::service::{self, Host};
+use crate::service::{self, Admission, Budget, Host, HostFailure};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
-use hyper::{Method, Request, Response, StatusCode};
+use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -26,14 +27,14 @@ impl Host for ServeHost {
     fn now(&self) -> i64 {
         service::SystemHost.now()
     }
-    fn fill_random(&self, buf: &mut [u8]) -> bool {
+    fn fill_random(&self, buf: &mut [u8]) -> Result<(), HostFailure> {
         service::SystemHost.fill_random(buf)
     }
     fn client_address(&self) -> Option<IpAddr> {
         Some(self.peer)
     }
-    fn take_from_budget(&self, _customer: &str, _budget: u64) -> bool {
-        true
+    fn take_from_budget(&self, _: &CustomerId, _: u64) -> Result<Budget, HostFailure> {
+        Ok(Budget::Taken)
     }
 }
 
@@ -83,34 +84,25 @@ async fn answer(
     }
     let query = service::query_of(&path_and_query).to_owned();
     let host = ServeHost { peer: peer.ip() };
-    let api = match *req.method() {
-        Method::GET => service::handle(&config, &query, b"", &host).0,
-        Method::POST => {
-            let content_type = req
-                .headers()
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok());
-            let declared = req
-                .headers()
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<usize>().ok());
-            if !service::is_form_content_type(content_type) {
-                service::reject(ErrorCode::UnsupportedMediaType, &query)
-            } else if declared.is_some_and(|n| n > config.max_body_bytes) {
-                service::reject(ErrorCode::BodyTooLarge, &query)
-            } else {
-                match Limited::new(req.into_body(), config.max_body_bytes)
-                    .collect()
-                    .await
-                {
-                    Ok(body) => service::handle(&config, &query, &body.to_bytes(), &host).0,
-                    Err(_) => service::reject(ErrorCode::BodyTooLarge, &query),
-                }
-            }
-        }
-        _ => service::reject(ErrorCode::MethodNotAllowed, &query),
+    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let admission = service::admit(
+        req.method().as_str(),
+        header(CONTENT_TYPE),
+        header(CONTENT_LENGTH),
+        config.max_body_bytes,
+    );
+    let answer = match admission {
+        Admission::Refuse(code) => service::refuse(code, &query),
+        Admission::Query => service::handle(&config, &query, b"", &host),
+        Admission::Body => match Limited::new(req.into_body(), config.max_body_bytes)
+            .collect()
+            .await
+        {
+            Ok(body) => service::handle(&config, &query, &body.to_bytes(), &host),
+            Err(_) => service::refuse(ErrorCode::BodyTooLarge, &query),
+        },
     };
+    let api = answer.response;
     Ok(to_hyper(api))
 }
 

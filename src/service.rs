@@ -1,10 +1,13 @@
 //! The token endpoint as a pure function: request in, response out. The host
-//! shell (`filter`) supplies the clock and the randomness through [`Host`].
+//! shell (`filter`, or `fpgen serve`) supplies the clock, the randomness,
+//! the client address and the token budgets through [`Host`], and asks
+//! [`admit`] what to do with a request before it reads a body.
 
 use crate::config::{ClientAddressPolicy, Config, Customer};
-use crate::error::{ApiError, ErrorCode};
+use crate::error::{ApiError, ErrorCode, ErrorFormat};
+use crate::ids::{CustomerId, Kid};
 use crate::params::{error_format_of, Param, Params};
-use crate::render::{self, ErrorFormat, Response};
+use crate::render::{self, Response};
 use crate::request;
 use crate::token::{self, NONCE_LEN};
 use std::net::{IpAddr, SocketAddr};
@@ -12,23 +15,36 @@ use std::net::{IpAddr, SocketAddr};
 /// The path the filter answers (with or without a trailing `/`).
 pub const TOKEN_PATH: &str = "/hms/fp/token";
 
+/// A host call that failed: the host could not do what was asked. Always
+/// an internal error (-9500) for the request, never a refusal of it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostFailure(pub &'static str);
+
+/// The result of taking one token from a customer's budget.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Budget {
+    /// One token taken.
+    Taken,
+    /// The budget is spent (-2019).
+    Spent,
+}
+
 /// What the filter needs from its host.
 pub trait Host {
     /// Unix time in seconds.
     fn now(&self) -> i64;
-    /// Fills `buf` with cryptographically secure random bytes; `false` when
-    /// the host cannot.
-    fn fill_random(&self, buf: &mut [u8]) -> bool;
+    /// Fills `buf` with cryptographically secure random bytes.
+    fn fill_random(&self, buf: &mut [u8]) -> Result<(), HostFailure>;
     /// The client's address, as the configuration's `client_address` policy
     /// determines it; `None` when unknown.
     fn client_address(&self) -> Option<IpAddr>;
     /// Takes one token from `customer`'s budget of `budget`, shared by every
-    /// worker of this Envoy; `false` when the budget is spent.
-    fn take_from_budget(&self, customer: &str, budget: u64) -> bool;
+    /// worker of this Envoy.
+    fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure>;
 }
 
-/// The host of native programs (the `fpgen` command, tests): the system
-/// clock and the operating system's random source.
+/// The host of native programs (the `fpgen` command, `fpgen serve`,
+/// tests): the system clock and the operating system's random source.
 #[cfg(not(target_arch = "wasm32"))]
 pub struct SystemHost;
 
@@ -40,8 +56,8 @@ impl Host for SystemHost {
             .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
     }
 
-    fn fill_random(&self, buf: &mut [u8]) -> bool {
-        getrandom::fill(buf).is_ok()
+    fn fill_random(&self, buf: &mut [u8]) -> Result<(), HostFailure> {
+        getrandom::fill(buf).map_err(|_| HostFailure("no randomness from the operating system"))
     }
 
     /// Offline minting has no network peer: customers with
@@ -51,8 +67,49 @@ impl Host for SystemHost {
     }
 
     /// Budgets count what one Envoy mints; offline minting is not counted.
-    fn take_from_budget(&self, _customer: &str, _budget: u64) -> bool {
-        true
+    fn take_from_budget(&self, _: &CustomerId, _: u64) -> Result<Budget, HostFailure> {
+        Ok(Budget::Taken)
+    }
+}
+
+/// What to do with a request to the token path, decided from its method
+/// and headers before any body is read. The filter and `fpgen serve` both
+/// ask this one function, so they admit and refuse the same requests.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Admission {
+    /// Answer from the query string alone (GET; a body is ignored).
+    Query,
+    /// Read the form body (at most `max_body_bytes`; more is 413), then
+    /// answer. A POST without a body is answered with an empty one.
+    Body,
+    /// Refuse with this code, in the format the query asks for.
+    Refuse(ErrorCode),
+}
+
+/// The admission rule: GET answers from the query; a POST must announce a
+/// form body (`application/x-www-form-urlencoded`, or no content type) and
+/// declare no more than `max_body_bytes`, whether or not a body follows;
+/// every other method is 405.
+pub fn admit(
+    method: &str,
+    content_type: Option<&str>,
+    content_length: Option<&str>,
+    max_body_bytes: usize,
+) -> Admission {
+    match method {
+        "GET" => Admission::Query,
+        "POST" if !is_form_content_type(content_type) => {
+            Admission::Refuse(ErrorCode::UnsupportedMediaType)
+        }
+        "POST" => {
+            let declared = content_length.and_then(|v| v.trim().parse::<usize>().ok());
+            if declared.is_some_and(|n| n > max_body_bytes) {
+                Admission::Refuse(ErrorCode::BodyTooLarge)
+            } else {
+                Admission::Body
+            }
+        }
+        _ => Admission::Refuse(ErrorCode::MethodNotAllowed),
     }
 }
 
@@ -71,19 +128,27 @@ pub fn query_of(path: &str) -> &str {
 /// validated, printable values (never key material).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Outcome {
-    /// `None` when a token was minted.
+    /// `None` when a token was minted (or redeemed).
     pub error: Option<ErrorCode>,
     /// The authenticated customer, when authentication got that far.
-    pub customer_id: Option<String>,
-    /// The kid of the minted token (`^name` or hex).
-    pub kid: Option<String>,
+    pub customer_id: Option<CustomerId>,
+    /// The kid of the token.
+    pub kid: Option<Kid>,
     /// The request's cookie, when it is valid.
     pub cookie: Option<String>,
-    /// Expiry of the minted token, Unix seconds.
+    /// Expiry of the token, Unix seconds.
     pub expires_at: Option<i64>,
 }
 
 impl Outcome {
+    /// A request refused with `code` before anything was known of it.
+    pub fn refused(code: ErrorCode) -> Self {
+        Self {
+            error: Some(code),
+            ..Self::default()
+        }
+    }
+
     pub fn minted(&self) -> bool {
         self.error.is_none()
     }
@@ -91,6 +156,16 @@ impl Outcome {
     /// The numeric code for logs: 0 for a minted token.
     pub fn code(&self) -> i32 {
         self.error.map_or(0, ErrorCode::code)
+    }
+
+    /// The counter this outcome of a token request adds one to (a minted
+    /// token always has its customer).
+    pub fn stat_name(&self) -> Option<String> {
+        match (self.error, &self.customer_id) {
+            (None, Some(id)) => Some(crate::stats::tokens_minted(id)),
+            (None, None) => None,
+            (Some(code), id) => Some(crate::stats::rejected(code, id.as_ref())),
+        }
     }
 
     /// The outcome as one logfmt line for the access log:
@@ -104,11 +179,11 @@ impl Outcome {
         let mut out = format!("code={}", self.code());
         if let Some(id) = &self.customer_id {
             out.push_str(" customer=");
-            out.push_str(id);
+            out.push_str(id.as_str());
         }
         if let Some(kid) = &self.kid {
             out.push_str(" kid=");
-            out.extend(utf8_percent_encode(kid, FIELD));
+            out.extend(utf8_percent_encode(&kid.to_string(), FIELD));
         }
         if let Some(cookie) = &self.cookie {
             out.push_str(" cookie=");
@@ -130,116 +205,176 @@ pub fn is_form_content_type(content_type: Option<&str>) -> bool {
     })
 }
 
-/// The response to a request the filter refuses before reading parameters
-/// (method, body size, media type), in the format the query asks for.
-pub fn reject(code: ErrorCode, query: &str) -> Response {
-    render::error(
-        &code.into(),
-        error_format_of(query.as_bytes()).unwrap_or_default(),
-    )
+/// A response and what it was, for the host to send and record.
+#[derive(Debug)]
+pub struct Answer {
+    pub response: Response,
+    pub outcome: Outcome,
+}
+
+/// The answer to a request refused before its parameters are read
+/// (method, body size, media type; or no configuration), in the format the
+/// query asks for.
+pub fn refuse(code: ErrorCode, query: &str) -> Answer {
+    let format = error_format_of(query.as_bytes()).unwrap_or_default();
+    Answer {
+        response: render::error(&code.into(), format),
+        outcome: Outcome::refused(code),
+    }
+}
+
+/// A minted licence URL and what it holds.
+#[derive(Debug)]
+pub struct Minted {
+    pub url: String,
+    pub customer_id: CustomerId,
+    pub kid: Option<Kid>,
+    pub expires_at: i64,
+}
+
+/// A refused token request: the error, and the customer when
+/// authentication got that far.
+#[derive(Debug)]
+pub struct Refused {
+    pub error: ApiError,
+    pub customer_id: Option<CustomerId>,
+}
+
+/// One token request, minted or refused, before rendering (for tools such
+/// as `fpgen mint` that print errors their own way).
+#[derive(Debug)]
+pub struct Minting {
+    pub result: Result<Minted, Refused>,
+    /// The format errors are rendered in.
+    pub format: ErrorFormat,
+    /// The request's cookie, when it is valid (for the access log).
+    pub cookie: Option<String>,
+}
+
+impl Minting {
+    /// The access-log and stats record.
+    pub fn outcome(&self) -> Outcome {
+        let (error, customer_id, kid, expires_at) = match &self.result {
+            Ok(m) => (None, Some(&m.customer_id), m.kid.clone(), Some(m.expires_at)),
+            Err(r) => (Some(r.error.code), r.customer_id.as_ref(), None, None),
+        };
+        Outcome {
+            error,
+            customer_id: customer_id.cloned(),
+            kid,
+            cookie: self.cookie.clone(),
+            expires_at,
+        }
+    }
+
+    /// The response, and the record.
+    pub fn into_answer(self) -> Answer {
+        let outcome = self.outcome();
+        let response = match self.result {
+            Ok(minted) => render::success(minted.url),
+            Err(refused) => render::error(&refused.error, self.format),
+        };
+        Answer { response, outcome }
+    }
 }
 
 /// Answers one GET or POST to the token endpoint. `body` is the complete
 /// form-urlencoded body (empty for GET).
-pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> (Response, Outcome) {
-    let (result, format, outcome) = mint_url(config, query, body, host);
-    let response = match result {
-        Ok(url) => render::success(url),
-        Err(err) => render::error(&err, format),
-    };
-    (response, outcome)
+pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Answer {
+    mint_url(config, query, body, host).into_answer()
 }
 
-/// [`handle`] before rendering: the licence URL or the error, the error
-/// format the request asked for, and the outcome (for tools such as
-/// `fpgen mint` that print errors their own way).
-pub fn mint_url(
-    config: &Config,
-    query: &str,
-    body: &[u8],
-    host: &dyn Host,
-) -> (Result<String, ApiError>, ErrorFormat, Outcome) {
+/// [`handle`] before rendering.
+pub fn mint_url(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Minting {
     let params = Params::parse(query.as_bytes(), body);
-    let mut outcome = Outcome {
-        cookie: params
-            .get(Param::Cookie)
-            .filter(|_| params.malformed != Some(Param::Cookie))
-            .and_then(|c| request::parse_cookie(c).ok()),
-        ..Outcome::default()
+    let cookie = params
+        .get(Param::Cookie)
+        .filter(|_| params.malformed != Some(Param::Cookie))
+        .and_then(|c| request::parse_cookie(c).ok());
+    let (format, result) = match params.get(Param::ErrorFormat) {
+        None => (ErrorFormat::default(), mint(config, &params, host)),
+        Some(text) => match ErrorFormat::parse(text) {
+            Some(format) => (format, mint(config, &params, host)),
+            None => {
+                let shown: String = text.chars().take(32).collect();
+                let error = ApiError::new(ErrorCode::InvalidErrorFormat, shown);
+                let refused = Refused {
+                    error,
+                    customer_id: None,
+                };
+                (ErrorFormat::Html, Err(refused))
+            }
+        },
     };
-    let (format, result) = match params.get(Param::ErrorFormat).map(ErrorFormat::parse) {
-        Some(None) => {
-            let shown: String = params
-                .get(Param::ErrorFormat)
-                .unwrap_or("")
-                .chars()
-                .take(32)
-                .collect();
-            (
-                ErrorFormat::Html,
-                Err(ApiError::new(ErrorCode::InvalidErrorFormat, shown)),
-            )
-        }
-        format => (
-            format.flatten().unwrap_or_default(),
-            mint(config, &params, host, &mut outcome),
-        ),
-    };
-    if let Err(err) = &result {
-        outcome.error = Some(err.code);
+    Minting {
+        result,
+        format,
+        cookie,
     }
-    (result, format, outcome)
 }
 
-/// Authenticates, applies the account's controls, validates, spends one
-/// token of the budget, and seals. Fills `outcome` as it learns things.
-fn mint(
-    config: &Config,
-    params: &Params<'_>,
-    host: &dyn Host,
-    outcome: &mut Outcome,
-) -> Result<String, ApiError> {
+/// Checks the request's form, then authenticates and mints for the customer.
+fn mint(config: &Config, params: &Params<'_>, host: &dyn Host) -> Result<Minted, Refused> {
+    let refused = |error| Refused {
+        error,
+        customer_id: None,
+    };
     if let Some(param) = params.repeated {
-        return Err(ApiError::new(
-            param.invalid_code(),
-            format!("{} is given more than once", param.name()),
-        ));
+        let detail = format!("{} is given more than once", param.name());
+        return Err(refused(ApiError::new(param.invalid_code(), detail)));
     }
     if let Some(param) = params.malformed {
-        return Err(ApiError::new(
-            param.invalid_code(),
-            format!("{} holds a malformed percent escape", param.name()),
-        ));
+        let detail = format!("{} holds a malformed percent escape", param.name());
+        return Err(refused(ApiError::new(param.invalid_code(), detail)));
     }
-    let customer = request::authenticate(config, params)?;
-    outcome.customer_id = Some(customer.id.clone());
+    let customer = request::authenticate(config, params).map_err(refused)?;
+    mint_for(config, customer, params, host).map_err(|error| Refused {
+        error,
+        customer_id: Some(customer.id.clone()),
+    })
+}
+
+/// Applies the account's controls, validates, spends one token of the
+/// budget, and seals.
+fn mint_for(
+    config: &Config,
+    customer: &Customer,
+    params: &Params<'_>,
+    host: &dyn Host,
+) -> Result<Minted, ApiError> {
     check_account(customer, host)?;
     let valid = request::validate(params, customer, host.now())?;
-    outcome.kid = valid.licence.kid.as_ref().map(ToString::to_string);
     if let Some(budget) = customer.token_budget {
-        if !host.take_from_budget(&customer.id, budget) {
-            return Err(ApiError::new(
-                ErrorCode::InsufficientTokens,
-                format!("the budget of {budget} tokens is spent"),
-            ));
+        match host.take_from_budget(&customer.id, budget).map_err(internal)? {
+            Budget::Taken => {}
+            Budget::Spent => {
+                return Err(ApiError::new(
+                    ErrorCode::InsufficientTokens,
+                    format!("the budget of {budget} tokens is spent"),
+                ))
+            }
         }
     }
     let key = config.sealing_keys.active().ok_or(ErrorCode::Internal)?;
     let mut nonce = [0u8; NONCE_LEN];
-    if !host.fill_random(&mut nonce) {
-        return Err(ApiError::new(
-            ErrorCode::Internal,
-            "no randomness available",
-        ));
-    }
+    host.fill_random(&mut nonce).map_err(internal)?;
     let token = token::seal(&valid.licence, key, &nonce)
         .map_err(|_| ApiError::from(ErrorCode::Internal))?;
     let prefix = config.redeem_url.prefix(valid.use_https);
-    let mut url = String::with_capacity(prefix.len() + token.len() + 2);
+    let mut url = String::with_capacity(prefix.len() + token.len());
     url.push_str(prefix);
     url.push_str(&token);
-    outcome.expires_at = Some(valid.licence.expires_at);
-    Ok(url)
+    Ok(Minted {
+        url,
+        customer_id: customer.id.clone(),
+        kid: valid.licence.kid,
+        expires_at: valid.licence.expires_at,
+    })
+}
+
+/// A host failure as the request's error: -9500 with what failed.
+fn internal(failure: HostFailure) -> ApiError {
+    ApiError::new(ErrorCode::Internal, failure.0)
 }
 
 /// The account's own controls, checked right after authentication.

@@ -9,15 +9,23 @@
 //!
 //! The full specification, with test vectors, is `docs/token-format.md`.
 
-use crate::config::{KeyRing, SealingKey};
-use crate::licence::{Environment, FpExtension, Kid, LicenceData};
-use crate::secret::ContentKey;
+//!
+//! The keys live here too ([`SealingKey`], [`KeyRing`]): the format and the
+//! keys it is sealed with belong together, and neither knows the
+//! configuration's JSON. Opening moves a token through three types:
+//! [`UntrustedToken`] (decoded, nothing verified), [`VerifiedToken`]
+//! (authentic: sealed by a key of the ring) and [`TrustedToken`] (authentic,
+//! for this environment and within its times).
+
+use crate::ids::{CustomerId, KeyId, Kid};
+use crate::licence::{Environment, FpExtension, LicenceData};
+use crate::secret::{ContentKey, SealingKeyBytes};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use chacha20poly1305::aead::{AeadInOut, KeyInit};
 use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use std::fmt;
-use zeroize::Zeroize;
+use zeroize::Zeroizing;
 
 /// The format version this code writes and reads.
 pub const VERSION: u8 = 1;
@@ -111,16 +119,52 @@ impl fmt::Display for EncodeError {
 
 impl std::error::Error for EncodeError {}
 
+/// A sealing key and its id.
+#[derive(Debug, Clone)]
+pub struct SealingKey {
+    pub id: KeyId,
+    pub key: SealingKeyBytes,
+}
+
+/// The sealing keys: one mints, all verify.
+#[derive(Debug, Clone)]
+pub struct KeyRing {
+    keys: Vec<SealingKey>,
+    active: usize,
+}
+
+impl KeyRing {
+    /// A ring whose active key is `active` (an id among `keys`); `None`
+    /// when no key has that id.
+    pub fn new(keys: Vec<SealingKey>, active: &KeyId) -> Option<Self> {
+        let active = keys.iter().position(|k| &k.id == active)?;
+        Some(Self { keys, active })
+    }
+
+    /// The key that seals new tokens.
+    pub fn active(&self) -> Option<&SealingKey> {
+        self.keys.get(self.active)
+    }
+
+    /// The key a token names (its header's key id, as bytes).
+    pub fn get(&self, id: &[u8]) -> Option<&SealingKey> {
+        self.keys.iter().find(|k| k.id.as_str().as_bytes() == id)
+    }
+}
+
 /// Seals `data` under `key` with `nonce` (which must be fresh and random for
-/// every token) and returns the base64url token.
+/// every token) and returns the base64url token. The plaintext is built in
+/// one buffer of the exact sealed size (so no reallocation leaves a copy
+/// behind), encrypted in place, and zeroized when the buffer is dropped, on
+/// every path.
 pub fn seal(
     data: &LicenceData,
     key: &SealingKey,
     nonce: &[u8; NONCE_LEN],
 ) -> Result<String, EncodeError> {
-    let mut out = Vec::with_capacity(256);
+    let mut out = Zeroizing::new(Vec::with_capacity(sealed_len(data, key)));
     out.push(VERSION);
-    push_short(&mut out, key.id.as_bytes(), "sealing key id")?;
+    push_short(&mut out, key.id.as_str().as_bytes(), "sealing key id")?;
     let header_len = out.len();
     out.extend_from_slice(nonce);
     let body_start = out.len();
@@ -135,9 +179,20 @@ pub fn seal(
         .encrypt_inout_detached(&XNonce::from(*nonce), aad, body.into())
         .map_err(|_| EncodeError("payload too long"))?;
     out.extend_from_slice(&tag);
-    let token = URL_SAFE_NO_PAD.encode(&out);
-    out.zeroize();
-    Ok(token)
+    Ok(URL_SAFE_NO_PAD.encode(out.as_slice()))
+}
+
+/// The length of a sealed token before base64: header, nonce, payload, tag.
+fn sealed_len(d: &LicenceData, key: &SealingKey) -> usize {
+    let kid = match &d.kid {
+        None => 1,
+        Some(Kid::Bytes(b)) => 1 + b.len(),
+        Some(Kid::Name(n)) => 2 + n.len(),
+    };
+    let cookie = d.cookie.as_deref().map_or(0, str::len);
+    let extensions: usize = d.extensions.iter().map(|e| 6 + e.payload.len()).sum();
+    let payload = 1 + 8 + 8 + 1 + d.customer_id.as_str().len() + 16 + 16 + kid + 4 + 4;
+    2 + key.id.as_str().len() + NONCE_LEN + payload + 1 + cookie + 1 + extensions + TAG_LEN
 }
 
 /// Opens and verifies a token: decodes it, finds its key in `ring`, checks the
@@ -149,85 +204,149 @@ pub fn open(
     ring: &KeyRing,
     environment: Environment,
     now: i64,
-) -> Result<LicenceData, TokenError> {
-    let data = open_unchecked(token, ring)?;
-    check(&data, environment, now)?;
-    Ok(data)
+) -> Result<TrustedToken, TokenError> {
+    UntrustedToken::parse(token)?
+        .verify(ring)?
+        .trust(environment, now)
 }
 
-/// The checks of [`open`] after authentication, on opened licence data.
-pub fn check(data: &LicenceData, environment: Environment, now: i64) -> Result<(), TokenError> {
-    if data.environment != environment {
-        return Err(TokenError::WrongEnvironment);
-    }
-    if now >= data.expires_at {
-        return Err(TokenError::Expired);
-    }
-    if data.issued_at > now.saturating_add(MAX_CLOCK_SKEW_SECONDS) {
-        return Err(TokenError::IssuedInFuture);
-    }
-    if data.expires_at.saturating_sub(data.issued_at) > MAX_LIFETIME_SECONDS {
-        return Err(TokenError::LifetimeTooLong);
-    }
-    Ok(())
+/// A token as it arrived: decoded from base64url, its header read, nothing
+/// verified. Its key id only chooses which key to try.
+pub struct UntrustedToken {
+    raw: Zeroizing<Vec<u8>>,
+    header_len: usize,
 }
 
-/// Opens a token and checks its authenticity only (not environment or
-/// expiry): for tooling that shows why a token is refused.
-pub fn open_unchecked(token: &str, ring: &KeyRing) -> Result<LicenceData, TokenError> {
-    if token.len() > MAX_TOKEN_CHARS {
-        return Err(TokenError::Malformed);
+impl UntrustedToken {
+    /// Decodes a token and reads its header (version and key id).
+    pub fn parse(token: &str) -> Result<Self, TokenError> {
+        if token.len() > MAX_TOKEN_CHARS {
+            return Err(TokenError::Malformed);
+        }
+        let raw = Zeroizing::new(
+            URL_SAFE_NO_PAD
+                .decode(token.as_bytes())
+                .map_err(|_| TokenError::Malformed)?,
+        );
+        let (&version, rest) = raw.split_first().ok_or(TokenError::Malformed)?;
+        if version != VERSION {
+            return Err(TokenError::UnknownVersion);
+        }
+        let &id_len = rest.first().ok_or(TokenError::Malformed)?;
+        let header_len = 2 + usize::from(id_len);
+        if raw.len() < header_len + NONCE_LEN + TAG_LEN {
+            return Err(TokenError::Malformed);
+        }
+        Ok(Self { raw, header_len })
     }
-    let mut raw = URL_SAFE_NO_PAD
-        .decode(token.as_bytes())
-        .map_err(|_| TokenError::Malformed)?;
-    let result = open_raw(&mut raw, ring);
-    raw.zeroize();
-    result
+
+    /// The key id the token names. Untrusted: anyone can write any id here;
+    /// only [`verify`](Self::verify) tells whether the key sealed it.
+    pub fn untrusted_key_id(&self) -> &[u8] {
+        self.raw.get(2..self.header_len).unwrap_or_default()
+    }
+
+    /// Checks the tag with the key the token names and decodes the payload.
+    pub fn verify(mut self, ring: &KeyRing) -> Result<VerifiedToken, TokenError> {
+        let key = ring
+            .get(self.untrusted_key_id())
+            .ok_or(TokenError::UnknownKey)?;
+        let key_id = key.id.clone();
+        let (header, rest) = self
+            .raw
+            .split_at_mut_checked(self.header_len)
+            .ok_or(TokenError::Malformed)?;
+        let (nonce, rest) = rest
+            .split_at_mut_checked(NONCE_LEN)
+            .ok_or(TokenError::Malformed)?;
+        let body_len = rest
+            .len()
+            .checked_sub(TAG_LEN)
+            .ok_or(TokenError::Malformed)?;
+        let (body, tag) = rest
+            .split_at_mut_checked(body_len)
+            .ok_or(TokenError::Malformed)?;
+        let nonce = XNonce::try_from(&*nonce).map_err(|_| TokenError::Malformed)?;
+        let tag = Tag::try_from(&*tag).map_err(|_| TokenError::Malformed)?;
+        XChaCha20Poly1305::new(key.key.expose().into())
+            .decrypt_inout_detached(&nonce, header, body.into(), &tag)
+            .map_err(|_| TokenError::Forged)?;
+        let data = decode_payload(body).ok_or(TokenError::BadPayload)?;
+        Ok(VerifiedToken { key_id, data })
+    }
 }
 
-fn open_raw(raw: &mut [u8], ring: &KeyRing) -> Result<LicenceData, TokenError> {
-    let (&version, rest) = raw.split_first().ok_or(TokenError::Malformed)?;
-    if version != VERSION {
-        return Err(TokenError::UnknownVersion);
-    }
-    let (&id_len, _) = rest.split_first().ok_or(TokenError::Malformed)?;
-    let header_len = 2 + usize::from(id_len);
-    if raw.len() < header_len + NONCE_LEN + TAG_LEN {
-        return Err(TokenError::Malformed);
-    }
-    let (header, rest) = raw
-        .split_at_mut_checked(header_len)
-        .ok_or(TokenError::Malformed)?;
-    let key_id = header.get(2..).ok_or(TokenError::Malformed)?;
-    let key = ring.get(key_id).ok_or(TokenError::UnknownKey)?;
-    let (nonce, rest) = rest
-        .split_at_mut_checked(NONCE_LEN)
-        .ok_or(TokenError::Malformed)?;
-    let body_len = rest
-        .len()
-        .checked_sub(TAG_LEN)
-        .ok_or(TokenError::Malformed)?;
-    let (body, tag) = rest
-        .split_at_mut_checked(body_len)
-        .ok_or(TokenError::Malformed)?;
-    let nonce = XNonce::try_from(&*nonce).map_err(|_| TokenError::Malformed)?;
-    let tag = Tag::try_from(&*tag).map_err(|_| TokenError::Malformed)?;
-    XChaCha20Poly1305::new(key.key.expose().into())
-        .decrypt_inout_detached(&nonce, header, body.into(), &tag)
-        .map_err(|_| TokenError::Forged)?;
-    decode_payload(body).ok_or(TokenError::BadPayload)
+/// An authentic token: sealed by a key of the ring. Its environment and
+/// times are not checked yet: tooling may show it (marked as such), the
+/// gate may not honour it before [`trust`](Self::trust).
+#[derive(Debug)]
+pub struct VerifiedToken {
+    key_id: KeyId,
+    data: LicenceData,
 }
 
-/// The key id a token names, read without any key (for logs and tooling).
-pub fn key_id(token: &str) -> Option<String> {
-    if token.len() > MAX_TOKEN_CHARS {
-        return None;
+impl VerifiedToken {
+    /// Whether the token is for `environment` and valid at `now`: not
+    /// expired, not issued more than [`MAX_CLOCK_SKEW_SECONDS`] ahead, no
+    /// lifetime over [`MAX_LIFETIME_SECONDS`].
+    pub fn check(&self, environment: Environment, now: i64) -> Result<(), TokenError> {
+        let d = &self.data;
+        if d.environment != environment {
+            return Err(TokenError::WrongEnvironment);
+        }
+        if now >= d.expires_at {
+            return Err(TokenError::Expired);
+        }
+        if d.issued_at > now.saturating_add(MAX_CLOCK_SKEW_SECONDS) {
+            return Err(TokenError::IssuedInFuture);
+        }
+        if d.expires_at.saturating_sub(d.issued_at) > MAX_LIFETIME_SECONDS {
+            return Err(TokenError::LifetimeTooLong);
+        }
+        Ok(())
     }
-    let raw = URL_SAFE_NO_PAD.decode(token.as_bytes()).ok()?;
-    let id_len = usize::from(*raw.get(1)?);
-    let id = raw.get(2..2 + id_len)?;
-    String::from_utf8(id.to_vec()).ok()
+
+    /// The token, trusted once [`check`](Self::check) passes.
+    pub fn trust(self, environment: Environment, now: i64) -> Result<TrustedToken, TokenError> {
+        self.check(environment, now)?;
+        Ok(TrustedToken {
+            key_id: self.key_id,
+            data: self.data,
+        })
+    }
+
+    /// The id of the key that sealed it (verified).
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    /// The licence data: authentic, but possibly expired or for the other
+    /// environment.
+    pub fn data(&self) -> &LicenceData {
+        &self.data
+    }
+}
+
+/// A token fpgen honours: authentic, for this environment, within its times.
+#[derive(Debug)]
+pub struct TrustedToken {
+    key_id: KeyId,
+    data: LicenceData,
+}
+
+impl TrustedToken {
+    /// The id of the key that sealed it.
+    pub fn key_id(&self) -> &KeyId {
+        &self.key_id
+    }
+
+    pub fn data(&self) -> &LicenceData {
+        &self.data
+    }
+
+    pub fn into_data(self) -> LicenceData {
+        self.data
+    }
 }
 
 // ---- payload ---------------------------------------------------------------
@@ -250,7 +369,7 @@ fn encode_payload(d: &LicenceData, out: &mut Vec<u8>) -> Result<(), EncodeError>
     });
     out.extend_from_slice(&d.issued_at.to_be_bytes());
     out.extend_from_slice(&d.expires_at.to_be_bytes());
-    push_short(out, d.customer_id.as_bytes(), "customer id")?;
+    push_short(out, d.customer_id.as_str().as_bytes(), "customer id")?;
     out.extend_from_slice(d.content_key.expose());
     out.extend_from_slice(&d.iv);
     match &d.kid {
@@ -311,13 +430,13 @@ fn decode_payload(body: &[u8]) -> Option<LicenceData> {
     };
     let issued_at = i64::from_be_bytes(r.array()?);
     let expires_at = i64::from_be_bytes(r.array()?);
-    let customer_id = r.short_str()?;
+    let customer_id = CustomerId::parse(&r.short_str()?).ok()?;
     let content_key = ContentKey::new(r.array()?);
     let iv = r.array()?;
     let kid = match r.u8()? {
         KID_NONE => None,
         KID_BYTES => Some(Kid::Bytes(r.array()?)),
-        KID_NAME => Some(Kid::Name(r.short_str()?)),
+        KID_NAME => Some(Kid::name(&r.short_str()?).ok()?),
         _ => return None,
     };
     let rental_duration = u32::from_be_bytes(r.array()?);
@@ -357,24 +476,33 @@ fn decode_payload(body: &[u8]) -> Option<LicenceData> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::secret::SealingKeyBytes;
 
-    pub(crate) fn ring(ids: &[&str], active: &str) -> KeyRing {
+    fn ring(ids: &[&str], active: &str) -> KeyRing {
         let keys = ids
             .iter()
             .enumerate()
             .map(|(i, id)| SealingKey {
-                id: (*id).to_owned(),
+                id: KeyId::parse(id).unwrap(),
                 key: SealingKeyBytes::new([i as u8 + 1; 32]),
             })
             .collect();
-        KeyRing::new(keys, active).unwrap()
+        KeyRing::new(keys, &KeyId::parse(active).unwrap()).unwrap()
+    }
+
+    /// Opens and returns the licence data.
+    fn open(
+        token: &str,
+        ring: &KeyRing,
+        environment: Environment,
+        now: i64,
+    ) -> Result<LicenceData, TokenError> {
+        super::open(token, ring, environment, now).map(TrustedToken::into_data)
     }
 
     fn sample() -> LicenceData {
         LicenceData {
             environment: Environment::Test,
-            customer_id: "100001".into(),
+            customer_id: CustomerId::parse("100001").unwrap(),
             issued_at: 1_700_000_000,
             expires_at: 1_700_000_060,
             content_key: ContentKey::new(*b"0123456789abcdef"),
@@ -401,7 +529,14 @@ mod tests {
             open(&token, &ring, Environment::Test, 1_700_000_000).unwrap(),
             sample()
         );
-        assert_eq!(key_id(&token).as_deref(), Some("b"));
+        let untrusted = UntrustedToken::parse(&token).unwrap();
+        assert_eq!(untrusted.untrusted_key_id(), b"b");
+        let verified = untrusted.verify(&ring).unwrap();
+        assert_eq!(verified.key_id().as_str(), "b");
+        assert_eq!(
+            verified.check(Environment::Production, 1_700_000_000),
+            Err(TokenError::WrongEnvironment)
+        );
     }
 
     #[test]
@@ -490,6 +625,31 @@ mod tests {
             open(&t, &ring, Environment::Test, long.issued_at),
             Err(TokenError::LifetimeTooLong)
         );
+    }
+
+    #[test]
+    fn the_buffer_is_sized_to_the_sealed_token() {
+        let ring = ring(&["a-longer-key-id"], "a-longer-key-id");
+        let key = ring.active().unwrap();
+        let mut d = sample();
+        for (kid, cookie, extensions) in [
+            (None, None, 0),
+            (Some(Kid::Bytes([1; 16])), Some("c".repeat(32)), 1),
+            (Some(Kid::Name("é".repeat(64))), Some("x".into()), 16),
+        ] {
+            d.kid = kid;
+            d.cookie = cookie;
+            d.extensions = vec![
+                FpExtension {
+                    kind: *b"wudo",
+                    payload: vec![9; 1024],
+                };
+                extensions
+            ];
+            let token = seal(&d, key, &[1; 24]).unwrap();
+            let sealed = URL_SAFE_NO_PAD.decode(&token).unwrap();
+            assert_eq!(sealed.len(), sealed_len(&d, key));
+        }
     }
 
     #[test]

@@ -4,8 +4,9 @@
 
 use clap::{Parser, Subcommand};
 use fpgen::config::Config;
+use fpgen::ids::{CustomerId, KeyId};
 use fpgen::service::{self, Host, SystemHost};
-use fpgen::token;
+use fpgen::token::UntrustedToken;
 use sha2::{Digest, Sha256};
 use std::io::Read;
 use std::net::SocketAddr;
@@ -72,6 +73,10 @@ enum Command {
         /// Check expiry against this Unix time instead of now
         #[arg(long)]
         now: Option<i64>,
+        /// Also print an authentic token that is refused (expired, or for the
+        /// other environment), marked with "refused"; still exits 1
+        #[arg(long)]
+        show_refused: bool,
         /// The token, or a URL with ?ExpressPlayToken=
         token: String,
     },
@@ -119,8 +124,9 @@ fn main() -> ExitCode {
             config,
             show_content_key,
             now,
+            show_refused,
             token,
-        } => inspect(&config, show_content_key, now, &token),
+        } => inspect(&config, show_content_key, now, show_refused, &token),
         Command::CheckConfig { file } => check_config(&file),
         Command::Serve {
             config,
@@ -146,11 +152,9 @@ fn main() -> ExitCode {
 
 fn random_hex(bytes: usize) -> Result<String, Failure> {
     let mut buf = vec![0u8; bytes];
-    if !SystemHost.fill_random(&mut buf) {
-        return Err(Failure::Io(
-            "no randomness from the operating system".into(),
-        ));
-    }
+    SystemHost
+        .fill_random(&mut buf)
+        .map_err(|e| Failure::Io(e.0.into()))?;
     Ok(hex::encode(buf))
 }
 
@@ -166,17 +170,12 @@ fn keygen(id: Option<String>) -> Result<(), Failure> {
             )
         }
     };
-    let valid = !id.is_empty()
-        && id.len() <= 32
-        && id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
-    if !valid {
-        return Err(Failure::Refused(
-            "fpgen: the id must be 1 to 32 characters of [A-Za-z0-9._-]".into(),
-        ));
-    }
-    println!("{}", serde_json::json!({"id": id, "key": random_hex(32)?}));
+    let id = KeyId::parse(&id)
+        .map_err(|e| Failure::Refused(format!("fpgen: the key id: {e}")))?;
+    println!(
+        "{}",
+        serde_json::json!({"id": id.as_str(), "key": random_hex(32)?})
+    );
     Ok(())
 }
 
@@ -187,16 +186,8 @@ fn authenticator(
 ) -> Result<(), Failure> {
     let (authenticator, created) = match (customer, digest) {
         (Some(id), _) => {
-            let valid = !id.is_empty()
-                && id.len() <= 64
-                && id
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b"_-".contains(&b));
-            if !valid {
-                return Err(Failure::Refused(
-                    "fpgen: the customer id must be 1 to 64 characters of [A-Za-z0-9_-]".into(),
-                ));
-            }
+            let id = CustomerId::parse(&id)
+                .map_err(|e| Failure::Refused(format!("fpgen: the customer id: {e}")))?;
             (format!("{id},{}", random_hex(16)?), true)
         }
         (None, Some(text)) if text == "-" => {
@@ -274,16 +265,16 @@ fn query_of(query: Option<String>, params: &[String]) -> String {
 
 fn mint(config: &Path, query: Option<String>, params: &[String]) -> Result<(), Failure> {
     let config = load(config)?;
-    let (result, _, _) = service::mint_url(&config, &query_of(query, params), b"", &SystemHost);
-    match result {
-        Ok(url) => {
-            println!("{url}");
+    let minting = service::mint_url(&config, &query_of(query, params), b"", &SystemHost);
+    match minting.result {
+        Ok(minted) => {
+            println!("{}", minted.url);
             Ok(())
         }
-        Err(err) => Err(Failure::Refused(format!(
+        Err(refused) => Err(Failure::Refused(format!(
             "error {}: {}",
-            err.code.code(),
-            err.message()
+            refused.error.code.code(),
+            refused.error.message()
         ))),
     }
 }
@@ -292,6 +283,7 @@ fn inspect(
     config: &Path,
     show_content_key: bool,
     now: Option<i64>,
+    show_refused: bool,
     text: &str,
 ) -> Result<(), Failure> {
     let config = load(config)?;
@@ -305,33 +297,27 @@ fn inspect(
         None => text.trim().to_owned(),
     };
     let now = now.unwrap_or_else(|| SystemHost.now());
-    let data = token::open(&token, &config.sealing_keys, config.environment, now)
-        .map_err(|reason| Failure::Refused(format!("invalid token (-4010): {reason}")))?;
-    let out = serde_json::json!({
-        "key_id": token::key_id(&token),
-        "licence": data.to_json(show_content_key),
+    let refused = |reason| Failure::Refused(format!("invalid token (-4010): {reason}"));
+    let verified = UntrustedToken::parse(&token)
+        .and_then(|t| t.verify(&config.sealing_keys))
+        .map_err(refused)?;
+    let problem = verified.check(config.environment, now).err();
+    let mut out = serde_json::json!({
+        "key_id": verified.key_id().as_str(),
+        "licence": verified.data().to_json(show_content_key),
     });
+    if let (Some(reason), Some(map)) = (problem, out.as_object_mut()) {
+        if !show_refused {
+            return Err(refused(reason));
+        }
+        map.insert("refused".into(), reason.to_string().into());
+    }
     println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
-    Ok(())
+    problem.map_or(Ok(()), |reason| Err(refused(reason)))
 }
 
 fn check_config(file: &Path) -> Result<(), Failure> {
     let config = load(file)?;
-    println!(
-        "{}: valid: environment {}, {} customer(s), active sealing key {:?}, redemption gate {}",
-        file.display(),
-        config.environment.as_str(),
-        config.customers.len(),
-        config
-            .sealing_keys
-            .active()
-            .map(|k| k.id.as_str())
-            .unwrap_or(""),
-        if config.redemption.is_some() {
-            "on"
-        } else {
-            "off"
-        },
-    );
+    println!("{}: valid: {}", file.display(), config.summary());
     Ok(())
 }

@@ -294,10 +294,12 @@ impl Config {
             "environment {}, {} customer(s), active sealing key {:?}, redemption gate {}",
             self.environment.as_str(),
             self.customers.len(),
-            self.sealing_keys
-                .active()
-                .map_or("", |k| k.id.as_str()),
-            if self.redemption.is_some() { "on" } else { "off" },
+            self.sealing_keys.active().map_or("", |k| k.id.as_str()),
+            if self.redemption.is_some() {
+                "on"
+            } else {
+                "off"
+            },
         )
     }
 
@@ -328,7 +330,8 @@ impl Config {
 
     fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Self> {
         let redeem_url = validate_redeem_url(raw.redeem_url, raw.environment, problems);
-        let sealing_keys = validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key, problems);
+        let sealing_keys =
+            validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key, problems);
         let redemption = validate_redemption(raw.redemption, problems);
         let keks = validate_keks(raw.keks, problems);
         let customers = validate_customers(raw.customers, &keks, problems);
@@ -571,16 +574,19 @@ fn validate_redemption(
             Problem::Expected("1 to 64 characters of [a-z0-9-]"),
         );
     }
-    let error_format = raw.error_format.as_deref().map_or(Some(ErrorFormat::Html), |text| {
-        let format = ErrorFormat::parse(text);
-        if format.is_none() {
-            problems.push(
-                "redemption.error_format",
-                Problem::Expected("\"html\" or \"json\""),
-            );
-        }
-        format
-    });
+    let error_format = raw
+        .error_format
+        .as_deref()
+        .map_or(Some(ErrorFormat::Html), |text| {
+            let format = ErrorFormat::parse(text);
+            if format.is_none() {
+                problems.push(
+                    "redemption.error_format",
+                    Problem::Expected("\"html\" or \"json\""),
+                );
+            }
+            format
+        });
     (problems.count() == before).then_some(Some(Redemption {
         path_prefix,
         header_prefix,
@@ -618,7 +624,10 @@ fn validate_redeem_url(
     }
     let port = raw.port.unwrap_or(80);
     if port == 0 {
-        problems.push("redeem_url.port", Problem::OutOfRange { min: 1, max: 65535 });
+        problems.push(
+            "redeem_url.port",
+            Problem::OutOfRange { min: 1, max: 65535 },
+        );
     }
     let path = raw.path.unwrap_or_else(|| "/hms/fp/rights/".to_owned());
     let path_ok =
@@ -769,8 +778,7 @@ mod tests {
             ]);
             v["active_sealing_key"] = "ok".into();
             v["redeem_url"] = serde_json::json!({"scheme": "ftp", "port": 0, "path": "x"});
-            v["redemption"] =
-                serde_json::json!({"path_prefix": "x", "header_prefix": "X", "error_format": "xml"});
+            v["redemption"] = serde_json::json!({"path_prefix": "x", "header_prefix": "X", "error_format": "xml"});
         });
         let errors = Config::from_json(json.as_bytes()).unwrap_err();
         let fields: Vec<&str> = errors.0.iter().map(|e| e.field.as_str()).collect();
@@ -895,7 +903,10 @@ mod tests {
     fn unknown_field_is_named() {
         let e = err(&demo_with(|v| v["customers"][0]["secret"] = "x".into()));
         assert_eq!(e.field, "customers[0].secret");
-        assert!(e.problem.to_string().contains("unknown field `secret`"), "{e}");
+        assert!(
+            e.problem.to_string().contains("unknown field `secret`"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -919,7 +930,12 @@ mod tests {
         let e = err(&demo_with(|v| {
             v.as_object_mut().unwrap().remove("sealing_keys");
         }));
-        assert!(e.problem.to_string().contains("missing field `sealing_keys`"), "{e}");
+        assert!(
+            e.problem
+                .to_string()
+                .contains("missing field `sealing_keys`"),
+            "{e}"
+        );
         assert_eq!(
             err(&demo_with(|v| v["active_sealing_key"] = "nope".into())).field,
             "active_sealing_key"

@@ -13,7 +13,8 @@ use std::net::IpAddr;
 
 /// The demo's sealing key id and key (also in `envoy/envoy.yaml`).
 pub const SEALING_KEY_ID: &str = "demo-2026-11";
-pub const SEALING_KEY_HEX: &str = "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132";
+pub const SEALING_KEY_HEX: &str =
+    "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132";
 /// The demo customer and its authenticator; the digest is SHA-256 of the
 /// part after the comma.
 pub const CUSTOMER: &str = "100001";
@@ -123,8 +124,10 @@ pub struct FakeHost {
     pub client: Option<IpAddr>,
     pub random: Random,
     pub budgets: Budgets,
-    taken: Cell<u64>,
-    fills: Cell<u8>,
+    /// Tokens taken from budgets so far.
+    pub taken: Cell<u64>,
+    /// Calls of `fill_random` so far (the counter of [`Random::Counter`]).
+    pub fills: Cell<u8>,
 }
 
 impl Default for FakeHost {
@@ -186,5 +189,65 @@ impl Host for FakeHost {
                 Ok(Budget::Taken)
             }
         }
+    }
+}
+
+/// Licence data for customer [`CUSTOMER`] with [`CONTENT_KEY`] and [`IV`]
+/// and nothing else, valid from `issued_at` to `expires_at`.
+pub fn licence(
+    environment: crate::licence::Environment,
+    issued_at: i64,
+    expires_at: i64,
+) -> crate::licence::LicenceData {
+    let hex16 = |text: &str| {
+        let mut out = [0u8; 16];
+        if let Err(e) = hex::decode_to_slice(text, &mut out) {
+            panic!("fixture hex {text}: {e}");
+        }
+        out
+    };
+    crate::licence::LicenceData {
+        environment,
+        customer_id: id(CUSTOMER),
+        issued_at,
+        expires_at,
+        content_key: crate::secret::ContentKey::new(hex16(CONTENT_KEY)),
+        iv: hex16(IV),
+        kid: None,
+        rental_duration: 0,
+        general_flags: 0,
+        extensions: Vec::new(),
+        cookie: None,
+    }
+}
+
+/// A customer id that is known to be valid.
+pub fn id(text: &str) -> CustomerId {
+    match CustomerId::parse(text) {
+        Ok(id) => id,
+        Err(e) => panic!("fixture customer id {text:?}: {e}"),
+    }
+}
+
+/// A token sealed with the library (not minted through the API), for
+/// times, environments and keys that a mint never produces: [`licence`]
+/// sealed under `key_hex` named `key_id`, with a fixed nonce.
+pub fn sealed_token(
+    key_id: &str,
+    key_hex: &str,
+    environment: crate::licence::Environment,
+    issued_at: i64,
+    expires_at: i64,
+) -> String {
+    use crate::ids::KeyId;
+    use crate::secret::SealingKeyBytes;
+    use crate::token::SealingKey;
+    let (Ok(id), Some(key)) = (KeyId::parse(key_id), SealingKeyBytes::from_hex(key_hex)) else {
+        panic!("fixture sealing key {key_id:?}");
+    };
+    let data = licence(environment, issued_at, expires_at);
+    match crate::token::seal(&data, &SealingKey { id, key }, &[9; 24]) {
+        Ok(token) => token,
+        Err(e) => panic!("sealing a fixture token: {e}"),
     }
 }

@@ -206,10 +206,16 @@ mod tests {
 
     #[test]
     fn customer_ids_refuse_dots_key_ids_allow_them() {
-        assert_eq!(CustomerId::parse("acme_eu-1").unwrap().as_str(), "acme_eu-1");
+        assert_eq!(
+            CustomerId::parse("acme_eu-1").unwrap().as_str(),
+            "acme_eu-1"
+        );
         for bad in ["acme.eu", "", "a b", "é", &"a".repeat(65)] {
             let e = CustomerId::parse(bad).unwrap_err();
-            assert_eq!(e.to_string(), "expected 1 to 64 characters of [A-Za-z0-9_-]");
+            assert_eq!(
+                e.to_string(),
+                "expected 1 to 64 characters of [A-Za-z0-9_-]"
+            );
         }
         assert!(CustomerId::parse(&"a".repeat(64)).is_ok());
         assert!(KeyId::parse("demo-2026.11_a").is_ok());

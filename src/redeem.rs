@@ -228,7 +228,12 @@ pub fn token_of(query: &str) -> Option<String> {
 
 /// Checks the token in `path` and builds the upstream headers, or says
 /// why the request is refused (render it with [`Refusal::response`]).
-pub fn redeem(config: &Config, gate: &Redemption, path: &str, now: i64) -> Result<Redeemed, Refusal> {
+pub fn redeem(
+    config: &Config,
+    gate: &Redemption,
+    path: &str,
+    now: i64,
+) -> Result<Redeemed, Refusal> {
     let (data, key_id) = check(config, path, now)?;
     Ok(Redeemed {
         headers: licence_headers(&gate.header_prefix, &data, &key_id),
@@ -480,9 +485,7 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             c
         };
-        let reason = |config: &Config| {
-            redeem(config, &gate, &path, 1_800_000_000).err()
-        };
+        let reason = |config: &Config| redeem(config, &gate, &path, 1_800_000_000).err();
         assert_eq!(reason(&with(customer(serde_json::json!({})))), None);
         let mut other = customer(serde_json::json!({}));
         other["id"] = "100002".into();

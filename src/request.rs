@@ -231,7 +231,10 @@ fn content_key(
     match key_source(params, kid)? {
         KeySource::Clear(text) => parse_content_key(text),
         KeySource::Wrapped { kek, ek } => unwrap_ek(&kek, ek),
-        KeySource::Store { kid, kek: Some(kek) } => from_key_store(customer, kid, &kek),
+        KeySource::Store {
+            kid,
+            kek: Some(kek),
+        } => from_key_store(customer, kid, &kek),
         KeySource::Store { kid, kek: None } => match &customer.kek {
             Some(kek) => from_key_store(customer, kid, kek),
             None => Err(ApiError::new(

@@ -255,7 +255,12 @@ impl Minting {
     /// The access-log and stats record.
     pub fn outcome(&self) -> Outcome {
         let (error, customer_id, kid, expires_at) = match &self.result {
-            Ok(m) => (None, Some(&m.customer_id), m.kid.clone(), Some(m.expires_at)),
+            Ok(m) => (
+                None,
+                Some(&m.customer_id),
+                m.kid.clone(),
+                Some(m.expires_at),
+            ),
             Err(r) => (Some(r.error.code), r.customer_id.as_ref(), None, None),
         };
         Outcome {
@@ -345,7 +350,10 @@ fn mint_for(
     check_account(customer, host)?;
     let valid = request::validate(params, customer, host.now())?;
     if let Some(budget) = customer.token_budget {
-        match host.take_from_budget(&customer.id, budget).map_err(internal)? {
+        match host
+            .take_from_budget(&customer.id, budget)
+            .map_err(internal)?
+        {
             Budget::Taken => {}
             Budget::Spent => {
                 return Err(ApiError::new(

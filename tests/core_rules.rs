@@ -8,65 +8,48 @@
 )]
 
 use fpgen::config::Config;
-use fpgen::licence::{Environment, Kid};
-use fpgen::service::{self, Host, Outcome};
+use fpgen::error::ErrorCode;
+use fpgen::fixtures::{
+    self, Budgets, FakeHost, Random, CONTENT_KEY as CK, EK, IV, KEK_HEX as DEMO_KEK, NOW,
+    STORED_KID,
+};
+use fpgen::ids::{CustomerId, Kid};
+use fpgen::licence::Environment;
+use fpgen::service::{self, Answer, Outcome};
 use fpgen::token;
 
-const NOW: i64 = 1_800_000_000; // 2027-01-15T08:00:00Z
 const AUTH: &str = "customerAuthenticator=100001,0123456789abcdef0123456789abcdef";
-const CK: &str = "000102030405060708090a0b0c0d0e0f";
-const IV: &str = "0f0e0d0c0b0a09080706050403020100";
-const STORED_KID: &str = "11112222333344445555666677778888";
-const DEMO_KEK: &str = "000102030405060708090a0b0c0d0e0f";
-// RFC 3394 4.1: 00112233445566778899aabbccddeeff wrapped under DEMO_KEK.
-const EK: &str = "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5";
 
-const CONFIG: &str = r#"{
-  "environment": "test",
-  "sealing_keys": [{"id": "k1", "key": "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132"}],
-  "keks": {"demo-kek": "000102030405060708090a0b0c0d0e0f", "other-kek": "ffffffffffffffffffffffffffffffff"},
-  "customers": [
-    {"id": "100001", "environment": "test",
-     "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9",
-     "kek": "demo-kek",
-     "key_store": {"11112222333344445555666677778888": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5",
-                   "^movie-7": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5"}},
-    {"id": "100002", "environment": "test",
-     "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9",
-     "key_store": {"11112222333344445555666677778888": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5"}},
-    {"id": "200001", "environment": "production",
-     "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9"}
-  ]
-}"#;
-
-struct FakeHost {
-    random_works: bool,
-}
-
-impl Host for FakeHost {
-    fn now(&self) -> i64 {
-        NOW
-    }
-    fn fill_random(&self, buf: &mut [u8]) -> bool {
-        buf.iter_mut()
-            .enumerate()
-            .for_each(|(i, b)| *b = i as u8 ^ 0x5a);
-        self.random_works
-    }
-    fn client_address(&self) -> Option<std::net::IpAddr> {
-        Some("192.0.2.10".parse().unwrap())
-    }
-    fn take_from_budget(&self, _customer: &str, _budget: u64) -> bool {
-        true
-    }
+/// The demo configuration with the hosted service's default licence URL, a
+/// second KEK, a named kid in the key store, a second test customer without
+/// a KEK and a production customer.
+fn config_json() -> serde_json::Value {
+    let mut v = fixtures::demo_json();
+    let o = v.as_object_mut().unwrap();
+    o.remove("redeem_url");
+    o.remove("redemption");
+    v["keks"]["other-kek"] = "ffffffffffffffffffffffffffffffff".into();
+    v["customers"][0]["key_store"]["^movie-7"] = EK.into();
+    let mut second = fixtures::customer("100002", "test");
+    second["key_store"] = serde_json::json!({ STORED_KID: EK });
+    let customers = v["customers"].as_array_mut().unwrap();
+    customers.push(second);
+    customers.push(fixtures::customer("200001", "production"));
+    v
 }
 
 fn config() -> Config {
-    Config::from_json(CONFIG.as_bytes()).unwrap()
+    Config::from_json(config_json().to_string().as_bytes()).unwrap()
+}
+
+/// The host of most tests: a client address, a fixed nonce.
+fn host() -> FakeHost {
+    FakeHost::with_client("192.0.2.10")
 }
 
 fn call(query: &str) -> (fpgen::render::Response, Outcome) {
-    service::handle(&config(), query, b"", &FakeHost { random_works: true })
+    let Answer { response, outcome } = service::handle(&config(), query, b"", &host());
+    (response, outcome)
 }
 
 /// Asserts that `query` fails with `code` and `status`, in both formats.
@@ -107,7 +90,7 @@ fn mints(query: &str) -> (String, fpgen::licence::LicenceData) {
         .to_owned();
     let token = url.split_once("ExpressPlayToken=").unwrap().1;
     let data = token::open(token, &config().sealing_keys, Environment::Test, NOW).unwrap();
-    (url, data)
+    (url, data.into_data())
 }
 
 fn base() -> String {
@@ -123,7 +106,7 @@ fn minimal_request_mints_a_30_day_token() {
     );
     assert_eq!(hex::encode(d.content_key.expose()), CK);
     assert_eq!(hex::encode(d.iv), IV);
-    assert_eq!(d.customer_id, "100001");
+    assert_eq!(d.customer_id.as_str(), "100001");
     assert_eq!(d.environment, Environment::Test);
     assert_eq!(d.issued_at, NOW);
     assert_eq!(d.expires_at, NOW + 30 * 86400);
@@ -160,26 +143,16 @@ fn every_field_is_carried() {
 
 #[test]
 fn two_identical_requests_give_different_tokens() {
-    struct Counter(std::cell::Cell<u8>);
-    impl Host for Counter {
-        fn now(&self) -> i64 {
-            NOW
-        }
-        fn fill_random(&self, buf: &mut [u8]) -> bool {
-            self.0.set(self.0.get() + 1);
-            buf.fill(self.0.get());
-            true
-        }
-        fn client_address(&self) -> Option<std::net::IpAddr> {
-            None
-        }
-        fn take_from_budget(&self, _customer: &str, _budget: u64) -> bool {
-            true
-        }
-    }
-    let host = Counter(std::cell::Cell::new(0));
-    let a = service::handle(&config(), &base(), b"", &host).0.body;
-    let b = service::handle(&config(), &base(), b"", &host).0.body;
+    let host = FakeHost {
+        random: Random::Counter,
+        ..FakeHost::default()
+    };
+    let a = service::handle(&config(), &base(), b"", &host)
+        .response
+        .body;
+    let b = service::handle(&config(), &base(), b"", &host)
+        .response
+        .body;
     assert_ne!(a, b);
 }
 
@@ -606,32 +579,28 @@ fn repeated_parameters() {
 
 #[test]
 fn post_body_and_query_combine() {
-    let (r, _) = service::handle(
+    let r = service::handle(
         &config(),
         AUTH,
         format!("contentKey={CK}&iv={IV}").as_bytes(),
-        &FakeHost { random_works: true },
-    );
+        &host(),
+    )
+    .response;
     assert_eq!(r.status, 200, "{}", r.body);
-    let (r, _) = service::handle(
-        &config(),
-        &base(),
-        format!("iv={IV}").as_bytes(),
-        &FakeHost { random_works: true },
-    );
+    let r = service::handle(&config(), &base(), format!("iv={IV}").as_bytes(), &host()).response;
     assert_eq!(r.status, 400, "iv in both query and body is a repeat");
 }
 
 #[test]
 fn no_randomness_no_token() {
-    let (r, outcome) = service::handle(
-        &config(),
-        &base(),
-        b"",
-        &FakeHost {
-            random_works: false,
-        },
-    );
+    let no_random = FakeHost {
+        random: Random::Fails,
+        ..host()
+    };
+    let Answer {
+        response: r,
+        outcome,
+    } = service::handle(&config(), &base(), b"", &no_random);
     assert_eq!(r.status, 500);
     assert_eq!(outcome.error, Some(fpgen::error::ErrorCode::Internal));
     assert!(!r.body.contains("ExpressPlayToken"));
@@ -679,47 +648,61 @@ fn routing_and_content_types() {
         "application/x-www-form-urlencoded; charset=UTF-8"
     )));
     assert!(!service::is_form_content_type(Some("application/json")));
-    let r = service::reject(fpgen::error::ErrorCode::BodyTooLarge, "errorFormat=json");
+    let r = service::refuse(ErrorCode::BodyTooLarge, "errorFormat=json").response;
     assert_eq!((r.status, r.content_type), (413, "application/json"));
 }
 
-/// A host with a client address and a budget counter, like Envoy's.
-struct AccountHost {
-    client: Option<std::net::IpAddr>,
-    spent: std::cell::Cell<u64>,
-}
-
-impl Host for AccountHost {
-    fn now(&self) -> i64 {
-        NOW
-    }
-    fn fill_random(&self, buf: &mut [u8]) -> bool {
-        buf.fill(1);
-        true
-    }
-    fn client_address(&self) -> Option<std::net::IpAddr> {
-        self.client
-    }
-    fn take_from_budget(&self, _customer: &str, budget: u64) -> bool {
-        let spent = self.spent.get();
-        self.spent.set(spent + 1);
-        spent < budget
+/// The admission rule that the filter and `fpgen serve` share (the
+/// end-to-end test `post_admission_is_the_same_in_envoy_and_serve` sends
+/// the same requests to both).
+#[test]
+fn admission() {
+    use service::Admission::{Body, Query, Refuse};
+    let form = Some("application/x-www-form-urlencoded");
+    for (method, content_type, length, want) in [
+        ("GET", None, None, Query),
+        ("GET", Some("application/json"), Some("99999"), Query),
+        ("POST", None, None, Body),
+        ("POST", form, Some("8192"), Body),
+        ("POST", form, Some("8193"), Refuse(ErrorCode::BodyTooLarge)),
+        (
+            "POST",
+            Some("application/json"),
+            Some("0"),
+            Refuse(ErrorCode::UnsupportedMediaType),
+        ),
+        (
+            "POST",
+            Some("application/json"),
+            None,
+            Refuse(ErrorCode::UnsupportedMediaType),
+        ),
+        ("PUT", form, None, Refuse(ErrorCode::MethodNotAllowed)),
+        ("HEAD", None, None, Refuse(ErrorCode::MethodNotAllowed)),
+        ("get", None, None, Refuse(ErrorCode::MethodNotAllowed)),
+    ] {
+        assert_eq!(
+            service::admit(method, content_type, length, 8192),
+            want,
+            "{method} {content_type:?} {length:?}"
+        );
     }
 }
 
 fn account_config(edit: impl FnOnce(&mut serde_json::Value)) -> Config {
-    let mut v: serde_json::Value = serde_json::from_str(CONFIG).unwrap();
+    let mut v = config_json();
     edit(&mut v["customers"][0]);
     Config::from_json(v.to_string().as_bytes()).unwrap()
 }
 
 fn account_call(config: &Config, client: Option<&str>) -> (u16, Outcome) {
-    let host = AccountHost {
+    let host = FakeHost {
         client: client.map(|c| c.parse().unwrap()),
-        spent: std::cell::Cell::new(0),
+        budgets: Budgets::Counted,
+        ..FakeHost::default()
     };
-    let (r, o) = service::handle(config, &base(), b"", &host);
-    (r.status, o)
+    let Answer { response, outcome } = service::handle(config, &base(), b"", &host);
+    (response.status, outcome)
 }
 
 #[test]
@@ -733,15 +716,21 @@ fn account_controls() {
         let config = account_config(|c| c[field] = value);
         let (got_status, outcome) = account_call(&config, Some("192.0.2.1"));
         assert_eq!((got_status, outcome.code()), (status, code), "{field}");
-        assert_eq!(outcome.customer_id.as_deref(), Some("100001"));
+        assert_eq!(
+            outcome.customer_id.as_ref().map(CustomerId::as_str),
+            Some("100001")
+        );
     }
     // authentication still comes first: a disabled account with a wrong secret is -2018
     let config = account_config(|c| c["enabled"] = false.into());
-    let (r, o) = service::handle(
+    let Answer {
+        response: r,
+        outcome: o,
+    } = service::handle(
         &config,
         "customerAuthenticator=100001,x&contentKey=00",
         b"",
-        &FakeHost { random_works: true },
+        &host(),
     );
     assert_eq!((r.status, o.code(), o.customer_id), (401, -2018, None));
 }
@@ -767,26 +756,35 @@ fn allowed_networks() {
 #[test]
 fn token_budget() {
     let config = account_config(|c| c["token_budget"] = 2.into());
-    let host = AccountHost {
-        client: None,
-        spent: std::cell::Cell::new(0),
+    let counted = || FakeHost {
+        budgets: Budgets::Counted,
+        ..FakeHost::default()
     };
+    let host = counted();
     let codes: Vec<i32> = (0..4)
-        .map(|_| service::handle(&config, &base(), b"", &host).1.code())
+        .map(|_| service::handle(&config, &base(), b"", &host).outcome.code())
         .collect();
     assert_eq!(codes, [0, 0, -2019, -2019]);
-    // an invalid request does not spend the budget
-    let host = AccountHost {
-        client: None,
-        spent: std::cell::Cell::new(0),
+    // a host that fails while taking from the budget is an internal error
+    let failing = FakeHost {
+        budgets: Budgets::Fails,
+        ..FakeHost::default()
     };
+    let answer = service::handle(&config, &base(), b"", &failing);
+    assert_eq!(
+        (answer.response.status, answer.outcome.code()),
+        (500, -9500)
+    );
+    assert!(!answer.response.body.contains("ExpressPlayToken"));
+    // an invalid request does not spend the budget
+    let host = counted();
     service::handle(
         &config,
         &format!("{AUTH}&contentKey=00&iv={IV}"),
         b"",
         &host,
     );
-    assert_eq!(host.spent.get(), 0);
+    assert_eq!(host.taken(), 0);
 }
 
 #[test]
@@ -799,15 +797,19 @@ fn outcome_for_the_access_log() {
         o,
         Outcome {
             error: None,
-            customer_id: Some("100001".into()),
-            kid: Some("^film".into()),
+            customer_id: Some(CustomerId::parse("100001").unwrap()),
+            kid: Some(Kid::parse("^film").unwrap()),
             cookie: Some("corr-1".into()),
             expires_at: Some(NOW + 60),
         }
     );
     let (_, o) = call(&format!("{AUTH}&contentKey=00&iv={IV}&cookie=corr-2"));
     assert_eq!(
-        (o.code(), o.cookie.as_deref(), o.customer_id.as_deref()),
+        (
+            o.code(),
+            o.cookie.as_deref(),
+            o.customer_id.as_ref().map(CustomerId::as_str)
+        ),
         (-2027, Some("corr-2"), Some("100001"))
     );
     let (_, o) = call(&format!("{AUTH}&contentKey=00&iv={IV}&cookie=bad%0Acookie"));

@@ -335,7 +335,7 @@ fn key_rotation_old_tokens_verify_until_their_key_is_removed() {
         &config(&[("old", OLD_KEY), ("new", NEW_KEY)], "new", gate.clone()),
     );
     let new_token = mint(&during, "");
-    assert_eq!(fpgen::token::key_id(&new_token).as_deref(), Some("new"));
+    assert_eq!(common::key_id(&new_token).as_deref(), Some("new"));
     assert_eq!(redeem(&during, &old_token, &[]).status, 200);
     assert_eq!(
         upstream

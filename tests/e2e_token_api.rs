@@ -14,7 +14,8 @@ use common::{
     get, post_form, request, shared, Envoy, HttpResponse, DEMO_AUTHENTICATOR, DEMO_CONFIG,
 };
 use fpgen::config::Config;
-use fpgen::licence::{Environment, Kid, LicenceData};
+use fpgen::ids::Kid;
+use fpgen::licence::{Environment, LicenceData};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const CK: &str = "000102030405060708090a0b0c0d0e0f";
@@ -59,7 +60,7 @@ fn open_url(r: &HttpResponse) -> (String, LicenceData) {
     let config = Config::from_json(DEMO_CONFIG.as_bytes()).unwrap();
     let data = fpgen::token::open(token, &config.sealing_keys, Environment::Test, now())
         .expect("token opens");
-    (url, data)
+    (url, data.into_data())
 }
 
 #[track_caller]

@@ -11,37 +11,11 @@
 
 use base64::Engine as _;
 use fpgen::config::Config;
-use fpgen::licence::{Environment, Kid, LicenceData};
-use fpgen::service::{self, Host};
+use fpgen::fixtures::{self, FakeHost, AUTHENTICATOR, NOW};
+use fpgen::ids::Kid;
+use fpgen::licence::{Environment, LicenceData};
+use fpgen::service;
 use proptest::prelude::*;
-use std::net::IpAddr;
-
-const NOW: i64 = 1_800_000_000;
-const CONFIG: &str = r#"{
-  "environment": "test",
-  "sealing_keys": [{"id": "p1", "key": "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132"}],
-  "customers": [{"id": "100001", "environment": "test",
-    "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9"}]
-}"#;
-
-/// A deterministic host: same nonce for every token.
-struct Fixed;
-
-impl Host for Fixed {
-    fn now(&self) -> i64 {
-        NOW
-    }
-    fn fill_random(&self, buf: &mut [u8]) -> bool {
-        buf.fill(0x42);
-        true
-    }
-    fn client_address(&self) -> Option<IpAddr> {
-        None
-    }
-    fn take_from_budget(&self, _: &str, _: u64) -> bool {
-        true
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Request {
@@ -94,19 +68,16 @@ fn request() -> impl Strategy<Value = Request> {
 
 fn query(r: &Request) -> String {
     let mut q = form_urlencoded::Serializer::new(String::new());
-    q.append_pair(
-        "customerAuthenticator",
-        "100001,0123456789abcdef0123456789abcdef",
-    )
-    .append_pair("contentKey", &hex::encode(r.content_key))
-    .append_pair("iv", &hex::encode(r.iv))
-    .append_pair("rentalDuration", &r.rental_duration.to_string())
-    .append_pair(
-        "generalFlags",
-        if r.persistent { "00000001" } else { "00000000" },
-    )
-    .append_pair("cookie", &r.cookie)
-    .append_pair("expirationTime", &format!("+{}", r.lifetime));
+    q.append_pair("customerAuthenticator", AUTHENTICATOR)
+        .append_pair("contentKey", &hex::encode(r.content_key))
+        .append_pair("iv", &hex::encode(r.iv))
+        .append_pair("rentalDuration", &r.rental_duration.to_string())
+        .append_pair(
+            "generalFlags",
+            if r.persistent { "00000001" } else { "00000000" },
+        )
+        .append_pair("cookie", &r.cookie)
+        .append_pair("expirationTime", &format!("+{}", r.lifetime));
     if let Some(kid) = &r.kid {
         q.append_pair("kid", kid);
     }
@@ -118,7 +89,8 @@ fn query(r: &Request) -> String {
 }
 
 fn mint(config: &Config, query: &str) -> String {
-    let (response, _) = service::handle(config, query, b"", &Fixed);
+    // A deterministic host: the same nonce for every token.
+    let response = service::handle(config, query, b"", &FakeHost::default()).response;
     assert_eq!(response.status, 200, "{query}: {}", response.body);
     response
         .body
@@ -130,7 +102,7 @@ fn mint(config: &Config, query: &str) -> String {
 }
 
 fn config() -> Config {
-    Config::from_json(CONFIG.as_bytes()).unwrap()
+    fixtures::config()
 }
 
 proptest! {
@@ -140,7 +112,7 @@ proptest! {
     fn valid_requests_round_trip(r in request()) {
         let config = config();
         let token = mint(&config, &query(&r));
-        let d: LicenceData = fpgen::token::open(&token, &config.sealing_keys, Environment::Test, NOW).unwrap();
+        let d: LicenceData = fpgen::token::open(&token, &config.sealing_keys, Environment::Test, NOW).unwrap().into_data();
         prop_assert_eq!(d.content_key.expose(), &r.content_key);
         prop_assert_eq!(d.iv, r.iv);
         prop_assert_eq!(d.kid.clone(), r.kid.as_deref().map(|k| Kid::parse(k).unwrap()));

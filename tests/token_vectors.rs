@@ -9,10 +9,10 @@
 )]
 
 use base64::Engine as _;
-use fpgen::config::{KeyRing, SealingKey};
-use fpgen::licence::{Environment, FpExtension, Kid, LicenceData};
+use fpgen::ids::{CustomerId, KeyId, Kid};
+use fpgen::licence::{Environment, FpExtension, LicenceData};
 use fpgen::secret::{ContentKey, SealingKeyBytes};
-use fpgen::token::{self, TokenError};
+use fpgen::token::{self, KeyRing, SealingKey, TokenError};
 use serde_json::Value;
 
 fn licence(v: &Value) -> LicenceData {
@@ -24,7 +24,7 @@ fn licence(v: &Value) -> LicenceData {
     };
     LicenceData {
         environment: serde_json::from_value::<Environment>(v["environment"].clone()).unwrap(),
-        customer_id: v["customer_id"].as_str().unwrap().to_owned(),
+        customer_id: CustomerId::parse(v["customer_id"].as_str().unwrap()).unwrap(),
         issued_at: v["issued_at"].as_i64().unwrap(),
         expires_at: v["expires_at"].as_i64().unwrap(),
         content_key: ContentKey::new(hex16(&v["content_key"])),
@@ -53,7 +53,7 @@ fn vectors() -> Value {
 
 fn ring(v: &Value) -> KeyRing {
     let key = SealingKey {
-        id: v["sealing_key"]["id"].as_str().unwrap().to_owned(),
+        id: KeyId::parse(v["sealing_key"]["id"].as_str().unwrap()).unwrap(),
         key: SealingKeyBytes::from_hex(v["sealing_key"]["key"].as_str().unwrap()).unwrap(),
     };
     let id = key.id.clone();
@@ -75,7 +75,8 @@ fn valid_vectors_seal_and_open_byte_for_byte() {
         let sealed = token::seal(&data, ring.active().unwrap(), &nonce).unwrap();
         assert_eq!(sealed, v["token"].as_str().unwrap(), "vector {}", v["name"]);
         let opened = token::open(&sealed, &ring, data.environment, data.issued_at).unwrap();
-        assert_eq!(opened, data, "vector {}", v["name"]);
+        assert_eq!(opened.key_id(), &ring.active().unwrap().id);
+        assert_eq!(opened.into_data(), data, "vector {}", v["name"]);
         // the hex dump in the vector is the token's bytes
         let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
             .decode(&sealed)
@@ -108,7 +109,8 @@ fn invalid_vectors_are_refused_with_their_reason() {
             &ring,
             env,
             v["now"].as_i64().unwrap(),
-        );
+        )
+        .map(token::TrustedToken::into_data);
         let want = match v["error"].as_str().unwrap() {
             "malformed" => TokenError::Malformed,
             "unknown_version" => TokenError::UnknownVersion,

@@ -14,15 +14,20 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data);
     for token in [text.as_ref(), encoded.as_str()] {
-        if let Ok(d) = fpgen::token::open(token, &config.sealing_keys, fpgen::licence::Environment::Test, common::NOW) {
-            // only a token sealed with the key can open: re-sealing must agree on the data
-            assert!(d.expires_at > common::NOW);
+        if let Ok(t) = fpgen::token::open(token, &config.sealing_keys, fpgen::licence::Environment::Test, common::NOW) {
+            // only a token sealed with the key can open, and then it is in time
+            assert!(t.data().expires_at > common::NOW);
         }
-        let _ = fpgen::token::key_id(token);
+        if let Ok(untrusted) = fpgen::token::UntrustedToken::parse(token) {
+            let _ = untrusted.untrusted_key_id();
+            if let Ok(verified) = untrusted.verify(&config.sealing_keys) {
+                let _ = verified.check(fpgen::licence::Environment::Test, common::NOW);
+            }
+        }
         if let Some(gate) = &config.redemption {
             let path = format!("/hms/fp/rights/?ExpressPlayToken={token}");
-            if let Err((response, _)) = fpgen::redeem::redeem(config, gate, &path, common::NOW) {
-                assert_eq!(response.status, 403);
+            if let Err(refusal) = fpgen::redeem::redeem(config, gate, &path, common::NOW) {
+                assert_eq!(refusal.response(gate.error_format).status, 403);
             }
         }
     }

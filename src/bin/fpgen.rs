@@ -170,8 +170,7 @@ fn keygen(id: Option<String>) -> Result<(), Failure> {
             )
         }
     };
-    let id = KeyId::parse(&id)
-        .map_err(|e| Failure::Refused(format!("fpgen: the key id: {e}")))?;
+    let id = KeyId::parse(&id).map_err(|e| Failure::Refused(format!("fpgen: the key id: {e}")))?;
     println!(
         "{}",
         serde_json::json!({"id": id.as_str(), "key": random_hex(32)?})

@@ -543,40 +543,14 @@ fn envoy_command(
     cmd
 }
 
-/// A token sealed with the library (not minted through Envoy), for times,
-/// environments and keys that a mint never produces: customer 100001, the
-/// content key and IV of the tests, sealed under `key_hex` named `key_id`.
-pub fn seal_token(
-    key_id: &str,
-    key_hex: &str,
-    environment: fpgen::licence::Environment,
-    issued_at: i64,
-    expires_at: i64,
-) -> String {
-    use fpgen::config::{KeyRing, SealingKey};
-    use fpgen::secret::{ContentKey, SealingKeyBytes};
-    let data = fpgen::licence::LicenceData {
-        environment,
-        customer_id: "100001".into(),
-        issued_at,
-        expires_at,
-        content_key: ContentKey::from_hex("000102030405060708090a0b0c0d0e0f").unwrap(),
-        iv: hex::decode("0f0e0d0c0b0a09080706050403020100")
-            .unwrap()
-            .try_into()
-            .unwrap(),
-        kid: None,
-        rental_duration: 0,
-        general_flags: 0,
-        extensions: vec![],
-        cookie: None,
-    };
-    let key = SealingKey {
-        id: key_id.into(),
-        key: SealingKeyBytes::from_hex(key_hex).unwrap(),
-    };
-    let ring = KeyRing::new(vec![key], key_id).unwrap();
-    fpgen::token::seal(&data, ring.active().unwrap(), &[9; 24]).unwrap()
+#[allow(unused_imports)]
+pub use fpgen::fixtures::sealed_token as seal_token;
+
+/// The key id a token's header names (unverified: for asserting which key
+/// sealed a token that is then opened).
+pub fn key_id(token: &str) -> Option<String> {
+    let token = fpgen::token::UntrustedToken::parse(token).ok()?;
+    String::from_utf8(token.untrusted_key_id().to_vec()).ok()
 }
 
 /// Paths of the Envoy binary and the module: `FPGEN_ENVOY` and `FPGEN_WASM`,
@@ -1491,6 +1465,59 @@ pub fn h2c(
             (3, 1) => panic!("RST_STREAM: {payload:?}"),
             (7, _) => panic!("GOAWAY: {payload:?}"),
             _ => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// `fpgen serve`, the token endpoint without Envoy
+
+/// `fpgen serve` on a free loopback port with `config_json`, killed (and
+/// its config file removed) when dropped.
+pub struct Serve {
+    pub port: u16,
+    child: Child,
+    config: PathBuf,
+}
+
+impl Serve {
+    /// Starts it and waits until it answers.
+    pub fn start(config_json: &str) -> Serve {
+        let config = new_workdir().join("serve.json");
+        std::fs::write(&config, config_json).unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpgen"));
+        cmd.arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let child = spawn_tied_to_process(cmd).unwrap();
+        let serve = Serve {
+            port,
+            child,
+            config,
+        };
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "fpgen serve did not start");
+            thread::sleep(Duration::from_millis(20));
+        }
+        serve
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        if let Some(dir) = self.config.parent() {
+            let _ = std::fs::remove_dir_all(dir);
         }
     }
 }

@@ -25,6 +25,9 @@ ENVOY_CONFIG ?= envoy/envoy.yaml
 # Extra arguments for `cargo test`, e.g. `make test TEST_ARGS='--test harness_smoke'`.
 TEST_ARGS ?=
 
+# Debian packages: apt-get as root, through sudo otherwise.
+APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
+
 .DEFAULT_GOAL := build
 .PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
@@ -58,18 +61,21 @@ build: wasm-target
 run: build venv
 	exec $(ENVOY) -c $(ENVOY_CONFIG) --disable-hot-restart --log-level info
 
-## test: every test (unit, native, properties, end-to-end through Envoy with the fresh module), the audit of their Envoy logs for secrets, and the fuzz smoke (10 s per target)
+## test: every test (unit, native, properties, end-to-end through Envoy with the fresh module), the audit of their Envoy logs for secrets, and the fuzz smoke (10 s per target; the first run installs a nightly toolchain and cargo-fuzz, ~3 min). A non-empty TEST_ARGS runs only those cargo tests.
 test: build venv
 	rm -rf target/e2e-logs
 	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) $(CARGO) test $(TEST_ARGS)
-	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; fi
+	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; \
+	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory fuzz-smoke; fi
 
-## lint: rustfmt and clippy (warnings are errors), host and wasm32-wasip1
+## lint: rustfmt, clippy (warnings are errors; host, wasm32-wasip1 and the log audit) and cargo doc without warnings
 lint: wasm-target
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) --lib -- -D warnings
+	$(CARGO) clippy --test log_audit -- -D warnings
+	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --no-deps --quiet
 
 ## fmt: format the code
 fmt:
@@ -90,14 +96,15 @@ distclean: clean
 ## bench-tools: wrk and h2load (Debian packages wrk, nghttp2-client), installed when missing
 bench-tools:
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq wrk nghttp2-client; }
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq wrk nghttp2-client; }
 
 ## bench: Envoy's direct_response vs fpgen (GET, POST) vs Envoy -> fpgen serve, interleaved; sizes, start-up, memory; criterion micro-benchmarks. Table in target/bench/results.md
 bench: build venv bench-tools
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/bench.py $(BENCH_ARGS)
-	$(CARGO) bench --bench core -- --warm-up-time 1 --measurement-time 3 2>&1 | grep -E 'time:' | tee target/bench/core.txt
+	$(CARGO) bench --bench core -- --warm-up-time 1 --measurement-time 3 > target/bench/core.log 2>&1 \
+		|| { tail -40 target/bench/core.log; echo "cargo bench failed (log: target/bench/core.log)"; exit 1; }
+	grep -E 'time:' target/bench/core.log | tee target/bench/core.txt
 
 ## soak: two Envoy workers under mixed valid/invalid load for SOAK_MINUTES (default 3): zero 5xx, right answers, tokens verified, memory flat. Not in CI.
 SOAK_MINUTES ?= 3
@@ -109,8 +116,12 @@ soak: build venv bench-tools
 FUZZ_SECONDS ?= 60
 FUZZ_TARGETS := params token_open config
 fuzz-tools:
-	@rustup toolchain list | grep -q '^nightly' || $(RUSTUP) toolchain install nightly --profile minimal
-	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	@$(RUSTUP) toolchain list | grep -q '^nightly' || { \
+		echo "fuzz: installing the nightly Rust toolchain (minimal profile; cargo-fuzz needs it), once: about 1 minute"; \
+		$(RUSTUP) toolchain install nightly --profile minimal; }
+	@command -v cargo-fuzz >/dev/null || { \
+		echo "fuzz: installing cargo-fuzz (cargo install, once): about 2 minutes"; \
+		$(CARGO) install cargo-fuzz --locked; }
 
 fuzz: fuzz-tools
 	@set -e; for t in $(FUZZ_TARGETS); do \
@@ -133,6 +144,5 @@ oci: build
 ## test-oci: push the image to a registry on loopback, pull it back, compare the module's digest (installs skopeo and docker-registry from Debian when missing)
 test-oci: build
 	@command -v skopeo >/dev/null && command -v docker-registry >/dev/null || { \
-		if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
-		$$SUDO apt-get update -qq && $$SUDO apt-get install -y -qq skopeo docker-registry curl; }
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq skopeo docker-registry curl; }
 	deploy/test_oci.sh

@@ -422,20 +422,10 @@ fn validate_customer(
             Problem::Hex("64 hex digits (SHA-256 of the secret)"),
         );
     }
-    let kek = c.kek.as_ref().and_then(|name| {
-        let kek = keks.get(name).cloned();
-        if kek.is_none() {
-            problems.push(
-                at("kek"),
-                Problem::Unresolved {
-                    what: "KEK",
-                    name: name.clone(),
-                    section: "keks",
-                },
-            );
-        }
-        kek
-    });
+    let kek = c
+        .kek
+        .as_deref()
+        .and_then(|name| resolve_kek(&at("kek"), name, keks, problems));
     let key_store = validate_key_store(&at("key_store"), &c.key_store, problems);
     let allowed_networks = c
         .allowed_networks
@@ -449,10 +439,8 @@ fn validate_customer(
     let tokens_not_before = c.tokens_not_before.as_deref().and_then(|text| {
         let time = parse_rfc3339(text);
         if time.is_none() {
-            problems.push(
-                at("tokens_not_before"),
-                Problem::Expected("an RFC 3339 time (2026-11-23T12:00:00Z)"),
-            );
+            let expected = Problem::Expected("an RFC 3339 time (2026-11-23T12:00:00Z)");
+            problems.push(at("tokens_not_before"), expected);
         }
         time
     });
@@ -469,6 +457,25 @@ fn validate_customer(
         token_budget: c.token_budget,
         tokens_not_before,
     })
+}
+
+/// The KEK a customer names, from `keks`.
+fn resolve_kek(
+    field: &str,
+    name: &str,
+    keks: &HashMap<String, Kek>,
+    problems: &mut Problems,
+) -> Option<Kek> {
+    let kek = keks.get(name).cloned();
+    if kek.is_none() {
+        let problem = Problem::Unresolved {
+            what: "KEK",
+            name: name.to_owned(),
+            section: "keks",
+        };
+        problems.push(field, problem);
+    }
+    kek
 }
 
 /// RFC 3339 time to Unix seconds.

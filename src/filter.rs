@@ -1,7 +1,7 @@
 //! The host shell: the only module that talks to proxy-wasm. It reads the
 //! configuration once, routes `/hms/fp/token` and the redemption gate,
 //! collects POST bodies, and hands everything to the pure
-//! [`service`](crate::service) and [`redeem`](crate::redeem) modules. It also
+//! [`service`] and [`redeem`] modules. It also
 //! keeps the stats, the access-log filter state and the shared token budgets.
 
 use crate::config::{ClientAddressPolicy, Config};

@@ -90,7 +90,7 @@ fn must_be_encoded(c: char) -> bool {
         || matches!(n, 0x061C | 0x200E | 0x200F | 0x202A..=0x202E | 0x2066..=0x2069)
 }
 
-/// `text` with every character that [`must_be_encoded`] written as
+/// `text` with every character that `must_be_encoded` written as
 /// `\u{XXXX}` (its code point in hex), so that an error page is always
 /// well-formed XML and shows what was sent. Applied to every message, in
 /// both formats, because messages may echo request text.

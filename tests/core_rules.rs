@@ -895,3 +895,82 @@ fn the_readme_lists_every_redemption_refusal_reason() {
         );
     }
 }
+
+/// The stat names the filter counts, Envoy's tag rules for them (which
+/// `envoy/envoy.yaml` carries, checked end to end in `e2e_accounts`), and
+/// the README's stats table agree.
+#[test]
+fn stat_names_tag_rules_and_readme_agree() {
+    use fpgen::redeem::Refusal;
+    use fpgen::stats::{self, ENVOY_PREFIX, TAG_RULES};
+    let customer = fixtures::id("100001");
+    let tags = |name: &str| -> (String, Vec<(String, String)>) {
+        let mut name = format!("{ENVOY_PREFIX}{name}");
+        let mut found = Vec::new();
+        for (tag, rule) in TAG_RULES {
+            let re = regex::Regex::new(rule).unwrap();
+            if let Some(c) = re.captures(&name.clone()) {
+                found.push((tag.to_owned(), c[2].to_owned()));
+                name = name.replacen(&c[1], "", 1);
+            }
+        }
+        (name, found)
+    };
+    let tag = |k: &str, v: &str| (k.to_owned(), v.to_owned());
+    assert_eq!(
+        tags(&stats::tokens_minted(&customer)),
+        (
+            "wasmcustom.fpgen.tokens_minted".into(),
+            vec![tag("fpgen_customer", "100001")]
+        )
+    );
+    assert_eq!(
+        tags(&stats::rejected(
+            ErrorCode::ContentKeyFormat,
+            Some(&customer)
+        )),
+        (
+            "wasmcustom.fpgen.rejected".into(),
+            vec![tag("fpgen_customer", "100001"), tag("fpgen_code", "2027")]
+        )
+    );
+    assert_eq!(
+        tags(&stats::rejected(ErrorCode::AuthenticatorMissing, None)),
+        (
+            "wasmcustom.fpgen.rejected".into(),
+            vec![tag("fpgen_code", "2017")]
+        )
+    );
+    assert_eq!(
+        tags(&stats::redemptions_accepted(&customer)),
+        (
+            "wasmcustom.fpgen.redemptions_accepted".into(),
+            vec![tag("fpgen_customer", "100001")]
+        )
+    );
+    for reason in Refusal::ALL {
+        assert_eq!(
+            tags(&stats::redemptions_rejected(reason)),
+            (
+                "wasmcustom.fpgen.redemptions_rejected".into(),
+                vec![tag("fpgen_reason", reason.stat_name())]
+            )
+        );
+    }
+    // the README's table names each counter in the same shape
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+        .unwrap()
+        .replace("<id>", "100001")
+        .replace("<code>", "2027");
+    for name in [
+        stats::tokens_minted(&customer),
+        stats::rejected(ErrorCode::ContentKeyFormat, Some(&customer)),
+        stats::rejected(ErrorCode::ContentKeyFormat, None),
+        stats::redemptions_accepted(&customer),
+    ] {
+        assert!(
+            readme.contains(&format!("`{ENVOY_PREFIX}{name}`")),
+            "{name} is not in the README"
+        );
+    }
+}

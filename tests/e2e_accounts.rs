@@ -258,7 +258,7 @@ fn stats_after_a_known_sequence() {
 fn prometheus_shows_customer_and_code_as_labels() {
     let yaml =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml")).unwrap();
-    for (name, regex) in common::STATS_TAGS {
+    for (name, regex) in fpgen::stats::TAG_RULES {
         assert!(
             yaml.contains(&format!("tag_name: {name}\n    regex: '{regex}'")),
             "{name} differs in envoy.yaml"

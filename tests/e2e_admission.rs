@@ -15,6 +15,16 @@ mod common;
 use common::{request, Serve, DEMO_CONFIG};
 use fpgen::fixtures::{self, AUTHENTICATOR};
 
+/// What a row sends, and what it must get: what it is, the method, the
+/// headers, the body, and the status and code.
+type Row<'a> = (
+    &'a str,
+    &'a str,
+    Vec<(&'a str, &'a str)>,
+    Option<&'a [u8]>,
+    (u16, Option<i64>),
+);
+
 /// The status and the code (`None` for a minted URL) of an answer.
 fn status_and_code(r: &common::HttpResponse) -> (u16, Option<i64>) {
     if r.status == 200 {
@@ -39,7 +49,7 @@ fn post_admission_is_the_same_in_envoy_and_serve() {
     let q = "/hms/fp/token?errorFormat=json".to_owned();
     let q_auth = format!("{q}&customerAuthenticator={AUTHENTICATOR}");
     #[rustfmt::skip]
-    let rows: Vec<(&str, &str, Vec<(&str, &str)>, Option<&[u8]>, (u16, Option<i64>))> = vec![
+    let rows: Vec<Row<'_>> = vec![
         ("GET, parameters in the query", "GET", vec![], None, (200, None)),
         ("POST, a form body", "POST", vec![("content-type", urlencoded)], Some(form.as_bytes()), (200, None)),
         ("POST, a form body with a charset", "POST", vec![("content-type", "application/x-www-form-urlencoded; charset=UTF-8")], Some(form.as_bytes()), (200, None)),

@@ -2,6 +2,7 @@
 //! configuration, offline minting and inspection of tokens, configuration
 //! checks, and `serve` (the token endpoint without Envoy).
 
+#![deny(clippy::too_many_lines)]
 use clap::{Parser, Subcommand};
 use fpgen::config::Config;
 use fpgen::ids::{CustomerId, KeyId};

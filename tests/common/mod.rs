@@ -598,7 +598,7 @@ pub fn bootstrap_json(
     let wasm = json_string(&wasm.to_string_lossy());
     let access_log = json_string(&access_log.to_string_lossy());
     let access_format = json_string(ACCESS_LOG_FORMAT);
-    let stats_tags = STATS_TAGS
+    let stats_tags = fpgen::stats::TAG_RULES
         .iter()
         .map(|(name, regex)| {
             format!(
@@ -775,22 +775,6 @@ pub const E2E_LOG_DIR: &str = "target/e2e-logs";
 
 /// The access-log line of `envoy/envoy.yaml` (a test checks they agree).
 pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %PATH(NQ)%\" %RESPONSE_CODE% %FILTER_STATE(wasm.fpgen:PLAIN)%\n";
-
-/// The stats tag rules of `envoy/envoy.yaml` (a test checks they agree).
-pub const STATS_TAGS: [(&str, &str); 3] = [
-    (
-        "fpgen_customer",
-        r"^wasmcustom\.fpgen\.(customer\.([^.]+)\.)",
-    ),
-    (
-        "fpgen_code",
-        r"^wasmcustom\.fpgen\.(?:customer\.[^.]+\.)?rejected(\.(\d+))$",
-    ),
-    (
-        "fpgen_reason",
-        r"^wasmcustom\.fpgen\.redemptions_rejected(\.([a-z_]+))$",
-    ),
-];
 
 fn log_dir_for(workdir: &Path) -> PathBuf {
     let binary = std::env::current_exe()

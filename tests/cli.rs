@@ -413,43 +413,13 @@ fn a_token_minted_by_envoy_opens_with_fpgen_inspect() {
 
 #[test]
 fn serve_answers_like_the_filter() {
-    let config = demo();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let listen = format!("127.0.0.1:{port}");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_fpgen"))
-        .args(["serve", "--config", config.path(), "--listen", &listen])
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    struct Kill(std::process::Child);
-    impl Drop for Kill {
-        fn drop(&mut self) {
-            let _ = self.0.kill();
-            let _ = self.0.wait();
-        }
-    }
-    let _guard = Kill(child_take(&mut child));
-    let mut answer = None;
-    for _ in 0..100 {
-        if let Ok(r) = common::try_raw(
-            port,
-            &common::request_bytes(
-                "GET",
-                &format!("/hms/fp/token?{AUTH}&contentKey={CK}&iv={IV}"),
-                &[],
-                None,
-            ),
-        ) {
-            answer = Some(r);
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(50));
-    }
-    let r = answer.expect("fpgen serve did not answer");
+    let serve = common::Serve::start(common::DEMO_CONFIG);
+    let port = serve.port;
+    let r = common::get(
+        port,
+        &format!("/hms/fp/token?{AUTH}&contentKey={CK}&iv={IV}"),
+    );
+
     assert_eq!(
         (r.status, r.header("content-type")),
         (200, Some("text/uri-list"))
@@ -468,8 +438,4 @@ fn serve_answers_like_the_filter() {
     let r = common::post_form(port, "/hms/fp/token", &big);
     assert_eq!(r.status, 413);
     assert_eq!(common::get(port, "/other").status, 404);
-}
-
-fn child_take(child: &mut std::process::Child) -> std::process::Child {
-    std::mem::replace(child, Command::new("true").spawn().unwrap())
 }

@@ -407,8 +407,7 @@ impl Envoy {
     }
 
     /// Envoy's log so far (`--log-path`), followed by anything it wrote to
-    /// stderr. Envoy flushes the file every 50 ms: to wait for a line, use
-    /// [`Envoy::wait_for_log`].
+    /// stderr. Envoy flushes the file every 50 ms.
     pub fn envoy_log(&self) -> String {
         let mut text = fs::read_to_string(self.logdir.join("envoy.log")).unwrap_or_default();
         for name in ["stderr.log", "stdout.log"] {
@@ -418,21 +417,6 @@ impl Envoy {
             }
         }
         text
-    }
-
-    /// Waits up to 5 s for `needle` to appear in the log; returns whether it
-    /// did.
-    pub fn wait_for_log(&self, needle: &str) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            if self.envoy_log().contains(needle) {
-                return true;
-            }
-            if Instant::now() >= deadline {
-                return false;
-            }
-            thread::sleep(Duration::from_millis(50));
-        }
     }
 
     /// The directory with the bootstrap (`envoy.json`) and the logs.

@@ -41,28 +41,10 @@ use std::sync::{mpsc, Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// The filter configuration of the demo, `envoy/envoy.yaml` (a test in
-/// `harness_smoke.rs` checks that the two agree). Test environment; customer
-/// 100001's authenticator is [`DEMO_AUTHENTICATOR`].
-pub const DEMO_CONFIG: &str = r#"{
-  "environment": "test",
-  "redeem_url": {"scheme": "http", "host": "127.0.0.1", "port": 10000, "path": "/hms/fp/rights/"},
-  "sealing_keys": [{"id": "demo-2026-11", "key": "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132"}],
-  "active_sealing_key": "demo-2026-11",
-  "keks": {"demo-kek": "000102030405060708090a0b0c0d0e0f"},
-  "customers": [{
-    "id": "100001",
-    "environment": "test",
-    "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9",
-    "kek": "demo-kek",
-    "key_store": {"11112222333344445555666677778888": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5"}
-  }],
-  "max_body_bytes": 8192,
-  "redemption": {"path_prefix": "/hms/fp/rights/", "header_prefix": "x-fpgen-"}
-}"#;
-
-/// The customer authenticator that [`DEMO_CONFIG`] accepts.
-pub const DEMO_AUTHENTICATOR: &str = "100001,0123456789abcdef0123456789abcdef";
+/// The demo's filter configuration (`envoy/envoy.yaml`) and the
+/// authenticator it accepts: the library's shared fixtures.
+#[allow(unused_imports)]
+pub use fpgen::fixtures::{AUTHENTICATOR as DEMO_AUTHENTICATOR, DEMO_CONFIG};
 
 /// Bodies of the harness's routes (direct responses, no upstream).
 pub const NOT_FOUND_BODY: &str = "not found\n";

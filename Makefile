@@ -71,15 +71,15 @@ test: build venv
 
 ## lint: rustfmt, clippy (warnings are errors; host, wasm32-wasip1 and the log audit) and cargo doc without warnings
 lint: wasm-target
-	$(CARGO) fmt --check
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) --lib -- -D warnings
 	$(CARGO) clippy --test log_audit -- -D warnings
 	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --no-deps --quiet
 
 ## fmt: format the code
 fmt:
-	$(CARGO) fmt
+	$(CARGO) fmt --all
 
 ## check-envoy-config: Envoy's own validation of envoy/envoy.yaml (loads the module, runs its configuration)
 check-envoy-config: build venv

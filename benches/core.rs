@@ -9,11 +9,11 @@
 )]
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use fpgen::fixtures::{self, FakeHost, NOW};
 use fpgen::licence::Environment;
 use fpgen::params::Params;
 use fpgen::request;
 use fpgen::service;
+use fpgen_fixtures::{self as fixtures, FakeHost, NOW};
 use std::hint::black_box;
 
 /// The realistic request of `make bench`: authenticator, kid, contentKey, iv,

@@ -737,17 +737,25 @@ fn active_key(
 mod tests {
     use super::*;
 
-    use crate::fixtures::{self, SEALING_KEY_HEX};
+    /// The demo configuration of the shared test fixtures (the
+    /// `fpgen-fixtures` crate cannot be used here: it links the library
+    /// built without `cfg(test)`).
+    const DEMO_CONFIG: &str = include_str!("../tests/fixtures/demo-config.json");
+    const SEALING_KEY_HEX: &str =
+        "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132";
 
     /// The demo configuration with a second, production customer and the
     /// gate off (the shape most of these tests edit).
     fn demo_with(edit: impl FnOnce(&mut serde_json::Value)) -> String {
-        fixtures::json_with(|v| {
-            let second = fixtures::customer("200002", "production");
-            v["customers"].as_array_mut().unwrap().push(second);
-            v.as_object_mut().unwrap().remove("redemption");
-            edit(v);
-        })
+        let mut v: serde_json::Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+        assert_eq!(v["sealing_keys"][0]["key"], SEALING_KEY_HEX);
+        let authenticator = v["customers"][0]["authenticator_sha256"].clone();
+        let second = serde_json::json!({"id": "200002", "environment": "production",
+            "authenticator_sha256": authenticator});
+        v["customers"].as_array_mut().unwrap().push(second);
+        v.as_object_mut().unwrap().remove("redemption");
+        edit(&mut v);
+        v.to_string()
     }
 
     fn err(json: &str) -> ConfigError {

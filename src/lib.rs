@@ -10,8 +10,6 @@
 #![deny(clippy::too_many_lines)]
 pub mod config;
 pub mod error;
-#[cfg(any(test, feature = "fixtures"))]
-pub mod fixtures;
 pub mod ids;
 pub mod licence;
 pub mod params;

@@ -9,14 +9,14 @@
 
 use fpgen::config::Config;
 use fpgen::error::ErrorCode;
-use fpgen::fixtures::{
-    self, Budgets, FakeHost, Random, CONTENT_KEY as CK, EK, IV, KEK_HEX as DEMO_KEK, NOW,
-    STORED_KID,
-};
 use fpgen::ids::{CustomerId, Kid};
 use fpgen::licence::Environment;
 use fpgen::service::{self, Answer, Outcome};
 use fpgen::token;
+use fpgen_fixtures::{
+    self as fixtures, Budgets, FakeHost, Random, CONTENT_KEY as CK, EK, IV, KEK_HEX as DEMO_KEK,
+    NOW, STORED_KID,
+};
 
 const AUTH: &str = "customerAuthenticator=100001,0123456789abcdef0123456789abcdef";
 

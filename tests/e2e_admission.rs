@@ -13,7 +13,7 @@
 mod common;
 
 use common::{request, Serve, DEMO_CONFIG};
-use fpgen::fixtures::{self, AUTHENTICATOR};
+use fpgen_fixtures::{self as fixtures, AUTHENTICATOR};
 
 /// What a row sends, and what it must get: what it is, the method, the
 /// headers, the body, and the status and code.

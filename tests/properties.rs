@@ -11,10 +11,10 @@
 
 use base64::Engine as _;
 use fpgen::config::Config;
-use fpgen::fixtures::{self, FakeHost, AUTHENTICATOR, NOW};
 use fpgen::ids::Kid;
 use fpgen::licence::{Environment, LicenceData};
 use fpgen::service;
+use fpgen_fixtures::{self as fixtures, FakeHost, AUTHENTICATOR, NOW};
 use proptest::prelude::*;
 
 #[derive(Debug, Clone)]

@@ -2,9 +2,9 @@
 // Shared by the fuzz targets: the fixtures' configuration with account
 // controls switched on (so the fuzzer reaches them) and a deterministic host.
 use fpgen::config::Config;
-use fpgen::fixtures::{self, FakeHost};
+use fpgen_fixtures::{self as fixtures, FakeHost};
 
-pub use fpgen::fixtures::{NOW, SEALING_KEY_HEX as SEALING_KEY};
+pub use fpgen_fixtures::{NOW, SEALING_KEY_HEX as SEALING_KEY};
 
 pub fn config() -> Config {
     fixtures::config_with(|v| {

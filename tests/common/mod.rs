@@ -44,7 +44,7 @@ use std::time::{Duration, Instant};
 /// The demo's filter configuration (`envoy/envoy.yaml`) and the
 /// authenticator it accepts: the library's shared fixtures.
 #[allow(unused_imports)]
-pub use fpgen::fixtures::{AUTHENTICATOR as DEMO_AUTHENTICATOR, DEMO_CONFIG};
+pub use fpgen_fixtures::{AUTHENTICATOR as DEMO_AUTHENTICATOR, DEMO_CONFIG};
 
 /// Bodies of the harness's routes (direct responses, no upstream).
 pub const NOT_FOUND_BODY: &str = "not found\n";
@@ -510,7 +510,7 @@ fn envoy_command(
 }
 
 #[allow(unused_imports)]
-pub use fpgen::fixtures::sealed_token as seal_token;
+pub use fpgen_fixtures::sealed_token as seal_token;
 
 /// The key id a token's header names (unverified: for asserting which key
 /// sealed a token that is then opened).

@@ -1,0 +1,197 @@
+//! The harness's Envoy bootstrap, built as a `serde_json::Value`: the shape
+//! of `envoy/envoy.yaml` with ports 0, the filter configuration embedded
+//! as a string, and the stats tag rules of `fpgen::stats`.
+
+use super::envoy::Options;
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// Bodies of the harness's routes (direct responses, no upstream).
+pub const NOT_FOUND_BODY: &str = "not found\n";
+pub const RIGHTS_BODY: &str = "licence server stand-in\n";
+pub const PASSTHROUGH_BODY: &str = "passthrough ok\n";
+
+/// The access-log line of `envoy/envoy.yaml` (a test checks they agree).
+pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %PATH(NQ)%\" %RESPONSE_CODE% %FILTER_STATE(wasm.fpgen:PLAIN)%\n";
+
+/// The HCM settings every shipped configuration carries (a test in
+/// `e2e_edge.rs` checks the files against this list): path normalisation,
+/// merged slashes, escaped slashes refused, underscore headers dropped.
+pub fn hardened_hcm() -> serde_json::Map<String, Value> {
+    let mut hcm = serde_json::Map::new();
+    hcm.insert("normalize_path".into(), true.into());
+    hcm.insert("merge_slashes".into(), true.into());
+    hcm.insert(
+        "path_with_escaped_slashes_action".into(),
+        "REJECT_REQUEST".into(),
+    );
+    hcm.insert(
+        "common_http_protocol_options".into(),
+        json!({"headers_with_underscores_action": "DROP_HEADER"}),
+    );
+    hcm
+}
+
+/// The bootstrap of a harness Envoy (Envoy reads `.json` as JSON).
+pub fn bootstrap(
+    wasm: &Path,
+    filter_config_json: &str,
+    options: &Options,
+    access_log: &Path,
+) -> Value {
+    let stats_tags: Vec<Value> = fpgen::stats::TAG_RULES
+        .iter()
+        .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
+        .collect();
+    let mut static_resources = json!({
+        "listeners": [listener(wasm, filter_config_json, options, access_log)]
+    });
+    if let Some(port) = options.upstream_port {
+        static_resources["clusters"] = json!([licence_server(port)]);
+    }
+    json!({
+        "stats_config": {"stats_tags": stats_tags},
+        "admin": {"address": socket_address(0)},
+        "static_resources": static_resources,
+    })
+}
+
+fn socket_address(port: u16) -> Value {
+    json!({"socket_address": {"address": "127.0.0.1", "port_value": port}})
+}
+
+fn listener(wasm: &Path, filter_config_json: &str, options: &Options, access_log: &Path) -> Value {
+    let mut hcm = json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        "stat_prefix": "fpgen",
+        "use_remote_address": true,
+        "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
+            "path": access_log,
+            "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+        }}],
+        "codec_type": "AUTO",
+        "route_config": {"name": "local", "virtual_hosts": [{
+            "name": "fpgen",
+            "domains": ["*"],
+            "routes": routes(options),
+        }]},
+        "http_filters": [
+            wasm_filter(wasm, filter_config_json, options),
+            {"name": "envoy.filters.http.router", "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
+        ],
+    });
+    if options.hardened {
+        if let Some(hcm) = hcm.as_object_mut() {
+            hcm.extend(hardened_hcm());
+        }
+    }
+    json!({
+        "name": "fpgen",
+        "address": socket_address(0),
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": hcm,
+        }]}],
+    })
+}
+
+fn direct(prefix: &str, status: u16, body: &str) -> Value {
+    json!({"match": {"prefix": prefix},
+        "direct_response": {"status": status, "body": {"inline_string": body}}})
+}
+
+/// The licence route, `/passthrough`, and a catch-all. With an upstream,
+/// it gets the licence route and also every path that no other route
+/// serves (a route wider than the gate's prefix, as an operator might
+/// write it).
+fn routes(options: &Options) -> Value {
+    let passthrough = direct("/passthrough", 200, PASSTHROUGH_BODY);
+    match options.upstream_port {
+        None => json!([
+            direct("/hms/fp/rights/", 200, RIGHTS_BODY),
+            passthrough,
+            direct("/", 404, NOT_FOUND_BODY),
+        ]),
+        Some(_) => {
+            let to_upstream = |prefix: &str| {
+                json!({"match": {"prefix": prefix},
+                    "route": {"cluster": "licence_server", "timeout": "5s"}})
+            };
+            json!([
+                to_upstream("/hms/fp/rights/"),
+                passthrough,
+                to_upstream("/")
+            ])
+        }
+    }
+}
+
+fn wasm_filter(wasm: &Path, filter_config_json: &str, options: &Options) -> Value {
+    json!({
+        "name": "envoy.filters.http.wasm",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+            "config": {
+                "name": "fpgen",
+                "root_id": "fpgen",
+                "allow_on_headers_stop_iteration": true,
+                "failure_policy": options.failure_policy,
+                "vm_config": {
+                    "runtime": "envoy.wasm.runtime.v8",
+                    "code": {"local": {"filename": wasm}},
+                },
+                "configuration": {
+                    "@type": "type.googleapis.com/google.protobuf.StringValue",
+                    "value": filter_config_json,
+                },
+            },
+        },
+    })
+}
+
+/// The upstream cluster at 127.0.0.1:`port`; it accepts request trailers
+/// over HTTP/1.1.
+fn licence_server(port: u16) -> Value {
+    json!({
+        "name": "licence_server",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http_protocol_options": {"enable_trailers": true}},
+        }},
+        "load_assignment": {"cluster_name": "licence_server", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": socket_address(port)}},
+        ]}]},
+    })
+}
+
+/// The LDS resource file of a dynamic Envoy: the bootstrap's listener on
+/// `port`, for `filter_config_json`.
+pub fn lds_resource(
+    wasm: &Path,
+    filter_config_json: &str,
+    options: &Options,
+    access_log: &Path,
+    port: u16,
+) -> Value {
+    let mut listener = listener(wasm, filter_config_json, options, access_log);
+    listener["address"] = socket_address(port);
+    listener["@type"] = "type.googleapis.com/envoy.config.listener.v3.Listener".into();
+    json!({ "resources": [listener] })
+}
+
+/// `bootstrap` for a dynamic Envoy: the listener comes through LDS from
+/// the watched file `lds_dir/lds.json`.
+pub fn with_lds(mut bootstrap: Value, lds_dir: &Path) -> Value {
+    if let Some(resources) = bootstrap["static_resources"].as_object_mut() {
+        resources.remove("listeners");
+    }
+    bootstrap["node"] = json!({"id": "fpgen-e2e", "cluster": "fpgen-e2e"});
+    bootstrap["dynamic_resources"] = json!({"lds_config": {"resource_api_version": "V3",
+        "path_config_source": {"path": lds_dir.join("lds.json"),
+            "watched_directory": {"path": lds_dir}}}});
+    bootstrap
+}

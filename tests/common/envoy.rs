@@ -1,0 +1,476 @@
+//! A real Envoy with the fpgen module, on free loopback ports.
+
+use super::bootstrap::{bootstrap, lds_resource, with_lds, PASSTHROUGH_BODY};
+use super::http::{exchange, get, request_bytes, HttpResponse};
+use super::process::{log_dir_for, log_file, new_workdir, spawn_tied_to_process, tail, tool_paths};
+use super::DEMO_CONFIG;
+use std::fmt;
+use std::fs;
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Mutex, OnceLock};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long Envoy may take to become ready.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Connect, read and write timeout of the HTTP client.
+pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
+/// The same, for one readiness probe.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// How an Envoy is started. `Options::default()` is what [`Envoy::start`]
+/// uses.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Worker threads (`--concurrency`); 1 by default, 2 to exercise one VM
+    /// per worker.
+    pub concurrency: u32,
+    /// `--log-level`.
+    pub log_level: &'static str,
+    /// The plugin's `failure_policy`.
+    pub failure_policy: &'static str,
+    /// When set, `/hms/fp/rights/` is routed to a cluster at 127.0.0.1:port
+    /// (e.g. a [`RecordingUpstream`]) instead of the direct-response stand-in.
+    pub upstream_port: Option<u16>,
+    /// Serve the listener through LDS from a watched file (a fixed free
+    /// port), so that [`Envoy::replace_filter_config`] can swap the filter
+    /// configuration while Envoy runs.
+    pub dynamic: bool,
+    /// How long to wait for readiness.
+    pub ready_timeout: Duration,
+    /// The HTTP connection manager's hardening as in every shipped
+    /// configuration ([`hardened_hcm`](super::hardened_hcm): path normalisation, merged slashes,
+    /// escaped slashes refused, underscore headers dropped). `false` shows
+    /// what the filter alone holds, for an operator who left them out.
+    pub hardened: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            concurrency: 1,
+            log_level: "info",
+            failure_policy: "FAIL_RELOAD",
+            upstream_port: None,
+            dynamic: false,
+            ready_timeout: READY_TIMEOUT,
+            hardened: true,
+        }
+    }
+}
+
+impl Options {
+    /// The defaults with `n` worker threads.
+    pub fn concurrency(n: u32) -> Self {
+        Options {
+            concurrency: n,
+            ..Options::default()
+        }
+    }
+
+    /// The defaults, with `/hms/fp/rights/` routed to 127.0.0.1:`port`.
+    pub fn upstream(port: u16) -> Self {
+        Options {
+            upstream_port: Some(port),
+            ..Options::default()
+        }
+    }
+
+    /// The same without the HCM hardening: the filter is the only wall.
+    pub fn unhardened(mut self) -> Self {
+        self.hardened = false;
+        self
+    }
+}
+
+/// A running Envoy. Dropping it kills it (SIGKILL) and removes its work
+/// directory, which is kept when the thread is panicking (a failed test).
+pub struct Envoy {
+    /// The HTTP listener (HTTP/1.1 and h2c) on 127.0.0.1.
+    pub port: u16,
+    /// The admin interface on 127.0.0.1.
+    pub admin_port: u16,
+    child: Mutex<Child>,
+    workdir: PathBuf,
+    /// Envoy's logs and access log, kept after the test under
+    /// `target/e2e-logs/` (see [`E2E_LOG_DIR`]) for the secrets audit.
+    logdir: PathBuf,
+    /// For dynamic (LDS) Envoys: what regenerates the listener resource.
+    dynamic: Option<DynamicListener>,
+    /// Readiness includes `GET /passthrough` answering 200 (the harness's
+    /// own bootstraps have that route; shipped files do not).
+    probe_passthrough: bool,
+}
+
+struct DynamicListener {
+    wasm: PathBuf,
+    options: Options,
+    access_log: PathBuf,
+    port: u16,
+    lds_dir: PathBuf,
+}
+
+impl DynamicListener {
+    /// The LDS resource file for `filter_config_json`.
+    fn resource(&self, filter_config_json: &str) -> String {
+        lds_resource(
+            &self.wasm,
+            filter_config_json,
+            &self.options,
+            &self.access_log,
+            self.port,
+        )
+        .to_string()
+    }
+
+    /// Writes the resource atomically (a rename), as Envoy's file watch wants.
+    fn write(&self, filter_config_json: &str) {
+        let tmp = self.lds_dir.join(".lds.json.tmp");
+        fs::write(&tmp, self.resource(filter_config_json)).unwrap();
+        fs::rename(&tmp, self.lds_dir.join("lds.json")).unwrap();
+    }
+}
+
+impl Envoy {
+    /// For an Envoy started with `Options { dynamic: true, .. }`: replaces the
+    /// filter configuration through LDS while Envoy runs. Envoy drains the
+    /// old listener and starts the new one on the same port; a configuration
+    /// it rejects leaves the old one serving (and a log line).
+    pub fn replace_filter_config(&self, filter_config_json: &str) {
+        let dynamic = self.dynamic.as_ref().expect("not a dynamic Envoy");
+        dynamic.write(filter_config_json);
+    }
+
+    /// Starts Envoy with `filter_config_json` as the filter's configuration
+    /// and waits until it serves requests; panics with Envoy's log if it
+    /// does not.
+    pub fn start(filter_config_json: &str) -> Envoy {
+        Envoy::start_with(filter_config_json, &Options::default())
+    }
+
+    /// [`Envoy::start`] with options (e.g. `Options::concurrency(2)`).
+    pub fn start_with(filter_config_json: &str, options: &Options) -> Envoy {
+        match Envoy::try_start_with(filter_config_json, options) {
+            Ok(envoy) => envoy,
+            Err(log) => panic!("Envoy did not start:\n{}", tail(&log, 80)),
+        }
+    }
+
+    /// Starts Envoy; `Err` holds Envoy's whole log (and its stderr) when it
+    /// exits or is not ready in time. For configurations that Envoy must
+    /// reject. Panics only when Envoy or the module cannot be found.
+    pub fn try_start(filter_config_json: &str) -> Result<Envoy, String> {
+        Envoy::try_start_with(filter_config_json, &Options::default())
+    }
+
+    /// [`Envoy::try_start`] with options.
+    pub fn try_start_with(filter_config_json: &str, options: &Options) -> Result<Envoy, String> {
+        let (envoy_bin, wasm) = tool_paths();
+        let workdir = new_workdir();
+        let logdir = log_dir_for(&workdir);
+        let bootstrap_file = workdir.join("envoy.json");
+        let mut config = bootstrap(
+            &wasm,
+            filter_config_json,
+            options,
+            &logdir.join("access.log"),
+        );
+        let dynamic = options.dynamic.then(|| {
+            let port = free_port();
+            let lds_dir = workdir.join("lds");
+            fs::create_dir_all(&lds_dir).unwrap();
+            let d = DynamicListener {
+                wasm: wasm.clone(),
+                options: options.clone(),
+                access_log: logdir.join("access.log"),
+                port,
+                lds_dir,
+            };
+            d.write(filter_config_json);
+            config = with_lds(config.take(), &d.lds_dir);
+            d
+        });
+        fs::write(&bootstrap_file, config.to_string())
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", bootstrap_file.display()));
+
+        let mut cmd = envoy_command(
+            &envoy_bin,
+            &bootstrap_file,
+            options.concurrency,
+            options.log_level,
+            &workdir,
+            &logdir,
+        );
+        cmd.current_dir(&workdir);
+        let child = spawn_tied_to_process(cmd)
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
+
+        // From here on, dropping `envoy` (an early return) kills Envoy.
+        let mut envoy = Envoy {
+            port: 0,
+            admin_port: 0,
+            child: Mutex::new(child),
+            workdir,
+            logdir,
+            dynamic,
+            probe_passthrough: true,
+        };
+        envoy.wait_ready(options.ready_timeout)?;
+        Ok(envoy)
+    }
+
+    /// Runs a configuration file as it is (e.g. one of `envoy/`), with its
+    /// admin port set to 0 by the caller and `port` as its listener (the
+    /// caller puts it in the text). Logs go where the harness's go, so the
+    /// secrets audit reads them too.
+    pub fn start_yaml(yaml: &str, port: u16, log_level: &str) -> Envoy {
+        let (envoy_bin, _) = tool_paths();
+        let workdir = new_workdir();
+        let logdir = log_dir_for(&workdir);
+        let config = workdir.join("envoy.yaml");
+        fs::write(&config, yaml).unwrap();
+        // relative paths in the file (the module) are from the project root
+        let mut cmd = envoy_command(&envoy_bin, &config, 1, log_level, &workdir, &logdir);
+        cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+        let child = spawn_tied_to_process(cmd)
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
+        let mut envoy = Envoy {
+            port,
+            admin_port: 0,
+            child: Mutex::new(child),
+            workdir,
+            logdir,
+            dynamic: None,
+            probe_passthrough: false,
+        };
+        if let Err(log) = envoy.wait_ready(READY_TIMEOUT) {
+            panic!("Envoy did not start:\n{}", tail(&log, 80));
+        }
+        envoy
+    }
+
+    fn wait_ready(&mut self, timeout: Duration) -> Result<(), String> {
+        let envoy = self;
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = envoy.exit_status() {
+                return Err(format!(
+                    "Envoy exited ({status}) before it was ready\n{}",
+                    envoy.envoy_log()
+                ));
+            }
+            let last = match envoy.probe() {
+                Ok(()) => return Ok(()),
+                Err(state) => state,
+            };
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "Envoy was not ready after {timeout:?} (last: {last})\n{}",
+                    envoy.envoy_log()
+                ));
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// One step of readiness: admin address known, admin `/ready` is 200,
+    /// listener port known, and a request through the filter chain (so the
+    /// module is loaded and passes other paths through) answers
+    /// `GET /passthrough` with 200 "passthrough ok".
+    fn probe(&mut self) -> Result<(), String> {
+        if self.admin_port == 0 {
+            let text = fs::read_to_string(self.workdir.join("admin-address")).unwrap_or_default();
+            let addr: SocketAddr = text
+                .trim()
+                .parse()
+                .map_err(|_| "admin address not written yet".to_owned())?;
+            self.admin_port = addr.port();
+        }
+        let ready = exchange(
+            self.admin_port,
+            PROBE_TIMEOUT,
+            &request_bytes("GET", "/ready", &[], None),
+        )?;
+        if ready.status != 200 {
+            return Err(format!(
+                "admin /ready answered {} {:?}",
+                ready.status,
+                ready.text()
+            ));
+        }
+        if self.port == 0 {
+            let listeners = exchange(
+                self.admin_port,
+                PROBE_TIMEOUT,
+                &request_bytes("GET", "/listeners?format=json", &[], None),
+            )?;
+            self.port = listener_port(&listeners.text())
+                .ok_or_else(|| format!("no listener port in /listeners: {:?}", listeners.text()))?;
+        }
+        if !self.probe_passthrough {
+            return TcpStream::connect_timeout(
+                &SocketAddr::from(([127, 0, 0, 1], self.port)),
+                PROBE_TIMEOUT,
+            )
+            .map(|_| ())
+            .map_err(|e| format!("listener: {e}"));
+        }
+        let answer = exchange(
+            self.port,
+            PROBE_TIMEOUT,
+            &request_bytes("GET", "/passthrough", &[], None),
+        )?;
+        if answer.status == 200 && answer.body == PASSTHROUGH_BODY.as_bytes() {
+            Ok(())
+        } else {
+            Err(format!("GET /passthrough answered {answer:?}"))
+        }
+    }
+
+    /// The access log so far (one line per request; format
+    /// [`ACCESS_LOG_FORMAT`]). Envoy flushes it every 50 ms.
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.logdir.join("access.log")).unwrap_or_default()
+    }
+
+    /// Envoy's log so far (`--log-path`), followed by anything it wrote to
+    /// stderr. Envoy flushes the file every 50 ms.
+    pub fn envoy_log(&self) -> String {
+        let mut text = fs::read_to_string(self.logdir.join("envoy.log")).unwrap_or_default();
+        for name in ["stderr.log", "stdout.log"] {
+            let extra = fs::read_to_string(self.logdir.join(name)).unwrap_or_default();
+            if !extra.trim().is_empty() {
+                text.push_str(&format!("\n--- {name} ---\n{extra}"));
+            }
+        }
+        text
+    }
+
+    /// The directory with the bootstrap (`envoy.json`) and the logs.
+    pub fn workdir(&self) -> &Path {
+        &self.workdir
+    }
+
+    /// The Envoy process's id.
+    pub fn pid(&self) -> u32 {
+        self.child.lock().unwrap_or_else(|e| e.into_inner()).id()
+    }
+
+    /// Whether the Envoy process is still running.
+    pub fn is_running(&self) -> bool {
+        self.exit_status().is_none()
+    }
+
+    fn exit_status(&self) -> Option<ExitStatus> {
+        let mut child = self.child.lock().unwrap_or_else(|e| e.into_inner());
+        child.try_wait().ok().flatten()
+    }
+
+    /// `GET` on the listener.
+    pub fn get(&self, path_and_query: &str) -> HttpResponse {
+        get(self.port, path_and_query)
+    }
+
+    /// `GET` on the admin interface, e.g. `/stats?filter=wasm`.
+    pub fn admin_get(&self, path_and_query: &str) -> HttpResponse {
+        get(self.admin_port, path_and_query)
+    }
+
+    /// The value of the counter or gauge `name` (e.g.
+    /// `wasm.envoy.wasm.runtime.v8.active`), from the admin `/stats`.
+    pub fn stat(&self, name: &str) -> Option<u64> {
+        let stats = self.admin_get("/stats").text();
+        stats.lines().find_map(|line| {
+            let (key, value) = line.split_once(": ")?;
+            if key == name {
+                value.trim().parse().ok()
+            } else {
+                None
+            }
+        })
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let child = self.child.get_mut().unwrap_or_else(|e| e.into_inner());
+        let _ = child.kill(); // SIGKILL
+        let _ = child.wait();
+        if thread::panicking() {
+            eprintln!("Envoy's files are kept in {}", self.workdir.display());
+        } else {
+            let _ = fs::remove_dir_all(&self.workdir);
+        }
+    }
+}
+
+impl fmt::Debug for Envoy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envoy")
+            .field("port", &self.port)
+            .field("admin_port", &self.admin_port)
+            .field("workdir", &self.workdir)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The Envoy shared by the tests of one test binary, with
+/// [`DEMO_CONFIG`],
+/// started on first use. It is never dropped; it dies with the test process.
+/// If it cannot start, every test that asks for it fails with the reason.
+pub fn shared() -> &'static Envoy {
+    static SHARED: OnceLock<Result<Envoy, String>> = OnceLock::new();
+    match SHARED.get_or_init(|| Envoy::try_start(DEMO_CONFIG)) {
+        Ok(envoy) => envoy,
+        Err(log) => panic!("the shared Envoy did not start:\n{}", tail(log, 80)),
+    }
+}
+
+/// The Envoy command line of every harness Envoy: its logs under `logdir`
+/// (flushed every 50 ms, tests read them), the admin address written to
+/// `workdir/admin-address` (ports are 0 or chosen free: no race with other
+/// tests), no hot restart (several Envoys share the machine).
+fn envoy_command(
+    envoy_bin: &Path,
+    config: &Path,
+    concurrency: u32,
+    log_level: &str,
+    workdir: &Path,
+    logdir: &Path,
+) -> Command {
+    let mut cmd = Command::new(envoy_bin);
+    cmd.arg("-c")
+        .arg(config)
+        .arg("--disable-hot-restart")
+        .args(["--concurrency", &concurrency.to_string()])
+        .args(["--log-level", log_level])
+        .arg("--log-path")
+        .arg(logdir.join("envoy.log"))
+        .args(["--file-flush-interval-msec", "50"])
+        .arg("--admin-address-path")
+        .arg(workdir.join("admin-address"))
+        .stdin(Stdio::null())
+        .stdout(log_file(logdir, "stdout.log"))
+        .stderr(log_file(logdir, "stderr.log"));
+    cmd
+}
+
+/// The port of the first listener in Envoy's `/listeners?format=json`
+/// (`None` while it is 0 or absent).
+fn listener_port(json: &str) -> Option<u16> {
+    let v: serde_json::Value = serde_json::from_str(json).ok()?;
+    let port = &v["listener_statuses"][0]["local_address"]["socket_address"]["port_value"];
+    port.as_u64()
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|&p| p != 0)
+}
+
+/// A port that was free a moment ago on 127.0.0.1.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .unwrap()
+}

@@ -1,0 +1,168 @@
+//! Processes and files: where Envoy and the module are, work and log
+//! directories, and children that die with the test process.
+
+use std::fs::{self, File};
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::thread;
+
+/// Paths of the Envoy binary and the module: `FPGEN_ENVOY` and `FPGEN_WASM`,
+/// else the project's `.venv/bin/envoy` and release module. Panics when
+/// either is missing.
+pub fn tool_paths() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let envoy = from_env_or("FPGEN_ENVOY", root.join(".venv/bin/envoy"));
+    let wasm = from_env_or(
+        "FPGEN_WASM",
+        root.join("target/wasm32-wasip1/release/fpgen.wasm"),
+    );
+    assert!(
+        envoy.is_file(),
+        "Envoy not found at {} (FPGEN_ENVOY). Run the tests with `make test`, or install it with `make venv`.",
+        envoy.display()
+    );
+    assert!(
+        wasm.is_file(),
+        "the module is not built at {} (FPGEN_WASM). Run the tests with `make test`, or build it with `make build`.",
+        wasm.display()
+    );
+    (envoy, wasm)
+}
+
+fn from_env_or(var: &str, default: PathBuf) -> PathBuf {
+    let path = std::env::var_os(var)
+        .filter(|v| !v.is_empty())
+        .map_or(default, PathBuf::from);
+    std::path::absolute(&path).unwrap_or(path)
+}
+
+/// A fresh directory `target/e2e-tmp/<pid>-<n>`. The first call also removes
+/// the directories of test processes that are gone.
+pub(super) fn new_workdir() -> PathBuf {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let base = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target")
+        .join("e2e-tmp");
+    let n = SEQ.fetch_add(1, Ordering::Relaxed);
+    if n == 0 {
+        prune_stale_workdirs(&base);
+    }
+    let dir = base.join(format!("{}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+fn prune_stale_workdirs(base: &Path) {
+    let Ok(entries) = fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.split('-').next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+/// Where every Envoy of the end-to-end tests leaves its logs:
+/// `target/e2e-logs/<test binary>-<pid>-<n>/{envoy,access,stdout,stderr}.log`.
+/// `make test` empties it first and audits it after the tests (no secret may
+/// appear in any of them: `tests/log_audit.rs`).
+pub const E2E_LOG_DIR: &str = "target/e2e-logs";
+
+pub(super) fn log_dir_for(workdir: &Path) -> PathBuf {
+    let binary = std::env::current_exe()
+        .ok()
+        .and_then(|p| p.file_stem().map(|s| s.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "tests".into());
+    let name = workdir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join(E2E_LOG_DIR)
+        .join(format!("{binary}-{name}"));
+    fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+    dir
+}
+
+pub(super) fn log_file(dir: &Path, name: &str) -> File {
+    let path = dir.join(name);
+    File::create(&path).unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()))
+}
+
+/// Spawns `cmd` from a thread that lives as long as the process, with
+/// `PR_SET_PDEATHSIG(SIGKILL)`: the kernel kills the child when that thread
+/// ends, which is when the test process ends. (The signal follows the thread
+/// that forked, so the spawning must not happen on short-lived test threads.)
+pub fn spawn_tied_to_process(cmd: Command) -> io::Result<Child> {
+    type Request = (Command, mpsc::Sender<io::Result<Child>>);
+    static SPAWNER: OnceLock<Mutex<mpsc::Sender<Request>>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<Request>();
+        thread::Builder::new()
+            .name("envoy-spawner".into())
+            .spawn(move || {
+                // The sender lives in a static, so this loop never ends.
+                for (mut cmd, reply) in rx {
+                    let _ = reply.send(spawn_with_pdeathsig(&mut cmd));
+                }
+            })
+            .expect("cannot start the spawner thread");
+        Mutex::new(tx)
+    });
+    let (reply_tx, reply_rx) = mpsc::channel();
+    spawner
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .send((cmd, reply_tx))
+        .expect("the spawner thread is gone");
+    reply_rx.recv().expect("the spawner thread did not answer")
+}
+
+#[allow(unsafe_code)]
+fn spawn_with_pdeathsig(cmd: &mut Command) -> io::Result<Child> {
+    use std::os::unix::process::CommandExt;
+    let parent = libc::pid_t::try_from(std::process::id()).unwrap_or(0);
+    // SAFETY: the closure runs in the forked child before exec and only makes
+    // async-signal-safe system calls (prctl, getppid); it allocates nothing.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0,
+                0,
+                0,
+            ) != 0
+            {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent died between fork and prctl: no signal will come.
+            if libc::getppid() != parent {
+                return Err(io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+    cmd.spawn()
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(n);
+    let mut out = String::new();
+    if skip > 0 {
+        out.push_str(&format!("[... {skip} earlier lines ...]\n"));
+    }
+    out.push_str(&lines[skip..].join("\n"));
+    out
+}

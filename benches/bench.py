@@ -265,14 +265,20 @@ def main():
         print("\n".join(lines))
         print(f"\n(written to {os.path.relpath(path, ROOT)})")
     finally:
-        for p in procs:
-            p.send_signal(signal.SIGTERM)
-        for p in procs:
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        stop(procs)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def stop(procs):
+    """Stops the processes: SIGTERM to all, then SIGKILL to any still
+    running after 5 s."""
+    for p in procs:
+        p.send_signal(signal.SIGTERM)
+    for p in procs:
+        try:
+            p.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            p.kill()
 
 
 if __name__ == "__main__":

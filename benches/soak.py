@@ -133,12 +133,7 @@ def main():
         for w in locals().get("wrks", []):
             if w.poll() is None:
                 w.kill()
-        for p in procs:
-            p.terminate()
-            try:
-                p.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                p.kill()
+        bench.stop(procs)
         shutil.rmtree(work, ignore_errors=True)
 
 

@@ -101,33 +101,42 @@ pub fn rfc3339(unix: i64) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ids::Kid;
 
-    #[test]
-    fn json_hides_the_content_key_unless_asked() {
-        let d = LicenceData {
-            environment: Environment::Production,
-            customer_id: CustomerId::parse("7").unwrap(),
-            issued_at: 0,
-            expires_at: 1_800_000_000,
-            content_key: ContentKey::new([0xab; 16]),
-            iv: [1; 16],
-            kid: Some(Kid::Name("m".into())),
-            rental_duration: 5,
+    /// Licence data with every optional field set, for the unit tests here
+    /// and in `token`.
+    pub(crate) fn sample() -> LicenceData {
+        LicenceData {
+            environment: Environment::Test,
+            customer_id: CustomerId::parse("100001").unwrap(),
+            issued_at: 1_700_000_000,
+            expires_at: 1_700_000_060,
+            content_key: ContentKey::new(*b"0123456789abcdef"),
+            iv: [7; 16],
+            kid: Some(Kid::Name("movie".into())),
+            rental_duration: 3600,
             general_flags: 1,
             extensions: vec![FpExtension {
                 kind: *b"wudo",
                 payload: vec![0, 0, 0, 0],
             }],
-            cookie: None,
-        };
+            cookie: Some("session-42".into()),
+        }
+    }
+
+    #[test]
+    fn json_hides_the_content_key_unless_asked() {
+        let mut d = sample();
+        d.content_key = ContentKey::new([0xab; 16]);
+        d.expires_at = 1_800_000_000;
         let hidden = d.to_json(false);
         assert!(hidden.get("content_key").is_none());
         assert!(!hidden.to_string().contains("abab"));
         assert_eq!(hidden["expires_at_utc"], "2027-01-15T08:00:00Z");
-        assert_eq!(hidden["kid"], "^m");
+        assert_eq!(hidden["kid"], "^movie");
+        assert_eq!(hidden["cookie"], "session-42");
         assert_eq!(hidden["fp_extensions"][0]["payload"], "AAAAAA==");
         assert_eq!(d.to_json(true)["content_key"], "ab".repeat(16));
     }

@@ -499,25 +499,7 @@ mod tests {
         super::open(token, ring, environment, now).map(TrustedToken::into_data)
     }
 
-    fn sample() -> LicenceData {
-        LicenceData {
-            environment: Environment::Test,
-            customer_id: CustomerId::parse("100001").unwrap(),
-            issued_at: 1_700_000_000,
-            expires_at: 1_700_000_060,
-            content_key: ContentKey::new(*b"0123456789abcdef"),
-            iv: [7; 16],
-            kid: Some(Kid::Name("movie".into())),
-            rental_duration: 3600,
-            general_flags: 1,
-            extensions: vec![FpExtension {
-                kind: *b"wudo",
-                payload: vec![0, 0, 0, 0],
-            }],
-            cookie: Some("session-42".into()),
-        }
-    }
-
+    use crate::licence::tests::sample;
     #[test]
     fn round_trip() {
         let ring = ring(&["a", "b"], "b");

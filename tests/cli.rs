@@ -15,15 +15,20 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
 
+use common::{CK, IV};
+
 const AUTH: &str = "customerAuthenticator=100001,0123456789abcdef0123456789abcdef";
-const CK: &str = "000102030405060708090a0b0c0d0e0f";
-const IV: &str = "0f0e0d0c0b0a09080706050403020100";
 
 fn fpgen(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_fpgen"))
         .args(args)
         .output()
         .unwrap()
+}
+
+/// `fpgen mint --config <config> args…`.
+fn mint(config: &TempFile, args: &[&str]) -> Output {
+    fpgen(&[&["mint", "--config", config.path()], args].concat())
 }
 
 fn stdout(o: &Output) -> String {
@@ -125,14 +130,14 @@ fn authenticator_creates_and_digests() {
         .push(serde_json::json!({
         "id": "700001", "environment": "test", "authenticator_sha256": v["authenticator_sha256"]}));
     let file = TempFile::new(&config.to_string());
-    let o = fpgen(&[
-        "mint",
-        "--config",
-        file.path(),
-        &format!("customerAuthenticator={authenticator}"),
-        &format!("contentKey={CK}"),
-        &format!("iv={IV}"),
-    ]);
+    let o = mint(
+        &file,
+        &[
+            &format!("customerAuthenticator={authenticator}"),
+            &format!("contentKey={CK}"),
+            &format!("iv={IV}"),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // digest of an existing one, from the argument and from stdin
     let o = fpgen(&[
@@ -178,16 +183,16 @@ fn authenticator_creates_and_digests() {
 #[test]
 fn mint_then_inspect() {
     let config = demo();
-    let o = fpgen(&[
-        "mint",
-        "--config",
-        config.path(),
-        AUTH,
-        &format!("contentKey={CK}"),
-        &format!("iv={IV}"),
-        "cookie=a b&c",
-        "kid=^film 1",
-    ]);
+    let o = mint(
+        &config,
+        &[
+            AUTH,
+            &format!("contentKey={CK}"),
+            &format!("iv={IV}"),
+            "cookie=a b&c",
+            "kid=^film 1",
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     let url = stdout(&o).trim().to_owned();
     assert!(
@@ -223,37 +228,27 @@ fn mint_then_inspect() {
     let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(v["licence"]["content_key"], CK);
     // a raw query string works too
-    let o = fpgen(&[
-        "mint",
-        "--config",
-        config.path(),
-        "--query",
-        &format!("{AUTH}&contentKey={CK}&iv={IV}"),
-    ]);
+    let o = mint(
+        &config,
+        &["--query", &format!("{AUTH}&contentKey={CK}&iv={IV}")],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
     // query and pairs combine
-    let o = fpgen(&[
-        "mint",
-        "--config",
-        config.path(),
-        "--query",
-        &format!("{AUTH}&iv={IV}"),
-        &format!("contentKey={CK}"),
-    ]);
+    let o = mint(
+        &config,
+        &[
+            "--query",
+            &format!("{AUTH}&iv={IV}"),
+            &format!("contentKey={CK}"),
+        ],
+    );
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
 #[test]
 fn mint_reports_api_errors_with_their_codes() {
     let config = demo();
-    let o = fpgen(&[
-        "mint",
-        "--config",
-        config.path(),
-        AUTH,
-        "contentKey=0011",
-        &format!("iv={IV}"),
-    ]);
+    let o = mint(&config, &[AUTH, "contentKey=0011", &format!("iv={IV}")]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).starts_with("error -2027: Content encryption key must be 32 hex digits long"),
@@ -261,29 +256,29 @@ fn mint_reports_api_errors_with_their_codes() {
         stderr(&o)
     );
     assert!(stdout(&o).is_empty());
-    let o = fpgen(&[
-        "mint",
-        "--config",
-        config.path(),
-        "customerAuthenticator=100001,wrong",
-        &format!("contentKey={CK}"),
-        &format!("iv={IV}"),
-    ]);
+    let o = mint(
+        &config,
+        &[
+            "customerAuthenticator=100001,wrong",
+            &format!("contentKey={CK}"),
+            &format!("iv={IV}"),
+        ],
+    );
     assert!(stderr(&o).starts_with("error -2018"), "{}", stderr(&o));
 }
 
 #[test]
 fn inspect_refuses_bad_tokens_with_the_reason() {
     let config = demo();
-    let url = stdout(&fpgen(&[
-        "mint",
-        "--config",
-        config.path(),
-        AUTH,
-        &format!("contentKey={CK}"),
-        &format!("iv={IV}"),
-        "expirationTime=+60",
-    ]));
+    let url = stdout(&mint(
+        &config,
+        &[
+            AUTH,
+            &format!("contentKey={CK}"),
+            &format!("iv={IV}"),
+            "expirationTime=+60",
+        ],
+    ));
     let token = url
         .trim()
         .split_once("ExpressPlayToken=")

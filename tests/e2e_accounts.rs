@@ -10,16 +10,14 @@
 
 mod common;
 
-use common::{get, request, Envoy, Options, DEMO_CONFIG};
+use common::{get, request, Envoy, Options, CK, DEMO_CONFIG, IV};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef";
-const DIGEST: &str = "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9";
-const CK: &str = "000102030405060708090a0b0c0d0e0f";
-const IV: &str = "0f0e0d0c0b0a09080706050403020100";
+use fpgen_fixtures::AUTHENTICATOR_SHA256 as DIGEST;
 
 /// The demo configuration plus customers `id` → extra fields.
 fn config_with(customers: &[(&str, Value)], top: Value) -> String {

@@ -117,7 +117,11 @@ fn two_environments_keep_authenticators_and_tokens_apart() {
             .spawn()
             .unwrap(),
     );
-    let q = "contentKey=000102030405060708090a0b0c0d0e0f&iv=0f0e0d0c0b0a09080706050403020100&errorFormat=json";
+    let q = format!(
+        "contentKey={}&iv={}&errorFormat=json",
+        common::CK,
+        common::IV
+    );
     let test_auth = "customerAuthenticator=100001,0123456789abcdef0123456789abcdef";
     let prod_auth = "customerAuthenticator=100001,fedcba9876543210fedcba9876543210";
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -15,30 +15,21 @@
 mod common;
 
 use common::{
-    get, h2c, post_form, request, Envoy, Options, Recorded, RecordingUpstream, DEMO_AUTHENTICATOR,
-    DEMO_CONFIG,
+    get, h2c, licence_request, now, post_form, request, token_of_url, Envoy, Options, Recorded,
+    RecordingUpstream, CK, DEMO_AUTHENTICATOR, DEMO_CONFIG, IV, LICENCE_HEADERS,
 };
 use fpgen::licence::Environment;
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-const CK: &str = "000102030405060708090a0b0c0d0e0f";
-const IV: &str = "0f0e0d0c0b0a09080706050403020100";
 const EVIL_KEY: &str = "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee";
 /// A FairPlay SPC stand-in: every byte value, so that any re-encoding shows.
 fn spc() -> Vec<u8> {
     (0..=255u8)
         .chain(b"\r\n\r\n0\r\n\r\n".iter().copied())
         .collect()
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 /// The demo configuration with JSON errors at the gate and `gate` merged
@@ -61,28 +52,11 @@ fn start(upstream_port: u16, options: Options, config: &str) -> Envoy {
 }
 
 fn mint(envoy: &Envoy) -> String {
-    let r = get(
-        envoy.port,
-        &format!(
-            "/hms/fp/token?customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey={CK}&iv={IV}"
-        ),
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    token_of_url(&r.text())
-}
-
-fn token_of_url(url: &str) -> String {
-    url.trim_end()
-        .split_once("ExpressPlayToken=")
-        .unwrap()
-        .1
-        .to_owned()
+    common::mint(envoy, "")
 }
 
 fn redeem_with(envoy: &Envoy, path: &str, headers: &[(&str, &str)]) -> common::HttpResponse {
-    let mut all = vec![("Content-Type", "application/octet-stream")];
-    all.extend_from_slice(headers);
-    request(envoy.port, "POST", path, &all, Some(&spc()))
+    licence_request(envoy, path, headers, &spc())
 }
 
 /// -4010 in JSON with 403.
@@ -98,20 +72,6 @@ fn fpgen_names(req: &Recorded) -> Vec<String> {
     req.names_like("x-fpgen-")
 }
 
-/// Exactly the gate's own licence headers (this token has no kid, cookie
-/// or extension), each once.
-const GATE_HEADERS: [&str; 9] = [
-    "x-fpgen-content-key",
-    "x-fpgen-iv",
-    "x-fpgen-rental-duration",
-    "x-fpgen-general-flags",
-    "x-fpgen-customer",
-    "x-fpgen-environment",
-    "x-fpgen-issued",
-    "x-fpgen-expires",
-    "x-fpgen-key-id",
-];
-
 /// The injected spellings of point 1.
 fn underscore_spellings() -> Vec<(&'static str, &'static str)> {
     vec![
@@ -124,6 +84,35 @@ fn underscore_spellings() -> Vec<(&'static str, &'static str)> {
     ]
 }
 
+/// A recording upstream behind an Envoy without the HCM hardening (the
+/// filter is the only wall) and the gate answering in JSON.
+fn unhardened_gate() -> (RecordingUpstream, Envoy) {
+    let upstream = RecordingUpstream::start();
+    let envoy = start(
+        upstream.port,
+        Options::default().unhardened(),
+        &config_with(|_| {}),
+    );
+    (upstream, envoy)
+}
+
+/// Mints on a fresh Envoy in front of 127.0.0.1:`upstream_port` and
+/// redeems the token (then `extra`) with the injected spellings.
+fn redeem_spoofed(
+    upstream_port: u16,
+    options: Options,
+    extra: &str,
+) -> (Envoy, common::HttpResponse) {
+    let envoy = start(upstream_port, options, &config_with(|_| {}));
+    let token = mint(&envoy);
+    let r = redeem_with(
+        &envoy,
+        &format!("/hms/fp/rights/?ExpressPlayToken={token}{extra}"),
+        &underscore_spellings(),
+    );
+    (envoy, r)
+}
+
 // ---- 1. underscore and letter-case spellings -----------------------------
 
 #[test]
@@ -131,16 +120,10 @@ fn underscore_spellings_never_reach_the_licence_server() {
     for options in [Options::default().unhardened(), Options::default()] {
         let hardened = options.hardened;
         let upstream = RecordingUpstream::start();
-        let envoy = start(upstream.port, options, &config_with(|_| {}));
-        let token = mint(&envoy);
-        let r = redeem_with(
-            &envoy,
-            &format!("/hms/fp/rights/?ExpressPlayToken={token}"),
-            &underscore_spellings(),
-        );
+        let (envoy, r) = redeem_spoofed(upstream.port, options, "");
         assert_eq!(r.status, 200, "hardened {hardened}: {r:?}");
         let req = upstream.requests().pop().unwrap();
-        assert_eq!(fpgen_names(&req), GATE_HEADERS, "hardened {hardened}");
+        assert_eq!(fpgen_names(&req), LICENCE_HEADERS, "hardened {hardened}");
         assert_eq!(req.header_all("x-fpgen-content-key"), [CK]);
         assert_eq!(req.header_all("x-fpgen-customer"), ["100001"]);
         let raw = String::from_utf8_lossy(&req.raw);
@@ -195,13 +178,7 @@ impl Drop for WsgiServer {
 fn a_wsgi_licence_server_reads_only_the_gates_licence_data() {
     for options in [Options::default().unhardened(), Options::default()] {
         let wsgi = WsgiServer::start();
-        let envoy = start(wsgi.port, options, &config_with(|_| {}));
-        let token = mint(&envoy);
-        let r = redeem_with(
-            &envoy,
-            &format!("/hms/fp/rights/?ExpressPlayToken={token}&id=42"),
-            &underscore_spellings(),
-        );
+        let (_envoy, r) = redeem_spoofed(wsgi.port, options, "&id=42");
         assert_eq!(r.status, 200, "{r:?}");
         let seen: Value = serde_json::from_slice(&r.body).unwrap();
         let http = seen["http"].as_object().unwrap();
@@ -211,7 +188,7 @@ fn a_wsgi_licence_server_reads_only_the_gates_licence_data() {
             .keys()
             .filter(|k| k.starts_with("HTTP_X_FPGEN"))
             .collect();
-        assert_eq!(fpgen.len(), GATE_HEADERS.len(), "{fpgen:?}");
+        assert_eq!(fpgen.len(), LICENCE_HEADERS.len(), "{fpgen:?}");
         assert_eq!(seen["query"], "id=42", "the token is stripped, id is kept");
         assert_eq!(seen["body_hex"], hex::encode(spc()));
     }
@@ -221,12 +198,7 @@ fn a_wsgi_licence_server_reads_only_the_gates_licence_data() {
 
 #[test]
 fn reserved_headers_are_removed_on_every_route_and_in_trailers() {
-    let upstream = RecordingUpstream::start();
-    let envoy = start(
-        upstream.port,
-        Options::default().unhardened(),
-        &config_with(|_| {}),
-    );
+    let (upstream, envoy) = unhardened_gate();
     // routes wider than the gate's prefix reach the upstream without a token
     for path in [
         "/hms/fp/rights",
@@ -265,7 +237,7 @@ fn reserved_headers_are_removed_on_every_route_and_in_trailers() {
     assert_eq!((status, body.as_slice()), (0x88, &b"licence ok\n"[..]));
     let req = upstream.requests().pop().unwrap();
     assert_eq!(req.trailers, [("x-checksum".to_owned(), "abc".to_owned())]);
-    assert_eq!(fpgen_names(&req), GATE_HEADERS);
+    assert_eq!(fpgen_names(&req), LICENCE_HEADERS);
     assert_eq!(req.body, spc());
     // and on a path the gate does not cover
     let (status, _) = h2c(
@@ -297,12 +269,7 @@ const TRAVERSALS: [&str; 8] = [
 
 #[test]
 fn dot_segments_are_refused_by_the_gate_alone() {
-    let upstream = RecordingUpstream::start();
-    let envoy = start(
-        upstream.port,
-        Options::default().unhardened(),
-        &config_with(|_| {}),
-    );
+    let (upstream, envoy) = unhardened_gate();
     let token = mint(&envoy);
     for path in TRAVERSALS {
         let r = redeem_with(&envoy, &format!("{path}?ExpressPlayToken={token}"), &[]);
@@ -349,15 +316,19 @@ fn with_the_shipped_settings_no_dot_segment_reaches_any_upstream() {
 fn an_http2_token_post_ending_in_trailers_is_answered_by_the_filter() {
     let upstream = RecordingUpstream::start();
     let envoy = start(upstream.port, Options::default(), &config_with(|_| {}));
-    let form = format!("customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey={CK}&iv={IV}");
-    let (status, body) = h2c(
-        envoy.port,
-        "POST",
-        "/hms/fp/token",
-        &[("content-type", "application/x-www-form-urlencoded")],
-        Some(form.as_bytes()),
-        &[("x-request-checksum", "1")],
-    );
+    let post = |form: &str| {
+        h2c(
+            envoy.port,
+            "POST",
+            "/hms/fp/token",
+            &[("content-type", "application/x-www-form-urlencoded")],
+            Some(form.as_bytes()),
+            &[("x-request-checksum", "1")],
+        )
+    };
+    let (status, body) = post(&format!(
+        "customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey={CK}&iv={IV}"
+    ));
     let text = String::from_utf8(body).unwrap();
     assert_eq!(status, 0x88, "{text}");
     assert!(
@@ -365,17 +336,9 @@ fn an_http2_token_post_ending_in_trailers_is_answered_by_the_filter() {
         "{text}"
     );
     // and the same with a bad key: the filter's error, not the upstream
-    let form = format!(
+    let (_, body) = post(&format!(
         "customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey=00&iv={IV}&errorFormat=json"
-    );
-    let (_, body) = h2c(
-        envoy.port,
-        "POST",
-        "/hms/fp/token",
-        &[("content-type", "application/x-www-form-urlencoded")],
-        Some(form.as_bytes()),
-        &[("x-request-checksum", "1")],
-    );
+    ));
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(v["code"], -2027);
     assert!(
@@ -717,7 +680,7 @@ fn players_licence_requests_reach_the_licence_server_byte_for_byte() {
         assert_eq!(req.path, format!("/hms/fp/rights/?id={id}"));
         let got: Vec<&str> = req.header_all("content-type");
         assert_eq!(got, content_type.into_iter().collect::<Vec<_>>());
-        assert_eq!(fpgen_names(&req), GATE_HEADERS);
+        assert_eq!(fpgen_names(&req), LICENCE_HEADERS);
     }
 }
 
@@ -814,7 +777,7 @@ fn the_shipped_gate_holds() {
     );
     assert_eq!(r.status, 200, "{r:?}");
     let req = upstream.requests().pop().unwrap();
-    assert_eq!(fpgen_names(&req), GATE_HEADERS);
+    assert_eq!(fpgen_names(&req), LICENCE_HEADERS);
     assert_eq!(req.header_all("x-fpgen-customer"), ["100001"]);
     assert_eq!(
         req.path, "/hms/fp/rights/?id=1",

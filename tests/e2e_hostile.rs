@@ -11,16 +11,13 @@
 
 mod common;
 
-use common::{request, shared, try_raw, HttpResponse, DEMO_AUTHENTICATOR};
+use common::{request, shared, try_raw, HttpResponse, CK, DEMO_AUTHENTICATOR, IV};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-const CK: &str = "000102030405060708090a0b0c0d0e0f";
-const IV: &str = "0f0e0d0c0b0a09080706050403020100";
-
 fn base() -> String {
-    format!("customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey={CK}&iv={IV}")
+    fpgen_fixtures::query("")
 }
 
 /// Checks an fpgen error body in both formats: the JSON parses with the code

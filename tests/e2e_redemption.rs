@@ -12,23 +12,16 @@ mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use common::{get, request, Envoy, Options, RecordingUpstream, DEMO_AUTHENTICATOR, DEMO_CONFIG};
+use common::{
+    licence_request, mint, now, request, Envoy, Options, RecordingUpstream, CK, DEMO_CONFIG, IV,
+    LICENCE_HEADERS,
+};
 use fpgen::licence::Environment;
 use serde_json::{json, Value};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-const CK: &str = "000102030405060708090a0b0c0d0e0f";
-const IV: &str = "0f0e0d0c0b0a09080706050403020100";
 const OLD_KEY: &str = "1111111111111111111111111111111111111111111111111111111111111111";
 const NEW_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 const SPC: &[u8] = b"\x00\x01binary SPC\xff\xfe";
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// The demo configuration with the gate on and the given sealing keys.
 fn config(keys: &[(&str, &str)], active: &str, gate: Value) -> String {
@@ -46,27 +39,22 @@ fn start(upstream: &RecordingUpstream, config: &str) -> Envoy {
     Envoy::start_with(config, &Options::upstream(upstream.port))
 }
 
-/// Mints through Envoy and returns the token.
-fn mint(envoy: &Envoy, extra: &str) -> String {
-    let r = get(
-        envoy.port,
-        &format!("/hms/fp/token?customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey={CK}&iv={IV}{extra}"),
-    );
-    assert_eq!(r.status, 200, "{r:?}");
-    let url = r.text().trim_end().to_owned();
-    url.split_once("ExpressPlayToken=").unwrap().1.to_owned()
+/// A recording upstream behind an Envoy with one sealing key, "old", and
+/// the gate answering in JSON.
+fn json_gate() -> (RecordingUpstream, Envoy) {
+    let upstream = RecordingUpstream::start();
+    let gate = json!({"error_format": "json"});
+    let envoy = start(&upstream, &config(&[("old", OLD_KEY)], "old", gate));
+    (upstream, envoy)
 }
 
 /// The player's licence request: POST of the binary SPC to the licence URL.
 fn redeem(envoy: &Envoy, token: &str, extra_headers: &[(&str, &str)]) -> common::HttpResponse {
-    let mut headers = vec![("Content-Type", "application/octet-stream")];
-    headers.extend_from_slice(extra_headers);
-    request(
-        envoy.port,
-        "POST",
+    licence_request(
+        envoy,
         &format!("/hms/fp/rights/?ExpressPlayToken={token}"),
-        &headers,
-        Some(SPC),
+        extra_headers,
+        SPC,
     )
 }
 
@@ -155,20 +143,15 @@ fn upstream_gets_exactly_the_minted_licence_data_and_no_injected_header() {
     assert_eq!(
         fpgen_headers,
         [
-            "x-fpgen-content-key",
-            "x-fpgen-iv",
-            "x-fpgen-rental-duration",
-            "x-fpgen-general-flags",
-            "x-fpgen-customer",
-            "x-fpgen-environment",
-            "x-fpgen-issued",
-            "x-fpgen-expires",
-            "x-fpgen-key-id",
-            "x-fpgen-kid",
-            "x-fpgen-cookie",
-            "x-fpgen-fp-extension",
-            "x-fpgen-fp-extension",
-        ],
+            &LICENCE_HEADERS[..],
+            &[
+                "x-fpgen-kid",
+                "x-fpgen-cookie",
+                "x-fpgen-fp-extension",
+                "x-fpgen-fp-extension",
+            ],
+        ]
+        .concat(),
         "exactly the licence data; x-fpgen-admin from the client is gone"
     );
 }
@@ -202,11 +185,7 @@ fn injected_headers_are_stripped_even_when_the_token_is_refused_or_kept() {
 
 #[test]
 fn bad_tokens_get_4010_and_never_reach_the_upstream() {
-    let upstream = RecordingUpstream::start();
-    let envoy = start(
-        &upstream,
-        &config(&[("old", OLD_KEY)], "old", json!({"error_format": "json"})),
-    );
+    let (upstream, envoy) = json_gate();
     let token = mint(&envoy, "");
     assert_eq!(
         redeem(&envoy, &token, &[]).status,
@@ -311,11 +290,7 @@ fn token_minted_by_a_production_edge_is_refused_by_a_test_edge() {
 
 #[test]
 fn an_expired_envoy_minted_token_is_refused() {
-    let upstream = RecordingUpstream::start();
-    let envoy = start(
-        &upstream,
-        &config(&[("old", OLD_KEY)], "old", json!({"error_format": "json"})),
-    );
+    let (upstream, envoy) = json_gate();
     let token = mint(&envoy, "&expirationTime=%2B1");
     std::thread::sleep(std::time::Duration::from_millis(2100));
     assert_refused(&envoy, &upstream, &token, "expired after one second");
@@ -336,24 +311,11 @@ fn key_rotation_old_tokens_verify_until_their_key_is_removed() {
     );
     let new_token = mint(&during, "");
     assert_eq!(common::key_id(&new_token).as_deref(), Some("new"));
-    assert_eq!(redeem(&during, &old_token, &[]).status, 200);
-    assert_eq!(
-        upstream
-            .requests()
-            .last()
-            .unwrap()
-            .header_all("x-fpgen-key-id"),
-        ["old"]
-    );
-    assert_eq!(redeem(&during, &new_token, &[]).status, 200);
-    assert_eq!(
-        upstream
-            .requests()
-            .last()
-            .unwrap()
-            .header_all("x-fpgen-key-id"),
-        ["new"]
-    );
+    for (token, key) in [(&old_token, "old"), (&new_token, "new")] {
+        assert_eq!(redeem(&during, token, &[]).status, 200);
+        let forwarded = upstream.requests().pop().unwrap();
+        assert_eq!(forwarded.header_all("x-fpgen-key-id"), [key]);
+    }
     drop(during);
     // after: the old key removed
     let after = start(&upstream, &config(&[("new", NEW_KEY)], "new", gate));

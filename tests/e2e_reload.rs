@@ -11,15 +11,18 @@
 
 mod common;
 
-use common::{get, request, Envoy, Options, DEMO_AUTHENTICATOR, DEMO_CONFIG};
+use common::{get, request, Envoy, Options, CK, DEMO_CONFIG, IV};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-const Q: &str = "contentKey=000102030405060708090a0b0c0d0e0f&iv=0f0e0d0c0b0a09080706050403020100";
+/// The content key and IV of a mint, after the authenticator.
+fn key_and_iv() -> String {
+    format!("contentKey={CK}&iv={IV}")
+}
 const NEW_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
-const DIGEST: &str = "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9";
+use fpgen_fixtures::AUTHENTICATOR_SHA256 as DIGEST;
 
 fn token_of(r: &common::HttpResponse) -> String {
     assert_eq!(r.status, 200, "{r:?}");
@@ -43,7 +46,7 @@ fn swap_the_filter_configuration_under_load() {
     let port = envoy.port;
     let old_token = token_of(&get(
         port,
-        &format!("/hms/fp/token?customerAuthenticator={DEMO_AUTHENTICATOR}&{Q}"),
+        &format!("/hms/fp/token?{}", fpgen_fixtures::query("")),
     ));
     assert_eq!(common::key_id(&old_token).as_deref(), Some("demo-2026-11"));
 
@@ -66,9 +69,7 @@ fn swap_the_filter_configuration_under_load() {
                             port,
                             &common::request_bytes(
                                 "GET",
-                                &format!(
-                                    "/hms/fp/token?customerAuthenticator={DEMO_AUTHENTICATOR}&{Q}"
-                                ),
+                                &format!("/hms/fp/token?{}", fpgen_fixtures::query("")),
                                 &[],
                                 None,
                             ),
@@ -115,7 +116,7 @@ fn swap_the_filter_configuration_under_load() {
     assert_eq!(
         get(
             port,
-            &format!("/hms/fp/token?customerAuthenticator={DEMO_AUTHENTICATOR}&{Q}")
+            &format!("/hms/fp/token?{}", fpgen_fixtures::query(""))
         )
         .status,
         200
@@ -134,8 +135,10 @@ fn swap_the_filter_configuration_under_load() {
         .push(json!({"id": "800001", "environment": "test", "authenticator_sha256": DIGEST}));
     let swapped = Instant::now();
     envoy.replace_filter_config(&good.to_string());
-    let new_customer =
-        format!("/hms/fp/token?customerAuthenticator=800001,0123456789abcdef0123456789abcdef&{Q}");
+    let new_customer = format!(
+        "/hms/fp/token?customerAuthenticator=800001,0123456789abcdef0123456789abcdef&{}",
+        key_and_iv()
+    );
     let new_token = loop {
         let r = get(port, &new_customer);
         if r.status == 200 {

@@ -11,19 +11,16 @@
 mod common;
 
 use common::{
-    get, post_form, request, shared, Envoy, HttpResponse, DEMO_AUTHENTICATOR, DEMO_CONFIG,
+    get, now, post_form, request, shared, Envoy, HttpResponse, DEMO_AUTHENTICATOR, DEMO_CONFIG,
 };
 use fpgen::config::Config;
 use fpgen::ids::Kid;
 use fpgen::licence::{Environment, LicenceData};
-use std::time::{SystemTime, UNIX_EPOCH};
 
-const CK: &str = "000102030405060708090a0b0c0d0e0f";
-const IV: &str = "0f0e0d0c0b0a09080706050403020100";
-const STORED_KID: &str = "11112222333344445555666677778888";
-const DEMO_KEK: &str = "000102030405060708090a0b0c0d0e0f";
-const STORED_KEY: &str = "00112233445566778899aabbccddeeff";
-const EK: &str = "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5";
+use fpgen_fixtures::{
+    CONTENT_KEY as CK, EK, EK_CONTENT_KEY as STORED_KEY, IV, KEK_HEX as DEMO_KEK, STORED_KID,
+};
+
 const PATH: &str = "/hms/fp/token";
 
 fn auth() -> String {
@@ -31,14 +28,7 @@ fn auth() -> String {
 }
 
 fn base() -> String {
-    format!("{}&contentKey={CK}&iv={IV}", auth())
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
+    fpgen_fixtures::query("")
 }
 
 /// Asserts a 200 licence URL and opens its token with the demo sealing key.

@@ -21,19 +21,12 @@ pub struct HttpResponse {
 impl HttpResponse {
     /// The first header called `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        values(&self.headers, name).first().copied()
     }
 
     /// Every header called `name` (case-insensitive), in order.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values(&self.headers, name)
     }
 
     /// The body as text (invalid UTF-8 replaced).
@@ -263,6 +256,15 @@ pub fn parse_response(
 
 /// Header or trailer fields, in order, names as sent.
 pub type Fields = Vec<(String, String)>;
+
+/// Every value of the fields called `name` (case-insensitive), in order.
+pub fn values<'a>(fields: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    fields
+        .iter()
+        .filter(|(k, _)| k.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
 
 /// A message head (without its final empty line): the start line and the
 /// header fields.

@@ -19,7 +19,7 @@
 //! `bootstrap` (its configuration, built with `serde_json`), `process`
 //! (paths, work and log directories, children tied to the test process),
 //! `http` (the client and the message parsing the upstream shares),
-//! `h2c`, `upstream`, `serve`. Fixtures come from the `fpgen-fixtures`
+//! `h2c`, `upstream`, `serve`, `tokens` (minting and redeeming). Fixtures come from the `fpgen-fixtures`
 //! crate.
 //!
 //! The Envoy binary and the module come from `FPGEN_ENVOY` and `FPGEN_WASM`
@@ -45,6 +45,7 @@ mod h2c;
 mod http;
 mod process;
 mod serve;
+mod tokens;
 mod upstream;
 
 // Each test binary uses part of the harness.
@@ -66,13 +67,16 @@ pub use process::{spawn_tied_to_process, tail, tool_paths, E2E_LOG_DIR};
 #[allow(unused_imports)]
 pub use serve::Serve;
 #[allow(unused_imports)]
+pub use tokens::{licence_request, mint, now, token_of_url, LICENCE_HEADERS};
+#[allow(unused_imports)]
 pub use upstream::{Recorded, RecordingUpstream};
 
-/// The demo's filter configuration (`envoy/envoy.yaml`) and the
-/// authenticator it accepts: the shared fixtures.
+/// The demo's filter configuration (`envoy/envoy.yaml`), the
+/// authenticator it accepts, a content key and IV: the shared fixtures.
 #[allow(unused_imports)]
 pub use fpgen_fixtures::{
-    sealed_token as seal_token, AUTHENTICATOR as DEMO_AUTHENTICATOR, DEMO_CONFIG,
+    sealed_token as seal_token, AUTHENTICATOR as DEMO_AUTHENTICATOR, CONTENT_KEY as CK,
+    DEMO_CONFIG, IV,
 };
 
 /// The key id a token's header names (unverified: for asserting which key

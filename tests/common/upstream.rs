@@ -1,6 +1,6 @@
 //! A recording upstream: the licence server stand-in of the gate tests.
 
-use super::http::{chunked_body, find, split_head, Fields, IO_TIMEOUT};
+use super::http::{chunked_body, find, split_head, values, Fields, IO_TIMEOUT};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::{Arc, Mutex};
@@ -25,11 +25,7 @@ pub struct Recorded {
 impl Recorded {
     /// Every value of header `name` (case-insensitive), in order.
     pub fn header_all(&self, name: &str) -> Vec<&str> {
-        self.headers
-            .iter()
-            .filter(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect()
+        values(&self.headers, name)
     }
 
     /// Every header and trailer name that a CGI/WSGI server would read as

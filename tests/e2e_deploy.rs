@@ -11,8 +11,7 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 fn root() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -73,50 +72,21 @@ fn every_envoy_configuration_validates() {
     }
 }
 
-/// An Envoy from a YAML file, killed when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 #[test]
 fn two_environments_keep_authenticators_and_tokens_apart() {
-    let (envoy, wasm) = common::tool_paths();
-    let (test_port, prod_port, admin) = (free_port(), free_port(), free_port());
+    let (_, wasm) = common::tool_paths();
+    let (test_port, prod_port) = (common::free_port(), common::free_port());
     let yaml = std::fs::read_to_string(root().join("envoy/two-environments.yaml"))
         .unwrap()
         .replace("port_value: 10010", &format!("port_value: {test_port}"))
         .replace("port_value: 10011", &format!("port_value: {prod_port}"))
-        .replace("port_value: 9911", &format!("port_value: {admin}"))
+        .replace("port_value: 9911", "port_value: 0")
         .replace(
             "target/wasm32-wasip1/release/fpgen.wasm",
             &wasm.display().to_string(),
         );
-    let dir = std::env::temp_dir().join(format!("fpgen-two-env-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let file = dir.join("two.yaml");
-    std::fs::write(&file, yaml).unwrap();
-    let _envoy = Running(
-        Command::new(&envoy)
-            .args(["--disable-hot-restart", "--log-level", "warn", "-c"])
-            .arg(&file)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    // killed when dropped, and with the test process; logs audited
+    let _envoy = common::Envoy::start_yaml(&yaml, test_port, "warn");
     let q = format!(
         "contentKey={}&iv={}&errorFormat=json",
         common::CK,
@@ -124,24 +94,9 @@ fn two_environments_keep_authenticators_and_tokens_apart() {
     );
     let test_auth = "customerAuthenticator=100001,0123456789abcdef0123456789abcdef";
     let prod_auth = "customerAuthenticator=100001,fedcba9876543210fedcba9876543210";
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let mut r = common::try_raw(
-        test_port,
-        &common::request_bytes("GET", &format!("/hms/fp/token?{test_auth}&{q}"), &[], None),
-    );
-    while !matches!(r, Ok(ref x) if x.status == 200) {
-        assert!(
-            Instant::now() < deadline,
-            "the test listener never answered: {r:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-        r = common::try_raw(
-            test_port,
-            &common::request_bytes("GET", &format!("/hms/fp/token?{test_auth}&{q}"), &[], None),
-        );
-    }
+    let r = common::get(test_port, &format!("/hms/fp/token?{test_auth}&{q}"));
+    assert_eq!(r.status, 200, "{r:?}");
     assert!(r
-        .unwrap()
         .text()
         .starts_with("http://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken="));
     let prod = common::get(prod_port, &format!("/hms/fp/token?{prod_auth}&{q}"));
@@ -154,5 +109,4 @@ fn two_environments_keep_authenticators_and_tokens_apart() {
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!((r.status, v["code"].as_i64()), (401, Some(-2018)), "{port}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }

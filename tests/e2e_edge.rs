@@ -693,12 +693,7 @@ fn players_licence_requests_reach_the_licence_server_byte_for_byte() {
 fn every_shipped_connection_manager_is_hardened() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut files = 0;
-    for file in [
-        "envoy/envoy.yaml",
-        "envoy/gate.yaml",
-        "envoy/two-environments.yaml",
-        "envoy/dynamic/lds.yaml",
-    ] {
+    for file in SHIPPED {
         let text = std::fs::read_to_string(root.join(file)).unwrap();
         let managers = text.matches("HttpConnectionManager").count();
         assert!(managers >= 1, "{file}");
@@ -735,6 +730,137 @@ fn every_shipped_connection_manager_is_hardened() {
         files += 1;
     }
     assert_eq!(files, 4);
+}
+
+/// The configurations in `envoy/` that hold an HTTP connection manager.
+const SHIPPED: [&str; 4] = [
+    "envoy/envoy.yaml",
+    "envoy/gate.yaml",
+    "envoy/two-environments.yaml",
+    "envoy/dynamic/lds.yaml",
+];
+
+/// Every configuration in `envoy/` scopes the filter to its routes: each
+/// Wasm filter is `disabled: true`, every connection manager has a token
+/// route that enables it, and so does every licence route.
+#[test]
+fn every_shipped_configuration_scopes_the_filter_to_its_routes() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for file in SHIPPED {
+        let text = std::fs::read_to_string(root.join(file)).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        let followed_by = |at: usize, what: &str, within: usize| {
+            lines[at + 1..(at + 1 + within).min(lines.len())]
+                .iter()
+                .any(|l| l.starts_with(what))
+        };
+        let managers = text.matches("HttpConnectionManager").count();
+        let filters: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i] == "- name: envoy.filters.http.wasm")
+            .collect();
+        assert_eq!(filters.len(), managers, "{file}");
+        for &at in &filters {
+            assert_eq!(lines[at + 1], "disabled: true", "{file}:{}", at + 2);
+        }
+        let enabling = "typed_per_filter_config:";
+        let routes: Vec<usize> = (0..lines.len())
+            .filter(|&i| {
+                lines[i] == "- match: { path_separated_prefix: /hms/fp/token }"
+                    || lines[i] == "- match: { prefix: /hms/fp/rights/ }"
+            })
+            .collect();
+        let token_routes = routes
+            .iter()
+            .filter(|&&i| lines[i].contains("/hms/fp/token"))
+            .count();
+        assert_eq!(token_routes, managers, "{file}: a token route per HCM");
+        for at in routes {
+            assert!(followed_by(at, enabling, 3), "{file}:{}", at + 1);
+        }
+        assert_eq!(
+            text.matches("envoy.config.route.v3.FilterConfig").count(),
+            text.matches(enabling).count(),
+            "{file}"
+        );
+    }
+}
+
+/// Scoped, the filter answers the token route and gates the licence
+/// route, and a request to any other route reaches its upstream exactly
+/// as sent: the filter, which removes client-sent licence headers from
+/// every request it sees, never saw it (the VM was not entered).
+#[test]
+fn scoped_the_filter_runs_on_its_routes_only() {
+    let upstream = RecordingUpstream::start();
+    let envoy = start(
+        upstream.port,
+        Options::default().scoped(),
+        &config_with(|_| {}),
+    );
+    let token = mint(&envoy);
+    let slash = get(
+        envoy.port,
+        &format!("/hms/fp/token/?{}", fpgen_fixtures::query("")),
+    );
+    assert_eq!(slash.status, 200, "{slash:?}");
+    assert_eq!(
+        get(envoy.port, "/hms/fp/token/deeper").status,
+        404,
+        "only the token path is the endpoint"
+    );
+    let spoof = [("x-fpgen-customer", "999999")];
+    let r = redeem_with(
+        &envoy,
+        &format!("/hms/fp/rights/?ExpressPlayToken={token}"),
+        &spoof,
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let licence = upstream.requests().pop().unwrap();
+    assert_eq!(licence.header_all("x-fpgen-customer"), ["100001"]);
+    assert_4010(
+        &redeem_with(&envoy, "/hms/fp/rights/?ExpressPlayToken=forged", &[]),
+        "a forged token on the gated route",
+    );
+    let before = upstream.requests().len();
+    let r = redeem_with(&envoy, "/segments/1.ts", &spoof);
+    assert_eq!(r.status, 200, "{r:?}");
+    let requests = upstream.requests();
+    assert_eq!(requests.len(), before + 1);
+    let other = requests.last().unwrap();
+    assert_eq!(other.path, "/segments/1.ts");
+    assert_eq!(
+        other.header_all("x-fpgen-customer"),
+        ["999999"],
+        "the filter ran on an unrelated route"
+    );
+}
+
+/// The demo as shipped (`make run`): tokens, the gate in front of the
+/// licence stand-in, and a 404 elsewhere.
+#[test]
+fn the_shipped_demo_mints_and_gates_on_its_routes() {
+    let port = common::free_port();
+    let (_, wasm) = common::tool_paths();
+    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
+        .unwrap()
+        .replace("port_value: 10000", &format!("port_value: {port}"))
+        .replace("port_value: 9901", "port_value: 0")
+        .replace(
+            "target/wasm32-wasip1/release/fpgen.wasm",
+            &wasm.display().to_string(),
+        );
+    let envoy = Envoy::start_yaml(&yaml, port, "info");
+    let token = mint(&envoy);
+    let r = redeem_with(
+        &envoy,
+        &format!("/hms/fp/rights/?ExpressPlayToken={token}"),
+        &[("x-fpgen-customer", "999999")],
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(r.header("x-demo-customer"), Some("100001"), "{r:?}");
+    let r = redeem_with(&envoy, "/hms/fp/rights/?ExpressPlayToken=forged", &[]);
+    assert_eq!(r.status, 403, "{r:?}");
+    assert_eq!(get(port, "/other").status, 404);
 }
 
 #[test]

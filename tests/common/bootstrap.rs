@@ -102,35 +102,45 @@ fn direct(prefix: &str, status: u16, body: &str) -> Value {
         "direct_response": {"status": status, "body": {"inline_string": body}}})
 }
 
+/// `route` with the fpgen filter enabled on it (for a filter declared
+/// `disabled: true` in the HCM).
+fn enabled(mut route: Value) -> Value {
+    route["typed_per_filter_config"] = json!({"envoy.filters.http.wasm": {
+        "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}});
+    route
+}
+
 /// The licence route, `/passthrough`, and a catch-all. With an upstream,
 /// it gets the licence route and also every path that no other route
 /// serves (a route wider than the gate's prefix, as an operator might
-/// write it).
+/// write it). Scoped, a token route comes first, and the filter is
+/// enabled on it and on the licence route only.
 fn routes(options: &Options) -> Value {
     let passthrough = direct("/passthrough", 200, PASSTHROUGH_BODY);
-    match options.upstream_port {
-        None => json!([
+    let to_upstream = |prefix: &str| {
+        json!({"match": {"prefix": prefix},
+            "route": {"cluster": "licence_server", "timeout": "5s"}})
+    };
+    let (rights, catch_all) = match options.upstream_port {
+        None => (
             direct("/hms/fp/rights/", 200, RIGHTS_BODY),
-            passthrough,
             direct("/", 404, NOT_FOUND_BODY),
-        ]),
-        Some(_) => {
-            let to_upstream = |prefix: &str| {
-                json!({"match": {"prefix": prefix},
-                    "route": {"cluster": "licence_server", "timeout": "5s"}})
-            };
-            json!([
-                to_upstream("/hms/fp/rights/"),
-                passthrough,
-                to_upstream("/")
-            ])
-        }
+        ),
+        Some(_) => (to_upstream("/hms/fp/rights/"), to_upstream("/")),
+    };
+    if options.scoped {
+        let token = json!({"match": {"path_separated_prefix": "/hms/fp/token"},
+            "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_BODY}}});
+        json!([enabled(token), enabled(rights), passthrough, catch_all])
+    } else {
+        json!([rights, passthrough, catch_all])
     }
 }
 
 fn wasm_filter(wasm: &Path, filter_config_json: &str, options: &Options) -> Value {
     json!({
         "name": "envoy.filters.http.wasm",
+        "disabled": options.scoped,
         "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
             "config": {

@@ -45,6 +45,10 @@ pub struct Options {
     /// escaped slashes refused, underscore headers dropped). `false` shows
     /// what the filter alone holds, for an operator who left them out.
     pub hardened: bool,
+    /// The filter scoped to its routes as in every shipped configuration:
+    /// `disabled: true` in the HCM, enabled on the token route and the
+    /// licence route. `false` (the default) runs it on every request.
+    pub scoped: bool,
 }
 
 impl Default for Options {
@@ -57,6 +61,7 @@ impl Default for Options {
             dynamic: false,
             ready_timeout: READY_TIMEOUT,
             hardened: true,
+            scoped: false,
         }
     }
 }
@@ -76,6 +81,12 @@ impl Options {
             upstream_port: Some(port),
             ..Options::default()
         }
+    }
+
+    /// The same with the filter scoped to its routes.
+    pub fn scoped(mut self) -> Self {
+        self.scoped = true;
+        self
     }
 
     /// The same without the HCM hardening: the filter is the only wall.

@@ -98,7 +98,7 @@ bench-tools:
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq wrk nghttp2-client; }
 
-## bench: Envoy's direct_response vs fpgen (GET, POST) vs Envoy -> fpgen serve, interleaved; sizes, start-up, memory; criterion micro-benchmarks. Table in target/bench/results.md
+## bench: Envoy's direct_response vs fpgen (GET, POST, scoped) vs Envoy -> fpgen serve, and an unrelated route with no filter, the filter on every request, and scoped; interleaved; sizes, start-up, memory; criterion micro-benchmarks. Table in target/bench/results.md
 bench: build venv bench-tools
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/bench.py $(BENCH_ARGS)

@@ -6,6 +6,9 @@ Scenarios, interleaved round by round (A B-GET B-POST C, ... ), medians quoted:
   B-GET   fpgen answers GET /hms/fp/token itself (realistic request).
   B-POST  the same parameters as a form POST.
   C       Envoy routes the same GET to `fpgen serve` (native, same library) on loopback.
+  B-scoped  the GET on a listener where the filter is scoped to its routes (as shipped).
+  U       a request to an unrelated route (a direct_response): on the listener with no
+          filter (U0), with the filter on every request (U-all), scoped as shipped (U-scoped).
 Also: the .wasm size, the time from Envoy start to the first token, Envoy's memory
 after a warm-up and after a million requests.
 
@@ -52,8 +55,38 @@ def free_port():
         return s.getsockname()[1]
 
 
-def bootstrap(port, admin, serve_port, static_body, static_port=None):
+def wasm_filter(scoped):
+    return {"name": "envoy.filters.http.wasm", "disabled": scoped, "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {"name": "fpgen", "root_id": "fpgen", "allow_on_headers_stop_iteration": True,
+                   "failure_policy": "FAIL_RELOAD",
+                   "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}}},
+                   "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
+                                     "value": json.dumps(CONFIG)}}}}
+
+
+ENABLED = {"envoy.filters.http.wasm": {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}}
+
+
+def listener(name, port, routes, http_filters):
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
+        "filter_chains": [{"filters": [{
+            "name": "envoy.filters.network.http_connection_manager",
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                "stat_prefix": name,
+                "use_remote_address": True,
+                "route_config": {"virtual_hosts": [{"name": name, "domains": ["*"], "routes": routes}]},
+                "http_filters": http_filters,
+            }}]}],
+    }
+
+
+def bootstrap(port, admin, serve_port, static_body, static_port=None, scoped_port=None):
     route = lambda prefix, action: dict({"match": {"prefix": prefix}}, **action)
+    unrelated = route("/unrelated", {"direct_response": {"status": 200, "body": {"inline_string": static_body}}})
     static_route = route("/static", {"direct_response": {"status": 200, "body": {"inline_string": static_body}},
                                      "response_headers_to_add": [{"header": {"key": "content-type", "value": "text/uri-list"}}]})
     router = {"name": "envoy.filters.http.router", "typed_config": {
@@ -68,10 +101,16 @@ def bootstrap(port, admin, serve_port, static_body, static_port=None):
                 "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
                 "stat_prefix": "plain",
                 "use_remote_address": True,
-                "route_config": {"virtual_hosts": [{"name": "plain", "domains": ["*"], "routes": [static_route]}]},
+                "route_config": {"virtual_hosts": [{"name": "plain", "domains": ["*"], "routes": [static_route, unrelated]}]},
                 "http_filters": [router],
             }}]}],
     }]
+    # the filter scoped as in envoy/: disabled in the HCM, enabled on the token route
+    scoped = [] if scoped_port is None else [listener("scoped", scoped_port, [
+        dict({"match": {"path_separated_prefix": "/hms/fp/token"}, "direct_response": {"status": 404},
+              "typed_per_filter_config": ENABLED}),
+        unrelated,
+    ], [wasm_filter(True), router])]
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
@@ -80,7 +119,7 @@ def bootstrap(port, admin, serve_port, static_body, static_port=None):
                 "load_assignment": {"cluster_name": "fpgen_serve", "endpoints": [{"lb_endpoints": [{"endpoint": {
                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": serve_port}}}}]}]},
             }],
-            "listeners": plain + [{
+            "listeners": plain + scoped + [{
                 "name": "bench",
                 "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
                 "filter_chains": [{"filters": [{
@@ -91,17 +130,12 @@ def bootstrap(port, admin, serve_port, static_body, static_port=None):
                         "use_remote_address": True,
                         "route_config": {"virtual_hosts": [{"name": "bench", "domains": ["*"], "routes": [
                             static_route,
+                            unrelated,
                             route("/backend/hms/fp/token", {"route": {"cluster": "fpgen_serve", "prefix_rewrite": "/hms/fp/token"}}),
                             route("/", {"direct_response": {"status": 404}}),
                         ]}]},
                         "http_filters": [
-                            {"name": "envoy.filters.http.wasm", "typed_config": {
-                                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                                "config": {"name": "fpgen", "root_id": "fpgen", "allow_on_headers_stop_iteration": True,
-                                           "failure_policy": "FAIL_RELOAD",
-                                           "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}}},
-                                           "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                                             "value": json.dumps(CONFIG)}}}},
+                            wasm_filter(False),
                             router,
                         ],
                     }}]}],
@@ -183,10 +217,10 @@ def main():
                              check=True).stdout.strip()
         static_body = "x" * (len(url) + 2)
 
-        port, admin, static_port = free_port(), free_port(), free_port()
+        port, admin, static_port, scoped_port = free_port(), free_port(), free_port(), free_port()
         boot = os.path.join(work, "envoy.json")
         with open(boot, "w") as f:
-            json.dump(bootstrap(port, admin, serve_port, static_body, static_port), f)
+            json.dump(bootstrap(port, admin, serve_port, static_body, static_port, scoped_port), f)
         started = time.monotonic()
         envoy = subprocess.Popen([ENVOY, "-c", boot, "--concurrency", str(args.workers), "--disable-hot-restart",
                                   "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -205,6 +239,10 @@ def main():
             ("B  fpgen GET", f"{base}/hms/fp/token?{QUERY}", None),
             ("B  fpgen POST", f"{base}/hms/fp/token", lua),
             ("C  Envoy -> fpgen serve", f"{base}/backend/hms/fp/token?{QUERY}", None),
+            ("B  fpgen GET, scoped", f"http://127.0.0.1:{scoped_port}/hms/fp/token?{QUERY}", None),
+            ("U0 unrelated, no filter", f"http://127.0.0.1:{static_port}/unrelated", None),
+            ("U  unrelated, filter on all", f"{base}/unrelated", None),
+            ("U  unrelated, scoped", f"http://127.0.0.1:{scoped_port}/unrelated", None),
         ]
         # warm-up
         for _, u, s in scenarios:
@@ -228,7 +266,7 @@ def main():
         mem_million = memory(admin)
         wasm_size = os.path.getsize(WASM)
 
-        a, bg, bp, c = (med[n] for n, _, _ in scenarios)
+        a, bg, bp, c, bs, u0, ua, us = (med[n] for n, _, _ in scenarios)
         lines = [
             f"# fpgen benchmark ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
             "",
@@ -245,6 +283,12 @@ def main():
             f"| B/A p99 latency | {bg['p99'] / a['p99']:.2f} | {bp['p99'] / a['p99']:.2f} | <= 1.2 |",
             f"| B/C throughput | {bg['rps'] / c['rps']:.2f} | | >= 1.5 |",
             f"| B/C p99 latency | {bg['p99'] / c['p99']:.2f} | | |",
+            f"| B scoped / B throughput | {bs['rps'] / bg['rps']:.2f} | | about 1 |",
+            "",
+            "| unrelated route / the same on a listener with no filter | throughput | p99 | goal |",
+            "| --- | ---: | ---: | --- |",
+            f"| filter on every request | {ua['rps'] / u0['rps']:.2f} | {ua['p99'] / u0['p99']:.2f} | |",
+            f"| filter scoped to its routes (as shipped) | {us['rps'] / u0['rps']:.2f} | {us['p99'] / u0['p99']:.2f} | >= 0.97 |",
             "",
             f"- .wasm size: {wasm_size} bytes ({wasm_size / 1024:.0f} KiB; goal <= 256 KiB)",
             f"- Envoy start to first token: {first_token_ms:.0f} ms",

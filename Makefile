@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: help venv wasm-target build run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: help venv wasm-target wasm-opt-tool build run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -53,9 +53,20 @@ wasm-target:
 		$(RUSTUP) target add $(WASM_TARGET); \
 	fi
 
-## build: the release module, target/wasm32-wasip1/release/fpgen.wasm
-build: wasm-target
+## build: the release module, target/wasm32-wasip1/release/fpgen.wasm, optimised by binaryen's wasm-opt -O3 (installed from Debian when missing)
+build: wasm-target wasm-opt-tool
 	$(CARGO) build --release --target $(WASM_TARGET) --lib
+	@WASM=$(WASM) WASM_OPT_FLAGS='$(WASM_OPT_FLAGS)' sh deploy/wasm-opt.sh
+
+# wasm-opt -O3 takes 51 KB (11%) off the module at no measured cost in
+# speed (-Oz would take 12% but costs about 5% of mint throughput; README,
+# Performance). The features are those Rust enables for wasm32-wasip1.
+WASM_OPT_FLAGS := -O3 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
+
+## wasm-opt-tool: binaryen's wasm-opt (Debian package binaryen), installed when missing
+wasm-opt-tool:
+	@command -v wasm-opt >/dev/null || { echo "make: installing binaryen (wasm-opt) from Debian"; \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq binaryen; }
 
 ## run: build, then Envoy in the foreground (API on 127.0.0.1:10000, admin on 127.0.0.1:9901)
 run: build venv

@@ -183,7 +183,17 @@ pub fn parse_response(
     eof: bool,
     head_request: bool,
 ) -> Result<Option<HttpResponse>, String> {
-    let mut buf = buf;
+    Ok(parse_one(buf, eof, head_request)?.map(|(response, _)| response))
+}
+
+/// [`parse_response`], with the number of bytes the response took.
+fn parse_one(
+    whole: &[u8],
+    eof: bool,
+    head_request: bool,
+) -> Result<Option<(HttpResponse, usize)>, String> {
+    let mut buf = whole;
+    let used = |rest: &[u8], n: usize| whole.len() - rest.len() + n;
     loop {
         let Some(end) = find(buf, b"\r\n\r\n") else {
             return if eof && !buf.is_empty() {
@@ -224,12 +234,12 @@ pub fn parse_response(
                 .map(|(_, v)| v.clone())
         };
         if head_request || status == 204 || status == 304 {
-            return Ok(Some(response(Vec::new())));
+            return Ok(Some((response(Vec::new()), used(rest, 0))));
         }
         if header("transfer-encoding").is_some_and(|te| te.to_ascii_lowercase().contains("chunked"))
         {
             return match chunked_body(rest)? {
-                Some(chunked) => Ok(Some(response(chunked.body))),
+                Some(chunked) => Ok(Some((response(chunked.body), used(rest, chunked.used)))),
                 None if eof => Err(format!(
                     "chunked body cut short: {:?}",
                     String::from_utf8_lossy(rest)
@@ -242,7 +252,10 @@ pub fn parse_response(
                 .parse()
                 .map_err(|_| format!("bad content-length: {length:?}"))?;
             return if rest.len() >= length {
-                Ok(Some(response(rest[..length].to_vec())))
+                Ok(Some((
+                    response(rest[..length].to_vec()),
+                    used(rest, length),
+                )))
             } else if eof {
                 Err(format!("body cut short: {} of {length} bytes", rest.len()))
             } else {
@@ -250,12 +263,47 @@ pub fn parse_response(
             };
         }
         // Delimited by the end of the connection.
-        return Ok(eof.then(|| response(rest.to_vec())));
+        return Ok(eof.then(|| (response(rest.to_vec()), whole.len())));
     }
 }
 
 /// Header or trailer fields, in order, names as sent.
 pub type Fields = Vec<(String, String)>;
+
+/// One keep-alive HTTP/1.1 connection to 127.0.0.1: requests one after
+/// another, each answer read by its framing. For many requests in a test
+/// without a connection each.
+pub struct KeepAlive {
+    stream: TcpStream,
+    buf: Vec<u8>,
+}
+
+impl KeepAlive {
+    pub fn open(port: u16) -> KeepAlive {
+        let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        KeepAlive {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// `GET path_and_query` on this connection.
+    pub fn get(&mut self, path_and_query: &str) -> HttpResponse {
+        let request = format!("GET {path_and_query} HTTP/1.1\r\nHost: localhost\r\n\r\n");
+        self.stream.write_all(request.as_bytes()).unwrap();
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            if let Some((response, used)) = parse_one(&self.buf, false, false).unwrap() {
+                self.buf.drain(..used);
+                return response;
+            }
+            let n = self.stream.read(&mut chunk).unwrap();
+            assert!(n > 0, "the server closed a keep-alive connection");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+}
 
 /// Every value of the fields called `name` (case-insensitive), in order.
 pub fn values<'a>(fields: &'a [(String, String)], name: &str) -> Vec<&'a str> {

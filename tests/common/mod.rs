@@ -60,7 +60,7 @@ pub use h2c::h2c;
 #[allow(unused_imports)]
 pub use http::{
     chunked_body, get, parse_response, post_form, raw, request, request_bytes, try_raw,
-    HttpResponse, IO_TIMEOUT,
+    HttpResponse, KeepAlive, IO_TIMEOUT,
 };
 #[allow(unused_imports)]
 pub use process::{spawn_tied_to_process, tail, tool_paths, E2E_LOG_DIR};

@@ -109,10 +109,11 @@ bench-tools:
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq wrk nghttp2-client; }
 
-## bench: Envoy's direct_response vs fpgen (GET, POST, scoped) vs Envoy -> fpgen serve, and an unrelated route with no filter, the filter on every request, and scoped; interleaved; sizes, start-up, memory; criterion micro-benchmarks. Table in target/bench/results.md
+## bench: Envoy's direct_response vs fpgen (GET, POST, scoped) vs Envoy -> fpgen serve, and an unrelated route with no filter, the filter on every request, and scoped; interleaved; sizes, start-up, memory; configuration at scale (target/bench/scale.md); criterion micro-benchmarks. Table in target/bench/results.md
 bench: build venv bench-tools
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/bench.py $(BENCH_ARGS)
+	$(PYTHON) benches/scale.py
 	$(CARGO) bench --bench core -- --warm-up-time 1 --measurement-time 3 > target/bench/core.log 2>&1 \
 		|| { tail -40 target/bench/core.log; echo "cargo bench failed (log: target/bench/core.log)"; exit 1; }
 	grep -E 'time:' target/bench/core.log | tee target/bench/core.txt

@@ -66,7 +66,8 @@ WASM_OPT_FLAGS := -O3 --enable-bulk-memory --enable-sign-ext --enable-nontrappin
 ## wasm-opt-tool: binaryen's wasm-opt (Debian package binaryen), installed when missing
 wasm-opt-tool:
 	@command -v wasm-opt >/dev/null || { echo "make: installing binaryen (wasm-opt) from Debian"; \
-		$(APT_GET) update -qq && $(APT_GET) install -y -qq binaryen; }
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq binaryen; } \
+		|| echo "make: binaryen not installed: the module stays unoptimised (11% larger, works the same)"
 
 ## run: build, then Envoy in the foreground (API on 127.0.0.1:10000, admin on 127.0.0.1:9901)
 run: build venv

@@ -5,21 +5,35 @@
 # output: an unchanged build costs a copy, not a 5 s optimisation.
 #
 #   WASM=target/wasm32-wasip1/release/fpgen.wasm WASM_OPT_FLAGS='-O3 …' sh deploy/wasm-opt.sh
+#
+# Without wasm-opt (a machine where `make wasm-opt-tool` cannot install
+# binaryen), it says so and leaves cargo's module, which works the same.
 set -eu
 : "${WASM:?}" "${WASM_OPT_FLAGS:?}"
+if ! command -v wasm-opt >/dev/null; then
+    echo "wasm-opt: not installed; $WASM is cargo's unoptimised module" >&2
+    exit 0
+fi
 cache=target/wasm-opt
 mkdir -p "$cache"
 current=$(sha256sum "$WASM" | cut -c1-64)
+# the settings the cached output was made with: flags and tool version
+settings="$WASM_OPT_FLAGS $(wasm-opt --version)"
+fresh() { [ "$settings" = "$(cat "$cache/settings" 2>/dev/null)" ] && [ -f "$cache/out.wasm" ]; }
 if [ "$current" = "$(cat "$cache/out.sha256" 2>/dev/null)" ]; then
-    exit 0 # already the optimised module
+    if fresh; then
+        exit 0 # already the optimised module
+    fi
+    echo "wasm-opt: $WASM is an optimised module of other settings; run cargo build first" >&2
+    exit 1
 fi
-if [ "$current" != "$(cat "$cache/in.sha256" 2>/dev/null)" ] \
-    || [ "$WASM_OPT_FLAGS" != "$(cat "$cache/flags" 2>/dev/null)" ]; then
+if [ "$current" != "$(cat "$cache/in.sha256" 2>/dev/null)" ] || ! fresh; then
+    rm -f "$cache/settings"
     # shellcheck disable=SC2086 # the flags are words
     wasm-opt $WASM_OPT_FLAGS "$WASM" -o "$cache/out.wasm"
-    echo "$current" >"$cache/in.sha256"
-    echo "$WASM_OPT_FLAGS" >"$cache/flags"
     sha256sum "$cache/out.wasm" | cut -c1-64 >"$cache/out.sha256"
+    echo "$current" >"$cache/in.sha256"
+    echo "$settings" >"$cache/settings"
 fi
 # a new file, not a write through cargo's hard link into target/…/deps
 cp "$cache/out.wasm" "$WASM.tmp"

@@ -742,7 +742,8 @@ const SHIPPED: [&str; 4] = [
 
 /// Every configuration in `envoy/` scopes the filter to its routes: each
 /// Wasm filter is `disabled: true`, every connection manager has a token
-/// route that enables it, and so does every licence route.
+/// route that enables it, and so does every licence route and every other
+/// route that reaches an upstream.
 #[test]
 fn every_shipped_configuration_scopes_the_filter_to_its_routes() {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -776,6 +777,21 @@ fn every_shipped_configuration_scopes_the_filter_to_its_routes() {
         assert_eq!(token_routes, managers, "{file}: a token route per HCM");
         for at in routes {
             assert!(followed_by(at, enabling, 3), "{file}:{}", at + 1);
+        }
+        // every route to an upstream runs the filter: scoped, it removes
+        // licence headers only where it runs
+        for at in (0..lines.len()).filter(|&i| lines[i].starts_with("- match:")) {
+            let end = (at + 1..lines.len())
+                .find(|&i| lines[i].starts_with("- match:") || lines[i] == "http_filters:")
+                .unwrap_or(lines.len());
+            let block = &lines[at..end];
+            if block.iter().any(|l| l.starts_with("route:")) {
+                assert!(
+                    block.contains(&enabling),
+                    "{file}:{}: a route to an upstream without the filter",
+                    at + 1
+                );
+            }
         }
         assert_eq!(
             text.matches("envoy.config.route.v3.FilterConfig").count(),

@@ -287,9 +287,9 @@ impl Envoy {
     }
 
     /// One step of readiness: admin address known, admin `/ready` is 200,
-    /// listener port known, and a request through the filter chain (so the
-    /// module is loaded and passes other paths through) answers
-    /// `GET /passthrough` with 200 "passthrough ok".
+    /// listener port known, and `GET /passthrough` answers 200
+    /// "passthrough ok" (through the filter, which passes other paths on,
+    /// unless the Envoy is scoped: then the route does not enable it).
     fn probe(&mut self) -> Result<(), String> {
         if self.admin_port == 0 {
             let text = fs::read_to_string(self.workdir.join("admin-address")).unwrap_or_default();

@@ -55,14 +55,14 @@ def free_port():
         return s.getsockname()[1]
 
 
-def wasm_filter(scoped):
+def wasm_filter(scoped, config):
     return {"name": "envoy.filters.http.wasm", "disabled": scoped, "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
         "config": {"name": "fpgen", "root_id": "fpgen", "allow_on_headers_stop_iteration": True,
                    "failure_policy": "FAIL_RELOAD",
                    "vm_config": {"runtime": "envoy.wasm.runtime.v8", "code": {"local": {"filename": WASM}}},
                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
-                                     "value": json.dumps(CONFIG)}}}}
+                                     "value": json.dumps(config)}}}}
 
 
 ENABLED = {"envoy.filters.http.wasm": {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}}
@@ -84,7 +84,7 @@ def listener(name, port, routes, http_filters):
     }
 
 
-def bootstrap(port, admin, serve_port, static_body, static_port=None, scoped_port=None):
+def bootstrap(port, admin, serve_port, static_body, static_port=None, scoped_port=None, config=CONFIG):
     route = lambda prefix, action: dict({"match": {"prefix": prefix}}, **action)
     unrelated = route("/unrelated", {"direct_response": {"status": 200, "body": {"inline_string": static_body}}})
     static_route = route("/static", {"direct_response": {"status": 200, "body": {"inline_string": static_body}},
@@ -110,7 +110,7 @@ def bootstrap(port, admin, serve_port, static_body, static_port=None, scoped_por
         dict({"match": {"path_separated_prefix": "/hms/fp/token"}, "direct_response": {"status": 404},
               "typed_per_filter_config": ENABLED}),
         unrelated,
-    ], [wasm_filter(True), router])]
+    ], [wasm_filter(True, config), router])]
     return {
         "admin": {"address": {"socket_address": {"address": "127.0.0.1", "port_value": admin}}},
         "static_resources": {
@@ -135,7 +135,7 @@ def bootstrap(port, admin, serve_port, static_body, static_port=None, scoped_por
                             route("/", {"direct_response": {"status": 404}}),
                         ]}]},
                         "http_filters": [
-                            wasm_filter(False),
+                            wasm_filter(False, config),
                             router,
                         ],
                     }}]}],
@@ -302,15 +302,20 @@ def main():
             "is what minting at the edge gains over a backend hop. Ratios come from one run on one machine, interleaved,",
             "so load from other processes hits all scenarios alike; absolute numbers are not comparable across machines.",
         ]
-        os.makedirs(OUT_DIR, exist_ok=True)
-        path = os.path.join(OUT_DIR, "results.md")
-        with open(path, "w") as f:
-            f.write("\n".join(lines) + "\n")
-        print("\n".join(lines))
-        print(f"\n(written to {os.path.relpath(path, ROOT)})")
+        write_report("results.md", lines)
     finally:
         stop(procs)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def write_report(name, lines):
+    """Prints the report and writes it to target/bench/<name>."""
+    os.makedirs(OUT_DIR, exist_ok=True)
+    path = os.path.join(OUT_DIR, name)
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    print("\n".join(lines))
+    print(f"\n(written to {os.path.relpath(path, ROOT)})")
 
 
 def stop(procs):

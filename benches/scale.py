@@ -11,6 +11,8 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -48,10 +50,9 @@ def rss_mib(pid):
 
 def start_to_first_token(config, workers, work):
     port, admin = bench.free_port(), bench.free_port()
-    bench.CONFIG = config
     boot = os.path.join(work, f"scale-{workers}.json")
     with open(boot, "w") as f:
-        json.dump(bench.bootstrap(port, admin, bench.free_port(), "x"), f)
+        json.dump(bench.bootstrap(port, admin, bench.free_port(), "x", config=config), f)
     started = time.monotonic()
     envoy = subprocess.Popen([bench.ENVOY, "-c", boot, "--concurrency", str(workers), "--disable-hot-restart",
                               "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -74,13 +75,15 @@ def main():
     size = len(json.dumps(config))
     work = tempfile.mkdtemp(prefix="fpgen-scale-")
     results = {}
-    for _ in range(args.runs):  # interleaved: 1, 2, 8, 1, 2, 8, ...
-        for workers in (1, 2, 8):
-            first, rss = start_to_first_token(config, workers, work)
-            results.setdefault(workers, []).append((first, rss))
-            print(f"workers {workers}: first token {first:.2f} s, RSS {rss:.0f} MiB", flush=True)
-    med = {w: (sorted(r[0] for r in rs)[len(rs) // 2], sorted(r[1] for r in rs)[len(rs) // 2])
-           for w, rs in results.items()}
+    try:
+        for _ in range(args.runs):  # interleaved: 1, 2, 8, 1, 2, 8, ...
+            for workers in (1, 2, 8):
+                first, rss = start_to_first_token(config, workers, work)
+                results.setdefault(workers, []).append((first, rss))
+                print(f"workers {workers}: first token {first:.2f} s, RSS {rss:.0f} MiB", flush=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    med = {w: tuple(statistics.median(r[i] for r in rs) for i in (0, 1)) for w, rs in results.items()}
     per_worker = (med[8][1] - med[2][1]) / 6
     lines = [
         f"# Configuration at scale ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})",
@@ -95,10 +98,7 @@ def main():
         f"- start to first token, 1 worker: {med[1][0]:.2f} s (goal <= 1.5 s)",
         f"- memory per additional worker: {per_worker:.1f} MiB (goal <= 10 MiB)",
     ]
-    os.makedirs(bench.OUT_DIR, exist_ok=True)
-    with open(os.path.join(bench.OUT_DIR, "scale.md"), "w") as f:
-        f.write("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    bench.write_report("scale.md", lines)
 
 
 if __name__ == "__main__":

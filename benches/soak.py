@@ -122,10 +122,7 @@ def main():
             f"- Envoy memory allocated (MiB) over time: {', '.join(mem_mib)}",
             f"- growth from the first to the last reading: {(memory[-1][1] - memory[0][1]) / 2**20:+.2f} MiB",
         ]
-        os.makedirs(bench.OUT_DIR, exist_ok=True)
-        with open(os.path.join(bench.OUT_DIR, "soak.md"), "w") as f:
-            f.write("\n".join(lines) + "\n")
-        print("\n".join(lines))
+        bench.write_report("soak.md", lines)
         if bad or fivexx or sample_failures or not alive:
             print("SOAK FAILED", sample_failures[:3])
             sys.exit(1)

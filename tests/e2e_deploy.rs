@@ -74,19 +74,12 @@ fn every_envoy_configuration_validates() {
 
 #[test]
 fn two_environments_keep_authenticators_and_tokens_apart() {
-    let (_, wasm) = common::tool_paths();
     let (test_port, prod_port) = (common::free_port(), common::free_port());
-    let yaml = std::fs::read_to_string(root().join("envoy/two-environments.yaml"))
-        .unwrap()
-        .replace("port_value: 10010", &format!("port_value: {test_port}"))
-        .replace("port_value: 10011", &format!("port_value: {prod_port}"))
-        .replace("port_value: 9911", "port_value: 0")
-        .replace(
-            "target/wasm32-wasip1/release/fpgen.wasm",
-            &wasm.display().to_string(),
-        );
     // killed when dropped, and with the test process; logs audited
-    let _envoy = common::Envoy::start_yaml(&yaml, test_port, "warn");
+    let _envoy = common::Envoy::start_shipped(
+        "envoy/two-environments.yaml",
+        &[(10010, test_port), (10011, prod_port), (9911, 0)],
+    );
     let q = format!(
         "contentKey={}&iv={}&errorFormat=json",
         common::CK,

@@ -15,7 +15,7 @@
 mod common;
 
 use common::{
-    get, h2c, licence_request, now, post_form, request, token_of_url, Envoy, Options, Recorded,
+    get, h2c, licence_request, now, post_form, request, Envoy, Options, Recorded,
     RecordingUpstream, CK, DEMO_AUTHENTICATOR, DEMO_CONFIG, IV, LICENCE_HEADERS,
 };
 use fpgen::licence::Environment;
@@ -856,16 +856,7 @@ fn scoped_the_filter_runs_on_its_routes_only() {
 #[test]
 fn the_shipped_demo_mints_and_gates_on_its_routes() {
     let port = common::free_port();
-    let (_, wasm) = common::tool_paths();
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml"))
-        .unwrap()
-        .replace("port_value: 10000", &format!("port_value: {port}"))
-        .replace("port_value: 9901", "port_value: 0")
-        .replace(
-            "target/wasm32-wasip1/release/fpgen.wasm",
-            &wasm.display().to_string(),
-        );
-    let envoy = Envoy::start_yaml(&yaml, port, "info");
+    let envoy = Envoy::start_shipped("envoy/envoy.yaml", &[(10000, port), (9901, 0)]);
     let token = mint(&envoy);
     let r = redeem_with(
         &envoy,
@@ -882,33 +873,15 @@ fn the_shipped_demo_mints_and_gates_on_its_routes() {
 #[test]
 fn the_shipped_gate_holds() {
     let upstream = RecordingUpstream::start();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let (_, wasm) = common::tool_paths();
-    let yaml = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/gate.yaml"))
-        .unwrap()
-        .replace("port_value: 10012", &format!("port_value: {port}"))
-        .replace("port_value: 9912", "port_value: 0")
-        .replace(
-            "port_value: 10020",
-            &format!("port_value: {}", upstream.port),
-        )
-        .replace(
-            "target/wasm32-wasip1/release/fpgen.wasm",
-            &wasm.display().to_string(),
-        );
-    let envoy = Envoy::start_yaml(&yaml, port, "info");
-    let r = get(
-        port,
-        &format!(
-            "/hms/fp/token?customerAuthenticator={DEMO_AUTHENTICATOR}&contentKey={CK}&iv={IV}"
-        ),
+    let envoy = Envoy::start_shipped(
+        "envoy/gate.yaml",
+        &[
+            (10012, common::free_port()),
+            (9912, 0),
+            (10020, upstream.port),
+        ],
     );
-    assert_eq!(r.status, 200, "{r:?}");
-    let token = token_of_url(&r.text());
+    let token = mint(&envoy);
     // the genuine request, with every injected spelling
     let mut injected = underscore_spellings();
     injected.push(("x-fpgen-customer", "999999"));

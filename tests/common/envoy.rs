@@ -232,6 +232,29 @@ impl Envoy {
         Ok(envoy)
     }
 
+    /// Runs a shipped configuration (`file`, relative to the project, e.g.
+    /// `envoy/gate.yaml`) with each `port_value: from` of `ports` changed to
+    /// `to` (its admin port to 0, its listeners to free ports) and the
+    /// module of [`tool_paths`]. The first listener's `to` is the one
+    /// waited on.
+    pub fn start_shipped(file: &str, ports: &[(u16, u16)]) -> Envoy {
+        let (_, wasm) = tool_paths();
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let mut yaml = fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+            .replace(
+                "target/wasm32-wasip1/release/fpgen.wasm",
+                &wasm.display().to_string(),
+            );
+        for (from, to) in ports {
+            let (from, to) = (format!("port_value: {from}"), format!("port_value: {to}"));
+            assert!(yaml.contains(&from), "{file} has no {from}");
+            yaml = yaml.replace(&from, &to);
+        }
+        let listener = ports.iter().map(|&(_, to)| to).find(|&p| p != 0);
+        Envoy::start_yaml(&yaml, listener.expect("a listener port"), "info")
+    }
+
     /// Runs a configuration file as it is (e.g. one of `envoy/`), with its
     /// admin port set to 0 by the caller and `port` as its listener (the
     /// caller puts it in the text). Logs go where the harness's go, so the

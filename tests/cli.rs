@@ -96,7 +96,7 @@ fn keygen_prints_a_key_the_configuration_accepts() {
     let key: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(key["id"], "2027-01");
     assert_eq!(key["key"].as_str().unwrap().len(), 64);
-    let mut config: serde_json::Value = serde_json::from_str(common::DEMO_CONFIG).unwrap();
+    let mut config = fpgen_fixtures::demo_json();
     config["sealing_keys"] = serde_json::json!([key]);
     config["active_sealing_key"] = "2027-01".into();
     fpgen::config::Config::from_json(config.to_string().as_bytes()).unwrap();
@@ -123,7 +123,7 @@ fn authenticator_creates_and_digests() {
         hex::encode(Sha256::digest(secret.as_bytes()))
     );
     // the new customer authenticates through mint
-    let mut config: serde_json::Value = serde_json::from_str(common::DEMO_CONFIG).unwrap();
+    let mut config = fpgen_fixtures::demo_json();
     config["customers"]
         .as_array_mut()
         .unwrap()
@@ -200,7 +200,7 @@ fn mint_then_inspect() {
         "{url}"
     );
     // the URL, or the bare token
-    let token = url.split_once("ExpressPlayToken=").unwrap().1.to_owned();
+    let token = common::token_of_url(&url);
     for input in [url.as_str(), token.as_str()] {
         let o = fpgen(&["inspect", "--config", config.path(), input]);
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
@@ -279,12 +279,7 @@ fn inspect_refuses_bad_tokens_with_the_reason() {
             "expirationTime=+60",
         ],
     ));
-    let token = url
-        .trim()
-        .split_once("ExpressPlayToken=")
-        .unwrap()
-        .1
-        .to_owned();
+    let token = common::token_of_url(&url);
     // one character changed
     let mut chars: Vec<char> = token.chars().collect();
     let i = chars.len() / 2;
@@ -341,7 +336,7 @@ fn check_config_lists_every_problem() {
         "{}",
         stdout(&o)
     );
-    let mut bad: serde_json::Value = serde_json::from_str(common::DEMO_CONFIG).unwrap();
+    let mut bad = fpgen_fixtures::demo_json();
     bad["sealing_keys"][0]["key"] = "00".into();
     bad["customers"][0]["kek"] = "missing".into();
     bad["max_body_bytes"] = 0.into();

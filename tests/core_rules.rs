@@ -88,8 +88,8 @@ fn mints(query: &str) -> (String, fpgen::licence::LicenceData) {
         .strip_suffix("\r\n")
         .expect("CRLF-terminated")
         .to_owned();
-    let token = url.split_once("ExpressPlayToken=").unwrap().1;
-    let data = token::open(token, &config().sealing_keys, Environment::Test, NOW).unwrap();
+    let token = fixtures::token_of_url(&url);
+    let data = token::open(&token, &config().sealing_keys, Environment::Test, NOW).unwrap();
     (url, data.into_data())
 }
 

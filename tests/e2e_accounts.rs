@@ -10,7 +10,7 @@
 
 mod common;
 
-use common::{get, request, Envoy, Options, CK, DEMO_CONFIG, IV};
+use common::{get, request, Envoy, Options, CK, IV};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use fpgen_fixtures::AUTHENTICATOR_SHA256 as DIGEST;
 
 /// The demo configuration plus customers `id` → extra fields.
 fn config_with(customers: &[(&str, Value)], top: Value) -> String {
-    let mut c: Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    let mut c = fpgen_fixtures::demo_json();
     for (id, extra) in customers {
         let mut customer = json!({"id": id, "environment": "test", "authenticator_sha256": DIGEST});
         for (k, v) in extra.as_object().unwrap() {

@@ -16,7 +16,7 @@ mod common;
 
 use common::{
     get, h2c, licence_request, now, post_form, request, Envoy, Options, Recorded,
-    RecordingUpstream, CK, DEMO_AUTHENTICATOR, DEMO_CONFIG, IV, LICENCE_HEADERS,
+    RecordingUpstream, CK, DEMO_AUTHENTICATOR, IV, LICENCE_HEADERS,
 };
 use fpgen::licence::Environment;
 use serde_json::{json, Value};
@@ -32,13 +32,13 @@ fn spc() -> Vec<u8> {
         .collect()
 }
 
-/// The demo configuration with JSON errors at the gate and `gate` merged
-/// into its redemption section.
+/// The demo configuration with JSON errors at the gate (its redemption
+/// section replaced), then `edit`.
 fn config_with(edit: impl FnOnce(&mut Value)) -> String {
-    let mut c: Value = serde_json::from_str(DEMO_CONFIG).unwrap();
-    c["redemption"] = json!({"error_format": "json"});
-    edit(&mut c);
-    c.to_string()
+    fpgen_fixtures::json_with(|c| {
+        c["redemption"] = json!({"error_format": "json"});
+        edit(c);
+    })
 }
 
 fn start(upstream_port: u16, options: Options, config: &str) -> Envoy {
@@ -410,11 +410,9 @@ fn echoed_values_never_carry_characters_xml_cannot_hold() {
 
 /// A token of the demo key, for times no mint of fpgen's produces.
 fn seal_demo(issued_at: i64, expires_at: i64) -> String {
-    let demo: Value = serde_json::from_str(DEMO_CONFIG).unwrap();
-    let key = &demo["sealing_keys"][0];
     common::seal_token(
-        key["id"].as_str().unwrap(),
-        key["key"].as_str().unwrap(),
+        fpgen_fixtures::SEALING_KEY_ID,
+        fpgen_fixtures::SEALING_KEY_HEX,
         Environment::Test,
         issued_at,
         expires_at,

@@ -13,8 +13,7 @@ mod common;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use common::{
-    licence_request, mint, now, request, Envoy, Options, RecordingUpstream, CK, DEMO_CONFIG, IV,
-    LICENCE_HEADERS,
+    licence_request, mint, now, request, Envoy, Options, RecordingUpstream, CK, IV, LICENCE_HEADERS,
 };
 use fpgen::licence::Environment;
 use serde_json::{json, Value};
@@ -25,7 +24,7 @@ const SPC: &[u8] = b"\x00\x01binary SPC\xff\xfe";
 
 /// The demo configuration with the gate on and the given sealing keys.
 fn config(keys: &[(&str, &str)], active: &str, gate: Value) -> String {
-    let mut c: Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    let mut c = fpgen_fixtures::demo_json();
     c["sealing_keys"] = keys
         .iter()
         .map(|(id, key)| json!({"id": id, "key": key}))

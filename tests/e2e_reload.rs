@@ -12,7 +12,7 @@
 mod common;
 
 use common::{get, request, Envoy, Options, CK, DEMO_CONFIG, IV};
-use serde_json::{json, Value};
+use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -26,12 +26,7 @@ use fpgen_fixtures::AUTHENTICATOR_SHA256 as DIGEST;
 
 fn token_of(r: &common::HttpResponse) -> String {
     assert_eq!(r.status, 200, "{r:?}");
-    r.text()
-        .trim_end()
-        .split_once("ExpressPlayToken=")
-        .unwrap()
-        .1
-        .to_owned()
+    common::token_of_url(&r.text())
 }
 
 #[test]
@@ -97,7 +92,7 @@ fn swap_the_filter_configuration_under_load() {
     std::thread::sleep(Duration::from_millis(500));
 
     // 1. a broken configuration: rejected, the old one keeps serving
-    let mut broken: Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    let mut broken = fpgen_fixtures::demo_json();
     broken["customers"][0]["authenticator_sha256"] = "not-a-digest".into();
     envoy.replace_filter_config(&broken.to_string());
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -123,7 +118,7 @@ fn swap_the_filter_configuration_under_load() {
     );
 
     // 2. a good one: a new customer, and a new active sealing key (the old one kept to verify)
-    let mut good: Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    let mut good = fpgen_fixtures::demo_json();
     good["sealing_keys"]
         .as_array_mut()
         .unwrap()

@@ -13,7 +13,6 @@ mod common;
 use common::{
     get, now, post_form, request, shared, Envoy, HttpResponse, DEMO_AUTHENTICATOR, DEMO_CONFIG,
 };
-use fpgen::config::Config;
 use fpgen::ids::Kid;
 use fpgen::licence::{Environment, LicenceData};
 
@@ -43,12 +42,10 @@ fn open_url(r: &HttpResponse) -> (String, LicenceData) {
         .expect("body ends in CRLF")
         .to_owned();
     assert!(!url.contains(['\r', '\n', ' ']), "{url:?}");
-    let token = url
-        .split_once("?ExpressPlayToken=")
-        .expect("token parameter")
-        .1;
-    let config = Config::from_json(DEMO_CONFIG.as_bytes()).unwrap();
-    let data = fpgen::token::open(token, &config.sealing_keys, Environment::Test, now())
+    assert!(url.contains("?ExpressPlayToken="), "{url}");
+    let token = common::token_of_url(&url);
+    let config = fpgen_fixtures::config();
+    let data = fpgen::token::open(&token, &config.sealing_keys, Environment::Test, now())
         .expect("token opens");
     (url, data.into_data())
 }
@@ -451,7 +448,7 @@ error_cases! {
 
 #[test]
 fn code_2018_production_authenticator_on_test_service() {
-    let mut config: serde_json::Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    let mut config = fpgen_fixtures::demo_json();
     config["customers"][0]["environment"] = "production".into();
     let envoy = Envoy::start(&config.to_string());
     let r = get(envoy.port, &format!("{PATH}?{}&errorFormat=json", base()));
@@ -530,7 +527,7 @@ fn rejected(json: &str, what: &str) -> String {
 
 #[test]
 fn envoy_rejects_an_invalid_configuration_and_names_the_field() {
-    let mut config: serde_json::Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    let mut config = fpgen_fixtures::demo_json();
     config["customers"][0]["authenticator_sha256"] = "not-hex".into();
     let log = rejected(&config.to_string(), "a bad digest");
     assert!(
@@ -539,7 +536,7 @@ fn envoy_rejects_an_invalid_configuration_and_names_the_field() {
         common::tail(&log, 20)
     );
 
-    let mut config: serde_json::Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    let mut config = fpgen_fixtures::demo_json();
     config["sealing_keys"] = serde_json::json!([]);
     let log = rejected(&config.to_string(), "no sealing key must be rejected");
     assert!(

@@ -92,13 +92,7 @@ fn mint(config: &Config, query: &str) -> String {
     // A deterministic host: the same nonce for every token.
     let response = service::handle(config, query, b"", &FakeHost::default()).response;
     assert_eq!(response.status, 200, "{query}: {}", response.body);
-    response
-        .body
-        .trim_end()
-        .split_once("ExpressPlayToken=")
-        .unwrap()
-        .1
-        .to_owned()
+    fixtures::token_of_url(&response.body)
 }
 
 fn config() -> Config {

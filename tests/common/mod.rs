@@ -67,7 +67,7 @@ pub use process::{spawn_tied_to_process, tail, tool_paths, E2E_LOG_DIR};
 #[allow(unused_imports)]
 pub use serve::Serve;
 #[allow(unused_imports)]
-pub use tokens::{licence_request, mint, now, token_of_url, LICENCE_HEADERS};
+pub use tokens::{licence_request, mint, now, LICENCE_HEADERS};
 #[allow(unused_imports)]
 pub use upstream::{Recorded, RecordingUpstream};
 
@@ -75,8 +75,8 @@ pub use upstream::{Recorded, RecordingUpstream};
 /// authenticator it accepts, a content key and IV: the shared fixtures.
 #[allow(unused_imports)]
 pub use fpgen_fixtures::{
-    sealed_token as seal_token, AUTHENTICATOR as DEMO_AUTHENTICATOR, CONTENT_KEY as CK,
-    DEMO_CONFIG, IV,
+    sealed_token as seal_token, token_of_url, AUTHENTICATOR as DEMO_AUTHENTICATOR,
+    CONTENT_KEY as CK, DEMO_CONFIG, IV,
 };
 
 /// The key id a token's header names (unverified: for asserting which key

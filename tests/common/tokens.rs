@@ -3,7 +3,7 @@
 
 use super::envoy::Envoy;
 use super::http::{get, request, HttpResponse};
-use fpgen_fixtures::query;
+use fpgen_fixtures::{query, token_of_url};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// The licence headers the gate sends for a token without kid, cookie or
@@ -24,16 +24,6 @@ pub const LICENCE_HEADERS: [&str; 9] = [
 pub fn now() -> i64 {
     let since = SystemTime::now().duration_since(UNIX_EPOCH).unwrap();
     i64::try_from(since.as_secs()).unwrap()
-}
-
-/// The token of a licence URL (`…?ExpressPlayToken=<token>`, newline
-/// and all).
-pub fn token_of_url(url: &str) -> String {
-    url.trim_end()
-        .split_once("ExpressPlayToken=")
-        .unwrap_or_else(|| panic!("no token in {url:?}"))
-        .1
-        .to_owned()
 }
 
 /// Mints a token through `envoy` with the demo authenticator, content key

@@ -81,13 +81,14 @@ impl Context for Stream {}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        // First of all, on every request: no client-supplied licence-data
-        // header goes upstream, whatever the path and the route.
-        self.scrub(MapType::HttpRequestHeaders);
         let Some(path) = header(":path") else {
+            self.scrub(MapType::HttpRequestHeaders);
             return Action::Continue;
         };
         if !service::is_token_path(&path) {
+            // No client-supplied licence-data header goes upstream, whatever
+            // the path. (Token requests are answered here and never do.)
+            self.scrub(MapType::HttpRequestHeaders);
             return self.gate(&path);
         }
         let query = service::query_of(&path);
@@ -95,14 +96,7 @@ impl HttpContext for Stream {
             return self.send(service::refuse(ErrorCode::Internal, query));
         };
         let method = header(":method").unwrap_or_default();
-        let content_type = header("content-type");
-        let content_length = header("content-length");
-        let admission = service::admit(
-            &method,
-            content_type.as_deref(),
-            content_length.as_deref(),
-            config.max_body_bytes,
-        );
+        let admission = service::admit(&method, header, config.max_body_bytes);
         match admission {
             Admission::Refuse(code) => self.send(service::refuse(code, query)),
             Admission::Query => self.answer(&config, query, b""),

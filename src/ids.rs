@@ -40,11 +40,6 @@ macro_rules! identifier {
         pub struct $name(String);
 
         impl $name {
-            /// The longest id, in bytes.
-            pub const MAX_LEN: usize = $max;
-            /// The rule, as messages state it.
-            pub const RULE: &'static str = $rule;
-
             /// The one place this identifier's rule is written.
             pub fn parse(text: &str) -> Result<Self, IdError> {
                 if is_identifier(text, $max, $extra) {

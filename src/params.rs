@@ -186,11 +186,25 @@ pub fn error_format_of(query: &[u8]) -> Option<ErrorFormat> {
 mod tests {
     use super::*;
 
+    /// `Params` indexes its values by `p as usize`: the generated `ALL` must
+    /// stay in declaration order. The wire names are the reference's.
     #[test]
-    fn all_is_in_discriminant_order() {
+    fn all_is_in_discriminant_order_and_names_are_the_wire_names() {
         for (i, p) in Param::ALL.iter().enumerate() {
             assert_eq!(*p as usize, i);
-            assert_eq!(Param::from_name(p.name()), Some(*p));
+        }
+        for (name, param) in [
+            ("customerAuthenticator", Param::CustomerAuthenticator),
+            ("contentKey", Param::ContentKey),
+            ("rental.playDuration", Param::RentalPlayDuration),
+            ("analogVideoOPL", Param::AnalogVideoOpl),
+            (
+                "uncompressedDigitalVideoOPL",
+                Param::UncompressedDigitalVideoOpl,
+            ),
+            ("prFlag", Param::PrFlag),
+        ] {
+            assert_eq!(Param::from_name(name), Some(param), "{name}");
         }
     }
 

@@ -218,10 +218,10 @@ fn is_token_part(part: &QueryPart<'_>) -> bool {
 
 /// The one token in `query`; `None` when there is none or more than one
 /// parameter spelled like it.
-pub fn token_of(query: &str) -> Option<String> {
+pub fn token_of(query: &str) -> Option<std::borrow::Cow<'_, str>> {
     let mut tokens = query_parts(query).filter(is_token_part);
     match (tokens.next(), tokens.next()) {
-        (Some(part), None) => Some(part.value.into_owned()),
+        (Some(part), None) => Some(part.value),
         _ => None,
     }
 }
@@ -238,8 +238,8 @@ pub fn redeem(
     Ok(Redeemed {
         headers: licence_headers(&gate.header_prefix, &data, &key_id),
         new_path: gate.strip_token.then(|| without_token(path)),
-        kid: data.kid.clone(),
-        cookie: data.cookie.clone(),
+        kid: data.kid,
+        cookie: data.cookie,
         expires_at: data.expires_at,
         customer_id: data.customer_id,
     })
@@ -252,11 +252,9 @@ fn check(config: &Config, path: &str, now: i64) -> Result<(LicenceData, KeyId), 
     if !is_safe_path(path) {
         return Err(Refusal::UnsafePath);
     }
-    let query = path.split_once('?').map_or("", |(_, q)| q);
-    let token = token_of(query).ok_or(TokenError::Malformed)?;
+    let token = token_of(crate::service::query_of(path)).ok_or(TokenError::Malformed)?;
     let trusted = token::open(&token, &config.sealing_keys, config.environment, now)?;
-    let key_id = trusted.key_id().clone();
-    let data = trusted.into_data();
+    let (key_id, data) = trusted.into_parts();
     let customer = config
         .customers
         .get(&data.customer_id)

@@ -11,7 +11,7 @@ use crate::service::{self, Admission, Budget, Host, HostFailure};
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_LENGTH, CONTENT_TYPE};
+use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use std::net::{IpAddr, SocketAddr};
@@ -84,13 +84,8 @@ async fn answer(
     }
     let query = service::query_of(&path_and_query).to_owned();
     let host = ServeHost { peer: peer.ip() };
-    let header = |name| req.headers().get(name).and_then(|v| v.to_str().ok());
-    let admission = service::admit(
-        req.method().as_str(),
-        header(CONTENT_TYPE),
-        header(CONTENT_LENGTH),
-        config.max_body_bytes,
-    );
+    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let admission = service::admit(req.method().as_str(), header, config.max_body_bytes);
     let answer = match admission {
         Admission::Refuse(code) => service::refuse(code, &query),
         Admission::Query => service::handle(&config, &query, b"", &host),

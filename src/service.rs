@@ -89,27 +89,28 @@ pub enum Admission {
 /// The admission rule: GET answers from the query; a POST must announce a
 /// form body (`application/x-www-form-urlencoded`, or no content type) and
 /// declare no more than `max_body_bytes`, whether or not a body follows;
-/// every other method is 405.
-pub fn admit(
+/// every other method is 405. `header` reads a request header by its
+/// lower-case name; only a POST's `content-type` and `content-length` are
+/// read (a host call each in the filter).
+pub fn admit<S: AsRef<str>>(
     method: &str,
-    content_type: Option<&str>,
-    content_length: Option<&str>,
+    header: impl Fn(&str) -> Option<S>,
     max_body_bytes: usize,
 ) -> Admission {
     match method {
-        "GET" => Admission::Query,
-        "POST" if !is_form_content_type(content_type) => {
-            Admission::Refuse(ErrorCode::UnsupportedMediaType)
-        }
-        "POST" => {
-            let declared = content_length.and_then(|v| v.trim().parse::<usize>().ok());
-            if declared.is_some_and(|n| n > max_body_bytes) {
-                Admission::Refuse(ErrorCode::BodyTooLarge)
-            } else {
-                Admission::Body
-            }
-        }
-        _ => Admission::Refuse(ErrorCode::MethodNotAllowed),
+        "GET" => return Admission::Query,
+        "POST" => {}
+        _ => return Admission::Refuse(ErrorCode::MethodNotAllowed),
+    }
+    let content_type = header("content-type");
+    if !is_form_content_type(content_type.as_ref().map(AsRef::as_ref)) {
+        return Admission::Refuse(ErrorCode::UnsupportedMediaType);
+    }
+    let declared = header("content-length").and_then(|v| v.as_ref().trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > max_body_bytes) {
+        Admission::Refuse(ErrorCode::BodyTooLarge)
+    } else {
+        Admission::Body
     }
 }
 
@@ -369,12 +370,13 @@ fn mint_for(
     let token = token::seal(&valid.licence, key, &nonce)
         .map_err(|_| ApiError::from(ErrorCode::Internal))?;
     let prefix = config.redeem_url.prefix(valid.use_https);
-    let mut url = String::with_capacity(prefix.len() + token.len());
+    // + 2: render::success appends the CRLF without reallocating
+    let mut url = String::with_capacity(prefix.len() + token.len() + 2);
     url.push_str(prefix);
     url.push_str(&token);
     Ok(Minted {
         url,
-        customer_id: customer.id.clone(),
+        customer_id: valid.licence.customer_id,
         kid: valid.licence.kid,
         expires_at: valid.licence.expires_at,
     })

@@ -347,6 +347,11 @@ impl TrustedToken {
     pub fn into_data(self) -> LicenceData {
         self.data
     }
+
+    /// The key id and the licence data, without copying either.
+    pub fn into_parts(self) -> (KeyId, LicenceData) {
+        (self.key_id, self.data)
+    }
 }
 
 // ---- payload ---------------------------------------------------------------
@@ -415,9 +420,9 @@ impl<'a> Reader<'a> {
     fn u8(&mut self) -> Option<u8> {
         self.array::<1>().map(|[b]| b)
     }
-    fn short_str(&mut self) -> Option<String> {
+    fn short_str(&mut self) -> Option<&'a str> {
         let len = usize::from(self.u8()?);
-        String::from_utf8(self.take(len)?.to_vec()).ok()
+        std::str::from_utf8(self.take(len)?).ok()
     }
 }
 
@@ -430,18 +435,20 @@ fn decode_payload(body: &[u8]) -> Option<LicenceData> {
     };
     let issued_at = i64::from_be_bytes(r.array()?);
     let expires_at = i64::from_be_bytes(r.array()?);
-    let customer_id = CustomerId::parse(&r.short_str()?).ok()?;
+    let customer_id = CustomerId::parse(r.short_str()?).ok()?;
     let content_key = ContentKey::new(r.array()?);
     let iv = r.array()?;
     let kid = match r.u8()? {
         KID_NONE => None,
         KID_BYTES => Some(Kid::Bytes(r.array()?)),
-        KID_NAME => Some(Kid::name(&r.short_str()?).ok()?),
+        KID_NAME => Some(Kid::name(r.short_str()?).ok()?),
         _ => return None,
     };
     let rental_duration = u32::from_be_bytes(r.array()?);
     let general_flags = u32::from_be_bytes(r.array()?);
-    let cookie = Some(r.short_str()?).filter(|c| !c.is_empty());
+    let cookie = Some(r.short_str()?)
+        .filter(|c| !c.is_empty())
+        .map(str::to_owned);
     let count = usize::from(r.u8()?);
     if count > MAX_EXTENSIONS {
         return None;

@@ -682,7 +682,15 @@ fn admission() {
         ("get", None, None, Refuse(ErrorCode::MethodNotAllowed)),
     ] {
         assert_eq!(
-            service::admit(method, content_type, length, 8192),
+            service::admit(
+                method,
+                |name| match name {
+                    "content-type" => content_type,
+                    "content-length" => length,
+                    _ => None,
+                },
+                8192
+            ),
             want,
             "{method} {content_type:?} {length:?}"
         );

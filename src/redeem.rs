@@ -85,7 +85,9 @@ impl fmt::Display for Refusal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::Token(e) => e.fmt(f),
-            Self::UnsafePath => f.write_str("the path holds a dot segment or a ';' parameter"),
+            Self::UnsafePath => f.write_str(
+                "unsafe path: a dot segment, a ';' parameter, a '\\', a '%25', or a byte that is not visible ASCII",
+            ),
             Self::UnknownCustomer => f.write_str("the token's customer is not configured"),
             Self::CustomerDisabled => f.write_str("the token's customer is disabled"),
             Self::Revoked => f.write_str("the token is revoked"),

@@ -92,19 +92,7 @@ def bootstrap(port, admin, serve_port, static_body, static_port=None, scoped_por
     router = {"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     # A: a listener with no filter but the router, answering a direct_response
-    plain = [] if static_port is None else [{
-        "name": "plain",
-        "address": {"socket_address": {"address": "127.0.0.1", "port_value": static_port}},
-        "filter_chains": [{"filters": [{
-            "name": "envoy.filters.network.http_connection_manager",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                "stat_prefix": "plain",
-                "use_remote_address": True,
-                "route_config": {"virtual_hosts": [{"name": "plain", "domains": ["*"], "routes": [static_route, unrelated]}]},
-                "http_filters": [router],
-            }}]}],
-    }]
+    plain = [] if static_port is None else [listener("plain", static_port, [static_route, unrelated], [router])]
     # the filter scoped as in envoy/: disabled in the HCM, enabled on the token route
     scoped = [] if scoped_port is None else [listener("scoped", scoped_port, [
         dict({"match": {"path_separated_prefix": "/hms/fp/token"}, "direct_response": {"status": 404},
@@ -119,27 +107,12 @@ def bootstrap(port, admin, serve_port, static_body, static_port=None, scoped_por
                 "load_assignment": {"cluster_name": "fpgen_serve", "endpoints": [{"lb_endpoints": [{"endpoint": {
                     "address": {"socket_address": {"address": "127.0.0.1", "port_value": serve_port}}}}]}]},
             }],
-            "listeners": plain + scoped + [{
-                "name": "bench",
-                "address": {"socket_address": {"address": "127.0.0.1", "port_value": port}},
-                "filter_chains": [{"filters": [{
-                    "name": "envoy.filters.network.http_connection_manager",
-                    "typed_config": {
-                        "@type": "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-                        "stat_prefix": "bench",
-                        "use_remote_address": True,
-                        "route_config": {"virtual_hosts": [{"name": "bench", "domains": ["*"], "routes": [
-                            static_route,
-                            unrelated,
-                            route("/backend/hms/fp/token", {"route": {"cluster": "fpgen_serve", "prefix_rewrite": "/hms/fp/token"}}),
-                            route("/", {"direct_response": {"status": 404}}),
-                        ]}]},
-                        "http_filters": [
-                            wasm_filter(False, config),
-                            router,
-                        ],
-                    }}]}],
-            }],
+            "listeners": plain + scoped + [listener("bench", port, [
+                static_route,
+                unrelated,
+                route("/backend/hms/fp/token", {"route": {"cluster": "fpgen_serve", "prefix_rewrite": "/hms/fp/token"}}),
+                route("/", {"direct_response": {"status": 404}}),
+            ], [wasm_filter(False, config), router])],
         },
     }
 

@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: help venv wasm-target wasm-opt-tool build run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: help venv wasm-target wasm-opt-tool build floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -110,8 +110,16 @@ bench-tools:
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq wrk nghttp2-client; }
 
+## floor: the Wasm floor of make bench (benches/floor: a no-op proxy-wasm module), built like fpgen, in target/floor/fpgen_floor.wasm
+FLOOR_WASM := target/floor/fpgen_floor.wasm
+floor: wasm-target wasm-opt-tool
+	$(CARGO) build --release --target $(WASM_TARGET) --manifest-path benches/floor/Cargo.toml --target-dir target/floor
+	@if command -v wasm-opt >/dev/null; then wasm-opt $(WASM_OPT_FLAGS) target/floor/$(WASM_TARGET)/release/fpgen_floor.wasm -o $(FLOOR_WASM); \
+	else cp target/floor/$(WASM_TARGET)/release/fpgen_floor.wasm $(FLOOR_WASM); fi
+	@echo "floor: $(FLOOR_WASM) $$(wc -c <$(FLOOR_WASM)) bytes"
+
 ## bench: Envoy's direct_response vs fpgen (GET, POST, scoped) vs Envoy -> fpgen serve, and an unrelated route with no filter, the filter on every request, and scoped; interleaved; sizes, start-up, memory; configuration at scale (target/bench/scale.md); criterion micro-benchmarks. Table in target/bench/results.md
-bench: build venv bench-tools
+bench: build floor venv bench-tools
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/bench.py $(BENCH_ARGS)
 	$(PYTHON) benches/scale.py

@@ -118,11 +118,17 @@ floor: wasm-target wasm-opt-tool
 	else cp target/floor/$(WASM_TARGET)/release/fpgen_floor.wasm $(FLOOR_WASM); fi
 	@echo "floor: $(FLOOR_WASM) $$(wc -c <$(FLOOR_WASM)) bytes"
 
-## bench: Envoy's direct_response vs fpgen (GET, POST, scoped) vs Envoy -> fpgen serve, and an unrelated route with no filter, the filter on every request, and scoped; interleaved; sizes, start-up, memory; configuration at scale (target/bench/scale.md); criterion micro-benchmarks. Table in target/bench/results.md
+## bench: every scenario of issue 12 interleaved, with 1 and 2 workers (Envoy's direct_response, the Wasm floor, fpgen GET/POST/scoped, Envoy -> fpgen serve, licence requests through the gate vs proxied, unrelated routes; target/bench/results.md); the price of each host call (hostcalls.md); configuration at scale (scale.md); the core's steps native, in V8 and in wasmtime (steps.md); criterion micro-benchmarks (core.txt)
+WASMTIME_VERSION ?= 50.0.1
 bench: build floor venv bench-tools
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/bench.py $(BENCH_ARGS)
+	$(PYTHON) benches/hostcalls.py
 	$(PYTHON) benches/scale.py
+	$(CARGO) build --release --manifest-path benches/steps/Cargo.toml --target-dir target/steps
+	$(CARGO) build --release --target $(WASM_TARGET) --manifest-path benches/steps/Cargo.toml --target-dir target/steps
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet 'wasmtime==$(WASMTIME_VERSION)'
+	$(VENV)/bin/python benches/steps.py target/steps/release/fpgen-steps target/steps/$(WASM_TARGET)/release/fpgen-steps.wasm
 	$(CARGO) bench --bench core -- --warm-up-time 1 --measurement-time 3 > target/bench/core.log 2>&1 \
 		|| { tail -40 target/bench/core.log; echo "cargo bench failed (log: target/bench/core.log)"; exit 1; }
 	grep -E 'time:' target/bench/core.log | tee target/bench/core.txt

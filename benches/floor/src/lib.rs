@@ -3,30 +3,68 @@
 //! does first) and answers 200 `text/uri-list` with the body its plugin
 //! configuration holds (the bench passes a licence URL of fpgen's size),
 //! with the same headers fpgen sends; every other request passes on.
+//!
+//! A first configuration line `calls=a,b,…` adds host calls fpgen makes on
+//! a mint, so that `benches/hostcalls.py` can price each in Envoy:
+//! `method` (read `:method`), `time` (the clock), `random` (24 bytes from
+//! WASI `random_get`), `property` (set a 90-byte filter state), `metric`
+//! (add one to a counter).
 
+use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use proxy_wasm::types::{Action, ContextType, LogLevel, MetricType};
 use std::rc::Rc;
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Warn);
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { body: Rc::from(Vec::new()) }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { plan: Rc::new(Plan::default()) }) });
 }}
 
+/// What each request does: the reply body, and the extra host calls.
+#[derive(Default)]
+struct Plan {
+    body: Vec<u8>,
+    method: bool,
+    time: bool,
+    random: bool,
+    property: bool,
+    metric: Option<u32>,
+}
+
 struct Root {
-    body: Rc<[u8]>,
+    plan: Rc<Plan>,
 }
 
 impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _: usize) -> bool {
-        self.body = Rc::from(self.get_plugin_configuration().unwrap_or_default());
+        let config = self.get_plugin_configuration().unwrap_or_default();
+        let mut plan = Plan::default();
+        let body = match config.strip_prefix(b"calls=") {
+            Some(rest) => {
+                let (calls, body) = rest.split_at(rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len()));
+                for call in calls.split(|&b| b == b',') {
+                    match call {
+                        b"method" => plan.method = true,
+                        b"time" => plan.time = true,
+                        b"random" => plan.random = true,
+                        b"property" => plan.property = true,
+                        b"metric" => plan.metric = hostcalls::define_metric(MetricType::Counter, "floor.calls").ok(),
+                        _ => return false,
+                    }
+                }
+                body.strip_prefix(b"\n").unwrap_or(body)
+            }
+            None => &config[..],
+        };
+        plan.body = body.to_vec();
+        self.plan = Rc::new(plan);
         true
     }
 
     fn create_http_context(&self, _: u32) -> Option<Box<dyn HttpContext>> {
-        Some(Box::new(Stream { body: self.body.clone() }))
+        Some(Box::new(Stream { plan: self.plan.clone() }))
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -35,7 +73,7 @@ impl RootContext for Root {
 }
 
 struct Stream {
-    body: Rc<[u8]>,
+    plan: Rc<Plan>,
 }
 
 impl Context for Stream {}
@@ -46,10 +84,29 @@ impl HttpContext for Stream {
         if !path.starts_with(b"/hms/fp/token") {
             return Action::Continue;
         }
+        let plan = self.plan.clone();
+        if plan.method {
+            std::hint::black_box(self.get_http_request_header_bytes(":method"));
+        }
+        if plan.time {
+            std::hint::black_box(self.get_current_time());
+        }
+        if plan.random {
+            let mut nonce = [0u8; 24];
+            let _ = getrandom::fill(&mut nonce);
+            std::hint::black_box(nonce);
+        }
+        if plan.property {
+            let state = b"code=0 customer=100001 kid=11112222333344445555666677778888 cookie=bench-session-0001 e";
+            self.set_property(vec!["fpgen"], Some(&state[..]));
+        }
+        if let Some(id) = plan.metric {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
         self.send_http_response(
             200,
             vec![("content-type", "text/uri-list"), ("cache-control", "no-store")],
-            Some(&self.body),
+            Some(&plan.body),
         );
         Action::Pause
     }

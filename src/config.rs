@@ -8,6 +8,7 @@ use crate::ids::{CustomerId, IdError, KeyId, Kid, KidError};
 use crate::licence::Environment;
 use crate::secret::{Kek, SealingKeyBytes};
 use crate::token::{KeyRing, SealingKey};
+use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -172,13 +173,99 @@ struct RawCustomer {
     authenticator_sha256: String,
     kek: Option<String>,
     #[serde(default)]
-    key_store: BTreeMap<String, String>,
+    key_store: RawKeyStore,
     enabled: Option<bool>,
     fairplay_authorized: Option<bool>,
     fairplay_enabled: Option<bool>,
     allowed_networks: Option<Vec<String>>,
     token_budget: Option<u64>,
     tokens_not_before: Option<String>,
+}
+
+/// A key store as it is read: each entry is parsed into its final form
+/// (kid, 24 wrapped bytes) as the JSON parser reaches it, with no map of
+/// strings in between, so that a store of 100,000 keys costs its final size
+/// in the VM's memory, not several times that. Entries that do not parse
+/// are kept as their kid's text (never the value) and what is wrong.
+#[derive(Default)]
+struct RawKeyStore {
+    entries: HashMap<Kid, [u8; 24]>,
+    problems: Vec<(String, Problem)>,
+}
+
+impl<'de> Deserialize<'de> for RawKeyStore {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_map(KeyStoreVisitor)
+    }
+}
+
+struct KeyStoreVisitor;
+
+impl<'de> Visitor<'de> for KeyStoreVisitor {
+    type Value = RawKeyStore;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("an object of kid to wrapped key (hex)")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawKeyStore, A::Error> {
+        let mut store = RawKeyStore::default();
+        while let Some(KidText(text)) = map.next_key()? {
+            let Wrapped(wrapped) = map.next_value()?;
+            let kid = match Kid::parse(&text) {
+                Ok(kid) => kid,
+                Err(e) => {
+                    store.problems.push((text, Problem::Kid(e)));
+                    continue;
+                }
+            };
+            let Some(wrapped) = wrapped else {
+                let expected = Problem::Hex("48 hex digits (a 16-byte key wrapped with AES-KW)");
+                store.problems.push((text, expected));
+                continue;
+            };
+            if store.entries.insert(kid, wrapped).is_some() {
+                let id = text.clone();
+                let duplicate = Problem::Duplicate { what: "kid", id };
+                store.problems.push((text, duplicate));
+            }
+        }
+        Ok(store)
+    }
+}
+
+/// A key store's key, as written.
+struct KidText(String);
+
+impl<'de> Deserialize<'de> for KidText {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        String::deserialize(deserializer).map(KidText)
+    }
+}
+
+/// A key store's value: the wrapped key, decoded from hex as it is read
+/// (`None` when it is not 48 hex digits).
+struct Wrapped(Option<[u8; 24]>);
+
+impl<'de> Deserialize<'de> for Wrapped {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct HexVisitor;
+        impl Visitor<'_> for HexVisitor {
+            type Value = Wrapped;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string of hex digits")
+            }
+            fn visit_str<E: de::Error>(self, text: &str) -> Result<Wrapped, E> {
+                let mut wrapped = [0u8; 24];
+                Ok(Wrapped(
+                    hex::decode_to_slice(text, &mut wrapped)
+                        .ok()
+                        .map(|()| wrapped),
+                ))
+            }
+        }
+        deserializer.deserialize_str(HexVisitor)
+    }
 }
 
 /// Where the client address for `allowed_networks` comes from.
@@ -307,8 +394,21 @@ impl Config {
     /// field, wrong type) stop parsing at the first; every value problem
     /// after that is reported.
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigErrors> {
-        let de = &mut serde_json::Deserializer::from_slice(json);
-        let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
+        Self::parse(serde_json::Deserializer::from_slice(json))
+    }
+
+    /// [`Config::from_json`] from a reader, read as the parser goes: the
+    /// filter reads its configuration from Envoy in chunks this way, so
+    /// the whole JSON text is never held in the VM's memory beside what is
+    /// parsed from it (a VM's memory never shrinks).
+    pub fn from_reader(reader: impl std::io::Read) -> Result<Self, ConfigErrors> {
+        Self::parse(serde_json::Deserializer::from_reader(reader))
+    }
+
+    fn parse<'de, R: serde_json::de::Read<'de>>(
+        mut de: serde_json::Deserializer<R>,
+    ) -> Result<Self, ConfigErrors> {
+        let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
             let field = if path == "." {
                 "(root)".to_owned()
@@ -426,7 +526,7 @@ fn validate_customer(
         .kek
         .as_deref()
         .and_then(|name| resolve_kek(&at("kek"), name, keks, problems));
-    let key_store = validate_key_store(&at("key_store"), &c.key_store, problems);
+    let key_store = validate_key_store(&at("key_store"), c.key_store, problems);
     let allowed_networks = c
         .allowed_networks
         .map(|nets| validate_networks(&at("allowed_networks"), &nets, problems));
@@ -485,38 +585,17 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
         .map(time::OffsetDateTime::unix_timestamp)
 }
 
+/// The key store read by [`RawKeyStore`], with its problems reported under
+/// `field.<kid>`.
 fn validate_key_store(
     field: &str,
-    raw: &BTreeMap<String, String>,
+    raw: RawKeyStore,
     problems: &mut Problems,
 ) -> HashMap<Kid, [u8; 24]> {
-    let mut key_store = HashMap::new();
-    for (kid_text, wrapped_hex) in raw {
-        let field = format!("{field}.{kid_text}");
-        let kid = match Kid::parse(kid_text) {
-            Ok(kid) => kid,
-            Err(e) => {
-                problems.push(field, Problem::Kid(e));
-                continue;
-            }
-        };
-        let mut wrapped = [0u8; 24];
-        if hex::decode_to_slice(wrapped_hex, &mut wrapped).is_err() {
-            problems.push(
-                field,
-                Problem::Hex("48 hex digits (a 16-byte key wrapped with AES-KW)"),
-            );
-        } else if key_store.insert(kid, wrapped).is_some() {
-            problems.push(
-                field,
-                Problem::Duplicate {
-                    what: "kid",
-                    id: kid_text.clone(),
-                },
-            );
-        }
+    for (kid_text, problem) in raw.problems {
+        problems.push(format!("{field}.{kid_text}"), problem);
     }
-    key_store
+    raw.entries
 }
 
 fn validate_networks(field: &str, raw: &[String], problems: &mut Problems) -> Vec<ipnet::IpNet> {
@@ -811,6 +890,91 @@ mod tests {
                 "redemption.error_format",
             ]
         );
+    }
+
+    /// A reader that hands over at most 7 bytes a call, like Envoy handing
+    /// the configuration over in chunks that split tokens.
+    struct Trickle<'a>(&'a [u8]);
+
+    impl std::io::Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            let n = buf.len().min(7).min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0 = &self.0[n..];
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn a_configuration_read_in_pieces_is_the_same_configuration() {
+        let json = demo_with(|v| {
+            let store = &mut v["customers"][0]["key_store"];
+            store["^named-key"] = "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5".into();
+        });
+        let whole = Config::from_json(json.as_bytes()).unwrap();
+        let pieces = Config::from_reader(Trickle(json.as_bytes())).unwrap();
+        assert_eq!(whole.summary(), pieces.summary());
+        assert_eq!(whole.customers.len(), pieces.customers.len());
+        for (id, c) in &whole.customers {
+            let p = &pieces.customers[id];
+            assert_eq!(c.key_store, p.key_store);
+            assert_eq!(c.authenticator_sha256, p.authenticator_sha256);
+        }
+        assert_eq!(pieces.customers["100001"].key_store.len(), 2);
+        // and the errors, with their fields
+        let bad = demo_with(|v| v["customers"][0]["key_store"]["zz"] = "00".into());
+        assert_eq!(
+            Config::from_json(bad.as_bytes()).unwrap_err(),
+            Config::from_reader(Trickle(bad.as_bytes())).unwrap_err()
+        );
+        let shape = demo_with(|v| v["customers"][0]["key_store"]["aa"] = 5.into());
+        let e = Config::from_reader(Trickle(shape.as_bytes())).unwrap_err();
+        assert_eq!(e.0[0].field, "customers[0].key_store.aa", "{e}");
+    }
+
+    #[test]
+    fn key_store_entries_report_their_kid_never_their_value() {
+        let wrapped = "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5";
+        let cases = [
+            ("^", wrapped, "invalid kid: "),
+            ("abcd", wrapped, "invalid kid: "),
+            (
+                "aaaabbbbccccddddeeeeffff00001111",
+                "1fa6",
+                "expected 48 hex digits",
+            ),
+        ];
+        for (kid, value, problem) in cases {
+            let json = demo_with(|v| v["customers"][0]["key_store"][kid] = value.into());
+            let e = err(&json);
+            assert_eq!(e.field, format!("customers[0].key_store.{kid}"));
+            assert!(e.problem.to_string().starts_with(problem), "{e}");
+            assert!(!e.to_string().contains(&format!("\"{value}")), "{e}");
+        }
+    }
+
+    /// A kid written twice in one store, in the same spelling, is refused
+    /// like two spellings of one kid (the JSON parser used to keep the last).
+    #[test]
+    fn a_kid_written_twice_is_refused() {
+        let json = fpgen_json_with_store(
+            r#"{"11112222333344445555666677778888": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5",
+                "11112222333344445555666677778888": "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5"}"#,
+        );
+        let e = err(&json);
+        assert_eq!(
+            e.field,
+            "customers[0].key_store.11112222333344445555666677778888"
+        );
+        assert!(e.problem.to_string().starts_with("duplicate kid"), "{e}");
+    }
+
+    /// The demo configuration with its first customer's key store written
+    /// as `store` (raw JSON text, so that a key can appear twice).
+    fn fpgen_json_with_store(store: &str) -> String {
+        let marker = "\"key_store-marker\"";
+        let json = demo_with(|v| v["customers"][0]["key_store"] = "key_store-marker".into());
+        json.replace(marker, store)
     }
 
     #[test]

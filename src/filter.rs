@@ -13,8 +13,9 @@ use crate::service::{self, Admission, Answer, Budget, Host, HostFailure, Outcome
 use crate::stats as fpgen_stats;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType, MetricType, Status};
+use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
+use std::io::{self, BufReader};
 use std::net::IpAddr;
 use std::rc::Rc;
 use std::time::UNIX_EPOCH;
@@ -34,9 +35,9 @@ struct Root {
 impl Context for Root {}
 
 impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let json = self.get_plugin_configuration().unwrap_or_default();
-        match Config::from_json(&json) {
+    fn on_configure(&mut self, size: usize) -> bool {
+        let json = BufReader::with_capacity(CONFIG_CHUNK, PluginConfiguration { offset: 0, size });
+        match Config::from_reader(json) {
             Ok(config) => {
                 for customer in config
                     .customers
@@ -68,6 +69,36 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// How much of the configuration is read from Envoy at a time.
+const CONFIG_CHUNK: usize = 64 * 1024;
+
+/// The plugin configuration, read from Envoy a chunk at a time as the JSON
+/// parser asks for it: a VM's memory never shrinks, so a large
+/// configuration (a thousand customers' key stores) held whole beside what
+/// is parsed from it would cost every worker its size again.
+struct PluginConfiguration {
+    offset: usize,
+    size: usize,
+}
+
+impl io::Read for PluginConfiguration {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = buf.len().min(self.size.saturating_sub(self.offset));
+        if want == 0 {
+            return Ok(0);
+        }
+        let chunk = hostcalls::get_buffer(BufferType::PluginConfiguration, self.offset, want)
+            .map_err(|_| io::Error::other("Envoy did not hand over the configuration"))?
+            .unwrap_or_default();
+        let n = chunk.len().min(want);
+        if let (Some(to), Some(from)) = (buf.get_mut(..n), chunk.get(..n)) {
+            to.copy_from_slice(from);
+        }
+        self.offset += n;
+        Ok(n)
     }
 }
 

@@ -195,6 +195,39 @@ fn shape_kid_kek_iv_key_store_with_use_https() {
     assert_eq!(hex::encode(d.content_key.expose()), STORED_KEY);
 }
 
+/// The filter reads its configuration from Envoy in 64 KiB pieces as it
+/// parses (so a large one is never held whole in the VM). A configuration of
+/// many pieces (about 600 KB: 500 customers with 12 stored keys each) is
+/// read to its end: the last customer's last stored key mints.
+#[test]
+fn a_configuration_of_many_pieces_is_read_to_its_end() {
+    let mut config = fpgen_fixtures::demo_json();
+    let demo = config["customers"][0].clone();
+    let customers = config["customers"].as_array_mut().unwrap();
+    for i in 0..500 {
+        let mut customer = demo.clone();
+        customer["id"] = format!("{}", 400_000 + i).into();
+        customer["key_store"] = (0..12)
+            .map(|j| (format!("{j:08x}{i:024x}"), serde_json::Value::from(EK)))
+            .collect::<serde_json::Map<_, _>>()
+            .into();
+        customers.push(customer);
+    }
+    let json = config.to_string();
+    assert!(json.len() > 8 * 64 * 1024, "{} bytes", json.len());
+    let envoy = Envoy::start_with(&json, &common::Options::concurrency(2));
+    let last_kid = format!("{:08x}{:024x}", 11, 499);
+    let query = format!(
+        "customerAuthenticator=400499,{}&kid={last_kid}&iv={IV}",
+        DEMO_AUTHENTICATOR.split_once(',').unwrap().1
+    );
+    for _ in 0..8 {
+        let (_, data) = open_url(&get(envoy.port, &format!("{PATH}?{query}")));
+        assert_eq!(data.customer_id.as_str(), "400499");
+        assert_eq!(hex::encode(data.content_key.expose()), STORED_KEY);
+    }
+}
+
 #[test]
 fn shape_kek_and_ek() {
     let (_, d) = get_ok(&format!("{}&kek={DEMO_KEK}&ek={EK}&iv={IV}", auth()));

@@ -184,8 +184,13 @@ impl Stream {
 
     /// Counts, logs and sends a token-endpoint answer.
     fn send(&mut self, answer: Answer) -> Action {
-        if let Some(name) = answer.outcome.stat_name() {
-            stats::count(&name);
+        match (answer.outcome.error, &answer.outcome.customer_id) {
+            (None, Some(id)) => stats::count_for(id, stats::PerCustomer::TokensMinted),
+            _ => {
+                if let Some(name) = answer.outcome.stat_name() {
+                    stats::count(&name);
+                }
+            }
         }
         if let Some(code) = answer.outcome.error {
             log(
@@ -246,7 +251,10 @@ impl Stream {
     /// Counts and logs a redeemed token, and hands its licence data
     /// upstream (the new headers, the path without the token).
     fn pass(&mut self, redeemed: &Redeemed) {
-        stats::count(&fpgen_stats::redemptions_accepted(&redeemed.customer_id));
+        stats::count_for(
+            &redeemed.customer_id,
+            stats::PerCustomer::RedemptionsAccepted,
+        );
         self.log_state(&redeemed.outcome());
         for (name, value) in &redeemed.headers {
             self.add_http_request_header(name, value);
@@ -374,11 +382,50 @@ mod budget {
 
 /// Envoy counters defined by the filter (`define_metric` per VM, by name).
 mod stats {
-    use super::{hostcalls, MetricType, RefCell};
+    use super::{fpgen_stats, hostcalls, CustomerId, MetricType, RefCell};
     use std::collections::HashMap;
+
+    /// The per-customer counters of the success paths.
+    #[derive(Clone, Copy)]
+    pub enum PerCustomer {
+        TokensMinted = 0,
+        RedemptionsAccepted = 1,
+    }
 
     thread_local! {
         static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
+        /// The success paths' counters by customer, so that a mint or a
+        /// redemption finds its counter without building its name.
+        static PER_CUSTOMER: RefCell<HashMap<String, [Option<u32>; 2]>> = RefCell::new(HashMap::new());
+    }
+
+    /// Adds one to the customer's counter `which`.
+    pub fn count_for(customer: &CustomerId, which: PerCustomer) {
+        let cached = PER_CUSTOMER.with(|ids| {
+            let ids = ids.borrow();
+            ids.get(customer.as_str())?
+                .get(which as usize)
+                .copied()
+                .flatten()
+        });
+        let id = cached.or_else(|| {
+            let name = match which {
+                PerCustomer::TokensMinted => fpgen_stats::tokens_minted(customer),
+                PerCustomer::RedemptionsAccepted => fpgen_stats::redemptions_accepted(customer),
+            };
+            let id = hostcalls::define_metric(MetricType::Counter, &name).ok()?;
+            PER_CUSTOMER.with(|ids| {
+                let mut ids = ids.borrow_mut();
+                let slots = ids.entry(customer.as_str().to_owned()).or_default();
+                if let Some(slot) = slots.get_mut(which as usize) {
+                    *slot = Some(id);
+                }
+            });
+            Some(id)
+        });
+        if let Some(id) = id {
+            let _ = hostcalls::increment_metric(id, 1);
+        }
     }
 
     /// Adds one to the counter `name`.

@@ -253,34 +253,32 @@ pub struct Minting {
 }
 
 impl Minting {
-    /// The access-log and stats record.
-    pub fn outcome(&self) -> Outcome {
-        let (error, customer_id, kid, expires_at) = match &self.result {
-            Ok(m) => (
-                None,
-                Some(&m.customer_id),
-                m.kid.clone(),
-                Some(m.expires_at),
-            ),
-            Err(r) => (Some(r.error.code), r.customer_id.as_ref(), None, None),
-        };
-        Outcome {
-            error,
-            customer_id: customer_id.cloned(),
-            kid,
-            cookie: self.cookie.clone(),
-            expires_at,
-        }
-    }
-
-    /// The response, and the record.
+    /// The response, and the access-log and stats record (the minted
+    /// values move into the record; nothing is copied).
     pub fn into_answer(self) -> Answer {
-        let outcome = self.outcome();
-        let response = match self.result {
-            Ok(minted) => render::success(minted.url),
-            Err(refused) => render::error(&refused.error, self.format),
-        };
-        Answer { response, outcome }
+        let cookie = self.cookie;
+        match self.result {
+            Ok(minted) => Answer {
+                response: render::success(minted.url),
+                outcome: Outcome {
+                    error: None,
+                    customer_id: Some(minted.customer_id),
+                    kid: minted.kid,
+                    cookie,
+                    expires_at: Some(minted.expires_at),
+                },
+            },
+            Err(refused) => Answer {
+                response: render::error(&refused.error, self.format),
+                outcome: Outcome {
+                    error: Some(refused.error.code),
+                    customer_id: refused.customer_id,
+                    kid: None,
+                    cookie,
+                    expires_at: None,
+                },
+            },
+        }
     }
 }
 

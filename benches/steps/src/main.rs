@@ -38,7 +38,12 @@ fn time<T>(mut f: impl FnMut() -> T) -> f64 {
     batches[3]
 }
 
+/// Times and prints one step; with `FPGEN_STEP=text` in the environment,
+/// only the steps whose name holds `text` (for a profiler).
 fn step<T>(name: &str, f: impl FnMut() -> T) {
+    if std::env::var("FPGEN_STEP").is_ok_and(|only| !name.contains(&only)) {
+        return;
+    }
     println!("{name}\t{:.0}", time(f));
 }
 

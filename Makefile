@@ -110,13 +110,12 @@ bench-tools:
 	@command -v wrk >/dev/null && command -v h2load >/dev/null || { \
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq wrk nghttp2-client; }
 
-## floor: the Wasm floor of make bench (benches/floor: a no-op proxy-wasm module), built like fpgen, in target/floor/fpgen_floor.wasm
-FLOOR_WASM := target/floor/fpgen_floor.wasm
+## floor: the Wasm floor of make bench (benches/floor: a no-op proxy-wasm module), built like fpgen (wasm-opt, and only the callbacks it implements exported)
+FLOOR_WASM := target/floor/$(WASM_TARGET)/release/fpgen_floor.wasm
 floor: wasm-target wasm-opt-tool
 	$(CARGO) build --release --target $(WASM_TARGET) --manifest-path benches/floor/Cargo.toml --target-dir target/floor
-	@if command -v wasm-opt >/dev/null; then wasm-opt $(WASM_OPT_FLAGS) target/floor/$(WASM_TARGET)/release/fpgen_floor.wasm -o $(FLOOR_WASM); \
-	else cp target/floor/$(WASM_TARGET)/release/fpgen_floor.wasm $(FLOOR_WASM); fi
-	@echo "floor: $(FLOOR_WASM) $$(wc -c <$(FLOOR_WASM)) bytes"
+	@WASM=$(FLOOR_WASM) WASM_OPT_FLAGS='$(WASM_OPT_FLAGS)' WASM_EXPORTS=benches/floor/exports.json \
+		WASM_OPT_CACHE=target/floor/wasm-opt sh deploy/wasm-opt.sh
 
 ## bench: every scenario of issue 12 interleaved, with 1 and 2 workers (Envoy's direct_response, the Wasm floor, fpgen GET/POST/scoped, Envoy -> fpgen serve, licence requests through the gate vs proxied, unrelated routes; target/bench/results.md); the price of each host call (hostcalls.md); configuration at scale (scale.md); the core's steps native, in V8 and in wasmtime (steps.md); criterion micro-benchmarks (core.txt)
 WASMTIME_VERSION ?= 50.0.1

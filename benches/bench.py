@@ -17,7 +17,7 @@ The whole set runs with one Envoy worker, then again with two (--workers 1,2).
 Also: the .wasm size, the time from Envoy start to the first token, Envoy's memory
 after a warm-up and after a million requests (one worker).
 
-Needs: .venv/bin/envoy, target/wasm32-wasip1/release/fpgen.wasm, target/floor/fpgen_floor.wasm,
+Needs: .venv/bin/envoy, target/wasm32-wasip1/release/fpgen.wasm, target/floor/wasm32-wasip1/release/fpgen_floor.wasm,
 target/release/fpgen, wrk and h2load (make bench builds and installs them).
 """
 import argparse
@@ -54,7 +54,7 @@ QUERY = ("customerAuthenticator=100001,0123456789abcdef0123456789abcdef"
          "&kid=11112222333344445555666677778888&contentKey=000102030405060708090a0b0c0d0e0f"
          "&iv=0f0e0d0c0b0a09080706050403020100&expirationTime=%2B3600&cookie=bench-session-0001"
          "&fpExtension=wudo,AAAAAA%3D%3D")
-FLOOR_WASM = os.path.join(ROOT, "target/floor/fpgen_floor.wasm")
+FLOOR_WASM = os.path.join(ROOT, "target/floor/wasm32-wasip1/release/fpgen_floor.wasm")
 SPC_BYTES = 2048  # a licence request's body (the SPC is 2-5 KB)
 
 

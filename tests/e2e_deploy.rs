@@ -33,6 +33,44 @@ fn configs() -> Vec<PathBuf> {
     all
 }
 
+/// The module exports the proxy-wasm callbacks fpgen implements and no
+/// other (`make build` keeps only those of `deploy/exports.json`), so Envoy
+/// never enters the VM for the response, the access log or the end of a
+/// stream. A callback implemented later must be added to that list, or
+/// Envoy would never call it: this test names it.
+#[test]
+fn the_module_exports_only_the_callbacks_fpgen_implements() {
+    let (_, wasm) = common::tool_paths();
+    let bytes = std::fs::read(&wasm).unwrap();
+    let mut exports = Vec::new();
+    for payload in wasmparser::Parser::new(0).parse_all(&bytes) {
+        if let wasmparser::Payload::ExportSection(section) = payload.unwrap() {
+            for export in section {
+                exports.push(export.unwrap().name.to_owned());
+            }
+        }
+    }
+    exports.sort();
+    assert_eq!(
+        exports,
+        [
+            "_initialize",
+            "memory",
+            "proxy_abi_version_0_2_1",
+            "proxy_on_configure",
+            "proxy_on_context_create",
+            "proxy_on_delete",
+            "proxy_on_memory_allocate",
+            "proxy_on_request_body",
+            "proxy_on_request_headers",
+            "proxy_on_request_trailers",
+            "proxy_on_vm_start",
+        ],
+        "{}",
+        wasm.display()
+    );
+}
+
 #[test]
 fn every_envoy_configuration_validates() {
     let (envoy, wasm) = common::tool_paths();

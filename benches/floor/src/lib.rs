@@ -8,7 +8,8 @@
 //! a mint, so that `benches/hostcalls.py` can price each in Envoy:
 //! `method` (read `:method`), `time` (the clock), `random` (24 bytes from
 //! WASI `random_get`), `property` (set a 90-byte filter state), `metric`
-//! (add one to a counter).
+//! (add one to a counter). `calls=…*N` makes each of them N times per
+//! request, so that a call's price stands out of the noise.
 
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -29,6 +30,7 @@ struct Plan {
     random: bool,
     property: bool,
     metric: Option<u32>,
+    times: usize,
 }
 
 struct Root {
@@ -44,6 +46,12 @@ impl RootContext for Root {
         let body = match config.strip_prefix(b"calls=") {
             Some(rest) => {
                 let (calls, body) = rest.split_at(rest.iter().position(|&b| b == b'\n').unwrap_or(rest.len()));
+                let (calls, times) = match calls.iter().position(|&b| b == b'*') {
+                    Some(i) => (&calls[..i], std::str::from_utf8(&calls[i + 1..]).ok().and_then(|n| n.parse().ok())),
+                    None => (calls, Some(1)),
+                };
+                let Some(times) = times else { return false };
+                plan.times = times;
                 for call in calls.split(|&b| b == b',') {
                     match call {
                         b"method" => plan.method = true,
@@ -85,6 +93,20 @@ impl HttpContext for Stream {
             return Action::Continue;
         }
         let plan = self.plan.clone();
+        for _ in 0..plan.times {
+            self.calls(&plan);
+        }
+        self.send_http_response(
+            200,
+            vec![("content-type", "text/uri-list"), ("cache-control", "no-store")],
+            Some(&plan.body),
+        );
+        Action::Pause
+    }
+}
+
+impl Stream {
+    fn calls(&self, plan: &Plan) {
         if plan.method {
             std::hint::black_box(self.get_http_request_header_bytes(":method"));
         }
@@ -103,11 +125,5 @@ impl HttpContext for Stream {
         if let Some(id) = plan.metric {
             let _ = hostcalls::increment_metric(id, 1);
         }
-        self.send_http_response(
-            200,
-            vec![("content-type", "text/uri-list"), ("cache-control", "no-store")],
-            Some(&plan.body),
-        );
-        Action::Pause
     }
 }

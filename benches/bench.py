@@ -215,7 +215,13 @@ def lua(work, name, method, body, content_type):
     return path
 
 
-def suite(args, workers, work, url, static_body, config_path, memory_check):
+def mint_url(config_path):
+    """A licence URL of the realistic request, minted offline by `fpgen mint`."""
+    return subprocess.run([FPGEN, "mint", "--config", config_path, "--query", QUERY], capture_output=True,
+                          text=True, check=True).stdout.strip()
+
+
+def suite(args, workers, work, static_body, config_path, memory_check):
     """Every scenario with `workers` Envoy workers, interleaved; returns the medians per scenario
     key, and (for the memory check) the first-token time and memory figures."""
     procs = []
@@ -238,8 +244,9 @@ def suite(args, workers, work, url, static_body, config_path, memory_check):
         assert len(body) == len(static_body), (len(body), len(static_body))
         floor_body = get(f"http://127.0.0.1:{ports['floor']}/hms/fp/token?{QUERY}")[1]
         assert len(floor_body) == len(static_body), (len(floor_body), len(static_body))
-        # a licence request: the token of a minted URL, and an SPC-sized body
-        token = url.split("ExpressPlayToken=", 1)[1]
+        # a licence request: the token of a URL minted for this pass (it
+        # expires in an hour), and an SPC-sized body
+        token = mint_url(config_path).split("ExpressPlayToken=", 1)[1]
         rights = f"/hms/fp/rights/?ExpressPlayToken={token}"
         spc = lua(work, "spc.lua", "POST", "s" * SPC_BYTES, "application/octet-stream")
         form = lua(work, "post.lua", "POST", QUERY, "application/x-www-form-urlencoded")
@@ -332,11 +339,9 @@ def main():
         with open(config_path, "w") as f:
             json.dump(CONFIG, f)
         # a licence URL of the realistic request, for the size of A's and F's bodies
-        url = subprocess.run([FPGEN, "mint", "--config", config_path, "--query", QUERY], capture_output=True, text=True,
-                             check=True).stdout.strip()
-        static_body = "x" * (len(url) + 2)
+        static_body = "x" * (len(mint_url(config_path)) + 2)
         passes = [int(w) for w in args.workers.split(",")]
-        runs = {w: suite(args, w, work, url, static_body, config_path, memory_check=(i == 0))
+        runs = {w: suite(args, w, work, static_body, config_path, memory_check=(i == 0))
                 for i, w in enumerate(passes)}
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -90,9 +90,18 @@ impl io::Read for PluginConfiguration {
         if want == 0 {
             return Ok(0);
         }
+        // (The SDK's `get_buffer` panics on a status other than Ok or
+        // NotFound, as `get_plugin_configuration` did before; Envoy answers
+        // Ok for a range within the configuration.)
         let chunk = hostcalls::get_buffer(BufferType::PluginConfiguration, self.offset, want)
             .map_err(|_| io::Error::other("Envoy did not hand over the configuration"))?
             .unwrap_or_default();
+        if chunk.is_empty() {
+            let (offset, size) = (self.offset, self.size);
+            return Err(io::Error::other(format!(
+                "Envoy handed over {offset} of the configuration's {size} bytes"
+            )));
+        }
         let n = chunk.len().min(want);
         if let (Some(to), Some(from)) = (buf.get_mut(..n), chunk.get(..n)) {
             to.copy_from_slice(from);

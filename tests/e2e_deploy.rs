@@ -35,8 +35,7 @@ fn configs() -> Vec<PathBuf> {
 
 /// The module exports the proxy-wasm callbacks fpgen implements and no
 /// other (`make build` keeps only those of `deploy/exports.json`), so Envoy
-/// never enters the VM for the response, the access log or the end of a
-/// stream. A callback implemented later must be added to that list, or
+/// never enters the VM for the response callbacks, `on_log` or `on_done`. A callback implemented later must be added to that list, or
 /// Envoy would never call it: this test names it.
 #[test]
 fn the_module_exports_only_the_callbacks_fpgen_implements() {

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """make bench, where the time goes: fpgen's core steps (benches/steps) timed
 natively and inside Wasm VMs, side by side: V8 (Node.js's, when `node` is
-installed: the engine Envoy runs fpgen in, all tiers on; Envoy compiles with
-TurboFan only) and wasmtime's Cranelift (from PyPI, always). Writes
+installed: the engine Envoy runs fpgen in; TurboFan only, as in Envoy) and
+wasmtime's Cranelift (from PyPI, always). Writes
 target/bench/steps.md.
 
     python benches/steps.py NATIVE_BINARY WASM_MODULE
@@ -57,14 +57,15 @@ def main():
     native = parse(subprocess.run([native_bin], capture_output=True, text=True, check=True).stdout)
     in_wasm = parse(run_wasm(wasm))
     node = shutil.which("node")
-    in_v8 = parse(subprocess.run([node, "--no-warnings", os.path.join(os.path.dirname(__file__), "run_wasi.cjs"), wasm],
+    # --no-liftoff: TurboFan only, as Envoy runs V8 (proxy-wasm-cpp-host)
+    in_v8 = parse(subprocess.run([node, "--no-warnings", "--no-liftoff", os.path.join(os.path.dirname(__file__), "run_wasi.cjs"), wasm],
                                  capture_output=True, text=True, check=True).stdout) if node else {}
     nan = float("nan")
     lines = [
         "# Where the time goes: fpgen's core steps, native and in Wasm",
         "",
         f"benches/steps (release, LTO), the median of 7 batches of ~20 ms per step; wasm32-wasip1 under"
-        f" wasmtime {WASMTIME} (Cranelift) and " + (f"Node.js {subprocess.run([node, '--version'], capture_output=True, text=True).stdout.strip()} (V8)"
+        f" wasmtime {WASMTIME} (Cranelift) and " + (f"Node.js {subprocess.run([node, '--version'], capture_output=True, text=True).stdout.strip()} (V8, --no-liftoff)"
                                                    if node else "(no node: V8 not measured)") + "; native: this machine.",
         "",
         "| step | native ns | V8 ns | wasmtime ns | V8 / native |",

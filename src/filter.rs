@@ -10,7 +10,7 @@ use crate::ids::CustomerId;
 use crate::redeem::{self, Redeemed};
 use crate::render::Response;
 use crate::service::{self, Admission, Answer, Budget, Host, HostFailure, Outcome};
-use crate::stats as fpgen_stats;
+use crate::stats::Counter;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
@@ -193,14 +193,10 @@ impl Stream {
 
     /// Counts, logs and sends a token-endpoint answer.
     fn send(&mut self, answer: Answer) -> Action {
-        match (answer.outcome.error, &answer.outcome.customer_id) {
-            (None, Some(id)) => stats::count_for(id, stats::PerCustomer::TokensMinted),
-            _ => {
-                if let Some(name) = answer.outcome.stat_name() {
-                    stats::count(&name);
-                }
-            }
-        }
+        stats::count(
+            answer.outcome.counter(),
+            answer.outcome.customer_id.as_ref(),
+        );
         if let Some(code) = answer.outcome.error {
             log(
                 LogLevel::Debug,
@@ -246,7 +242,7 @@ impl Stream {
                 Action::Continue
             }
             Err(refusal) => {
-                stats::count(&fpgen_stats::redemptions_rejected(refusal));
+                stats::count(Counter::RedemptionsRejected(refusal), None);
                 self.log_state(&Outcome::refused(ErrorCode::InvalidToken));
                 log(
                     LogLevel::Debug,
@@ -260,10 +256,7 @@ impl Stream {
     /// Counts and logs a redeemed token, and hands its licence data
     /// upstream (the new headers, the path without the token).
     fn pass(&mut self, redeemed: &Redeemed) {
-        stats::count_for(
-            &redeemed.customer_id,
-            stats::PerCustomer::RedemptionsAccepted,
-        );
+        stats::count(Counter::RedemptionsAccepted, Some(&redeemed.customer_id));
         self.log_state(&redeemed.outcome());
         for (name, value) in &redeemed.headers {
             self.add_http_request_header(name, value);
@@ -389,62 +382,29 @@ mod budget {
     }
 }
 
-/// Envoy counters defined by the filter (`define_metric` per VM, by name).
+/// Envoy counters defined by the filter (`define_metric` once per VM and
+/// counter, then by id).
 mod stats {
-    use super::{fpgen_stats, hostcalls, CustomerId, MetricType, RefCell};
+    use super::{hostcalls, Counter, CustomerId, MetricType, RefCell};
     use std::collections::HashMap;
 
-    /// The per-customer counters of the success paths.
-    #[derive(Clone, Copy)]
-    pub enum PerCustomer {
-        TokensMinted = 0,
-        RedemptionsAccepted = 1,
-    }
-
     thread_local! {
-        static IDS: RefCell<HashMap<String, u32>> = RefCell::new(HashMap::new());
-        /// The success paths' counters by customer, so that a mint or a
-        /// redemption finds its counter without building its name.
-        static PER_CUSTOMER: RefCell<HashMap<String, [Option<u32>; 2]>> = RefCell::new(HashMap::new());
+        /// Counter ids by what they count and customer ("" for none), so a
+        /// request finds its counter without building its name.
+        static IDS: RefCell<HashMap<Counter, HashMap<String, u32>>> = RefCell::new(HashMap::new());
     }
 
-    /// Adds one to the customer's counter `which`.
-    pub fn count_for(customer: &CustomerId, which: PerCustomer) {
-        let cached = PER_CUSTOMER.with(|ids| {
-            let ids = ids.borrow();
-            ids.get(customer.as_str())?
-                .get(which as usize)
-                .copied()
-                .flatten()
-        });
+    /// Adds one to `counter` of `customer`.
+    pub fn count(counter: Counter, customer: Option<&CustomerId>) {
+        let key = customer.map_or("", CustomerId::as_str);
+        let cached = IDS.with(|ids| ids.borrow().get(&counter)?.get(key).copied());
         let id = cached.or_else(|| {
-            let name = match which {
-                PerCustomer::TokensMinted => fpgen_stats::tokens_minted(customer),
-                PerCustomer::RedemptionsAccepted => fpgen_stats::redemptions_accepted(customer),
-            };
-            let id = hostcalls::define_metric(MetricType::Counter, &name).ok()?;
-            PER_CUSTOMER.with(|ids| {
+            let id =
+                hostcalls::define_metric(MetricType::Counter, &counter.name(customer)?).ok()?;
+            IDS.with(|ids| {
                 let mut ids = ids.borrow_mut();
-                let slots = ids.entry(customer.as_str().to_owned()).or_default();
-                if let Some(slot) = slots.get_mut(which as usize) {
-                    *slot = Some(id);
-                }
+                ids.entry(counter).or_default().insert(key.to_owned(), id);
             });
-            Some(id)
-        });
-        if let Some(id) = id {
-            let _ = hostcalls::increment_metric(id, 1);
-        }
-    }
-
-    /// Adds one to the counter `name`.
-    pub fn count(name: &str) {
-        let id = IDS.with(|ids| {
-            if let Some(id) = ids.borrow().get(name) {
-                return Some(*id);
-            }
-            let id = hostcalls::define_metric(MetricType::Counter, name).ok()?;
-            ids.borrow_mut().insert(name.to_owned(), id);
             Some(id)
         });
         if let Some(id) = id {

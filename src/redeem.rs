@@ -24,7 +24,7 @@ const HEADER_TEXT: &AsciiSet = &CONTROLS.add(b'%');
 
 /// Why the gate refused a licence request. Every one is `-4010` on the
 /// wire; the variants name the stat and the debug log line.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Refusal {
     /// The token did not open (see [`TokenError`]); also `Malformed` when
     /// there is no `ExpressPlayToken`, or more than one parameter spelled

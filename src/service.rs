@@ -159,14 +159,13 @@ impl Outcome {
         self.error.map_or(0, ErrorCode::code)
     }
 
-    /// The counter this outcome of a token request adds one to (a minted
-    /// token always has its customer).
-    pub fn stat_name(&self) -> Option<String> {
-        match (self.error, &self.customer_id) {
-            (None, Some(id)) => Some(crate::stats::tokens_minted(id)),
-            (None, None) => None,
-            (Some(code), id) => Some(crate::stats::rejected(code, id.as_ref())),
-        }
+    /// The counter this outcome of a token request adds one to, with
+    /// [`Outcome::customer_id`].
+    pub fn counter(&self) -> crate::stats::Counter {
+        self.error.map_or(
+            crate::stats::Counter::TokensMinted,
+            crate::stats::Counter::Rejected,
+        )
     }
 
     /// The outcome as one logfmt line for the access log:

@@ -11,6 +11,35 @@ use crate::redeem::Refusal;
 /// Envoy's prefix for counters a Wasm module defines.
 pub const ENVOY_PREFIX: &str = "wasmcustom.";
 
+/// What a counter counts. With the request's customer, when there is one,
+/// it names the counter ([`Counter::name`]); the filter looks its counters
+/// up by these two and builds a name only the first time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Counter {
+    /// A token minted ([`tokens_minted`]).
+    TokensMinted,
+    /// A token request refused ([`rejected`]).
+    Rejected(ErrorCode),
+    /// A licence request the gate let through ([`redemptions_accepted`]).
+    RedemptionsAccepted,
+    /// A licence request the gate refused ([`redemptions_rejected`]).
+    RedemptionsRejected(Refusal),
+}
+
+impl Counter {
+    /// The counter's name for `customer`; `None` for a per-customer counter
+    /// without one (a minted or redeemed token always has its customer).
+    pub fn name(self, customer: Option<&CustomerId>) -> Option<String> {
+        match (self, customer) {
+            (Self::TokensMinted, Some(id)) => Some(tokens_minted(id)),
+            (Self::RedemptionsAccepted, Some(id)) => Some(redemptions_accepted(id)),
+            (Self::TokensMinted | Self::RedemptionsAccepted, None) => None,
+            (Self::Rejected(code), id) => Some(rejected(code, id)),
+            (Self::RedemptionsRejected(reason), _) => Some(redemptions_rejected(reason)),
+        }
+    }
+}
+
 /// `fpgen.customer.<id>.tokens_minted`: tokens minted for the customer.
 pub fn tokens_minted(customer: &CustomerId) -> String {
     format!("fpgen.customer.{customer}.tokens_minted")
@@ -56,3 +85,48 @@ pub const TAG_RULES: [(&str, &str); 3] = [
         r"^wasmcustom\.fpgen\.redemptions_rejected(\.([a-z_]+))$",
     ),
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::token::TokenError;
+
+    /// Each counter's name, as operators see it in `/stats` (before
+    /// Envoy's `wasmcustom.` prefix).
+    #[test]
+    fn counters_are_named_as_documented() {
+        let id = CustomerId::parse("100001").unwrap();
+        let cases = [
+            (
+                Counter::TokensMinted,
+                Some(&id),
+                Some("fpgen.customer.100001.tokens_minted"),
+            ),
+            (Counter::TokensMinted, None, None),
+            (
+                Counter::Rejected(ErrorCode::InvalidIv),
+                Some(&id),
+                Some("fpgen.customer.100001.rejected.6003"),
+            ),
+            (
+                Counter::Rejected(ErrorCode::InvalidIv),
+                None,
+                Some("fpgen.rejected.6003"),
+            ),
+            (
+                Counter::RedemptionsAccepted,
+                Some(&id),
+                Some("fpgen.customer.100001.redemptions_accepted"),
+            ),
+            (Counter::RedemptionsAccepted, None, None),
+            (
+                Counter::RedemptionsRejected(Refusal::Token(TokenError::Expired)),
+                Some(&id),
+                Some("fpgen.redemptions_rejected.expired"),
+            ),
+        ];
+        for (counter, customer, name) in cases {
+            assert_eq!(counter.name(customer).as_deref(), name, "{counter:?}");
+        }
+    }
+}

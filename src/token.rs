@@ -48,7 +48,7 @@ pub const MAX_CLOCK_SKEW_SECONDS: i64 = 60;
 
 /// Why a token did not open. All of these are `-4010` on the wire; the
 /// variants exist for logs, stats and the `inspect` tooling.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum TokenError {
     /// Not base64url, too short or too long.
     Malformed,

@@ -75,7 +75,6 @@ fn main() {
     });
     step("mint: render the 200 (URL + CRLF)", || render::success(black_box(token.clone())));
     step("mint: access-log fields (Outcome::log_fields)", || answer.outcome.log_fields());
-    step("mint: stat name (Outcome::stat_name)", || answer.outcome.stat_name());
     step("mint: whole (service::handle)", || service::handle(&config, black_box(QUERY), b"", &host));
     // the gate
     step("gate: open the token (base64url, AEAD)", || {

@@ -210,7 +210,7 @@ impl<'de> Visitor<'de> for KeyStoreVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawKeyStore, A::Error> {
         let mut store = RawKeyStore::default();
-        while let Some(KidText(text)) = map.next_key()? {
+        while let Some(text) = map.next_key::<String>()? {
             let Wrapped(wrapped) = map.next_value()?;
             let kid = match Kid::parse(&text) {
                 Ok(kid) => kid,
@@ -231,15 +231,6 @@ impl<'de> Visitor<'de> for KeyStoreVisitor {
             }
         }
         Ok(store)
-    }
-}
-
-/// A key store's key, as written.
-struct KidText(String);
-
-impl<'de> Deserialize<'de> for KidText {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        String::deserialize(deserializer).map(KidText)
     }
 }
 

@@ -256,8 +256,9 @@ impl Stream {
     /// Counts and logs a redeemed token, and hands its licence data
     /// upstream (the new headers, the path without the token).
     fn pass(&mut self, redeemed: &Redeemed) {
-        stats::count(Counter::RedemptionsAccepted, Some(&redeemed.customer_id));
-        self.log_state(&redeemed.outcome());
+        let outcome = &redeemed.outcome;
+        stats::count(Counter::RedemptionsAccepted, outcome.customer_id.as_ref());
+        self.log_state(outcome);
         for (name, value) in &redeemed.headers {
             self.add_http_request_header(name, value);
         }

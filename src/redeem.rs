@@ -4,7 +4,7 @@
 
 use crate::config::{Config, Redemption};
 use crate::error::{ApiError, ErrorCode, ErrorFormat};
-use crate::ids::{CustomerId, KeyId, Kid};
+use crate::ids::KeyId;
 use crate::licence::{rfc3339, LicenceData};
 use crate::render::{self, Response};
 use crate::service::Outcome;
@@ -108,24 +108,8 @@ pub struct Redeemed {
     pub headers: Vec<(String, String)>,
     /// The new `:path`, when the token parameter is to be removed.
     pub new_path: Option<String>,
-    /// For the access log and stats: whose token it is, its kid, cookie and expiry.
-    pub customer_id: CustomerId,
-    pub kid: Option<Kid>,
-    pub cookie: Option<String>,
-    pub expires_at: i64,
-}
-
-impl Redeemed {
-    /// The access-log record of the redemption.
-    pub fn outcome(&self) -> Outcome {
-        Outcome {
-            error: None,
-            customer_id: Some(self.customer_id.clone()),
-            kid: self.kid.clone(),
-            cookie: self.cookie.clone(),
-            expires_at: Some(self.expires_at),
-        }
-    }
+    /// The access-log record: whose token it is, its kid, cookie and expiry.
+    pub outcome: Outcome,
 }
 
 /// Whether the gate applies to this request path (query ignored).
@@ -240,10 +224,13 @@ pub fn redeem(
     Ok(Redeemed {
         headers: licence_headers(&gate.header_prefix, &data, &key_id),
         new_path: gate.strip_token.then(|| without_token(path)),
-        kid: data.kid,
-        cookie: data.cookie,
-        expires_at: data.expires_at,
-        customer_id: data.customer_id,
+        outcome: Outcome {
+            error: None,
+            customer_id: Some(data.customer_id),
+            kid: data.kid,
+            cookie: data.cookie,
+            expires_at: Some(data.expires_at),
+        },
     })
 }
 
@@ -340,7 +327,7 @@ pub fn without_token(path: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ids::Kid;
+    use crate::ids::{CustomerId, Kid};
     use crate::licence::{Environment, FpExtension};
     use crate::secret::ContentKey;
 

@@ -46,15 +46,28 @@ impl RootContext for Root {
                 {
                     budget::init(&customer.id);
                 }
+                stats::build();
                 log(
                     LogLevel::Info,
-                    &format!("fpgen: configured: {}", config.summary()),
+                    &format!(
+                        "fpgen {} ({}): configured: {}",
+                        crate::stats::VERSION,
+                        crate::stats::BUILD,
+                        config.summary()
+                    ),
                 );
                 self.config = Some(Rc::new(config));
                 true
             }
             Err(e) => {
-                log(LogLevel::Error, &format!("fpgen: {e}"));
+                log(
+                    LogLevel::Error,
+                    &format!(
+                        "fpgen {} ({}): {e}",
+                        crate::stats::VERSION,
+                        crate::stats::BUILD
+                    ),
+                );
                 false
             }
         }
@@ -393,6 +406,14 @@ mod stats {
         /// Counter ids by what they count and customer ("" for none), so a
         /// request finds its counter without building its name.
         static IDS: RefCell<HashMap<Counter, HashMap<String, u32>>> = RefCell::new(HashMap::new());
+    }
+
+    /// Sets the build gauge (`fpgen.build.<version>.<build>`) to 1.
+    pub fn build() {
+        let name = crate::stats::build();
+        if let Ok(id) = hostcalls::define_metric(MetricType::Gauge, &name) {
+            let _ = hostcalls::record_metric(id, 1);
+        }
     }
 
     /// Adds one to `counter` of `customer`.

@@ -66,12 +66,28 @@ pub fn redemptions_rejected(reason: Refusal) -> String {
     format!("fpgen.redemptions_rejected.{}", reason.stat_name())
 }
 
+/// The crate's version, `0.1.0`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The build: the git commit (12 hex digits, or `unknown`) and the build's
+/// label when it has one (`build.rs`).
+pub const BUILD: &str = env!("FPGEN_REVISION");
+
+/// `fpgen.build.<version>.<build>`: a gauge each VM sets to 1, so that
+/// `/stats` shows which module a proxy runs (a fleet's versions, an
+/// upgrade taking effect).
+pub fn build() -> String {
+    format!("fpgen.build.{VERSION}.{BUILD}")
+}
+
 /// Envoy's `stats_tags` for these names: tag name and regex (RE2). The
 /// first capture group is removed from the name, the second is the tag's
 /// value; so `wasmcustom.fpgen.customer.100001.rejected.2027` becomes
 /// `wasmcustom.fpgen.rejected` with `fpgen_customer=100001` and
-/// `fpgen_code=2027`.
-pub const TAG_RULES: [(&str, &str); 3] = [
+/// `fpgen_code=2027`; `wasmcustom.fpgen.build.0.1.0.50371aa1b2c3` becomes
+/// `wasmcustom.fpgen.build` with `fpgen_version=0.1.0` and
+/// `fpgen_build=50371aa1b2c3`.
+pub const TAG_RULES: [(&str, &str); 5] = [
     (
         "fpgen_customer",
         r"^wasmcustom\.fpgen\.(customer\.([^.]+)\.)",
@@ -83,6 +99,14 @@ pub const TAG_RULES: [(&str, &str); 3] = [
     (
         "fpgen_reason",
         r"^wasmcustom\.fpgen\.redemptions_rejected(\.([a-z_]+))$",
+    ),
+    (
+        "fpgen_version",
+        r"^wasmcustom\.fpgen\.build(\.(.+))\.[a-z0-9-]+$",
+    ),
+    (
+        "fpgen_build",
+        r"^wasmcustom\.fpgen\.build(?:\..+)?(\.([a-z0-9-]+))$",
     ),
 ];
 

@@ -324,6 +324,104 @@ fn inspect_refuses_bad_tokens_with_the_reason() {
     );
 }
 
+/// `fpgen` with `env` as its whole environment (besides PATH).
+fn fpgen_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_fpgen"))
+        .args(args)
+        .env_clear()
+        .envs(env.iter().copied())
+        .output()
+        .unwrap()
+}
+
+/// Secrets given as `{"env": …}` are read from the command's environment
+/// by check-config, mint and inspect, as the filter reads them from the
+/// VM's; a missing or wrong variable is named, its value never shown.
+#[test]
+fn the_commands_read_env_secrets_from_their_environment() {
+    let config = TempFile::new(&fpgen_fixtures::demo_json_from_env().to_string());
+    let env = fpgen_fixtures::DEMO_ENV;
+    let o = fpgen_env(&["check-config", config.path()], &env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).ends_with("redemption gate on, 3 secret(s) from the environment\n"),
+        "{}",
+        stdout(&o)
+    );
+    // minted from the environment's keys, opened with the literal ones
+    let stored_kid = format!("kid={}", fpgen_fixtures::STORED_KID);
+    let o = fpgen_env(
+        &[
+            "mint",
+            "--config",
+            config.path(),
+            AUTH,
+            &format!("iv={IV}"),
+            &stored_kid,
+        ],
+        &env,
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let url = stdout(&o).trim().to_owned();
+    let literal = demo();
+    let o = fpgen(&[
+        "inspect",
+        "--config",
+        literal.path(),
+        "--show-content-key",
+        &url,
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["licence"]["content_key"], fpgen_fixtures::EK_CONTENT_KEY);
+    let o = fpgen_env(&["inspect", "--config", config.path(), &url], &env);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // unset, and one digit short
+    let o = fpgen_env(&["check-config", config.path()], &[]);
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(stderr(&o).lines().count(), 3, "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains(
+            ": sealing_keys[0].key: environment variable \"FPGEN_SEALING_KEY\" is not set"
+        ),
+        "{}",
+        stderr(&o)
+    );
+    let short: Vec<(&str, &str)> = env.iter().map(|&(k, v)| (k, &v[1..])).collect();
+    for command in ["check-config", "inspect"] {
+        let mut args = vec![command, "--config", config.path(), url.as_str()];
+        if command == "check-config" {
+            args = vec![command, config.path()];
+        }
+        let o = fpgen_env(&args, &short);
+        assert_eq!(o.status.code(), Some(1), "{command}");
+        let err = stderr(&o);
+        assert!(
+            err.contains("keks.demo-kek: environment variable \"FPGEN_KEK\": expected"),
+            "{err}"
+        );
+        for (_, value) in &short {
+            assert!(!err.contains(&value[..8]), "{command} shows a value: {err}");
+        }
+    }
+}
+
+#[test]
+fn keygen_hex_and_version_for_operators() {
+    let o = fpgen(&["keygen", "--hex"]);
+    let key = stdout(&o);
+    assert_eq!((o.status.code(), key.trim().len()), (Some(0), 64), "{key}");
+    assert!(key.trim().bytes().all(|b| b.is_ascii_hexdigit()));
+    assert_ne!(stdout(&fpgen(&["keygen", "--hex"])), key);
+    // the version and the build, as the module reports them
+    let o = fpgen(&["--version"]);
+    assert_eq!(
+        stdout(&o).trim(),
+        format!("fpgen {} ({})", fpgen::stats::VERSION, fpgen::stats::BUILD)
+    );
+    assert_eq!(fpgen::stats::BUILD.len(), 12, "a 12-digit git commit");
+}
+
 #[test]
 fn check_config_lists_every_problem() {
     let config = demo();

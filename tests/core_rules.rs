@@ -1000,6 +1000,26 @@ fn stat_names_tag_rules_and_readme_agree() {
             )
         );
     }
+    assert_eq!(
+        tags(&stats::build()),
+        (
+            "wasmcustom.fpgen.build".into(),
+            vec![
+                tag("fpgen_version", stats::VERSION),
+                tag("fpgen_build", stats::BUILD)
+            ]
+        )
+    );
+    assert_eq!(
+        tags("fpgen.build.1.2.0-rc.1.0123456789ab-canary"),
+        (
+            "wasmcustom.fpgen.build".into(),
+            vec![
+                tag("fpgen_version", "1.2.0-rc.1"),
+                tag("fpgen_build", "0123456789ab-canary")
+            ]
+        )
+    );
     // the README's table names each counter in the same shape
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
         .unwrap()

@@ -241,26 +241,44 @@ fn stats_after_a_known_sequence() {
         ("wasmcustom.fpgen.redemptions_rejected.unknown_version", 1),
         ("wasmcustom.fpgen.redemptions_rejected.malformed", 1),
     ];
+    // and the build gauge
+    let build = format!(
+        "wasmcustom.fpgen.build.{}.{}",
+        fpgen::stats::VERSION,
+        fpgen::stats::BUILD
+    );
     let all = envoy.admin_get("/stats?filter=wasmcustom").text();
-    for (name, value) in expected {
+    for (name, value) in expected.into_iter().chain([(build.as_str(), 1)]) {
         assert_eq!(stat(&envoy, name), value, "{name} in\n{all}");
     }
     assert_eq!(
         all.lines().count(),
-        expected.len(),
+        expected.len() + 1,
         "no other fpgen counters:\n{all}"
     );
 }
 
+/// The shipped Envoy bootstraps.
+const BOOTSTRAPS: [&str; 4] = [
+    "envoy/envoy.yaml",
+    "envoy/gate.yaml",
+    "envoy/two-environments.yaml",
+    "envoy/dynamic/bootstrap.yaml",
+];
+
 #[test]
 fn prometheus_shows_customer_and_code_as_labels() {
-    let yaml =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/envoy/envoy.yaml")).unwrap();
-    for (name, regex) in fpgen::stats::TAG_RULES {
-        assert!(
-            yaml.contains(&format!("tag_name: {name}\n    regex: '{regex}'")),
-            "{name} differs in envoy.yaml"
-        );
+    // every shipped bootstrap carries the tag rules (the dashboard and the
+    // alerts query the labels they make)
+    for file in BOOTSTRAPS {
+        let yaml =
+            std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        for (name, regex) in fpgen::stats::TAG_RULES {
+            assert!(
+                yaml.contains(&format!("tag_name: {name}\n    regex: '{regex}'")),
+                "{name} differs in {file}"
+            );
+        }
     }
     let envoy = Envoy::start(&config_with(&[], json!({"redemption": {}})));
     get(

@@ -95,6 +95,7 @@ fn every_envoy_configuration_validates() {
         let out = Command::new(&envoy)
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
             .arg(&path)
+            .envs(common::SHIPPED_ENV)
             .current_dir(root())
             .output()
             .unwrap();

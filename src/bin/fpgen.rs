@@ -21,8 +21,12 @@ Exit codes:
   2  usage error
   3  I/O error (a file that cannot be read)";
 
+/// `fpgen --version`: the crate's version and the build (git commit), as the
+/// module reports them in its configure log line and build stat.
+const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FPGEN_REVISION"), ")");
+
 #[derive(Parser)]
-#[command(name = "fpgen", version, about = "FairPlay licence tokens at the edge: the operator's tool", after_help = EXIT_CODES)]
+#[command(name = "fpgen", version = VERSION, about = "FairPlay licence tokens at the edge: the operator's tool", after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -34,8 +38,12 @@ enum Command {
     #[command(after_help = EXIT_CODES)]
     Keygen {
         /// The key id (1 to 32 characters of [A-Za-z0-9._-]); default k-YYYYMMDD-<random>
-        #[arg(long)]
+        #[arg(long, conflicts_with = "hex")]
         id: Option<String>,
+        /// Print only the key's 64 hex digits, for an environment variable or a
+        /// Kubernetes Secret that the configuration names with {"env": "VARIABLE"}
+        #[arg(long)]
+        hex: bool,
     },
     /// Create a customer authenticator, or digest an existing one, for customers[].authenticator_sha256
     #[command(after_help = EXIT_CODES)]
@@ -110,7 +118,7 @@ enum Failure {
 
 fn main() -> ExitCode {
     let result = match Cli::parse().command {
-        Command::Keygen { id } => keygen(id),
+        Command::Keygen { id, hex } => keygen(id, hex),
         Command::Authenticator {
             customer,
             digest,
@@ -159,7 +167,11 @@ fn random_hex(bytes: usize) -> Result<String, Failure> {
     Ok(hex::encode(buf))
 }
 
-fn keygen(id: Option<String>) -> Result<(), Failure> {
+fn keygen(id: Option<String>, hex_only: bool) -> Result<(), Failure> {
+    if hex_only {
+        println!("{}", random_hex(32)?);
+        return Ok(());
+    }
     let id = match id {
         Some(id) => id,
         None => {

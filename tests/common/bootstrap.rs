@@ -151,6 +151,9 @@ fn wasm_filter(wasm: &Path, filter_config_json: &str, options: &Options) -> Valu
                 "vm_config": {
                     "runtime": "envoy.wasm.runtime.v8",
                     "code": {"local": {"filename": wasm}},
+                    "environment_variables": {
+                        "host_env_keys": options.host_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
+                    },
                 },
                 "configuration": {
                     "@type": "type.googleapis.com/google.protobuf.StringValue",

@@ -13,6 +13,19 @@ use std::sync::{Mutex, OnceLock};
 use std::thread;
 use std::time::{Duration, Instant};
 
+/// The environment the shipped configurations read secrets from
+/// (`envoy/gate.yaml`'s sealing keys), with the values the tests use.
+pub const SHIPPED_ENV: [(&str, &str); 2] = [
+    (
+        "FPGEN_SEALING_KEY_2026_11",
+        "1111111111111111111111111111111111111111111111111111111111111111",
+    ),
+    (
+        "FPGEN_SEALING_KEY_2027_01",
+        "2222222222222222222222222222222222222222222222222222222222222222",
+    ),
+];
+
 /// How long Envoy may take to become ready.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Connect, read and write timeout of the HTTP client.
@@ -49,6 +62,10 @@ pub struct Options {
     /// `disabled: true` in the HCM, enabled on the token route and the
     /// licence route. `false` (the default) runs it on every request.
     pub scoped: bool,
+    /// Variables set in Envoy's environment and handed to the VM
+    /// (`vm_config.environment_variables.host_env_keys`), for secrets given
+    /// as `{"env": …}`.
+    pub host_env: Vec<(String, String)>,
 }
 
 impl Default for Options {
@@ -62,6 +79,7 @@ impl Default for Options {
             ready_timeout: READY_TIMEOUT,
             hardened: true,
             scoped: false,
+            host_env: Vec::new(),
         }
     }
 }
@@ -86,6 +104,15 @@ impl Options {
     /// The same with the filter scoped to its routes.
     pub fn scoped(mut self) -> Self {
         self.scoped = true;
+        self
+    }
+
+    /// The same with `vars` in Envoy's environment, handed to the VM.
+    pub fn host_env(mut self, vars: &[(&str, &str)]) -> Self {
+        self.host_env = vars
+            .iter()
+            .map(|&(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
         self
     }
 
@@ -215,6 +242,7 @@ impl Envoy {
             &logdir,
         );
         cmd.current_dir(&workdir);
+        cmd.envs(options.host_env.iter().map(|(k, v)| (k, v)));
         let child = spawn_tied_to_process(cmd)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
 
@@ -238,6 +266,12 @@ impl Envoy {
     /// module of [`tool_paths`]. The first listener's `to` is the one
     /// waited on.
     pub fn start_shipped(file: &str, ports: &[(u16, u16)]) -> Envoy {
+        Envoy::start_shipped_env(file, ports, &SHIPPED_ENV)
+    }
+
+    /// [`Envoy::start_shipped`] with `env` as Envoy's environment variables
+    /// (for the files that read secrets from them).
+    pub fn start_shipped_env(file: &str, ports: &[(u16, u16)], env: &[(&str, &str)]) -> Envoy {
         let (_, wasm) = tool_paths();
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let mut yaml = fs::read_to_string(&path)
@@ -252,7 +286,7 @@ impl Envoy {
             yaml = yaml.replace(&from, &to);
         }
         let listener = ports.iter().map(|&(_, to)| to).find(|&p| p != 0);
-        Envoy::start_yaml(&yaml, listener.expect("a listener port"), "info")
+        Envoy::start_yaml_env(&yaml, listener.expect("a listener port"), "info", env)
     }
 
     /// Runs a configuration file as it is (e.g. one of `envoy/`), with its
@@ -260,6 +294,11 @@ impl Envoy {
     /// caller puts it in the text). Logs go where the harness's go, so the
     /// secrets audit reads them too.
     pub fn start_yaml(yaml: &str, port: u16, log_level: &str) -> Envoy {
+        Envoy::start_yaml_env(yaml, port, log_level, &[])
+    }
+
+    /// [`Envoy::start_yaml`] with `env` in Envoy's environment.
+    pub fn start_yaml_env(yaml: &str, port: u16, log_level: &str, env: &[(&str, &str)]) -> Envoy {
         let (envoy_bin, _) = tool_paths();
         let workdir = new_workdir();
         let logdir = log_dir_for(&workdir);
@@ -268,6 +307,7 @@ impl Envoy {
         // relative paths in the file (the module) are from the project root
         let mut cmd = envoy_command(&envoy_bin, &config, 1, log_level, &workdir, &logdir);
         cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
+        cmd.envs(env.iter().copied());
         let child = spawn_tied_to_process(cmd)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
         let mut envoy = Envoy {

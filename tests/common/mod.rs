@@ -54,7 +54,7 @@ pub use bootstrap::{
     bootstrap, hardened_hcm, ACCESS_LOG_FORMAT, NOT_FOUND_BODY, PASSTHROUGH_BODY, RIGHTS_BODY,
 };
 #[allow(unused_imports)]
-pub use envoy::{free_port, shared, Envoy, Options, READY_TIMEOUT};
+pub use envoy::{free_port, shared, Envoy, Options, READY_TIMEOUT, SHIPPED_ENV};
 #[allow(unused_imports)]
 pub use h2c::h2c;
 #[allow(unused_imports)]

@@ -8,10 +8,14 @@ use crate::ids::{CustomerId, IdError, KeyId, Kid, KidError};
 use crate::licence::Environment;
 use crate::secret::{Kek, SealingKeyBytes};
 use crate::token::{KeyRing, SealingKey};
+use secrets::RawSecret;
+pub use secrets::{ProcessEnv, Vars};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
+
+mod secrets;
 
 /// Default cap on a POST body, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024;
@@ -45,6 +49,14 @@ pub enum Problem {
     },
     /// A value that must be given: when.
     Required(&'static str),
+    /// `{"env": …}` names a variable that is not set.
+    EnvUnset { variable: String },
+    /// `{"env": …}` names a variable whose value is not what the field
+    /// takes (`expected`); the value is never shown.
+    EnvMalformed {
+        variable: String,
+        expected: &'static str,
+    },
 }
 
 impl fmt::Display for Problem {
@@ -62,6 +74,14 @@ impl fmt::Display for Problem {
                 section,
             } => write!(f, "no {what} named {name:?} in {section}"),
             Self::Required(when) => f.write_str(when),
+            Self::EnvUnset { variable } => write!(
+                f,
+                "environment variable {variable:?} is not set (in Envoy, list it in \
+                 vm_config.environment_variables.host_env_keys)"
+            ),
+            Self::EnvMalformed { variable, expected } => {
+                write!(f, "environment variable {variable:?}: expected {expected}")
+            }
         }
     }
 }
@@ -131,7 +151,7 @@ struct RawConfig {
     sealing_keys: Vec<RawSealingKey>,
     active_sealing_key: Option<String>,
     #[serde(default)]
-    keks: BTreeMap<String, String>,
+    keks: BTreeMap<String, RawSecret>,
     customers: Vec<RawCustomer>,
     max_body_bytes: Option<usize>,
     redemption: Option<RawRedemption>,
@@ -162,7 +182,7 @@ struct RawRedeemUrl {
 #[serde(deny_unknown_fields)]
 struct RawSealingKey {
     id: String,
-    key: String,
+    key: RawSecret,
 }
 
 #[derive(Deserialize)]
@@ -187,10 +207,14 @@ struct RawCustomer {
 /// strings in between, so that a store of 100,000 keys costs its final size
 /// in the VM's memory, not several times that. Entries that do not parse
 /// are kept as their kid's text (never the value) and what is wrong.
+/// Entries given as `{"env": …}` hold a placeholder in `entries` (so that
+/// a duplicate kid is found the same way) until the variables are read.
 #[derive(Default)]
 struct RawKeyStore {
     entries: HashMap<Kid, [u8; 24]>,
     problems: Vec<(String, Problem)>,
+    /// kid as written, kid, variable
+    from_env: Vec<(String, Kid, String)>,
 }
 
 impl<'de> Deserialize<'de> for RawKeyStore {
@@ -211,7 +235,7 @@ impl<'de> Visitor<'de> for KeyStoreVisitor {
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawKeyStore, A::Error> {
         let mut store = RawKeyStore::default();
         while let Some(text) = map.next_key::<String>()? {
-            let Wrapped(wrapped) = map.next_value()?;
+            let value: Wrapped = map.next_value()?;
             let kid = match Kid::parse(&text) {
                 Ok(kid) => kid,
                 Err(e) => {
@@ -219,10 +243,16 @@ impl<'de> Visitor<'de> for KeyStoreVisitor {
                     continue;
                 }
             };
-            let Some(wrapped) = wrapped else {
-                let expected = Problem::Hex("48 hex digits (a 16-byte key wrapped with AES-KW)");
-                store.problems.push((text, expected));
-                continue;
+            let wrapped = match value {
+                Wrapped::Hex(Some(wrapped)) => wrapped,
+                Wrapped::Hex(None) => {
+                    store.problems.push((text, Problem::Hex(WRAPPED_KEY)));
+                    continue;
+                }
+                Wrapped::Env(variable) => {
+                    store.from_env.push((text.clone(), kid.clone(), variable));
+                    [0; 24]
+                }
             };
             if store.entries.insert(kid, wrapped).is_some() {
                 let id = text.clone();
@@ -234,29 +264,40 @@ impl<'de> Visitor<'de> for KeyStoreVisitor {
     }
 }
 
-/// A key store's value: the wrapped key, decoded from hex as it is read
-/// (`None` when it is not 48 hex digits).
-struct Wrapped(Option<[u8; 24]>);
+/// What a key store's value must be.
+const WRAPPED_KEY: &str = "48 hex digits (a 16-byte key wrapped with AES-KW)";
+
+/// A wrapped key as written: decoded from hex as it is read (`None` when
+/// it is not 48 hex digits), or the variable that holds it.
+enum Wrapped {
+    Hex(Option<[u8; 24]>),
+    Env(String),
+}
 
 impl<'de> Deserialize<'de> for Wrapped {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        struct HexVisitor;
-        impl Visitor<'_> for HexVisitor {
+        struct WrappedVisitor;
+        impl<'de> Visitor<'de> for WrappedVisitor {
             type Value = Wrapped;
             fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-                f.write_str("a string of hex digits")
+                f.write_str(secrets::EXPECTING)
             }
             fn visit_str<E: de::Error>(self, text: &str) -> Result<Wrapped, E> {
-                let mut wrapped = [0u8; 24];
-                Ok(Wrapped(
-                    hex::decode_to_slice(text, &mut wrapped)
-                        .ok()
-                        .map(|()| wrapped),
-                ))
+                Ok(Wrapped::Hex(decode_wrapped(text)))
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Wrapped, A::Error> {
+                secrets::env_reference(map).map(Wrapped::Env)
             }
         }
-        deserializer.deserialize_str(HexVisitor)
+        deserializer.deserialize_any(WrappedVisitor)
     }
+}
+
+fn decode_wrapped(text: &str) -> Option<[u8; 24]> {
+    let mut wrapped = [0u8; 24];
+    hex::decode_to_slice(text, &mut wrapped)
+        .ok()
+        .map(|()| wrapped)
 }
 
 /// Where the client address for `allowed_networks` comes from.
@@ -286,6 +327,9 @@ pub struct Config {
     /// The redemption gate; `None` when it is off.
     pub redemption: Option<Redemption>,
     pub client_address: ClientAddressPolicy,
+    /// How many secret values were read from the environment
+    /// (`{"env": …}`), for the summary.
+    pub secrets_from_env: usize,
 }
 
 /// The redemption gate at the licence path: verify tokens, hand their
@@ -366,9 +410,10 @@ pub struct Customer {
 
 impl Config {
     /// One line for logs and `fpgen check-config`: `environment test, 2
-    /// customer(s), active sealing key "demo-2026-11", redemption gate on`.
+    /// customer(s), active sealing key "demo-2026-11", redemption gate on`,
+    /// and `, 3 secret(s) from the environment` when there are any.
     pub fn summary(&self) -> String {
-        format!(
+        let mut line = format!(
             "environment {}, {} customer(s), active sealing key {:?}, redemption gate {}",
             self.environment.as_str(),
             self.customers.len(),
@@ -378,14 +423,27 @@ impl Config {
             } else {
                 "off"
             },
-        )
+        );
+        if self.secrets_from_env > 0 {
+            line.push_str(&format!(
+                ", {} secret(s) from the environment",
+                self.secrets_from_env
+            ));
+        }
+        line
     }
 
     /// Parses and validates the filter configuration. Shape errors (unknown
     /// field, wrong type) stop parsing at the first; every value problem
-    /// after that is reported.
+    /// after that is reported. `{"env": …}` secrets are read from the
+    /// process environment ([`ProcessEnv`]).
     pub fn from_json(json: &[u8]) -> Result<Self, ConfigErrors> {
-        Self::parse(serde_json::Deserializer::from_slice(json))
+        Self::from_json_with(json, &ProcessEnv)
+    }
+
+    /// [`Config::from_json`], with `{"env": …}` secrets read from `vars`.
+    pub fn from_json_with(json: &[u8], vars: &dyn Vars) -> Result<Self, ConfigErrors> {
+        Self::parse(serde_json::Deserializer::from_slice(json), vars)
     }
 
     /// [`Config::from_json`] from a reader, read as the parser goes: the
@@ -393,11 +451,20 @@ impl Config {
     /// the whole JSON text is never held in the VM's memory beside what is
     /// parsed from it (a VM's memory never shrinks).
     pub fn from_reader(reader: impl std::io::Read) -> Result<Self, ConfigErrors> {
-        Self::parse(serde_json::Deserializer::from_reader(reader))
+        Self::from_reader_with(reader, &ProcessEnv)
+    }
+
+    /// [`Config::from_reader`], with `{"env": …}` secrets read from `vars`.
+    pub fn from_reader_with(
+        reader: impl std::io::Read,
+        vars: &dyn Vars,
+    ) -> Result<Self, ConfigErrors> {
+        Self::parse(serde_json::Deserializer::from_reader(reader), vars)
     }
 
     fn parse<'de, R: serde_json::de::Read<'de>>(
         mut de: serde_json::Deserializer<R>,
+        vars: &dyn Vars,
     ) -> Result<Self, ConfigErrors> {
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
             let path = e.path().to_string();
@@ -412,20 +479,27 @@ impl Config {
             }])
         })?;
         let mut problems = Problems::default();
-        let config = Self::validate(raw, &mut problems);
+        let config = Self::validate(raw, vars, &mut problems);
         match config {
             Some(config) if problems.0.is_empty() => Ok(config),
             _ => Err(ConfigErrors(problems.0)),
         }
     }
 
-    fn validate(raw: RawConfig, problems: &mut Problems) -> Option<Self> {
+    fn validate(raw: RawConfig, vars: &dyn Vars, problems: &mut Problems) -> Option<Self> {
+        let secrets_from_env = raw.sealing_keys.iter().filter(|k| k.key.is_env()).count()
+            + raw.keks.values().filter(|k| k.is_env()).count()
+            + raw
+                .customers
+                .iter()
+                .map(|c| c.key_store.from_env.len())
+                .sum::<usize>();
         let redeem_url = validate_redeem_url(raw.redeem_url, raw.environment, problems);
         let sealing_keys =
-            validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key, problems);
+            validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key, vars, problems);
         let redemption = validate_redemption(raw.redemption, problems);
-        let keks = validate_keks(raw.keks, problems);
-        let customers = validate_customers(raw.customers, &keks, problems);
+        let keks = validate_keks(raw.keks, vars, problems);
+        let customers = validate_customers(raw.customers, &keks, vars, problems);
         if raw.client_address.use_x_forwarded_for && raw.client_address.trusted_hops == 0 {
             problems.push(
                 "client_address.trusted_hops",
@@ -450,34 +524,39 @@ impl Config {
             max_body_bytes,
             redemption: redemption?,
             client_address: raw.client_address,
+            secrets_from_env,
         })
     }
 }
 
-fn validate_keks(raw: BTreeMap<String, String>, problems: &mut Problems) -> HashMap<String, Kek> {
-    let mut keks = HashMap::new();
-    for (name, hex) in raw {
-        match Kek::from_hex(&hex) {
-            Some(kek) => {
-                keks.insert(name, kek);
-            }
-            None => problems.push(
-                format!("keks.{name}"),
-                Problem::Hex("32, 48 or 64 hex digits (AES-128/192/256)"),
-            ),
-        }
-    }
-    keks
+/// The KEKs by name; `None` for one that has a problem of its own (so that
+/// customers naming it are not also told it does not exist).
+fn validate_keks(
+    raw: BTreeMap<String, RawSecret>,
+    vars: &dyn Vars,
+    problems: &mut Problems,
+) -> HashMap<String, Option<Kek>> {
+    raw.into_iter()
+        .map(|(name, secret)| {
+            let expected = "32, 48 or 64 hex digits (AES-128/192/256)";
+            let kek = secret
+                .resolve(vars, expected, Kek::from_hex)
+                .map_err(|problem| problems.push(format!("keks.{name}"), problem))
+                .ok();
+            (name, kek)
+        })
+        .collect()
 }
 
 fn validate_customers(
     raw: Vec<RawCustomer>,
-    keks: &HashMap<String, Kek>,
+    keks: &HashMap<String, Option<Kek>>,
+    vars: &dyn Vars,
     problems: &mut Problems,
 ) -> HashMap<CustomerId, Customer> {
     let mut customers = HashMap::new();
     for (i, c) in raw.into_iter().enumerate() {
-        let Some(customer) = validate_customer(i, c, keks, problems) else {
+        let Some(customer) = validate_customer(i, c, keks, vars, problems) else {
             continue;
         };
         let id = customer.id.clone();
@@ -498,7 +577,8 @@ fn validate_customers(
 fn validate_customer(
     i: usize,
     c: RawCustomer,
-    keks: &HashMap<String, Kek>,
+    keks: &HashMap<String, Option<Kek>>,
+    vars: &dyn Vars,
     problems: &mut Problems,
 ) -> Option<Customer> {
     let before = problems.count();
@@ -517,7 +597,7 @@ fn validate_customer(
         .kek
         .as_deref()
         .and_then(|name| resolve_kek(&at("kek"), name, keks, problems));
-    let key_store = validate_key_store(&at("key_store"), c.key_store, problems);
+    let key_store = validate_key_store(&at("key_store"), c.key_store, vars, problems);
     let allowed_networks = c
         .allowed_networks
         .map(|nets| validate_networks(&at("allowed_networks"), &nets, problems));
@@ -554,19 +634,19 @@ fn validate_customer(
 fn resolve_kek(
     field: &str,
     name: &str,
-    keks: &HashMap<String, Kek>,
+    keks: &HashMap<String, Option<Kek>>,
     problems: &mut Problems,
 ) -> Option<Kek> {
-    let kek = keks.get(name).cloned();
-    if kek.is_none() {
+    let Some(kek) = keks.get(name) else {
         let problem = Problem::Unresolved {
             what: "KEK",
             name: name.to_owned(),
             section: "keks",
         };
         problems.push(field, problem);
-    }
-    kek
+        return None;
+    };
+    kek.clone()
 }
 
 /// RFC 3339 time to Unix seconds.
@@ -576,17 +656,30 @@ fn parse_rfc3339(text: &str) -> Option<i64> {
         .map(time::OffsetDateTime::unix_timestamp)
 }
 
-/// The key store read by [`RawKeyStore`], with its problems reported under
-/// `field.<kid>`.
+/// The key store read by [`RawKeyStore`], its `{"env": …}` entries read
+/// from `vars`, with its problems reported under `field.<kid>`.
 fn validate_key_store(
     field: &str,
     raw: RawKeyStore,
+    vars: &dyn Vars,
     problems: &mut Problems,
 ) -> HashMap<Kid, [u8; 24]> {
     for (kid_text, problem) in raw.problems {
         problems.push(format!("{field}.{kid_text}"), problem);
     }
-    raw.entries
+    let mut entries = raw.entries;
+    for (kid_text, kid, variable) in raw.from_env {
+        match secrets::from_env(&variable, vars, WRAPPED_KEY, decode_wrapped) {
+            Ok(wrapped) => {
+                entries.insert(kid, wrapped);
+            }
+            Err(problem) => {
+                entries.remove(&kid);
+                problems.push(format!("{field}.{kid_text}"), problem);
+            }
+        }
+    }
+    entries
 }
 
 fn validate_networks(field: &str, raw: &[String], problems: &mut Problems) -> Vec<ipnet::IpNet> {
@@ -729,6 +822,7 @@ const fn default_redeem_host(env: Environment) -> &'static str {
 fn validate_sealing_keys(
     raw: Vec<RawSealingKey>,
     active: Option<String>,
+    vars: &dyn Vars,
     problems: &mut Problems,
 ) -> Option<KeyRing> {
     if raw.is_empty() {
@@ -754,13 +848,11 @@ fn validate_sealing_keys(
                 },
             );
         }
-        let key = SealingKeyBytes::from_hex(&k.key);
-        if key.is_none() {
-            problems.push(
-                format!("sealing_keys[{i}].key"),
-                Problem::Hex("64 hex digits (32 bytes)"),
-            );
-        }
+        let key = k
+            .key
+            .resolve(vars, "64 hex digits (32 bytes)", SealingKeyBytes::from_hex)
+            .map_err(|problem| problems.push(format!("sealing_keys[{i}].key"), problem))
+            .ok();
         if let (Some(id), Some(key)) = (id, key) {
             keys.push(SealingKey { id, key });
         }
@@ -810,7 +902,7 @@ mod tests {
     /// The demo configuration of the shared test fixtures (the
     /// `fpgen-fixtures` crate cannot be used here: it links the library
     /// built without `cfg(test)`).
-    const DEMO_CONFIG: &str = include_str!("../tests/fixtures/demo-config.json");
+    const DEMO_CONFIG: &str = include_str!("../../tests/fixtures/demo-config.json");
     const SEALING_KEY_HEX: &str =
         "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132";
 
@@ -1137,6 +1229,141 @@ mod tests {
         assert_eq!(e.field, "customers[0].kek");
         let e = err(&demo_with(|v| v["environment"] = "staging".into()));
         assert_eq!(e.field, "environment");
+    }
+
+    const KEK_HEX: &str = "000102030405060708090a0b0c0d0e0f";
+    const KID: &str = "11112222333344445555666677778888";
+    const WRAPPED_HEX: &str = "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5";
+
+    /// The demo with its sealing key, its KEK and its stored key given as
+    /// `{"env": …}` references to FPGEN_SEALING_KEY, FPGEN_KEK and
+    /// FPGEN_WRAPPED.
+    fn demo_from_env() -> String {
+        let mut v: serde_json::Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+        v["sealing_keys"][0]["key"] = serde_json::json!({"env": "FPGEN_SEALING_KEY"});
+        v["keks"]["demo-kek"] = serde_json::json!({"env": "FPGEN_KEK"});
+        v["customers"][0]["key_store"][KID] = serde_json::json!({"env": "FPGEN_WRAPPED"});
+        v.to_string()
+    }
+
+    /// The environment of [`demo_from_env`]'s variables, with `edit` applied.
+    fn vars_with(
+        edit: impl Fn(&str, &'static str) -> Option<&'static str>,
+    ) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            let value = match name {
+                "FPGEN_SEALING_KEY" => SEALING_KEY_HEX,
+                "FPGEN_KEK" => KEK_HEX,
+                "FPGEN_WRAPPED" => WRAPPED_HEX,
+                _ => return None,
+            };
+            edit(name, value).map(str::to_owned)
+        }
+    }
+
+    #[test]
+    fn secrets_from_the_environment_are_the_secrets_written_as_hex() {
+        let literal = Config::from_json(DEMO_CONFIG.as_bytes()).unwrap();
+        // a Kubernetes Secret made from a file ends in a newline
+        let vars = vars_with(|name, value| {
+            Some(if name == "FPGEN_KEK" {
+                "000102030405060708090a0b0c0d0e0f\n"
+            } else {
+                value
+            })
+        });
+        let json = demo_from_env();
+        let env = Config::from_json_with(json.as_bytes(), &vars).unwrap();
+        let pieces = Config::from_reader_with(Trickle(json.as_bytes()), &vars).unwrap();
+        for config in [&env, &pieces] {
+            assert_eq!(
+                config.sealing_keys.active().unwrap().key,
+                literal.sealing_keys.active().unwrap().key
+            );
+            let (c, l) = (&config.customers["100001"], &literal.customers["100001"]);
+            assert_eq!(c.kek, l.kek);
+            assert_eq!(c.key_store, l.key_store);
+            assert!(c.kek.is_some() && c.key_store.len() == 1);
+        }
+        assert!(
+            env.summary()
+                .ends_with("redemption gate on, 3 secret(s) from the environment"),
+            "{}",
+            env.summary()
+        );
+        assert!(literal.summary().ends_with("redemption gate on"));
+    }
+
+    #[test]
+    fn a_missing_or_malformed_variable_is_named_with_its_field_never_its_value() {
+        let json = demo_from_env();
+        let unset = Config::from_json_with(json.as_bytes(), &vars_with(|_, _| None)).unwrap_err();
+        let fields: Vec<(&str, String)> = unset
+            .0
+            .iter()
+            .map(|e| (e.field.as_str(), e.problem.to_string()))
+            .collect();
+        let not_set = |v: &str| {
+            format!("environment variable {v:?} is not set (in Envoy, list it in vm_config.environment_variables.host_env_keys)")
+        };
+        assert_eq!(
+            fields,
+            [
+                ("sealing_keys[0].key", not_set("FPGEN_SEALING_KEY")),
+                ("keks.demo-kek", not_set("FPGEN_KEK")),
+                (
+                    "customers[0].key_store.11112222333344445555666677778888",
+                    not_set("FPGEN_WRAPPED")
+                ),
+            ]
+        );
+        // each value one digit short: named, never shown
+        let short = vars_with(|_, value| Some(&value[1..]));
+        let errors = Config::from_json_with(json.as_bytes(), &short).unwrap_err();
+        assert_eq!(errors.0.len(), 3, "{errors}");
+        assert_eq!(
+            errors.0[0].to_string(),
+            "invalid fpgen configuration: sealing_keys[0].key: environment variable \
+             \"FPGEN_SEALING_KEY\": expected 64 hex digits (32 bytes)"
+        );
+        let text = errors.to_string();
+        for value in [SEALING_KEY_HEX, KEK_HEX, WRAPPED_HEX] {
+            assert!(!text.contains(&value[1..9]), "{text}");
+        }
+        assert!(text.contains("\"FPGEN_KEK\": expected 32, 48 or 64 hex digits"));
+        assert!(text.contains("\"FPGEN_WRAPPED\": expected 48 hex digits"));
+    }
+
+    #[test]
+    fn an_env_reference_has_one_field_env_naming_a_variable() {
+        for (reference, expected) in [
+            (
+                r#"{"env": "A", "default": "00"}"#,
+                "unknown field `default`, expected `env`",
+            ),
+            ("{}", "missing field `env`"),
+            (
+                r#"{"env": 5}"#,
+                "invalid type: integer `5`, expected a string",
+            ),
+            (
+                "5",
+                "expected a string of hex digits or {\"env\": \"VARIABLE\"}",
+            ),
+        ] {
+            let json = demo_with(|v| v["sealing_keys"][0]["key"] = "marker".into())
+                .replace("\"marker\"", reference);
+            let e = err(&json);
+            assert!(e.field.starts_with("sealing_keys[0].key"), "{e}");
+            assert!(e.problem.to_string().contains(expected), "{e}");
+        }
+        let json = demo_with(|v| v["sealing_keys"][0]["key"] = serde_json::json!({"env": "A=B"}));
+        let e = Config::from_json_with(json.as_bytes(), &|_: &str| None).unwrap_err();
+        assert_eq!(e.0[0].field, "sealing_keys[0].key");
+        assert!(e.0[0]
+            .problem
+            .to_string()
+            .starts_with("expected an environment variable's name"));
     }
 
     #[test]

@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: help venv wasm-target wasm-opt-tool build floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: help venv wasm-target wasm-opt-tool build upgrade-module floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -70,14 +70,20 @@ wasm-opt-tool:
 		$(APT_GET) update -qq && $(APT_GET) install -y -qq binaryen; } \
 		|| echo "make: binaryen not installed: the module stays cargo's (18% larger, every callback exported; answers the same)"
 
+## upgrade-module: the module again with FPGEN_BUILD_LABEL=upgrade-test (target/upgrade/): the second build of the ECDS upgrade test, which reports another build
+UPGRADE_WASM := target/upgrade/$(WASM_TARGET)/release/fpgen.wasm
+upgrade-module: wasm-target wasm-opt-tool
+	FPGEN_BUILD_LABEL=upgrade-test $(CARGO) build --release --target $(WASM_TARGET) --lib --target-dir target/upgrade
+	@WASM=$(UPGRADE_WASM) WASM_OPT_FLAGS='$(WASM_OPT_FLAGS)' WASM_OPT_CACHE=target/upgrade/wasm-opt sh deploy/wasm-opt.sh
+
 ## run: build, then Envoy in the foreground (API on 127.0.0.1:10000, admin on 127.0.0.1:9901)
 run: build venv
 	exec $(ENVOY) -c $(ENVOY_CONFIG) --disable-hot-restart --log-level info
 
 ## test: every test (unit, native, properties, end-to-end through Envoy with the fresh module), the audit of their Envoy logs for secrets, and the fuzz smoke (10 s per target; the first run installs a nightly toolchain and cargo-fuzz, ~3 min). A non-empty TEST_ARGS runs only those cargo tests.
-test: build venv
+test: build upgrade-module venv
 	rm -rf target/e2e-logs
-	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) $(CARGO) test $(TEST_ARGS)
+	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) $(CARGO) test $(TEST_ARGS)
 	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; \
 	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory fuzz-smoke; fi

@@ -259,11 +259,12 @@ fn stats_after_a_known_sequence() {
 }
 
 /// The shipped Envoy bootstraps.
-const BOOTSTRAPS: [&str; 4] = [
+const BOOTSTRAPS: [&str; 5] = [
     "envoy/envoy.yaml",
     "envoy/gate.yaml",
     "envoy/two-environments.yaml",
     "envoy/dynamic/bootstrap.yaml",
+    "envoy/ecds/bootstrap.yaml",
 ];
 
 #[test]

@@ -746,15 +746,16 @@ fn every_shipped_connection_manager_is_hardened() {
         }
         files += 1;
     }
-    assert_eq!(files, 4);
+    assert_eq!(files, SHIPPED.len());
 }
 
 /// The configurations in `envoy/` that hold an HTTP connection manager.
-const SHIPPED: [&str; 4] = [
+const SHIPPED: [&str; 5] = [
     "envoy/envoy.yaml",
     "envoy/gate.yaml",
     "envoy/two-environments.yaml",
     "envoy/dynamic/lds.yaml",
+    "envoy/ecds/bootstrap.yaml",
 ];
 
 /// Every configuration in `envoy/` scopes the filter to its routes: each
@@ -774,7 +775,11 @@ fn every_shipped_configuration_scopes_the_filter_to_its_routes() {
         };
         let managers = text.matches("HttpConnectionManager").count();
         let filters: Vec<usize> = (0..lines.len())
-            .filter(|&i| lines[i] == "- name: envoy.filters.http.wasm")
+            // (the ECDS bootstrap names its filter "fpgen")
+            .filter(|&i| {
+                lines[i] == "- name: envoy.filters.http.wasm"
+                    || (lines[i] == "- name: fpgen" && text.contains("config_discovery:"))
+            })
             .collect();
         assert_eq!(filters.len(), managers, "{file}");
         for &at in &filters {

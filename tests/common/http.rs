@@ -274,6 +274,7 @@ pub type Fields = Vec<(String, String)>;
 /// another, each answer read by its framing. For many requests in a test
 /// without a connection each.
 pub struct KeepAlive {
+    port: u16,
     stream: TcpStream,
     buf: Vec<u8>,
 }
@@ -283,6 +284,7 @@ impl KeepAlive {
         let stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
         stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
         KeepAlive {
+            port,
             stream,
             buf: Vec::new(),
         }
@@ -290,16 +292,55 @@ impl KeepAlive {
 
     /// `GET path_and_query` on this connection.
     pub fn get(&mut self, path_and_query: &str) -> HttpResponse {
-        let request = format!("GET {path_and_query} HTTP/1.1\r\nHost: localhost\r\n\r\n");
-        self.stream.write_all(request.as_bytes()).unwrap();
+        self.send("GET", path_and_query, &[], None)
+    }
+
+    /// A request on this connection (kept alive), its answer read whole.
+    pub fn send(
+        &mut self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> HttpResponse {
+        self.try_send(method, path_and_query, headers, body)
+            .unwrap_or_else(|e| panic!("{method} {path_and_query}: {e}"))
+    }
+
+    /// [`KeepAlive::send`], with what went wrong on the connection as `Err`
+    /// (a reset, a close, a malformed answer).
+    pub fn try_send(
+        &mut self,
+        method: &str,
+        path_and_query: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Result<HttpResponse, String> {
+        let mut all = vec![("Connection", "keep-alive")];
+        all.extend_from_slice(headers);
+        let request = request_bytes(method, path_and_query, &all, body);
+        self.stream
+            .write_all(&request)
+            .map_err(|e| format!("write: {e}"))?;
         let mut chunk = [0u8; 16 * 1024];
         loop {
-            if let Some((response, used)) = parse_one(&self.buf, false, false).unwrap() {
+            if let Some((response, used)) = parse_one(&self.buf, false, false)? {
                 self.buf.drain(..used);
-                return response;
+                // Envoy closes after a direct response to a request whose
+                // body it did not read (it says so): the next request goes
+                // on a new connection, as a client's would.
+                if response.header("connection") == Some("close") {
+                    *self = KeepAlive::open(self.port);
+                }
+                return Ok(response);
             }
-            let n = self.stream.read(&mut chunk).unwrap();
-            assert!(n > 0, "the server closed a keep-alive connection");
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err("the server closed the keep-alive connection".into());
+            }
             self.buf.extend_from_slice(&chunk[..n]);
         }
     }

@@ -63,7 +63,9 @@ pub use http::{
     HttpResponse, KeepAlive, IO_TIMEOUT,
 };
 #[allow(unused_imports)]
-pub use process::{spawn_tied_to_process, tail, tool_paths, E2E_LOG_DIR};
+pub use process::{
+    new_workdir, spawn_tied_to_process, tail, tool_paths, upgrade_wasm, E2E_LOG_DIR,
+};
 #[allow(unused_imports)]
 pub use serve::Serve;
 #[allow(unused_imports)]

@@ -32,6 +32,24 @@ pub fn tool_paths() -> (PathBuf, PathBuf) {
     (envoy, wasm)
 }
 
+/// The upgrade test's second module: the same source built with
+/// `FPGEN_BUILD_LABEL=upgrade-test` (`make upgrade-module`, which `make test`
+/// runs), so it reports another build. `FPGEN_WASM_UPGRADE`, else
+/// `target/upgrade/wasm32-wasip1/release/fpgen.wasm`.
+pub fn upgrade_wasm() -> PathBuf {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let wasm = from_env_or(
+        "FPGEN_WASM_UPGRADE",
+        root.join("target/upgrade/wasm32-wasip1/release/fpgen.wasm"),
+    );
+    assert!(
+        wasm.is_file(),
+        "the upgrade module is not built at {} (FPGEN_WASM_UPGRADE). Run the tests with `make test`, or build it with `make upgrade-module`.",
+        wasm.display()
+    );
+    wasm
+}
+
 fn from_env_or(var: &str, default: PathBuf) -> PathBuf {
     let path = std::env::var_os(var)
         .filter(|v| !v.is_empty())
@@ -41,7 +59,7 @@ fn from_env_or(var: &str, default: PathBuf) -> PathBuf {
 
 /// A fresh directory `target/e2e-tmp/<pid>-<n>`. The first call also removes
 /// the directories of test processes that are gone.
-pub(super) fn new_workdir() -> PathBuf {
+pub fn new_workdir() -> PathBuf {
     static SEQ: AtomicU32 = AtomicU32::new(0);
     let base = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("target")

@@ -306,7 +306,7 @@ fn ecds_upgrades_module_and_configuration_under_load_and_refuses_broken_ones() {
     thread::sleep(Duration::from_millis(500));
     assert_eq!(
         ecds.builds(),
-        [new_build.clone()],
+        std::slice::from_ref(&new_build),
         "a rejected update changed the module"
     );
 

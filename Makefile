@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: help venv wasm-target wasm-opt-tool build upgrade-module floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -86,7 +86,16 @@ test: build upgrade-module venv
 	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) $(CARGO) test $(TEST_ARGS)
 	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; \
 	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
-	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory fuzz-smoke; fi
+	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory check-alerts fuzz-smoke; fi
+
+## check-alerts: promtool check rules and promtool test rules on deploy/grafana/fpgen-alerts.yaml (promtool from Debian's prometheus package, installed when missing; make test runs this)
+check-alerts:
+	@command -v promtool >/dev/null || { \
+		echo "make: installing promtool (Debian package prometheus)"; \
+		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends prometheus; }
+	promtool --version | head -1
+	promtool check rules deploy/grafana/fpgen-alerts.yaml
+	cd deploy/grafana && promtool test rules fpgen-alerts.test.yaml
 
 ## lint: rustfmt, clippy (warnings are errors; host, wasm32-wasip1 and the log audit) and cargo doc without warnings
 lint: wasm-target

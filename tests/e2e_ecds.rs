@@ -15,11 +15,11 @@
 
 mod common;
 
-use common::{free_port, Envoy, HttpResponse, KeepAlive};
+use common::{resource, EcdsEnvoy, HttpResponse, KeepAlive};
 use fpgen::stats::{BUILD, VERSION};
 use serde_json::json;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread;
@@ -28,8 +28,6 @@ use std::time::{Duration, Instant};
 const NEW_KEY: &str = "2222222222222222222222222222222222222222222222222222222222222222";
 /// What the stand-in licence server of `envoy/ecds/bootstrap.yaml` answers.
 const LICENCE_BODY: &str = "licence server stand-in\n";
-/// The ECDS stats of the filter named `fpgen`.
-const ECDS: &str = "extension_config_discovery.http_filter.fpgen";
 
 /// The demo configuration whose licence URLs name `host` (so that each
 /// answer tells which configuration minted it), with the new sealing key
@@ -45,117 +43,6 @@ fn config(host: &str, rotated: bool) -> serde_json::Value {
         c["active_sealing_key"] = "2027-01".into();
     }
     c
-}
-
-/// The ECDS resource file: a DiscoveryResponse with the filter's whole
-/// configuration, as `envoy/ecds/fpgen.yaml` has it (JSON is YAML).
-fn resource(version: &str, wasm: &Path, config: &serde_json::Value) -> String {
-    json!({
-        "version_info": version,
-        "resources": [{
-            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
-            "name": "fpgen",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": "fpgen",
-                    "root_id": "fpgen",
-                    "allow_on_headers_stop_iteration": true,
-                    "failure_policy": "FAIL_RELOAD",
-                    "vm_config": {
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": {"local": {"filename": wasm}},
-                    },
-                    "configuration": {
-                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                        "value": config.to_string(),
-                    },
-                },
-            },
-        }],
-    })
-    .to_string()
-}
-
-/// Replaces the resource in `dir` atomically (a rename in the watched
-/// directory, as Envoy's file watch wants).
-fn publish(dir: &Path, resource: &str) {
-    let tmp = dir.join(".fpgen.yaml.tmp");
-    fs::write(&tmp, resource).unwrap();
-    fs::rename(&tmp, dir.join("fpgen.yaml")).unwrap();
-}
-
-/// The shipped ECDS Envoy, its resource in `dir`.
-struct EcdsEnvoy {
-    envoy: Envoy,
-    dir: PathBuf,
-}
-
-impl EcdsEnvoy {
-    fn start(dir: PathBuf, first: &str) -> EcdsEnvoy {
-        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let shipped = fs::read_to_string(root.join("envoy/ecds/bootstrap.yaml")).unwrap();
-        let port = free_port();
-        let yaml = [
-            (
-                "path: envoy/ecds/fpgen.yaml",
-                format!("path: {}/fpgen.yaml", dir.display()),
-            ),
-            ("path: envoy/ecds }", format!("path: {} }}", dir.display())),
-            ("port_value: 10014", format!("port_value: {port}")),
-            ("port_value: 9914", "port_value: 0".to_owned()),
-        ]
-        .iter()
-        .fold(shipped, |text, (from, to)| {
-            assert!(
-                text.contains(from),
-                "envoy/ecds/bootstrap.yaml has no {from}"
-            );
-            text.replace(from, to)
-        });
-        publish(&dir, first);
-        EcdsEnvoy {
-            envoy: Envoy::start_yaml(&yaml, port, "info"),
-            dir,
-        }
-    }
-
-    fn publish(&self, resource: &str) {
-        publish(&self.dir, resource);
-    }
-
-    fn ecds_stat(&self, name: &str) -> u64 {
-        self.envoy.stat(&format!("{ECDS}.{name}")).unwrap_or(0)
-    }
-
-    /// The build gauges in `/stats`: `<version>.<build>` of each.
-    fn builds(&self) -> Vec<String> {
-        let prefix = "wasmcustom.fpgen.build.";
-        self.envoy
-            .admin_get(&format!("/stats?filter=^{prefix}"))
-            .text()
-            .lines()
-            .filter_map(|l| {
-                l.strip_prefix(prefix)?
-                    .split_once(": ")
-                    .map(|(b, _)| b.to_owned())
-            })
-            .collect()
-    }
-
-    /// Waits until `done` holds (10 s at most).
-    fn wait(&self, what: &str, done: impl Fn() -> bool) -> Duration {
-        let start = Instant::now();
-        while !done() {
-            assert!(
-                start.elapsed() < Duration::from_secs(10),
-                "{what}: not after 10 s\n{}",
-                common::tail(&self.envoy.envoy_log(), 30)
-            );
-            thread::sleep(Duration::from_millis(5));
-        }
-        start.elapsed()
-    }
 }
 
 /// What one load thread saw.

@@ -40,6 +40,7 @@
 )]
 
 mod bootstrap;
+mod ecds;
 mod envoy;
 mod h2c;
 mod http;
@@ -53,6 +54,8 @@ mod upstream;
 pub use bootstrap::{
     bootstrap, hardened_hcm, ACCESS_LOG_FORMAT, NOT_FOUND_BODY, PASSTHROUGH_BODY, RIGHTS_BODY,
 };
+#[allow(unused_imports)]
+pub use ecds::{resource, EcdsEnvoy};
 #[allow(unused_imports)]
 pub use envoy::{free_port, shared, Envoy, Options, READY_TIMEOUT, SHIPPED_ENV};
 #[allow(unused_imports)]

@@ -596,7 +596,11 @@ fn the_sealing_key_never_appears_in_envoy_logs() {
     check_error(&format!("{}&contentKey=00", auth()), -2027, 400);
     let log = envoy.envoy_log();
     assert!(
-        log.contains("fpgen: configured"),
+        log.contains(&format!(
+            "fpgen {} ({}): configured",
+            fpgen::stats::VERSION,
+            fpgen::stats::BUILD
+        )),
         "{}",
         common::tail(&log, 20)
     );

@@ -88,14 +88,16 @@ test: build upgrade-module venv
 	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory check-alerts fuzz-smoke; fi
 
-## check-alerts: promtool check rules and promtool test rules on deploy/grafana/fpgen-alerts.yaml (promtool from Debian's prometheus package, installed when missing; make test runs this)
+## check-alerts: promtool check rules and promtool test rules on deploy/grafana/fpgen-alerts.yaml (make test runs this). promtool is the one on PATH, else unpacked from Debian's prometheus package into target/promtool/ (apt-get download: no Prometheus server is installed or started)
+PROMTOOL ?= $(or $(shell command -v promtool),$(abspath target/promtool/usr/bin/promtool))
 check-alerts:
-	@command -v promtool >/dev/null || { \
-		echo "make: installing promtool (Debian package prometheus)"; \
-		$(APT_GET) update -qq && $(APT_GET) install -y -qq --no-install-recommends prometheus; }
-	promtool --version | head -1
-	promtool check rules deploy/grafana/fpgen-alerts.yaml
-	cd deploy/grafana && promtool test rules fpgen-alerts.test.yaml
+	@[ -x "$(PROMTOOL)" ] || { \
+		echo "make: unpacking promtool from Debian's prometheus package into target/promtool/"; \
+		$(APT_GET) update -qq && rm -rf target/promtool && mkdir -p target/promtool && \
+		cd target/promtool && apt-get download -qq prometheus && dpkg-deb -x prometheus_*.deb . ; }
+	$(PROMTOOL) --version | head -1
+	$(PROMTOOL) check rules deploy/grafana/fpgen-alerts.yaml
+	cd deploy/grafana && $(PROMTOOL) test rules fpgen-alerts.test.yaml
 
 ## lint: rustfmt, clippy (warnings are errors; host, wasm32-wasip1 and the log audit) and cargo doc without warnings
 lint: wasm-target

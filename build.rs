@@ -29,15 +29,18 @@ fn main() {
     };
     println!("cargo:rustc-env=FPGEN_REVISION={build}");
     println!("cargo:rerun-if-env-changed=FPGEN_BUILD_LABEL");
-    // A new commit changes HEAD or the branch it points to.
-    // (Only files that exist: cargo reruns the script every time for one
-    // that does not.)
-    if let Some(dir) = git(&["rev-parse", "--git-dir"]) {
-        let mut watched = vec![format!("{dir}/HEAD"), format!("{dir}/packed-refs")];
-        watched
-            .extend(git(&["symbolic-ref", "-q", "HEAD"]).map(|branch| format!("{dir}/{branch}")));
-        for path in watched.iter().filter(|p| std::path::Path::new(p).exists()) {
-            println!("cargo:rerun-if-changed={path}");
-        }
+    // A new commit or checkout changes HEAD or its reflog (`logs/HEAD`,
+    // which every commit appends to); `--git-path` finds them in a worktree
+    // too. Only files that exist: cargo reruns the script every time for
+    // one that does not.
+    let mut watched: Vec<String> = ["HEAD", "logs/HEAD", "packed-refs"]
+        .iter()
+        .filter_map(|p| git(&["rev-parse", "--git-path", p]))
+        .collect();
+    if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"]) {
+        watched.extend(git(&["rev-parse", "--git-path", &branch]));
+    }
+    for path in watched.iter().filter(|p| std::path::Path::new(p).exists()) {
+        println!("cargo:rerun-if-changed={path}");
     }
 }

@@ -201,12 +201,22 @@ fn every_metric_and_label_the_dashboard_and_alerts_query_is_exported() {
         common::licence_request(envoy, &licence, &[], b"spc").status,
         200
     );
-    let forged = "/hms/fp/rights/?ExpressPlayToken=forged";
+    // a token with one character of its sealed part changed: forged
+    let mut forged = token.into_bytes();
+    let middle = forged.len() / 2;
+    forged[middle] = if forged[middle] == b'A' { b'B' } else { b'A' };
+    let forged = String::from_utf8(forged).unwrap();
+    let forged = format!("/hms/fp/rights/?ExpressPlayToken={forged}");
     assert_eq!(
-        request(envoy.port, "POST", forged, &[], Some(b"spc")).status,
+        request(envoy.port, "POST", &forged, &[], Some(b"spc")).status,
         403
     );
-    let metrics = exposition(&envoy.admin_get("/stats/prometheus").text());
+    let text = envoy.admin_get("/stats/prometheus").text();
+    assert!(
+        text.contains("fpgen_redemptions_rejected{fpgen_reason=\"forged\"} 1"),
+        "the FpgenRedemptionsForged alert's reason"
+    );
+    let metrics = exposition(&text);
 
     let dashboard: Value = serde_json::from_str(&read("deploy/grafana/fpgen.json")).unwrap();
     let queries = dashboard_queries(&dashboard);

@@ -53,7 +53,7 @@ struct Seen {
     /// For minting threads: when each configuration generation (the
     /// licence URL's host `vN.licences.test`) was first answered, and any
     /// answer from an older generation after a newer one.
-    first: [Option<Instant>; 4],
+    first: [Option<Instant>; 10],
     went_back: usize,
 }
 
@@ -177,14 +177,15 @@ fn ecds_upgrades_module_and_configuration_under_load_and_refuses_broken_ones() {
     let broken_wasm = dir.join("broken.wasm");
     let bytes = fs::read(&new_wasm).unwrap();
     fs::write(&broken_wasm, &bytes[..bytes.len() / 2]).unwrap();
-    ecds.publish(&resource("3", &broken_wasm, &config("v3", true)));
+    // (the rejected updates name hosts v8 and v9: neither may ever answer)
+    ecds.publish(&resource("3", &broken_wasm, &config("v8", true)));
     ecds.wait("the broken module's rejection", || {
         ecds.ecds_stat("update_rejected") == 1
     });
     thread::sleep(Duration::from_millis(500));
 
     // 3. a configuration fpgen refuses: rejected, named in fpgen's log line
-    let mut refused = config("v3", true);
+    let mut refused = config("v9", true);
     refused["sealing_keys"][1]["key"] = "00".into();
     ecds.publish(&resource("4", &new_wasm, &refused));
     ecds.wait("the refused configuration's rejection", || {
@@ -233,6 +234,13 @@ fn ecds_upgrades_module_and_configuration_under_load_and_refuses_broken_ones() {
             "{name}: {:?}",
             s.first
         );
+        assert!(
+            s.first[8].is_none() && s.first[9].is_none(),
+            "{name}: a rejected update answered"
+        );
+        // each generation first answered after its update was published
+        assert!(s.first[2] >= Some(swapped) && s.first[3] >= Some(reconfigured));
+        assert!(s.first[1] < Some(swapped));
     }
     let took = |n: usize, since: Instant| {
         seen.iter()

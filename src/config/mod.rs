@@ -1364,6 +1364,12 @@ mod tests {
             .problem
             .to_string()
             .starts_with("expected an environment variable's name"));
+        // a key pasted as the variable's name is refused without being shown
+        let key = serde_json::json!({"env": SEALING_KEY_HEX});
+        let json = demo_with(|v| v["sealing_keys"][0]["key"] = key);
+        let e = Config::from_json_with(json.as_bytes(), &|_: &str| None).unwrap_err();
+        assert!(!e.to_string().contains(&SEALING_KEY_HEX[..16]), "{e}");
+        assert!(e.to_string().contains("not hex digits"), "{e}");
     }
 
     #[test]

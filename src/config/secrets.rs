@@ -80,6 +80,13 @@ pub(super) fn from_env<T>(
             "an environment variable's name: 1 to 255 characters, none of them '=' or NUL",
         ));
     }
+    // A key pasted where its variable's name belongs would be echoed by
+    // "not set": refuse it without naming it.
+    if name.len() >= 16 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(Problem::Expected(
+            "an environment variable's name, not hex digits (a key belongs in the variable)",
+        ));
+    }
     let variable = name.to_owned();
     match vars.var(name) {
         Ok(value) => parse(value.trim()).ok_or(Problem::EnvMalformed { variable, expected }),

@@ -50,9 +50,8 @@ impl RootContext for Root {
                 log(
                     LogLevel::Info,
                     &format!(
-                        "fpgen {} ({}): configured: {}",
-                        crate::stats::VERSION,
-                        crate::stats::BUILD,
+                        "fpgen {}: configured: {}",
+                        crate::stats::VERSION_BUILD,
                         config.summary()
                     ),
                 );
@@ -62,11 +61,7 @@ impl RootContext for Root {
             Err(e) => {
                 log(
                     LogLevel::Error,
-                    &format!(
-                        "fpgen {} ({}): {e}",
-                        crate::stats::VERSION,
-                        crate::stats::BUILD
-                    ),
+                    &format!("fpgen {}: {e}", crate::stats::VERSION_BUILD),
                 );
                 false
             }

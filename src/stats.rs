@@ -73,6 +73,11 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// label when it has one (`build.rs`).
 pub const BUILD: &str = env!("FPGEN_REVISION");
 
+/// `0.1.0 (50371aa5fc84)`: how the module's log lines and `fpgen --version`
+/// name the build.
+pub const VERSION_BUILD: &str =
+    concat!(env!("CARGO_PKG_VERSION"), " (", env!("FPGEN_REVISION"), ")");
+
 /// `fpgen.build.<version>.<build>`: a gauge each VM sets to 1, so that
 /// `/stats` shows which module a proxy runs (a fleet's versions, an
 /// upgrade taking effect).

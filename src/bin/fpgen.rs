@@ -21,12 +21,8 @@ Exit codes:
   2  usage error
   3  I/O error (a file that cannot be read)";
 
-/// `fpgen --version`: the crate's version and the build (git commit), as the
-/// module reports them in its configure log line and build stat.
-const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (", env!("FPGEN_REVISION"), ")");
-
 #[derive(Parser)]
-#[command(name = "fpgen", version = VERSION, about = "FairPlay licence tokens at the edge: the operator's tool", after_help = EXIT_CODES)]
+#[command(name = "fpgen", version = fpgen::stats::VERSION_BUILD, about = "FairPlay licence tokens at the edge: the operator's tool", after_help = EXIT_CODES)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -141,24 +141,31 @@ fn wasm_filter(wasm: &Path, filter_config_json: &str, options: &Options) -> Valu
     json!({
         "name": "envoy.filters.http.wasm",
         "disabled": options.scoped,
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-            "config": {
-                "name": "fpgen",
-                "root_id": "fpgen",
-                "allow_on_headers_stop_iteration": true,
-                "failure_policy": options.failure_policy,
-                "vm_config": {
-                    "runtime": "envoy.wasm.runtime.v8",
-                    "code": {"local": {"filename": wasm}},
-                    "environment_variables": {
-                        "host_env_keys": options.host_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
-                    },
+        "typed_config": wasm_typed_config(wasm, filter_config_json, options),
+    })
+}
+
+/// The fpgen plugin as an `envoy.extensions.filters.http.wasm.v3.Wasm`:
+/// the filter's `typed_config` here, the ECDS resource's in
+/// [`super::ecds`].
+pub fn wasm_typed_config(wasm: &Path, filter_config_json: &str, options: &Options) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
+        "config": {
+            "name": "fpgen",
+            "root_id": "fpgen",
+            "allow_on_headers_stop_iteration": true,
+            "failure_policy": options.failure_policy,
+            "vm_config": {
+                "runtime": "envoy.wasm.runtime.v8",
+                "code": {"local": {"filename": wasm}},
+                "environment_variables": {
+                    "host_env_keys": options.host_env.iter().map(|(k, _)| k).collect::<Vec<_>>(),
                 },
-                "configuration": {
-                    "@type": "type.googleapis.com/google.protobuf.StringValue",
-                    "value": filter_config_json,
-                },
+            },
+            "configuration": {
+                "@type": "type.googleapis.com/google.protobuf.StringValue",
+                "value": filter_config_json,
             },
         },
     })

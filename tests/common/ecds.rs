@@ -1,7 +1,8 @@
 //! The shipped ECDS Envoy (`envoy/ecds/bootstrap.yaml`) with its resource
 //! in a directory of the test's, which the test replaces.
 
-use super::envoy::{free_port, Envoy};
+use super::bootstrap::wasm_typed_config;
+use super::envoy::{free_port, Envoy, Options};
 use serde_json::json;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -14,28 +15,13 @@ const ECDS: &str = "extension_config_discovery.http_filter.fpgen";
 /// The ECDS resource file: a DiscoveryResponse with the filter's whole
 /// configuration, as `envoy/ecds/fpgen.yaml` has it (JSON is YAML).
 pub fn resource(version: &str, wasm: &Path, config: &serde_json::Value) -> String {
+    let plugin = wasm_typed_config(wasm, &config.to_string(), &Options::default());
     json!({
         "version_info": version,
         "resources": [{
             "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
             "name": "fpgen",
-            "typed_config": {
-                "@type": "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm",
-                "config": {
-                    "name": "fpgen",
-                    "root_id": "fpgen",
-                    "allow_on_headers_stop_iteration": true,
-                    "failure_policy": "FAIL_RELOAD",
-                    "vm_config": {
-                        "runtime": "envoy.wasm.runtime.v8",
-                        "code": {"local": {"filename": wasm}},
-                    },
-                    "configuration": {
-                        "@type": "type.googleapis.com/google.protobuf.StringValue",
-                        "value": config.to_string(),
-                    },
-                },
-            },
+            "typed_config": plugin,
         }],
     })
     .to_string()

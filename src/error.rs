@@ -112,6 +112,9 @@ error_table! {
     BodyTooLarge = -9413, 413, "Request body too large";
     /// fpgen: a POST body that is not `application/x-www-form-urlencoded`.
     UnsupportedMediaType = -9415, 415, "Unsupported media type";
+    /// fpgen: a `^` kid within 64 characters but over 255 bytes of UTF-8
+    /// (a token holds the name behind a one-byte length).
+    KidStringTooManyBytes = -9421, 400, "kid must be at most 255 bytes of UTF-8 after the ^";
     /// fpgen: the filter could not mint (no configuration, no randomness,
     /// or the host failed while taking from a token budget).
     Internal = -9500, 500, "Internal error";

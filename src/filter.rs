@@ -71,7 +71,7 @@ impl RootContext for Root {
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
             config: self.config.clone(),
-            query: None,
+            awaiting_body: false,
         }))
     }
 
@@ -119,10 +119,15 @@ impl io::Read for PluginConfiguration {
     }
 }
 
-/// One HTTP stream. `query` is set while a POST body is being collected.
+/// One HTTP stream. `awaiting_body` is set while a POST body is being
+/// collected. Nothing of the request is copied into the VM while it waits:
+/// Envoy holds the headers and the body, and the query is read from `:path`
+/// again when the body is complete. (A VM's memory never shrinks, so a copy
+/// per paused request would keep the high-water mark of every burst of
+/// slow POSTs for the life of the VM.)
 struct Stream {
     config: Option<Rc<Config>>,
-    query: Option<String>,
+    awaiting_body: bool,
 }
 
 impl Context for Stream {}
@@ -150,26 +155,31 @@ impl HttpContext for Stream {
             Admission::Query => self.answer(&config, query, b""),
             Admission::Body if end_of_stream => self.answer(&config, query, b""),
             Admission::Body => {
-                self.query = Some(query.to_owned());
+                self.awaiting_body = true;
                 Action::Pause
             }
         }
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        let (Some(query), Some(config)) = (self.query.clone(), self.config.clone()) else {
+        let Some(config) = self.config.clone().filter(|_| self.awaiting_body) else {
             return Action::Continue;
         };
         if body_size > config.max_body_bytes {
-            self.query = None;
-            return self.send(service::refuse(ErrorCode::BodyTooLarge, &query));
+            self.awaiting_body = false;
+            let path = header(":path").unwrap_or_default();
+            return self.send(service::refuse(
+                ErrorCode::BodyTooLarge,
+                service::query_of(&path),
+            ));
         }
         if !end_of_stream {
             return Action::Pause; // Envoy buffers until the body is complete
         }
-        self.query = None;
+        self.awaiting_body = false;
+        let path = header(":path").unwrap_or_default();
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        self.answer(&config, &query, &body)
+        self.answer(&config, service::query_of(&path), &body)
     }
 
     /// Trailers end the request: scrub them like the headers, and finish a
@@ -177,16 +187,19 @@ impl HttpContext for Stream {
     /// ends with trailers never reaches end of stream in the body callback).
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
         self.scrub(MapType::HttpRequestTrailers);
-        let (Some(query), Some(config)) = (self.query.take(), self.config.clone()) else {
+        let Some(config) = self.config.clone().filter(|_| self.awaiting_body) else {
             return Action::Continue;
         };
+        self.awaiting_body = false;
+        let path = header(":path").unwrap_or_default();
+        let query = service::query_of(&path);
         // Read one byte past the cap: the host returns at most what it holds.
         let limit = config.max_body_bytes.saturating_add(1);
         let body = self.get_http_request_body(0, limit).unwrap_or_default();
         if body.len() > config.max_body_bytes {
-            return self.send(service::refuse(ErrorCode::BodyTooLarge, &query));
+            return self.send(service::refuse(ErrorCode::BodyTooLarge, query));
         }
-        self.answer(&config, &query, &body)
+        self.answer(&config, query, &body)
     }
 }
 

@@ -34,7 +34,7 @@ fn is_identifier(text: &str, max: usize, extra: &[u8]) -> bool {
 /// Declares a `String` newtype with one `parse`, `as_str`, `Display`,
 /// `Debug` and `Borrow<str>` (so maps keyed by it are read with `&str`).
 macro_rules! identifier {
-    ($(#[doc = $doc:literal])* $name:ident, max = $max:literal, extra = $extra:literal, rule = $rule:literal) => {
+    ($(#[doc = $doc:literal])* $name:ident, max = $max:expr, extra = $extra:literal, rule = $rule:literal) => {
         $(#[doc = $doc])*
         #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
         pub struct $name(String);
@@ -74,21 +74,30 @@ macro_rules! identifier {
     };
 }
 
+/// The longest customer id, in bytes (ASCII).
+pub const MAX_CUSTOMER_ID_LEN: usize = 64;
+/// The longest sealing key id, in bytes (ASCII).
+pub const MAX_KEY_ID_LEN: usize = 32;
+
 identifier! {
     /// A customer id: 1 to 64 characters of `[A-Za-z0-9_-]`. No `.`: the id
     /// is a segment of stat names (`fpgen.customer.<id>.tokens_minted`),
     /// and Envoy's tag rules split on dots.
-    CustomerId, max = 64, extra = b"_-", rule = "1 to 64 characters of [A-Za-z0-9_-]"
+    CustomerId, max = MAX_CUSTOMER_ID_LEN, extra = b"_-", rule = "1 to 64 characters of [A-Za-z0-9_-]"
 }
 
 identifier! {
     /// A sealing key's id: 1 to 32 characters of `[A-Za-z0-9._-]`. It is
     /// written in every token's header (one length byte, then the id).
-    KeyId, max = 32, extra = b"._-", rule = "1 to 32 characters of [A-Za-z0-9._-]"
+    KeyId, max = MAX_KEY_ID_LEN, extra = b"._-", rule = "1 to 32 characters of [A-Za-z0-9._-]"
 }
 
-/// The longest `^` kid, in characters after the `^`.
+/// The longest `^` kid, in characters after the `^` (the reference's rule).
 pub const MAX_KID_STRING_CHARS: usize = 64;
+/// The longest `^` kid in bytes of UTF-8 after the `^`: a token holds the
+/// name behind a one-byte length, so 64 characters of 4 bytes each (256)
+/// cannot be sealed. fpgen's own rule beside the reference's.
+pub const MAX_KID_STRING_BYTES: usize = 255;
 
 /// What is wrong with a hex parameter, for messages that are true of the
 /// input: its length, or the first character that is not a hex digit.
@@ -129,6 +138,9 @@ pub enum KidError {
     Hex(HexProblem),
     /// A `^` name longer than [`MAX_KID_STRING_CHARS`] (its length).
     TooLong(usize),
+    /// A `^` name within [`MAX_KID_STRING_CHARS`] but longer than
+    /// [`MAX_KID_STRING_BYTES`] in UTF-8 (its length in bytes).
+    TooManyBytes(usize),
     /// A `^` with no name after it.
     Empty,
     /// A name with a control character.
@@ -140,6 +152,7 @@ impl fmt::Display for KidError {
         match self {
             Self::Hex(problem) => problem.fmt(f),
             Self::TooLong(chars) => write!(f, "{chars} characters"),
+            Self::TooManyBytes(bytes) => write!(f, "{bytes} bytes"),
             Self::Empty => f.write_str("empty name after ^"),
             Self::Control => f.write_str("control character in name"),
         }
@@ -168,12 +181,15 @@ impl Kid {
         Ok(Self::Bytes(bytes))
     }
 
-    /// A named kid (the text after `^`): 1 to 64 characters, no control
-    /// characters.
+    /// A named kid (the text after `^`): 1 to 64 characters and at most
+    /// 255 bytes of UTF-8, no control characters.
     pub fn name(name: &str) -> Result<Self, KidError> {
         let chars = name.chars().count();
         if chars > MAX_KID_STRING_CHARS {
             return Err(KidError::TooLong(chars));
+        }
+        if name.len() > MAX_KID_STRING_BYTES {
+            return Err(KidError::TooManyBytes(name.len()));
         }
         if chars == 0 {
             return Err(KidError::Empty);
@@ -228,6 +244,15 @@ mod tests {
         );
         assert_eq!(Kid::parse("^movie-1").unwrap(), Kid::Name("movie-1".into()));
         assert!(Kid::parse(&format!("^{}", "é".repeat(64))).is_ok());
+        // 64 characters, but the token's one-byte length holds 255 bytes
+        let emoji = "\u{1F600}".repeat(64);
+        assert_eq!(
+            Kid::parse(&format!("^{emoji}")).unwrap_err(),
+            KidError::TooManyBytes(256)
+        );
+        let widest = format!("^\u{20AC}{}", "\u{1F600}".repeat(63));
+        assert_eq!(widest.len() - 1, MAX_KID_STRING_BYTES);
+        assert!(Kid::parse(&widest).is_ok());
         let err = |t: &str| Kid::parse(t).unwrap_err();
         assert_eq!(err(&format!("^{}", "a".repeat(65))), KidError::TooLong(65));
         assert_eq!(err("^"), KidError::Empty);

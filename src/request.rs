@@ -18,11 +18,11 @@ use subtle::ConstantTimeEq;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+/// The longest `cookie`, in characters.
+pub use crate::token::MAX_COOKIE_CHARS;
 /// The default and the longest token lifetime: 30 days (the token format's
 /// own limit, checked again when a token is opened).
 pub use crate::token::MAX_LIFETIME_SECONDS;
-/// The longest `cookie`, in characters.
-pub const MAX_COOKIE_CHARS: usize = 32;
 
 /// Standard Base64 with or without padding.
 const BASE64_LENIENT: GeneralPurpose = GeneralPurpose::new(
@@ -132,6 +132,7 @@ pub fn parse_kid(text: &str) -> Result<Kid, ApiError> {
         let code = match e {
             KidError::Hex(_) => ErrorCode::KidHexFormat,
             KidError::TooLong(_) => ErrorCode::KidStringTooLong,
+            KidError::TooManyBytes(_) => ErrorCode::KidStringTooManyBytes,
             KidError::Empty | KidError::Control => ErrorCode::InvalidKid,
         };
         ApiError::new(code, e.to_string())

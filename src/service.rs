@@ -337,8 +337,10 @@ fn mint(config: &Config, params: &Params<'_>, host: &dyn Host) -> Result<Minted,
     })
 }
 
-/// Applies the account's controls, validates, spends one token of the
-/// budget, and seals.
+/// Applies the account's controls, validates, seals, and only then spends
+/// one token of the budget: everything that can fail (randomness, sealing)
+/// has succeeded before a token is taken, so no refused or failed request
+/// spends one.
 fn mint_for(
     config: &Config,
     customer: &Customer,
@@ -347,6 +349,11 @@ fn mint_for(
 ) -> Result<Minted, ApiError> {
     check_account(customer, host)?;
     let valid = request::validate(params, customer, host.now())?;
+    let key = config.sealing_keys.active().ok_or(ErrorCode::Internal)?;
+    let mut nonce = [0u8; NONCE_LEN];
+    host.fill_random(&mut nonce).map_err(internal)?;
+    let token = token::seal(&valid.licence, key, &nonce)
+        .map_err(|_| ApiError::from(ErrorCode::Internal))?;
     if let Some(budget) = customer.token_budget {
         match host
             .take_from_budget(&customer.id, budget)
@@ -361,11 +368,6 @@ fn mint_for(
             }
         }
     }
-    let key = config.sealing_keys.active().ok_or(ErrorCode::Internal)?;
-    let mut nonce = [0u8; NONCE_LEN];
-    host.fill_random(&mut nonce).map_err(internal)?;
-    let token = token::seal(&valid.licence, key, &nonce)
-        .map_err(|_| ApiError::from(ErrorCode::Internal))?;
     let prefix = config.redeem_url.prefix(valid.use_https);
     // + 2: render::success appends the CRLF without reallocating
     let mut url = String::with_capacity(prefix.len() + token.len() + 2);

@@ -17,7 +17,9 @@
 //! (authentic: sealed by a key of the ring) and [`TrustedToken`] (authentic,
 //! for this environment and within its times).
 
-use crate::ids::{CustomerId, KeyId, Kid};
+use crate::ids::{
+    CustomerId, KeyId, Kid, MAX_CUSTOMER_ID_LEN, MAX_KEY_ID_LEN, MAX_KID_STRING_BYTES,
+};
 use crate::licence::{Environment, FpExtension, LicenceData};
 use crate::secret::{ContentKey, SealingKeyBytes};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -36,8 +38,28 @@ const TAG_LEN: usize = 16;
 pub const MAX_EXTENSIONS: usize = 16;
 /// The largest decoded `fpExtension` payload, in bytes.
 pub const MAX_EXTENSION_PAYLOAD: usize = 1024;
-/// Tokens longer than this (in base64 characters) are refused unread.
-pub const MAX_TOKEN_CHARS: usize = 8192;
+/// The longest `cookie`, in characters (each at most 4 bytes of UTF-8).
+pub const MAX_COOKIE_CHARS: usize = 32;
+/// The longest payload the minting rules let through, in bytes: every
+/// field at its limit (docs/token-format.md).
+const MAX_PAYLOAD_LEN: usize = 1
+    + 8
+    + 8
+    + (1 + MAX_CUSTOMER_ID_LEN)
+    + 16
+    + 16
+    + (2 + MAX_KID_STRING_BYTES)
+    + 4
+    + 4
+    + (1 + 4 * MAX_COOKIE_CHARS)
+    + 1
+    + MAX_EXTENSIONS * (4 + 2 + MAX_EXTENSION_PAYLOAD);
+/// The longest sealed token before base64: header, nonce, payload, tag.
+const MAX_SEALED_LEN: usize = 2 + MAX_KEY_ID_LEN + NONCE_LEN + MAX_PAYLOAD_LEN + TAG_LEN;
+/// Tokens longer than this (in base64 characters) are refused unread: the
+/// length of the largest token the minting rules allow (22,751), so every
+/// token fpgen mints is one its gate reads.
+pub const MAX_TOKEN_CHARS: usize = (MAX_SEALED_LEN * 4).div_ceil(3);
 /// The longest lifetime a token may have (`expires_at - issued_at`): 30
 /// days, the API's limit. A longer one was not minted by fpgen's rules.
 pub const MAX_LIFETIME_SECONDS: i64 = 30 * 24 * 60 * 60;
@@ -507,6 +529,47 @@ mod tests {
     }
 
     use crate::licence::tests::sample;
+
+    /// The largest licence data the minting rules allow: every field at its
+    /// limit, in its widest encoding.
+    fn largest() -> LicenceData {
+        let mut d = sample();
+        d.customer_id = CustomerId::parse(&"c".repeat(MAX_CUSTOMER_ID_LEN)).unwrap();
+        d.kid = Some(Kid::Name(format!("\u{20AC}{}", "\u{1F600}".repeat(63))));
+        d.cookie = Some("\u{1F600}".repeat(MAX_COOKIE_CHARS));
+        d.extensions = (0..MAX_EXTENSIONS)
+            .map(|_| FpExtension {
+                kind: *b"abcd",
+                payload: vec![0xA5; MAX_EXTENSION_PAYLOAD],
+            })
+            .collect();
+        d
+    }
+
+    #[test]
+    fn the_largest_token_that_can_be_minted_is_read() {
+        let key = SealingKey {
+            id: KeyId::parse(&"k".repeat(MAX_KEY_ID_LEN)).unwrap(),
+            key: SealingKeyBytes::new([7; 32]),
+        };
+        let d = largest();
+        assert_eq!(sealed_len(&d, &key), MAX_SEALED_LEN);
+        let token = seal(&d, &key, &[1; 24]).unwrap();
+        assert_eq!(token.len(), MAX_TOKEN_CHARS);
+        assert_eq!(MAX_TOKEN_CHARS, 22_751);
+        let ring = KeyRing::new(vec![key.clone()], &key.id).unwrap();
+        assert_eq!(
+            open(&token, &ring, Environment::Test, 1_700_000_000).unwrap(),
+            d
+        );
+        // one character more is refused unread
+        let longer = format!("{token}A");
+        assert_eq!(
+            UntrustedToken::parse(&longer).err(),
+            Some(TokenError::Malformed)
+        );
+    }
+
     #[test]
     fn round_trip() {
         let ring = ring(&["a", "b"], "b");

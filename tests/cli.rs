@@ -533,3 +533,30 @@ fn serve_answers_like_the_filter() {
     assert_eq!(r.status, 413);
     assert_eq!(common::get(port, "/other").status, 404);
 }
+
+/// Key material where a name or another shape belongs: every command that
+/// reads the configuration refuses it (exit 1), and nothing it prints holds
+/// any of the input's hex values (issue 20).
+#[test]
+fn configuration_mistakes_are_refused_without_echoing_key_material() {
+    for (what, json) in fpgen_fixtures::key_mistakes() {
+        let file = TempFile::new(&json);
+        let runs = [
+            fpgen(&["check-config", file.path()]),
+            fpgen(&["mint", "--config", file.path(), "--query", "x=1"]),
+            fpgen(&["inspect", "--config", file.path(), "AQ"]),
+            fpgen(&["serve", "--config", file.path(), "--listen", "127.0.0.1:0"]),
+        ];
+        for o in runs {
+            let text = format!("{}{}", stdout(&o), stderr(&o));
+            assert_eq!(o.status.code(), Some(1), "{what}: {text}");
+            assert!(
+                text.contains(&format!("{}: ", file.path())),
+                "{what}: {text}"
+            );
+            if let Some(hex) = fpgen_fixtures::leaked_hex(&json, &text) {
+                panic!("{what}: the output holds {hex}: {text}");
+            }
+        }
+    }
+}

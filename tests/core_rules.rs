@@ -793,6 +793,29 @@ fn token_budget() {
         &host,
     );
     assert_eq!(host.taken(), 0);
+    // nor does one whose kid cannot be sealed (64 characters, 256 bytes)
+    let kid: String = "%F0%9F%98%80".repeat(64);
+    let answer = service::handle(&config, &format!("{}&kid=%5E{kid}", base()), b"", &host);
+    assert_eq!(
+        (answer.response.status, answer.outcome.code()),
+        (400, -9421)
+    );
+    assert!(answer.response.body.contains("at most 255 bytes of UTF-8"));
+    assert_eq!(host.taken(), 0);
+    // nor one that fails for want of randomness: nothing minted, nothing spent
+    let no_randomness = FakeHost {
+        budgets: Budgets::Counted,
+        random: Random::Fails,
+        ..FakeHost::default()
+    };
+    let answer = service::handle(&config, &base(), b"", &no_randomness);
+    assert_eq!(answer.outcome.code(), -9500);
+    assert_eq!(no_randomness.taken(), 0);
+    // the budget is still whole: two tokens, then -2019
+    let codes: Vec<i32> = (0..3)
+        .map(|_| service::handle(&config, &base(), b"", &host).outcome.code())
+        .collect();
+    assert_eq!(codes, [0, 0, -2019]);
 }
 
 #[test]
@@ -1036,4 +1059,35 @@ fn stat_names_tag_rules_and_readme_agree() {
             "{name} is not in the README"
         );
     }
+}
+
+/// Key material where a name or another shape belongs is refused, and no
+/// message says any of it (issue 20: serde's words quoted the string, and
+/// "no KEK named" quoted the name).
+#[test]
+fn configuration_mistakes_never_echo_key_material() {
+    for (what, json) in fixtures::key_mistakes() {
+        let errors = match Config::from_json_with(json.as_bytes(), &|_: &str| None) {
+            Ok(_) => panic!("{what}: accepted"),
+            Err(e) => e,
+        };
+        let text = errors.to_string();
+        assert!(
+            fixtures::leaked_hex(&json, &text).is_none(),
+            "{what}: {text}"
+        );
+        assert!(
+            text.starts_with("invalid fpgen configuration: "),
+            "{what}: {text}"
+        );
+    }
+    // the names an operator chose are still shown
+    let json = fixtures::json_with(|v| v["customers"][0]["kek"] = "other-kek".into());
+    let text = Config::from_json(json.as_bytes())
+        .err()
+        .map(|e| e.to_string());
+    assert_eq!(
+        text.as_deref(),
+        Some("invalid fpgen configuration: customers[0].kek: no KEK named \"other-kek\" in keks")
+    );
 }

@@ -116,3 +116,51 @@ fn the_module_reports_its_version_and_build_in_stats() {
             .join("\n")
     );
 }
+
+/// Key material where a name or another shape belongs (the same mistakes
+/// `fpgen check-config` is given in `tests/cli.rs`), each pushed to a
+/// running Envoy through LDS: each is rejected with a log line naming its
+/// field, the old listener keeps minting, and neither Envoy's log nor its
+/// access log holds any hex value of any of them (issue 20).
+#[test]
+fn configuration_mistakes_in_envoy_are_rejected_without_echoing_key_material() {
+    let envoy = Envoy::start_with(
+        fpgen_fixtures::DEMO_CONFIG,
+        &Options {
+            dynamic: true,
+            ..Options::default()
+        },
+    );
+    let mistakes = fpgen_fixtures::key_mistakes();
+    let rejected = |envoy: &Envoy| {
+        envoy
+            .stat("listener_manager.lds.update_rejected")
+            .unwrap_or(0)
+    };
+    for (i, (what, json)) in mistakes.iter().enumerate() {
+        envoy.replace_filter_config(json);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while rejected(&envoy) < i as u64 + 1 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{what}: not rejected:\n{}",
+                common::tail(&envoy.envoy_log(), 30)
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+    let r = envoy.get(&format!("/hms/fp/token?{}", fpgen_fixtures::query("")));
+    assert_eq!(r.status, 200, "the old listener no longer mints");
+    let log = format!("{}{}", envoy.envoy_log(), envoy.access_log());
+    let refusals = log
+        .lines()
+        .filter(|l| l.contains("invalid fpgen configuration: "))
+        .count();
+    assert!(refusals >= mistakes.len(), "{}", common::tail(&log, 60));
+    for (what, json) in &mistakes {
+        if let Some(hex) = fpgen_fixtures::leaked_hex(json, &log) {
+            let line = log.lines().find(|l| l.to_ascii_lowercase().contains(&hex));
+            panic!("{what}: Envoy's log holds {hex}: {line:?}");
+        }
+    }
+}

@@ -12,10 +12,12 @@ use secrets::RawSecret;
 pub use secrets::{ProcessEnv, Vars};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use shown::Quoted;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
 mod secrets;
+mod shown;
 
 /// Default cap on a POST body, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024;
@@ -23,7 +25,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024;
 pub const MAX_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// What is wrong with one field. The messages never hold the field's value
-/// (it may be key material); names of references and ids are shown.
+/// (it may be key material); names of references and ids are shown only
+/// when they cannot be key material (see [`shown`]), and described
+/// otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
     /// The JSON's shape: unknown field, wrong type, missing field (the
@@ -67,20 +71,25 @@ impl fmt::Display for Problem {
             Self::Kid(e) => write!(f, "invalid kid: {e}"),
             Self::Hex(what) | Self::Expected(what) => write!(f, "expected {what}"),
             Self::OutOfRange { min, max } => write!(f, "expected {min} to {max}"),
-            Self::Duplicate { what, id } => write!(f, "duplicate {what} {id:?}"),
+            Self::Duplicate { what, id } => write!(f, "duplicate {what} {}", Quoted(id)),
             Self::Unresolved {
                 what,
                 name,
                 section,
-            } => write!(f, "no {what} named {name:?} in {section}"),
+            } => write!(f, "no {what} named {} in {section}", Quoted(name)),
             Self::Required(when) => f.write_str(when),
             Self::EnvUnset { variable } => write!(
                 f,
-                "environment variable {variable:?} is not set (in Envoy, list it in \
-                 vm_config.environment_variables.host_env_keys)"
+                "environment variable {} is not set (in Envoy, list it in \
+                 vm_config.environment_variables.host_env_keys)",
+                Quoted(variable)
             ),
             Self::EnvMalformed { variable, expected } => {
-                write!(f, "environment variable {variable:?}: expected {expected}")
+                write!(
+                    f,
+                    "environment variable {}: expected {expected}",
+                    Quoted(variable)
+                )
             }
         }
     }
@@ -143,7 +152,10 @@ impl Problems {
 // ---- the JSON shape -------------------------------------------------------
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "the fpgen configuration: an object with environment, sealing_keys and customers"
+)]
 struct RawConfig {
     environment: Environment,
     #[serde(default)]
@@ -160,7 +172,7 @@ struct RawConfig {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object (the redemption gate)")]
 struct RawRedemption {
     enabled: Option<bool>,
     path_prefix: Option<String>,
@@ -170,7 +182,7 @@ struct RawRedemption {
 }
 
 #[derive(Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, expecting = "an object (the licence URL)")]
 struct RawRedeemUrl {
     scheme: Option<String>,
     host: Option<String>,
@@ -179,14 +191,20 @@ struct RawRedeemUrl {
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a sealing key: an object with id and key"
+)]
 struct RawSealingKey {
     id: String,
     key: RawSecret,
 }
 
 #[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "a customer: an object with id, environment and authenticator_sha256"
+)]
 struct RawCustomer {
     id: String,
     environment: Environment,
@@ -206,14 +224,15 @@ struct RawCustomer {
 /// (kid, 24 wrapped bytes) as the JSON parser reaches it, with no map of
 /// strings in between, so that a store of 100,000 keys costs its final size
 /// in the VM's memory, not several times that. Entries that do not parse
-/// are kept as their kid's text (never the value) and what is wrong.
+/// are kept as their label ([`entry_label`], never the value) and what is
+/// wrong.
 /// Entries given as `{"env": …}` hold a placeholder in `entries` (so that
 /// a duplicate kid is found the same way) until the variables are read.
 #[derive(Default)]
 struct RawKeyStore {
     entries: HashMap<Kid, [u8; 24]>,
     problems: Vec<(String, Problem)>,
-    /// kid as written, kid, variable
+    /// kid as shown in messages ([`entry_label`]), kid, variable
     from_env: Vec<(String, Kid, String)>,
 }
 
@@ -234,33 +253,51 @@ impl<'de> Visitor<'de> for KeyStoreVisitor {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<RawKeyStore, A::Error> {
         let mut store = RawKeyStore::default();
+        let mut index = 0usize;
         while let Some(text) = map.next_key::<String>()? {
+            index += 1;
             let value: Wrapped = map.next_value()?;
             let kid = match Kid::parse(&text) {
                 Ok(kid) => kid,
                 Err(e) => {
-                    store.problems.push((text, Problem::Kid(e)));
+                    store
+                        .problems
+                        .push((entry_label(&text, index), Problem::Kid(e)));
                     continue;
                 }
             };
             let wrapped = match value {
                 Wrapped::Hex(Some(wrapped)) => wrapped,
                 Wrapped::Hex(None) => {
-                    store.problems.push((text, Problem::Hex(WRAPPED_KEY)));
+                    store
+                        .problems
+                        .push((entry_label(&text, index), Problem::Hex(WRAPPED_KEY)));
                     continue;
                 }
                 Wrapped::Env(variable) => {
-                    store.from_env.push((text.clone(), kid.clone(), variable));
+                    let label = entry_label(&text, index);
+                    store.from_env.push((label, kid.clone(), variable));
                     [0; 24]
                 }
             };
             if store.entries.insert(kid, wrapped).is_some() {
                 let id = text.clone();
                 let duplicate = Problem::Duplicate { what: "kid", id };
-                store.problems.push((text, duplicate));
+                store.problems.push((entry_label(&text, index), duplicate));
             }
         }
         Ok(store)
+    }
+}
+
+/// A key store entry in a field name: its kid, or, when the kid is not
+/// shown (a 32-digit hex kid looks like an AES-128 key), its description
+/// and its place in the store (1-based).
+fn entry_label(kid_text: &str, index: usize) -> String {
+    if shown::is_shown(kid_text) {
+        kid_text.to_owned()
+    } else {
+        format!("{} (entry {index})", shown::name(kid_text))
     }
 }
 
@@ -414,10 +451,10 @@ impl Config {
     /// and `, 3 secret(s) from the environment` when there are any.
     pub fn summary(&self) -> String {
         let mut line = format!(
-            "environment {}, {} customer(s), active sealing key {:?}, redemption gate {}",
+            "environment {}, {} customer(s), active sealing key {}, redemption gate {}",
             self.environment.as_str(),
             self.customers.len(),
-            self.sealing_keys.active().map_or("", |k| k.id.as_str()),
+            Quoted(self.sealing_keys.active().map_or("", |k| k.id.as_str())),
             if self.redemption.is_some() {
                 "on"
             } else {
@@ -467,15 +504,11 @@ impl Config {
         vars: &dyn Vars,
     ) -> Result<Self, ConfigErrors> {
         let raw: RawConfig = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            let field = if path == "." {
-                "(root)".to_owned()
-            } else {
-                path
-            };
+            let field = field_of(e.path());
+            let message = e.into_inner().to_string();
             ConfigErrors(vec![ConfigError {
                 field,
-                problem: Problem::Shape(e.into_inner().to_string()),
+                problem: Problem::Shape(shown::scrub(&message)),
             }])
         })?;
         let mut problems = Problems::default();
@@ -529,6 +562,30 @@ impl Config {
     }
 }
 
+/// A parser's path as a field name (`customers[0].key_store.<kid>`), each
+/// map key shown only when it cannot be key material.
+fn field_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut field = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => field.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !field.is_empty() {
+                    field.push('.');
+                }
+                field.push_str(&shown::name(key));
+            }
+            Segment::Unknown => field.push_str(if field.is_empty() { "?" } else { ".?" }),
+        }
+    }
+    if field.is_empty() {
+        "(root)".to_owned()
+    } else {
+        field
+    }
+}
+
 /// The KEKs by name; `None` for one that has a problem of its own (so that
 /// customers naming it are not also told it does not exist).
 fn validate_keks(
@@ -541,7 +598,7 @@ fn validate_keks(
             let expected = "32, 48 or 64 hex digits (AES-128/192/256)";
             let kek = secret
                 .resolve(vars, expected, Kek::from_hex)
-                .map_err(|problem| problems.push(format!("keks.{name}"), problem))
+                .map_err(|problem| problems.push(format!("keks.{}", shown::name(&name)), problem))
                 .ok();
             (name, kek)
         })
@@ -664,18 +721,18 @@ fn validate_key_store(
     vars: &dyn Vars,
     problems: &mut Problems,
 ) -> HashMap<Kid, [u8; 24]> {
-    for (kid_text, problem) in raw.problems {
-        problems.push(format!("{field}.{kid_text}"), problem);
+    for (label, problem) in raw.problems {
+        problems.push(format!("{field}.{label}"), problem);
     }
     let mut entries = raw.entries;
-    for (kid_text, kid, variable) in raw.from_env {
+    for (label, kid, variable) in raw.from_env {
         match secrets::from_env(&variable, vars, WRAPPED_KEY, decode_wrapped) {
             Ok(wrapped) => {
                 entries.insert(kid, wrapped);
             }
             Err(problem) => {
                 entries.remove(&kid);
-                problems.push(format!("{field}.{kid_text}"), problem);
+                problems.push(format!("{field}.{label}"), problem);
             }
         }
     }
@@ -1027,10 +1084,14 @@ mod tests {
                 "expected 48 hex digits",
             ),
         ];
-        for (kid, value, problem) in cases {
+        // A 32-digit hex kid could be an AES-128 key: it is described, and
+        // the entry is told by its place in the store (the demo's own kid is
+        // entry 1).
+        let labels = ["^", "abcd", "<32 hex digits, not shown> (entry 2)"];
+        for ((kid, value, problem), label) in cases.into_iter().zip(labels) {
             let json = demo_with(|v| v["customers"][0]["key_store"][kid] = value.into());
             let e = err(&json);
-            assert_eq!(e.field, format!("customers[0].key_store.{kid}"));
+            assert_eq!(e.field, format!("customers[0].key_store.{label}"));
             assert!(e.problem.to_string().starts_with(problem), "{e}");
             assert!(!e.to_string().contains(value), "{e}");
         }
@@ -1047,9 +1108,12 @@ mod tests {
         let e = err(&json);
         assert_eq!(
             e.field,
-            "customers[0].key_store.11112222333344445555666677778888"
+            "customers[0].key_store.<32 hex digits, not shown> (entry 2)"
         );
-        assert!(e.problem.to_string().starts_with("duplicate kid"), "{e}");
+        assert_eq!(
+            e.problem.to_string(),
+            "duplicate kid <32 hex digits, not shown>"
+        );
     }
 
     /// The demo configuration with its first customer's key store written
@@ -1312,7 +1376,7 @@ mod tests {
                 ("sealing_keys[0].key", not_set("FPGEN_SEALING_KEY")),
                 ("keks.demo-kek", not_set("FPGEN_KEK")),
                 (
-                    "customers[0].key_store.11112222333344445555666677778888",
+                    "customers[0].key_store.<32 hex digits, not shown> (entry 1)",
                     not_set("FPGEN_WRAPPED")
                 ),
             ]

@@ -272,6 +272,16 @@ impl Envoy {
     /// [`Envoy::start_shipped`] with `env` as Envoy's environment variables
     /// (for the files that read secrets from them).
     pub fn start_shipped_env(file: &str, ports: &[(u16, u16)], env: &[(&str, &str)]) -> Envoy {
+        Envoy::start_shipped_workers(file, ports, env, 1)
+    }
+
+    /// [`Envoy::start_shipped_env`] with `workers` worker threads.
+    pub fn start_shipped_workers(
+        file: &str,
+        ports: &[(u16, u16)],
+        env: &[(&str, &str)],
+        workers: u32,
+    ) -> Envoy {
         let (_, wasm) = tool_paths();
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
         let mut yaml = fs::read_to_string(&path)
@@ -286,7 +296,8 @@ impl Envoy {
             yaml = yaml.replace(&from, &to);
         }
         let listener = ports.iter().map(|&(_, to)| to).find(|&p| p != 0);
-        Envoy::start_yaml_env(&yaml, listener.expect("a listener port"), "info", env)
+        let port = listener.expect("a listener port");
+        Envoy::start_yaml_workers(&yaml, port, "info", env, workers)
     }
 
     /// Runs a configuration file as it is (e.g. one of `envoy/`), with its
@@ -299,13 +310,24 @@ impl Envoy {
 
     /// [`Envoy::start_yaml`] with `env` in Envoy's environment.
     pub fn start_yaml_env(yaml: &str, port: u16, log_level: &str, env: &[(&str, &str)]) -> Envoy {
+        Envoy::start_yaml_workers(yaml, port, log_level, env, 1)
+    }
+
+    /// [`Envoy::start_yaml_env`] with `workers` worker threads.
+    pub fn start_yaml_workers(
+        yaml: &str,
+        port: u16,
+        log_level: &str,
+        env: &[(&str, &str)],
+        workers: u32,
+    ) -> Envoy {
         let (envoy_bin, _) = tool_paths();
         let workdir = new_workdir();
         let logdir = log_dir_for(&workdir);
         let config = workdir.join("envoy.yaml");
         fs::write(&config, yaml).unwrap();
         // relative paths in the file (the module) are from the project root
-        let mut cmd = envoy_command(&envoy_bin, &config, 1, log_level, &workdir, &logdir);
+        let mut cmd = envoy_command(&envoy_bin, &config, workers, log_level, &workdir, &logdir);
         cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
         cmd.envs(env.iter().copied());
         let child = spawn_tied_to_process(cmd)

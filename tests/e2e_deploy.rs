@@ -144,3 +144,123 @@ fn two_environments_keep_authenticators_and_tokens_apart() {
         assert_eq!((r.status, v["code"].as_i64()), (401, Some(-2018)), "{port}");
     }
 }
+
+/// Every value (at any depth) of `v` that is a map holding `key`.
+fn maps_with<'v>(v: &'v serde_yaml_ng::Value, key: &str, out: &mut Vec<&'v serde_yaml_ng::Value>) {
+    match v {
+        serde_yaml_ng::Value::Mapping(m) => {
+            if m.contains_key(key) {
+                out.push(v);
+            }
+            for (_, child) in m {
+                maps_with(child, key, out);
+            }
+        }
+        serde_yaml_ng::Value::Sequence(s) => s.iter().for_each(|c| maps_with(c, key, out)),
+        _ => {}
+    }
+}
+
+/// Every shipped configuration (and the Istio hardening patch) tells
+/// Envoy its limits (issue 20): the overload manager with a connection cap
+/// and heap actions in every bootstrap, a buffer limit on every listener,
+/// and time, stream and window limits on every connection manager, with
+/// the values docs/security.md gives.
+#[test]
+fn every_shipped_configuration_carries_the_edge_limits() {
+    let files = [
+        ("envoy/envoy.yaml", true),
+        ("envoy/gate.yaml", true),
+        ("envoy/two-environments.yaml", true),
+        ("envoy/dynamic/bootstrap.yaml", true),
+        ("envoy/dynamic/lds.yaml", false),
+        ("envoy/ecds/bootstrap.yaml", true),
+        ("envoy/istio/envoyfilter-hcm-hardening.yaml", true),
+    ];
+    let (mut listeners, mut managers) = (0, 0);
+    for (file, bootstrap) in files {
+        let text = std::fs::read_to_string(root().join(file)).unwrap();
+        let doc: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+        if bootstrap {
+            let mut found = Vec::new();
+            maps_with(&doc, "overload_manager", &mut found);
+            let om = &found
+                .first()
+                .unwrap_or_else(|| panic!("{file}: no overload_manager"))["overload_manager"];
+            let monitors = serde_yaml_ng::to_string(&om["resource_monitors"]).unwrap();
+            assert!(
+                monitors.contains("max_active_downstream_connections: 10000"),
+                "{file}"
+            );
+            assert!(
+                monitors.contains("max_heap_size_bytes: 1073741824"),
+                "{file}"
+            );
+            let actions = serde_yaml_ng::to_string(&om["actions"]).unwrap();
+            for action in ["reduce_timeouts", "shrink_heap", "stop_accepting_requests"] {
+                assert!(actions.contains(action), "{file}: no {action}");
+            }
+            let mut release = Vec::new();
+            maps_with(&doc, "memory_allocator_manager", &mut release);
+            assert_eq!(release.len(), 1, "{file}: no memory_allocator_manager");
+        }
+        let mut with_buffer = Vec::new();
+        maps_with(&doc, "per_connection_buffer_limit_bytes", &mut with_buffer);
+        let mut chains = Vec::new();
+        maps_with(&doc, "filter_chains", &mut chains);
+        for listener in &chains {
+            assert_eq!(
+                listener["per_connection_buffer_limit_bytes"].as_u64(),
+                Some(32768),
+                "{file}"
+            );
+            listeners += 1;
+        }
+        let mut hcms = Vec::new();
+        maps_with(&doc, "request_headers_timeout", &mut hcms);
+        let mut all_hcms = Vec::new();
+        maps_with(&doc, "headers_with_underscores_action", &mut all_hcms);
+        assert_eq!(
+            hcms.len(),
+            all_hcms.len(),
+            "{file}: a connection manager without limits"
+        );
+        // (dynamic/bootstrap.yaml's connection manager is in lds.yaml)
+        assert!(
+            !hcms.is_empty() || file == "envoy/dynamic/bootstrap.yaml",
+            "{file}: no connection manager"
+        );
+        for hcm in hcms {
+            assert_eq!(
+                hcm["request_headers_timeout"].as_str(),
+                Some("10s"),
+                "{file}"
+            );
+            assert_eq!(hcm["request_timeout"].as_str(), Some("15s"), "{file}");
+            assert_eq!(hcm["stream_idle_timeout"].as_str(), Some("60s"), "{file}");
+            assert_eq!(
+                hcm["common_http_protocol_options"]["idle_timeout"].as_str(),
+                Some("60s"),
+                "{file}"
+            );
+            let h2 = &hcm["http2_protocol_options"];
+            assert_eq!(h2["max_concurrent_streams"].as_u64(), Some(100), "{file}");
+            assert_eq!(
+                h2["initial_stream_window_size"].as_u64(),
+                Some(65536),
+                "{file}"
+            );
+            managers += 1;
+        }
+        if file.contains("istio") {
+            assert!(
+                text.contains("per_connection_buffer_limit_bytes: 32768"),
+                "{file}"
+            );
+        }
+    }
+    assert!(
+        listeners >= 6 && managers >= 7,
+        "{listeners} listeners, {managers} managers"
+    );
+}

@@ -1,7 +1,16 @@
 //! `fpgen serve`: the token endpoint as a small native HTTP/1.1 service
 //! (hyper on tokio), for users without Envoy and as the "token backend"
 //! design that `make bench` compares the filter with. Same code path as the
-//! filter: [`service::admit`], then [`service::handle`].
+//! filter: [`service::admit`], then [`service::handle`], with the request's
+//! headers read as the filter reads them from Envoy.
+//!
+//! No client can stop it or make it hold connections without limit: at
+//! most [`Limits::max_connections`] are served at once (the rest wait in
+//! the kernel's backlog), a request head must arrive within
+//! [`Limits::header_timeout`] and a POST body within
+//! [`Limits::body_timeout`] (else the connection is closed), and a failed
+//! `accept` (the descriptor limit reached) is logged and retried with a
+//! back-off instead of ending the service.
 
 use crate::config::Config;
 use crate::error::ErrorCode;
@@ -13,14 +22,17 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Semaphore;
 
-/// The host of one request: system clock and randomness, the TCP peer as
-/// the client address, and no token budget (budgets are an Envoy feature).
+/// The host of one request: system clock and randomness, the client
+/// address under the configuration's `client_address` policy, and no
+/// token budget (budgets are an Envoy feature).
 struct ServeHost {
-    peer: IpAddr,
+    client: Option<IpAddr>,
 }
 
 impl Host for ServeHost {
@@ -31,47 +43,134 @@ impl Host for ServeHost {
         service::SystemHost.fill_random(buf)
     }
     fn client_address(&self) -> Option<IpAddr> {
-        Some(self.peer)
+        self.client
     }
     fn take_from_budget(&self, _: &CustomerId, _: u64) -> Result<Budget, HostFailure> {
         Ok(Budget::Taken)
     }
 }
 
+/// How `fpgen serve` bounds what its clients can hold.
+#[derive(Clone, Copy, Debug)]
+pub struct Limits {
+    /// Connections served at once; more wait in the listen backlog.
+    pub max_connections: usize,
+    /// A request head (request line and headers) must arrive within this.
+    pub header_timeout: Duration,
+    /// A POST body must arrive within this, counted from its head.
+    pub body_timeout: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_connections: 1024,
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(15),
+        }
+    }
+}
+
+/// The longest pause between two attempts to accept after `accept` fails
+/// (out of descriptors, out of memory): the loop backs off from 10 ms to
+/// this, and keeps serving the connections it has.
+const MAX_ACCEPT_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Serves `/hms/fp/token` on `addr` until the process ends, with `threads`
-/// worker threads.
-pub fn serve(config: Config, addr: SocketAddr, threads: usize) -> std::io::Result<()> {
+/// worker threads, within `limits`. Only binding the address fails it: an
+/// error accepting a connection (e.g. the descriptor limit reached) is
+/// logged, waited out and retried.
+pub fn serve(
+    config: Config,
+    addr: SocketAddr,
+    threads: usize,
+    limits: Limits,
+) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
         .enable_io()
+        .enable_time()
         .build()?;
     runtime.block_on(async move {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         eprintln!(
-            "fpgen: serving /hms/fp/token on http://{}",
-            listener.local_addr()?
+            "fpgen: serving /hms/fp/token on http://{} (at most {} connections, \
+             request heads within {} s, bodies within {} s)",
+            listener.local_addr()?,
+            limits.max_connections,
+            limits.header_timeout.as_secs_f64(),
+            limits.body_timeout.as_secs_f64(),
         );
         let config = Arc::new(config);
+        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let mut backoff = Duration::ZERO;
         loop {
-            let (stream, peer) = listener.accept().await?;
+            // A slot first: past the cap, connections wait in the backlog.
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return Ok(());
+            };
+            let (stream, peer) = match listener.accept().await {
+                Ok(accepted) => {
+                    backoff = Duration::ZERO;
+                    accepted
+                }
+                Err(e) => {
+                    backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
+                    eprintln!("fpgen: accept: {e}; retrying in {} ms", backoff.as_millis());
+                    tokio::time::sleep(backoff).await;
+                    continue;
+                }
+            };
             let _ = stream.set_nodelay(true);
             let config = Arc::clone(&config);
             tokio::spawn(async move {
-                let service =
-                    hyper::service::service_fn(move |req| answer(Arc::clone(&config), peer, req));
+                let service = hyper::service::service_fn(move |req| {
+                    answer(Arc::clone(&config), peer, limits.body_timeout, req)
+                });
                 let _ = hyper::server::conn::http1::Builder::new()
+                    .timer(TokioTimer::new())
+                    .header_read_timeout(limits.header_timeout)
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
+                drop(slot);
             });
         }
     })
 }
 
+/// A request header as the filter reads it from Envoy: every value of the
+/// name joined with `,` (Envoy joins repeated headers so), bytes that are
+/// not UTF-8 replaced (so `Content-Type: \xff` is a content type, not an
+/// absent one).
+fn header_of(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?;
+    let mut joined = String::from_utf8_lossy(first.as_bytes()).into_owned();
+    for value in values {
+        joined.push(',');
+        joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
+    }
+    Some(joined)
+}
+
+/// Why a request was dropped without an answer.
+#[derive(Debug)]
+struct BodyTimedOut;
+
+impl std::fmt::Display for BodyTimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("the request body did not arrive in time")
+    }
+}
+
+impl std::error::Error for BodyTimedOut {}
+
 async fn answer(
     config: Arc<Config>,
     peer: SocketAddr,
+    body_timeout: Duration,
     req: Request<Incoming>,
-) -> Result<Response<Full<Bytes>>, std::convert::Infallible> {
+) -> Result<Response<Full<Bytes>>, BodyTimedOut> {
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -82,23 +181,34 @@ async fn answer(
         *not_found.status_mut() = StatusCode::NOT_FOUND;
         return Ok(not_found);
     }
-    let query = service::query_of(&path_and_query).to_owned();
-    let host = ServeHost { peer: peer.ip() };
-    let header = |name: &str| req.headers().get(name).and_then(|v| v.to_str().ok());
+    let query = service::query_of(&path_and_query);
+    let header = |name: &str| header_of(req.headers(), name);
+    // As Envoy at an edge (use_remote_address: true): the peer is the last
+    // x-forwarded-for entry, after those the client sent.
+    let policy = &config.client_address;
+    let xff = policy
+        .use_x_forwarded_for
+        .then(|| match header("x-forwarded-for") {
+            Some(sent) => format!("{sent},{}", peer.ip()),
+            None => peer.ip().to_string(),
+        });
+    let peer_text = peer.ip().to_string();
+    let client = service::client_address(policy, Some(&peer_text), xff.as_deref());
+    let host = ServeHost { client };
     let admission = service::admit(req.method().as_str(), header, config.max_body_bytes);
     let answer = match admission {
-        Admission::Refuse(code) => service::refuse(code, &query),
-        Admission::Query => service::handle(&config, &query, b"", &host),
-        Admission::Body => match Limited::new(req.into_body(), config.max_body_bytes)
-            .collect()
-            .await
-        {
-            Ok(body) => service::handle(&config, &query, &body.to_bytes(), &host),
-            Err(_) => service::refuse(ErrorCode::BodyTooLarge, &query),
-        },
+        Admission::Refuse(code) => service::refuse(code, query),
+        Admission::Query => service::handle(&config, query, b"", &host),
+        Admission::Body => {
+            let body = Limited::new(req.into_body(), config.max_body_bytes).collect();
+            match tokio::time::timeout(body_timeout, body).await {
+                Err(_) => return Err(BodyTimedOut),
+                Ok(Ok(body)) => service::handle(&config, query, &body.to_bytes(), &host),
+                Ok(Err(_)) => service::refuse(ErrorCode::BodyTooLarge, query),
+            }
+        }
     };
-    let api = answer.response;
-    Ok(to_hyper(api))
+    Ok(to_hyper(answer.response))
 }
 
 fn to_hyper(api: ApiResponse) -> Response<Full<Bytes>> {

@@ -560,3 +560,97 @@ fn configuration_mistakes_are_refused_without_echoing_key_material() {
         }
     }
 }
+
+/// `fpgen serve` and the filter in Envoy read a request's headers the same
+/// way (issue 20): one table of raw requests, sent to both, with the status
+/// and code each must give. A content type that is not UTF-8 is a content
+/// type (415), repeated content types are joined as Envoy joins them (415),
+/// and `client_address.use_x_forwarded_for` counts trusted hops from the
+/// peer's own entry in both.
+#[test]
+fn serve_and_the_filter_read_headers_alike() {
+    let config = fpgen_fixtures::json_with(|v| {
+        v["client_address"] = serde_json::json!({"use_x_forwarded_for": true, "trusted_hops": 1});
+        v["customers"][0]["allowed_networks"] = serde_json::json!(["192.0.2.0/24"]);
+    });
+    let envoy = common::Envoy::start(&config);
+    let serve = common::Serve::start(&config);
+    let query = format!("/hms/fp/token?errorFormat=json&{AUTH}&contentKey={CK}&iv={IV}");
+    let post = |headers: &[&[u8]]| {
+        let mut r = format!(
+            "POST {query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 0\r\n"
+        )
+        .into_bytes();
+        for h in headers {
+            r.extend_from_slice(h);
+            r.extend_from_slice(b"\r\n");
+        }
+        r.extend_from_slice(b"\r\n");
+        r
+    };
+    let get = |xff: Option<&str>| {
+        let xff = xff.map_or(String::new(), |v| format!("X-Forwarded-For: {v}\r\n"));
+        format!("GET {query} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{xff}\r\n").into_bytes()
+    };
+    let rows: Vec<(&str, Vec<u8>, (u16, i64))> = vec![
+        (
+            "a form POST from an allowed client",
+            post(&[
+                b"Content-Type: application/x-www-form-urlencoded",
+                b"X-Forwarded-For: 192.0.2.7",
+            ]),
+            (200, 0),
+        ),
+        (
+            "Content-Type: \\xff",
+            post(&[b"Content-Type: \xff", b"X-Forwarded-For: 192.0.2.7"]),
+            (415, -9415),
+        ),
+        (
+            "two content types, form then json",
+            post(&[
+                b"Content-Type: application/x-www-form-urlencoded",
+                b"Content-Type: application/json",
+                b"X-Forwarded-For: 192.0.2.7",
+            ]),
+            (415, -9415),
+        ),
+        (
+            "x-forwarded-for of an allowed client",
+            get(Some("192.0.2.7")),
+            (200, 0),
+        ),
+        (
+            "x-forwarded-for of another client",
+            get(Some("198.51.100.1")),
+            (403, -2003),
+        ),
+        (
+            "a forged entry left of the client's",
+            get(Some("192.0.2.9, 198.51.100.1")),
+            (403, -2003),
+        ),
+        (
+            "no x-forwarded-for: only the peer's entry",
+            get(None),
+            (403, -2003),
+        ),
+    ];
+    for (what, request, expected) in rows {
+        for (host, port) in [("the filter", envoy.port), ("fpgen serve", serve.port)] {
+            let r = common::raw(port, &request);
+            let code = if r.status == 200 {
+                assert!(
+                    r.text().contains("ExpressPlayToken="),
+                    "{what}, {host}: {r:?}"
+                );
+                0
+            } else {
+                let v: serde_json::Value = serde_json::from_slice(&r.body)
+                    .unwrap_or_else(|e| panic!("{what}, {host}: {e}: {r:?}"));
+                v["code"].as_i64().unwrap_or(1)
+            };
+            assert_eq!((r.status, code), expected, "{what}, {host}");
+        }
+    }
+}

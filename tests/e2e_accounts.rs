@@ -402,3 +402,36 @@ fn config_problems_are_logged_once_each_with_their_field() {
         common::tail(&log, 20)
     );
 }
+
+/// A `^` kid of 64 characters of 4 bytes each (256 bytes) is refused with
+/// its own code, -9421 (before issue 20 the token could not be sealed: 500,
+/// -9500, with the budget already spent), and no refused request spends a
+/// token: with a budget of 1, the refusal leaves the one token for the next
+/// mint.
+#[test]
+fn a_kid_too_wide_for_a_token_is_refused_and_spends_no_budget() {
+    let config = fpgen_fixtures::json_with(|v| v["customers"][0]["token_budget"] = 1.into());
+    let envoy = common::Envoy::start(&config);
+    let kid: String = "%F0%9F%98%80".repeat(64);
+    let r = envoy.get(&format!(
+        "/hms/fp/token?{}&kid=%5E{kid}&errorFormat=json",
+        fpgen_fixtures::query("")
+    ));
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((r.status, v["code"].as_i64()), (400, Some(-9421)), "{r:?}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("at most 255 bytes of UTF-8"),
+        "{v}"
+    );
+    let mint = format!(
+        "/hms/fp/token?{}&errorFormat=json",
+        fpgen_fixtures::query("")
+    );
+    assert_eq!(envoy.get(&mint).status, 200, "the refusal spent the budget");
+    let r = envoy.get(&mint);
+    let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((r.status, v["code"].as_i64()), (429, Some(-2019)));
+}

@@ -353,3 +353,57 @@ fn demo_licence_url_redeems_at_the_demo_stand_in() {
         "{r:?}"
     );
 }
+
+/// The largest request the documented limits allow (a 64-character
+/// customer id, a 32-character sealing key id, a 64-character kid of 255
+/// bytes, a cookie of 32 four-byte characters, 16 fpExtensions of 1,024
+/// bytes) mints a 22,751-character token, and the gate redeems it: every
+/// token fpgen mints is one its gate reads (issue 20: 6 such extensions
+/// gave a token of 8,402 characters, minted 200 and refused 403).
+#[test]
+fn the_largest_token_the_limits_allow_is_minted_and_redeemed() {
+    let upstream = RecordingUpstream::start();
+    let customer = "c".repeat(64);
+    let mut c = fpgen_fixtures::demo_json();
+    c["customers"][0]["id"] = customer.clone().into();
+    c["sealing_keys"] = json!([{"id": "k".repeat(32), "key": OLD_KEY}]);
+    c["active_sealing_key"] = "k".repeat(32).into();
+    let envoy = start(&upstream, &c.to_string());
+    let secret = fpgen_fixtures::AUTHENTICATOR.split_once(',').unwrap().1;
+    let encode = |s: &str| form_urlencoded::byte_serialize(s.as_bytes()).collect::<String>();
+    let payload: Vec<u8> = (0..1024u32).map(|i| (i * 7 + 251) as u8).collect();
+    let extension = encode(&format!(
+        "abcd,{}",
+        base64::engine::general_purpose::STANDARD.encode(&payload)
+    ));
+    let mut query = format!(
+        "customerAuthenticator={customer},{secret}&contentKey={CK}&iv={IV}&kid={}&cookie={}",
+        encode(&format!("^\u{20AC}{}", "\u{1F600}".repeat(63))),
+        encode(&"\u{1F600}".repeat(32)),
+    );
+    for _ in 0..16 {
+        query.push_str("&fpExtension=");
+        query.push_str(&extension);
+    }
+    let r = common::get(envoy.port, &format!("/hms/fp/token?{query}"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let token = fpgen_fixtures::token_of_url(&r.text());
+    assert_eq!(token.len(), fpgen::token::MAX_TOKEN_CHARS);
+    assert_eq!(token.len(), 22_751);
+    let r = redeem(&envoy, &token, &[]);
+    assert_eq!(r.status, 200, "{r:?}");
+    let seen = upstream.requests();
+    let last = seen.last().unwrap();
+    let extensions: Vec<&String> = last
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "x-fpgen-fp-extension")
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(extensions.len(), 16, "{:?}", last.headers);
+    assert!(last
+        .headers
+        .iter()
+        .any(|(n, v)| n == "x-fpgen-customer" && *v == customer));
+    assert_eq!(last.body, SPC);
+}

@@ -92,7 +92,7 @@ enum Command {
         file: PathBuf,
     },
     /// Serve /hms/fp/token over plain HTTP/1.1 (no Envoy), same behaviour as the filter
-    #[command(after_help = EXIT_CODES)]
+    #[command(after_help = SERVE_LIMITS)]
     Serve {
         /// The filter configuration (JSON)
         #[arg(long)]
@@ -103,8 +103,32 @@ enum Command {
         /// Worker threads
         #[arg(long, default_value_t = 1)]
         threads: usize,
+        /// Connections served at once; more wait in the listen backlog until one closes
+        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
+        /// Seconds a client has to send a request's head (request line and headers); then the connection is closed
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        header_timeout: u64,
+        /// Seconds a client has to send a POST body after its head; then the connection is closed
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        body_timeout: u64,
     },
 }
+
+const SERVE_LIMITS: &str = "\
+Limits: no client can stop the service or hold it without bound. At most
+--max-connections connections are served at once (each takes a file
+descriptor; keep the limit below `ulimit -n`); a connection whose request
+head is not complete within --header-timeout seconds, or whose POST body is
+not complete within --body-timeout seconds, is closed. When accepting fails
+(the descriptor limit reached), fpgen logs it, waits (10 ms, doubling up to
+1 s) and accepts again; it never exits for it.
+
+Exit codes:
+  0  success
+  1  refused input: an invalid configuration
+  2  usage error
+  3  I/O error (the configuration cannot be read, the address cannot be bound)";
 
 /// Why a command failed, and so its exit code.
 enum Failure {
@@ -137,10 +161,20 @@ fn main() -> ExitCode {
             config,
             listen,
             threads,
-        } => load(&config).and_then(|c| {
-            fpgen::server::serve(c, listen, threads)
-                .map_err(|e| Failure::Io(format!("serve on {listen}: {e}")))
-        }),
+            max_connections,
+            header_timeout,
+            body_timeout,
+        } => {
+            let limits = fpgen::server::Limits {
+                max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                header_timeout: std::time::Duration::from_secs(header_timeout),
+                body_timeout: std::time::Duration::from_secs(body_timeout),
+            };
+            load(&config).and_then(|c| {
+                fpgen::server::serve(c, listen, threads, limits)
+                    .map_err(|e| Failure::Io(format!("serve on {listen}: {e}")))
+            })
+        }
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

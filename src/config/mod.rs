@@ -26,7 +26,7 @@ pub const MAX_MAX_BODY_BYTES: usize = 1024 * 1024;
 
 /// What is wrong with one field. The messages never hold the field's value
 /// (it may be key material); names of references and ids are shown only
-/// when they cannot be key material (see [`shown`]), and described
+/// when they cannot be key material (see `config/shown.rs`), and described
 /// otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {

@@ -62,7 +62,11 @@ def main(wasm_path, layout, tag):
         json.dump(index, f)
     with open(os.path.join(layout, "oci-layout"), "w") as f:
         json.dump({"imageLayoutVersion": "1.0.0"}, f)
+    digest = index["manifests"][0]["digest"]
     print(f"{layout}:{tag}  module sha256:{hashlib.sha256(wasm).hexdigest()}  layer {layer['digest']}")
+    print(f"image digest {digest}: pin the WasmPlugin to it (envoy/istio/wasmplugin.yaml):")
+    print(f"  url: oci://REGISTRY/fpgen@{digest}")
+    print(f"  sha256: {digest.split(':', 1)[1]}")
 
 
 if __name__ == "__main__":

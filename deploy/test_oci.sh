@@ -28,8 +28,11 @@ python3 deploy/oci.py "$WASM" "$work/layout" "$TAG"
 skopeo copy --quiet --dest-tls-verify=false "oci:$work/layout:$TAG" "docker://127.0.0.1:$port/fpgen:$TAG"
 skopeo copy --quiet --src-tls-verify=false "docker://127.0.0.1:$port/fpgen:$TAG" "oci:$work/pulled:$TAG"
 
-# the pulled image: one layer holding plugin.wasm, identical to the module
+# the pulled image: the digest make oci printed (the one the WasmPlugin is
+# pinned to), one layer holding plugin.wasm, identical to the module
 manifest=$(python3 -c 'import json,sys; i=json.load(open(sys.argv[1]+"/index.json")); print(i["manifests"][0]["digest"].split(":")[1])' "$work/pulled")
+built=$(python3 -c 'import json,sys; i=json.load(open(sys.argv[1]+"/index.json")); print(i["manifests"][0]["digest"].split(":")[1])' "$work/layout")
+[ "$manifest" = "$built" ] || { echo "test-oci: the registry serves image sha256:$manifest, make oci built sha256:$built"; exit 1; }
 layers=$(python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(" ".join(l["digest"].split(":")[1] for l in m["layers"]))' "$work/pulled/blobs/sha256/$manifest")
 [ "$(echo "$layers" | wc -w)" = 1 ] || { echo "test-oci: expected one layer, got: $layers"; exit 1; }
 mkdir "$work/out"

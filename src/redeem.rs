@@ -197,9 +197,15 @@ fn query_parts(query: &str) -> impl Iterator<Item = QueryPart<'_>> {
         })
 }
 
-/// A part that names the token: `ExpressPlayToken` in any letter case.
+/// A part that names the token: `ExpressPlayToken` in any letter case,
+/// also with white space or control characters around it once decoded
+/// (`ExpressPlayToken%20`, `%00ExpressPlayToken`): servers that trim names
+/// or stop at a NUL read those as the token too, so the gate counts them
+/// (a second one is a repeated token) and strips them.
 fn is_token_part(part: &QueryPart<'_>) -> bool {
-    part.name.eq_ignore_ascii_case(TOKEN_PARAM)
+    part.name
+        .trim_matches(|c: char| c.is_whitespace() || c.is_control())
+        .eq_ignore_ascii_case(TOKEN_PARAM)
 }
 
 /// The one token in `query`; `None` when there is none or more than one
@@ -445,6 +451,8 @@ mod tests {
             format!("/hms/fp/rights/?a=1;ExpressPlayToken={token};b=2"),
             format!("/hms/fp/rights/?expressPLAYtoken={token}&id=1"),
             format!("/hms/fp/rights/?Express%50layToken={token}"),
+            format!("/hms/fp/rights/?ExpressPlayToken%20={token}&a=1"),
+            format!("/hms/fp/rights/?a=1&%00ExpressPlayToken%09={token}"),
         ] {
             let r = redeem(&config, &gate, &path, 1_800_000_000).unwrap();
             let new_path = r.new_path.unwrap();
@@ -453,6 +461,29 @@ mod tests {
                 "{new_path}"
             );
         }
+    }
+
+    /// A name another server would read as the token counts as one: with
+    /// the real token beside it, the token is repeated and refused.
+    #[test]
+    fn spellings_of_the_token_name_count_as_the_token() {
+        let (config, gate, token) = setup();
+        for other in [
+            "ExpressPlayToken%20",
+            "%20expressplaytoken",
+            "ExpressPlayToken%00",
+        ] {
+            let path = format!("/hms/fp/rights/?ExpressPlayToken={token}&{other}=x");
+            let refused = redeem(&config, &gate, &path, 1_800_000_000).err();
+            assert!(refused.is_some(), "{other}: accepted");
+        }
+        // a name that only contains it is another parameter, kept
+        let path = format!("/hms/fp/rights/?ExpressPlayToken={token}&ExpressPlayTokenX=1");
+        let r = redeem(&config, &gate, &path, 1_800_000_000).unwrap();
+        assert_eq!(
+            r.new_path.as_deref(),
+            Some("/hms/fp/rights/?ExpressPlayTokenX=1")
+        );
     }
 
     #[test]

@@ -654,3 +654,35 @@ fn serve_and_the_filter_read_headers_alike() {
         }
     }
 }
+
+/// `fpgen inspect` reads a licence URL with the gate's own parser (issue
+/// 20): a `;` separator and another letter case are the token, as at the
+/// gate; a URL with two tokens (in any spelling) is refused, as at the gate.
+#[test]
+fn inspect_reads_urls_as_the_gate_does() {
+    let config = demo();
+    let o = mint(
+        &config,
+        &[AUTH, &format!("contentKey={CK}"), &format!("iv={IV}")],
+    );
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let token = common::token_of_url(stdout(&o).trim());
+    let base = "http://127.0.0.1:10000/hms/fp/rights/";
+    for accepted in [
+        format!("{base}?a=1;ExpressPlayToken={token}"),
+        format!("{base}?expressplaytoken={token}&b=2"),
+        format!("{base}?ExpressPlayToken%20={token}"),
+    ] {
+        let o = fpgen(&["inspect", "--config", config.path(), &accepted]);
+        assert_eq!(o.status.code(), Some(0), "{accepted}: {}", stderr(&o));
+    }
+    for refused in [
+        format!("{base}?ExpressPlayToken={token}&ExpressPlayToken={token}"),
+        format!("{base}?ExpressPlayToken={token};EXPRESSPLAYTOKEN=x"),
+        format!("{base}?other=1"),
+    ] {
+        let o = fpgen(&["inspect", "--config", config.path(), &refused]);
+        assert_eq!(o.status.code(), Some(1), "{refused}: {}", stdout(&o));
+        assert!(stderr(&o).contains("-4010"), "{}", stderr(&o));
+    }
+}

@@ -329,12 +329,16 @@ fn inspect(
     text: &str,
 ) -> Result<(), Failure> {
     let config = load(config)?;
+    // A licence URL is read with the gate's own parser: `&` or `;`
+    // separators, any spelling of the name, exactly one token.
     let token = match text.split_once('?') {
-        Some((_, query)) => form_urlencoded::parse(query.as_bytes())
-            .find(|(name, _)| name == fpgen::redeem::TOKEN_PARAM)
-            .map(|(_, t)| t.into_owned())
+        Some((_, query)) => fpgen::redeem::token_of(query)
+            .map(std::borrow::Cow::into_owned)
             .ok_or_else(|| {
-                Failure::Refused("invalid token (-4010): the URL has no ExpressPlayToken".into())
+                Failure::Refused(
+                    "invalid token (-4010): the URL has no ExpressPlayToken, or more than one"
+                        .into(),
+                )
             })?,
         None => text.trim().to_owned(),
     };

@@ -138,21 +138,6 @@ pub fn serve(
     })
 }
 
-/// A request header as the filter reads it from Envoy: every value of the
-/// name joined with `,` (Envoy joins repeated headers so), bytes that are
-/// not UTF-8 replaced (so `Content-Type: \xff` is a content type, not an
-/// absent one).
-fn header_of(headers: &hyper::HeaderMap, name: &str) -> Option<String> {
-    let mut values = headers.get_all(name).iter();
-    let first = values.next()?;
-    let mut joined = String::from_utf8_lossy(first.as_bytes()).into_owned();
-    for value in values {
-        joined.push(',');
-        joined.push_str(&String::from_utf8_lossy(value.as_bytes()));
-    }
-    Some(joined)
-}
-
 /// Why a request was dropped without an answer.
 #[derive(Debug)]
 struct BodyTimedOut;
@@ -182,7 +167,14 @@ async fn answer(
         return Ok(not_found);
     }
     let query = service::query_of(&path_and_query);
-    let header = |name: &str| header_of(req.headers(), name);
+    let header = |name: &str| {
+        service::joined_header(
+            req.headers()
+                .get_all(name)
+                .iter()
+                .map(HeaderValue::as_bytes),
+        )
+    };
     // As Envoy at an edge (use_remote_address: true): the peer is the last
     // x-forwarded-for entry, after those the client sent.
     let policy = &config.client_address;

@@ -114,6 +114,21 @@ pub fn admit<S: AsRef<str>>(
     }
 }
 
+/// A request header as the filter reads it from Envoy, for hosts that see
+/// each value on its own (`fpgen serve`): every value of the name joined
+/// with `,` (Envoy joins repeated headers so), and bytes that are not UTF-8
+/// replaced with U+FFFD (so `Content-Type: \xff` is a content type, not an
+/// absent one). `None` when there is no value.
+pub fn joined_header<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<String> {
+    let mut values = values.into_iter();
+    let mut joined = String::from_utf8_lossy(values.next()?).into_owned();
+    for value in values {
+        joined.push(',');
+        joined.push_str(&String::from_utf8_lossy(value));
+    }
+    Some(joined)
+}
+
 /// Whether a request path (with its query) is the token endpoint.
 pub fn is_token_path(path: &str) -> bool {
     let path = path.split_once('?').map_or(path, |(p, _)| p);

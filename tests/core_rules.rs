@@ -1091,3 +1091,42 @@ fn configuration_mistakes_never_echo_key_material() {
         Some("invalid fpgen configuration: customers[0].kek: no KEK named \"other-kek\" in keks")
     );
 }
+
+/// Headers reach `service::admit` from `fpgen serve` as the filter gets
+/// them from Envoy: repeated values joined with `,`, bytes that are not
+/// UTF-8 replaced, so both hosts admit and refuse the same requests.
+#[test]
+fn serve_joins_headers_as_envoy_does() {
+    use fpgen::service::{admit, joined_header, Admission};
+    let form: &[u8] = b"application/x-www-form-urlencoded";
+    assert_eq!(joined_header(std::iter::empty()), None);
+    assert_eq!(
+        joined_header([form]).as_deref(),
+        Some("application/x-www-form-urlencoded")
+    );
+    let two = joined_header([form, b"application/json".as_slice()]);
+    assert_eq!(
+        two.as_deref(),
+        Some("application/x-www-form-urlencoded,application/json")
+    );
+    let not_utf8 = joined_header([b"\xff".as_slice()]);
+    assert_eq!(not_utf8.as_deref(), Some("\u{FFFD}"));
+    for (value, expected) in [
+        (Some(form.to_vec()), Admission::Body),
+        (None, Admission::Body),
+        (
+            two.map(String::into_bytes),
+            Admission::Refuse(ErrorCode::UnsupportedMediaType),
+        ),
+        (
+            not_utf8.map(String::into_bytes),
+            Admission::Refuse(ErrorCode::UnsupportedMediaType),
+        ),
+    ] {
+        let header = |name: &str| match (&value, name) {
+            (Some(v), "content-type") => joined_header([v.as_slice()]),
+            _ => None,
+        };
+        assert_eq!(admit("POST", header, 8192), expected, "{value:?}");
+    }
+}

@@ -383,3 +383,95 @@ fn serve_closes_slow_requests_and_caps_connections() {
         String::from_utf8_lossy(&reply)
     );
 }
+
+/// One h2c connection opens 1,000 token POSTs whose body never comes
+/// against `envoy/envoy.yaml` as shipped: Envoy advertises at most 100
+/// concurrent streams, refuses the streams past them (with RST_STREAM, or
+/// by ending the connection with GOAWAY after the 100th, as Envoy 1.40
+/// does for a client that opens them before it has read the settings), and
+/// never holds more than 100 of them at once (before issue 20 one
+/// connection carried all 1,000: +64 MiB).
+#[test]
+fn one_http2_connection_holds_at_most_100_paused_posts() {
+    const STREAMS: u32 = 1000;
+    let port = common::free_port();
+    let envoy = Envoy::start_shipped("envoy/envoy.yaml", &[(10000, port), (9901, 0)]);
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let path = format!(
+        "/hms/fp/token?{}&pad={}",
+        fpgen_fixtures::query(""),
+        "a".repeat(8 * 1024)
+    );
+    let headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":authority", "localhost"),
+        (":path", path.as_str()),
+        ("content-type", "application/x-www-form-urlencoded"),
+        ("content-length", "100"),
+    ];
+    let block = common::hpack_block(&headers);
+    let mut out = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    out.extend(common::h2_frame(4, 0, 0, &[]));
+    for i in 0..STREAMS {
+        // HEADERS with END_HEADERS, without END_STREAM: the body never comes
+        out.extend(common::h2_frame(1, 0x4, 2 * i + 1, &block));
+    }
+    let mut writer = s.try_clone().unwrap();
+    let send = std::thread::spawn(move || writer.write_all(&out));
+    let (mut advertised, mut refused, mut peak, mut goaway) = (None, 0u32, 0u64, None);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while refused < STREAMS - 100 && Instant::now() < deadline {
+        let mut head = [0u8; 9];
+        if s.read_exact(&mut head).is_err() {
+            break;
+        }
+        let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+        let (kind, flags) = (head[3], head[4]);
+        let mut payload = vec![0u8; len];
+        if s.read_exact(&mut payload).is_err() {
+            break;
+        }
+        match kind {
+            4 if flags & 1 == 0 => {
+                for setting in payload.chunks_exact(6) {
+                    if setting[..2] == [0, 3] {
+                        advertised = Some(u32::from_be_bytes(setting[2..6].try_into().unwrap()));
+                    }
+                }
+                let _ = s.write_all(&common::h2_frame(4, 1, 0, &[]));
+            }
+            // RST_STREAM REFUSED_STREAM (7)
+            3 if payload == [0, 0, 0, 7] => refused += 1,
+            7 => {
+                // the last stream id Envoy processed: later ones were not
+                let last = u32::from_be_bytes(payload[..4].try_into().unwrap()) & 0x7fff_ffff;
+                goaway = Some(last);
+                peak = peak.max(envoy.stat("http.fpgen.downstream_rq_active").unwrap_or(0));
+                break;
+            }
+            _ => {}
+        }
+        if refused % 100 == 0 {
+            peak = peak.max(envoy.stat("http.fpgen.downstream_rq_active").unwrap_or(0));
+        }
+    }
+    // the writer may meet a closed connection: that is Envoy's answer
+    let _ = send.join().unwrap();
+    peak = peak.max(envoy.stat("http.fpgen.downstream_rq_active").unwrap_or(0));
+    // streams Envoy never took up: refused ones, and those after GOAWAY's
+    let not_processed = goaway.map_or(0, |last| STREAMS - last.div_ceil(2));
+    eprintln!(
+        "h2c: advertised {advertised:?} streams; of {STREAMS}: {refused} refused, GOAWAY after \
+         stream {goaway:?} ({not_processed} not processed); at most {peak} requests active"
+    );
+    assert_eq!(advertised, Some(100));
+    assert!(
+        refused + not_processed >= STREAMS - 100,
+        "streams past the limit were taken up: {refused} refused, {not_processed} not processed"
+    );
+    assert!(peak <= 100, "{peak} requests active on one connection");
+    let mint = format!("/hms/fp/token?{}", fpgen_fixtures::query(""));
+    assert_eq!(envoy.get(&mint).status, 200);
+}

@@ -19,7 +19,7 @@ fn hpack_len(out: &mut Vec<u8>, len: usize) {
     }
 }
 
-fn hpack_block(headers: &[(&str, &str)]) -> Vec<u8> {
+pub fn hpack_block(headers: &[(&str, &str)]) -> Vec<u8> {
     let mut block = Vec::new();
     for (name, value) in headers {
         block.push(0x00); // literal, not indexed, new name
@@ -31,7 +31,7 @@ fn hpack_block(headers: &[(&str, &str)]) -> Vec<u8> {
     block
 }
 
-fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+pub fn h2_frame(kind: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
     let mut f = (payload.len() as u32).to_be_bytes()[1..].to_vec();
     f.extend_from_slice(&[kind, flags]);
     f.extend_from_slice(&stream.to_be_bytes());

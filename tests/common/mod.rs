@@ -59,7 +59,7 @@ pub use ecds::{resource, EcdsEnvoy};
 #[allow(unused_imports)]
 pub use envoy::{free_port, shared, Envoy, Options, READY_TIMEOUT, SHIPPED_ENV};
 #[allow(unused_imports)]
-pub use h2c::h2c;
+pub use h2c::{h2_frame, h2c, hpack_block};
 #[allow(unused_imports)]
 pub use http::{
     chunked_body, get, parse_response, post_form, raw, request, request_bytes, try_raw,

@@ -407,3 +407,36 @@ fn the_largest_token_the_limits_allow_is_minted_and_redeemed() {
         .any(|(n, v)| n == "x-fpgen-customer" && *v == customer));
     assert_eq!(last.body, SPC);
 }
+
+/// Spellings of the token's name that a licence server might read as the
+/// token (white space or a NUL around it) are the token at the gate too
+/// (issue 20): alone, it is checked and stripped, so it never reaches the
+/// licence server; beside the real token, the token is repeated and the
+/// request refused.
+#[test]
+fn spellings_of_the_token_name_never_reach_the_licence_server() {
+    let (upstream, envoy) = json_gate();
+    let token = mint(&envoy, "");
+    for name in [
+        "ExpressPlayToken%20",
+        "%00ExpressPlayToken",
+        "ExpressPlayToken%09",
+    ] {
+        let r = licence_request(
+            &envoy,
+            &format!("/hms/fp/rights/?{name}={token}&id=7"),
+            &[],
+            SPC,
+        );
+        assert_eq!(r.status, 200, "{name}: {r:?}");
+        let seen = upstream.requests();
+        let path = &seen.last().unwrap().path;
+        assert_eq!(path, "/hms/fp/rights/?id=7", "{name}");
+        assert_refused(
+            &envoy,
+            &upstream,
+            &format!("{token}&{name}=x"),
+            "the real token beside another spelling",
+        );
+    }
+}

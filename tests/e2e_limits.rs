@@ -475,3 +475,30 @@ fn one_http2_connection_holds_at_most_100_paused_posts() {
     let mint = format!("/hms/fp/token?{}", fpgen_fixtures::query(""));
     assert_eq!(envoy.get(&mint).status, 200);
 }
+
+/// A connection that sends nothing, and a keep-alive connection idle after
+/// its answer, are closed after --header-timeout too: no client holds one
+/// of fpgen serve's connection slots by waiting.
+#[test]
+fn serve_closes_idle_connections() {
+    let s = serve(&["--header-timeout", "1"], None);
+    let silent = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    let mut kept = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    kept.write_all(format!("GET {} HTTP/1.1\r\nHost: x\r\n\r\n", mint_path()).as_bytes())
+        .unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut first = [0u8; 12];
+    kept.read_exact(&mut first).unwrap();
+    assert_eq!(&first, b"HTTP/1.1 200");
+    for (what, c) in [
+        ("a silent connection", silent),
+        ("an idle keep-alive connection", kept),
+    ] {
+        let closed = closed_within(c, Duration::from_secs(10));
+        assert!(
+            closed.is_some_and(|t| t < Duration::from_secs(5)),
+            "{what}: still open after {closed:?}"
+        );
+    }
+}

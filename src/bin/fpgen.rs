@@ -120,7 +120,8 @@ Limits: no client can stop the service or hold it without bound. At most
 --max-connections connections are served at once (each takes a file
 descriptor; keep the limit below `ulimit -n`); a connection whose request
 head is not complete within --header-timeout seconds, or whose POST body is
-not complete within --body-timeout seconds, is closed. When accepting fails
+not complete within --body-timeout seconds, is closed (so is a connection
+idle for --header-timeout seconds, before or after a request). When accepting fails
 (the descriptor limit reached), fpgen logs it, waits (10 ms, doubling up to
 1 s) and accepts again; it never exits for it.
 

@@ -199,13 +199,17 @@ fn query_parts(query: &str) -> impl Iterator<Item = QueryPart<'_>> {
 
 /// A part that names the token: `ExpressPlayToken` in any letter case,
 /// also with white space or control characters around it once decoded
-/// (`ExpressPlayToken%20`, `%00ExpressPlayToken`): servers that trim names
-/// or stop at a NUL read those as the token too, so the gate counts them
-/// (a second one is a repeated token) and strips them.
+/// (`ExpressPlayToken%20`, `%00ExpressPlayToken`), or before a NUL
+/// (`ExpressPlayToken%00x`): servers that trim names or stop at a NUL read
+/// those as the token too, so the gate counts them (a second one is a
+/// repeated token) and strips them.
 fn is_token_part(part: &QueryPart<'_>) -> bool {
-    part.name
-        .trim_matches(|c: char| c.is_whitespace() || c.is_control())
-        .eq_ignore_ascii_case(TOKEN_PARAM)
+    let trim = |s: &str| {
+        s.trim_matches(|c: char| c.is_whitespace() || c.is_control())
+            .eq_ignore_ascii_case(TOKEN_PARAM)
+    };
+    let before_nul = part.name.split('\0').next().unwrap_or("");
+    trim(&part.name) || trim(before_nul)
 }
 
 /// The one token in `query`; `None` when there is none or more than one

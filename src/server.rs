@@ -8,7 +8,8 @@
 //! most [`Limits::max_connections`] are served at once (the rest wait in
 //! the kernel's backlog), a request head must arrive within
 //! [`Limits::header_timeout`] and a POST body within
-//! [`Limits::body_timeout`] (else the connection is closed), and a failed
+//! [`Limits::body_timeout`], and an answer must be read within
+//! [`Limits::send_timeout`] (else the connection is closed), and a failed
 //! `accept` (the descriptor limit reached) is logged and retried with a
 //! back-off instead of ending the service.
 
@@ -23,9 +24,14 @@ use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use std::future::Future;
+use std::io;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
 /// The host of one request: system clock and randomness, the client
@@ -59,6 +65,9 @@ pub struct Limits {
     pub header_timeout: Duration,
     /// A POST body must arrive within this, counted from its head.
     pub body_timeout: Duration,
+    /// A write to the client may wait this long for it to read (a client
+    /// that never reads its answers would otherwise hold its connection).
+    pub send_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -67,6 +76,7 @@ impl Default for Limits {
             max_connections: 1024,
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(15),
+            send_timeout: Duration::from_secs(15),
         }
     }
 }
@@ -95,14 +105,16 @@ pub fn serve(
         let listener = tokio::net::TcpListener::bind(addr).await?;
         eprintln!(
             "fpgen: serving /hms/fp/token on http://{} (at most {} connections, \
-             request heads within {} s, bodies within {} s)",
+             request heads within {} s, bodies within {} s, answers read within {} s)",
             listener.local_addr()?,
             limits.max_connections,
             limits.header_timeout.as_secs_f64(),
             limits.body_timeout.as_secs_f64(),
+            limits.send_timeout.as_secs_f64(),
         );
         let config = Arc::new(config);
-        let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+        let permits = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+        let slots = Arc::new(Semaphore::new(permits));
         let mut backoff = Duration::ZERO;
         loop {
             // A slot first: past the cap, connections wait in the backlog.
@@ -130,12 +142,93 @@ pub fn serve(
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
                     .header_read_timeout(limits.header_timeout)
-                    .serve_connection(TokioIo::new(stream), service)
+                    .serve_connection(
+                        TokioIo::new(SendTimeout::new(stream, limits.send_timeout)),
+                        service,
+                    )
                     .await;
                 drop(slot);
             });
         }
     })
+}
+
+/// A connection whose writes fail once one has waited `timeout` for the
+/// client to read: hyper has no write timeout, so without this a client
+/// that sends requests and never reads the answers holds its connection
+/// (and its slot) for as long as it likes.
+struct SendTimeout {
+    io: tokio::net::TcpStream,
+    timeout: Duration,
+    /// Set while a write is waiting for room in the socket.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl SendTimeout {
+    fn new(io: tokio::net::TcpStream, timeout: Duration) -> Self {
+        Self {
+            io,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// `Pending` from the socket: arms the deadline (once per stall) and
+    /// fails when it has passed.
+    fn pending<T>(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        let timeout = self.timeout;
+        let deadline = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        if deadline.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client did not read its answer in time",
+            )));
+        }
+        Poll::Pending
+    }
+
+    fn track<T>(&mut self, poll: Poll<io::Result<T>>, cx: &mut Context<'_>) -> Poll<io::Result<T>> {
+        match poll {
+            Poll::Pending => self.pending(cx),
+            ready => {
+                self.stalled = None;
+                ready
+            }
+        }
+    }
+}
+
+impl AsyncRead for SendTimeout {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for SendTimeout {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let poll = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.track(poll, cx)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_flush(cx);
+        self.track(poll, cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let poll = Pin::new(&mut self.io).poll_shutdown(cx);
+        self.track(poll, cx)
+    }
 }
 
 /// Why a request was dropped without an answer.
@@ -214,4 +307,54 @@ fn to_hyper(api: ApiResponse) -> Response<Full<Bytes>> {
         headers.insert(name, HeaderValue::from_static(value));
     }
     response
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+    use super::SendTimeout;
+    use std::time::{Duration, Instant};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// Writes to a peer that never reads fail once one has waited the
+    /// timeout; writes to a peer that reads go on.
+    #[tokio::test]
+    async fn a_write_the_peer_never_reads_times_out() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut out = SendTimeout::new(server, Duration::from_millis(200));
+        let chunk = vec![0u8; 64 * 1024];
+        let started = Instant::now();
+        let mut sent = 0usize;
+        let error = loop {
+            match out.write_all(&chunk).await {
+                Ok(()) => sent += chunk.len(),
+                Err(e) => break e,
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(20),
+                "no timeout after {sent} bytes"
+            );
+        };
+        assert_eq!(error.kind(), std::io::ErrorKind::TimedOut);
+        assert!(sent > 0, "nothing was sent before the buffers filled");
+        drop(client);
+
+        // a peer that reads: every write completes
+        let client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (server, _) = listener.accept().await.unwrap();
+        let mut out = SendTimeout::new(server, Duration::from_millis(200));
+        let reader = tokio::spawn(async move {
+            let mut client = client;
+            let mut all = Vec::new();
+            client.read_to_end(&mut all).await.map(|_| all.len())
+        });
+        for _ in 0..200 {
+            out.write_all(&chunk).await.unwrap();
+        }
+        out.shutdown().await.unwrap();
+        assert_eq!(reader.await.unwrap().unwrap(), 200 * chunk.len());
+    }
 }

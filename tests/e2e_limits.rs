@@ -2,9 +2,10 @@
 //! hold. 2,000 token POSTs whose body never comes, each with a 50 KiB
 //! query, against `envoy/envoy.yaml` as shipped (ports swapped only), with
 //! two workers: Envoy's memory stays bounded while they are held, a fresh
-//! mint is answered meanwhile, the request timeout ends them, and the
-//! memory returns near its start once they are gone (the Wasm VMs keep
-//! nothing of a paused request).
+//! mint is answered meanwhile, the request timeout ends them, nothing of
+//! them stays allocated once they are gone and the Wasm VMs keep nothing of
+//! a paused request; a second burst reuses what the allocator kept of the
+//! first. Also `fpgen serve`'s limits, and HTTP/2's stream limit.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -126,26 +127,28 @@ fn wait_for<T: std::fmt::Debug>(
     }
 }
 
-#[test]
-fn two_thousand_paused_posts_hold_bounded_memory_and_leave_nothing_behind() {
-    allow_open_files(8192);
-    let port = common::free_port();
-    let envoy =
-        Envoy::start_shipped_workers("envoy/envoy.yaml", &[(10000, port), (9901, 0)], &[], 2);
-    let mint = format!("/hms/fp/token?{}", fpgen_fixtures::query(""));
-    // warm both workers' VMs
-    for _ in 0..20 {
-        assert_eq!(envoy.get(&mint).status, 200);
-    }
-    std::thread::sleep(Duration::from_millis(500));
-    let start = Memory::of(&envoy);
+/// What one burst of paused POSTs did: Envoy's memory while they were
+/// held and after they were gone, and how many the request timeout ended
+/// with 408.
+struct Burst {
+    holding: Memory,
+    after: Memory,
+    timed_out: usize,
+    held_for: Duration,
+    ended_after: Duration,
+}
 
+/// Opens [`PAUSED`] token POSTs whose body never comes, each with a
+/// [`QUERY_PAD`] query; checks that a fresh mint is answered while they are
+/// held; waits for the request timeout to end them.
+fn burst(envoy: &Envoy, mint: &str) -> Burst {
     let head = format!(
         "POST /hms/fp/token?{}&pad={} HTTP/1.1\r\nHost: x\r\nContent-Type: \
          application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\n",
         fpgen_fixtures::query(""),
         "a".repeat(QUERY_PAD)
     );
+    let port = envoy.port;
     let opened = Instant::now();
     let held: Vec<TcpStream> = std::thread::scope(|s| {
         let workers: Vec<_> = (0..4)
@@ -167,21 +170,19 @@ fn two_thousand_paused_posts_hold_bounded_memory_and_leave_nothing_behind() {
             .collect()
     });
     let active = |envoy: &Envoy| envoy.stat("http.fpgen.downstream_rq_active").unwrap_or(0);
-    let all_paused = wait_for(10, || active(&envoy), |&n| n >= PAUSED as u64);
+    let all_paused = wait_for(10, || active(envoy), |&n| n >= PAUSED as u64);
     assert!(
         all_paused.is_ok(),
         "{all_paused:?} of {PAUSED} requests reached Envoy"
     );
     std::thread::sleep(Duration::from_millis(300));
-    let holding = Memory::of(&envoy);
-    // a fresh mint is answered meanwhile
+    let holding = Memory::of(envoy);
     assert_eq!(
-        envoy.get(&mint).status,
+        envoy.get(mint).status,
         200,
         "no mint while {PAUSED} are paused"
     );
     let held_for = opened.elapsed();
-
     // The request timeout (15 s) ends every one of them with 408.
     let mut timed_out = 0;
     for mut c in held {
@@ -193,58 +194,110 @@ fn two_thousand_paused_posts_hold_bounded_memory_and_leave_nothing_behind() {
     }
     let ended_after = opened.elapsed();
     let cx = |envoy: &Envoy| envoy.stat("http.fpgen.downstream_cx_active").unwrap_or(0);
-    let closed = wait_for(10, || cx(&envoy), |&n| n == 0);
+    let closed = wait_for(10, || cx(envoy), |&n| n == 0);
     assert!(closed.is_ok(), "connections still open: {closed:?}");
     std::thread::sleep(Duration::from_secs(2));
-    let after = Memory::of(&envoy);
+    Burst {
+        holding,
+        after: Memory::of(envoy),
+        timed_out,
+        held_for,
+        ended_after,
+    }
+}
+
+#[test]
+fn two_thousand_paused_posts_hold_bounded_memory_and_leave_nothing_behind() {
+    allow_open_files(8192);
+    let port = common::free_port();
+    let envoy =
+        Envoy::start_shipped_workers("envoy/envoy.yaml", &[(10000, port), (9901, 0)], &[], 2);
+    let mint = format!("/hms/fp/token?{}", fpgen_fixtures::query(""));
+    // warm both workers' VMs
+    for _ in 0..20 {
+        assert_eq!(envoy.get(&mint).status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let start = Memory::of(&envoy);
+    let first = burst(&envoy, &mint);
+    let second = burst(&envoy, &mint);
     eprintln!(
-        "{PAUSED} paused POSTs with a {} KiB query, 2 workers:\n  start: {start}\n  \
-         held:  {holding} ({:.1} s after the first)\n  after: {after} (the request timeout \
-         ended them after {:.1} s, {timed_out} with 408)",
-        QUERY_PAD / 1024,
-        held_for.as_secs_f64(),
-        ended_after.as_secs_f64(),
+        "{PAUSED} paused POSTs with a {} KiB query, 2 workers:\n  start: {start}",
+        QUERY_PAD / 1024
     );
-    assert_eq!(
-        timed_out, PAUSED,
-        "not every paused POST was ended with 408"
-    );
+    for (i, b) in [&first, &second].into_iter().enumerate() {
+        eprintln!(
+            "  burst {}: held  {} ({:.1} s after the first)\n           after {} (the request \
+             timeout ended them after {:.1} s, {} with 408)",
+            i + 1,
+            b.holding,
+            b.held_for.as_secs_f64(),
+            b.after,
+            b.ended_after.as_secs_f64(),
+            b.timed_out
+        );
+    }
     let kib = |b: u64| b / 1024;
-    // While held: each paused request costs Envoy its head (the 50 KiB
-    // path, and its normalised copy) and buffers, and the VMs nothing that
-    // lasts. Before issue 20: 180 KiB each, the VMs +100 MiB.
-    let per_request = holding.rss.saturating_sub(start.rss) / PAUSED as u64;
+    for b in [&first, &second] {
+        assert_eq!(
+            b.timed_out, PAUSED,
+            "not every paused POST was ended with 408"
+        );
+        // While held: each paused request costs Envoy its head (the 50 KiB
+        // path, and its normalised copy) and buffers, and the VMs nothing
+        // that lasts. Before issue 20: 181 KiB each, the VMs +56 MiB.
+        let per_request = b.holding.rss.saturating_sub(start.rss) / PAUSED as u64;
+        assert!(
+            per_request <= 150 * 1024,
+            "{} KiB per paused POST",
+            kib(per_request)
+        );
+        let vm_growth = b
+            .holding
+            .outside_allocator()
+            .saturating_sub(start.outside_allocator());
+        assert!(
+            vm_growth <= 24 * MIB,
+            "outside the allocator: +{} KiB while held",
+            kib(vm_growth)
+        );
+        // After: nothing of them remains allocated, and nothing outside
+        // the allocator (the VMs) stays grown. Before issue 20 the VMs kept
+        // +72 to +82 MiB.
+        let allocated = b.after.allocated.saturating_sub(start.allocated);
+        assert!(
+            allocated <= 8 * MIB,
+            "+{} KiB still allocated",
+            kib(allocated)
+        );
+        let kept = b
+            .after
+            .outside_allocator()
+            .saturating_sub(start.outside_allocator());
+        assert!(
+            kept <= 24 * MIB,
+            "outside the allocator: +{} KiB after",
+            kib(kept)
+        );
+    }
+    // The allocator keeps pages it freed (in these runs it did not give
+    // them back within a minute, memory_allocator_manager notwithstanding),
+    // but for Envoy's own reuse: a second burst takes no more memory than
+    // the first, and what stays resident never exceeds one burst's peak.
+    let regrowth = second.holding.rss.saturating_sub(first.holding.rss);
     assert!(
-        per_request <= 150 * 1024,
-        "{} KiB per paused POST",
-        kib(per_request)
+        regrowth <= 32 * MIB,
+        "the second burst took +{} KiB more",
+        kib(regrowth)
     );
-    let vm_growth = holding
-        .outside_allocator()
-        .saturating_sub(start.outside_allocator());
-    assert!(
-        vm_growth <= 24 * MIB,
-        "outside the allocator: +{} KiB while held",
-        kib(vm_growth)
-    );
-    // After: nothing of them remains allocated, and nothing outside the
-    // allocator (the VMs) stays grown. (The allocator keeps the pages it
-    // freed for reuse and gives them back at 16 MiB/s,
-    // memory_allocator_manager.) Before issue 20: the VMs kept +82 MiB.
-    let allocated = after.allocated.saturating_sub(start.allocated);
-    assert!(
-        allocated <= 8 * MIB,
-        "+{} KiB still allocated",
-        kib(allocated)
-    );
-    let kept = after
-        .outside_allocator()
-        .saturating_sub(start.outside_allocator());
-    assert!(
-        kept <= 24 * MIB,
-        "outside the allocator: +{} KiB after",
-        kib(kept)
-    );
+    for b in [&first, &second] {
+        let above_peak = b.after.rss.saturating_sub(first.holding.rss);
+        assert!(
+            above_peak <= 16 * MIB,
+            "+{} KiB above the first burst's peak after",
+            kib(above_peak)
+        );
+    }
     assert_eq!(envoy.get(&mint).status, 200);
 }
 
@@ -318,12 +371,14 @@ fn serve_outlives_descriptor_exhaustion() {
 /// until a slot frees.
 #[test]
 fn serve_closes_slow_requests_and_caps_connections() {
+    // 3 s: the check that a third connection waits (500 ms) ends well
+    // before the first slot frees, even on a loaded machine
     let s = serve(
         &[
             "--header-timeout",
-            "1",
+            "3",
             "--body-timeout",
-            "1",
+            "3",
             "--max-connections",
             "2",
         ],
@@ -365,9 +420,9 @@ fn serve_closes_slow_requests_and_caps_connections() {
         ("an incomplete head", slow_head),
         ("a body that never comes", slow_body),
     ] {
-        let closed = closed_within(c, Duration::from_secs(10));
+        let closed = closed_within(c, Duration::from_secs(15));
         assert!(
-            closed.is_some_and(|t| t < Duration::from_secs(5)),
+            closed.is_some_and(|t| t < Duration::from_secs(10)),
             "{what}: still open after {closed:?}"
         );
     }
@@ -501,4 +556,85 @@ fn serve_closes_idle_connections() {
             "{what}: still open after {closed:?}"
         );
     }
+}
+
+/// Shrinks `c`'s receive buffer to 4 KiB, so that answers it does not read
+/// fill it (and the server's send buffer) quickly.
+fn small_receive_buffer(c: &TcpStream) {
+    use std::os::fd::AsRawFd;
+    let size: libc::c_int = 4096;
+    // SAFETY: setsockopt on an open socket with a pointer to a local c_int
+    // and its size.
+    #[allow(unsafe_code)]
+    let rc = unsafe {
+        libc::setsockopt(
+            c.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            std::ptr::addr_of!(size).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "setsockopt(SO_RCVBUF)");
+}
+
+/// A client that pipelines requests and never reads the answers is cut
+/// off, so it cannot hold a connection slot: after --send-timeout when its
+/// answers back up (the wrapper `server::SendTimeout`, unit-tested on its
+/// own), or after --header-timeout when the kernel stops handing fpgen its
+/// requests. With one slot, another client is served soon after (found in
+/// review: with no send timeout, the slot could be held for as long as the
+/// client liked).
+#[test]
+fn serve_cuts_off_a_client_that_never_reads() {
+    let s = serve(
+        &[
+            "--max-connections",
+            "1",
+            "--send-timeout",
+            "1",
+            "--header-timeout",
+            "1",
+        ],
+        None,
+    );
+    let mut greedy = TcpStream::connect(("127.0.0.1", s.port)).unwrap();
+    greedy
+        .set_write_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    small_receive_buffer(&greedy);
+    // 125,000 requests (5 MB) for error pages of 345 bytes: far more than
+    // every buffer on the way holds
+    let one = b"GET /hms/fp/token HTTP/1.1\r\nHost: x\r\n\r\n";
+    let many: Vec<u8> = one
+        .iter()
+        .copied()
+        .cycle()
+        .take(one.len() * 125_000)
+        .collect();
+    let stop = greedy.try_clone().unwrap();
+    let writer = std::thread::spawn(move || {
+        let _ = greedy.write_all(&many);
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let started = Instant::now();
+    let get = format!(
+        "GET {} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        mint_path()
+    );
+    let r = common::exchange(s.port, Duration::from_secs(20), get.as_bytes());
+    let waited = started.elapsed();
+    assert_eq!(
+        r.map(|r| r.status),
+        Ok(200),
+        "the second client was not served"
+    );
+    assert!(
+        waited < Duration::from_secs(10),
+        "served only after {waited:?}"
+    );
+    eprintln!("a second client was served {waited:?} after the greedy one stalled");
+    // end the greedy writer (its requests were never going to be read)
+    let _ = stop.shutdown(std::net::Shutdown::Both);
+    writer.join().unwrap();
 }

@@ -112,18 +112,22 @@ enum Command {
         /// Seconds a client has to send a POST body after its head; then the connection is closed
         #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
         body_timeout: u64,
+        /// Seconds an answer may wait for the client to read it; then the connection is closed
+        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+        send_timeout: u64,
     },
 }
 
 const SERVE_LIMITS: &str = "\
 Limits: no client can stop the service or hold it without bound. At most
---max-connections connections are served at once (each takes a file
-descriptor; keep the limit below `ulimit -n`); a connection whose request
-head is not complete within --header-timeout seconds, or whose POST body is
-not complete within --body-timeout seconds, is closed (so is a connection
-idle for --header-timeout seconds, before or after a request). When accepting fails
-(the descriptor limit reached), fpgen logs it, waits (10 ms, doubling up to
-1 s) and accepts again; it never exits for it.
+--max-connections connections are served at once; more wait in the listen
+backlog. A connection is closed when its request head is not complete
+within --header-timeout seconds (so is one idle that long, before or after
+a request), when its POST body is not complete within --body-timeout
+seconds, or when an answer waits --send-timeout seconds for the client to
+read it. Each connection takes a file descriptor: when accepting fails (the
+descriptor limit, `ulimit -n`, reached), fpgen logs it, waits (10 ms,
+doubling up to 1 s) and accepts again; it never exits for it.
 
 Exit codes:
   0  success
@@ -165,11 +169,13 @@ fn main() -> ExitCode {
             max_connections,
             header_timeout,
             body_timeout,
+            send_timeout,
         } => {
             let limits = fpgen::server::Limits {
                 max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
                 header_timeout: std::time::Duration::from_secs(header_timeout),
                 body_timeout: std::time::Duration::from_secs(body_timeout),
+                send_timeout: std::time::Duration::from_secs(send_timeout),
             };
             load(&config).and_then(|c| {
                 fpgen::server::serve(c, listen, threads, limits)

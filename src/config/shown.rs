@@ -69,8 +69,39 @@ fn hidden(text: &str) -> impl fmt::Display + '_ {
 
 /// A parser's message with every quoted string (`"…"`, with JSON's
 /// escapes, or `` `…` ``) that may not be shown replaced by its
-/// description.
+/// description, and then every run of 16 or more hex digits left anywhere
+/// (serde does not escape a backtick inside the name it quotes, so a quote
+/// can end early and leave the rest unquoted).
 pub(super) fn scrub(message: &str) -> String {
+    hide_hex_runs(&scrub_quoted(message))
+}
+
+/// `text` with every run of [`HEX_RUN`] or more hex digits described.
+fn hide_hex_runs(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut run = String::new();
+    for c in text.chars() {
+        if c.is_ascii_hexdigit() {
+            run.push(c);
+            continue;
+        }
+        flush_run(&mut out, &mut run);
+        out.push(c);
+    }
+    flush_run(&mut out, &mut run);
+    out
+}
+
+fn flush_run(out: &mut String, run: &mut String) {
+    if run.len() >= HEX_RUN {
+        out.push_str(&hidden(run).to_string());
+    } else {
+        out.push_str(run);
+    }
+    run.clear();
+}
+
+fn scrub_quoted(message: &str) -> String {
     let mut out = String::with_capacity(message.len());
     let mut rest = message;
     while let Some(start) = rest.find(['"', '`']) {
@@ -160,5 +191,11 @@ mod tests {
         // an unclosed quote hides the rest
         assert!(!scrub(&format!("bad \"{KEY}")).contains(&KEY[..16]));
         assert_eq!(scrub("missing field `id`"), "missing field `id`");
+        // a backtick inside the quoted name ends serde's quote early
+        let m = format!("unknown field `x`{KEY}`, expected `env` at line 1 column 80");
+        assert!(!scrub(&m).contains(&KEY[..16]), "{}", scrub(&m));
+        // (the rest is garbled, since the quotes no longer pair, but holds
+        // no key)
+        assert!(scrub(&m).starts_with("unknown field `x`"), "{}", scrub(&m));
     }
 }

@@ -62,7 +62,7 @@ pub use envoy::{free_port, shared, Envoy, Options, READY_TIMEOUT, SHIPPED_ENV};
 pub use h2c::{h2_frame, h2c, hpack_block};
 #[allow(unused_imports)]
 pub use http::{
-    chunked_body, get, parse_response, post_form, raw, request, request_bytes, try_raw,
+    chunked_body, exchange, get, parse_response, post_form, raw, request, request_bytes, try_raw,
     HttpResponse, KeepAlive, IO_TIMEOUT,
 };
 #[allow(unused_imports)]

@@ -2,7 +2,8 @@
 //! (hyper on tokio), for users without Envoy and as the "token backend"
 //! design that `make bench` compares the filter with. Same code path as the
 //! filter: [`service::admit`], then [`service::handle`], with the request's
-//! headers read as the filter reads them from Envoy.
+//! headers read as the filter reads them from Envoy, and `token_budget`
+//! kept exactly across the process's threads.
 //!
 //! No client can stop it or make it hold connections without limit: at
 //! most [`Limits::max_connections`] are served at once (the rest wait in
@@ -35,13 +36,38 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
 /// The host of one request: system clock and randomness, the client
-/// address under the configuration's `client_address` policy, and no
-/// token budget (budgets are an Envoy feature).
-struct ServeHost {
+/// address under the configuration's `client_address` policy, and the
+/// process's token budgets.
+struct ServeHost<'b> {
     client: Option<IpAddr>,
+    budgets: &'b Budgets,
 }
 
-impl Host for ServeHost {
+/// Token budgets of one `fpgen serve` process: the tokens each customer
+/// with a `token_budget` has used, exact across all its threads (one lock,
+/// held for a compare and an increment). Like an Envoy's, they start at 0
+/// when the process starts.
+#[derive(Debug, Default)]
+struct Budgets {
+    used: std::sync::Mutex<std::collections::HashMap<CustomerId, u64>>,
+}
+
+impl Budgets {
+    fn take(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
+        let mut used = self
+            .used
+            .lock()
+            .map_err(|_| HostFailure("token budget: the count is unavailable"))?;
+        let count = used.entry(customer.clone()).or_insert(0);
+        if *count >= budget {
+            return Ok(Budget::Spent);
+        }
+        *count += 1;
+        Ok(Budget::Taken)
+    }
+}
+
+impl Host for ServeHost<'_> {
     fn now(&self) -> i64 {
         service::SystemHost.now()
     }
@@ -51,8 +77,8 @@ impl Host for ServeHost {
     fn client_address(&self) -> Option<IpAddr> {
         self.client
     }
-    fn take_from_budget(&self, _: &CustomerId, _: u64) -> Result<Budget, HostFailure> {
-        Ok(Budget::Taken)
+    fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
+        self.budgets.take(customer, budget)
     }
 }
 
@@ -113,6 +139,7 @@ pub fn serve(
             limits.send_timeout.as_secs_f64(),
         );
         let config = Arc::new(config);
+        let budgets = Arc::new(Budgets::default());
         let permits = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
         let slots = Arc::new(Semaphore::new(permits));
         let mut backoff = Duration::ZERO;
@@ -135,9 +162,11 @@ pub fn serve(
             };
             let _ = stream.set_nodelay(true);
             let config = Arc::clone(&config);
+            let budgets = Arc::clone(&budgets);
             tokio::spawn(async move {
                 let service = hyper::service::service_fn(move |req| {
-                    answer(Arc::clone(&config), peer, limits.body_timeout, req)
+                    let (config, budgets) = (Arc::clone(&config), Arc::clone(&budgets));
+                    answer(config, budgets, peer, limits.body_timeout, req)
                 });
                 let _ = hyper::server::conn::http1::Builder::new()
                     .timer(TokioTimer::new())
@@ -245,6 +274,7 @@ impl std::error::Error for BodyTimedOut {}
 
 async fn answer(
     config: Arc<Config>,
+    budgets: Arc<Budgets>,
     peer: SocketAddr,
     body_timeout: Duration,
     req: Request<Incoming>,
@@ -279,7 +309,10 @@ async fn answer(
         });
     let peer_text = peer.ip().to_string();
     let client = service::client_address(policy, Some(&peer_text), xff.as_deref());
-    let host = ServeHost { client };
+    let host = ServeHost {
+        client,
+        budgets: &budgets,
+    };
     let admission = service::admit(req.method().as_str(), header, config.max_body_bytes);
     let answer = match admission {
         Admission::Refuse(code) => service::refuse(code, query),

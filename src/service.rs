@@ -38,8 +38,10 @@ pub trait Host {
     /// The client's address, as the configuration's `client_address` policy
     /// determines it; `None` when unknown.
     fn client_address(&self) -> Option<IpAddr>;
-    /// Takes one token from `customer`'s budget of `budget`, shared by every
-    /// worker of this Envoy.
+    /// Takes one token from `customer`'s budget of `budget`: exact across
+    /// everything that serves this configuration in one process (every
+    /// worker of an Envoy, every thread of `fpgen serve`). Asked by
+    /// [`handle`] only for a token already sealed ([`Step::Budget`]).
     fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure>;
 }
 
@@ -66,7 +68,8 @@ impl Host for SystemHost {
         None
     }
 
-    /// Budgets count what one Envoy mints; offline minting is not counted.
+    /// Budgets count what a serving host mints; offline minting is not
+    /// counted (`fpgen mint` uses [`mint_url`], which never asks).
     fn take_from_budget(&self, _: &CustomerId, _: u64) -> Result<Budget, HostFailure> {
         Ok(Budget::Taken)
     }
@@ -297,13 +300,115 @@ impl Minting {
 }
 
 /// Answers one GET or POST to the token endpoint. `body` is the complete
-/// form-urlencoded body (empty for GET).
+/// form-urlencoded body (empty for GET). The two steps of [`begin`], with
+/// the budget taken from `host` ([`Host::take_from_budget`]) in between.
 pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Answer {
-    mint_url(config, query, body, host).into_answer()
+    match begin(config, query, body, host) {
+        Step::Answer(answer) => answer,
+        Step::Budget(pending) => {
+            let taken = host.take_from_budget(pending.customer(), pending.budget());
+            pending.continue_with(taken)
+        }
+    }
 }
 
-/// [`handle`] before rendering.
+/// A token request after everything fpgen decides on its own: either its
+/// answer, or a sealed token that waits for one token of its customer's
+/// budget. The host carries that question to whatever keeps the budget
+/// (shared data across an Envoy's workers, a process-wide count in `fpgen
+/// serve`) and hands the answer to [`PendingBudget::continue_with`].
+#[derive(Debug)]
+pub enum Step<'c> {
+    /// Refused, or minted for a customer without a budget.
+    Answer(Answer),
+    /// Minted and sealed, to be answered once the budget says.
+    Budget(PendingBudget<'c>),
+}
+
+/// A minted token held back until its customer's budget gives one token.
+/// Everything that can fail has run (validation, randomness, sealing): a
+/// token taken for it is never wasted, and a refused request never takes one.
+#[derive(Debug)]
+pub struct PendingBudget<'c> {
+    customer: &'c Customer,
+    budget: u64,
+    minting: Minting,
+}
+
+impl PendingBudget<'_> {
+    /// Whose budget.
+    pub fn customer(&self) -> &CustomerId {
+        &self.customer.id
+    }
+
+    /// The customer's budget (tokens in all).
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
+    /// The answer, once the budget was asked: the token when one was taken,
+    /// -2019 when the budget is spent, -9500 when it could not be asked.
+    pub fn continue_with(self, taken: Result<Budget, HostFailure>) -> Answer {
+        let Minting {
+            result,
+            format,
+            cookie,
+        } = self.minting;
+        let error = match taken {
+            Ok(Budget::Taken) => None,
+            Ok(Budget::Spent) => Some(ApiError::new(
+                ErrorCode::InsufficientTokens,
+                format!("the budget of {} tokens is spent", self.budget),
+            )),
+            Err(failure) => Some(internal(failure)),
+        };
+        let result = match error {
+            None => result,
+            Some(error) => Err(Refused {
+                error,
+                customer_id: Some(self.customer.id.clone()),
+            }),
+        };
+        Minting {
+            result,
+            format,
+            cookie,
+        }
+        .into_answer()
+    }
+}
+
+/// The first step of a token request: every check and the sealing; the
+/// budget, when the customer has one, is the host's to ask (see [`Step`]).
+pub fn begin<'c>(config: &'c Config, query: &str, body: &[u8], host: &dyn Host) -> Step<'c> {
+    let (minting, customer) = prepare(config, query, body, host);
+    match (&minting.result, customer) {
+        (Ok(_), Some(customer)) => match customer.token_budget {
+            Some(budget) => Step::Budget(PendingBudget {
+                customer,
+                budget,
+                minting,
+            }),
+            None => Step::Answer(minting.into_answer()),
+        },
+        _ => Step::Answer(minting.into_answer()),
+    }
+}
+
+/// A token request minted without asking any budget, before rendering: for
+/// `fpgen mint`, whose tokens no budget counts (budgets count what a
+/// serving host mints).
 pub fn mint_url(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Minting {
+    prepare(config, query, body, host).0
+}
+
+/// Parses, checks and seals; the customer, when a token was minted for one.
+fn prepare<'c>(
+    config: &'c Config,
+    query: &str,
+    body: &[u8],
+    host: &dyn Host,
+) -> (Minting, Option<&'c Customer>) {
     let params = Params::parse(query.as_bytes(), body);
     let cookie = params
         .get(Param::Cookie)
@@ -324,15 +429,24 @@ pub fn mint_url(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> M
             }
         },
     };
-    Minting {
+    let (result, customer) = match result {
+        Ok((minted, customer)) => (Ok(minted), Some(customer)),
+        Err(refused) => (Err(refused), None),
+    };
+    let minting = Minting {
         result,
         format,
         cookie,
-    }
+    };
+    (minting, customer)
 }
 
 /// Checks the request's form, then authenticates and mints for the customer.
-fn mint(config: &Config, params: &Params<'_>, host: &dyn Host) -> Result<Minted, Refused> {
+fn mint<'c>(
+    config: &'c Config,
+    params: &Params<'_>,
+    host: &dyn Host,
+) -> Result<(Minted, &'c Customer), Refused> {
     let refused = |error| Refused {
         error,
         customer_id: None,
@@ -346,16 +460,19 @@ fn mint(config: &Config, params: &Params<'_>, host: &dyn Host) -> Result<Minted,
         return Err(refused(ApiError::new(param.invalid_code(), detail)));
     }
     let customer = request::authenticate(config, params).map_err(refused)?;
-    mint_for(config, customer, params, host).map_err(|error| Refused {
-        error,
-        customer_id: Some(customer.id.clone()),
-    })
+    match mint_for(config, customer, params, host) {
+        Ok(minted) => Ok((minted, customer)),
+        Err(error) => Err(Refused {
+            error,
+            customer_id: Some(customer.id.clone()),
+        }),
+    }
 }
 
-/// Applies the account's controls, validates, seals, and only then spends
-/// one token of the budget: everything that can fail (randomness, sealing)
-/// has succeeded before a token is taken, so no refused or failed request
-/// spends one.
+/// Applies the account's controls, validates and seals. The budget is not
+/// taken here: [`begin`] hands it to the host only after everything that
+/// can fail (randomness, sealing) has succeeded, so no refused or failed
+/// request spends a token.
 fn mint_for(
     config: &Config,
     customer: &Customer,
@@ -369,20 +486,6 @@ fn mint_for(
     host.fill_random(&mut nonce).map_err(internal)?;
     let token = token::seal(&valid.licence, key, &nonce)
         .map_err(|_| ApiError::from(ErrorCode::Internal))?;
-    if let Some(budget) = customer.token_budget {
-        match host
-            .take_from_budget(&customer.id, budget)
-            .map_err(internal)?
-        {
-            Budget::Taken => {}
-            Budget::Spent => {
-                return Err(ApiError::new(
-                    ErrorCode::InsufficientTokens,
-                    format!("the budget of {budget} tokens is spent"),
-                ))
-            }
-        }
-    }
     let prefix = config.redeem_url.prefix(valid.use_https);
     // + 2: render::success appends the CRLF without reallocating
     let mut url = String::with_capacity(prefix.len() + token.len() + 2);

@@ -1130,3 +1130,54 @@ fn serve_joins_headers_as_envoy_does() {
         assert_eq!(admit("POST", header, 8192), expected, "{value:?}");
     }
 }
+
+/// The token endpoint in two steps (issue 21): everything fpgen decides on
+/// its own, then the budget. A customer without a budget is answered in
+/// the first step; one with a budget gets a sealed token that waits for the
+/// host's answer, and each answer gives its own response. Nothing is asked
+/// for a refused request.
+#[test]
+fn the_budget_is_a_step_of_its_own() {
+    use fpgen::service::{begin, Budget, HostFailure, Step};
+    let host = FakeHost::default();
+    let plain = fixtures::config();
+    assert!(matches!(begin(&plain, &base(), b"", &host), Step::Answer(a) if a.outcome.minted()));
+    let budgeted = account_config(|c| c["token_budget"] = 7.into());
+    let refused = begin(
+        &budgeted,
+        &format!("{AUTH}&contentKey=00&iv={IV}"),
+        b"",
+        &host,
+    );
+    assert!(matches!(refused, Step::Answer(a) if a.outcome.code() == -2027));
+    let pending = || match begin(&budgeted, &base(), b"", &host) {
+        Step::Budget(p) => p,
+        Step::Answer(a) => panic!("answered before the budget: {a:?}"),
+    };
+    let p = pending();
+    assert_eq!((p.customer().as_str(), p.budget()), (fixtures::CUSTOMER, 7));
+    let taken = p.continue_with(Ok(Budget::Taken));
+    assert_eq!(taken.response.status, 200);
+    assert!(taken.response.body.contains("ExpressPlayToken="));
+    let spent = pending().continue_with(Ok(Budget::Spent));
+    assert_eq!((spent.response.status, spent.outcome.code()), (429, -2019));
+    assert_eq!(
+        spent.outcome.customer_id.as_ref().map(|c| c.as_str()),
+        Some(fixtures::CUSTOMER)
+    );
+    assert!(!spent.response.body.contains("ExpressPlayToken"));
+    let failed = pending().continue_with(Err(HostFailure("budget store down")));
+    assert_eq!(
+        (failed.response.status, failed.outcome.code()),
+        (500, -9500)
+    );
+    assert!(failed.response.body.contains("budget store down"));
+    // handle is the two steps with the host's own budget between them
+    let counted = FakeHost {
+        budgets: Budgets::Counted,
+        ..FakeHost::default()
+    };
+    let minted = service::handle(&budgeted, &base(), b"", &counted);
+    assert!(minted.outcome.minted());
+    assert_eq!(counted.taken(), 1);
+}

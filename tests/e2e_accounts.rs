@@ -435,3 +435,45 @@ fn a_kid_too_wide_for_a_token_is_refused_and_spends_no_budget() {
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
     assert_eq!((r.status, v["code"].as_i64()), (429, Some(-2019)));
 }
+
+/// `fpgen serve` enforces `token_budget` (issue 21: its host answered every
+/// budget question with "taken", so a budget of 1 minted as often as
+/// asked): exact across its threads, 400 concurrent mints from 16 clients
+/// against a budget of 50 on 2 threads give exactly 50 tokens and 350 ×
+/// -2019, and the next mint is -2019 too.
+#[test]
+fn fpgen_serve_keeps_token_budgets_exactly() {
+    let config = fpgen_fixtures::json_with(|v| v["customers"][0]["token_budget"] = 50.into());
+    let serve = common::Serve::start_with(&config, &["--threads", "2"], None);
+    let path = format!(
+        "/hms/fp/token?{}&errorFormat=json",
+        fpgen_fixtures::query("")
+    );
+    let (minted, spent) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    std::thread::scope(|s| {
+        for _ in 0..16 {
+            let (minted, spent, path) = (Arc::clone(&minted), Arc::clone(&spent), path.clone());
+            let port = serve.port;
+            s.spawn(move || {
+                for _ in 0..25 {
+                    let r = get(port, &path);
+                    match r.status {
+                        200 => minted.fetch_add(1, Ordering::Relaxed),
+                        429 => spent.fetch_add(1, Ordering::Relaxed),
+                        other => panic!("unexpected {other}: {r:?}"),
+                    };
+                }
+            });
+        }
+    });
+    assert_eq!(
+        (
+            minted.load(Ordering::Relaxed),
+            spent.load(Ordering::Relaxed)
+        ),
+        (50, 350)
+    );
+    let r = get(serve.port, &path);
+    let v: Value = serde_json::from_slice(&r.body).unwrap();
+    assert_eq!((r.status, v["code"].as_i64()), (429, Some(-2019)));
+}

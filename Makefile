@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -81,12 +81,24 @@ run: build venv
 	exec $(ENVOY) -c $(ENVOY_CONFIG) --disable-hot-restart --log-level info
 
 ## test: every test (unit, native, properties, end-to-end through Envoy with the fresh module), the audit of their Envoy logs for secrets, and the fuzz smoke (10 s per target; the first run installs a nightly toolchain and cargo-fuzz, ~3 min). A non-empty TEST_ARGS runs only those cargo tests.
-test: build upgrade-module venv
+test: build upgrade-module venv redis
 	rm -rf target/e2e-logs
-	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) $(CARGO) test $(TEST_ARGS)
+	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) FPGEN_REDIS=$(REDIS_SERVER) $(CARGO) test $(TEST_ARGS)
 	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; \
 	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory check-alerts fuzz-smoke; fi
+
+## redis: redis-server 7 for the fleet-budget tests: the one on PATH, else unpacked from Debian's packages into target/redis/ (apt-get download, no service installed or started); target/redis/redis-server runs it
+REDIS_SERVER ?= $(or $(shell command -v redis-server),$(abspath target/redis/redis-server))
+redis:
+	@[ -x "$(REDIS_SERVER)" ] || { \
+		echo "make: unpacking redis-server from Debian's packages into target/redis/"; \
+		$(APT_GET) update -qq && rm -rf target/redis && mkdir -p target/redis/debs && \
+		( cd target/redis/debs && apt-get download -qq redis-server redis-tools liblzf1 libjemalloc2 ) && \
+		for deb in target/redis/debs/*.deb; do dpkg-deb -x "$$deb" target/redis; done && \
+		printf '#!/bin/sh\nhere=$$(dirname "$$0")\nLD_LIBRARY_PATH="$$here/usr/lib/$$(uname -m)-linux-gnu$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "$$here/usr/bin/redis-server" "$$@"\n' > target/redis/redis-server && \
+		chmod +x target/redis/redis-server; }
+	$(REDIS_SERVER) --version
 
 ## check-alerts: promtool check rules and promtool test rules on deploy/grafana/fpgen-alerts.yaml (make test runs this). promtool is the one on PATH, else unpacked from Debian's prometheus package into target/promtool/ (apt-get download: no Prometheus server is installed or started)
 PROMTOOL ?= $(or $(shell command -v promtool),$(abspath target/promtool/usr/bin/promtool))

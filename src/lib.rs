@@ -5,7 +5,9 @@
 //! [`secret`], [`token`] (the token format and its keys), [`config`],
 //! [`request`] (validation), [`render`], [`service`] (the token endpoint),
 //! [`redeem`] (the redemption gate) and [`stats`]. The host shell,
-//! `filter`, is the one module that makes host calls.
+//! `filter`, is the one module that makes host calls. Native only:
+//! `server` (`fpgen serve`) and `ratelimit` (`fpgen ratelimit`, Envoy's
+//! rate-limit protocol on Redis).
 // No function in src/ over 60 lines (clippy.toml sets the threshold).
 #![deny(clippy::too_many_lines)]
 pub mod config;
@@ -13,6 +15,8 @@ pub mod error;
 pub mod ids;
 pub mod licence;
 pub mod params;
+#[cfg(not(target_arch = "wasm32"))]
+pub mod ratelimit;
 pub mod redeem;
 pub mod render;
 pub mod request;

@@ -78,6 +78,7 @@ fn help_for_every_subcommand() {
         "inspect",
         "check-config",
         "serve",
+        "ratelimit",
     ] {
         let o = fpgen(&[sub, "--help"]);
         assert_eq!(o.status.code(), Some(0), "{sub}");

@@ -116,6 +116,22 @@ enum Command {
         #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
         send_timeout: u64,
     },
+    /// Serve Envoy's rate-limit protocol (ShouldRateLimit) on Redis: budgets across a fleet
+    #[command(after_help = RATELIMIT_HELP)]
+    Ratelimit {
+        /// gRPC address (ShouldRateLimit and grpc.health.v1.Health)
+        #[arg(long, default_value = "127.0.0.1:8081")]
+        listen: SocketAddr,
+        /// The Redis primary
+        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        redis: String,
+        /// HTTP address of /stats (the service's counters) and /ready (Redis answers)
+        #[arg(long, default_value = "127.0.0.1:8082")]
+        admin: SocketAddr,
+        /// Milliseconds one Redis call may take; then the request fails (UNAVAILABLE)
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60000))]
+        redis_timeout_ms: u64,
+    },
 }
 
 const SERVE_LIMITS: &str = "\
@@ -134,6 +150,22 @@ Exit codes:
   1  refused input: an invalid configuration
   2  usage error
   3  I/O error (the configuration cannot be read, the address cannot be bound)";
+
+const RATELIMIT_HELP: &str = "\
+Envoy's global rate-limit protocol (envoy.service.ratelimit.v3.RateLimitService,
+as envoyproxy/ratelimit serves it) on a Redis primary, with no configuration of
+its own: each descriptor to count carries its limit (RateLimitDescriptor.limit),
+and one without is answered OK, uncounted. A request is admitted only if every
+descriptor's used + hits <= limit, and only then counted, in one atomic Lua
+script: exact across any number of services on one Redis. Counts are per fixed
+window of the limit's unit (second ... year) on Redis's clock. gRPC health
+(grpc.health.v1) on the same address; /stats and /ready over HTTP on --admin.
+Redis may be down: requests then get UNAVAILABLE, and the service reconnects.
+
+Exit codes:
+  0  success
+  2  usage error
+  3  I/O error (an address cannot be bound, --redis is not a Redis URL)";
 
 /// Why a command failed, and so its exit code.
 enum Failure {
@@ -182,7 +214,23 @@ fn main() -> ExitCode {
                     .map_err(|e| Failure::Io(format!("serve on {listen}: {e}")))
             })
         }
+        Command::Ratelimit {
+            listen,
+            redis,
+            admin,
+            redis_timeout_ms,
+        } => fpgen::ratelimit::serve(fpgen::ratelimit::Options {
+            listen,
+            redis,
+            admin: Some(admin),
+            redis_timeout: std::time::Duration::from_millis(redis_timeout_ms),
+        })
+        .map_err(|e| Failure::Io(format!("ratelimit on {listen}: {e}"))),
     };
+    finish(result)
+}
+
+fn finish(result: Result<(), Failure>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Refused(message)) => {

@@ -166,8 +166,7 @@ impl HttpContext for Stream {
             return Action::Continue;
         };
         if body_size > config.max_body_bytes {
-            self.awaiting_body = false;
-            let path = header(":path").unwrap_or_default();
+            let path = self.end_of_pause();
             return self.send(service::refuse(
                 ErrorCode::BodyTooLarge,
                 service::query_of(&path),
@@ -176,8 +175,7 @@ impl HttpContext for Stream {
         if !end_of_stream {
             return Action::Pause; // Envoy buffers until the body is complete
         }
-        self.awaiting_body = false;
-        let path = header(":path").unwrap_or_default();
+        let path = self.end_of_pause();
         let body = self.get_http_request_body(0, body_size).unwrap_or_default();
         self.answer(&config, service::query_of(&path), &body)
     }
@@ -190,8 +188,7 @@ impl HttpContext for Stream {
         let Some(config) = self.config.clone().filter(|_| self.awaiting_body) else {
             return Action::Continue;
         };
-        self.awaiting_body = false;
-        let path = header(":path").unwrap_or_default();
+        let path = self.end_of_pause();
         let query = service::query_of(&path);
         // Read one byte past the cap: the host returns at most what it holds.
         let limit = config.max_body_bytes.saturating_add(1);
@@ -204,6 +201,13 @@ impl HttpContext for Stream {
 }
 
 impl Stream {
+    /// The collected POST is complete (or refused): the wait ends, and its
+    /// `:path` is read again from Envoy (nothing of it was kept meanwhile).
+    fn end_of_pause(&mut self) -> String {
+        self.awaiting_body = false;
+        header(":path").unwrap_or_default()
+    }
+
     /// Mints (or refuses) at the token endpoint.
     fn answer(&mut self, config: &Config, query: &str, body: &[u8]) -> Action {
         let host = WasmHost {

@@ -29,6 +29,7 @@ use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -43,27 +44,40 @@ struct ServeHost<'b> {
     budgets: &'b Budgets,
 }
 
-/// Token budgets of one `fpgen serve` process: the tokens each customer
-/// with a `token_budget` has used, exact across all its threads (one lock,
-/// held for a compare and an increment). Like an Envoy's, they start at 0
-/// when the process starts.
-#[derive(Debug, Default)]
+/// Token budgets of one `fpgen serve` process: a counter of tokens used
+/// for each customer with a `token_budget`, made when the configuration is
+/// read (so a mint allocates nothing for it) and taken from with
+/// compare-and-swap, exact across all the process's threads. Like an
+/// Envoy's, they start at 0 when the process starts.
+#[derive(Debug)]
 struct Budgets {
-    used: std::sync::Mutex<std::collections::HashMap<CustomerId, u64>>,
+    used: std::collections::HashMap<CustomerId, AtomicU64>,
 }
 
 impl Budgets {
+    fn of(config: &Config) -> Self {
+        let used = config
+            .customers
+            .values()
+            .filter(|c| c.token_budget.is_some())
+            .map(|c| (c.id.clone(), AtomicU64::new(0)))
+            .collect();
+        Self { used }
+    }
+
     fn take(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
-        let mut used = self
+        let used = self
             .used
-            .lock()
-            .map_err(|_| HostFailure("token budget: the count is unavailable"))?;
-        let count = used.entry(customer.clone()).or_insert(0);
-        if *count >= budget {
-            return Ok(Budget::Spent);
-        }
-        *count += 1;
-        Ok(Budget::Taken)
+            .get(customer)
+            .ok_or(HostFailure("token budget: no counter for this customer"))?;
+        let taken = used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < budget).then_some(n + 1)
+        });
+        Ok(if taken.is_ok() {
+            Budget::Taken
+        } else {
+            Budget::Spent
+        })
     }
 }
 
@@ -139,7 +153,7 @@ pub fn serve(
             limits.send_timeout.as_secs_f64(),
         );
         let config = Arc::new(config);
-        let budgets = Arc::new(Budgets::default());
+        let budgets = Arc::new(Budgets::of(&config));
         let permits = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
         let slots = Arc::new(Semaphore::new(permits));
         let mut backoff = Duration::ZERO;

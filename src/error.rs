@@ -118,6 +118,10 @@ error_table! {
     /// fpgen: the filter could not mint (no configuration, no randomness,
     /// or the host failed while taking from a token budget).
     Internal = -9500, 500, "Internal error";
+    /// fpgen: the customer's fleet budget cannot be asked (the rate-limit
+    /// service is unreachable, errs, is too slow or answers nonsense) and
+    /// `rate_limit_service.failure_mode` is `closed`.
+    BudgetUnavailable = -9503, 503, "Token budget cannot be checked";
 }
 
 /// How errors are rendered (`errorFormat`, and the gate's `error_format`).
@@ -263,6 +267,12 @@ mod tests {
         ),
         (ErrorCode::Internal, -9500, 500, "Internal error"),
         (
+            ErrorCode::BudgetUnavailable,
+            -9503,
+            503,
+            "Token budget cannot be checked",
+        ),
+        (
             ErrorCode::ContentKeyFormat,
             -2027,
             400,
@@ -290,7 +300,7 @@ mod tests {
             .count();
         assert_eq!(
             plain,
-            ErrorCode::ALL.len() - 12,
+            ErrorCode::ALL.len() - 13,
             "a new code that is not 400 goes above"
         );
     }

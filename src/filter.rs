@@ -4,35 +4,97 @@
 //! [`service`] and [`redeem`] modules. It also
 //! keeps the stats, the access-log filter state and the shared token budgets.
 
-use crate::config::{ClientAddressPolicy, Config};
+use crate::config::{ClientAddressPolicy, Config, FleetBudget};
 use crate::error::ErrorCode;
+use crate::fleet::{self, Failure, LeaseStep, Verdict};
 use crate::ids::CustomerId;
 use crate::redeem::{self, Redeemed};
 use crate::render::Response;
-use crate::service::{self, Admission, Answer, Budget, Host, HostFailure, Outcome};
+use crate::service::{
+    self, Admission, Answer, Budget, Host, HostFailure, Outcome, PendingBudget, Question, Step,
+};
 use crate::stats::Counter;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
 use std::cell::RefCell;
+use std::collections::HashMap;
 use std::io::{self, BufReader};
 use std::net::IpAddr;
 use std::rc::Rc;
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, UNIX_EPOCH};
 
 proxy_wasm::main! {{
     proxy_wasm::set_log_level(LogLevel::Info);
     std::panic::set_hook(Box::new(|info| {
         let _ = hostcalls::log(LogLevel::Critical, &format!("fpgen: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root { config: None }) });
+    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+        Box::new(Root {
+            config: None,
+            refills: HashMap::new(),
+        })
+    });
 }}
 
+/// The VM's root context: the configuration, and the lease refills it
+/// asks for its streams (a stream's own calls end with the stream, so a
+/// refill that must outlive the mint that wanted it is the root's).
 struct Root {
     config: Option<Rc<Config>>,
+    /// Refills in flight, by call token.
+    refills: HashMap<u32, Refill>,
 }
 
-impl Context for Root {}
+/// A lease refill asked of the rate-limit service.
+struct Refill {
+    customer: CustomerId,
+    hits: u32,
+    sent_ms: u64,
+}
+
+thread_local! {
+    /// Refills wanted by this VM's streams, for its root's next tick (a
+    /// stream arms the tick; the root makes the calls).
+    static WANTED: RefCell<Vec<(CustomerId, u32)>> = const { RefCell::new(Vec::new()) };
+}
+
+impl Context for Root {
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        let Some(refill) = self.refills.remove(&token) else {
+            return;
+        };
+        let now = now_ms();
+        let updated = match call_verdict(status, size) {
+            Ok(Verdict::Ok {
+                reset_ms: Some(reset),
+            }) => {
+                let until = refill.sent_ms.saturating_add(reset);
+                lease::update(&refill.customer, |l| {
+                    ((), l.refilled(refill.hits, until, now))
+                })
+            }
+            Ok(verdict) => {
+                if verdict == (Verdict::Ok { reset_ms: None }) {
+                    log(LogLevel::Warn, NO_RESET);
+                }
+                lease::update(&refill.customer, |l| ((), l.refill_failed()))
+            }
+            Err(failure) => {
+                fleet_failed(failure, &refill.customer);
+                lease::update(&refill.customer, |l| ((), l.refill_failed()))
+            }
+        };
+        if updated.is_err() {
+            log(LogLevel::Warn, "fpgen: a lease refill could not be kept");
+        }
+    }
+}
+
+/// Logged when a service grants a lease without saying when its period
+/// ends: the tokens cannot be kept (they might outlive their period).
+const NO_RESET: &str = "fpgen: the rate-limit service gave no duration_until_reset: \
+                        leased tokens cannot be kept (use lease 1 with this service)";
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -72,7 +134,37 @@ impl RootContext for Root {
         Some(Box::new(Stream {
             config: self.config.clone(),
             awaiting_body: false,
+            waiting: None,
         }))
+    }
+
+    /// Asks for the lease refills this VM's streams wanted (see
+    /// [`Stream::lease`]); the tick is armed only while some are wanted.
+    fn on_tick(&mut self) {
+        let _ = hostcalls::set_tick_period(Duration::ZERO);
+        let wanted = WANTED.with(|w| std::mem::take(&mut *w.borrow_mut()));
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        for (customer, hits) in wanted {
+            let budget = config.customers.get(&customer).and_then(|c| c.fleet_budget);
+            let sent_ms = now_ms();
+            let call = budget.and_then(|b| fleet_call(&config, &customer, b, hits).ok());
+            match call {
+                Some(token) => {
+                    let refill = Refill {
+                        customer,
+                        hits,
+                        sent_ms,
+                    };
+                    self.refills.insert(token, refill);
+                }
+                None => {
+                    fleet_failed(Failure::Unavailable, &customer);
+                    let _ = lease::update(&customer, |l| ((), l.refill_failed()));
+                }
+            }
+        }
     }
 
     fn get_type(&self) -> Option<ContextType> {
@@ -128,9 +220,61 @@ impl io::Read for PluginConfiguration {
 struct Stream {
     config: Option<Rc<Config>>,
     awaiting_body: bool,
+    /// A sealed token waiting for the rate-limit service's answer.
+    waiting: Option<Waiting>,
 }
 
-impl Context for Stream {}
+/// A token request paused on a fleet-budget call.
+struct Waiting {
+    pending: PendingBudget,
+    hits: u32,
+    sent_ms: u64,
+}
+
+impl Context for Stream {
+    /// The rate-limit service answered this stream's call (or it failed).
+    fn on_grpc_call_response(&mut self, _token: u32, status: u32, size: usize) {
+        let (Some(waiting), Some(config)) = (self.waiting.take(), self.config.clone()) else {
+            return;
+        };
+        let Waiting {
+            pending,
+            hits,
+            sent_ms,
+        } = waiting;
+        let customer = pending.customer().clone();
+        let answer = match call_verdict(status, size) {
+            Ok(Verdict::Ok { reset_ms }) => {
+                if hits > 1 {
+                    keep_lease(
+                        &customer,
+                        hits - 1,
+                        reset_ms.map(|r| sent_ms.saturating_add(r)),
+                    );
+                }
+                Ok(Budget::Taken)
+            }
+            Ok(Verdict::OverLimit) if hits > 1 => {
+                // Fewer than a lease remain: ask for this one token alone.
+                let _ = lease::update(&customer, |l| ((), l.refill_failed()));
+                let _ = self.ask(&config, pending, 1);
+                return;
+            }
+            Ok(Verdict::OverLimit) => Ok(Budget::FleetSpent),
+            Err(failure) => {
+                fleet_failed(failure, &customer);
+                if hits > 1 {
+                    let _ = lease::update(&customer, |l| ((), l.refill_failed()));
+                }
+                Ok(Budget::FleetUnavailable(failure))
+            }
+        };
+        let host = WasmHost {
+            policy: config.client_address,
+        };
+        let _ = self.drive(&config, pending.continue_with(answer, &host));
+    }
+}
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
@@ -213,7 +357,97 @@ impl Stream {
         let host = WasmHost {
             policy: config.client_address,
         };
-        self.send(service::handle(config, query, body, &host))
+        let step = service::begin(config, query, body, &host);
+        self.drive(config, step)
+    }
+
+    /// Answers a token request's budget questions: the local budget from
+    /// shared data, the fleet budget from this Envoy's lease or the
+    /// rate-limit service (then the request pauses until it answers).
+    fn drive(&mut self, config: &Config, mut step: Step) -> Action {
+        let host = WasmHost {
+            policy: config.client_address,
+        };
+        loop {
+            let pending = match step {
+                Step::Answer(answer) => return self.send(answer),
+                Step::Budget(pending) => pending,
+            };
+            step = match pending.question() {
+                Question::Local(budget) => {
+                    let taken = budget::take(pending.customer(), budget);
+                    pending.continue_with(taken, &host)
+                }
+                Question::Fleet(budget) if budget.lease > 1 => {
+                    match self.lease(config, pending, budget) {
+                        Ok(action) => return action,
+                        Err(step) => step,
+                    }
+                }
+                Question::Fleet(_) => match self.ask(config, pending, 1) {
+                    Ok(action) => return action,
+                    Err(step) => step,
+                },
+            };
+        }
+    }
+
+    /// One token from this Envoy's lease of the fleet budget when it holds
+    /// one (then a refill is wanted once fewer than half are left), else a
+    /// call for a whole lease (or for one token, while another worker is
+    /// asking for the lease).
+    fn lease(
+        &mut self,
+        config: &Config,
+        pending: PendingBudget,
+        budget: FleetBudget,
+    ) -> Result<Action, Step> {
+        let host = WasmHost {
+            policy: config.client_address,
+        };
+        let timeout = config
+            .rate_limit_service
+            .as_ref()
+            .map_or(0, |s| s.timeout_ms);
+        let (now, claim) = (now_ms(), timeout.saturating_add(CLAIM_SLACK_MS));
+        let customer = pending.customer().clone();
+        match lease::update(&customer, |l| l.step(budget.lease, now, claim)) {
+            Ok(LeaseStep::Take { refill }) => {
+                if let Some(hits) = refill {
+                    WANTED.with(|w| w.borrow_mut().push((customer, hits)));
+                    let _ = hostcalls::set_tick_period(Duration::from_millis(1));
+                }
+                Err(pending.continue_with(Ok(Budget::Taken), &host))
+            }
+            Ok(LeaseStep::Ask { hits }) => self.ask(config, pending, hits),
+            Err(failure) => Err(pending.continue_with(Err(failure), &host)),
+        }
+    }
+
+    /// Calls the rate-limit service for `hits` tokens and pauses the
+    /// request; the step the failure mode gives when the call cannot be made.
+    fn ask(&mut self, config: &Config, pending: PendingBudget, hits: u32) -> Result<Action, Step> {
+        let customer = pending.customer().clone();
+        let budget = config.customers.get(&customer).and_then(|c| c.fleet_budget);
+        let sent_ms = now_ms();
+        let call = budget.map(|b| fleet_call(config, &customer, b, hits));
+        if let Some(Ok(_)) = call {
+            self.waiting = Some(Waiting {
+                pending,
+                hits,
+                sent_ms,
+            });
+            return Ok(Action::Pause);
+        }
+        fleet_failed(Failure::Unavailable, &customer);
+        if hits > 1 {
+            let _ = lease::update(&customer, |l| ((), l.refill_failed()));
+        }
+        let host = WasmHost {
+            policy: config.client_address,
+        };
+        let unavailable = Ok(Budget::FleetUnavailable(Failure::Unavailable));
+        Err(pending.continue_with(unavailable, &host))
     }
 
     /// Counts, logs and sends a token-endpoint answer.
@@ -352,6 +586,124 @@ impl Host for WasmHost {
     fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
         budget::take(customer, budget)
     }
+
+    fn give_back_to_budget(&self, customer: &CustomerId) {
+        budget::give_back(customer);
+    }
+}
+
+/// How long past the call's timeout a worker's claim on a lease refill
+/// holds (a claim whose worker went away, in a reload, then expires).
+const CLAIM_SLACK_MS: u64 = 1_000;
+
+/// The host's clock in milliseconds.
+fn now_ms() -> u64 {
+    hostcalls::get_current_time()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Sends `customer`'s request for `hits` tokens to the rate-limit service;
+/// the call's token. The answer goes to the context that is current (a
+/// stream, or the root in its tick).
+fn fleet_call(
+    config: &Config,
+    customer: &CustomerId,
+    budget: FleetBudget,
+    hits: u32,
+) -> Result<u32, Status> {
+    let service = config.rate_limit_service.as_ref().ok_or(Status::NotFound)?;
+    let message = fleet::request(service, customer, budget, hits);
+    hostcalls::dispatch_grpc_call(
+        &service.cluster,
+        fleet::SERVICE,
+        fleet::METHOD,
+        Vec::new(),
+        Some(&message),
+        Duration::from_millis(service.timeout_ms),
+    )
+}
+
+/// What a finished call says: its gRPC status, then its message.
+fn call_verdict(status: u32, size: usize) -> Result<Verdict, Failure> {
+    if status != 0 {
+        return Err(Failure::of_grpc_status(status));
+    }
+    // (The SDK's get_grpc_call_response_body panics on a host error.)
+    let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
+        .map_err(|_| Failure::Undecodable)?
+        .unwrap_or_default();
+    fleet::verdict(&body)
+}
+
+/// Counts and logs a fleet-budget question that got no answer.
+fn fleet_failed(failure: Failure, customer: &CustomerId) {
+    stats::count(Counter::FleetBudgetFailed(failure), None);
+    log(
+        LogLevel::Warn,
+        &format!(
+            "fpgen: fleet budget of customer {customer}: {}",
+            failure.message()
+        ),
+    );
+}
+
+/// Keeps the rest of a lease just granted (`until`: the end of the period
+/// it was counted in, when the service said).
+fn keep_lease(customer: &CustomerId, granted: u32, until: Option<u64>) {
+    let now = now_ms();
+    let kept = match until {
+        Some(until) => lease::update(customer, |l| ((), l.refilled(granted, until, now))),
+        None => {
+            log(LogLevel::Warn, NO_RESET);
+            lease::update(customer, |l| ((), l.refill_failed()))
+        }
+    };
+    if kept.is_err() {
+        log(LogLevel::Warn, "fpgen: a lease could not be kept");
+    }
+}
+
+/// Leases of fleet budgets in proxy-wasm shared data: one [`fleet::Lease`]
+/// per customer, shared by every worker's VM of this Envoy, updated with
+/// compare-and-swap; each update sets the customer's lease gauge.
+mod lease {
+    use super::{hostcalls, CustomerId, HostFailure, Status};
+    use crate::fleet::Lease;
+
+    /// Lost compare-and-swap races one update tolerates (as for budgets).
+    const MAX_RACES: usize = 1000;
+
+    fn key(customer: &CustomerId) -> String {
+        format!("fpgen.lease.{customer}")
+    }
+
+    /// Applies `change` to the customer's lease; what it returns.
+    pub fn update<T>(
+        customer: &CustomerId,
+        change: impl Fn(Lease) -> (T, Lease),
+    ) -> Result<T, HostFailure> {
+        let key = key(customer);
+        for _ in 0..MAX_RACES {
+            let (data, cas) = hostcalls::get_shared_data(&key)
+                .map_err(|_| HostFailure("fleet lease: shared data cannot be read"))?;
+            let lease = data.as_deref().map(Lease::from_bytes).unwrap_or_default();
+            let (out, next) = change(lease);
+            if next == lease {
+                return Ok(out);
+            }
+            match hostcalls::set_shared_data(&key, Some(&next.to_bytes()), cas) {
+                Ok(()) => {
+                    super::stats::lease_gauge(customer, next.held);
+                    return Ok(out);
+                }
+                Err(Status::CasMismatch) => continue,
+                Err(_) => return Err(HostFailure("fleet lease: shared data cannot be written")),
+            }
+        }
+        Err(HostFailure("fleet lease: too many concurrent updates"))
+    }
 }
 
 /// Token budgets in proxy-wasm shared data: one counter per customer, shared
@@ -406,6 +758,21 @@ mod budget {
         }
         Err(HostFailure("token budget: too many concurrent updates"))
     }
+
+    /// Gives one token back (the fleet refused the request it was taken
+    /// for); never below 0.
+    pub fn give_back(customer: &CustomerId) {
+        for _ in 0..MAX_RACES {
+            let Ok((Some(used), cas)) = read(customer) else {
+                return;
+            };
+            let back = used.saturating_sub(1).to_be_bytes();
+            match hostcalls::set_shared_data(&key(customer), Some(&back), cas) {
+                Err(Status::CasMismatch) => continue,
+                _ => return,
+            }
+        }
+    }
 }
 
 /// Envoy counters defined by the filter (`define_metric` once per VM and
@@ -425,6 +792,25 @@ mod stats {
         let name = crate::stats::build();
         if let Ok(id) = hostcalls::define_metric(MetricType::Gauge, &name) {
             let _ = hostcalls::record_metric(id, 1);
+        }
+    }
+
+    thread_local! {
+        /// Lease gauge ids by customer.
+        static GAUGES: RefCell<HashMap<CustomerId, u32>> = RefCell::new(HashMap::new());
+    }
+
+    /// Sets the customer's lease gauge to `held` tokens.
+    pub fn lease_gauge(customer: &CustomerId, held: u32) {
+        let cached = GAUGES.with(|g| g.borrow().get(customer).copied());
+        let id = cached.or_else(|| {
+            let name = crate::stats::fleet_lease_tokens(customer);
+            let id = hostcalls::define_metric(MetricType::Gauge, &name).ok()?;
+            GAUGES.with(|g| g.borrow_mut().insert(customer.clone(), id));
+            Some(id)
+        });
+        if let Some(id) = id {
+            let _ = hostcalls::record_metric(id, u64::from(held));
         }
     }
 

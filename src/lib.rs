@@ -12,6 +12,7 @@
 #![deny(clippy::too_many_lines)]
 pub mod config;
 pub mod error;
+pub mod fleet;
 pub mod ids;
 pub mod licence;
 pub mod params;

@@ -46,10 +46,12 @@ use std::time::Duration;
 /// The check-and-count of one request. KEYS: each counted descriptor's
 /// counter (without its window). ARGV, four per key: limit, period in
 /// seconds, hits, 1 to give hits back. Returns 1 (admitted) or 0, then for
-/// each key its count after the request and the seconds to its window's
-/// end.
+/// each key its count after the request and the milliseconds to its
+/// window's end (a caller that keeps leased hits must not use them after).
 const SCRIPT: &str = r"
-local now = tonumber(redis.call('TIME')[1])
+local time = redis.call('TIME')
+local now = tonumber(time[1])
+local now_ms = now * 1000 + math.floor(tonumber(time[2]) / 1000)
 local over = false
 local used = {}
 for i = 1, #KEYS do
@@ -79,7 +81,7 @@ for i = 1, #KEYS do
     redis.call('EXPIREAT', key, (window + 1) * period + 1)
   end
   out[#out + 1] = count
-  out[#out + 1] = (window + 1) * period - now
+  out[#out + 1] = (window + 1) * period * 1000 - now_ms
 end
 return out
 ";
@@ -172,10 +174,10 @@ struct Counted {
 }
 
 impl Counted {
-    /// Its status after the script: its count `used` and the seconds to its
-    /// window's end. In a refused request, a descriptor whose hits would
+    /// Its status after the script: its count `used` and the milliseconds
+    /// to its window's end. In a refused request, a descriptor whose hits would
     /// have fitted is OK and the others are OVER_LIMIT.
-    fn status(&self, admitted: bool, used: i64, reset: i64) -> DescriptorStatus {
+    fn status(&self, admitted: bool, used: i64, reset_ms: i64) -> DescriptorStatus {
         let used_now = u64::try_from(used).unwrap_or(0);
         let fits = self.give_back || used_now + self.hits <= u64::from(self.limit);
         let code = if admitted || fits {
@@ -193,8 +195,9 @@ impl Counted {
             }),
             limit_remaining: u32::try_from(remaining).unwrap_or(u32::MAX),
             duration_until_reset: Some(envoy_types::pb::google::protobuf::Duration {
-                seconds: reset,
-                nanos: 0,
+                seconds: reset_ms.div_euclid(1_000),
+                // < 1e9: the remainder of a division by 1,000, in ns
+                nanos: i32::try_from(reset_ms.rem_euclid(1_000) * 1_000_000).unwrap_or(0),
             }),
             ..DescriptorStatus::default()
         }

@@ -15,16 +15,20 @@
 //! back-off instead of ending the service.
 
 use crate::config::Config;
+use crate::config::{FleetBudget, RateLimitService};
 use crate::error::ErrorCode;
+use crate::fleet::{self, Failure};
 use crate::ids::CustomerId;
 use crate::render::Response as ApiResponse;
-use crate::service::{self, Admission, Budget, Host, HostFailure};
+use crate::service::{self, Admission, Answer, Budget, Host, HostFailure, Question, Step};
 use bytes::Bytes;
+use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prost::Message as _;
 use std::future::Future;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
@@ -94,6 +98,110 @@ impl Host for ServeHost<'_> {
     fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
         self.budgets.take(customer, budget)
     }
+    fn give_back_to_budget(&self, customer: &CustomerId) {
+        if let Some(used) = self.budgets.used.get(customer) {
+            let _ = used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
+        }
+    }
+}
+
+/// The rate-limit service `fpgen serve` asks fleet budgets of
+/// (`--rate-limit-service`), one token per mint: the request is the one the
+/// filter sends ([`fleet::request`]), and its answer is read as the filter
+/// reads it ([`fleet::verdict`]).
+#[derive(Clone)]
+struct FleetClient {
+    client: RateLimitServiceClient<tonic::transport::Channel>,
+    service: RateLimitService,
+}
+
+impl FleetClient {
+    /// A client of `url` (connected on first use, reconnected as needed).
+    fn new(url: &str, service: RateLimitService) -> io::Result<Self> {
+        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{url}: {e}")))?
+            .connect_timeout(Duration::from_millis(service.timeout_ms));
+        Ok(Self {
+            client: RateLimitServiceClient::new(endpoint.connect_lazy()),
+            service,
+        })
+    }
+
+    async fn ask(&self, customer: &CustomerId, budget: FleetBudget) -> Budget {
+        use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+        let bytes = fleet::request(&self.service, customer, budget, 1);
+        let Ok(request) = RateLimitRequest::decode(bytes.as_slice()) else {
+            return Budget::FleetUnavailable(Failure::Unavailable);
+        };
+        let timeout = Duration::from_millis(self.service.timeout_ms);
+        let mut client = self.client.clone();
+        let call = client.should_rate_limit(request);
+        let verdict = match tokio::time::timeout(timeout, call).await {
+            Err(_) => Err(Failure::Timeout),
+            Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
+                Err(Failure::Timeout)
+            }
+            Ok(Err(_)) => Err(Failure::Unavailable),
+            Ok(Ok(response)) => fleet::verdict(&response.into_inner().encode_to_vec()),
+        };
+        match verdict {
+            Ok(fleet::Verdict::Ok { .. }) => Budget::Taken,
+            Ok(fleet::Verdict::OverLimit) => Budget::FleetSpent,
+            Err(failure) => {
+                eprintln!(
+                    "fpgen: fleet budget of customer {customer}: {}",
+                    failure.message()
+                );
+                Budget::FleetUnavailable(failure)
+            }
+        }
+    }
+}
+
+/// Answers a token request's [`Step`]s: the local budget from the
+/// process's counters, the fleet budget from the rate-limit service.
+async fn drive(mut step: Step, host: &ServeHost<'_>, fleet: Option<&FleetClient>) -> Answer {
+    loop {
+        match step {
+            Step::Answer(answer) => return answer,
+            Step::Budget(pending) => {
+                let answer = match pending.question() {
+                    Question::Local(budget) => host.take_from_budget(pending.customer(), budget),
+                    Question::Fleet(budget) => Ok(match fleet {
+                        Some(fleet) => fleet.ask(pending.customer(), budget).await,
+                        None => Budget::FleetUnavailable(Failure::Unavailable),
+                    }),
+                };
+                step = pending.continue_with(answer, host);
+            }
+        }
+    }
+}
+
+/// The fleet client for `config`, or why the configuration cannot be
+/// served: a fleet budget needs `--rate-limit-service` (fpgen serve never
+/// ignores a budget it was given).
+fn fleet_client(config: &Config, url: Option<&str>) -> io::Result<Option<FleetClient>> {
+    let budgets = config
+        .customers
+        .values()
+        .filter(|c| c.fleet_budget.is_some())
+        .count();
+    match (&config.rate_limit_service, url) {
+        (Some(service), Some(url)) => FleetClient::new(url, service.clone()).map(Some),
+        (None, Some(_)) => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "--rate-limit-service is given, but the configuration has no rate_limit_service",
+        )),
+        (_, None) if budgets > 0 => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!(
+                "{budgets} customer(s) have a fleet_budget: give --rate-limit-service \
+                 (the URL of the rate-limit service, e.g. http://127.0.0.1:8081)"
+            ),
+        )),
+        (_, None) => Ok(None),
+    }
 }
 
 /// How `fpgen serve` bounds what its clients can hold.
@@ -135,6 +243,7 @@ pub fn serve(
     addr: SocketAddr,
     threads: usize,
     limits: Limits,
+    rate_limit_service: Option<&str>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))
@@ -142,6 +251,8 @@ pub fn serve(
         .enable_time()
         .build()?;
     runtime.block_on(async move {
+        // (tonic's lazy channel needs the runtime.)
+        let fleet = fleet_client(&config, rate_limit_service)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
         eprintln!(
             "fpgen: serving /hms/fp/token on http://{} (at most {} connections, \
@@ -152,8 +263,11 @@ pub fn serve(
             limits.body_timeout.as_secs_f64(),
             limits.send_timeout.as_secs_f64(),
         );
-        let config = Arc::new(config);
-        let budgets = Arc::new(Budgets::of(&config));
+        let shared = Shared {
+            budgets: Arc::new(Budgets::of(&config)),
+            config: Arc::new(config),
+            fleet,
+        };
         let permits = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
         let slots = Arc::new(Semaphore::new(permits));
         let mut backoff = Duration::ZERO;
@@ -175,25 +289,31 @@ pub fn serve(
                 }
             };
             let _ = stream.set_nodelay(true);
-            let config = Arc::clone(&config);
-            let budgets = Arc::clone(&budgets);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |req| {
-                    let (config, budgets) = (Arc::clone(&config), Arc::clone(&budgets));
-                    answer(config, budgets, peer, limits.body_timeout, req)
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .timer(TokioTimer::new())
-                    .header_read_timeout(limits.header_timeout)
-                    .serve_connection(
-                        TokioIo::new(SendTimeout::new(stream, limits.send_timeout)),
-                        service,
-                    )
-                    .await;
-                drop(slot);
-            });
+            tokio::spawn(connection(shared.clone(), stream, peer, limits, slot));
         }
     })
+}
+
+/// Serves one connection, then frees its slot.
+async fn connection(
+    shared: Shared,
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    limits: Limits,
+    slot: tokio::sync::OwnedSemaphorePermit,
+) {
+    let service = hyper::service::service_fn(move |req| {
+        answer(shared.clone(), peer, limits.body_timeout, req)
+    });
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .serve_connection(
+            TokioIo::new(SendTimeout::new(stream, limits.send_timeout)),
+            service,
+        )
+        .await;
+    drop(slot);
 }
 
 /// A connection whose writes fail once one has waited `timeout` for the
@@ -286,13 +406,25 @@ impl std::fmt::Display for BodyTimedOut {
 
 impl std::error::Error for BodyTimedOut {}
 
-async fn answer(
+/// What every request of the process shares.
+#[derive(Clone)]
+struct Shared {
     config: Arc<Config>,
     budgets: Arc<Budgets>,
+    fleet: Option<FleetClient>,
+}
+
+async fn answer(
+    shared: Shared,
     peer: SocketAddr,
     body_timeout: Duration,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, BodyTimedOut> {
+    let Shared {
+        config,
+        budgets,
+        fleet,
+    } = shared;
     let path_and_query = req
         .uri()
         .path_and_query()
@@ -328,18 +460,19 @@ async fn answer(
         budgets: &budgets,
     };
     let admission = service::admit(req.method().as_str(), header, config.max_body_bytes);
-    let answer = match admission {
-        Admission::Refuse(code) => service::refuse(code, query),
-        Admission::Query => service::handle(&config, query, b"", &host),
+    let step = match admission {
+        Admission::Refuse(code) => Step::Answer(service::refuse(code, query)),
+        Admission::Query => service::begin(&config, query, b"", &host),
         Admission::Body => {
             let body = Limited::new(req.into_body(), config.max_body_bytes).collect();
             match tokio::time::timeout(body_timeout, body).await {
                 Err(_) => return Err(BodyTimedOut),
-                Ok(Ok(body)) => service::handle(&config, query, &body.to_bytes(), &host),
-                Ok(Err(_)) => service::refuse(ErrorCode::BodyTooLarge, query),
+                Ok(Ok(body)) => service::begin(&config, query, &body.to_bytes(), &host),
+                Ok(Err(_)) => Step::Answer(service::refuse(ErrorCode::BodyTooLarge, query)),
             }
         }
     };
+    let answer = drive(step, &host, fleet.as_ref()).await;
     Ok(to_hyper(answer.response))
 }
 

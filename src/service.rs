@@ -3,8 +3,9 @@
 //! the client address and the token budgets through [`Host`], and asks
 //! [`admit`] what to do with a request before it reads a body.
 
-use crate::config::{ClientAddressPolicy, Config, Customer};
+use crate::config::{ClientAddressPolicy, Config, Customer, FailureMode, FleetBudget};
 use crate::error::{ApiError, ErrorCode, ErrorFormat};
+use crate::fleet;
 use crate::ids::{CustomerId, Kid};
 use crate::params::{error_format_of, Param, Params};
 use crate::render::{self, Response};
@@ -20,13 +21,29 @@ pub const TOKEN_PATH: &str = "/hms/fp/token";
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HostFailure(pub &'static str);
 
-/// The result of taking one token from a customer's budget.
+/// The answer to one budget question ([`Question`]).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Budget {
-    /// One token taken.
+    /// One token taken (local) or counted (fleet).
     Taken,
-    /// The budget is spent (-2019).
+    /// The customer's `token_budget` is spent (-2019).
     Spent,
+    /// The customer's `fleet_budget` has no token left this period (-2019).
+    FleetSpent,
+    /// The fleet budget could not be asked; the configuration's
+    /// `failure_mode` decides (-9503, or minted uncounted).
+    FleetUnavailable(fleet::Failure),
+}
+
+/// A budget a sealed token waits for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Question {
+    /// One token of the customer's `token_budget` of this many, from the
+    /// host ([`Host::take_from_budget`]).
+    Local(u64),
+    /// One token of the customer's fleet budget, from the rate-limit
+    /// service (with leases, maybe from the host's lease of it).
+    Fleet(FleetBudget),
 }
 
 /// What the filter needs from its host.
@@ -43,6 +60,9 @@ pub trait Host {
     /// worker of an Envoy, every thread of `fpgen serve`). Asked by
     /// [`handle`] only for a token already sealed ([`Step::Budget`]).
     fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure>;
+    /// Gives back the token just taken from `customer`'s budget (the fleet
+    /// budget refused the token it was taken for).
+    fn give_back_to_budget(&self, customer: &CustomerId);
 }
 
 /// The host of native programs (the `fpgen` command, `fpgen serve`,
@@ -73,6 +93,8 @@ impl Host for SystemHost {
     fn take_from_budget(&self, _: &CustomerId, _: u64) -> Result<Budget, HostFailure> {
         Ok(Budget::Taken)
     }
+
+    fn give_back_to_budget(&self, _: &CustomerId) {}
 }
 
 /// What to do with a request to the token path, decided from its method
@@ -300,99 +322,184 @@ impl Minting {
 }
 
 /// Answers one GET or POST to the token endpoint. `body` is the complete
-/// form-urlencoded body (empty for GET). The two steps of [`begin`], with
-/// the budget taken from `host` ([`Host::take_from_budget`]) in between.
+/// form-urlencoded body (empty for GET). For hosts that answer every budget
+/// question at once (tests, benches, fuzzers): [`handle_with_fleet`]
+/// without a rate-limit service, so a fleet budget fails the request
+/// (-9500). The filter and `fpgen serve` drive the [`Step`]s themselves.
 pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Answer {
-    match begin(config, query, body, host) {
-        Step::Answer(answer) => answer,
-        Step::Budget(pending) => {
-            let taken = host.take_from_budget(pending.customer(), pending.budget());
-            pending.continue_with(taken)
+    let no_service = |_: &CustomerId, _| Err(HostFailure("this host cannot ask fleet budgets"));
+    handle_with_fleet(config, query, body, host, &no_service)
+}
+
+/// [`handle`], with a fleet budget asked of `fleet`: the steps of
+/// [`begin`], the local budget taken from `host`
+/// ([`Host::take_from_budget`]) and the fleet budget from `fleet`.
+pub fn handle_with_fleet(
+    config: &Config,
+    query: &str,
+    body: &[u8],
+    host: &dyn Host,
+    fleet: &dyn Fn(&CustomerId, FleetBudget) -> Result<Budget, HostFailure>,
+) -> Answer {
+    let mut step = begin(config, query, body, host);
+    loop {
+        match step {
+            Step::Answer(answer) => return answer,
+            Step::Budget(pending) => {
+                let answer = match pending.question() {
+                    Question::Local(budget) => host.take_from_budget(pending.customer(), budget),
+                    Question::Fleet(budget) => fleet(pending.customer(), budget),
+                };
+                step = pending.continue_with(answer, host);
+            }
         }
     }
 }
 
 /// A token request after everything fpgen decides on its own: either its
-/// answer, or a sealed token that waits for one token of its customer's
-/// budget. The host carries that question to whatever keeps the budget
-/// (shared data across an Envoy's workers, a process-wide count in `fpgen
-/// serve`) and hands the answer to [`PendingBudget::continue_with`].
+/// answer, or a sealed token that waits for its customer's budgets. The
+/// host carries each [`Question`] to whatever keeps that budget (shared
+/// data across an Envoy's workers, a process-wide count in `fpgen serve`,
+/// the rate-limit service for a fleet budget) and hands the answer to
+/// [`PendingBudget::continue_with`].
 #[derive(Debug)]
-pub enum Step<'c> {
-    /// Refused, or minted for a customer without a budget.
+pub enum Step {
+    /// Refused, or minted and answered.
     Answer(Answer),
-    /// Minted and sealed, to be answered once the budget says.
-    Budget(PendingBudget<'c>),
+    /// Minted and sealed, to be answered once the budgets say.
+    Budget(PendingBudget),
 }
 
-/// A minted token held back until its customer's budget gives one token.
-/// Everything that can fail has run (validation, randomness, sealing): a
-/// token taken for it is never wasted, and a refused request never takes one.
+/// A minted token held back until its customer's budgets give one token:
+/// the local `token_budget` first (when there is one), then the fleet
+/// budget. Everything that can fail has run (validation, randomness,
+/// sealing): a token taken for it is never wasted, and a refused request
+/// never takes one (a local token taken before the fleet refuses is given
+/// back).
 #[derive(Debug)]
-pub struct PendingBudget<'c> {
-    customer: &'c Customer,
-    budget: u64,
+pub struct PendingBudget {
+    customer: CustomerId,
+    /// The local budget, until it is asked.
+    local: Option<u64>,
+    /// Whether a local token was taken (and is to be given back if the
+    /// fleet refuses).
+    local_taken: bool,
+    fleet: Option<(FleetBudget, FailureMode)>,
     minting: Minting,
 }
 
-impl PendingBudget<'_> {
+impl PendingBudget {
     /// Whose budget.
     pub fn customer(&self) -> &CustomerId {
-        &self.customer.id
+        &self.customer
     }
 
-    /// The customer's budget (tokens in all).
-    pub fn budget(&self) -> u64 {
-        self.budget
+    /// The budget to ask now.
+    pub fn question(&self) -> Question {
+        match (self.local, self.fleet) {
+            (Some(budget), _) => Question::Local(budget),
+            (None, Some((fleet, _))) => Question::Fleet(fleet),
+            // Never asked: continue_with answers once every budget is.
+            (None, None) => Question::Local(0),
+        }
     }
 
-    /// The answer, once the budget was asked: the token when one was taken,
-    /// -2019 when the budget is spent, -9500 when it could not be asked.
-    pub fn continue_with(self, taken: Result<Budget, HostFailure>) -> Answer {
+    /// The answer to [`PendingBudget::question`]: the next question, or
+    /// the answer to the request (the token when every budget gave one,
+    /// -2019 when one is spent, -9503 when the fleet budget cannot be asked
+    /// and the failure mode is closed, -9500 when the host failed).
+    pub fn continue_with(mut self, answer: Result<Budget, HostFailure>, host: &dyn Host) -> Step {
+        let asked_local = self.local.is_some();
+        let refusal = match answer {
+            Ok(Budget::Taken) => None,
+            Ok(Budget::FleetUnavailable(_))
+                if self
+                    .fleet
+                    .is_some_and(|(_, mode)| mode == FailureMode::Open) =>
+            {
+                None
+            }
+            Ok(refused) => Some(self.refusal(refused)),
+            Err(failure) => Some(internal(failure)),
+        };
+        self.local = None;
+        if refusal.is_none() && asked_local {
+            self.local_taken = true;
+            if self.fleet.is_some() {
+                return Step::Budget(self);
+            }
+        }
+        if refusal.is_some() && self.local_taken {
+            host.give_back_to_budget(&self.customer);
+        }
         let Minting {
             result,
             format,
             cookie,
         } = self.minting;
-        let error = match taken {
-            Ok(Budget::Taken) => None,
-            Ok(Budget::Spent) => Some(ApiError::new(
-                ErrorCode::InsufficientTokens,
-                format!("the budget of {} tokens is spent", self.budget),
-            )),
-            Err(failure) => Some(internal(failure)),
-        };
-        let result = match error {
+        let result = match refusal {
             None => result,
             Some(error) => Err(Refused {
                 error,
-                customer_id: Some(self.customer.id.clone()),
+                customer_id: Some(self.customer),
             }),
         };
-        Minting {
-            result,
-            format,
-            cookie,
+        Step::Answer(
+            Minting {
+                result,
+                format,
+                cookie,
+            }
+            .into_answer(),
+        )
+    }
+
+    fn refusal(&self, refused: Budget) -> ApiError {
+        match refused {
+            Budget::Spent => ApiError::new(
+                ErrorCode::InsufficientTokens,
+                format!("the budget of {} tokens is spent", self.local.unwrap_or(0)),
+            ),
+            Budget::FleetSpent => {
+                let (tokens, per) = self
+                    .fleet
+                    .map_or((0, "period"), |(b, _)| (b.tokens, b.per.as_str()));
+                ApiError::new(
+                    ErrorCode::InsufficientTokens,
+                    format!("the fleet budget of {tokens} tokens per {per} is spent"),
+                )
+            }
+            Budget::FleetUnavailable(failure) => {
+                ApiError::new(ErrorCode::BudgetUnavailable, failure.message())
+            }
+            Budget::Taken => ApiError::from(ErrorCode::Internal),
         }
-        .into_answer()
     }
 }
 
 /// The first step of a token request: every check and the sealing; the
-/// budget, when the customer has one, is the host's to ask (see [`Step`]).
-pub fn begin<'c>(config: &'c Config, query: &str, body: &[u8], host: &dyn Host) -> Step<'c> {
+/// budgets, when the customer has any, are the host's to ask (see [`Step`]).
+pub fn begin(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Step {
     let (minting, customer) = prepare(config, query, body, host);
-    match (&minting.result, customer) {
-        (Ok(_), Some(customer)) => match customer.token_budget {
-            Some(budget) => Step::Budget(PendingBudget {
-                customer,
-                budget,
-                minting,
-            }),
-            None => Step::Answer(minting.into_answer()),
-        },
-        _ => Step::Answer(minting.into_answer()),
+    let Some(customer) = customer.filter(|_| minting.result.is_ok()) else {
+        return Step::Answer(minting.into_answer());
+    };
+    let fleet = customer.fleet_budget.zip(
+        config
+            .rate_limit_service
+            .as_ref()
+            .map(|service| service.failure_mode),
+    );
+    if customer.token_budget.is_none() && fleet.is_none() {
+        return Step::Answer(minting.into_answer());
     }
+    Step::Budget(PendingBudget {
+        customer: customer.id.clone(),
+        local: customer.token_budget,
+        local_taken: false,
+        fleet,
+        minting,
+    })
 }
 
 /// A token request minted without asking any budget, before rendering: for

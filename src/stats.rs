@@ -5,6 +5,7 @@
 //! the refusal reason into Prometheus labels.
 
 use crate::error::ErrorCode;
+use crate::fleet::Failure;
 use crate::ids::CustomerId;
 use crate::redeem::Refusal;
 
@@ -24,6 +25,8 @@ pub enum Counter {
     RedemptionsAccepted,
     /// A licence request the gate refused ([`redemptions_rejected`]).
     RedemptionsRejected(Refusal),
+    /// A fleet budget that could not be asked ([`fleet_budget_failed`]).
+    FleetBudgetFailed(Failure),
 }
 
 impl Counter {
@@ -36,6 +39,7 @@ impl Counter {
             (Self::TokensMinted | Self::RedemptionsAccepted, None) => None,
             (Self::Rejected(code), id) => Some(rejected(code, id)),
             (Self::RedemptionsRejected(reason), _) => Some(redemptions_rejected(reason)),
+            (Self::FleetBudgetFailed(failure), _) => Some(fleet_budget_failed(failure)),
         }
     }
 }
@@ -64,6 +68,21 @@ pub fn redemptions_accepted(customer: &CustomerId) -> String {
 /// `fpgen.redemptions_rejected.<reason>`: licence requests the gate refused.
 pub fn redemptions_rejected(reason: Refusal) -> String {
     format!("fpgen.redemptions_rejected.{}", reason.stat_name())
+}
+
+/// `fpgen.fleet_budget_failed.<reason>`: fleet-budget questions that got
+/// no answer (`timeout`, `unavailable`, `undecodable`), whether a token
+/// request waited for them or a lease refill asked them. With failure mode
+/// `open`, the token requests among them were minted uncounted.
+pub fn fleet_budget_failed(failure: Failure) -> String {
+    format!("fpgen.fleet_budget_failed.{}", failure.stat_name())
+}
+
+/// `fpgen.customer.<id>.fleet_lease_tokens`: a gauge of the tokens of the
+/// customer's fleet budget this Envoy holds in its lease (counted by the
+/// rate-limit service, not minted yet; lost if the Envoy stops).
+pub fn fleet_lease_tokens(customer: &CustomerId) -> String {
+    format!("fpgen.customer.{customer}.fleet_lease_tokens")
 }
 
 /// The crate's version, `0.1.0`.
@@ -103,7 +122,7 @@ pub const TAG_RULES: [(&str, &str); 5] = [
     ),
     (
         "fpgen_reason",
-        r"^wasmcustom\.fpgen\.redemptions_rejected(\.([a-z_]+))$",
+        r"^wasmcustom\.fpgen\.(?:redemptions_rejected|fleet_budget_failed)(\.([a-z_]+))$",
     ),
     (
         "fpgen_version",

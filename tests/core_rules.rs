@@ -11,7 +11,7 @@ use fpgen::config::Config;
 use fpgen::error::ErrorCode;
 use fpgen::ids::{CustomerId, Kid};
 use fpgen::licence::Environment;
-use fpgen::service::{self, Answer, Outcome};
+use fpgen::service::{self, Answer, Host as _, Outcome};
 use fpgen::token;
 use fpgen_fixtures::{
     self as fixtures, Budgets, FakeHost, Random, CONTENT_KEY as CK, EK, IV, KEK_HEX as DEMO_KEK,
@@ -1023,6 +1023,22 @@ fn stat_names_tag_rules_and_readme_agree() {
             )
         );
     }
+    for failure in fpgen::fleet::Failure::ALL {
+        assert_eq!(
+            tags(&stats::fleet_budget_failed(failure)),
+            (
+                "wasmcustom.fpgen.fleet_budget_failed".into(),
+                vec![tag("fpgen_reason", failure.stat_name())]
+            )
+        );
+    }
+    assert_eq!(
+        tags(&stats::fleet_lease_tokens(&customer)),
+        (
+            "wasmcustom.fpgen.fleet_lease_tokens".into(),
+            vec![tag("fpgen_customer", "100001")]
+        )
+    );
     assert_eq!(
         tags(&stats::build()),
         (
@@ -1053,6 +1069,7 @@ fn stat_names_tag_rules_and_readme_agree() {
         stats::rejected(ErrorCode::ContentKeyFormat, Some(&customer)),
         stats::rejected(ErrorCode::ContentKeyFormat, None),
         stats::redemptions_accepted(&customer),
+        stats::fleet_lease_tokens(&customer),
     ] {
         assert!(
             readme.contains(&format!("`{ENVOY_PREFIX}{name}`")),
@@ -1131,14 +1148,14 @@ fn serve_joins_headers_as_envoy_does() {
     }
 }
 
-/// The token endpoint in two steps (issue 21): everything fpgen decides on
+/// The token endpoint in steps (issue 21): everything fpgen decides on
 /// its own, then the budget. A customer without a budget is answered in
 /// the first step; one with a budget gets a sealed token that waits for the
 /// host's answer, and each answer gives its own response. Nothing is asked
 /// for a refused request.
 #[test]
 fn the_budget_is_a_step_of_its_own() {
-    use fpgen::service::{begin, Budget, HostFailure, Step};
+    use fpgen::service::{begin, Budget, HostFailure, Question, Step};
     let host = FakeHost::default();
     let plain = fixtures::config();
     assert!(matches!(begin(&plain, &base(), b"", &host), Step::Answer(a) if a.outcome.minted()));
@@ -1155,24 +1172,31 @@ fn the_budget_is_a_step_of_its_own() {
         Step::Answer(a) => panic!("answered before the budget: {a:?}"),
     };
     let p = pending();
-    assert_eq!((p.customer().as_str(), p.budget()), (fixtures::CUSTOMER, 7));
-    let taken = p.continue_with(Ok(Budget::Taken));
+    assert_eq!(
+        (p.customer().as_str(), p.question()),
+        (fixtures::CUSTOMER, Question::Local(7))
+    );
+    let taken = answered(p.continue_with(Ok(Budget::Taken), &host));
     assert_eq!(taken.response.status, 200);
     assert!(taken.response.body.contains("ExpressPlayToken="));
-    let spent = pending().continue_with(Ok(Budget::Spent));
+    let spent = answered(pending().continue_with(Ok(Budget::Spent), &host));
     assert_eq!((spent.response.status, spent.outcome.code()), (429, -2019));
+    assert!(spent
+        .response
+        .body
+        .contains("the budget of 7 tokens is spent"));
     assert_eq!(
         spent.outcome.customer_id.as_ref().map(|c| c.as_str()),
         Some(fixtures::CUSTOMER)
     );
     assert!(!spent.response.body.contains("ExpressPlayToken"));
-    let failed = pending().continue_with(Err(HostFailure("budget store down")));
+    let failed = answered(pending().continue_with(Err(HostFailure("budget store down")), &host));
     assert_eq!(
         (failed.response.status, failed.outcome.code()),
         (500, -9500)
     );
     assert!(failed.response.body.contains("budget store down"));
-    // handle is the two steps with the host's own budget between them
+    // handle is the steps with the host's own budget between them
     let counted = FakeHost {
         budgets: Budgets::Counted,
         ..FakeHost::default()
@@ -1180,4 +1204,104 @@ fn the_budget_is_a_step_of_its_own() {
     let minted = service::handle(&budgeted, &base(), b"", &counted);
     assert!(minted.outcome.minted());
     assert_eq!(counted.taken(), 1);
+}
+
+/// The answer of a step that must be the last.
+fn answered(step: fpgen::service::Step) -> Answer {
+    match step {
+        fpgen::service::Step::Answer(answer) => answer,
+        fpgen::service::Step::Budget(p) => panic!("still waiting for {:?}", p.question()),
+    }
+}
+
+/// A configuration whose first customer has a fleet budget (and, with
+/// `local`, a token budget too), asked of a service in `mode`.
+fn fleet_config(mode: &str, local: Option<u64>) -> Config {
+    let mut v = config_json();
+    v["rate_limit_service"] = serde_json::json!({"cluster": "ratelimit", "failure_mode": mode});
+    v["customers"][0]["fleet_budget"] =
+        serde_json::json!({"tokens": 100, "per": "day", "lease": 10});
+    if let Some(budget) = local {
+        v["customers"][0]["token_budget"] = budget.into();
+    }
+    Config::from_json(v.to_string().as_bytes()).unwrap()
+}
+
+/// With both budgets the local one is asked first, then the fleet's; a
+/// local token taken for a request the fleet refuses is given back, so
+/// neither budget is spent by a refused request. The failure mode decides
+/// what a fleet budget that cannot be asked gives: -9503 (closed) or the
+/// token (open).
+#[test]
+fn a_fleet_budget_is_asked_after_the_local_one() {
+    use fpgen::fleet::Failure;
+    use fpgen::service::{begin, Budget, Question, Step};
+    let fleet = fpgen::config::FleetBudget {
+        tokens: 100,
+        per: fpgen::config::Period::Day,
+        lease: 10,
+    };
+    let host = FakeHost {
+        budgets: Budgets::Counted,
+        ..FakeHost::default()
+    };
+    let closed = fleet_config("closed", Some(5));
+    let ask = |config: &Config| match begin(config, &base(), b"", &host) {
+        Step::Budget(p) => p,
+        Step::Answer(a) => panic!("answered before the budget: {a:?}"),
+    };
+    let local_then = |config: &Config, fleet_answer| {
+        let p = ask(config);
+        assert_eq!(p.question(), Question::Local(5));
+        let taken = host.take_from_budget(p.customer(), 5);
+        let Step::Budget(p) = p.continue_with(taken, &host) else {
+            panic!("the fleet budget was not asked");
+        };
+        assert_eq!(p.question(), Question::Fleet(fleet));
+        answered(p.continue_with(Ok(fleet_answer), &host))
+    };
+    let minted = local_then(&closed, Budget::Taken);
+    assert!(minted.outcome.minted());
+    assert_eq!(host.taken(), 1);
+    let spent = local_then(&closed, Budget::FleetSpent);
+    assert_eq!((spent.response.status, spent.outcome.code()), (429, -2019));
+    assert!(spent
+        .response
+        .body
+        .contains("the fleet budget of 100 tokens per day is spent"));
+    assert_eq!(host.taken(), 1, "the local token was not given back");
+    for failure in Failure::ALL {
+        let closed_answer = local_then(&closed, Budget::FleetUnavailable(failure));
+        assert_eq!(
+            (closed_answer.response.status, closed_answer.outcome.code()),
+            (503, -9503)
+        );
+        assert!(closed_answer.response.body.contains(failure.message()));
+        assert_eq!(host.taken(), 1, "{failure:?}: the local token was kept");
+        let open = fleet_config("open", Some(5));
+        let open_answer = local_then(&open, Budget::FleetUnavailable(failure));
+        assert!(open_answer.outcome.minted(), "{failure:?}");
+        assert_eq!(
+            host.taken(),
+            2,
+            "{failure:?}: open mode counts the local token"
+        );
+        host.give_back_to_budget(&fixtures::id(fixtures::CUSTOMER));
+    }
+    // A fleet budget alone is the only question.
+    let only_fleet = fleet_config("closed", None);
+    let p = ask(&only_fleet);
+    assert_eq!(p.question(), Question::Fleet(fleet));
+    assert!(answered(p.continue_with(Ok(Budget::Taken), &host))
+        .outcome
+        .minted());
+    // A host that cannot ask fleet budgets fails such a request, never
+    // mints it uncounted.
+    let failed = service::handle(&only_fleet, &base(), b"", &host);
+    assert_eq!(failed.outcome.code(), -9500);
+    let asked = service::handle_with_fleet(&only_fleet, &base(), b"", &host, &|id, budget| {
+        assert_eq!((id.as_str(), budget), (fixtures::CUSTOMER, fleet));
+        Ok(Budget::FleetSpent)
+    });
+    assert_eq!(asked.outcome.code(), -2019);
 }

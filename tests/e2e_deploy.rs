@@ -37,7 +37,8 @@ fn configs() -> Vec<PathBuf> {
 
 /// The module exports the proxy-wasm callbacks fpgen implements and no
 /// other (`make build` keeps only those of `deploy/exports.json`), so Envoy
-/// never enters the VM for the response callbacks, `on_log` or `on_done`. A callback implemented later must be added to that list, or
+/// never enters the VM for the response callbacks, `on_log` or `on_done`
+/// (the tick and the gRPC callbacks carry fleet budgets). A callback implemented later must be added to that list, or
 /// Envoy would never call it: this test names it.
 #[test]
 fn the_module_exports_only_the_callbacks_fpgen_implements() {
@@ -61,10 +62,13 @@ fn the_module_exports_only_the_callbacks_fpgen_implements() {
             "proxy_on_configure",
             "proxy_on_context_create",
             "proxy_on_delete",
+            "proxy_on_grpc_close",
+            "proxy_on_grpc_receive",
             "proxy_on_memory_allocate",
             "proxy_on_request_body",
             "proxy_on_request_headers",
             "proxy_on_request_trailers",
+            "proxy_on_tick",
             "proxy_on_vm_start",
         ],
         "{}",

@@ -115,6 +115,9 @@ enum Command {
         /// Seconds an answer may wait for the client to read it; then the connection is closed
         #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
         send_timeout: u64,
+        /// URL of the rate-limit service that keeps fleet budgets (http://127.0.0.1:8081); needed when a customer has a fleet_budget
+        #[arg(long)]
+        rate_limit_service: Option<String>,
     },
     /// Serve Envoy's rate-limit protocol (ShouldRateLimit) on Redis: budgets across a fleet
     #[command(after_help = RATELIMIT_HELP)]
@@ -202,6 +205,7 @@ fn main() -> ExitCode {
             header_timeout,
             body_timeout,
             send_timeout,
+            rate_limit_service,
         } => {
             let limits = fpgen::server::Limits {
                 max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
@@ -210,8 +214,12 @@ fn main() -> ExitCode {
                 send_timeout: std::time::Duration::from_secs(send_timeout),
             };
             load(&config).and_then(|c| {
-                fpgen::server::serve(c, listen, threads, limits)
-                    .map_err(|e| Failure::Io(format!("serve on {listen}: {e}")))
+                fpgen::server::serve(c, listen, threads, limits, rate_limit_service.as_deref())
+                    .map_err(|e| match e.kind() {
+                        // the configuration needs what the command line lacks
+                        std::io::ErrorKind::InvalidInput => Failure::Refused(format!("serve: {e}")),
+                        _ => Failure::Io(format!("serve on {listen}: {e}")),
+                    })
             })
         }
         Command::Ratelimit {

@@ -16,8 +16,10 @@ use shown::Quoted;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
+mod fleet;
 mod secrets;
 mod shown;
+pub use fleet::{FailureMode, FleetBudget, Period, RateLimitService};
 
 /// Default cap on a POST body, in bytes.
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024;
@@ -169,6 +171,30 @@ struct RawConfig {
     redemption: Option<RawRedemption>,
     #[serde(default)]
     client_address: ClientAddressPolicy,
+    rate_limit_service: Option<RawRateLimitService>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object (the rate-limit service: cluster, domain, timeout_ms, failure_mode)"
+)]
+struct RawRateLimitService {
+    cluster: String,
+    domain: Option<String>,
+    timeout_ms: Option<u64>,
+    failure_mode: Option<FailureMode>,
+}
+
+#[derive(Deserialize)]
+#[serde(
+    deny_unknown_fields,
+    expecting = "an object (a fleet budget: tokens, per and lease)"
+)]
+struct RawFleetBudget {
+    tokens: u64,
+    per: Period,
+    lease: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -217,6 +243,7 @@ struct RawCustomer {
     fairplay_enabled: Option<bool>,
     allowed_networks: Option<Vec<String>>,
     token_budget: Option<u64>,
+    fleet_budget: Option<RawFleetBudget>,
     tokens_not_before: Option<String>,
 }
 
@@ -364,6 +391,8 @@ pub struct Config {
     /// The redemption gate; `None` when it is off.
     pub redemption: Option<Redemption>,
     pub client_address: ClientAddressPolicy,
+    /// Where fleet budgets are asked (`None`: not configured).
+    pub rate_limit_service: Option<RateLimitService>,
     /// How many secret values were read from the environment
     /// (`{"env": …}`), for the summary.
     pub secrets_from_env: usize,
@@ -440,6 +469,9 @@ pub struct Customer {
     pub allowed_networks: Option<Vec<ipnet::IpNet>>,
     /// When set, at most this many tokens per Envoy instance (-2019).
     pub token_budget: Option<u64>,
+    /// When set, at most this many tokens per period across every Envoy
+    /// that asks the same rate-limit service (-2019).
+    pub fleet_budget: Option<FleetBudget>,
     /// When set (Unix seconds), the redemption gate refuses the customer's
     /// tokens issued before it: revocation without a key rotation.
     pub tokens_not_before: Option<i64>,
@@ -461,6 +493,21 @@ impl Config {
                 "off"
             },
         );
+        if let Some(service) = &self.rate_limit_service {
+            let fleet = self
+                .customers
+                .values()
+                .filter(|c| c.fleet_budget.is_some())
+                .count();
+            line.push_str(&format!(
+                ", {fleet} fleet budget(s) on cluster {} (failure mode {})",
+                Quoted(&service.cluster),
+                match service.failure_mode {
+                    FailureMode::Closed => "closed",
+                    FailureMode::Open => "open",
+                }
+            ));
+        }
         if self.secrets_from_env > 0 {
             line.push_str(&format!(
                 ", {} secret(s) from the environment",
@@ -532,7 +579,9 @@ impl Config {
             validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key, vars, problems);
         let redemption = validate_redemption(raw.redemption, problems);
         let keks = validate_keks(raw.keks, vars, problems);
-        let customers = validate_customers(raw.customers, &keks, vars, problems);
+        let rate_limit_service = fleet::validate_service(raw.rate_limit_service, problems);
+        let has_service = !matches!(rate_limit_service, Some(None));
+        let customers = validate_customers(raw.customers, &keks, has_service, vars, problems);
         if raw.client_address.use_x_forwarded_for && raw.client_address.trusted_hops == 0 {
             problems.push(
                 "client_address.trusted_hops",
@@ -557,6 +606,7 @@ impl Config {
             max_body_bytes,
             redemption: redemption?,
             client_address: raw.client_address,
+            rate_limit_service: rate_limit_service?,
             secrets_from_env,
         })
     }
@@ -608,12 +658,13 @@ fn validate_keks(
 fn validate_customers(
     raw: Vec<RawCustomer>,
     keks: &HashMap<String, Option<Kek>>,
+    has_service: bool,
     vars: &dyn Vars,
     problems: &mut Problems,
 ) -> HashMap<CustomerId, Customer> {
     let mut customers = HashMap::new();
     for (i, c) in raw.into_iter().enumerate() {
-        let Some(customer) = validate_customer(i, c, keks, vars, problems) else {
+        let Some(customer) = validate_customer(i, c, keks, has_service, vars, problems) else {
             continue;
         };
         let id = customer.id.clone();
@@ -635,6 +686,7 @@ fn validate_customer(
     i: usize,
     c: RawCustomer,
     keks: &HashMap<String, Option<Kek>>,
+    has_service: bool,
     vars: &dyn Vars,
     problems: &mut Problems,
 ) -> Option<Customer> {
@@ -664,6 +716,9 @@ fn validate_customer(
             Problem::Expected("at least 1 (omit it for no budget)"),
         );
     }
+    let fleet_budget = c
+        .fleet_budget
+        .and_then(|raw| fleet::validate_budget(&at("fleet_budget"), raw, has_service, problems));
     let tokens_not_before = c.tokens_not_before.as_deref().and_then(|text| {
         let time = parse_rfc3339(text);
         if time.is_none() {
@@ -683,6 +738,7 @@ fn validate_customer(
         fairplay_enabled: c.fairplay_enabled.unwrap_or(true),
         allowed_networks,
         token_budget: c.token_budget,
+        fleet_budget,
         tokens_not_before,
     })
 }

@@ -1,0 +1,545 @@
+//! Fleet budgets, as the pure core sees them: the messages fpgen exchanges
+//! with a rate-limit service (`envoy.service.ratelimit.v3`, the protocol of
+//! `envoyproxy/ratelimit`, Limitador and `fpgen ratelimit`), encoded and
+//! decoded with `prost`, and the arithmetic of leases. No host calls: the
+//! filter carries the bytes (`dispatch_grpc_call`), `fpgen serve` carries
+//! them with tonic.
+//!
+//! The messages are declared here, field for field and tag for tag, as the
+//! subset of Envoy's protos fpgen sends and reads: `envoy-types` (which has
+//! them all) does not build for wasm32. A native test encodes each with
+//! these types and decodes it with `envoy-types`' (and back), so they cannot
+//! drift from the real protos unnoticed.
+
+use crate::config::{FleetBudget, RateLimitService};
+use crate::ids::CustomerId;
+use prost::Message;
+
+/// The gRPC service and method fpgen calls.
+pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
+/// The method of [`SERVICE`].
+pub const METHOD: &str = "ShouldRateLimit";
+
+/// The descriptor entry that names the customer: `("customer", id)`.
+pub const DESCRIPTOR_KEY: &str = "customer";
+
+/// `envoy.service.ratelimit.v3.RateLimitRequest`.
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitRequest {
+    #[prost(string, tag = "1")]
+    pub domain: String,
+    #[prost(message, repeated, tag = "2")]
+    pub descriptors: Vec<RateLimitDescriptor>,
+    #[prost(uint32, tag = "3")]
+    pub hits_addend: u32,
+}
+
+/// `envoy.extensions.common.ratelimit.v3.RateLimitDescriptor` (without the
+/// per-descriptor `hits_addend` and `is_negative_hits`, which fpgen does not
+/// send).
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitDescriptor {
+    #[prost(message, repeated, tag = "1")]
+    pub entries: Vec<Entry>,
+    #[prost(message, optional, tag = "2")]
+    pub limit: Option<RateLimitOverride>,
+}
+
+/// `RateLimitDescriptor.Entry`.
+#[derive(Clone, PartialEq, Message)]
+pub struct Entry {
+    #[prost(string, tag = "1")]
+    pub key: String,
+    #[prost(string, tag = "2")]
+    pub value: String,
+}
+
+/// `RateLimitDescriptor.RateLimitOverride`: the budget, carried by the
+/// request so that the service needs no configuration of its own.
+#[derive(Clone, Copy, PartialEq, Eq, Message)]
+pub struct RateLimitOverride {
+    #[prost(uint32, tag = "1")]
+    pub requests_per_unit: u32,
+    /// `envoy.type.v3.RateLimitUnit`: SECOND = 1 … YEAR = 6.
+    #[prost(int32, tag = "2")]
+    pub unit: i32,
+}
+
+/// `envoy.service.ratelimit.v3.RateLimitResponse`: the fields fpgen reads
+/// (prost skips the others).
+#[derive(Clone, PartialEq, Message)]
+pub struct RateLimitResponse {
+    /// `Code`: UNKNOWN = 0, OK = 1, OVER_LIMIT = 2.
+    #[prost(int32, tag = "1")]
+    pub overall_code: i32,
+    #[prost(message, repeated, tag = "2")]
+    pub statuses: Vec<DescriptorStatus>,
+}
+
+/// `RateLimitResponse.DescriptorStatus`: the fields fpgen reads.
+#[derive(Clone, PartialEq, Message)]
+pub struct DescriptorStatus {
+    #[prost(int32, tag = "1")]
+    pub code: i32,
+    #[prost(uint32, tag = "3")]
+    pub limit_remaining: u32,
+    #[prost(message, optional, tag = "4")]
+    pub duration_until_reset: Option<Duration>,
+}
+
+/// `google.protobuf.Duration`.
+#[derive(Clone, Copy, PartialEq, Eq, Message)]
+pub struct Duration {
+    #[prost(int64, tag = "1")]
+    pub seconds: i64,
+    #[prost(int32, tag = "2")]
+    pub nanos: i32,
+}
+
+/// The request for `hits` tokens of `customer`'s fleet budget: one
+/// descriptor, `[("customer", id)]`, with the budget as its limit.
+pub fn request(
+    service: &RateLimitService,
+    customer: &CustomerId,
+    budget: FleetBudget,
+    hits: u32,
+) -> Vec<u8> {
+    RateLimitRequest {
+        domain: service.domain.clone(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: DESCRIPTOR_KEY.to_owned(),
+                value: customer.as_str().to_owned(),
+            }],
+            limit: Some(RateLimitOverride {
+                requests_per_unit: budget.tokens,
+                unit: budget.per.unit(),
+            }),
+        }],
+        hits_addend: hits,
+    }
+    .encode_to_vec()
+}
+
+/// What the service answered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// The hits were counted. `reset_ms`: how long the counted hits stay in
+    /// their period, from the service's `duration_until_reset`, when it
+    /// says (a lease must not outlive the period it was counted in).
+    Ok { reset_ms: Option<u64> },
+    /// The budget has fewer than the hits left (nothing counted, with
+    /// `fpgen ratelimit`).
+    OverLimit,
+}
+
+/// Why a fleet budget could not be asked. Each is a stat reason of its own
+/// (`fpgen.fleet_budget.failed.<reason>`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Failure {
+    /// The call was not answered within `timeout_ms` (gRPC DEADLINE_EXCEEDED).
+    Timeout,
+    /// The service could not be reached or answered with a gRPC error, or
+    /// the call could not be made.
+    Unavailable,
+    /// The answer is not a `RateLimitResponse` with a known code.
+    Undecodable,
+}
+
+impl Failure {
+    /// Every failure, for stats and tests.
+    pub const ALL: [Failure; 3] = [Self::Timeout, Self::Unavailable, Self::Undecodable];
+
+    /// The stat reason: `timeout`, `unavailable`, `undecodable`.
+    pub const fn stat_name(self) -> &'static str {
+        match self {
+            Self::Timeout => "timeout",
+            Self::Unavailable => "unavailable",
+            Self::Undecodable => "undecodable",
+        }
+    }
+
+    /// What went wrong, for the error's detail and the log.
+    pub const fn message(self) -> &'static str {
+        match self {
+            Self::Timeout => "the rate-limit service did not answer in time",
+            Self::Unavailable => "the rate-limit service is unavailable",
+            Self::Undecodable => "the answer of the rate-limit service cannot be read",
+        }
+    }
+
+    /// The failure a gRPC status (other than OK, 0) stands for.
+    pub const fn of_grpc_status(status: u32) -> Self {
+        match status {
+            4 => Self::Timeout, // DEADLINE_EXCEEDED
+            _ => Self::Unavailable,
+        }
+    }
+}
+
+/// Reads a `RateLimitResponse`.
+pub fn verdict(response: &[u8]) -> Result<Verdict, Failure> {
+    let response = RateLimitResponse::decode(response).map_err(|_| Failure::Undecodable)?;
+    match response.overall_code {
+        1 => Ok(Verdict::Ok {
+            reset_ms: response
+                .statuses
+                .first()
+                .and_then(|s| s.duration_until_reset)
+                .and_then(duration_ms),
+        }),
+        2 => Ok(Verdict::OverLimit),
+        _ => Err(Failure::Undecodable),
+    }
+}
+
+/// A non-negative duration in whole milliseconds (rounded down, so a lease
+/// never outlives its period).
+fn duration_ms(d: Duration) -> Option<u64> {
+    let seconds = u64::try_from(d.seconds).ok()?;
+    let millis = u64::try_from(d.nanos).ok()? / 1_000_000;
+    seconds.checked_mul(1_000)?.checked_add(millis)
+}
+
+/// An Envoy's lease of one customer's fleet budget: tokens counted by the
+/// service and not minted yet, shared by the Envoy's workers, and whether
+/// one of them is asking for more. Kept in 24 bytes of shared data.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Lease {
+    /// Tokens held.
+    pub held: u32,
+    /// When they stop being valid (the end of the period they were counted
+    /// in), in milliseconds of the host's clock.
+    pub valid_until_ms: u64,
+    /// While a worker asks for more: until when its claim holds (it ends
+    /// early when the answer comes; a claim whose worker went away expires).
+    pub refill_until_ms: u64,
+}
+
+/// What a mint does with the lease it found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LeaseStep {
+    /// Mint from the lease; when `refill` holds hits, also ask for that
+    /// many in the background (the new lease is written with this claim).
+    Take { refill: Option<u32> },
+    /// Nothing to take: ask the service for `hits` and wait (the lease
+    /// claims the refill when `hits` is more than 1).
+    Ask { hits: u32 },
+}
+
+impl Lease {
+    /// The bytes kept in shared data.
+    pub fn to_bytes(self) -> [u8; 20] {
+        let mut out = [0u8; 20];
+        let (held, rest) = out.split_at_mut(4);
+        let (valid, refill) = rest.split_at_mut(8);
+        held.copy_from_slice(&self.held.to_be_bytes());
+        valid.copy_from_slice(&self.valid_until_ms.to_be_bytes());
+        refill.copy_from_slice(&self.refill_until_ms.to_be_bytes());
+        out
+    }
+
+    /// The lease in `bytes` (an empty lease when they are not one).
+    pub fn from_bytes(bytes: &[u8]) -> Self {
+        let field = |range: std::ops::Range<usize>| bytes.get(range);
+        let held = field(0..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
+        let valid = field(4..12).and_then(|b| <[u8; 8]>::try_from(b).ok());
+        let refill = field(12..20).and_then(|b| <[u8; 8]>::try_from(b).ok());
+        match (held, valid, refill) {
+            (Some(h), Some(v), Some(r)) if bytes.len() == 20 => Self {
+                held: u32::from_be_bytes(h),
+                valid_until_ms: u64::from_be_bytes(v),
+                refill_until_ms: u64::from_be_bytes(r),
+            },
+            _ => Self::default(),
+        }
+    }
+
+    /// Tokens that can be minted at `now_ms`.
+    pub fn usable(self, now_ms: u64) -> u32 {
+        if now_ms < self.valid_until_ms {
+            self.held
+        } else {
+            0
+        }
+    }
+
+    fn refilling(self, now_ms: u64) -> bool {
+        now_ms < self.refill_until_ms
+    }
+
+    /// What a mint does at `now_ms` with a lease of `size` tokens, and the
+    /// lease it leaves (to write back with compare-and-swap). A refill is
+    /// asked when fewer than half of `size` would remain and no other
+    /// worker is asking; it asks for what brings the lease back to `size`,
+    /// so an Envoy never holds more than `size`. `claim_ms`: how long a
+    /// claim holds before another worker may ask (the call's timeout and
+    /// some slack).
+    pub fn step(self, size: u32, now_ms: u64, claim_ms: u64) -> (LeaseStep, Self) {
+        let usable = self.usable(now_ms);
+        let free_to_claim = !self.refilling(now_ms);
+        let claimed = Self {
+            refill_until_ms: now_ms.saturating_add(claim_ms),
+            ..self
+        };
+        if usable == 0 {
+            if free_to_claim && size > 1 {
+                let lease = Self { held: 0, ..claimed };
+                return (LeaseStep::Ask { hits: size }, lease);
+            }
+            return (LeaseStep::Ask { hits: 1 }, self);
+        }
+        let left = usable - 1;
+        let taken = Self { held: left, ..self };
+        if free_to_claim && left < size / 2 {
+            let lease = Self {
+                held: left,
+                ..claimed
+            };
+            return (
+                LeaseStep::Take {
+                    refill: Some(size - left),
+                },
+                lease,
+            );
+        }
+        (LeaseStep::Take { refill: None }, taken)
+    }
+
+    /// The lease after a refill of `granted` tokens counted in a period
+    /// that ends at `valid_until_ms` (the claim ends). Tokens of an older
+    /// period are dropped: they were counted there and cannot be minted in
+    /// this one.
+    pub fn refilled(self, granted: u32, valid_until_ms: u64, now_ms: u64) -> Self {
+        let kept = if self.valid_until_ms == valid_until_ms {
+            self.usable(now_ms)
+        } else {
+            0
+        };
+        Self {
+            held: kept.saturating_add(granted),
+            valid_until_ms,
+            refill_until_ms: 0,
+        }
+    }
+
+    /// The lease after a refill that brought nothing (the claim ends).
+    pub fn refill_failed(self) -> Self {
+        Self {
+            refill_until_ms: 0,
+            ..self
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn a_lease_round_trips_through_its_bytes() {
+        let lease = Lease {
+            held: 7,
+            valid_until_ms: 1_700_000_000_123,
+            refill_until_ms: 5,
+        };
+        assert_eq!(Lease::from_bytes(&lease.to_bytes()), lease);
+        assert_eq!(Lease::from_bytes(b""), Lease::default());
+        assert_eq!(Lease::from_bytes(&[1; 21]), Lease::default());
+    }
+
+    #[test]
+    fn an_empty_lease_asks_for_a_whole_one_once() {
+        let (step, claimed) = Lease::default().step(10, 1_000, 200);
+        assert_eq!(step, LeaseStep::Ask { hits: 10 });
+        assert_eq!(claimed.refill_until_ms, 1_200);
+        // Another worker meanwhile asks for its own token only.
+        let (step, same) = claimed.step(10, 1_100, 200);
+        assert_eq!(step, LeaseStep::Ask { hits: 1 });
+        assert_eq!(same, claimed);
+        // A claim whose worker went away expires.
+        assert_eq!(claimed.step(10, 1_200, 200).0, LeaseStep::Ask { hits: 10 });
+        // A lease of one is no lease.
+        assert_eq!(
+            Lease::default().step(1, 0, 200).0,
+            LeaseStep::Ask { hits: 1 }
+        );
+    }
+
+    #[test]
+    fn a_lease_is_minted_from_and_refilled_before_it_runs_out() {
+        let lease = Lease::default().refilled(9, 60_000, 0);
+        let mut now = 10;
+        let mut lease = lease;
+        // 9 held of 10: 9, 8, 7, 6 left take without a refill…
+        for left in [8, 7, 6, 5] {
+            let (step, next) = lease.step(10, now, 200);
+            assert_eq!(step, LeaseStep::Take { refill: None }, "{left} left");
+            assert_eq!(next.held, left);
+            lease = next;
+            now += 1;
+        }
+        // …below half, the refill tops it up to 10, once.
+        let (step, next) = lease.step(10, now, 200);
+        assert_eq!(step, LeaseStep::Take { refill: Some(6) });
+        assert_eq!(next.held, 4);
+        let (step, next2) = next.step(10, now + 1, 200);
+        assert_eq!(step, LeaseStep::Take { refill: None });
+        // The refill lands on what is left: never more than 10 held.
+        let topped = next2.refilled(6, 60_000, now + 2);
+        assert_eq!(topped.held, 9);
+        assert_eq!(topped.refill_until_ms, 0);
+    }
+
+    #[test]
+    fn a_lease_ends_with_its_period() {
+        let lease = Lease::default().refilled(5, 1_000, 0);
+        assert_eq!(lease.usable(999), 5);
+        assert_eq!(lease.usable(1_000), 0);
+        assert_eq!(lease.step(10, 1_000, 200).0, LeaseStep::Ask { hits: 10 });
+        // A refill counted in the next period drops the old one's tokens.
+        assert_eq!(lease.refilled(10, 61_000, 500).held, 10);
+        assert_eq!(lease.refilled(3, 1_000, 500).held, 8);
+    }
+
+    #[test]
+    fn a_verdict_reads_the_code_and_the_reset() {
+        let answer = |code, reset: Option<Duration>| {
+            RateLimitResponse {
+                overall_code: code,
+                statuses: vec![DescriptorStatus {
+                    code,
+                    limit_remaining: 3,
+                    duration_until_reset: reset,
+                }],
+            }
+            .encode_to_vec()
+        };
+        let reset = Duration {
+            seconds: 59,
+            nanos: 250_000_000,
+        };
+        assert_eq!(
+            verdict(&answer(1, Some(reset))),
+            Ok(Verdict::Ok {
+                reset_ms: Some(59_250)
+            })
+        );
+        assert_eq!(
+            verdict(&answer(1, None)),
+            Ok(Verdict::Ok { reset_ms: None })
+        );
+        assert_eq!(verdict(&answer(2, None)), Ok(Verdict::OverLimit));
+        assert_eq!(verdict(&answer(0, None)), Err(Failure::Undecodable));
+        assert_eq!(verdict(&answer(7, None)), Err(Failure::Undecodable));
+        assert_eq!(verdict(b"\xff\xff\xff"), Err(Failure::Undecodable));
+        assert_eq!(verdict(b""), Err(Failure::Undecodable)); // code 0
+        let negative = Duration {
+            seconds: -1,
+            nanos: 0,
+        };
+        assert_eq!(
+            verdict(&answer(1, Some(negative))),
+            Ok(Verdict::Ok { reset_ms: None })
+        );
+    }
+
+    /// The messages declared here are Envoy's: a request encoded with them
+    /// decodes with `envoy-types`' protos to the same fields, and a full
+    /// response from those protos decodes to the verdict it means.
+    #[test]
+    fn the_messages_are_envoys() {
+        use envoy_types::pb::envoy::service::ratelimit::v3 as rls;
+        let service = RateLimitService {
+            cluster: "ratelimit".into(),
+            domain: "fpgen-test".into(),
+            timeout_ms: 100,
+            failure_mode: crate::config::FailureMode::Closed,
+        };
+        let budget = FleetBudget {
+            tokens: 1_000,
+            per: crate::config::Period::Month,
+            lease: 50,
+        };
+        let id = CustomerId::parse("100001").unwrap();
+        let bytes = request(&service, &id, budget, 50);
+        let theirs = rls::RateLimitRequest::decode(bytes.as_slice()).unwrap();
+        assert_eq!(theirs.domain, "fpgen-test");
+        assert_eq!(theirs.hits_addend, 50);
+        let [descriptor] = theirs.descriptors.as_slice() else {
+            panic!("{theirs:?}")
+        };
+        let entries: Vec<_> = descriptor
+            .entries
+            .iter()
+            .map(|e| (e.key.as_str(), e.value.as_str()))
+            .collect();
+        assert_eq!(entries, [("customer", "100001")]);
+        let limit = descriptor.limit.unwrap();
+        assert_eq!(limit.requests_per_unit, 1_000);
+        assert_eq!(
+            limit.unit(),
+            envoy_types::pb::envoy::r#type::v3::RateLimitUnit::Month
+        );
+        assert_eq!(descriptor.hits_addend, None);
+        assert!(!descriptor.is_negative_hits);
+    }
+
+    #[test]
+    fn periods_are_envoys_units() {
+        for (period, unit) in [
+            (crate::config::Period::Second, 1),
+            (crate::config::Period::Minute, 2),
+            (crate::config::Period::Hour, 3),
+            (crate::config::Period::Day, 4),
+            (crate::config::Period::Month, 5),
+            (crate::config::Period::Year, 6),
+        ] {
+            let name = envoy_types::pb::envoy::r#type::v3::RateLimitUnit::try_from(unit).unwrap();
+            assert_eq!(name.as_str_name(), period.as_str().to_uppercase());
+            assert_eq!(period.unit(), unit);
+        }
+    }
+
+    #[test]
+    fn envoys_answers_are_read() {
+        use envoy_types::pb::envoy::service::ratelimit::v3 as rls;
+        use rls::rate_limit_response::{Code, DescriptorStatus as Status};
+        let response = |code: Code| rls::RateLimitResponse {
+            overall_code: code.into(),
+            statuses: vec![Status {
+                code: code.into(),
+                limit_remaining: 7,
+                duration_until_reset: Some(envoy_types::pb::google::protobuf::Duration {
+                    seconds: 12,
+                    nanos: 5_000_000,
+                }),
+                ..Status::default()
+            }],
+            raw_body: b"over".to_vec(),
+            ..rls::RateLimitResponse::default()
+        };
+        assert_eq!(
+            verdict(&response(Code::Ok).encode_to_vec()),
+            Ok(Verdict::Ok {
+                reset_ms: Some(12_005)
+            })
+        );
+        assert_eq!(
+            verdict(&response(Code::OverLimit).encode_to_vec()),
+            Ok(Verdict::OverLimit)
+        );
+        assert_eq!(
+            verdict(&response(Code::Unknown).encode_to_vec()),
+            Err(Failure::Undecodable)
+        );
+    }
+
+    #[test]
+    fn grpc_statuses_name_their_failure() {
+        assert_eq!(Failure::of_grpc_status(4), Failure::Timeout);
+        assert_eq!(Failure::of_grpc_status(14), Failure::Unavailable);
+        assert_eq!(Failure::of_grpc_status(2), Failure::Unavailable);
+    }
+}

@@ -65,7 +65,10 @@ impl Context for Root {
             return;
         };
         let now = now_ms();
-        let updated = match call_verdict(status, size) {
+        let Some(config) = self.config.clone() else {
+            return;
+        };
+        let updated = match call_verdict(&config, refill.sent_ms, status, size) {
             Ok(Verdict::Ok {
                 reset_ms: Some(reset),
             }) => {
@@ -243,7 +246,7 @@ impl Context for Stream {
             sent_ms,
         } = waiting;
         let customer = pending.customer().clone();
-        let answer = match call_verdict(status, size) {
+        let answer = match call_verdict(&config, sent_ms, status, size) {
             Ok(Verdict::Ok { reset_ms }) => {
                 if hits > 1 {
                     keep_lease(
@@ -625,10 +628,20 @@ fn fleet_call(
     )
 }
 
-/// What a finished call says: its gRPC status, then its message.
-fn call_verdict(status: u32, size: usize) -> Result<Verdict, Failure> {
+/// What a call sent at `sent_ms` says: its gRPC status, then its message.
+fn call_verdict(
+    config: &Config,
+    sent_ms: u64,
+    status: u32,
+    size: usize,
+) -> Result<Verdict, Failure> {
     if status != 0 {
-        return Err(Failure::of_grpc_status(status));
+        let timeout = config
+            .rate_limit_service
+            .as_ref()
+            .map_or(0, |s| s.timeout_ms);
+        let elapsed = now_ms().saturating_sub(sent_ms);
+        return Err(Failure::of_call(status, elapsed, timeout));
     }
     // (The SDK's get_grpc_call_response_body panics on a host error.)
     let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)

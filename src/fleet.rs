@@ -168,10 +168,15 @@ impl Failure {
         }
     }
 
-    /// The failure a gRPC status (other than OK, 0) stands for.
-    pub const fn of_grpc_status(status: u32) -> Self {
+    /// The failure a finished call's gRPC status (other than OK, 0) stands
+    /// for, `elapsed_ms` after it was sent with `timeout_ms`. Envoy ends a
+    /// call past its timeout as its HTTP router ends any request (504, which
+    /// becomes UNAVAILABLE), so a failure that came at or after the
+    /// timeout is the timeout.
+    pub const fn of_call(status: u32, elapsed_ms: u64, timeout_ms: u64) -> Self {
         match status {
             4 => Self::Timeout, // DEADLINE_EXCEEDED
+            _ if elapsed_ms >= timeout_ms => Self::Timeout,
             _ => Self::Unavailable,
         }
     }
@@ -307,14 +312,17 @@ impl Lease {
     }
 
     /// The lease after a refill of `granted` tokens counted in a period
-    /// that ends at `valid_until_ms` (the claim ends). Tokens of an older
-    /// period are dropped: they were counted there and cannot be minted in
-    /// this one.
+    /// that ends at `valid_until_ms` (the claim ends). Tokens still usable
+    /// are of the same period (a refill counted in a later period comes
+    /// after the earlier one ended, on this clock too): they are kept, and
+    /// all end at the earlier of the two ends (both are at or before the
+    /// period's true end; they differ by the calls' latencies).
     pub fn refilled(self, granted: u32, valid_until_ms: u64, now_ms: u64) -> Self {
-        let kept = if self.valid_until_ms == valid_until_ms {
-            self.usable(now_ms)
+        let kept = self.usable(now_ms);
+        let valid_until_ms = if kept > 0 {
+            valid_until_ms.min(self.valid_until_ms)
         } else {
-            0
+            valid_until_ms
         };
         Self {
             held: kept.saturating_add(granted),
@@ -398,9 +406,15 @@ mod tests {
         assert_eq!(lease.usable(999), 5);
         assert_eq!(lease.usable(1_000), 0);
         assert_eq!(lease.step(10, 1_000, 200).0, LeaseStep::Ask { hits: 10 });
-        // A refill counted in the next period drops the old one's tokens.
-        assert_eq!(lease.refilled(10, 61_000, 500).held, 10);
-        assert_eq!(lease.refilled(3, 1_000, 500).held, 8);
+        // A refill counted in the next period comes after the old one ended.
+        let next = lease.refilled(10, 61_000, 1_000);
+        assert_eq!((next.held, next.valid_until_ms), (10, 61_000));
+        // One of the same period (its end seen a few ms apart) adds up,
+        // ending at the earlier end.
+        let same = lease.refilled(3, 1_004, 500);
+        assert_eq!((same.held, same.valid_until_ms), (8, 1_000));
+        let same = lease.refilled(3, 996, 500);
+        assert_eq!((same.held, same.valid_until_ms), (8, 996));
     }
 
     #[test]
@@ -538,8 +552,11 @@ mod tests {
 
     #[test]
     fn grpc_statuses_name_their_failure() {
-        assert_eq!(Failure::of_grpc_status(4), Failure::Timeout);
-        assert_eq!(Failure::of_grpc_status(14), Failure::Unavailable);
-        assert_eq!(Failure::of_grpc_status(2), Failure::Unavailable);
+        assert_eq!(Failure::of_call(4, 3, 100), Failure::Timeout);
+        assert_eq!(Failure::of_call(14, 3, 100), Failure::Unavailable);
+        assert_eq!(Failure::of_call(2, 99, 100), Failure::Unavailable);
+        // Envoy's own timeout: UNAVAILABLE (from its 504), at the timeout
+        assert_eq!(Failure::of_call(14, 100, 100), Failure::Timeout);
+        assert_eq!(Failure::of_call(14, 2_000, 100), Failure::Timeout);
     }
 }

@@ -11,6 +11,8 @@
 
 mod common;
 
+use common::{Redis, Service};
+
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
     Entry, RateLimitOverride,
 };
@@ -19,115 +21,7 @@ use envoy_types::pb::envoy::r#type::v3::RateLimitUnit;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_response::Code;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
-use std::net::TcpStream;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-/// A child process killed when dropped.
-struct Process(Child);
-
-impl Drop for Process {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Redis on a free loopback port, nothing persisted; `make test` names the
-/// binary in FPGEN_REDIS (`make redis`).
-struct Redis {
-    port: u16,
-    dir: PathBuf,
-    process: Option<Process>,
-}
-
-impl Redis {
-    fn start() -> Redis {
-        let mut redis = Redis {
-            port: common::free_port(),
-            dir: common::new_workdir(),
-            process: None,
-        };
-        redis.restart();
-        redis
-    }
-
-    /// Starts it (again) on the same port.
-    fn restart(&mut self) {
-        let bin = std::env::var("FPGEN_REDIS").unwrap_or_else(|_| "redis-server".into());
-        let mut cmd = Command::new(&bin);
-        cmd.args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no", "--dir"])
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let child = common::spawn_tied_to_process(cmd)
-            .unwrap_or_else(|e| panic!("cannot run {bin} (make redis): {e}"));
-        self.process = Some(Process(child));
-        wait_for_port(self.port, "redis-server");
-    }
-
-    fn stop(&mut self) {
-        self.process = None;
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-}
-
-/// `fpgen ratelimit` on free ports, on `redis`.
-struct Service {
-    port: u16,
-    admin: u16,
-    _process: Process,
-}
-
-impl Service {
-    fn start(redis: &Redis) -> Service {
-        let (port, admin) = (common::free_port(), common::free_port());
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_fpgen"));
-        cmd.arg("ratelimit")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin", &format!("127.0.0.1:{admin}")])
-            .args(["--redis", &redis.url(), "--redis-timeout-ms", "500"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let process = Process(common::spawn_tied_to_process(cmd).unwrap());
-        wait_for_port(port, "fpgen ratelimit");
-        wait_for_port(admin, "fpgen ratelimit's admin");
-        Service {
-            port,
-            admin,
-            _process: process,
-        }
-    }
-
-    async fn client(&self) -> RateLimitServiceClient<tonic::transport::Channel> {
-        RateLimitServiceClient::connect(format!("http://127.0.0.1:{}", self.port))
-            .await
-            .unwrap()
-    }
-
-    fn stat(&self, name: &str) -> u64 {
-        let text = common::get(self.admin, "/stats").text();
-        text.lines()
-            .find_map(|l| l.strip_prefix(&format!("fpgen_ratelimit.{name}: ")))
-            .and_then(|v| v.parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in {text}"))
-    }
-}
 
 /// fpgen's request: one descriptor, `customer`, with its limit.
 fn request(customer: &str, limit: u32, unit: RateLimitUnit, hits: u32) -> RateLimitRequest {

@@ -46,8 +46,15 @@ pub fn bootstrap(
     let mut static_resources = json!({
         "listeners": [listener(wasm, filter_config_json, options, access_log)]
     });
+    let mut clusters = Vec::new();
     if let Some(port) = options.upstream_port {
-        static_resources["clusters"] = json!([licence_server(port)]);
+        clusters.push(licence_server(port));
+    }
+    if let Some(port) = options.ratelimit_port {
+        clusters.push(ratelimit_service(port));
+    }
+    if !clusters.is_empty() {
+        static_resources["clusters"] = Value::Array(clusters);
     }
     json!({
         "stats_config": {"stats_tags": stats_tags},
@@ -183,6 +190,22 @@ fn licence_server(port: u16) -> Value {
             "explicit_http_config": {"http_protocol_options": {"enable_trailers": true}},
         }},
         "load_assignment": {"cluster_name": "licence_server", "endpoints": [{"lb_endpoints": [
+            {"endpoint": {"address": socket_address(port)}},
+        ]}]},
+    })
+}
+
+/// The rate-limit service's cluster: gRPC, so HTTP/2.
+fn ratelimit_service(port: u16) -> Value {
+    json!({
+        "name": "ratelimit",
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "typed_extension_protocol_options": {"envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+            "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+            "explicit_http_config": {"http2_protocol_options": {}},
+        }},
+        "load_assignment": {"cluster_name": "ratelimit", "endpoints": [{"lb_endpoints": [
             {"endpoint": {"address": socket_address(port)}},
         ]}]},
     })

@@ -66,6 +66,9 @@ pub struct Options {
     /// (`vm_config.environment_variables.host_env_keys`), for secrets given
     /// as `{"env": …}`.
     pub host_env: Vec<(String, String)>,
+    /// When set, a cluster `ratelimit` (HTTP/2) at 127.0.0.1:port, for the
+    /// configuration's `rate_limit_service` (e.g. a [`Service`](super::Service)).
+    pub ratelimit_port: Option<u16>,
 }
 
 impl Default for Options {
@@ -80,6 +83,7 @@ impl Default for Options {
             hardened: true,
             scoped: false,
             host_env: Vec::new(),
+            ratelimit_port: None,
         }
     }
 }
@@ -113,6 +117,12 @@ impl Options {
             .iter()
             .map(|&(k, v)| (k.to_owned(), v.to_owned()))
             .collect();
+        self
+    }
+
+    /// The same with a `ratelimit` cluster reaching 127.0.0.1:`port`.
+    pub fn ratelimit(mut self, port: u16) -> Self {
+        self.ratelimit_port = Some(port);
         self
     }
 

@@ -45,6 +45,7 @@ mod envoy;
 mod h2c;
 mod http;
 mod process;
+mod ratelimit;
 mod serve;
 mod tokens;
 mod upstream;
@@ -69,6 +70,8 @@ pub use http::{
 pub use process::{
     new_workdir, spawn_tied_to_process, tail, tool_paths, upgrade_wasm, E2E_LOG_DIR,
 };
+#[allow(unused_imports)]
+pub use ratelimit::{wait_for_port, Process, Redis, Service};
 #[allow(unused_imports)]
 pub use serve::Serve;
 #[allow(unused_imports)]

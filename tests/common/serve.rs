@@ -69,6 +69,11 @@ impl Serve {
         std::fs::read_to_string(self.config.with_file_name("stderr.log")).unwrap_or_default()
     }
 
+    /// Its configuration file.
+    pub fn config_path(&self) -> &std::path::Path {
+        &self.config
+    }
+
     /// Whether the process still runs.
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))

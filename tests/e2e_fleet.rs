@@ -1,0 +1,348 @@
+//! Fleet budgets end to end (issue 21): real Envoys running the module ask
+//! `fpgen ratelimit` services on one real Redis over gRPC, and a customer's
+//! `fleet_budget` holds across all of them, with and without leases; a
+//! local `token_budget` does not; the failure modes when the service, or
+//! Redis behind it, is away or too slow; a period rolling over; `fpgen
+//! serve` counting against the same budget.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{get, Envoy, Options, Redis, Service};
+use fpgen_fixtures::{AUTHENTICATOR_SHA256, CONTENT_KEY, IV};
+use serde_json::json;
+use std::collections::BTreeMap;
+use std::net::TcpListener;
+use std::time::{Duration, Instant};
+
+/// The demo configuration with customers `100001`.. of the given budgets
+/// (`(fleet_budget, token_budget)`), asking the `ratelimit` cluster.
+fn config(customers: &[(serde_json::Value, Option<u64>)], failure_mode: &str) -> String {
+    let mut v = fpgen_fixtures::demo_json();
+    v["rate_limit_service"] = json!({"cluster": "ratelimit", "timeout_ms": 2000,
+        "failure_mode": failure_mode});
+    let list = v["customers"].as_array_mut().unwrap();
+    for (i, (fleet, local)) in customers.iter().enumerate() {
+        let id = format!("10000{}", i + 1);
+        if i >= list.len() {
+            list.push(json!({"id": id, "environment": "test",
+                "authenticator_sha256": AUTHENTICATOR_SHA256}));
+        }
+        if !fleet.is_null() {
+            list[i]["fleet_budget"] = fleet.clone();
+        }
+        if let Some(budget) = local {
+            list[i]["token_budget"] = (*budget).into();
+        }
+    }
+    v.to_string()
+}
+
+/// A mint request for customer `id` (the demo authenticator's secret).
+fn token_path(id: &str) -> String {
+    format!(
+        "/hms/fp/token?customerAuthenticator={id},0123456789abcdef0123456789abcdef\
+         &contentKey={CONTENT_KEY}&iv={IV}&errorFormat=json"
+    )
+}
+
+/// An Envoy with 2 workers whose `ratelimit` cluster reaches `service_port`.
+fn envoy(config: &str, service_port: u16) -> Envoy {
+    Envoy::start_with(config, &Options::concurrency(2).ratelimit(service_port))
+}
+
+/// `n` mints of customer `id` at once, spread over `envoys` (`threads`
+/// clients each); the numbers of each status and error code.
+fn burst(envoys: &[&Envoy], id: &str, n: usize, threads: usize) -> BTreeMap<(u16, i64), usize> {
+    let per_thread = n / (envoys.len() * threads);
+    let handles: Vec<_> = envoys
+        .iter()
+        .flat_map(|e| std::iter::repeat_n(e.port, threads))
+        .map(|port| {
+            let path = token_path(id);
+            std::thread::spawn(move || {
+                (0..per_thread)
+                    .map(|_| outcome(&get(port, &path)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut counts = BTreeMap::new();
+    for handle in handles {
+        for outcome in handle.join().unwrap() {
+            *counts.entry(outcome).or_insert(0) += 1;
+        }
+    }
+    counts
+}
+
+/// A token answer's status and code (0: minted).
+fn outcome(r: &common::HttpResponse) -> (u16, i64) {
+    if r.status == 200 {
+        return (200, 0);
+    }
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    (r.status, body["code"].as_i64().unwrap_or(1))
+}
+
+/// A counter or gauge of `envoy` (0 when it does not exist yet).
+fn stat(envoy: &Envoy, name: &str) -> u64 {
+    envoy.stat(name).unwrap_or(0)
+}
+
+/// 1,000 concurrent mints of one customer through two Envoys, each asking
+/// its own `fpgen ratelimit` on one Redis, against a fleet budget of 100:
+/// exactly 100 are minted and 900 refused with -2019, as the Envoys' own
+/// counters say too. A customer with a local `token_budget` of 100 gets
+/// 100 from each Envoy: 200.
+#[test]
+fn two_envoys_mint_exactly_the_fleet_budget() {
+    let redis = Redis::start();
+    let services = [Service::start(&redis), Service::start(&redis)];
+    let fleet = json!({"tokens": 100, "per": "hour"});
+    let config = config(
+        &[(fleet, None), (serde_json::Value::Null, Some(100))],
+        "closed",
+    );
+    let envoys = [
+        envoy(&config, services[0].port),
+        envoy(&config, services[1].port),
+    ];
+    let counts = burst(&[&envoys[0], &envoys[1]], "100001", 1_000, 25);
+    assert_eq!(
+        counts,
+        BTreeMap::from([((200, 0), 100), ((429, -2019), 900)])
+    );
+    let minted: u64 = envoys
+        .iter()
+        .map(|e| stat(e, "wasmcustom.fpgen.customer.100001.tokens_minted"))
+        .sum();
+    assert_eq!(minted, 100);
+    let admitted: u64 = services.iter().map(|s| s.stat("hits_admitted")).sum();
+    assert_eq!(admitted, 100, "the services counted what was minted");
+    // A refused mint's body says which budget.
+    let r = get(envoys[0].port, &token_path("100001"));
+    assert!(
+        r.text()
+            .contains("the fleet budget of 100 tokens per hour is spent"),
+        "{r:?}"
+    );
+    // The local budget is per Envoy.
+    let local = burst(&[&envoys[0], &envoys[1]], "100002", 400, 4);
+    assert_eq!(
+        local,
+        BTreeMap::from([((200, 0), 200), ((429, -2019), 200)])
+    );
+}
+
+/// With leases of 10, the same burst still mints exactly the budget: what
+/// each Envoy holds is on its gauge, and minted + held is what the services
+/// counted; once every lease is drained, exactly 100 were minted. In steady
+/// state a mint makes no call: 100 mints in a row make one call per refill
+/// (each brings the lease of 10 back from below 5: about 17 calls), where
+/// a lease of 1 makes one call each.
+#[test]
+fn leases_mint_exactly_the_budget_with_few_calls() {
+    let redis = Redis::start();
+    let services = [Service::start(&redis), Service::start(&redis)];
+    let leased = json!({"tokens": 100, "per": "hour", "lease": 10});
+    let steady = json!({"tokens": 10_000, "per": "hour", "lease": 10});
+    let single = json!({"tokens": 10_000, "per": "hour"});
+    let config = config(&[(leased, None), (steady, None), (single, None)], "closed");
+    let envoys = [
+        envoy(&config, services[0].port),
+        envoy(&config, services[1].port),
+    ];
+    let counts = burst(&[&envoys[0], &envoys[1]], "100001", 1_000, 25);
+    let minted = counts.get(&(200, 0)).copied().unwrap_or(0);
+    assert_eq!(
+        minted + counts.get(&(429, -2019)).copied().unwrap_or(0),
+        1_000,
+        "{counts:?}"
+    );
+    let held: u64 = envoys
+        .iter()
+        .map(|e| stat(e, "wasmcustom.fpgen.customer.100001.fleet_lease_tokens"))
+        .sum();
+    let admitted: u64 = services.iter().map(|s| s.stat("hits_admitted")).sum();
+    assert_eq!(admitted, 100);
+    assert_eq!(minted as u64 + held, 100, "{counts:?}, {held} held");
+    assert!(held <= 20, "at most a lease per Envoy is held: {held}");
+    // Drain what the Envoys hold: then the fleet minted exactly 100.
+    let more: usize = envoys
+        .iter()
+        .map(|e| {
+            (0..30)
+                .filter(|_| get(e.port, &token_path("100001")).status == 200)
+                .count()
+        })
+        .sum();
+    assert_eq!(minted + more, 100);
+    // Calls: 100 mints in a row with a lease of 10, then with none.
+    let calls = |run: &dyn Fn()| {
+        let before = services[0].stat("requests");
+        run();
+        services[0].stat("requests") - before
+    };
+    // Paced as a steady stream (10 ms apart), so that a refill (a tick
+    // and a call on loopback, a few ms) lands before its lease runs out.
+    let port = envoys[0].port;
+    let in_a_row = |id: &'static str| {
+        move || {
+            for _ in 0..100 {
+                assert_eq!(get(port, &token_path(id)).status, 200);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(200)); // the last refill
+        }
+    };
+    let single_calls = calls(&in_a_row("100003"));
+    let leased_calls = calls(&in_a_row("100002"));
+    eprintln!("{leased_calls} calls for 100 mints with a lease of 10, {single_calls} without");
+    assert_eq!(single_calls, 100);
+    assert!(
+        leased_calls <= 25,
+        "{leased_calls} calls for 100 leased mints"
+    );
+}
+
+/// When the budget cannot be asked: with `closed`, -9503 (503) saying why,
+/// and nothing minted; with `open`, minted. Each failure is counted by its
+/// reason: `unavailable` (no service; Redis away behind it) and `timeout`
+/// (a service that accepts and never answers). The service coming back
+/// ends it.
+#[test]
+fn a_budget_that_cannot_be_asked_follows_the_failure_mode() {
+    let mut redis = Redis::start();
+    let service = Service::start(&redis);
+    let fleet = json!({"tokens": 1_000, "per": "day"});
+    let closed = envoy(&config(&[(fleet.clone(), None)], "closed"), service.port);
+    let open = envoy(&config(&[(fleet.clone(), None)], "open"), service.port);
+    assert_eq!(outcome(&get(closed.port, &token_path("100001"))), (200, 0));
+    redis.stop();
+    let r = get(closed.port, &token_path("100001"));
+    assert_eq!(outcome(&r), (503, -9503), "{r:?}");
+    assert!(
+        r.text().contains("the rate-limit service is unavailable"),
+        "{r:?}"
+    );
+    assert_eq!(outcome(&get(open.port, &token_path("100001"))), (200, 0));
+    let failed = "wasmcustom.fpgen.fleet_budget_failed.unavailable";
+    assert_eq!((stat(&closed, failed), stat(&open, failed)), (1, 1));
+    redis.restart();
+    let back = Instant::now() + Duration::from_secs(10);
+    while outcome(&get(closed.port, &token_path("100001"))) != (200, 0) {
+        assert!(Instant::now() < back, "minting did not resume with Redis");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // No service at all: a port nobody listens on.
+    let nobody = common::free_port();
+    let gone = envoy(&config(&[(fleet.clone(), None)], "closed"), nobody);
+    assert_eq!(
+        outcome(&get(gone.port, &token_path("100001"))),
+        (503, -9503)
+    );
+    assert_eq!(stat(&gone, failed), 1);
+    // A service that never answers: the call times out (timeout_ms 2000).
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let slow = envoy(&config(&[(fleet, None)], "closed"), silent_port);
+    let started = Instant::now();
+    let r = get(slow.port, &token_path("100001"));
+    assert_eq!(outcome(&r), (503, -9503), "{r:?}");
+    assert!(r.text().contains("did not answer in time"), "{r:?}");
+    assert!(started.elapsed() >= Duration::from_millis(1_900));
+    assert_eq!(
+        stat(&slow, "wasmcustom.fpgen.fleet_budget_failed.timeout"),
+        1
+    );
+    drop(silent);
+}
+
+/// A budget per second refills when the second rolls over (the service's
+/// window, on Redis's clock).
+#[test]
+fn a_period_rolls_over() {
+    let redis = Redis::start();
+    let service = Service::start(&redis);
+    let fleet = json!({"tokens": 3, "per": "second"});
+    let envoy = envoy(&config(&[(fleet, None)], "closed"), service.port);
+    let path = token_path("100001");
+    // Start just after a second begins, so the four mints share it.
+    let mut spent = false;
+    for _ in 0..5 {
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(
+            1_000 - u64::from(since.subsec_millis()),
+        ));
+        let start = Instant::now();
+        let codes: Vec<_> = (0..4).map(|_| outcome(&get(envoy.port, &path))).collect();
+        if start.elapsed() < Duration::from_millis(500) {
+            assert_eq!(codes[..3], [(200, 0); 3], "{codes:?}");
+            assert_eq!(codes[3], (429, -2019), "{codes:?}");
+            spent = true;
+            break;
+        }
+    }
+    assert!(spent, "four mints never fitted in half a second");
+    std::thread::sleep(Duration::from_millis(1_100));
+    assert_eq!(outcome(&get(envoy.port, &path)), (200, 0));
+}
+
+/// `fpgen serve` counts against the same fleet budget as the Envoys (one
+/// token per mint), and refuses to start with a fleet budget but no
+/// `--rate-limit-service`.
+#[test]
+fn fpgen_serve_counts_against_the_fleet_budget() {
+    let redis = Redis::start();
+    let service = Service::start(&redis);
+    let fleet = json!({"tokens": 50, "per": "hour"});
+    let config = config(&[(fleet, None)], "closed");
+    let url = format!("http://127.0.0.1:{}", service.port);
+    let serve = common::Serve::start_with(
+        &config,
+        &["--threads", "2", "--rate-limit-service", &url],
+        None,
+    );
+    let envoy = envoy(&config, service.port);
+    let path = token_path("100001");
+    let ports = [serve.port, envoy.port];
+    let handles: Vec<_> = (0..8)
+        .map(|i| {
+            let (port, path) = (ports[i % 2], path.clone());
+            std::thread::spawn(move || {
+                (0..25)
+                    .map(|_| outcome(&get(port, &path)))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut counts = BTreeMap::new();
+    for h in handles {
+        for o in h.join().unwrap() {
+            *counts.entry(o).or_insert(0) += 1;
+        }
+    }
+    assert_eq!(
+        counts,
+        BTreeMap::from([((200, 0), 50), ((429, -2019), 150)])
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_fpgen"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(serve.config_path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("have a fleet_budget: give --rate-limit-service"),
+        "{stderr}"
+    );
+}

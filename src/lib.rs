@@ -3,7 +3,8 @@
 //! The pure core (no proxy-wasm): [`error`] (the error table), [`params`]
 //! (the parameter table and the form decoder), [`ids`], [`licence`],
 //! [`secret`], [`token`] (the token format and its keys), [`config`],
-//! [`request`] (validation), [`render`], [`service`] (the token endpoint),
+//! [`request`] (validation), [`render`], [`fleet`] (fleet budgets: the
+//! rate-limit messages and leases), [`service`] (the token endpoint),
 //! [`redeem`] (the redemption gate) and [`stats`]. The host shell,
 //! `filter`, is the one module that makes host calls. Native only:
 //! `server` (`fpgen serve`) and `ratelimit` (`fpgen ratelimit`, Envoy's

@@ -1520,4 +1520,124 @@ mod tests {
             "https://fp.test.expressplay.com:80/hms/fp/rights/?ExpressPlayToken="
         );
     }
+
+    /// `rate_limit_service` and `fleet_budget`: defaults, the values read,
+    /// and each mistake with its field (a fleet budget needs a service).
+    #[test]
+    fn fleet_budgets_are_read_and_checked() {
+        let json = demo_with(|v| {
+            v["rate_limit_service"] = serde_json::json!({"cluster": "ratelimit"});
+            v["customers"][0]["fleet_budget"] =
+                serde_json::json!({"tokens": 1000, "per": "month", "lease": 50});
+            v["customers"][1]["fleet_budget"] = serde_json::json!({"tokens": 5, "per": "second"});
+        });
+        let c = Config::from_json(json.as_bytes()).unwrap();
+        assert_eq!(
+            c.rate_limit_service,
+            Some(RateLimitService {
+                cluster: "ratelimit".into(),
+                domain: "fpgen".into(),
+                timeout_ms: 100,
+                failure_mode: FailureMode::Closed,
+            })
+        );
+        let budget = |id: &str| c.customers[id].fleet_budget;
+        let month = FleetBudget {
+            tokens: 1000,
+            per: Period::Month,
+            lease: 50,
+        };
+        assert_eq!(budget("100001"), Some(month));
+        assert_eq!(budget("200002").map(|b| (b.tokens, b.lease)), Some((5, 1)));
+        assert!(c
+            .summary()
+            .contains("2 fleet budget(s) on cluster \"ratelimit\" (failure mode closed)"));
+        let open = demo_with(|v| {
+            v["rate_limit_service"] = serde_json::json!({"cluster": "rls", "domain": "edge-eu",
+                "timeout_ms": 250, "failure_mode": "open"});
+        });
+        let service = Config::from_json(open.as_bytes())
+            .unwrap()
+            .rate_limit_service;
+        let service = service.unwrap();
+        assert_eq!(
+            (service.domain.as_str(), service.timeout_ms),
+            ("edge-eu", 250)
+        );
+        assert_eq!(service.failure_mode, FailureMode::Open);
+        let with_service = |edit: &dyn Fn(&mut serde_json::Value)| {
+            demo_with(|v| {
+                v["rate_limit_service"] = serde_json::json!({"cluster": "ratelimit"});
+                edit(v);
+            })
+        };
+        let cases: [(&dyn Fn(&mut serde_json::Value), &str, &str); 9] = [
+            (
+                &|v| {
+                    v.as_object_mut().unwrap().remove("rate_limit_service");
+                    v["customers"][0]["fleet_budget"] =
+                        serde_json::json!({"tokens": 5, "per": "day"});
+                },
+                "customers[0].fleet_budget",
+                "a rate_limit_service (top level) to keep it",
+            ),
+            (
+                &|v| {
+                    v["customers"][0]["fleet_budget"] =
+                        serde_json::json!({"tokens": 0, "per": "day"})
+                },
+                "customers[0].fleet_budget.tokens",
+                "expected 1 to 4294967295",
+            ),
+            (
+                &|v| {
+                    v["customers"][0]["fleet_budget"] =
+                        serde_json::json!({"tokens": 4_294_967_296_u64, "per": "day"});
+                },
+                "customers[0].fleet_budget.tokens",
+                "expected 1 to 4294967295",
+            ),
+            (
+                &|v| {
+                    v["customers"][0]["fleet_budget"] =
+                        serde_json::json!({"tokens": 10, "per": "day", "lease": 11});
+                },
+                "customers[0].fleet_budget.lease",
+                "expected 1 to 10",
+            ),
+            (
+                &|v| {
+                    v["customers"][0]["fleet_budget"] =
+                        serde_json::json!({"tokens": 10, "per": "week"})
+                },
+                "customers[0].fleet_budget.per",
+                "unknown variant",
+            ),
+            (
+                &|v| v["customers"][0]["fleet_budget"] = serde_json::json!({"tokens": 10}),
+                "customers[0].fleet_budget",
+                "missing field `per`",
+            ),
+            (
+                &|v| v["rate_limit_service"]["timeout_ms"] = 0.into(),
+                "rate_limit_service.timeout_ms",
+                "expected 1 to 10000",
+            ),
+            (
+                &|v| v["rate_limit_service"]["cluster"] = "two words".into(),
+                "rate_limit_service.cluster",
+                "expected 1 to 255 visible ASCII characters",
+            ),
+            (
+                &|v| v["rate_limit_service"]["failure_mode"] = "maybe".into(),
+                "rate_limit_service.failure_mode",
+                "unknown variant",
+            ),
+        ];
+        for (edit, field, message) in cases {
+            let e = err(&with_service(edit));
+            assert_eq!(e.field, field, "{e}");
+            assert!(e.to_string().contains(message), "{e}");
+        }
+    }
 }

@@ -38,8 +38,9 @@ proxy_wasm::main! {{
 }}
 
 /// The VM's root context: the configuration, and the lease refills it
-/// asks for its streams (a stream's own calls end with the stream, so a
-/// refill that must outlive the mint that wanted it is the root's).
+/// asks for its streams (the SDK hands a call's answer to the context that
+/// made it, and drops it when that stream is gone: a refill must outlive
+/// the mint that wanted it, so it is the root's).
 struct Root {
     config: Option<Rc<Config>>,
     /// Refills in flight, by call token.
@@ -60,25 +61,26 @@ thread_local! {
 }
 
 impl Context for Root {
+    /// A lease refill's answer: the lease grows, or (refused) no refill is
+    /// asked again in this period, or (failed) the next mint may ask again.
     fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
-        let Some(refill) = self.refills.remove(&token) else {
+        let (Some(refill), Some(config)) = (self.refills.remove(&token), self.config.clone())
+        else {
             return;
         };
         let now = now_ms();
-        let Some(config) = self.config.clone() else {
-            return;
-        };
-        let updated = match call_verdict(&config, refill.sent_ms, status, size) {
+        let at = |reset: u64| refill.sent_ms.saturating_add(reset);
+        let change = match call_verdict(&config, refill.sent_ms, status, size) {
             Ok(Verdict::Ok {
                 reset_ms: Some(reset),
-            }) => {
-                let until = refill.sent_ms.saturating_add(reset);
-                lease::update(&refill.customer, |l| {
-                    ((), l.refilled(refill.hits, until, now))
-                })
-            }
+            }) => lease::update(&refill.customer, |l| {
+                ((), l.refilled(refill.hits, at(reset), now))
+            }),
+            Ok(Verdict::OverLimit {
+                reset_ms: Some(reset),
+            }) => lease::update(&refill.customer, |l| ((), l.refill_refused(at(reset)))),
             Ok(verdict) => {
-                if verdict == (Verdict::Ok { reset_ms: None }) {
+                if matches!(verdict, Verdict::Ok { .. }) {
                     log(LogLevel::Warn, NO_RESET);
                 }
                 lease::update(&refill.customer, |l| ((), l.refill_failed()))
@@ -88,7 +90,7 @@ impl Context for Root {
                 lease::update(&refill.customer, |l| ((), l.refill_failed()))
             }
         };
-        if updated.is_err() {
+        if change.is_err() {
             log(LogLevel::Warn, "fpgen: a lease refill could not be kept");
         }
     }
@@ -110,6 +112,13 @@ impl RootContext for Root {
                     .filter(|c| c.token_budget.is_some())
                 {
                     budget::init(&customer.id);
+                }
+                for customer in config
+                    .customers
+                    .values()
+                    .filter(|c| c.fleet_budget.is_some_and(|b| b.lease > 1))
+                {
+                    lease::init(&customer.id);
                 }
                 stats::build();
                 log(
@@ -227,10 +236,9 @@ struct Stream {
     waiting: Option<Waiting>,
 }
 
-/// A token request paused on a fleet-budget call.
+/// A token request paused on its fleet-budget call (for one token).
 struct Waiting {
     pending: PendingBudget,
-    hits: u32,
     sent_ms: u64,
 }
 
@@ -240,42 +248,34 @@ impl Context for Stream {
         let (Some(waiting), Some(config)) = (self.waiting.take(), self.config.clone()) else {
             return;
         };
-        let Waiting {
-            pending,
-            hits,
-            sent_ms,
-        } = waiting;
-        let customer = pending.customer().clone();
+        let Waiting { pending, sent_ms } = waiting;
         let answer = match call_verdict(&config, sent_ms, status, size) {
-            Ok(Verdict::Ok { reset_ms }) => {
-                if hits > 1 {
-                    keep_lease(
-                        &customer,
-                        hits - 1,
-                        reset_ms.map(|r| sent_ms.saturating_add(r)),
-                    );
-                }
-                Ok(Budget::Taken)
-            }
-            Ok(Verdict::OverLimit) if hits > 1 => {
-                // Fewer than a lease remain: ask for this one token alone.
-                let _ = lease::update(&customer, |l| ((), l.refill_failed()));
-                let _ = self.ask(&config, pending, 1);
-                return;
-            }
-            Ok(Verdict::OverLimit) => Ok(Budget::FleetSpent),
+            Ok(Verdict::Ok { .. }) => Budget::Taken,
+            Ok(Verdict::OverLimit { .. }) => Budget::FleetSpent,
             Err(failure) => {
-                fleet_failed(failure, &customer);
-                if hits > 1 {
-                    let _ = lease::update(&customer, |l| ((), l.refill_failed()));
-                }
-                Ok(Budget::FleetUnavailable(failure))
+                fleet_failed(failure, pending.customer());
+                Budget::FleetUnavailable(failure)
             }
         };
         let host = WasmHost {
             policy: config.client_address,
         };
-        let _ = self.drive(&config, pending.continue_with(answer, &host));
+        let _ = self.drive(&config, pending.continue_with(Ok(answer), &host));
+    }
+}
+
+/// A stream that goes away while its token waits for the fleet budget
+/// (the client left): the local token taken for it is given back. (The
+/// service may have counted the fleet's token: it is lost, as with any
+/// call whose answer does not come.)
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let (Some(waiting), Some(config)) = (self.waiting.take(), self.config.as_ref()) {
+            let host = WasmHost {
+                policy: config.client_address,
+            };
+            waiting.pending.abandon(&host);
+        }
     }
 }
 
@@ -309,6 +309,9 @@ impl HttpContext for Stream {
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+        if self.waiting.is_some() {
+            return Action::Pause; // answered locally once the budget says
+        }
         let Some(config) = self.config.clone().filter(|_| self.awaiting_body) else {
             return Action::Continue;
         };
@@ -332,6 +335,9 @@ impl HttpContext for Stream {
     /// ends with trailers never reaches end of stream in the body callback).
     fn on_http_request_trailers(&mut self, _trailers: usize) -> Action {
         self.scrub(MapType::HttpRequestTrailers);
+        if self.waiting.is_some() {
+            return Action::Pause;
+        }
         let Some(config) = self.config.clone().filter(|_| self.awaiting_body) else {
             return Action::Continue;
         };
@@ -387,7 +393,7 @@ impl Stream {
                         Err(step) => step,
                     }
                 }
-                Question::Fleet(_) => match self.ask(config, pending, 1) {
+                Question::Fleet(_) => match self.ask(config, pending) {
                     Ok(action) => return action,
                     Err(step) => step,
                 },
@@ -396,56 +402,55 @@ impl Stream {
     }
 
     /// One token from this Envoy's lease of the fleet budget when it holds
-    /// one (then a refill is wanted once fewer than half are left), else a
-    /// call for a whole lease (or for one token, while another worker is
-    /// asking for the lease).
+    /// one, else a call for this token alone; either way, a refill of the
+    /// lease is wanted once fewer than half are left (the root asks for it,
+    /// in the background, on its next tick).
     fn lease(
         &mut self,
         config: &Config,
         pending: PendingBudget,
         budget: FleetBudget,
     ) -> Result<Action, Step> {
-        let host = WasmHost {
-            policy: config.client_address,
-        };
         let timeout = config
             .rate_limit_service
             .as_ref()
             .map_or(0, |s| s.timeout_ms);
         let (now, claim) = (now_ms(), timeout.saturating_add(CLAIM_SLACK_MS));
         let customer = pending.customer().clone();
-        match lease::update(&customer, |l| l.step(budget.lease, now, claim)) {
-            Ok(LeaseStep::Take { refill }) => {
-                if let Some(hits) = refill {
-                    WANTED.with(|w| w.borrow_mut().push((customer, hits)));
-                    let _ = hostcalls::set_tick_period(Duration::from_millis(1));
-                }
-                Err(pending.continue_with(Ok(Budget::Taken), &host))
+        let (take, refill) = match lease::update(&customer, |l| l.step(budget.lease, now, claim)) {
+            Ok(LeaseStep::Take { refill }) => (true, refill),
+            Ok(LeaseStep::Ask { refill }) => (false, refill),
+            Err(failure) => {
+                let host = WasmHost {
+                    policy: config.client_address,
+                };
+                return Err(pending.continue_with(Err(failure), &host));
             }
-            Ok(LeaseStep::Ask { hits }) => self.ask(config, pending, hits),
-            Err(failure) => Err(pending.continue_with(Err(failure), &host)),
+        };
+        if let Some(hits) = refill {
+            WANTED.with(|w| w.borrow_mut().push((customer, hits)));
+            let _ = hostcalls::set_tick_period(Duration::from_millis(1));
         }
+        if take {
+            let host = WasmHost {
+                policy: config.client_address,
+            };
+            return Err(pending.continue_with(Ok(Budget::Taken), &host));
+        }
+        self.ask(config, pending)
     }
 
-    /// Calls the rate-limit service for `hits` tokens and pauses the
-    /// request; the step the failure mode gives when the call cannot be made.
-    fn ask(&mut self, config: &Config, pending: PendingBudget, hits: u32) -> Result<Action, Step> {
+    /// Calls the rate-limit service for this request's token and pauses
+    /// it; the step the failure mode gives when the call cannot be made.
+    fn ask(&mut self, config: &Config, pending: PendingBudget) -> Result<Action, Step> {
         let customer = pending.customer().clone();
         let budget = config.customers.get(&customer).and_then(|c| c.fleet_budget);
         let sent_ms = now_ms();
-        let call = budget.map(|b| fleet_call(config, &customer, b, hits));
-        if let Some(Ok(_)) = call {
-            self.waiting = Some(Waiting {
-                pending,
-                hits,
-                sent_ms,
-            });
+        if let Some(Ok(_)) = budget.map(|b| fleet_call(config, &customer, b, 1)) {
+            self.waiting = Some(Waiting { pending, sent_ms });
             return Ok(Action::Pause);
         }
         fleet_failed(Failure::Unavailable, &customer);
-        if hits > 1 {
-            let _ = lease::update(&customer, |l| ((), l.refill_failed()));
-        }
         let host = WasmHost {
             policy: config.client_address,
         };
@@ -643,7 +648,7 @@ fn call_verdict(
         let elapsed = now_ms().saturating_sub(sent_ms);
         return Err(Failure::of_call(status, elapsed, timeout));
     }
-    // (The SDK's get_grpc_call_response_body panics on a host error.)
+    // (Envoy answers Ok for the buffer of a call it is answering.)
     let body = hostcalls::get_buffer(BufferType::GrpcReceiveBuffer, 0, size)
         .map_err(|_| Failure::Undecodable)?
         .unwrap_or_default();
@@ -662,22 +667,6 @@ fn fleet_failed(failure: Failure, customer: &CustomerId) {
     );
 }
 
-/// Keeps the rest of a lease just granted (`until`: the end of the period
-/// it was counted in, when the service said).
-fn keep_lease(customer: &CustomerId, granted: u32, until: Option<u64>) {
-    let now = now_ms();
-    let kept = match until {
-        Some(until) => lease::update(customer, |l| ((), l.refilled(granted, until, now))),
-        None => {
-            log(LogLevel::Warn, NO_RESET);
-            lease::update(customer, |l| ((), l.refill_failed()))
-        }
-    };
-    if kept.is_err() {
-        log(LogLevel::Warn, "fpgen: a lease could not be kept");
-    }
-}
-
 /// Leases of fleet budgets in proxy-wasm shared data: one [`fleet::Lease`]
 /// per customer, shared by every worker's VM of this Envoy, updated with
 /// compare-and-swap; each update sets the customer's lease gauge.
@@ -690,6 +679,20 @@ mod lease {
 
     fn key(customer: &CustomerId) -> String {
         format!("fpgen.lease.{customer}")
+    }
+
+    /// Creates the customer's (empty) lease if it does not exist yet, so
+    /// that every later write is a compare-and-swap (shared data has no
+    /// CAS for a key that does not exist). A lease survives configuration
+    /// reloads, as budgets do.
+    pub fn init(customer: &CustomerId) {
+        if matches!(hostcalls::get_shared_data(&key(customer)), Ok((None, _))) {
+            let _ = hostcalls::set_shared_data(
+                &key(customer),
+                Some(&Lease::default().to_bytes()),
+                None,
+            );
+        }
     }
 
     /// Applies `change` to the customer's lease; what it returns.

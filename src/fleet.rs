@@ -129,12 +129,12 @@ pub enum Verdict {
     /// says (a lease must not outlive the period it was counted in).
     Ok { reset_ms: Option<u64> },
     /// The budget has fewer than the hits left (nothing counted, with
-    /// `fpgen ratelimit`).
-    OverLimit,
+    /// `fpgen ratelimit`); `reset_ms` as for `Ok`.
+    OverLimit { reset_ms: Option<u64> },
 }
 
 /// Why a fleet budget could not be asked. Each is a stat reason of its own
-/// (`fpgen.fleet_budget.failed.<reason>`).
+/// (`fpgen.fleet_budget_failed.<reason>`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Failure {
     /// The call was not answered within `timeout_ms` (gRPC DEADLINE_EXCEEDED).
@@ -185,30 +185,36 @@ impl Failure {
 /// Reads a `RateLimitResponse`.
 pub fn verdict(response: &[u8]) -> Result<Verdict, Failure> {
     let response = RateLimitResponse::decode(response).map_err(|_| Failure::Undecodable)?;
+    let reset_ms = response
+        .statuses
+        .first()
+        .and_then(|s| s.duration_until_reset)
+        .and_then(duration_ms);
     match response.overall_code {
-        1 => Ok(Verdict::Ok {
-            reset_ms: response
-                .statuses
-                .first()
-                .and_then(|s| s.duration_until_reset)
-                .and_then(duration_ms),
-        }),
-        2 => Ok(Verdict::OverLimit),
+        1 => Ok(Verdict::Ok { reset_ms }),
+        2 => Ok(Verdict::OverLimit { reset_ms }),
         _ => Err(Failure::Undecodable),
     }
 }
 
-/// A non-negative duration in whole milliseconds (rounded down, so a lease
-/// never outlives its period).
+/// A non-negative duration in whole milliseconds, never later than the
+/// period's end: rounded down, and a whole number of seconds is taken a
+/// second less (a service that counts in seconds, as `envoyproxy/ratelimit`
+/// does, rounds the time left up to the next second).
 fn duration_ms(d: Duration) -> Option<u64> {
     let seconds = u64::try_from(d.seconds).ok()?;
-    let millis = u64::try_from(d.nanos).ok()? / 1_000_000;
-    seconds.checked_mul(1_000)?.checked_add(millis)
+    let nanos = u64::try_from(d.nanos).ok()?;
+    let ms = seconds.checked_mul(1_000)?.checked_add(nanos / 1_000_000)?;
+    Some(if nanos == 0 {
+        ms.saturating_sub(1_000)
+    } else {
+        ms
+    })
 }
 
 /// An Envoy's lease of one customer's fleet budget: tokens counted by the
 /// service and not minted yet, shared by the Envoy's workers, and whether
-/// one of them is asking for more. Kept in 24 bytes of shared data.
+/// one of them is asking for more. Kept in 20 bytes of shared data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lease {
     /// Tokens held.
@@ -218,18 +224,20 @@ pub struct Lease {
     pub valid_until_ms: u64,
     /// While a worker asks for more: until when its claim holds (it ends
     /// early when the answer comes; a claim whose worker went away expires).
+    /// After the service refused a refill: the end of that period (no
+    /// lease fits in it any more; mints ask for one token each).
     pub refill_until_ms: u64,
 }
 
-/// What a mint does with the lease it found.
+/// What a mint does with the lease it found. Either way, when `refill`
+/// holds hits, this Envoy asks for that many in the background (the lease
+/// is written with the claim).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LeaseStep {
-    /// Mint from the lease; when `refill` holds hits, also ask for that
-    /// many in the background (the new lease is written with this claim).
+    /// Mint from the lease.
     Take { refill: Option<u32> },
-    /// Nothing to take: ask the service for `hits` and wait (the lease
-    /// claims the refill when `hits` is more than 1).
-    Ask { hits: u32 },
+    /// Nothing to take: ask the service for this one token and wait.
+    Ask { refill: Option<u32> },
 }
 
 impl Lease {
@@ -275,40 +283,34 @@ impl Lease {
 
     /// What a mint does at `now_ms` with a lease of `size` tokens, and the
     /// lease it leaves (to write back with compare-and-swap). A refill is
-    /// asked when fewer than half of `size` would remain and no other
-    /// worker is asking; it asks for what brings the lease back to `size`,
-    /// so an Envoy never holds more than `size`. `claim_ms`: how long a
-    /// claim holds before another worker may ask (the call's timeout and
-    /// some slack).
+    /// wanted when fewer than half of `size` (rounded down) would remain
+    /// and no worker is asking; it asks for what brings the lease back to
+    /// `size`, so that an Envoy never holds more than `size`. `claim_ms`:
+    /// how long a claim holds before another worker may ask (the call's
+    /// timeout and some slack).
     pub fn step(self, size: u32, now_ms: u64, claim_ms: u64) -> (LeaseStep, Self) {
         let usable = self.usable(now_ms);
-        let free_to_claim = !self.refilling(now_ms);
-        let claimed = Self {
-            refill_until_ms: now_ms.saturating_add(claim_ms),
-            ..self
+        let left = usable.saturating_sub(1);
+        let refill = (size > 1 && !self.refilling(now_ms) && left < size / 2)
+            .then_some(size.saturating_sub(left));
+        let refill_until_ms = match refill {
+            Some(_) => now_ms.saturating_add(claim_ms),
+            None => self.refill_until_ms,
         };
         if usable == 0 {
-            if free_to_claim && size > 1 {
-                let lease = Self { held: 0, ..claimed };
-                return (LeaseStep::Ask { hits: size }, lease);
-            }
-            return (LeaseStep::Ask { hits: 1 }, self);
-        }
-        let left = usable - 1;
-        let taken = Self { held: left, ..self };
-        if free_to_claim && left < size / 2 {
             let lease = Self {
-                held: left,
-                ..claimed
+                held: 0,
+                refill_until_ms,
+                ..self
             };
-            return (
-                LeaseStep::Take {
-                    refill: Some(size - left),
-                },
-                lease,
-            );
+            return (LeaseStep::Ask { refill }, lease);
         }
-        (LeaseStep::Take { refill: None }, taken)
+        let lease = Self {
+            held: left,
+            refill_until_ms,
+            ..self
+        };
+        (LeaseStep::Take { refill }, lease)
     }
 
     /// The lease after a refill of `granted` tokens counted in a period
@@ -338,6 +340,16 @@ impl Lease {
             ..self
         }
     }
+
+    /// The lease after the service refused a refill: no refill is asked
+    /// until `until_ms`, the end of the period it was refused in (fewer
+    /// than a lease remain there; each mint then asks for its own token).
+    pub fn refill_refused(self, until_ms: u64) -> Self {
+        Self {
+            refill_until_ms: until_ms,
+            ..self
+        }
+    }
 }
 
 #[cfg(test)]
@@ -358,28 +370,32 @@ mod tests {
     }
 
     #[test]
-    fn an_empty_lease_asks_for_a_whole_one_once() {
+    fn an_empty_lease_asks_for_one_token_and_a_refill_once() {
         let (step, claimed) = Lease::default().step(10, 1_000, 200);
-        assert_eq!(step, LeaseStep::Ask { hits: 10 });
+        assert_eq!(step, LeaseStep::Ask { refill: Some(10) });
         assert_eq!(claimed.refill_until_ms, 1_200);
         // Another worker meanwhile asks for its own token only.
         let (step, same) = claimed.step(10, 1_100, 200);
-        assert_eq!(step, LeaseStep::Ask { hits: 1 });
+        assert_eq!(step, LeaseStep::Ask { refill: None });
         assert_eq!(same, claimed);
         // A claim whose worker went away expires.
-        assert_eq!(claimed.step(10, 1_200, 200).0, LeaseStep::Ask { hits: 10 });
+        let (step, _) = claimed.step(10, 1_200, 200);
+        assert_eq!(step, LeaseStep::Ask { refill: Some(10) });
         // A lease of one is no lease.
-        assert_eq!(
-            Lease::default().step(1, 0, 200).0,
-            LeaseStep::Ask { hits: 1 }
-        );
+        let (step, _) = Lease::default().step(1, 0, 200);
+        assert_eq!(step, LeaseStep::Ask { refill: None });
+        // A refused refill: no more until the period ends.
+        let refused = claimed.refill_refused(60_000);
+        let (step, _) = refused.step(10, 59_999, 200);
+        assert_eq!(step, LeaseStep::Ask { refill: None });
+        let (step, _) = refused.step(10, 60_000, 200);
+        assert_eq!(step, LeaseStep::Ask { refill: Some(10) });
     }
 
     #[test]
     fn a_lease_is_minted_from_and_refilled_before_it_runs_out() {
-        let lease = Lease::default().refilled(9, 60_000, 0);
+        let mut lease = Lease::default().refilled(9, 60_000, 0);
         let mut now = 10;
-        let mut lease = lease;
         // 9 held of 10: 9, 8, 7, 6 left take without a refill…
         for left in [8, 7, 6, 5] {
             let (step, next) = lease.step(10, now, 200);
@@ -398,6 +414,22 @@ mod tests {
         let topped = next2.refilled(6, 60_000, now + 2);
         assert_eq!(topped.held, 9);
         assert_eq!(topped.refill_until_ms, 0);
+        // Whatever the order of takes and refills, at most 10 are held.
+        let mut lease = Lease::default();
+        let mut wanted = Vec::new();
+        for t in 0..1_000 {
+            let (step, next) = lease.step(10, t, 5);
+            lease = next;
+            if let LeaseStep::Take { refill: Some(h) } | LeaseStep::Ask { refill: Some(h) } = step {
+                wanted.push(h);
+            }
+            if t % 3 == 0 {
+                if let Some(h) = wanted.pop() {
+                    lease = lease.refilled(h, 60_000, t);
+                }
+            }
+            assert!(lease.held <= 10, "{lease:?} at {t}");
+        }
     }
 
     #[test]
@@ -405,7 +437,8 @@ mod tests {
         let lease = Lease::default().refilled(5, 1_000, 0);
         assert_eq!(lease.usable(999), 5);
         assert_eq!(lease.usable(1_000), 0);
-        assert_eq!(lease.step(10, 1_000, 200).0, LeaseStep::Ask { hits: 10 });
+        let (step, _) = lease.step(10, 1_000, 200);
+        assert_eq!(step, LeaseStep::Ask { refill: Some(10) });
         // A refill counted in the next period comes after the old one ended.
         let next = lease.refilled(10, 61_000, 1_000);
         assert_eq!((next.held, next.valid_until_ms), (10, 61_000));
@@ -444,7 +477,23 @@ mod tests {
             verdict(&answer(1, None)),
             Ok(Verdict::Ok { reset_ms: None })
         );
-        assert_eq!(verdict(&answer(2, None)), Ok(Verdict::OverLimit));
+        assert_eq!(
+            verdict(&answer(2, Some(reset))),
+            Ok(Verdict::OverLimit {
+                reset_ms: Some(59_250)
+            })
+        );
+        // whole seconds may be rounded up by the service: one less
+        let whole = Duration {
+            seconds: 59,
+            nanos: 0,
+        };
+        assert_eq!(
+            verdict(&answer(1, Some(whole))),
+            Ok(Verdict::Ok {
+                reset_ms: Some(58_000)
+            })
+        );
         assert_eq!(verdict(&answer(0, None)), Err(Failure::Undecodable));
         assert_eq!(verdict(&answer(7, None)), Err(Failure::Undecodable));
         assert_eq!(verdict(b"\xff\xff\xff"), Err(Failure::Undecodable));
@@ -542,7 +591,9 @@ mod tests {
         );
         assert_eq!(
             verdict(&response(Code::OverLimit).encode_to_vec()),
-            Ok(Verdict::OverLimit)
+            Ok(Verdict::OverLimit {
+                reset_ms: Some(12_005)
+            })
         );
         assert_eq!(
             verdict(&response(Code::Unknown).encode_to_vec()),

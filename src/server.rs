@@ -20,7 +20,9 @@ use crate::error::ErrorCode;
 use crate::fleet::{self, Failure};
 use crate::ids::CustomerId;
 use crate::render::Response as ApiResponse;
-use crate::service::{self, Admission, Answer, Budget, Host, HostFailure, Question, Step};
+use crate::service::{
+    self, Admission, Answer, Budget, Host, HostFailure, PendingBudget, Question, Step,
+};
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use http_body_util::{BodyExt, Full, Limited};
@@ -146,7 +148,7 @@ impl FleetClient {
         };
         match verdict {
             Ok(fleet::Verdict::Ok { .. }) => Budget::Taken,
-            Ok(fleet::Verdict::OverLimit) => Budget::FleetSpent,
+            Ok(fleet::Verdict::OverLimit { .. }) => Budget::FleetSpent,
             Err(failure) => {
                 eprintln!(
                     "fpgen: fleet budget of customer {customer}: {}",
@@ -167,13 +169,43 @@ async fn drive(mut step: Step, host: &ServeHost<'_>, fleet: Option<&FleetClient>
             Step::Budget(pending) => {
                 let answer = match pending.question() {
                     Question::Local(budget) => host.take_from_budget(pending.customer(), budget),
-                    Question::Fleet(budget) => Ok(match fleet {
-                        Some(fleet) => fleet.ask(pending.customer(), budget).await,
-                        None => Budget::FleetUnavailable(Failure::Unavailable),
-                    }),
+                    Question::Fleet(budget) => {
+                        // Until the call answers, the pending request is the
+                        // guard's: a client that leaves (hyper drops this
+                        // future) gets its local token given back.
+                        let customer = pending.customer().clone();
+                        let guard = Abandoned(Some(pending), host);
+                        let answer = match fleet {
+                            Some(fleet) => fleet.ask(&customer, budget).await,
+                            None => Budget::FleetUnavailable(Failure::Unavailable),
+                        };
+                        let Some(pending) = guard.disarm() else {
+                            return service::refuse(ErrorCode::Internal, "");
+                        };
+                        step = pending.continue_with(Ok(answer), host);
+                        continue;
+                    }
                 };
                 step = pending.continue_with(answer, host);
             }
+        }
+    }
+}
+
+/// A request waiting for its fleet budget; dropped before the answer (the
+/// client left), it gives back what it took ([`PendingBudget::abandon`]).
+struct Abandoned<'h, 'b>(Option<PendingBudget>, &'h ServeHost<'b>);
+
+impl Abandoned<'_, '_> {
+    fn disarm(mut self) -> Option<PendingBudget> {
+        self.0.take()
+    }
+}
+
+impl Drop for Abandoned<'_, '_> {
+    fn drop(&mut self) {
+        if let Some(pending) = self.0.take() {
+            pending.abandon(self.1);
         }
     }
 }

@@ -454,6 +454,14 @@ impl PendingBudget {
         )
     }
 
+    /// The request went away before its budgets answered (the client
+    /// left): a local token taken for it is given back.
+    pub fn abandon(self, host: &dyn Host) {
+        if self.local_taken {
+            host.give_back_to_budget(&self.customer);
+        }
+    }
+
     fn refusal(&self, refused: Budget) -> ApiError {
         match refused {
             Budget::Spent => ApiError::new(

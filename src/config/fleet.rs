@@ -35,7 +35,7 @@ pub enum FailureMode {
     #[default]
     Closed,
     /// Minted without counting (the fleet may then mint more than the
-    /// budget; each is counted in `fpgen.fleet_budget.failed.<reason>`).
+    /// budget; each is counted in `fpgen.fleet_budget_failed.<reason>`).
     Open,
 }
 
@@ -97,6 +97,17 @@ fn is_name(text: &str) -> bool {
 
 const NAME: &str = "1 to 255 visible ASCII characters";
 
+const NOT_A_MESSAGE: &str = "a cluster name Envoy does not read as a serialized GrpcService \
+                             (it parses such names as one; rename the cluster)";
+
+/// Whether Envoy would take `name` for a serialized `GrpcService` rather
+/// than a cluster's name: its gRPC call parses the name as that message
+/// first (`envoy`, say, is a valid one), and then the call cannot be made
+/// (and the proxy-wasm SDK panics on the status Envoy returns for it).
+fn reads_as_a_message(name: &str) -> bool {
+    <() as prost::Message>::decode(name.as_bytes()).is_ok()
+}
+
 /// `rate_limit_service`, with its defaults; the outer `None` when it has a
 /// problem.
 pub(super) fn validate_service(
@@ -109,6 +120,11 @@ pub(super) fn validate_service(
     let before = problems.count();
     if !is_name(&raw.cluster) {
         problems.push("rate_limit_service.cluster", Problem::Expected(NAME));
+    } else if reads_as_a_message(&raw.cluster) {
+        problems.push(
+            "rate_limit_service.cluster",
+            Problem::Expected(NOT_A_MESSAGE),
+        );
     }
     let domain = raw.domain.unwrap_or_else(|| DEFAULT_DOMAIN.to_owned());
     if !is_name(&domain) {

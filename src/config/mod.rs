@@ -1565,15 +1565,33 @@ mod tests {
             ("edge-eu", 250)
         );
         assert_eq!(service.failure_mode, FailureMode::Open);
-        let with_service = |edit: &dyn Fn(&mut serde_json::Value)| {
-            demo_with(|v| {
-                v["rate_limit_service"] = serde_json::json!({"cluster": "ratelimit"});
-                edit(v);
-            })
-        };
-        let cases: [(&dyn Fn(&mut serde_json::Value), &str, &str); 9] = [
+        // Cluster names as operators write them are names, not messages.
+        for name in [
+            "ratelimit",
+            "rls",
+            "ratelimit_cluster",
+            "envoy-ratelimit",
+            "outbound|8081||ratelimit.default.svc.cluster.local",
+        ] {
+            let json =
+                demo_with(|v| v["rate_limit_service"] = serde_json::json!({"cluster": name}));
+            assert!(Config::from_json(json.as_bytes()).is_ok(), "{name}");
+        }
+    }
+
+    type Edit = fn(&mut serde_json::Value);
+
+    /// Mistakes in fleet budgets: the edit, the field named, the message.
+    #[allow(clippy::too_many_lines)] // a table, one row per mistake
+    fn fleet_mistakes() -> [(Edit, &'static str, &'static str); 10] {
+        [
             (
-                &|v| {
+                |v| v["rate_limit_service"]["cluster"] = "envoy".into(),
+                "rate_limit_service.cluster",
+                "does not read as a serialized GrpcService",
+            ),
+            (
+                |v| {
                     v.as_object_mut().unwrap().remove("rate_limit_service");
                     v["customers"][0]["fleet_budget"] =
                         serde_json::json!({"tokens": 5, "per": "day"});
@@ -1582,7 +1600,7 @@ mod tests {
                 "a rate_limit_service (top level) to keep it",
             ),
             (
-                &|v| {
+                |v| {
                     v["customers"][0]["fleet_budget"] =
                         serde_json::json!({"tokens": 0, "per": "day"})
                 },
@@ -1590,7 +1608,7 @@ mod tests {
                 "expected 1 to 4294967295",
             ),
             (
-                &|v| {
+                |v| {
                     v["customers"][0]["fleet_budget"] =
                         serde_json::json!({"tokens": 4_294_967_296_u64, "per": "day"});
                 },
@@ -1598,7 +1616,7 @@ mod tests {
                 "expected 1 to 4294967295",
             ),
             (
-                &|v| {
+                |v| {
                     v["customers"][0]["fleet_budget"] =
                         serde_json::json!({"tokens": 10, "per": "day", "lease": 11});
                 },
@@ -1606,7 +1624,7 @@ mod tests {
                 "expected 1 to 10",
             ),
             (
-                &|v| {
+                |v| {
                     v["customers"][0]["fleet_budget"] =
                         serde_json::json!({"tokens": 10, "per": "week"})
                 },
@@ -1614,26 +1632,39 @@ mod tests {
                 "unknown variant",
             ),
             (
-                &|v| v["customers"][0]["fleet_budget"] = serde_json::json!({"tokens": 10}),
+                |v| v["customers"][0]["fleet_budget"] = serde_json::json!({"tokens": 10}),
                 "customers[0].fleet_budget",
                 "missing field `per`",
             ),
             (
-                &|v| v["rate_limit_service"]["timeout_ms"] = 0.into(),
+                |v| v["rate_limit_service"]["timeout_ms"] = 0.into(),
                 "rate_limit_service.timeout_ms",
                 "expected 1 to 10000",
             ),
             (
-                &|v| v["rate_limit_service"]["cluster"] = "two words".into(),
+                |v| v["rate_limit_service"]["cluster"] = "two words".into(),
                 "rate_limit_service.cluster",
                 "expected 1 to 255 visible ASCII characters",
             ),
             (
-                &|v| v["rate_limit_service"]["failure_mode"] = "maybe".into(),
+                |v| v["rate_limit_service"]["failure_mode"] = "maybe".into(),
                 "rate_limit_service.failure_mode",
                 "unknown variant",
             ),
-        ];
+        ]
+    }
+
+    /// Each mistake in `rate_limit_service` or a `fleet_budget` is named
+    /// by its field.
+    #[test]
+    fn fleet_budget_mistakes_name_their_field() {
+        let with_service = |edit: Edit| {
+            demo_with(|v| {
+                v["rate_limit_service"] = serde_json::json!({"cluster": "ratelimit"});
+                edit(v);
+            })
+        };
+        let cases = fleet_mistakes();
         for (edit, field, message) in cases {
             let e = err(&with_service(edit));
             assert_eq!(e.field, field, "{e}");

@@ -147,11 +147,12 @@ floor: wasm-target wasm-opt-tool
 	@WASM=$(FLOOR_WASM) WASM_OPT_FLAGS='$(WASM_OPT_FLAGS)' WASM_EXPORTS=benches/floor/exports.json \
 		WASM_OPT_CACHE=target/floor/wasm-opt sh deploy/wasm-opt.sh
 
-## bench: every scenario of issue 12 interleaved, with 1 and 2 workers (Envoy's direct_response, the Wasm floor, fpgen GET/POST/scoped, Envoy -> fpgen serve, licence requests through the gate vs proxied, unrelated routes; target/bench/results.md); the price of each host call (hostcalls.md); configuration at scale (scale.md); the core's steps native, in V8 and in wasmtime (steps.md); criterion micro-benchmarks (core.txt)
+## bench: every scenario of issue 12 interleaved, with 1 and 2 workers (Envoy's direct_response, the Wasm floor, fpgen GET/POST/scoped, Envoy -> fpgen serve, licence requests through the gate vs proxied, unrelated routes; target/bench/results.md); the price of each host call (hostcalls.md); configuration at scale (scale.md); fleet budgets: no budget, token_budget, fleet_budget with leases 1, 50 and 500 against fpgen ratelimit on Redis (fleet.md); the core's steps native, in V8 and in wasmtime (steps.md); criterion micro-benchmarks (core.txt)
 WASMTIME_VERSION ?= 50.0.1
-bench: build floor venv bench-tools
+bench: build floor venv bench-tools redis
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/bench.py $(BENCH_ARGS)
+	REDIS_SERVER=$(REDIS_SERVER) $(PYTHON) benches/fleet.py
 	$(PYTHON) benches/hostcalls.py
 	$(PYTHON) benches/scale.py
 	$(CARGO) build --release --manifest-path benches/steps/Cargo.toml --target-dir target/steps

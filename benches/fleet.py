@@ -8,6 +8,7 @@ be spent during the run). Scenarios, interleaved round by round, medians quoted:
   T     a local token_budget (shared data, no network)
   L1    a fleet_budget with lease 1: every mint waits for a gRPC call to the service
   L50   a fleet_budget with lease 50: mints come from the Envoy's lease, refilled in the background
+  L500  the same with lease 500 (a lease that covers the refill's few milliseconds at this rate)
 Reported as req/s, p50 and p99, and as ratios to N; also the service's calls per mint.
 
 Needs what bench.py needs, target/release/fpgen and a redis-server (REDIS_SERVER, else
@@ -33,6 +34,8 @@ SCENARIOS = [  # key, label, customer, budget fields
     ("L1", "L1  fleet_budget, lease 1", "100003", {"fleet_budget": {"tokens": BIG, "per": "year"}}),
     ("L50", "L50 fleet_budget, lease 50", "100004",
      {"fleet_budget": {"tokens": BIG, "per": "year", "lease": 50}}),
+    ("L500", "L500 fleet_budget, lease 500", "100005",
+     {"fleet_budget": {"tokens": BIG, "per": "year", "lease": 500}}),
 ]
 
 

@@ -669,7 +669,9 @@ fn fleet_failed(failure: Failure, customer: &CustomerId) {
 
 /// Leases of fleet budgets in proxy-wasm shared data: one [`fleet::Lease`]
 /// per customer, shared by every worker's VM of this Envoy, updated with
-/// compare-and-swap; each update sets the customer's lease gauge.
+/// compare-and-swap; the customer's lease gauge is set when a refill lands,
+/// a refill is claimed (then at most half the lease is held) and the lease
+/// runs empty.
 mod lease {
     use super::{hostcalls, CustomerId, HostFailure, Status};
     use crate::fleet::Lease;
@@ -711,7 +713,14 @@ mod lease {
             }
             match hostcalls::set_shared_data(&key, Some(&next.to_bytes()), cas) {
                 Ok(()) => {
-                    super::stats::lease_gauge(customer, next.held);
+                    // The gauge follows refills, claims and an emptied
+                    // lease, not every mint (a host call each).
+                    if next.held > lease.held
+                        || next.refill_until_ms != lease.refill_until_ms
+                        || next.held == 0
+                    {
+                        super::stats::lease_gauge(customer, next.held);
+                    }
                     return Ok(out);
                 }
                 Err(Status::CasMismatch) => continue,

@@ -80,7 +80,8 @@ pub fn fleet_budget_failed(failure: Failure) -> String {
 
 /// `fpgen.customer.<id>.fleet_lease_tokens`: a gauge of the tokens of the
 /// customer's fleet budget this Envoy holds in its lease (counted by the
-/// rate-limit service, not minted yet; lost if the Envoy stops).
+/// rate-limit service, not minted yet; lost if the Envoy stops), as of the
+/// last refill, refill claim or empty lease (not updated on every mint).
 pub fn fleet_lease_tokens(customer: &CustomerId) -> String {
     format!("fpgen.customer.{customer}.fleet_lease_tokens")
 }

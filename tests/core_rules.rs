@@ -1288,6 +1288,20 @@ fn a_fleet_budget_is_asked_after_the_local_one() {
         );
         host.give_back_to_budget(&fixtures::id(fixtures::CUSTOMER));
     }
+    // A request whose client left while the fleet was asked gives its
+    // local token back.
+    let p = ask(&closed);
+    let taken = host.take_from_budget(p.customer(), 5);
+    let Step::Budget(p) = p.continue_with(taken, &host) else {
+        panic!("the fleet budget was not asked");
+    };
+    assert_eq!(host.taken(), 2);
+    p.abandon(&host);
+    assert_eq!(
+        host.taken(),
+        1,
+        "the abandoned request kept its local token"
+    );
     // A fleet budget alone is the only question.
     let only_fleet = fleet_config("closed", None);
     let p = ask(&only_fleet);

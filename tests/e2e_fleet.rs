@@ -140,9 +140,9 @@ fn two_envoys_mint_exactly_the_fleet_budget() {
     );
 }
 
-/// With leases of 10, the same burst still mints exactly the budget: what
-/// each Envoy holds is on its gauge, and minted + held is what the services
-/// counted; once every lease is drained, exactly 100 were minted. In steady
+/// With leases of 10, the same burst still mints exactly the budget: the
+/// services count 100, no Envoy holds more than its lease (its gauge), and
+/// once every lease is drained exactly 100 were minted and the gauges are 0. In steady
 /// state a mint makes no call: 100 mints in a row make one call per refill
 /// (each brings the lease of 10 back from below 5: about 17 calls), where
 /// a lease of 1 makes one call each.
@@ -165,15 +165,22 @@ fn leases_mint_exactly_the_budget_with_few_calls() {
         1_000,
         "{counts:?}"
     );
-    let held: u64 = envoys
-        .iter()
-        .map(|e| stat(e, "wasmcustom.fpgen.customer.100001.fleet_lease_tokens"))
-        .sum();
+    let held = |envoys: &[Envoy]| -> u64 {
+        envoys
+            .iter()
+            .map(|e| stat(e, "wasmcustom.fpgen.customer.100001.fleet_lease_tokens"))
+            .sum()
+    };
     let admitted: u64 = services.iter().map(|s| s.stat("hits_admitted")).sum();
     assert_eq!(admitted, 100);
-    assert_eq!(minted as u64 + held, 100, "{counts:?}, {held} held");
-    assert!(held <= 20, "at most a lease per Envoy is held: {held}");
-    // Drain what the Envoys hold: then the fleet minted exactly 100.
+    assert!(minted <= 100, "{counts:?}");
+    assert!(
+        held(&envoys) <= 20,
+        "at most a lease per Envoy: {}",
+        held(&envoys)
+    );
+    // Drain what the Envoys hold: then the fleet minted exactly 100, and
+    // the gauges say nothing is held.
     let more: usize = envoys
         .iter()
         .map(|e| {
@@ -183,6 +190,7 @@ fn leases_mint_exactly_the_budget_with_few_calls() {
         })
         .sum();
     assert_eq!(minted + more, 100);
+    assert_eq!(held(&envoys), 0);
     // Calls: 100 mints in a row with a lease of 10, then with none.
     let calls = |run: &dyn Fn()| {
         let before = services[0].stat("requests");
@@ -261,6 +269,33 @@ fn a_budget_that_cannot_be_asked_follows_the_failure_mode() {
         stat(&slow, "wasmcustom.fpgen.fleet_budget_failed.timeout"),
         1
     );
+    drop(silent);
+}
+
+/// A token request waiting for the service stays with fpgen through its
+/// body: a GET that carries one (and an upstream behind the catch-all
+/// route) is answered by the failure mode, and nothing reaches the
+/// upstream.
+#[test]
+fn a_waiting_request_never_goes_upstream() {
+    let upstream = common::RecordingUpstream::start();
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let options = Options {
+        upstream_port: Some(upstream.port),
+        ratelimit_port: Some(silent.local_addr().unwrap().port()),
+        ..Options::default()
+    };
+    let fleet = json!({"tokens": 10, "per": "day"});
+    let envoy = Envoy::start_with(&config(&[(fleet, None)], "closed"), &options);
+    let r = common::request(
+        envoy.port,
+        "GET",
+        &token_path("100001"),
+        &[("Content-Type", "text/plain")],
+        Some(b"a body that follows the headers"),
+    );
+    assert_eq!(outcome(&r), (503, -9503), "{r:?}");
+    assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
     drop(silent);
 }
 

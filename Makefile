@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -79,6 +79,15 @@ upgrade-module: wasm-target wasm-opt-tool
 ## run: build, then Envoy in the foreground (API on 127.0.0.1:10000, admin on 127.0.0.1:9901)
 run: build venv
 	exec $(ENVOY) -c $(ENVOY_CONFIG) --disable-hot-restart --log-level info
+
+## run-fleet: fleet budgets, runnable: Redis on 127.0.0.1:6399, fpgen ratelimit on 127.0.0.1:8081 (/stats on 8082) and Envoy with envoy/fleet.yaml on 127.0.0.1:10000; all stop together
+run-fleet: build venv redis
+	$(CARGO) build --release --bin fpgen
+	@dir=$$(mktemp -d); \
+	$(REDIS_SERVER) --port 6399 --bind 127.0.0.1 --save '' --appendonly no --dir $$dir >/dev/null & redis=$$!; \
+	target/release/fpgen ratelimit --listen 127.0.0.1:8081 --admin 127.0.0.1:8082 --redis redis://127.0.0.1:6399 & rls=$$!; \
+	trap 'kill $$redis $$rls 2>/dev/null; rm -rf '"$$dir" EXIT INT TERM; \
+	$(ENVOY) -c envoy/fleet.yaml --disable-hot-restart --log-level info
 
 ## test: every test (unit, native, properties, end-to-end through Envoy with the fresh module), the audit of their Envoy logs for secrets, and the fuzz smoke (10 s per target; the first run installs a nightly toolchain and cargo-fuzz, ~3 min). A non-empty TEST_ARGS runs only those cargo tests.
 test: build upgrade-module venv redis

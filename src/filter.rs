@@ -86,7 +86,7 @@ impl Context for Root {
                 lease::update(&refill.customer, |l| ((), l.refill_failed()))
             }
             Err(failure) => {
-                fleet_failed(failure, &refill.customer);
+                fleet_failed(failure, &refill.customer, Some(refill.sent_ms));
                 lease::update(&refill.customer, |l| ((), l.refill_failed()))
             }
         };
@@ -172,7 +172,7 @@ impl RootContext for Root {
                     self.refills.insert(token, refill);
                 }
                 None => {
-                    fleet_failed(Failure::Unavailable, &customer);
+                    fleet_failed(Failure::Unavailable, &customer, None);
                     let _ = lease::update(&customer, |l| ((), l.refill_failed()));
                 }
             }
@@ -253,7 +253,7 @@ impl Context for Stream {
             Ok(Verdict::Ok { .. }) => Budget::Taken,
             Ok(Verdict::OverLimit { .. }) => Budget::FleetSpent,
             Err(failure) => {
-                fleet_failed(failure, pending.customer());
+                fleet_failed(failure, pending.customer(), Some(sent_ms));
                 Budget::FleetUnavailable(failure)
             }
         };
@@ -450,7 +450,7 @@ impl Stream {
             self.waiting = Some(Waiting { pending, sent_ms });
             return Ok(Action::Pause);
         }
-        fleet_failed(Failure::Unavailable, &customer);
+        fleet_failed(Failure::Unavailable, &customer, None);
         let host = WasmHost {
             policy: config.client_address,
         };
@@ -656,12 +656,15 @@ fn call_verdict(
 }
 
 /// Counts and logs a fleet-budget question that got no answer.
-fn fleet_failed(failure: Failure, customer: &CustomerId) {
+fn fleet_failed(failure: Failure, customer: &CustomerId, sent_ms: Option<u64>) {
     stats::count(Counter::FleetBudgetFailed(failure), None);
+    let after = sent_ms.map_or(String::new(), |sent| {
+        format!(" (after {} ms)", now_ms().saturating_sub(sent))
+    });
     log(
         LogLevel::Warn,
         &format!(
-            "fpgen: fleet budget of customer {customer}: {}",
+            "fpgen: fleet budget of customer {customer}: {}{after}",
             failure.message()
         ),
     );

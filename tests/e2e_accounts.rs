@@ -259,8 +259,9 @@ fn stats_after_a_known_sequence() {
 }
 
 /// The shipped Envoy bootstraps.
-const BOOTSTRAPS: [&str; 5] = [
+const BOOTSTRAPS: [&str; 6] = [
     "envoy/envoy.yaml",
+    "envoy/fleet.yaml",
     "envoy/gate.yaml",
     "envoy/two-environments.yaml",
     "envoy/dynamic/bootstrap.yaml",

@@ -87,6 +87,7 @@ fn every_envoy_configuration_validates() {
         .collect();
     for expected in [
         "envoy/envoy.yaml",
+        "envoy/fleet.yaml",
         "envoy/two-environments.yaml",
         "envoy/gate.yaml",
         "envoy/dynamic/bootstrap.yaml",
@@ -174,6 +175,7 @@ fn maps_with<'v>(v: &'v serde_yaml_ng::Value, key: &str, out: &mut Vec<&'v serde
 fn every_shipped_configuration_carries_the_edge_limits() {
     let files = [
         ("envoy/envoy.yaml", true),
+        ("envoy/fleet.yaml", true),
         ("envoy/gate.yaml", true),
         ("envoy/two-environments.yaml", true),
         ("envoy/dynamic/bootstrap.yaml", true),

@@ -750,8 +750,9 @@ fn every_shipped_connection_manager_is_hardened() {
 }
 
 /// The configurations in `envoy/` that hold an HTTP connection manager.
-const SHIPPED: [&str; 5] = [
+const SHIPPED: [&str; 6] = [
     "envoy/envoy.yaml",
+    "envoy/fleet.yaml",
     "envoy/gate.yaml",
     "envoy/two-environments.yaml",
     "envoy/dynamic/lds.yaml",

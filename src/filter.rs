@@ -164,6 +164,7 @@ impl RootContext for Root {
             let call = budget.and_then(|b| fleet_call(&config, &customer, b, hits).ok());
             match call {
                 Some(token) => {
+                    stats::count(Counter::FleetLeaseCalls, None);
                     let refill = Refill {
                         customer,
                         hits,
@@ -403,7 +404,7 @@ impl Stream {
 
     /// One token from this Envoy's lease of the fleet budget when it holds
     /// one, else a call for this token alone; either way, a refill of the
-    /// lease is wanted once fewer than half are left (the root asks for it,
+    /// lease is wanted when its last token goes (the root asks for it,
     /// in the background, on its next tick).
     fn lease(
         &mut self,
@@ -447,6 +448,7 @@ impl Stream {
         let budget = config.customers.get(&customer).and_then(|c| c.fleet_budget);
         let sent_ms = now_ms();
         if let Some(Ok(_)) = budget.map(|b| fleet_call(config, &customer, b, 1)) {
+            stats::count(Counter::FleetTokenCalls, None);
             self.waiting = Some(Waiting { pending, sent_ms });
             return Ok(Action::Pause);
         }

@@ -290,16 +290,18 @@ impl Lease {
 
     /// What a mint does at `now_ms` with a lease of `size` tokens, and the
     /// lease it leaves (to write back with compare-and-swap). A refill is
-    /// wanted when fewer than half of `size` (rounded down) would remain
-    /// and no worker is asking; it asks for what brings the lease back to
-    /// `size`, so that an Envoy never holds more than `size`. `claim_ms`:
-    /// how long a claim holds before another worker may ask (the call's
-    /// timeout and some slack).
+    /// wanted when this mint takes the lease's last token (or finds it
+    /// empty) and no worker is asking; it asks for a whole lease, so an
+    /// Envoy holds at most `size` and makes one call per `size` mints. The
+    /// refill is asked as the last token goes, before a mint needs the
+    /// next: mints that come while it is in flight ask for their own token
+    /// (the fallback), so a lease must cover what an Envoy mints in a
+    /// refill's few milliseconds. `claim_ms`: how long a claim holds before
+    /// another worker may ask (the call's timeout and some slack).
     pub fn step(self, size: u32, now_ms: u64, claim_ms: u64) -> (LeaseStep, Self) {
         let usable = self.usable(now_ms);
         let left = usable.saturating_sub(1);
-        let refill = (size > 1 && !self.refilling(now_ms) && left < size / 2)
-            .then_some(size.saturating_sub(left));
+        let refill = (size > 1 && !self.refilling(now_ms) && left == 0).then_some(size);
         let refill_until_ms = match refill {
             Some(_) => now_ms.saturating_add(claim_ms),
             None => self.refill_until_ms,
@@ -400,27 +402,23 @@ mod tests {
     }
 
     #[test]
-    fn a_lease_is_minted_from_and_refilled_before_it_runs_out() {
-        let mut lease = Lease::default().refilled(9, 60_000, 0);
-        let mut now = 10;
-        // 9 held of 10: 9, 8, 7, 6 left take without a refill…
-        for left in [8, 7, 6, 5] {
-            let (step, next) = lease.step(10, now, 200);
+    fn a_lease_is_minted_from_and_refilled_as_its_last_token_goes() {
+        let mut lease = Lease::default().refilled(10, 60_000, 0);
+        // 10 held: 9 takes leave 9..1 without a refill…
+        for left in (1..=9).rev() {
+            let (step, next) = lease.step(10, 10, 200);
             assert_eq!(step, LeaseStep::Take { refill: None }, "{left} left");
             assert_eq!(next.held, left);
             lease = next;
-            now += 1;
         }
-        // …below half, the refill tops it up to 10, once.
-        let (step, next) = lease.step(10, now, 200);
-        assert_eq!(step, LeaseStep::Take { refill: Some(6) });
-        assert_eq!(next.held, 4);
-        let (step, next2) = next.step(10, now + 1, 200);
-        assert_eq!(step, LeaseStep::Take { refill: None });
-        // The refill lands on what is left: never more than 10 held.
-        let topped = next2.refilled(6, 60_000, now + 2);
-        assert_eq!(topped.held, 9);
-        assert_eq!(topped.refill_until_ms, 0);
+        // …the last one wants a whole lease, once.
+        let (step, next) = lease.step(10, 10, 200);
+        assert_eq!(step, LeaseStep::Take { refill: Some(10) });
+        assert_eq!(next.held, 0);
+        let (step, next2) = next.step(10, 11, 200);
+        assert_eq!(step, LeaseStep::Ask { refill: None });
+        let topped = next2.refilled(10, 60_000, 12);
+        assert_eq!((topped.held, topped.refill_until_ms), (10, 0));
         // Whatever the order of takes and refills, at most 10 are held.
         let mut lease = Lease::default();
         let mut wanted = Vec::new();

@@ -27,6 +27,11 @@ pub enum Counter {
     RedemptionsRejected(Refusal),
     /// A fleet budget that could not be asked ([`fleet_budget_failed`]).
     FleetBudgetFailed(Failure),
+    /// A call to the rate-limit service for one request's token
+    /// ([`FLEET_TOKEN_CALLS`]).
+    FleetTokenCalls,
+    /// A call to the rate-limit service for a lease ([`FLEET_LEASE_CALLS`]).
+    FleetLeaseCalls,
 }
 
 impl Counter {
@@ -40,6 +45,8 @@ impl Counter {
             (Self::Rejected(code), id) => Some(rejected(code, id)),
             (Self::RedemptionsRejected(reason), _) => Some(redemptions_rejected(reason)),
             (Self::FleetBudgetFailed(failure), _) => Some(fleet_budget_failed(failure)),
+            (Self::FleetTokenCalls, _) => Some(FLEET_TOKEN_CALLS.to_owned()),
+            (Self::FleetLeaseCalls, _) => Some(FLEET_LEASE_CALLS.to_owned()),
         }
     }
 }
@@ -77,6 +84,15 @@ pub fn redemptions_rejected(reason: Refusal) -> String {
 pub fn fleet_budget_failed(failure: Failure) -> String {
     format!("fpgen.fleet_budget_failed.{}", failure.stat_name())
 }
+
+/// `fpgen.fleet_budget_token_calls`: calls to the rate-limit service for
+/// one token request's token (every mint with `lease: 1`; with a lease, the
+/// fallbacks: a mint that found the lease empty).
+pub const FLEET_TOKEN_CALLS: &str = "fpgen.fleet_budget_token_calls";
+
+/// `fpgen.fleet_budget_lease_calls`: calls to the rate-limit service for a
+/// lease (refills, made in the background).
+pub const FLEET_LEASE_CALLS: &str = "fpgen.fleet_budget_lease_calls";
 
 /// `fpgen.customer.<id>.fleet_lease_tokens`: a gauge of the tokens of the
 /// customer's fleet budget this Envoy holds in its lease (counted by the

@@ -1070,6 +1070,8 @@ fn stat_names_tag_rules_and_readme_agree() {
         stats::rejected(ErrorCode::ContentKeyFormat, None),
         stats::redemptions_accepted(&customer),
         stats::fleet_lease_tokens(&customer),
+        stats::FLEET_TOKEN_CALLS.to_owned(),
+        stats::FLEET_LEASE_CALLS.to_owned(),
     ] {
         assert!(
             readme.contains(&format!("`{ENVOY_PREFIX}{name}`")),

@@ -404,7 +404,7 @@ impl Stream {
 
     /// One token from this Envoy's lease of the fleet budget when it holds
     /// one, else a call for this token alone; either way, a refill of the
-    /// lease is wanted when its last token goes (the root asks for it,
+    /// lease is wanted when it is (nearly) spent (the root asks for it,
     /// in the background, on its next tick).
     fn lease(
         &mut self,

@@ -290,18 +290,21 @@ impl Lease {
 
     /// What a mint does at `now_ms` with a lease of `size` tokens, and the
     /// lease it leaves (to write back with compare-and-swap). A refill is
-    /// wanted when this mint takes the lease's last token (or finds it
-    /// empty) and no worker is asking; it asks for a whole lease, so an
-    /// Envoy holds at most `size` and makes one call per `size` mints. The
-    /// refill is asked as the last token goes, before a mint needs the
-    /// next: mints that come while it is in flight ask for their own token
-    /// (the fallback), so a lease must cover what an Envoy mints in a
-    /// refill's few milliseconds. `claim_ms`: how long a claim holds before
-    /// another worker may ask (the call's timeout and some slack).
+    /// wanted when this mint leaves no more than a twentieth of `size`
+    /// (rounded down: for a lease under 20, when it takes the last token),
+    /// or finds the lease empty, and no worker is asking; it asks for what
+    /// brings the lease back to `size`, so an Envoy holds at most `size`
+    /// and makes about one call per `size` mints. The reserve gives a large
+    /// lease a head start; mints that still find it empty while the refill
+    /// is in flight ask for their own token (the fallback), so a lease must
+    /// cover what an Envoy mints in a refill's few milliseconds.
+    /// `claim_ms`: how long a claim holds before another worker may ask
+    /// (the call's timeout and some slack).
     pub fn step(self, size: u32, now_ms: u64, claim_ms: u64) -> (LeaseStep, Self) {
         let usable = self.usable(now_ms);
         let left = usable.saturating_sub(1);
-        let refill = (size > 1 && !self.refilling(now_ms) && left == 0).then_some(size);
+        let refill = (size > 1 && !self.refilling(now_ms) && left <= size / 20)
+            .then_some(size.saturating_sub(left));
         let refill_until_ms = match refill {
             Some(_) => now_ms.saturating_add(claim_ms),
             None => self.refill_until_ms,
@@ -419,6 +422,13 @@ mod tests {
         assert_eq!(step, LeaseStep::Ask { refill: None });
         let topped = next2.refilled(10, 60_000, 12);
         assert_eq!((topped.held, topped.refill_until_ms), (10, 0));
+        // A lease of 100 keeps a reserve of 5: the refill tops it up.
+        let big = Lease::default().refilled(7, 60_000, 0);
+        let (step, big) = big.step(100, 1, 200);
+        assert_eq!(step, LeaseStep::Take { refill: None });
+        let (step, big) = big.step(100, 2, 200);
+        assert_eq!(step, LeaseStep::Take { refill: Some(95) });
+        assert_eq!(big.refilled(95, 60_000, 3).held, 100);
         // Whatever the order of takes and refills, at most 10 are held.
         let mut lease = Lease::default();
         let mut wanted = Vec::new();

@@ -424,3 +424,65 @@ fn the_shipped_fleet_configuration_counts_with_the_service() {
         3
     );
 }
+
+/// Nothing but a mint spends the fleet budget: requests refused for any
+/// other reason (a wrong IV, a wrong authenticator, a method or media type
+/// the endpoint does not take, a body over the cap) never ask the service,
+/// and neither does a request the local `token_budget` refuses first.
+#[test]
+fn refused_requests_spend_no_fleet_budget() {
+    let redis = Redis::start();
+    let service = Service::start(&redis);
+    let fleet = json!({"tokens": 100, "per": "day"});
+    let envoy = envoy(&config(&[(fleet, Some(2))], "closed"), service.port);
+    let path = token_path("100001");
+    let refused = [
+        (path.replace(IV, "00"), "GET", None, 400),
+        (
+            path.replace(
+                "0123456789abcdef0123456789abcdef",
+                "ffffffffffffffffffffffffffffffff",
+            ),
+            "GET",
+            None,
+            401,
+        ),
+        (path.clone(), "PUT", None, 405),
+        (
+            path.clone(),
+            "POST",
+            Some(("text/plain", "x".repeat(10))),
+            415,
+        ),
+        (
+            path.clone(),
+            "POST",
+            Some(("application/x-www-form-urlencoded", "x".repeat(9_000))),
+            413,
+        ),
+    ];
+    for (path, method, body, status) in refused {
+        let headers: Vec<(&str, &str)> = body.iter().map(|(t, _)| ("Content-Type", *t)).collect();
+        let body = body.as_ref().map(|(_, b)| b.as_bytes());
+        let r = common::request(envoy.port, method, &path, &headers, body);
+        assert_eq!(r.status, status, "{method} {r:?}");
+    }
+    assert_eq!(
+        service.stat("requests"),
+        0,
+        "a refused request asked the service"
+    );
+    for _ in 0..2 {
+        assert_eq!(outcome(&get(envoy.port, &path)), (200, 0));
+    }
+    let r = get(envoy.port, &path);
+    assert_eq!(outcome(&r), (429, -2019), "{r:?}");
+    assert!(
+        r.text().contains("the budget of 2 tokens is spent"),
+        "{r:?}"
+    );
+    assert_eq!(
+        (service.stat("requests"), service.stat("hits_admitted")),
+        (2, 2)
+    );
+}

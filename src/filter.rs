@@ -73,9 +73,16 @@ impl Context for Root {
         let change = match call_verdict(&config, refill.sent_ms, status, size) {
             Ok(Verdict::Ok {
                 reset_ms: Some(reset),
-            }) => lease::update(&refill.customer, |l| {
-                ((), l.refilled(refill.hits, at(reset), now))
-            }),
+            }) => {
+                let size = config
+                    .customers
+                    .get(&refill.customer)
+                    .and_then(|c| c.fleet_budget)
+                    .map_or(refill.hits, |b| b.lease);
+                lease::update(&refill.customer, |l| {
+                    ((), l.refilled(refill.hits, at(reset), now, size))
+                })
+            }
             Ok(Verdict::OverLimit {
                 reset_ms: Some(reset),
             }) => lease::update(&refill.customer, |l| ((), l.refill_refused(at(reset)))),

@@ -221,7 +221,8 @@ fn duration_ms(d: Duration) -> Option<u64> {
 
 /// An Envoy's lease of one customer's fleet budget: tokens counted by the
 /// service and not minted yet, shared by the Envoy's workers, and whether
-/// one of them is asking for more. Kept in 20 bytes of shared data.
+/// one of them is asking for more, and how early to ask. Kept in 25 bytes of
+/// shared data.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Lease {
     /// Tokens held.
@@ -234,6 +235,13 @@ pub struct Lease {
     /// After the service refused a refill: the end of that period (no
     /// lease fits in it any more; mints ask for one token each).
     pub refill_until_ms: u64,
+    /// How many tokens are left when a refill is asked: learnt from the
+    /// refills (doubled when a mint found the lease empty while one was in
+    /// flight, a quarter less when one landed with more than half of it
+    /// unspent), kept between a twentieth and half of the lease.
+    pub reserve: u32,
+    /// Whether a mint found the lease empty while a refill was in flight.
+    pub starved: bool,
 }
 
 /// What a mint does with the lease it found. Either way, when `refill`
@@ -249,30 +257,41 @@ pub enum LeaseStep {
 
 impl Lease {
     /// The bytes kept in shared data.
-    pub fn to_bytes(self) -> [u8; 20] {
-        let mut out = [0u8; 20];
+    pub fn to_bytes(self) -> [u8; 25] {
+        let mut out = [0u8; 25];
         let (held, rest) = out.split_at_mut(4);
-        let (valid, refill) = rest.split_at_mut(8);
+        let (valid, rest) = rest.split_at_mut(8);
+        let (refill, rest) = rest.split_at_mut(8);
+        let (reserve, starved) = rest.split_at_mut(4);
         held.copy_from_slice(&self.held.to_be_bytes());
         valid.copy_from_slice(&self.valid_until_ms.to_be_bytes());
         refill.copy_from_slice(&self.refill_until_ms.to_be_bytes());
+        reserve.copy_from_slice(&self.reserve.to_be_bytes());
+        starved.copy_from_slice(&[u8::from(self.starved)]);
         out
     }
 
     /// The lease in `bytes` (an empty lease when they are not one).
     pub fn from_bytes(bytes: &[u8]) -> Self {
         let field = |range: std::ops::Range<usize>| bytes.get(range);
-        let held = field(0..4).and_then(|b| <[u8; 4]>::try_from(b).ok());
-        let valid = field(4..12).and_then(|b| <[u8; 8]>::try_from(b).ok());
-        let refill = field(12..20).and_then(|b| <[u8; 8]>::try_from(b).ok());
-        match (held, valid, refill) {
-            (Some(h), Some(v), Some(r)) if bytes.len() == 20 => Self {
+        let word = |range| field(range).and_then(|b| <[u8; 4]>::try_from(b).ok());
+        let long = |range| field(range).and_then(|b| <[u8; 8]>::try_from(b).ok());
+        let parts = (word(0..4), long(4..12), long(12..20), word(20..24));
+        match (parts, bytes.get(24), bytes.len()) {
+            ((Some(h), Some(v), Some(r), Some(reserve)), Some(&starved), 25) => Self {
                 held: u32::from_be_bytes(h),
                 valid_until_ms: u64::from_be_bytes(v),
                 refill_until_ms: u64::from_be_bytes(r),
+                reserve: u32::from_be_bytes(reserve),
+                starved: starved != 0,
             },
             _ => Self::default(),
         }
+    }
+
+    /// The reserve for a lease of `size`, within its bounds.
+    fn reserve_of(self, size: u32) -> u32 {
+        self.reserve.clamp(size / 20, size / 2)
     }
 
     /// Tokens that can be minted at `now_ms`.
@@ -290,20 +309,20 @@ impl Lease {
 
     /// What a mint does at `now_ms` with a lease of `size` tokens, and the
     /// lease it leaves (to write back with compare-and-swap). A refill is
-    /// wanted when this mint leaves no more than a twentieth of `size`
-    /// (rounded down: for a lease under 20, when it takes the last token),
-    /// or finds the lease empty, and no worker is asking; it asks for what
-    /// brings the lease back to `size`, so an Envoy holds at most `size`
-    /// and makes about one call per `size` mints. The reserve gives a large
-    /// lease a head start; mints that still find it empty while the refill
-    /// is in flight ask for their own token (the fallback), so a lease must
-    /// cover what an Envoy mints in a refill's few milliseconds.
-    /// `claim_ms`: how long a claim holds before another worker may ask
-    /// (the call's timeout and some slack).
+    /// wanted when this mint leaves no more than the reserve (see
+    /// [`Lease::reserve`]; at first a twentieth of `size`, rounded down, so
+    /// for a small lease the mint that takes the last token), or finds the
+    /// lease empty, and no worker is asking; it asks for what brings the
+    /// lease back to `size`, so an Envoy holds at most `size` and makes
+    /// about one call per `size − reserve` mints. Mints that find the lease
+    /// empty while the refill is in flight ask for their own token (the
+    /// fallback); the reserve grows until refills land in time. `claim_ms`:
+    /// how long a claim holds before another worker may ask (the call's
+    /// timeout and some slack).
     pub fn step(self, size: u32, now_ms: u64, claim_ms: u64) -> (LeaseStep, Self) {
         let usable = self.usable(now_ms);
         let left = usable.saturating_sub(1);
-        let refill = (size > 1 && !self.refilling(now_ms) && left <= size / 20)
+        let refill = (size > 1 && !self.refilling(now_ms) && left <= self.reserve_of(size))
             .then_some(size.saturating_sub(left));
         let refill_until_ms = match refill {
             Some(_) => now_ms.saturating_add(claim_ms),
@@ -313,6 +332,7 @@ impl Lease {
             let lease = Self {
                 held: 0,
                 refill_until_ms,
+                starved: self.starved || self.refilling(now_ms),
                 ..self
             };
             return (LeaseStep::Ask { refill }, lease);
@@ -331,17 +351,27 @@ impl Lease {
     /// after the earlier one ended, on this clock too): they are kept, and
     /// all end at the earlier of the two ends (both are at or before the
     /// period's true end; they differ by the calls' latencies).
-    pub fn refilled(self, granted: u32, valid_until_ms: u64, now_ms: u64) -> Self {
+    pub fn refilled(self, granted: u32, valid_until_ms: u64, now_ms: u64, size: u32) -> Self {
         let kept = self.usable(now_ms);
         let valid_until_ms = if kept > 0 {
             valid_until_ms.min(self.valid_until_ms)
         } else {
             valid_until_ms
         };
+        let reserve = self.reserve_of(size);
+        let reserve = if self.starved {
+            reserve.saturating_mul(2).max(1)
+        } else if kept > reserve / 2 {
+            reserve.saturating_sub((reserve / 4).max(1))
+        } else {
+            reserve
+        };
         Self {
             held: kept.saturating_add(granted),
             valid_until_ms,
             refill_until_ms: 0,
+            reserve: reserve.clamp(size / 20, size / 2),
+            starved: false,
         }
     }
 
@@ -349,6 +379,7 @@ impl Lease {
     pub fn refill_failed(self) -> Self {
         Self {
             refill_until_ms: 0,
+            starved: false,
             ..self
         }
     }
@@ -359,6 +390,7 @@ impl Lease {
     pub fn refill_refused(self, until_ms: u64) -> Self {
         Self {
             refill_until_ms: until_ms,
+            starved: false,
             ..self
         }
     }
@@ -375,10 +407,13 @@ mod tests {
             held: 7,
             valid_until_ms: 1_700_000_000_123,
             refill_until_ms: 5,
+            reserve: 12,
+            starved: true,
         };
         assert_eq!(Lease::from_bytes(&lease.to_bytes()), lease);
         assert_eq!(Lease::from_bytes(b""), Lease::default());
         assert_eq!(Lease::from_bytes(&[1; 21]), Lease::default());
+        assert_eq!(Lease::from_bytes(&[1; 26]), Lease::default());
     }
 
     #[test]
@@ -389,7 +424,13 @@ mod tests {
         // Another worker meanwhile asks for its own token only.
         let (step, same) = claimed.step(10, 1_100, 200);
         assert_eq!(step, LeaseStep::Ask { refill: None });
-        assert_eq!(same, claimed);
+        assert_eq!(
+            same,
+            Lease {
+                starved: true,
+                ..claimed
+            }
+        );
         // A claim whose worker went away expires.
         let (step, _) = claimed.step(10, 1_200, 200);
         assert_eq!(step, LeaseStep::Ask { refill: Some(10) });
@@ -406,7 +447,7 @@ mod tests {
 
     #[test]
     fn a_lease_is_minted_from_and_refilled_as_its_last_token_goes() {
-        let mut lease = Lease::default().refilled(10, 60_000, 0);
+        let mut lease = Lease::default().refilled(10, 60_000, 0, 10);
         // 10 held: 9 takes leave 9..1 without a refill…
         for left in (1..=9).rev() {
             let (step, next) = lease.step(10, 10, 200);
@@ -420,15 +461,34 @@ mod tests {
         assert_eq!(next.held, 0);
         let (step, next2) = next.step(10, 11, 200);
         assert_eq!(step, LeaseStep::Ask { refill: None });
-        let topped = next2.refilled(10, 60_000, 12);
+        let topped = next2.refilled(10, 60_000, 12, 10);
         assert_eq!((topped.held, topped.refill_until_ms), (10, 0));
-        // A lease of 100 keeps a reserve of 5: the refill tops it up.
-        let big = Lease::default().refilled(7, 60_000, 0);
-        let (step, big) = big.step(100, 1, 200);
-        assert_eq!(step, LeaseStep::Take { refill: None });
+        // A lease of 100 keeps a reserve, at first 5: the refill tops it up.
+        let mut big = Lease::default().refilled(100, 60_000, 0, 100);
+        for _ in 0..94 {
+            let (step, next) = big.step(100, 1, 200);
+            assert_eq!(step, LeaseStep::Take { refill: None });
+            big = next;
+        }
         let (step, big) = big.step(100, 2, 200);
         assert_eq!(step, LeaseStep::Take { refill: Some(95) });
-        assert_eq!(big.refilled(95, 60_000, 3).held, 100);
+        // A mint that finds it empty while the refill flies: the reserve
+        // doubles when it lands.
+        let (_, drained) = Lease { held: 0, ..big }.step(100, 3, 200);
+        assert!(drained.starved);
+        let landed = drained.refilled(95, 60_000, 4, 100);
+        assert_eq!(
+            (landed.held, landed.reserve, landed.starved),
+            (95, 10, false)
+        );
+        // Refills that land with most of the reserve left shrink it again,
+        // never below a twentieth.
+        let calm = Lease { held: 9, ..landed }.refilled(91, 60_000, 5, 100);
+        assert_eq!((calm.held, calm.reserve), (100, 8));
+        let calm = Lease { held: 8, ..calm }.refilled(92, 60_000, 5, 100);
+        assert_eq!(calm.reserve, 6);
+        let calm = Lease { held: 6, ..calm }.refilled(94, 60_000, 5, 100);
+        assert_eq!(calm.reserve, 5);
         // Whatever the order of takes and refills, at most 10 are held.
         let mut lease = Lease::default();
         let mut wanted = Vec::new();
@@ -440,7 +500,7 @@ mod tests {
             }
             if t % 3 == 0 {
                 if let Some(h) = wanted.pop() {
-                    lease = lease.refilled(h, 60_000, t);
+                    lease = lease.refilled(h, 60_000, t, 10);
                 }
             }
             assert!(lease.held <= 10, "{lease:?} at {t}");
@@ -449,19 +509,19 @@ mod tests {
 
     #[test]
     fn a_lease_ends_with_its_period() {
-        let lease = Lease::default().refilled(5, 1_000, 0);
+        let lease = Lease::default().refilled(5, 1_000, 0, 10);
         assert_eq!(lease.usable(999), 5);
         assert_eq!(lease.usable(1_000), 0);
         let (step, _) = lease.step(10, 1_000, 200);
         assert_eq!(step, LeaseStep::Ask { refill: Some(10) });
         // A refill counted in the next period comes after the old one ended.
-        let next = lease.refilled(10, 61_000, 1_000);
+        let next = lease.refilled(10, 61_000, 1_000, 10);
         assert_eq!((next.held, next.valid_until_ms), (10, 61_000));
         // One of the same period (its end seen a few ms apart) adds up,
         // ending at the earlier end.
-        let same = lease.refilled(3, 1_004, 500);
+        let same = lease.refilled(3, 1_004, 500, 10);
         assert_eq!((same.held, same.valid_until_ms), (8, 1_000));
-        let same = lease.refilled(3, 996, 500);
+        let same = lease.refilled(3, 996, 500, 10);
         assert_eq!((same.held, same.valid_until_ms), (8, 996));
     }
 

@@ -86,10 +86,11 @@ impl Context for Root {
             Ok(Verdict::OverLimit {
                 reset_ms: Some(reset),
             }) => lease::update(&refill.customer, |l| ((), l.refill_refused(at(reset)))),
-            Ok(verdict) => {
-                if matches!(verdict, Verdict::Ok { .. }) {
-                    log(LogLevel::Warn, NO_RESET);
-                }
+            Ok(Verdict::Ok { reset_ms: None }) => {
+                log(LogLevel::Warn, NO_RESET);
+                lease::update(&refill.customer, |l| ((), l.refill_failed()))
+            }
+            Ok(Verdict::OverLimit { reset_ms: None }) => {
                 lease::update(&refill.customer, |l| ((), l.refill_failed()))
             }
             Err(failure) => {
@@ -265,9 +266,7 @@ impl Context for Stream {
                 Budget::FleetUnavailable(failure)
             }
         };
-        let host = WasmHost {
-            policy: config.client_address,
-        };
+        let host = WasmHost::of(&config);
         let _ = self.drive(&config, pending.continue_with(Ok(answer), &host));
     }
 }
@@ -279,9 +278,7 @@ impl Context for Stream {
 impl Drop for Stream {
     fn drop(&mut self) {
         if let (Some(waiting), Some(config)) = (self.waiting.take(), self.config.as_ref()) {
-            let host = WasmHost {
-                policy: config.client_address,
-            };
+            let host = WasmHost::of(config);
             waiting.pending.abandon(&host);
         }
     }
@@ -371,9 +368,7 @@ impl Stream {
 
     /// Mints (or refuses) at the token endpoint.
     fn answer(&mut self, config: &Config, query: &str, body: &[u8]) -> Action {
-        let host = WasmHost {
-            policy: config.client_address,
-        };
+        let host = WasmHost::of(config);
         let step = service::begin(config, query, body, &host);
         self.drive(config, step)
     }
@@ -382,9 +377,7 @@ impl Stream {
     /// shared data, the fleet budget from this Envoy's lease or the
     /// rate-limit service (then the request pauses until it answers).
     fn drive(&mut self, config: &Config, mut step: Step) -> Action {
-        let host = WasmHost {
-            policy: config.client_address,
-        };
+        let host = WasmHost::of(config);
         loop {
             let pending = match step {
                 Step::Answer(answer) => return self.send(answer),
@@ -397,13 +390,13 @@ impl Stream {
                 }
                 Question::Fleet(budget) if budget.lease > 1 => {
                     match self.lease(config, pending, budget) {
-                        Ok(action) => return action,
-                        Err(step) => step,
+                        Some(step) => step,
+                        None => return Action::Pause,
                     }
                 }
-                Question::Fleet(_) => match self.ask(config, pending) {
-                    Ok(action) => return action,
-                    Err(step) => step,
+                Question::Fleet(budget) => match self.ask(config, pending, budget) {
+                    Some(step) => step,
+                    None => return Action::Pause,
                 },
             };
         }
@@ -412,59 +405,55 @@ impl Stream {
     /// One token from this Envoy's lease of the fleet budget when it holds
     /// one, else a call for this token alone; either way, a refill of the
     /// lease is wanted when it is (nearly) spent (the root asks for it,
-    /// in the background, on its next tick).
+    /// in the background, on its next tick). `None`: the request is paused
+    /// on its call.
     fn lease(
         &mut self,
         config: &Config,
         pending: PendingBudget,
         budget: FleetBudget,
-    ) -> Result<Action, Step> {
+    ) -> Option<Step> {
+        let host = WasmHost::of(config);
         let timeout = config
             .rate_limit_service
             .as_ref()
             .map_or(0, |s| s.timeout_ms);
         let (now, claim) = (now_ms(), timeout.saturating_add(CLAIM_SLACK_MS));
-        let customer = pending.customer().clone();
-        let (take, refill) = match lease::update(&customer, |l| l.step(budget.lease, now, claim)) {
+        let step = lease::update(pending.customer(), |l| l.step(budget.lease, now, claim));
+        let (take, refill) = match step {
             Ok(LeaseStep::Take { refill }) => (true, refill),
             Ok(LeaseStep::Ask { refill }) => (false, refill),
-            Err(failure) => {
-                let host = WasmHost {
-                    policy: config.client_address,
-                };
-                return Err(pending.continue_with(Err(failure), &host));
-            }
+            Err(failure) => return Some(pending.continue_with(Err(failure), &host)),
         };
         if let Some(hits) = refill {
+            let customer = pending.customer().clone();
             WANTED.with(|w| w.borrow_mut().push((customer, hits)));
             let _ = hostcalls::set_tick_period(Duration::from_millis(1));
         }
         if take {
-            let host = WasmHost {
-                policy: config.client_address,
-            };
-            return Err(pending.continue_with(Ok(Budget::Taken), &host));
+            return Some(pending.continue_with(Ok(Budget::Taken), &host));
         }
-        self.ask(config, pending)
+        self.ask(config, pending, budget)
     }
 
     /// Calls the rate-limit service for this request's token and pauses
-    /// it; the step the failure mode gives when the call cannot be made.
-    fn ask(&mut self, config: &Config, pending: PendingBudget) -> Result<Action, Step> {
-        let customer = pending.customer().clone();
-        let budget = config.customers.get(&customer).and_then(|c| c.fleet_budget);
+    /// it (`None`); the step the failure mode gives when the call cannot be
+    /// made.
+    fn ask(
+        &mut self,
+        config: &Config,
+        pending: PendingBudget,
+        budget: FleetBudget,
+    ) -> Option<Step> {
         let sent_ms = now_ms();
-        if let Some(Ok(_)) = budget.map(|b| fleet_call(config, &customer, b, 1)) {
+        if fleet_call(config, pending.customer(), budget, 1).is_ok() {
             stats::count(Counter::FleetTokenCalls, None);
             self.waiting = Some(Waiting { pending, sent_ms });
-            return Ok(Action::Pause);
+            return None;
         }
-        fleet_failed(Failure::Unavailable, &customer, None);
-        let host = WasmHost {
-            policy: config.client_address,
-        };
+        fleet_failed(Failure::Unavailable, pending.customer(), None);
         let unavailable = Ok(Budget::FleetUnavailable(Failure::Unavailable));
-        Err(pending.continue_with(unavailable, &host))
+        Some(pending.continue_with(unavailable, &WasmHost::of(config)))
     }
 
     /// Counts, logs and sends a token-endpoint answer.
@@ -570,6 +559,13 @@ struct WasmHost {
 }
 
 impl WasmHost {
+    /// The host of a request under `config`.
+    fn of(config: &Config) -> Self {
+        Self {
+            policy: config.client_address,
+        }
+    }
+
     fn now_unix() -> i64 {
         hostcalls::get_current_time()
             .ok()

@@ -379,12 +379,11 @@ pub enum Step {
 #[derive(Debug)]
 pub struct PendingBudget {
     customer: CustomerId,
-    /// The local budget, until it is asked.
+    /// The customer's `token_budget`, when it has one (asked first).
     local: Option<u64>,
-    /// Whether a local token was taken (and is to be given back if the
-    /// fleet refuses).
-    local_taken: bool,
     fleet: Option<(FleetBudget, FailureMode)>,
+    /// The budget asked now.
+    question: Question,
     minting: Minting,
 }
 
@@ -396,12 +395,13 @@ impl PendingBudget {
 
     /// The budget to ask now.
     pub fn question(&self) -> Question {
-        match (self.local, self.fleet) {
-            (Some(budget), _) => Question::Local(budget),
-            (None, Some((fleet, _))) => Question::Fleet(fleet),
-            // Never asked: continue_with answers once every budget is.
-            (None, None) => Question::Local(0),
-        }
+        self.question
+    }
+
+    /// Whether a local token was taken for this request: the fleet is
+    /// asked only after the local budget gave one.
+    fn holds_local_token(&self) -> bool {
+        self.local.is_some() && matches!(self.question, Question::Fleet(_))
     }
 
     /// The answer to [`PendingBudget::question`]: the next question, or
@@ -409,55 +409,44 @@ impl PendingBudget {
     /// -2019 when one is spent, -9503 when the fleet budget cannot be asked
     /// and the failure mode is closed, -9500 when the host failed).
     pub fn continue_with(mut self, answer: Result<Budget, HostFailure>, host: &dyn Host) -> Step {
-        let asked_local = self.local.is_some();
+        let open = self
+            .fleet
+            .is_some_and(|(_, mode)| mode == FailureMode::Open);
         let refusal = match answer {
             Ok(Budget::Taken) => None,
-            Ok(Budget::FleetUnavailable(_))
-                if self
-                    .fleet
-                    .is_some_and(|(_, mode)| mode == FailureMode::Open) =>
-            {
-                None
-            }
+            Ok(Budget::FleetUnavailable(_)) if open => None,
             Ok(refused) => Some(self.refusal(refused)),
             Err(failure) => Some(internal(failure)),
         };
-        self.local = None;
-        if refusal.is_none() && asked_local {
-            self.local_taken = true;
-            if self.fleet.is_some() {
-                return Step::Budget(self);
+        match (refusal, self.question, self.fleet) {
+            (None, Question::Local(_), Some((fleet, _))) => {
+                self.question = Question::Fleet(fleet);
+                Step::Budget(self)
+            }
+            (None, _, _) => Step::Answer(self.minting.into_answer()),
+            (Some(error), _, _) => {
+                if self.holds_local_token() {
+                    host.give_back_to_budget(&self.customer);
+                }
+                let refused = Refused {
+                    error,
+                    customer_id: Some(self.customer),
+                };
+                Step::Answer(
+                    Minting {
+                        result: Err(refused),
+                        ..self.minting
+                    }
+                    .into_answer(),
+                )
             }
         }
-        if refusal.is_some() && self.local_taken {
-            host.give_back_to_budget(&self.customer);
-        }
-        let Minting {
-            result,
-            format,
-            cookie,
-        } = self.minting;
-        let result = match refusal {
-            None => result,
-            Some(error) => Err(Refused {
-                error,
-                customer_id: Some(self.customer),
-            }),
-        };
-        Step::Answer(
-            Minting {
-                result,
-                format,
-                cookie,
-            }
-            .into_answer(),
-        )
     }
 
     /// The request went away before its budgets answered (the client
     /// left): a local token taken for it is given back.
     pub fn abandon(self, host: &dyn Host) {
-        if self.local_taken {
+        if self.holds_local_token() {
             host.give_back_to_budget(&self.customer);
         }
     }
@@ -498,14 +487,16 @@ pub fn begin(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Step
             .as_ref()
             .map(|service| service.failure_mode),
     );
-    if customer.token_budget.is_none() && fleet.is_none() {
-        return Step::Answer(minting.into_answer());
-    }
+    let question = match (customer.token_budget, fleet) {
+        (Some(budget), _) => Question::Local(budget),
+        (None, Some((budget, _))) => Question::Fleet(budget),
+        (None, None) => return Step::Answer(minting.into_answer()),
+    };
     Step::Budget(PendingBudget {
         customer: customer.id.clone(),
         local: customer.token_budget,
-        local_taken: false,
         fleet,
+        question,
         minting,
     })
 }

@@ -174,7 +174,10 @@ fn leases_mint_exactly_the_budget_with_few_calls() {
     let admitted: u64 = services.iter().map(|s| s.stat("hits_admitted")).sum();
     assert_eq!(admitted, 100);
     assert!(minted <= 100, "{counts:?}");
-    eprintln!("burst with leases of 10: {counts:?}, {} held", held(&envoys));
+    eprintln!(
+        "burst with leases of 10: {counts:?}, {} held",
+        held(&envoys)
+    );
     assert!(
         held(&envoys) <= 20,
         "at most a lease per Envoy: {}",

@@ -4,14 +4,14 @@
 //! [`service`] and [`redeem`] modules. It also
 //! keeps the stats, the access-log filter state and the shared token budgets.
 
+use crate::config::Redemption;
 use crate::config::{ClientAddressPolicy, Config, FleetBudget};
-use crate::error::ErrorCode;
+use crate::edge::{self, Gate, Route, TokenStart};
 use crate::fleet::{self, Failure, LeaseStep, Verdict};
 use crate::ids::CustomerId;
-use crate::redeem::{self, Redeemed};
 use crate::render::Response;
 use crate::service::{
-    self, Admission, Answer, Budget, Host, HostFailure, Outcome, PendingBudget, Question, Step,
+    self, Answer, Budget, Host, HostFailure, Outcome, PendingBudget, Question, Step,
 };
 use crate::stats::Counter;
 use proxy_wasm::hostcalls;
@@ -286,29 +286,17 @@ impl Drop for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        let Some(path) = header(":path") else {
-            self.scrub(MapType::HttpRequestHeaders);
-            return Action::Continue;
-        };
-        if !service::is_token_path(&path) {
-            // No client-supplied licence-data header goes upstream, whatever
-            // the path. (Token requests are answered here and never do.)
-            self.scrub(MapType::HttpRequestHeaders);
-            return self.gate(&path);
-        }
-        let query = service::query_of(&path);
-        let Some(config) = self.config.clone() else {
-            return self.send(service::refuse(ErrorCode::Internal, query));
-        };
-        let method = header(":method").unwrap_or_default();
-        let admission = service::admit(&method, header, config.max_body_bytes);
-        match admission {
-            Admission::Refuse(code) => self.send(service::refuse(code, query)),
-            Admission::Query => self.answer(&config, query, b""),
-            Admission::Body if end_of_stream => self.answer(&config, query, b""),
-            Admission::Body => {
-                self.awaiting_body = true;
-                Action::Pause
+        let config = self.config.clone();
+        let path = header(":path");
+        let path_text = path.as_deref().unwrap_or_default();
+        match edge::route(config.as_deref(), path.as_deref()) {
+            Route::Token => self.token_request(config.as_deref(), path_text, end_of_stream),
+            Route::Upstream { gate } => {
+                self.scrub(MapType::HttpRequestHeaders);
+                match (config.as_deref(), gate) {
+                    (Some(config), Some(gate)) => self.gate(config, gate, path_text),
+                    _ => Action::Continue,
+                }
             }
         }
     }
@@ -320,19 +308,17 @@ impl HttpContext for Stream {
         let Some(config) = self.config.clone().filter(|_| self.awaiting_body) else {
             return Action::Continue;
         };
-        if body_size > config.max_body_bytes {
-            let path = self.end_of_pause();
-            return self.send(service::refuse(
-                ErrorCode::BodyTooLarge,
-                service::query_of(&path),
-            ));
-        }
         if !end_of_stream {
-            return Action::Pause; // Envoy buffers until the body is complete
+            let path = header(":path").unwrap_or_default();
+            return match edge::body_so_far(&config, service::query_of(&path), body_size) {
+                Some(refused) => {
+                    self.awaiting_body = false;
+                    self.send(refused)
+                }
+                None => Action::Pause, // Envoy buffers until the body is complete
+            };
         }
-        let path = self.end_of_pause();
-        let body = self.get_http_request_body(0, body_size).unwrap_or_default();
-        self.answer(&config, service::query_of(&path), &body)
+        self.body_complete(&config)
     }
 
     /// Trailers end the request: scrub them like the headers, and finish a
@@ -346,30 +332,44 @@ impl HttpContext for Stream {
         let Some(config) = self.config.clone().filter(|_| self.awaiting_body) else {
             return Action::Continue;
         };
-        let path = self.end_of_pause();
-        let query = service::query_of(&path);
-        // Read one byte past the cap: the host returns at most what it holds.
-        let limit = config.max_body_bytes.saturating_add(1);
-        let body = self.get_http_request_body(0, limit).unwrap_or_default();
-        if body.len() > config.max_body_bytes {
-            return self.send(service::refuse(ErrorCode::BodyTooLarge, query));
-        }
-        self.answer(&config, query, &body)
+        self.body_complete(&config)
     }
 }
 
 impl Stream {
-    /// The collected POST is complete (or refused): the wait ends, and its
-    /// `:path` is read again from Envoy (nothing of it was kept meanwhile).
-    fn end_of_pause(&mut self) -> String {
-        self.awaiting_body = false;
-        header(":path").unwrap_or_default()
+    /// A token request, once its headers are read: answered, or paused for
+    /// its body or its budgets.
+    fn token_request(&mut self, config: Option<&Config>, path: &str, end: bool) -> Action {
+        let query = service::query_of(path);
+        let Some(config) = config else {
+            return self.send(edge::unconfigured(query));
+        };
+        let method = header(":method").unwrap_or_default();
+        let host = WasmHost::of(config);
+        match edge::token_request(config, query, &method, header, &host) {
+            TokenStart::Step(step) => self.drive(config, step),
+            // a POST without a body: answered with an empty one
+            TokenStart::AwaitBody if end => {
+                let step = edge::token_body(config, query, b"", &host);
+                self.drive(config, step)
+            }
+            TokenStart::AwaitBody => {
+                self.awaiting_body = true;
+                Action::Pause
+            }
+        }
     }
 
-    /// Mints (or refuses) at the token endpoint.
-    fn answer(&mut self, config: &Config, query: &str, body: &[u8]) -> Action {
+    /// The collected POST is complete: the wait ends, its `:path` is read
+    /// again from Envoy (nothing of it was kept meanwhile), and its body up
+    /// to one byte past the cap (the host returns at most what it holds).
+    fn body_complete(&mut self, config: &Config) -> Action {
+        self.awaiting_body = false;
+        let path = header(":path").unwrap_or_default();
+        let limit = edge::body_read_limit(config);
+        let body = self.get_http_request_body(0, limit).unwrap_or_default();
         let host = WasmHost::of(config);
-        let step = service::begin(config, query, body, &host);
+        let step = edge::token_body(config, service::query_of(&path), &body, &host);
         self.drive(config, step)
     }
 
@@ -475,60 +475,46 @@ impl Stream {
     /// Removes every header (or trailer) of `map` that the gate reserves
     /// (see [`redeem::is_reserved_header`]); nothing when the gate is off.
     fn scrub(&self, map: MapType) {
-        let Some(gate) = self.config.as_ref().and_then(|c| c.redemption.as_ref()) else {
-            return;
-        };
+        let config = self.config.as_deref();
+        if config.is_none_or(|c| c.redemption.is_none()) {
+            return; // nothing is reserved: no need to read the names
+        }
         // Names only: `get_map` would panic on a value that is not UTF-8.
         let Ok(pairs) = hostcalls::get_map_bytes(map) else {
             return;
         };
         for (name, _) in pairs {
-            if redeem::is_reserved_header(&gate.header_prefix, &name) {
+            if edge::is_reserved(config, &name) {
                 let _ = hostcalls::set_map_value(map, &name, None);
             }
         }
     }
 
-    /// The redemption gate, for requests at its path when it is enabled.
-    fn gate(&mut self, path: &str) -> Action {
-        let Some(config) = self.config.clone() else {
-            return Action::Continue;
-        };
-        let Some(gate) = config
-            .redemption
-            .as_ref()
-            .filter(|g| redeem::applies(g, path))
-        else {
-            return Action::Continue;
-        };
-        match redeem::redeem(&config, gate, path, WasmHost::now_unix()) {
-            Ok(redeemed) => {
-                self.pass(&redeemed);
+    /// The redemption gate, for requests at its path when it is enabled:
+    /// counted, logged, and passed upstream with the licence data (the new
+    /// headers, the path without the token) or answered here.
+    fn gate(&mut self, config: &Config, gate: &Redemption, path: &str) -> Action {
+        let decision = edge::gate(config, gate, path, WasmHost::now_unix());
+        let outcome = decision.outcome();
+        stats::count(decision.counter(), outcome.customer_id.as_ref());
+        self.log_state(outcome);
+        match decision {
+            Gate::Pass(redeemed) => {
+                for (name, value) in &redeemed.headers {
+                    self.add_http_request_header(name, value);
+                }
+                if let Some(new_path) = &redeemed.new_path {
+                    self.set_http_request_header(":path", Some(new_path));
+                }
                 Action::Continue
             }
-            Err(refusal) => {
-                stats::count(Counter::RedemptionsRejected(refusal), None);
-                self.log_state(&Outcome::refused(ErrorCode::InvalidToken));
+            Gate::Refuse { refusal, answer } => {
                 log(
                     LogLevel::Debug,
                     &format!("fpgen: redemption refused: {refusal}"),
                 );
-                self.reply(refusal.response(gate.error_format))
+                self.reply(answer.response)
             }
-        }
-    }
-
-    /// Counts and logs a redeemed token, and hands its licence data
-    /// upstream (the new headers, the path without the token).
-    fn pass(&mut self, redeemed: &Redeemed) {
-        let outcome = &redeemed.outcome;
-        stats::count(Counter::RedemptionsAccepted, outcome.customer_id.as_ref());
-        self.log_state(outcome);
-        for (name, value) in &redeemed.headers {
-            self.add_http_request_header(name, value);
-        }
-        if let Some(new_path) = &redeemed.new_path {
-            self.set_http_request_header(":path", Some(new_path));
         }
     }
 
@@ -540,10 +526,7 @@ impl Stream {
     }
 
     fn reply(&mut self, response: Response) -> Action {
-        let mut headers: Vec<(&str, &str)> = Vec::with_capacity(3 + response.headers.len());
-        headers.push(("content-type", response.content_type));
-        headers.push(("cache-control", "no-store"));
-        headers.extend(response.headers.iter().copied());
+        let headers = response.headers_to_send().collect();
         self.send_http_response(
             u32::from(response.status),
             headers,

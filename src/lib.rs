@@ -5,13 +5,15 @@
 //! [`secret`], [`token`] (the token format and its keys), [`config`],
 //! [`request`] (validation), [`render`], [`fleet`] (fleet budgets: the
 //! rate-limit messages and leases), [`service`] (the token endpoint),
-//! [`redeem`] (the redemption gate) and [`stats`]. The host shell,
-//! `filter`, is the one module that makes host calls. Native only:
+//! [`redeem`] (the redemption gate), [`edge`] (what every host does with
+//! a request, in order) and [`stats`]. The host shell, `filter`, is the
+//! one module that makes host calls; it carries `edge`'s decisions. Native only:
 //! `server` (`fpgen serve`) and `ratelimit` (`fpgen ratelimit`, Envoy's
 //! rate-limit protocol on Redis).
 // No function in src/ over 60 lines (clippy.toml sets the threshold).
 #![deny(clippy::too_many_lines)]
 pub mod config;
+pub mod edge;
 pub mod error;
 pub mod fleet;
 pub mod ids;

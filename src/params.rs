@@ -43,6 +43,11 @@ macro_rules! param_table {
                 match self { $(Self::$variant => $name,)* }
             }
 
+            /// The parameter a wire name names (names are case-sensitive).
+            fn from_name(name: &str) -> Option<Self> {
+                match name { $($name => Some(Self::$variant),)* _ => None }
+            }
+
             /// The code reported when this parameter's value is not valid
             /// (also when it is given more than once).
             pub const fn invalid_code(self) -> ErrorCode {
@@ -91,12 +96,6 @@ param_table! {
 
 const COUNT: usize = Param::ALL.len();
 
-impl Param {
-    fn from_name(name: &str) -> Option<Self> {
-        Self::ALL.iter().copied().find(|p| p.name() == name)
-    }
-}
-
 /// The decoded parameters of one request.
 #[derive(Debug, Default)]
 pub struct Params<'a> {
@@ -120,11 +119,10 @@ impl<'a> Params<'a> {
         let mut params = Self::default();
         // One `name=value` at a time (form decoding splits on `&` only), so
         // that the raw value can be checked for malformed escapes.
-        for pair in query
-            .split(|&b| b == b'&')
-            .chain(body.split(|&b| b == b'&'))
-        {
-            if let Some((name, value)) = form_urlencoded::parse(pair).next() {
+        for pair in pairs(query).chain(pairs(body)) {
+            if let Some((name, value)) = verbatim(pair) {
+                params.add(name, Cow::Borrowed(value), false);
+            } else if let Some((name, value)) = form_urlencoded::parse(pair).next() {
                 let raw_value = pair
                     .iter()
                     .position(|&b| b == b'=')
@@ -161,6 +159,43 @@ impl<'a> Params<'a> {
     pub fn get(&self, param: Param) -> Option<&str> {
         self.values.get(param as usize)?.as_deref()
     }
+}
+
+/// `form`'s `&`-separated pairs, empty ones included (as `split` gives
+/// them).
+fn pairs(form: &[u8]) -> impl Iterator<Item = &[u8]> {
+    let mut ends = memchr::memchr_iter(b'&', form).chain([form.len()]);
+    let mut start = 0;
+    std::iter::from_fn(move || {
+        let end = ends.next()?;
+        let pair = form.get(start..end);
+        start = end + 1;
+        pair
+    })
+}
+
+/// One `name=value` pair (split on `&` already, and on nothing else), form
+/// decoded: `None` for an empty pair. A pair with nothing to decode is
+/// borrowed as it is (see `verbatim`); any other goes through
+/// `form_urlencoded`.
+pub fn decode_pair(pair: &[u8]) -> Option<(Cow<'_, str>, Cow<'_, str>)> {
+    match verbatim(pair) {
+        Some((name, value)) => Some((Cow::Borrowed(name), Cow::Borrowed(value))),
+        None => form_urlencoded::parse(pair).next(),
+    }
+}
+
+/// A non-empty `name=value` pair that decodes to itself (no `%`, no `+`,
+/// valid UTF-8), split as `form_urlencoded` splits it: at the first `=`, or
+/// all name when there is none. Most of a request's pairs are such, and
+/// need neither a copy nor the decoder; every other pair is decoded by
+/// `form_urlencoded`.
+fn verbatim(pair: &[u8]) -> Option<(&str, &str)> {
+    if pair.is_empty() || memchr::memchr2(b'%', b'+', pair).is_some() {
+        return None;
+    }
+    let pair = std::str::from_utf8(pair).ok()?;
+    Some(pair.split_once('=').unwrap_or((pair, "")))
 }
 
 /// Whether `raw` (undecoded form text) holds a `%` that is not followed by
@@ -248,6 +283,43 @@ mod tests {
         }
         let p = Params::parse(b"", b"iv=1&customerAuthenticator=1%2Cab%x");
         assert_eq!(p.malformed, Some(Param::CustomerAuthenticator));
+    }
+
+    /// The fast path reads a pair exactly as the decoder does, and leaves
+    /// every pair it cannot read so to the decoder.
+    #[test]
+    fn verbatim_pairs_read_as_the_decoder_reads_them() {
+        for pair in [
+            &b"iv=00"[..],
+            b"iv",
+            b"iv=",
+            b"=00",
+            b"=",
+            b"a=b=c",
+            b"cookie=\xc3\xa9t\xc3\xa9",
+            b"kid=^abc,~.",
+        ] {
+            let decoded = form_urlencoded::parse(pair).next();
+            let fast = verbatim(pair).map(|(n, v)| (Cow::Borrowed(n), Cow::Borrowed(v)));
+            assert_eq!(fast, decoded, "{pair:?}");
+        }
+        for pair in [
+            &b""[..],
+            b"cookie=a+b",
+            b"iv=%41",
+            b"c%6Fokie=1",
+            b"cookie=\xff",
+        ] {
+            assert_eq!(verbatim(pair), None, "{pair:?}");
+        }
+    }
+
+    #[test]
+    fn pairs_split_as_split_does() {
+        for form in [&b""[..], b"a", b"a&b", b"&", b"a&&b&", b"&a=1&b=%26"] {
+            let want: Vec<&[u8]> = form.split(|&b| b == b'&').collect();
+            assert_eq!(pairs(form).collect::<Vec<_>>(), want, "{form:?}");
+        }
     }
 
     #[test]

@@ -20,6 +20,20 @@ pub struct Response {
     pub headers: Vec<(&'static str, &'static str)>,
 }
 
+impl Response {
+    /// Every header of the reply, in order: its content type, `cache-control:
+    /// no-store` (a licence URL or an error about one is never cached),
+    /// then its own (`allow` on 405). Hosts send exactly these.
+    pub fn headers_to_send(&self) -> impl Iterator<Item = (&'static str, &'static str)> + '_ {
+        [
+            ("content-type", self.content_type),
+            ("cache-control", "no-store"),
+        ]
+        .into_iter()
+        .chain(self.headers.iter().copied())
+    }
+}
+
 /// The 200 answer: the licence URL, CRLF-terminated as `text/uri-list` wants.
 pub fn success(url: String) -> Response {
     let mut body = url;

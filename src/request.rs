@@ -398,6 +398,10 @@ fn parse_time(text: &str, now: i64) -> Option<i64> {
 }
 
 pub fn parse_cookie(text: &str) -> Result<String, ApiError> {
+    // the usual case: short and printable ASCII (bytes are characters)
+    if text.len() <= MAX_COOKIE_CHARS && text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Ok(text.to_owned());
+    }
     let chars = text.chars().count();
     if chars > MAX_COOKIE_CHARS {
         return Err(ApiError::new(

@@ -16,18 +16,17 @@
 
 use crate::config::Config;
 use crate::config::{FleetBudget, RateLimitService};
+use crate::edge::{self, TokenStart};
 use crate::error::ErrorCode;
 use crate::fleet::{self, Failure};
 use crate::ids::CustomerId;
 use crate::render::Response as ApiResponse;
-use crate::service::{
-    self, Admission, Answer, Budget, Host, HostFailure, PendingBudget, Question, Step,
-};
+use crate::service::{self, Answer, Budget, Host, HostFailure, PendingBudget, Question, Step};
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, CACHE_CONTROL, CONTENT_TYPE};
+use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use prost::Message as _;
@@ -491,15 +490,15 @@ async fn answer(
         client,
         budgets: &budgets,
     };
-    let admission = service::admit(req.method().as_str(), header, config.max_body_bytes);
-    let step = match admission {
-        Admission::Refuse(code) => Step::Answer(service::refuse(code, query)),
-        Admission::Query => service::begin(&config, query, b"", &host),
-        Admission::Body => {
-            let body = Limited::new(req.into_body(), config.max_body_bytes).collect();
+    let method = req.method().as_str();
+    let step = match edge::token_request(&config, query, method, header, &host) {
+        TokenStart::Step(step) => step,
+        TokenStart::AwaitBody => {
+            let body = Limited::new(req.into_body(), edge::body_read_limit(&config)).collect();
             match tokio::time::timeout(body_timeout, body).await {
                 Err(_) => return Err(BodyTimedOut),
-                Ok(Ok(body)) => service::begin(&config, query, &body.to_bytes(), &host),
+                Ok(Ok(body)) => edge::token_body(&config, query, &body.to_bytes(), &host),
+                // past the read limit (or a broken body): too large either way
                 Ok(Err(_)) => Step::Answer(service::refuse(ErrorCode::BodyTooLarge, query)),
             }
         }
@@ -509,15 +508,14 @@ async fn answer(
 }
 
 fn to_hyper(api: ApiResponse) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(Bytes::from(api.body)));
+    let mut response = Response::new(Full::default());
     *response.status_mut() =
         StatusCode::from_u16(api.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let headers = response.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static(api.content_type));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    for (name, value) in api.headers {
+    for (name, value) in api.headers_to_send() {
         headers.insert(name, HeaderValue::from_static(value));
     }
+    *response.body_mut() = Full::new(Bytes::from(api.body));
     response
 }
 

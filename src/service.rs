@@ -52,6 +52,13 @@ pub trait Host {
     fn now(&self) -> i64;
     /// Fills `buf` with cryptographically secure random bytes.
     fn fill_random(&self, buf: &mut [u8]) -> Result<(), HostFailure>;
+    /// A fresh random nonce for one token. By default it comes from this
+    /// thread's [`nonces`] pool, which `fill_random` refills
+    /// [`nonces::PER_FILL`] nonces at a time: one system call (or, in
+    /// Wasm, one host call) per that many tokens instead of one each.
+    fn nonce(&self) -> Result<[u8; NONCE_LEN], HostFailure> {
+        nonces::next(|buf| self.fill_random(buf))
+    }
     /// The client's address, as the configuration's `client_address` policy
     /// determines it; `None` when unknown.
     fn client_address(&self) -> Option<IpAddr>;
@@ -63,6 +70,62 @@ pub trait Host {
     /// Gives back the token just taken from `customer`'s budget (the fleet
     /// budget refused the token it was taken for).
     fn give_back_to_budget(&self, customer: &CustomerId);
+}
+
+/// Token nonces drawn from a per-thread pool of random bytes.
+///
+/// A nonce is not secret (every token carries its own in the clear), so a
+/// pool of nonces not yet used is not key material; what matters is that
+/// no nonce is ever handed out twice under one key. Each one is taken
+/// from the pool exactly once and its bytes are zeroed as it leaves, and a
+/// pool is one thread's (a Wasm VM has one thread; Envoy never forks a
+/// running process). A refill that fails leaves the pool empty: the
+/// request gets the host's failure and the next one tries again.
+pub mod nonces {
+    use super::HostFailure;
+    use crate::token::NONCE_LEN;
+    use std::cell::RefCell;
+
+    /// How many nonces one `fill_random` call provides (768 bytes).
+    pub const PER_FILL: usize = 32;
+
+    struct Pool {
+        bytes: [u8; PER_FILL * NONCE_LEN],
+        /// How many of the pool's nonces were handed out.
+        used: usize,
+    }
+
+    thread_local! {
+        static POOL: RefCell<Pool> = const {
+            RefCell::new(Pool { bytes: [0; PER_FILL * NONCE_LEN], used: PER_FILL })
+        };
+    }
+
+    /// The next unused nonce of this thread's pool, refilled with `fill`
+    /// when every nonce in it was used.
+    pub fn next(
+        fill: impl FnOnce(&mut [u8]) -> Result<(), HostFailure>,
+    ) -> Result<[u8; NONCE_LEN], HostFailure> {
+        POOL.with(|pool| {
+            let mut pool = pool
+                .try_borrow_mut()
+                .map_err(|_| HostFailure("the nonce pool is in use"))?;
+            if pool.used >= PER_FILL {
+                fill(&mut pool.bytes)?;
+                pool.used = 0;
+            }
+            let start = pool.used * NONCE_LEN;
+            let taken = pool
+                .bytes
+                .get_mut(start..start + NONCE_LEN)
+                .ok_or(HostFailure("the nonce pool is out of range"))?;
+            let mut nonce = [0u8; NONCE_LEN];
+            nonce.copy_from_slice(taken);
+            taken.fill(0);
+            pool.used += 1;
+            Ok(nonce)
+        })
+    }
 }
 
 /// The host of native programs (the `fpgen` command, `fpgen serve`,
@@ -588,8 +651,7 @@ fn mint_for(
     check_account(customer, host)?;
     let valid = request::validate(params, customer, host.now())?;
     let key = config.sealing_keys.active().ok_or(ErrorCode::Internal)?;
-    let mut nonce = [0u8; NONCE_LEN];
-    host.fill_random(&mut nonce).map_err(internal)?;
+    let nonce = host.nonce().map_err(internal)?;
     let token = token::seal(&valid.licence, key, &nonce)
         .map_err(|_| ApiError::from(ErrorCode::Internal))?;
     let prefix = config.redeem_url.prefix(valid.use_https);
@@ -656,4 +718,46 @@ fn parse_ip(text: &str) -> Option<IpAddr> {
     text.parse::<IpAddr>()
         .ok()
         .or_else(|| text.parse::<SocketAddr>().ok().map(|a| a.ip()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{nonces, HostFailure};
+    use std::cell::Cell;
+
+    /// One fill serves `PER_FILL` tokens, each its own part of the bytes
+    /// drawn; the next token refills.
+    #[test]
+    fn a_fill_serves_its_nonces_once_each() {
+        let fills = Cell::new(0u8);
+        let fill = |buf: &mut [u8]| {
+            fills.set(fills.get() + 1);
+            for (i, b) in buf.iter_mut().enumerate() {
+                *b = (i / 24) as u8 ^ (fills.get() << 6);
+            }
+            Ok(())
+        };
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..=nonces::PER_FILL {
+            assert!(seen.insert(nonces::next(fill).unwrap()));
+        }
+        assert_eq!(fills.get(), 2);
+        assert_eq!(seen.len(), nonces::PER_FILL + 1);
+    }
+
+    /// A failed refill is the request's failure; the pool stays empty, so
+    /// the next request asks again rather than reusing old bytes.
+    #[test]
+    fn a_failed_fill_fails_the_request_and_the_next_one_asks_again() {
+        let failed = nonces::next(|_| Err(HostFailure("no randomness")));
+        assert_eq!(failed, Err(HostFailure("no randomness")));
+        let asked = Cell::new(false);
+        let nonce = nonces::next(|buf| {
+            asked.set(true);
+            buf.fill(7);
+            Ok(())
+        });
+        assert!(asked.get());
+        assert_eq!(nonce, Ok([7; 24]));
+    }
 }

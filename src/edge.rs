@@ -1,0 +1,193 @@
+//! What a host does with a request, in order, decided once for every host
+//! (the proxy-wasm filter, `fpgen serve`, the native module): where a
+//! request goes ([`route`]), which headers a client may not send
+//! ([`is_reserved`]), how a token request starts ([`token_request`]) and
+//! when its body is too large ([`body_so_far`], [`token_body`]), what the
+//! gate answers ([`gate`]), and every header of a reply
+//! ([`Response::headers_to_send`](crate::render::Response::headers_to_send)).
+//! A host only carries these decisions to and from its own API.
+
+use crate::config::{Config, Redemption};
+use crate::error::ErrorCode;
+use crate::redeem::{self, Redeemed, Refusal};
+use crate::service::{self, Admission, Answer, Host, Outcome, Step};
+use crate::stats::Counter;
+
+/// Where a request goes, from its `:path`.
+#[derive(Debug)]
+pub enum Route<'c> {
+    /// The token endpoint: answered here, so nothing of it goes upstream
+    /// (and nothing needs scrubbing).
+    Token,
+    /// Upstream, after every reserved header is removed ([`is_reserved`];
+    /// none when the gate is off); through the gate first when the path is
+    /// the gate's.
+    Upstream { gate: Option<&'c Redemption> },
+}
+
+/// Where a request with `path` goes (a request without one goes upstream,
+/// scrubbed, past the gate).
+pub fn route<'c>(config: Option<&'c Config>, path: Option<&str>) -> Route<'c> {
+    match path {
+        Some(path) if service::is_token_path(path) => Route::Token,
+        Some(path) => Route::Upstream {
+            gate: config
+                .and_then(|c| c.redemption.as_ref())
+                .filter(|g| redeem::applies(g, path)),
+        },
+        None => Route::Upstream { gate: None },
+    }
+}
+
+/// Whether a header (or trailer) `name` must be removed from a request
+/// that goes upstream: licence data is the gate's to send, never a
+/// client's. Always `false` when the gate is off.
+pub fn is_reserved(config: Option<&Config>, name: &str) -> bool {
+    config
+        .and_then(|c| c.redemption.as_ref())
+        .is_some_and(|g| redeem::is_reserved_header(&g.header_prefix, name))
+}
+
+/// How a token request goes on once its headers are read.
+#[derive(Debug)]
+pub enum TokenStart {
+    /// Answered, or waiting for its budgets.
+    Step(Step),
+    /// A POST: collect its body (each piece to [`body_so_far`]), then
+    /// [`token_body`].
+    AwaitBody,
+}
+
+/// The answer to every token request while a host has no configuration
+/// (it was refused, or has not arrived): an internal error (-9500).
+pub fn unconfigured(query: &str) -> Answer {
+    service::refuse(ErrorCode::Internal, query)
+}
+
+/// A token request's start from its method and headers ([`service::admit`]):
+/// refused, answered from its query, or waiting for its body.
+pub fn token_request<S: AsRef<str>>(
+    config: &Config,
+    query: &str,
+    method: &str,
+    header: impl Fn(&str) -> Option<S>,
+    host: &dyn Host,
+) -> TokenStart {
+    match service::admit(method, header, config.max_body_bytes) {
+        Admission::Refuse(code) => TokenStart::Step(Step::Answer(service::refuse(code, query))),
+        Admission::Query => TokenStart::Step(service::begin(config, query, b"", host)),
+        Admission::Body => TokenStart::AwaitBody,
+    }
+}
+
+/// The body collected so far is `size` bytes: the refusal (413) as soon
+/// as that is past the cap, before the rest arrives.
+pub fn body_so_far(config: &Config, query: &str, size: usize) -> Option<Answer> {
+    (size > config.max_body_bytes).then(|| service::refuse(ErrorCode::BodyTooLarge, query))
+}
+
+/// How much of a body a host reads to decide: one byte past the cap, so
+/// that a body past it is seen to be.
+pub fn body_read_limit(config: &Config) -> usize {
+    config.max_body_bytes.saturating_add(1)
+}
+
+/// The token request with its whole body (at most [`body_read_limit`]
+/// bytes of it): refused when past the cap, else its steps.
+pub fn token_body(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Step {
+    match body_so_far(config, query, body.len()) {
+        Some(refused) => Step::Answer(refused),
+        None => service::begin(config, query, body, host),
+    }
+}
+
+/// What the gate decided for a request at its path.
+#[derive(Debug)]
+pub enum Gate {
+    /// Upstream, with the licence data added.
+    Pass(Redeemed),
+    /// Answered here, with why.
+    Refuse { refusal: Refusal, answer: Answer },
+}
+
+impl Gate {
+    /// The counter the decision adds one to (with the customer when known).
+    pub fn counter(&self) -> Counter {
+        match self {
+            Self::Pass(_) => Counter::RedemptionsAccepted,
+            Self::Refuse { refusal, .. } => Counter::RedemptionsRejected(*refusal),
+        }
+    }
+
+    /// What the access log records of it.
+    pub fn outcome(&self) -> &Outcome {
+        match self {
+            Self::Pass(redeemed) => &redeemed.outcome,
+            Self::Refuse { answer, .. } => &answer.outcome,
+        }
+    }
+}
+
+/// The gate's check of the token in `path` at `now` (Unix seconds).
+pub fn gate(config: &Config, gate: &Redemption, path: &str, now: i64) -> Gate {
+    match redeem::redeem(config, gate, path, now) {
+        Ok(redeemed) => Gate::Pass(redeemed),
+        Err(refusal) => Gate::Refuse {
+            refusal,
+            answer: Answer {
+                response: refusal.response(gate.error_format),
+                outcome: Outcome::refused(ErrorCode::InvalidToken),
+            },
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The demo configuration with a body cap of 10 bytes.
+    fn config() -> Config {
+        let demo = include_str!("../tests/fixtures/demo-config.json");
+        let small = demo.replace("\"max_body_bytes\": 8192", "\"max_body_bytes\": 10");
+        Config::from_json(small.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn routes_are_decided_from_the_path() {
+        let c = config();
+        assert!(matches!(
+            route(Some(&c), Some("/hms/fp/token?x")),
+            Route::Token
+        ));
+        assert!(matches!(route(None, Some("/hms/fp/token/")), Route::Token));
+        assert!(matches!(
+            route(Some(&c), Some("/hms/fp/rights/?ExpressPlayToken=x")),
+            Route::Upstream { gate: Some(_) }
+        ));
+        for other in [Some("/other"), None] {
+            assert!(matches!(
+                route(Some(&c), other),
+                Route::Upstream { gate: None }
+            ));
+        }
+        assert!(is_reserved(Some(&c), "X_FPGEN_Content-Key"));
+        assert!(!is_reserved(Some(&c), "x-request-id"));
+        assert!(!is_reserved(None, "x-fpgen-content-key"));
+    }
+
+    #[test]
+    fn bodies_past_the_cap_are_refused_with_413() {
+        let c = config();
+        assert_eq!(body_read_limit(&c), 11);
+        assert!(body_so_far(&c, "", 10).is_none());
+        let refused = body_so_far(&c, "errorFormat=json", 11).map(|a| a.response);
+        assert_eq!(refused.as_ref().map(|r| r.status), Some(413));
+        assert!(refused.is_some_and(|r| r.body.contains("-9413")));
+        let host = crate::service::SystemHost;
+        let Step::Answer(a) = token_body(&c, "", &[b'a'; 11], &host) else {
+            panic!("a refused body needs no budget")
+        };
+        assert_eq!(a.outcome.error, Some(ErrorCode::BodyTooLarge));
+    }
+}

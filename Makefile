@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: native native-test run-native run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -80,6 +80,21 @@ upgrade-module: wasm-target wasm-opt-tool
 run: build venv
 	exec $(ENVOY) -c $(ENVOY_CONFIG) --disable-hot-restart --log-level info
 
+## native: fpgen as an Envoy dynamic module (target/native/release/libfpgen.so), for Envoy 1.40.0 only
+NATIVE_DIR := target/native/release
+NATIVE_SO := $(NATIVE_DIR)/libfpgen.so
+# The test build: the same module with a test-only panic path (tests/e2e_native.rs).
+NATIVE_TEST_SO := target/native-test/release/libfpgen.so
+native:
+	$(CARGO) build --release --lib --features dynamic-module --target-dir target/native
+
+native-test:
+	$(CARGO) build --release --lib --features dynamic-module-test --target-dir target/native-test
+
+## run-native: builds the dynamic module and starts Envoy with it (envoy/native.yaml): the same demo as make run, on 127.0.0.1:10000
+run-native: native venv
+	ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(abspath $(NATIVE_DIR)) exec $(ENVOY) -c envoy/native.yaml --disable-hot-restart --log-level info
+
 ## run-fleet: fleet budgets, runnable: Redis on 127.0.0.1:6399, fpgen ratelimit on 127.0.0.1:8081 (/stats on 8082) and Envoy with envoy/fleet.yaml on 127.0.0.1:10000; all stop together
 run-fleet: build venv redis
 	$(CARGO) build --release --bin fpgen
@@ -90,9 +105,9 @@ run-fleet: build venv redis
 	$(ENVOY) -c envoy/fleet.yaml --disable-hot-restart --log-level info
 
 ## test: every test (unit, native, properties, end-to-end through Envoy with the fresh module), the audit of their Envoy logs for secrets, and the fuzz smoke (10 s per target; the first run installs a nightly toolchain and cargo-fuzz, ~3 min). A non-empty TEST_ARGS runs only those cargo tests.
-test: build upgrade-module venv redis
+test: build upgrade-module native-test venv redis
 	rm -rf target/e2e-logs
-	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) FPGEN_REDIS=$(REDIS_SERVER) $(CARGO) test $(TEST_ARGS)
+	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_NATIVE=$(abspath $(NATIVE_TEST_SO)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) FPGEN_REDIS=$(REDIS_SERVER) $(CARGO) test $(TEST_ARGS)
 	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; \
 	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory check-alerts fuzz-smoke; fi
@@ -125,6 +140,7 @@ lint: wasm-target
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 	$(CARGO) clippy --release --target $(WASM_TARGET) --lib -- -D warnings
+	$(CARGO) clippy --lib --tests --features dynamic-module-test -- -D warnings
 	$(CARGO) clippy --test log_audit -- -D warnings
 	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --no-deps --quiet
 

@@ -28,6 +28,12 @@ fn main() {
         format!("{revision}-{label}")
     };
     println!("cargo:rustc-env=FPGEN_REVISION={build}");
+    // The dynamic module binds every Envoy callback it imports when Envoy
+    // loads it (not at first call): an Envoy that lacks one refuses the
+    // module at load instead of crashing on a request.
+    if std::env::var_os("CARGO_FEATURE_DYNAMIC_MODULE").is_some() {
+        println!("cargo:rustc-cdylib-link-arg=-Wl,-z,now");
+    }
     println!("cargo:rerun-if-env-changed=FPGEN_BUILD_LABEL");
     // A new commit or checkout changes HEAD or its reflog (`logs/HEAD`,
     // which every commit appends to); `--git-path` finds them in a worktree

@@ -33,3 +33,6 @@ pub mod token;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
+
+#[cfg(all(any(feature = "dynamic-module", test), not(target_arch = "wasm32")))]
+mod dynamic_module;

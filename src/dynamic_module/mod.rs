@@ -1,0 +1,505 @@
+//! The native host shell: fpgen as an Envoy dynamic module (the
+//! `envoy.filters.http.dynamic_modules` filter), beside `filter` (the
+//! proxy-wasm shell). It carries [`edge`]'s decisions to and from Envoy
+//! exactly as `filter` does; what differs is only how each is carried:
+//!
+//! - the configuration is the filter's `filter_config` (the same JSON), read
+//!   when Envoy creates the filter configuration (on the main thread; a
+//!   configuration Envoy cannot use is refused there, with its problems
+//!   logged), shared by every worker;
+//! - counters carry labels (`customer`, `code`, `reason`), so Prometheus
+//!   gets them as tags with no tag-extraction rules;
+//! - token budgets are one process-wide table ([`budgets`]): exact across
+//!   workers, and kept across configuration updates as long as the module
+//!   stays loaded (`do_not_close: true`, as `envoy/native.yaml` sets);
+//! - `{"env": …}` secrets are read from Envoy's own environment;
+//! - fleet budgets (a `rate_limit_service`) are refused at load: the ABI's
+//!   HTTP callouts cannot yet carry the rate-limit service's gRPC call here.
+//!
+//! Every `unsafe` item (the ABI's declarations and the exported hooks) is in
+//! [`abi`]; this module is safe Rust.
+
+// Without the feature (the library's unit tests), the safe shell is
+// compiled and tested against a fake Envoy; only `abi` needs Envoy.
+#![cfg_attr(
+    not(feature = "dynamic-module"),
+    allow(
+        dead_code,
+        reason = "used by abi, which needs the dynamic-module feature"
+    )
+)]
+
+#[cfg(feature = "dynamic-module")]
+mod abi;
+pub(crate) mod budgets;
+
+use crate::config::Config;
+use crate::edge::{self, Gate, Route, TokenStart};
+use crate::ids::CustomerId;
+use crate::render::Response;
+use crate::service::{self, Answer, Budget, Host, HostFailure, Outcome, Question, Step};
+use crate::stats::Counter;
+use std::io::Read;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// Refuses any Envoy but 1.40 (ABI `v0.2.0`), from its executable: Envoy
+/// only warns when a module names another ABI version, and a callback
+/// whose signature changed would corrupt memory silently. Envoy's
+/// executable carries its version (`1.40.<patch>`) and the ABI version it
+/// expects as NUL-terminated strings; both must be there. Read in pieces
+/// (the executable is some 100 MiB), once, when Envoy loads the module.
+pub(crate) fn check_envoy(exe: impl Read) -> Result<(), String> {
+    check_envoy_in_pieces(exe, 1 << 20)
+}
+
+fn check_envoy_in_pieces(mut exe: impl Read, piece: usize) -> Result<(), String> {
+    // pieces overlap by more than the longest string looked for
+    const OVERLAP: usize = 16;
+    let (mut version, mut abi) = (false, false);
+    let mut buf = vec![0u8; piece + OVERLAP];
+    let mut kept = 0;
+    loop {
+        let read = exe
+            .read(buf.get_mut(kept..).unwrap_or_default())
+            .map_err(|e| format!("cannot read Envoy's executable to check its version: {e}"))?;
+        if read == 0 {
+            break;
+        }
+        let window = buf.get(..kept + read).unwrap_or_default();
+        abi = abi || memchr::memmem::find(window, b"\0v0.2.0\0").is_some();
+        version = version || is_envoy_1_40(window);
+        let keep_from = window.len().saturating_sub(OVERLAP);
+        kept = window.len() - keep_from;
+        buf.copy_within(keep_from..keep_from + kept, 0);
+    }
+    match (version, abi) {
+        (true, true) => Ok(()),
+        (false, _) => Err(
+            "this Envoy is not 1.40.x: fpgen's dynamic module is built for \
+                           Envoy 1.40 (ABI v0.2.0) only"
+                .to_owned(),
+        ),
+        (true, false) => Err("this Envoy 1.40 does not carry ABI v0.2.0".to_owned()),
+    }
+}
+
+/// Whether `bytes` hold Envoy's version string of a 1.40 release
+/// (`\01.40.<digits>\0`).
+fn is_envoy_1_40(bytes: &[u8]) -> bool {
+    memchr::memmem::find_iter(bytes, b"\x001.40.").any(|at| {
+        let rest = bytes.get(at + 6..).unwrap_or_default();
+        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+        digits > 0 && rest.get(digits) == Some(&0)
+    })
+}
+
+/// Which header map a call reads or changes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Map {
+    RequestHeaders,
+    RequestTrailers,
+}
+
+/// Envoy's log levels, as fpgen uses them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Level {
+    Debug,
+    Info,
+    Warn,
+    Error,
+}
+
+/// The counters fpgen defines, each with its label names.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Metric {
+    /// `fpgen.tokens_minted{customer}`
+    TokensMinted,
+    /// `fpgen.rejected{customer, code}` (customer empty when unknown)
+    Rejected,
+    /// `fpgen.redemptions_accepted{customer}`
+    RedemptionsAccepted,
+    /// `fpgen.redemptions_rejected{reason}`
+    RedemptionsRejected,
+    /// `fpgen.panics`: hooks that panicked (and answered 500)
+    Panics,
+}
+
+impl Metric {
+    pub(crate) const ALL: [Self; 5] = [
+        Self::TokensMinted,
+        Self::Rejected,
+        Self::RedemptionsAccepted,
+        Self::RedemptionsRejected,
+        Self::Panics,
+    ];
+
+    /// The counter's name and its label names.
+    pub(crate) const fn name_and_labels(self) -> (&'static str, &'static [&'static str]) {
+        match self {
+            Self::TokensMinted => ("fpgen.tokens_minted", &["customer"]),
+            Self::Rejected => ("fpgen.rejected", &["customer", "code"]),
+            Self::RedemptionsAccepted => ("fpgen.redemptions_accepted", &["customer"]),
+            Self::RedemptionsRejected => ("fpgen.redemptions_rejected", &["reason"]),
+            Self::Panics => ("fpgen.panics", &[]),
+        }
+    }
+}
+
+/// A counter of fpgen's core as a labelled metric: which one, and its label
+/// values (in the order of [`Metric::name_and_labels`]).
+fn metric_of(counter: Counter, customer: Option<&CustomerId>) -> Option<(Metric, Vec<String>)> {
+    let id = || customer.map_or_else(String::new, |c| c.as_str().to_owned());
+    match counter {
+        Counter::TokensMinted => Some((Metric::TokensMinted, vec![id()])),
+        Counter::Rejected(code) => Some((
+            Metric::Rejected,
+            vec![id(), code.code().unsigned_abs().to_string()],
+        )),
+        Counter::RedemptionsAccepted => Some((Metric::RedemptionsAccepted, vec![id()])),
+        Counter::RedemptionsRejected(reason) => Some((
+            Metric::RedemptionsRejected,
+            vec![reason.stat_name().to_owned()],
+        )),
+        // fleet budgets are refused at load
+        Counter::FleetBudgetFailed(_) | Counter::FleetTokenCalls | Counter::FleetLeaseCalls => None,
+    }
+}
+
+/// One stream's view of Envoy: what the shell asks of it. Implemented in
+/// [`abi`] over the stream's pointer, and by a fake in the tests.
+pub(crate) trait Envoy {
+    /// A request header's value (every value of the name joined with `,`;
+    /// bytes that are not UTF-8 replaced).
+    fn header(&self, name: &str) -> Option<String>;
+    /// The names in `map`.
+    fn header_names(&self, map: Map) -> Vec<String>;
+    /// Removes every value of `name` from `map`.
+    fn remove_header(&self, map: Map, name: &str);
+    /// Adds a request header.
+    fn add_header(&self, name: &str, value: &str);
+    /// Replaces a request header (`:path`).
+    fn set_header(&self, name: &str, value: &str);
+    /// The request body Envoy has buffered, at most `limit` bytes of it.
+    fn body(&self, limit: usize) -> Vec<u8>;
+    /// How many bytes of request body Envoy has buffered.
+    fn body_size(&self) -> usize;
+    /// Answers the request here.
+    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]);
+    /// Adds one to a counter.
+    fn count(&self, metric: Metric, labels: &[&str]);
+    /// Sets the access-log filter state (`%FILTER_STATE(fpgen:PLAIN)%`).
+    fn set_log_state(&self, value: &str);
+    /// The downstream peer's address (`ip:port`), as Envoy has it.
+    fn source_address(&self) -> Option<String>;
+    /// Logs a line at `level`.
+    fn log(&self, level: Level, message: &str);
+}
+
+/// What a request hook tells Envoy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Next {
+    /// Go on with the request (upstream).
+    Continue,
+    /// Stop: answered here, or waiting for the body.
+    Stop,
+}
+
+/// One filter configuration: fpgen's configuration, shared by every
+/// worker's streams.
+pub(crate) struct FilterConfig {
+    config: Arc<Config>,
+}
+
+impl FilterConfig {
+    /// Reads `filter_config` (fpgen's JSON). Refused, with every problem
+    /// (never a secret), when it is not a configuration this module can
+    /// serve.
+    pub(crate) fn new(json: &[u8]) -> Result<Self, String> {
+        let config = Config::from_json(json).map_err(|e| e.to_string())?;
+        if config.rate_limit_service.is_some()
+            || config.customers.values().any(|c| c.fleet_budget.is_some())
+        {
+            return Err(
+                "rate_limit_service, fleet_budget: fleet budgets need the proxy-wasm \
+                        module (the dynamic module cannot call the rate-limit service yet)"
+                    .to_owned(),
+            );
+        }
+        for customer in config
+            .customers
+            .values()
+            .filter(|c| c.token_budget.is_some())
+        {
+            budgets::init(&customer.id);
+        }
+        Ok(Self {
+            config: Arc::new(config),
+        })
+    }
+
+    /// The log line of a configuration read.
+    pub(crate) fn summary(&self) -> String {
+        format!(
+            "fpgen {}: configured: {}",
+            crate::stats::VERSION_BUILD,
+            self.config.summary()
+        )
+    }
+
+    pub(crate) fn stream(&self) -> Stream {
+        Stream {
+            config: Arc::clone(&self.config),
+            awaiting_body: false,
+        }
+    }
+}
+
+/// One request's state.
+pub(crate) struct Stream {
+    config: Arc<Config>,
+    /// A token POST whose body is being collected.
+    awaiting_body: bool,
+}
+
+impl Stream {
+    /// The request's headers: the route, the scrub, the gate or the token
+    /// endpoint.
+    pub(crate) fn on_request_headers(&mut self, envoy: &dyn Envoy, end_of_stream: bool) -> Next {
+        let config = Arc::clone(&self.config);
+        let path = envoy.header(":path");
+        let path_text = path.as_deref().unwrap_or_default();
+        #[cfg(feature = "dynamic-module-test")]
+        test_hooks::maybe_panic(path_text);
+        match edge::route(Some(&config), path.as_deref()) {
+            Route::Token => self.token_request(envoy, &config, path_text, end_of_stream),
+            Route::Upstream { gate } => {
+                scrub(envoy, &config, Map::RequestHeaders);
+                match gate {
+                    Some(gate) => {
+                        let decision = edge::gate(&config, gate, path_text, now());
+                        pass_or_refuse(envoy, decision)
+                    }
+                    None => Next::Continue,
+                }
+            }
+        }
+    }
+
+    /// A piece of the request body (Envoy buffers it while this stops).
+    pub(crate) fn on_request_body(&mut self, envoy: &dyn Envoy, end_of_stream: bool) -> Next {
+        if !self.awaiting_body {
+            return Next::Continue;
+        }
+        let config = Arc::clone(&self.config);
+        if end_of_stream {
+            return self.body_complete(envoy, &config);
+        }
+        let path = envoy.header(":path").unwrap_or_default();
+        match edge::body_so_far(&config, service::query_of(&path), envoy.body_size()) {
+            Some(refused) => {
+                self.awaiting_body = false;
+                send(envoy, refused)
+            }
+            None => Next::Stop,
+        }
+    }
+
+    /// Trailers end the request: scrubbed like the headers; a POST whose
+    /// body was being collected is answered.
+    pub(crate) fn on_request_trailers(&mut self, envoy: &dyn Envoy) -> Next {
+        let config = Arc::clone(&self.config);
+        scrub(envoy, &config, Map::RequestTrailers);
+        if !self.awaiting_body {
+            return Next::Continue;
+        }
+        self.body_complete(envoy, &config)
+    }
+
+    fn token_request(&mut self, envoy: &dyn Envoy, config: &Config, path: &str, end: bool) -> Next {
+        let query = service::query_of(path);
+        let method = envoy.header(":method").unwrap_or_default();
+        let host = NativeHost::of(envoy, config);
+        match edge::token_request(config, query, &method, |name| envoy.header(name), &host) {
+            TokenStart::Step(step) => send(envoy, answer(step, &host)),
+            TokenStart::AwaitBody if end => {
+                let step = edge::token_body(config, query, b"", &host);
+                send(envoy, answer(step, &host))
+            }
+            TokenStart::AwaitBody => {
+                self.awaiting_body = true;
+                Next::Stop
+            }
+        }
+    }
+
+    fn body_complete(&mut self, envoy: &dyn Envoy, config: &Config) -> Next {
+        self.awaiting_body = false;
+        let path = envoy.header(":path").unwrap_or_default();
+        let body = envoy.body(edge::body_read_limit(config));
+        let host = NativeHost::of(envoy, config);
+        let step = edge::token_body(config, service::query_of(&path), &body, &host);
+        send(envoy, answer(step, &host))
+    }
+}
+
+/// A token request's answer: its local budget asked of [`budgets`] (fleet
+/// budgets are refused at load, so a fleet question cannot come; were one
+/// to, it fails as internal rather than mint uncounted).
+fn answer(step: Step, host: &NativeHost<'_>) -> Answer {
+    let mut step = step;
+    loop {
+        match step {
+            Step::Answer(answer) => return answer,
+            Step::Budget(pending) => {
+                let taken = match pending.question() {
+                    Question::Local(budget) => budgets::take(pending.customer(), budget),
+                    Question::Fleet(_) => Err(HostFailure("no rate-limit service in this module")),
+                };
+                step = pending.continue_with(taken, host);
+            }
+        }
+    }
+}
+
+/// Counts, logs and sends a token-endpoint answer.
+fn send(envoy: &dyn Envoy, answer: Answer) -> Next {
+    count(
+        envoy,
+        answer.outcome.counter(),
+        answer.outcome.customer_id.as_ref(),
+    );
+    if let Some(code) = answer.outcome.error {
+        envoy.log(
+            Level::Debug,
+            &format!("fpgen: rejected with {}", code.code()),
+        );
+    }
+    envoy.set_log_state(&answer.outcome.log_fields());
+    reply(envoy, &answer.response)
+}
+
+/// The gate's decision, counted and logged: upstream with the licence data,
+/// or answered here.
+fn pass_or_refuse(envoy: &dyn Envoy, decision: Gate) -> Next {
+    let outcome: &Outcome = decision.outcome();
+    count(envoy, decision.counter(), outcome.customer_id.as_ref());
+    envoy.set_log_state(&outcome.log_fields());
+    match decision {
+        Gate::Pass(redeemed) => {
+            for (name, value) in &redeemed.headers {
+                envoy.add_header(name, value);
+            }
+            if let Some(new_path) = &redeemed.new_path {
+                envoy.set_header(":path", new_path);
+            }
+            Next::Continue
+        }
+        Gate::Refuse { refusal, answer } => {
+            envoy.log(
+                Level::Debug,
+                &format!("fpgen: redemption refused: {refusal}"),
+            );
+            reply(envoy, &answer.response)
+        }
+    }
+}
+
+fn reply(envoy: &dyn Envoy, response: &Response) -> Next {
+    let headers: Vec<_> = response.headers_to_send().collect();
+    envoy.send_response(response.status, &headers, response.body.as_bytes());
+    Next::Stop
+}
+
+/// Removes every reserved header (or trailer) of `map`.
+fn scrub(envoy: &dyn Envoy, config: &Config, map: Map) {
+    if config.redemption.is_none() {
+        return; // nothing is reserved: no need to read the names
+    }
+    for name in envoy.header_names(map) {
+        if edge::is_reserved(Some(config), &name) {
+            envoy.remove_header(map, &name);
+        }
+    }
+}
+
+fn count(envoy: &dyn Envoy, counter: Counter, customer: Option<&CustomerId>) {
+    if let Some((metric, labels)) = metric_of(counter, customer) {
+        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
+        envoy.count(metric, &labels);
+    }
+}
+
+/// The answer to a request whose hook panicked: 500 with fpgen's internal
+/// error (-9500), as HTML (nothing of the request is trusted any more).
+pub(crate) fn panicked(envoy: &dyn Envoy) {
+    envoy.count(Metric::Panics, &[]);
+    envoy.log(
+        Level::Error,
+        "fpgen: a hook panicked; the request was answered 500 (-9500)",
+    );
+    let _ = reply(envoy, &edge::unconfigured("").response);
+}
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+/// The host, as the pure core sees it, for one request.
+struct NativeHost<'a> {
+    envoy: &'a dyn Envoy,
+    config: &'a Config,
+}
+
+impl<'a> NativeHost<'a> {
+    fn of(envoy: &'a dyn Envoy, config: &'a Config) -> Self {
+        Self { envoy, config }
+    }
+}
+
+impl Host for NativeHost<'_> {
+    fn now(&self) -> i64 {
+        now()
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) -> Result<(), HostFailure> {
+        getrandom::fill(buf).map_err(|_| HostFailure("no randomness from the operating system"))
+    }
+
+    fn client_address(&self) -> Option<IpAddr> {
+        let policy = &self.config.client_address;
+        let source = self.envoy.source_address();
+        let xff = if policy.use_x_forwarded_for {
+            self.envoy.header("x-forwarded-for")
+        } else {
+            None
+        };
+        service::client_address(policy, source.as_deref(), xff.as_deref())
+    }
+
+    fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
+        budgets::take(customer, budget)
+    }
+
+    fn give_back_to_budget(&self, customer: &CustomerId) {
+        budgets::give_back(customer);
+    }
+}
+
+/// Test builds only (`--features dynamic-module-test`): a path that
+/// panics inside a request hook, so that a test can prove a panic answers
+/// 500 and leaves Envoy serving.
+#[cfg(feature = "dynamic-module-test")]
+mod test_hooks {
+    /// The path that panics.
+    pub const PANIC_PATH: &str = "/fpgen-test/panic";
+
+    #[allow(clippy::panic, reason = "the test-only panic this feature exists for")]
+    pub fn maybe_panic(path: &str) {
+        if path == PANIC_PATH {
+            panic!("fpgen test hook: a panic on {PANIC_PATH}");
+        }
+    }
+}

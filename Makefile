@@ -91,6 +91,13 @@ native:
 native-test:
 	$(CARGO) build --release --lib --features dynamic-module-test --target-dir target/native-test
 
+# The end-to-end suites that apply to both modules, run against the native
+# one by make test (FPGEN_MODULE=native). Not here: e2e_fleet (the native
+# module refuses fleet budgets), e2e_ecds (its ECDS resource is the Wasm
+# filter's), e2e_deploy, e2e_limits and e2e_dashboard (they run the shipped
+# files, whatever the harness's module), e2e_ratelimit (the service alone).
+NATIVE_SUITES := e2e_token_api e2e_redemption e2e_edge e2e_hostile e2e_accounts e2e_operations e2e_admission e2e_reload harness_smoke
+
 ## run-native: builds the dynamic module and starts Envoy with it (envoy/native.yaml): the same demo as make run, on 127.0.0.1:10000
 run-native: native venv
 	ENVOY_DYNAMIC_MODULES_SEARCH_PATH=$(abspath $(NATIVE_DIR)) exec $(ENVOY) -c envoy/native.yaml --disable-hot-restart --log-level info
@@ -108,6 +115,9 @@ run-fleet: build venv redis
 test: build upgrade-module native-test venv redis
 	rm -rf target/e2e-logs
 	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_NATIVE=$(abspath $(NATIVE_TEST_SO)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) FPGEN_REDIS=$(REDIS_SERVER) $(CARGO) test $(TEST_ARGS)
+	@if [ -z "$(TEST_ARGS)" ]; then echo "make test: the suites both modules share, again with the native module (FPGEN_MODULE=native)"; \
+	FPGEN_MODULE=native FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_NATIVE=$(abspath $(NATIVE_TEST_SO)) FPGEN_REDIS=$(REDIS_SERVER) \
+		$(CARGO) test $(NATIVE_SUITES:%=--test %); fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; \
 	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory check-alerts fuzz-smoke; fi

@@ -92,6 +92,7 @@ fn every_envoy_configuration_validates() {
         "envoy/gate.yaml",
         "envoy/dynamic/bootstrap.yaml",
         "envoy/ecds/bootstrap.yaml",
+        "envoy/native.yaml",
     ] {
         assert!(
             names.iter().any(|n| n == expected),
@@ -104,6 +105,11 @@ fn every_envoy_configuration_validates() {
             .args(["--mode", "validate", "--disable-hot-restart", "-c"])
             .arg(&path)
             .envs(common::SHIPPED_ENV)
+            // envoy/native.yaml's module: the test build, as lib<name>.so
+            .env(
+                "ENVOY_DYNAMIC_MODULES_SEARCH_PATH",
+                common::Module::Native.path().parent().unwrap(),
+            )
             .current_dir(root())
             .output()
             .unwrap();
@@ -175,6 +181,7 @@ fn maps_with<'v>(v: &'v serde_yaml_ng::Value, key: &str, out: &mut Vec<&'v serde
 fn every_shipped_configuration_carries_the_edge_limits() {
     let files = [
         ("envoy/envoy.yaml", true),
+        ("envoy/native.yaml", true),
         ("envoy/fleet.yaml", true),
         ("envoy/gate.yaml", true),
         ("envoy/two-environments.yaml", true),

@@ -105,7 +105,9 @@ fn the_module_reports_its_version_and_build_in_stats() {
     let name = format!("wasmcustom.fpgen.build.{VERSION}.{BUILD}");
     assert_eq!(envoy.stat(&name), Some(1), "no {name} in /stats");
     let prometheus = envoy.admin_get("/stats/prometheus").text();
-    let sample = format!("fpgen_build{{fpgen_version=\"{VERSION}\",fpgen_build=\"{BUILD}\"}} 1");
+    let sample = envoy.module.prometheus_line(&format!(
+        "fpgen_build{{fpgen_version=\"{VERSION}\",fpgen_build=\"{BUILD}\"}} 1"
+    ));
     assert!(
         prometheus.lines().any(|line| line == sample),
         "no {sample:?} in\n{}",
@@ -151,12 +153,25 @@ fn configuration_mistakes_in_envoy_are_rejected_without_echoing_key_material() {
     }
     let r = envoy.get(&format!("/hms/fp/token?{}", fpgen_fixtures::query("")));
     assert_eq!(r.status, 200, "the old listener no longer mints");
-    let log = format!("{}{}", envoy.envoy_log(), envoy.access_log());
-    let refusals = log
-        .lines()
-        .filter(|l| l.contains("invalid fpgen configuration: "))
-        .count();
-    assert!(refusals >= mistakes.len(), "{}", common::tail(&log, 60));
+    // Envoy flushes its log every 50 ms: the last refusals may still be on
+    // their way when the last rejection shows in the stats
+    let refusals_in = |log: &str| {
+        log.lines()
+            .filter(|l| l.contains("invalid fpgen configuration: "))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut log = envoy.envoy_log();
+    while refusals_in(&log) < mistakes.len() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        log = envoy.envoy_log();
+    }
+    let log = format!("{log}{}", envoy.access_log());
+    assert!(
+        refusals_in(&log) >= mistakes.len(),
+        "{}",
+        common::tail(&log, 60)
+    );
     for (what, json) in &mistakes {
         if let Some(hex) = fpgen_fixtures::leaked_hex(json, &log) {
             let line = log.lines().find(|l| l.to_ascii_lowercase().contains(&hex));

@@ -189,6 +189,25 @@ extern "C" {
         label_names_count: usize,
         id: *mut usize,
     ) -> u32;
+    /// Checked against Envoy 1.40.0: `metrics_result (config, name,
+    /// module_buffer* label_names, size_t count, size_t* id)`; only inside
+    /// `on_http_filter_config_new`.
+    fn envoy_dynamic_module_callback_http_filter_config_define_gauge(
+        config: *mut c_void,
+        name: ModuleBuffer,
+        label_names: *const ModuleBuffer,
+        label_names_count: usize,
+        id: *mut usize,
+    ) -> u32;
+    /// Checked against Envoy 1.40.0: `metrics_result (config, size_t id,
+    /// module_buffer* label_values, size_t count, uint64_t value)`.
+    fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
+        config: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_count: usize,
+        value: u64,
+    ) -> u32;
     /// Checked against Envoy 1.40.0: `metrics_result (filter, size_t id,
     /// module_buffer* label_values, size_t count, uint64_t value)`.
     fn envoy_dynamic_module_callback_http_filter_increment_counter(
@@ -292,6 +311,42 @@ impl Counters {
             }
         }
         Self(ids)
+    }
+
+    /// Sets the build gauge, `fpgen.build{fpgen_version, fpgen_build}`, to 1: which
+    /// module runs, as the Wasm module's `fpgen.build.<version>.<build>`.
+    ///
+    /// SAFETY: as for [`Counters::define`].
+    unsafe fn set_build_gauge(config_envoy: *mut c_void) {
+        let names = [
+            ModuleBuffer::of(b"fpgen_version"),
+            ModuleBuffer::of(b"fpgen_build"),
+        ];
+        let values = [
+            ModuleBuffer::of(crate::stats::VERSION.as_bytes()),
+            ModuleBuffer::of(crate::stats::BUILD.as_bytes()),
+        ];
+        let mut id = 0usize;
+        // SAFETY: the buffers live for the calls; `id` is a valid place;
+        // the pointer is this config_new's.
+        unsafe {
+            let defined = envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                config_envoy,
+                ModuleBuffer::of(b"fpgen.build"),
+                names.as_ptr(),
+                names.len(),
+                &mut id,
+            );
+            if defined == METRICS_SUCCESS {
+                envoy_dynamic_module_callback_http_filter_config_set_gauge(
+                    config_envoy,
+                    id,
+                    values.as_ptr(),
+                    values.len(),
+                    1,
+                );
+            }
+        }
     }
 
     fn id(&self, metric: Metric) -> usize {
@@ -643,6 +698,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 log(Level::Info, &filter.summary());
                 // SAFETY: the pointer is this config_new's.
                 let counters = unsafe { Counters::define(config_envoy) };
+                // SAFETY: the same.
+                unsafe { Counters::set_build_gauge(config_envoy) };
                 let native = Box::new(NativeConfig { filter, counters });
                 Box::into_raw(native).cast_const().cast::<c_void>()
             }

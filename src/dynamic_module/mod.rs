@@ -7,8 +7,10 @@
 //!   when Envoy creates the filter configuration (on the main thread; a
 //!   configuration Envoy cannot use is refused there, with its problems
 //!   logged), shared by every worker;
-//! - counters carry labels (`customer`, `code`, `reason`), so Prometheus
-//!   gets them as tags with no tag-extraction rules;
+//! - counters carry labels named as the Wasm module's tag rules name its
+//!   tags (`fpgen_customer`, `fpgen_code`, `fpgen_reason`; the build gauge
+//!   `fpgen_version`, `fpgen_build`), so Prometheus gets the same labels
+//!   with no tag-extraction rules, under `envoy_dynamicmodulescustom_fpgen_*`;
 //! - token budgets are one process-wide table ([`budgets`]): exact across
 //!   workers, and kept across configuration updates as long as the module
 //!   stays loaded (`do_not_close: true`, as `envoy/native.yaml` sets);
@@ -113,13 +115,14 @@ pub(crate) enum Level {
 /// The counters fpgen defines, each with its label names.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Metric {
-    /// `fpgen.tokens_minted{customer}`
+    /// `fpgen.tokens_minted{fpgen_customer}`
     TokensMinted,
-    /// `fpgen.rejected{customer, code}` (customer empty when unknown)
+    /// `fpgen.rejected{fpgen_customer, fpgen_code}` (customer empty when
+    /// unknown)
     Rejected,
-    /// `fpgen.redemptions_accepted{customer}`
+    /// `fpgen.redemptions_accepted{fpgen_customer}`
     RedemptionsAccepted,
-    /// `fpgen.redemptions_rejected{reason}`
+    /// `fpgen.redemptions_rejected{fpgen_reason}`
     RedemptionsRejected,
     /// `fpgen.panics`: hooks that panicked (and answered 500)
     Panics,
@@ -137,10 +140,10 @@ impl Metric {
     /// The counter's name and its label names.
     pub(crate) const fn name_and_labels(self) -> (&'static str, &'static [&'static str]) {
         match self {
-            Self::TokensMinted => ("fpgen.tokens_minted", &["customer"]),
-            Self::Rejected => ("fpgen.rejected", &["customer", "code"]),
-            Self::RedemptionsAccepted => ("fpgen.redemptions_accepted", &["customer"]),
-            Self::RedemptionsRejected => ("fpgen.redemptions_rejected", &["reason"]),
+            Self::TokensMinted => ("fpgen.tokens_minted", &["fpgen_customer"]),
+            Self::Rejected => ("fpgen.rejected", &["fpgen_customer", "fpgen_code"]),
+            Self::RedemptionsAccepted => ("fpgen.redemptions_accepted", &["fpgen_customer"]),
+            Self::RedemptionsRejected => ("fpgen.redemptions_rejected", &["fpgen_reason"]),
             Self::Panics => ("fpgen.panics", &[]),
         }
     }
@@ -500,6 +503,270 @@ mod test_hooks {
     pub fn maybe_panic(path: &str) {
         if path == PANIC_PATH {
             panic!("fpgen test hook: a panic on {PANIC_PATH}");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    const DEMO: &str = include_str!("../../tests/fixtures/demo-config.json");
+    const MINT: &str =
+        "/hms/fp/token?customerAuthenticator=100001,0123456789abcdef0123456789abcdef\
+        &contentKey=000102030405060708090a0b0c0d0e0f&iv=0f0e0d0c0b0a09080706050403020100";
+
+    /// A reply: status, headers, body.
+    type Sent = (u16, Vec<(String, String)>, String);
+
+    /// What the shell did to one request, as Envoy would have seen it.
+    #[derive(Default)]
+    struct Fake {
+        headers: RefCell<Vec<(String, String)>>,
+        trailers: RefCell<Vec<(String, String)>>,
+        body: Vec<u8>,
+        sent: RefCell<Option<Sent>>,
+        counted: RefCell<Vec<(Metric, Vec<String>)>>,
+        log_state: RefCell<Option<String>>,
+    }
+
+    impl Fake {
+        fn request(headers: &[(&str, &str)]) -> Self {
+            let headers = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+            Self {
+                headers: RefCell::new(headers.collect()),
+                ..Self::default()
+            }
+        }
+
+        fn map(&self, map: Map) -> &RefCell<Vec<(String, String)>> {
+            match map {
+                Map::RequestHeaders => &self.headers,
+                Map::RequestTrailers => &self.trailers,
+            }
+        }
+
+        fn status(&self) -> Option<u16> {
+            self.sent.borrow().as_ref().map(|s| s.0)
+        }
+    }
+
+    impl Envoy for Fake {
+        fn header(&self, name: &str) -> Option<String> {
+            let h = self.headers.borrow();
+            let values: Vec<&str> = h
+                .iter()
+                .filter(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .collect();
+            (!values.is_empty()).then(|| values.join(","))
+        }
+        fn header_names(&self, map: Map) -> Vec<String> {
+            self.map(map)
+                .borrow()
+                .iter()
+                .map(|(k, _)| k.clone())
+                .collect()
+        }
+        fn remove_header(&self, map: Map, name: &str) {
+            self.map(map).borrow_mut().retain(|(k, _)| k != name);
+        }
+        fn add_header(&self, name: &str, value: &str) {
+            self.headers
+                .borrow_mut()
+                .push((name.to_owned(), value.to_owned()));
+        }
+        fn set_header(&self, name: &str, value: &str) {
+            self.remove_header(Map::RequestHeaders, name);
+            self.add_header(name, value);
+        }
+        fn body(&self, limit: usize) -> Vec<u8> {
+            self.body.iter().copied().take(limit).collect()
+        }
+        fn body_size(&self) -> usize {
+            self.body.len()
+        }
+        fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
+            let headers = headers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+            let body = String::from_utf8_lossy(body).into_owned();
+            *self.sent.borrow_mut() = Some((status, headers.collect(), body));
+        }
+        fn count(&self, metric: Metric, labels: &[&str]) {
+            let labels = labels.iter().map(|l| (*l).to_owned()).collect();
+            self.counted.borrow_mut().push((metric, labels));
+        }
+        fn set_log_state(&self, value: &str) {
+            *self.log_state.borrow_mut() = Some(value.to_owned());
+        }
+        fn source_address(&self) -> Option<String> {
+            Some("192.0.2.10:5555".to_owned())
+        }
+        fn log(&self, _: Level, _: &str) {}
+    }
+
+    fn stream() -> Stream {
+        FilterConfig::new(DEMO.as_bytes())
+            .unwrap_or_else(|e| panic!("{e}"))
+            .stream()
+    }
+
+    #[test]
+    fn a_get_is_minted_counted_and_logged() {
+        let envoy = Fake::request(&[(":path", MINT), (":method", "GET")]);
+        assert_eq!(stream().on_request_headers(&envoy, true), Next::Stop);
+        let sent = envoy.sent.borrow();
+        let (status, headers, body) = sent.as_ref().unwrap();
+        assert_eq!(*status, 200);
+        assert!(headers.contains(&("cache-control".to_owned(), "no-store".to_owned())));
+        assert!(body.contains("ExpressPlayToken="), "{body}");
+        let counted = envoy.counted.borrow();
+        assert_eq!(
+            *counted,
+            vec![(Metric::TokensMinted, vec!["100001".to_owned()])]
+        );
+        assert!(envoy
+            .log_state
+            .borrow()
+            .as_deref()
+            .unwrap()
+            .starts_with("code=0 customer=100001"));
+    }
+
+    #[test]
+    fn a_post_waits_for_its_body_and_a_body_past_the_cap_is_413() {
+        let headers = [(":path", "/hms/fp/token"), (":method", "POST")];
+        let query = MINT.split_once('?').unwrap().1.as_bytes().to_vec();
+        let mut s = stream();
+        let envoy = Fake {
+            body: query,
+            ..Fake::request(&headers)
+        };
+        assert_eq!(s.on_request_headers(&envoy, false), Next::Stop);
+        assert_eq!(envoy.status(), None);
+        assert_eq!(s.on_request_body(&envoy, true), Next::Stop);
+        assert_eq!(envoy.status(), Some(200));
+
+        let mut s = stream();
+        let big = Fake {
+            body: vec![b'a'; 8193],
+            ..Fake::request(&headers)
+        };
+        assert_eq!(s.on_request_headers(&big, false), Next::Stop);
+        assert_eq!(s.on_request_body(&big, false), Next::Stop);
+        assert_eq!(big.status(), Some(413));
+        // once answered, the rest of the body passes by
+        assert_eq!(s.on_request_body(&big, true), Next::Continue);
+    }
+
+    #[test]
+    fn trailers_end_a_collected_post_and_are_scrubbed() {
+        let headers = [(":path", "/hms/fp/token"), (":method", "POST")];
+        let query = MINT.split_once('?').unwrap().1.as_bytes().to_vec();
+        let mut s = stream();
+        let envoy = Fake {
+            body: query,
+            ..Fake::request(&headers)
+        };
+        envoy
+            .trailers
+            .borrow_mut()
+            .push(("x-fpgen-customer".into(), "evil".into()));
+        assert_eq!(s.on_request_headers(&envoy, false), Next::Stop);
+        assert_eq!(s.on_request_body(&envoy, false), Next::Stop);
+        assert_eq!(s.on_request_trailers(&envoy), Next::Stop);
+        assert_eq!(envoy.status(), Some(200));
+        assert!(envoy.trailers.borrow().is_empty());
+    }
+
+    #[test]
+    fn the_gate_scrubs_then_passes_a_valid_token_with_its_licence_data() {
+        let minted = Fake::request(&[(":path", MINT), (":method", "GET")]);
+        stream().on_request_headers(&minted, true);
+        let url = minted
+            .sent
+            .borrow()
+            .as_ref()
+            .unwrap()
+            .2
+            .trim_end()
+            .to_owned();
+        let path = url.split_once("10000").unwrap().1.to_owned();
+        let envoy = Fake::request(&[(":path", &path), ("X_FPGEN_CONTENT_KEY", "evil")]);
+        assert_eq!(stream().on_request_headers(&envoy, false), Next::Continue);
+        assert_eq!(envoy.status(), None);
+        assert_eq!(envoy.header("X_FPGEN_CONTENT_KEY"), None);
+        assert_eq!(envoy.header("x-fpgen-customer").as_deref(), Some("100001"));
+        assert_eq!(
+            envoy.header("x-fpgen-content-key").as_deref(),
+            Some("000102030405060708090a0b0c0d0e0f")
+        );
+
+        let forged = Fake::request(&[(":path", "/hms/fp/rights/?ExpressPlayToken=AAAA")]);
+        assert_eq!(stream().on_request_headers(&forged, false), Next::Stop);
+        assert_eq!(forged.status(), Some(403));
+        let counted = forged.counted.borrow();
+        assert_eq!(counted[0].0, Metric::RedemptionsRejected);
+    }
+
+    #[test]
+    fn other_paths_go_upstream_scrubbed() {
+        let envoy = Fake::request(&[(":path", "/segments/1.ts"), ("x-fpgen-kid", "evil")]);
+        assert_eq!(stream().on_request_headers(&envoy, true), Next::Continue);
+        assert_eq!(envoy.header("x-fpgen-kid"), None);
+        assert!(envoy.counted.borrow().is_empty());
+    }
+
+    #[test]
+    fn a_panic_answers_500_with_the_internal_error_and_counts() {
+        let envoy = Fake::request(&[]);
+        panicked(&envoy);
+        let sent = envoy.sent.borrow();
+        let (status, _, body) = sent.as_ref().unwrap();
+        assert_eq!(*status, 500);
+        assert!(body.contains("-9500"), "{body}");
+        assert_eq!(*envoy.counted.borrow(), vec![(Metric::Panics, vec![])]);
+    }
+
+    #[test]
+    fn fleet_budgets_are_refused_at_load_with_the_reason() {
+        let mut config: serde_json::Value = serde_json::from_str(DEMO).unwrap();
+        config["rate_limit_service"] = serde_json::json!({"cluster": "ratelimit"});
+        let refused = FilterConfig::new(config.to_string().as_bytes())
+            .err()
+            .unwrap();
+        assert!(refused.contains("proxy-wasm module"), "{refused}");
+        assert!(FilterConfig::new(b"{").is_err());
+    }
+
+    #[test]
+    fn only_envoy_1_40_with_abi_v0_2_0_is_accepted() {
+        let envoy = |parts: &[&[u8]]| parts.concat();
+        let good = envoy(&[b"junk\0", b"1.40.0", b"\0more\0v0.2.0\0end"]);
+        // every piece size, so that the strings straddle the pieces' ends
+        for piece in 1..24 {
+            assert_eq!(
+                check_envoy_in_pieces(&good[..], piece),
+                Ok(()),
+                "piece {piece}"
+            );
+        }
+        assert_eq!(
+            check_envoy(&envoy(&[b"\x001.40.12\0\0v0.2.0\0"])[..]),
+            Ok(())
+        );
+        for bad in [
+            envoy(&[b"\x001.41.0\0\0v0.2.0\0"]),
+            envoy(&[b"\x001.40.0\0\0v0.3.0\0"]),
+            envoy(&[b"\x001.40.\0\0v0.2.0\0"]),
+            envoy(&[b"\x0011.40.0\0\0v0.2.0\0"]),
+            Vec::new(),
+        ] {
+            assert!(check_envoy(&bad[..]).is_err(), "{bad:?}");
         }
     }
 }

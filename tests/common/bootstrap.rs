@@ -3,6 +3,7 @@
 //! as a string, and the stats tag rules of `fpgen::stats`.
 
 use super::envoy::Options;
+use super::process::Module;
 use serde_json::{json, Value};
 use std::path::Path;
 
@@ -13,6 +14,11 @@ pub const PASSTHROUGH_BODY: &str = "passthrough ok\n";
 
 /// The access-log line of `envoy/envoy.yaml` (a test checks they agree).
 pub const ACCESS_LOG_FORMAT: &str = "[%START_TIME%] \"%REQ(:METHOD)% %PATH(NQ)%\" %RESPONSE_CODE% %FILTER_STATE(wasm.fpgen:PLAIN)%\n";
+
+/// The same line for the native module (`envoy/native.yaml`): its filter
+/// state is `fpgen`.
+pub const NATIVE_ACCESS_LOG_FORMAT: &str =
+    "[%START_TIME%] \"%REQ(:METHOD)% %PATH(NQ)%\" %RESPONSE_CODE% %FILTER_STATE(fpgen:PLAIN)%\n";
 
 /// The HCM settings every shipped configuration carries (a test in
 /// `e2e_edge.rs` checks the files against this list): path normalisation,
@@ -75,7 +81,10 @@ fn listener(wasm: &Path, filter_config_json: &str, options: &Options, access_log
         "access_log": [{"name": "envoy.access_loggers.file", "typed_config": {
             "@type": "type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog",
             "path": access_log,
-            "log_format": {"text_format_source": {"inline_string": ACCESS_LOG_FORMAT}},
+            "log_format": {"text_format_source": {"inline_string": match options.module {
+                Module::Wasm => ACCESS_LOG_FORMAT,
+                Module::Native => NATIVE_ACCESS_LOG_FORMAT,
+            }}},
         }}],
         "codec_type": "AUTO",
         "route_config": {"name": "local", "virtual_hosts": [{
@@ -84,7 +93,7 @@ fn listener(wasm: &Path, filter_config_json: &str, options: &Options, access_log
             "routes": routes(options),
         }]},
         "http_filters": [
-            wasm_filter(wasm, filter_config_json, options),
+            fpgen_filter(wasm, filter_config_json, options),
             {"name": "envoy.filters.http.router", "typed_config": {
                 "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}},
         ],
@@ -111,8 +120,8 @@ fn direct(prefix: &str, status: u16, body: &str) -> Value {
 
 /// `route` with the fpgen filter enabled on it (for a filter declared
 /// `disabled: true` in the HCM).
-fn enabled(mut route: Value) -> Value {
-    route["typed_per_filter_config"] = json!({"envoy.filters.http.wasm": {
+fn enabled(mut route: Value, module: Module) -> Value {
+    route["typed_per_filter_config"] = json!({module.filter_name(): {
         "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}});
     route
 }
@@ -138,17 +147,43 @@ fn routes(options: &Options) -> Value {
     if options.scoped {
         let token = json!({"match": {"path_separated_prefix": "/hms/fp/token"},
             "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_BODY}}});
-        json!([enabled(token), enabled(rights), passthrough, catch_all])
+        let module = options.module;
+        json!([
+            enabled(token, module),
+            enabled(rights, module),
+            passthrough,
+            catch_all
+        ])
     } else {
         json!([rights, passthrough, catch_all])
     }
 }
 
-fn wasm_filter(wasm: &Path, filter_config_json: &str, options: &Options) -> Value {
+/// The fpgen filter: the Wasm module's, or the native module's (`module`
+/// is then the `libfpgen.so` Envoy finds in its search path).
+fn fpgen_filter(module: &Path, filter_config_json: &str, options: &Options) -> Value {
+    let typed_config = match options.module {
+        Module::Wasm => wasm_typed_config(module, filter_config_json, options),
+        Module::Native => native_typed_config(filter_config_json),
+    };
     json!({
-        "name": "envoy.filters.http.wasm",
+        "name": options.module.filter_name(),
         "disabled": options.scoped,
-        "typed_config": wasm_typed_config(wasm, filter_config_json, options),
+        "typed_config": typed_config,
+    })
+}
+
+/// The fpgen filter as an `envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter`,
+/// as `envoy/native.yaml` has it.
+pub fn native_typed_config(filter_config_json: &str) -> Value {
+    json!({
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"name": "fpgen", "do_not_close": true},
+        "filter_name": "fpgen",
+        "filter_config": {
+            "@type": "type.googleapis.com/google.protobuf.StringValue",
+            "value": filter_config_json,
+        },
     })
 }
 

@@ -2,7 +2,9 @@
 
 use super::bootstrap::{bootstrap, lds_resource, with_lds, PASSTHROUGH_BODY};
 use super::http::{exchange, get, request_bytes, HttpResponse};
-use super::process::{log_dir_for, log_file, new_workdir, spawn_tied_to_process, tail, tool_paths};
+use super::process::{
+    log_dir_for, log_file, new_workdir, spawn_tied_to_process, tail, tool_paths, Module,
+};
 use super::DEMO_CONFIG;
 use std::fmt;
 use std::fs;
@@ -69,6 +71,10 @@ pub struct Options {
     /// When set, a cluster `ratelimit` (HTTP/2) at 127.0.0.1:port, for the
     /// configuration's `rate_limit_service` (e.g. a [`Service`](super::Service)).
     pub ratelimit_port: Option<u16>,
+    /// The module Envoy runs ([`Module::from_env`] by default).
+    pub module: Module,
+    /// Another Envoy executable than `FPGEN_ENVOY`'s (a test's copy).
+    pub envoy_bin: Option<PathBuf>,
 }
 
 impl Default for Options {
@@ -84,6 +90,8 @@ impl Default for Options {
             scoped: false,
             host_env: Vec::new(),
             ratelimit_port: None,
+            module: Module::from_env(),
+            envoy_bin: None,
         }
     }
 }
@@ -150,6 +158,8 @@ pub struct Envoy {
     /// Readiness includes `GET /passthrough` answering 200 (the harness's
     /// own bootstraps have that route; shipped files do not).
     probe_passthrough: bool,
+    /// The module it runs (stat names differ).
+    pub module: Module,
 }
 
 struct DynamicListener {
@@ -215,7 +225,8 @@ impl Envoy {
 
     /// [`Envoy::try_start`] with options.
     pub fn try_start_with(filter_config_json: &str, options: &Options) -> Result<Envoy, String> {
-        let (envoy_bin, wasm) = tool_paths();
+        let envoy_bin = options.envoy_bin.clone().unwrap_or_else(|| tool_paths().0);
+        let wasm = options.module.path();
         let workdir = new_workdir();
         let logdir = log_dir_for(&workdir);
         let bootstrap_file = workdir.join("envoy.json");
@@ -253,6 +264,9 @@ impl Envoy {
         );
         cmd.current_dir(&workdir);
         cmd.envs(options.host_env.iter().map(|(k, v)| (k, v)));
+        if let (Module::Native, Some(dir)) = (options.module, wasm.parent()) {
+            cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
+        }
         let child = spawn_tied_to_process(cmd)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
 
@@ -265,6 +279,7 @@ impl Envoy {
             logdir,
             dynamic,
             probe_passthrough: true,
+            module: options.module,
         };
         envoy.wait_ready(options.ready_timeout)?;
         Ok(envoy)
@@ -340,6 +355,16 @@ impl Envoy {
         let mut cmd = envoy_command(&envoy_bin, &config, workers, log_level, &workdir, &logdir);
         cmd.current_dir(Path::new(env!("CARGO_MANIFEST_DIR")));
         cmd.envs(env.iter().copied());
+        // a shipped file of the native module (envoy/native.yaml) finds it
+        // as lib<name>.so in the search path: the test build's directory
+        let module = if yaml.contains("envoy.filters.http.dynamic_modules") {
+            Module::Native
+        } else {
+            Module::Wasm
+        };
+        if let (Module::Native, Some(dir)) = (module, Module::Native.path().parent()) {
+            cmd.env("ENVOY_DYNAMIC_MODULES_SEARCH_PATH", dir);
+        }
         let child = spawn_tied_to_process(cmd)
             .unwrap_or_else(|e| panic!("cannot run {}: {e}", envoy_bin.display()));
         let mut envoy = Envoy {
@@ -350,6 +375,7 @@ impl Envoy {
             logdir,
             dynamic: None,
             probe_passthrough: false,
+            module,
         };
         if let Err(log) = envoy.wait_ready(READY_TIMEOUT) {
             panic!("Envoy did not start:\n{}", tail(&log, 80));
@@ -487,6 +513,7 @@ impl Envoy {
     /// The value of the counter or gauge `name` (e.g.
     /// `wasm.envoy.wasm.runtime.v8.active`), from the admin `/stats`.
     pub fn stat(&self, name: &str) -> Option<u64> {
+        let name = &self.module.stat_name(name);
         let stats = self.admin_get("/stats").text();
         stats.lines().find_map(|line| {
             let (key, value) = line.split_once(": ")?;

@@ -53,7 +53,8 @@ mod upstream;
 // Each test binary uses part of the harness.
 #[allow(unused_imports)]
 pub use bootstrap::{
-    bootstrap, hardened_hcm, ACCESS_LOG_FORMAT, NOT_FOUND_BODY, PASSTHROUGH_BODY, RIGHTS_BODY,
+    bootstrap, hardened_hcm, native_typed_config, ACCESS_LOG_FORMAT, NATIVE_ACCESS_LOG_FORMAT,
+    NOT_FOUND_BODY, PASSTHROUGH_BODY, RIGHTS_BODY,
 };
 #[allow(unused_imports)]
 pub use ecds::{resource, EcdsEnvoy};
@@ -68,7 +69,7 @@ pub use http::{
 };
 #[allow(unused_imports)]
 pub use process::{
-    new_workdir, spawn_tied_to_process, tail, tool_paths, upgrade_wasm, E2E_LOG_DIR,
+    new_workdir, spawn_tied_to_process, tail, tool_paths, upgrade_wasm, Module, E2E_LOG_DIR,
 };
 #[allow(unused_imports)]
 pub use ratelimit::{wait_for_port, Process, Redis, Service};

@@ -32,6 +32,107 @@ pub fn tool_paths() -> (PathBuf, PathBuf) {
     (envoy, wasm)
 }
 
+/// Which fpgen module a harness Envoy runs: the proxy-wasm module (the
+/// default) or the native dynamic module. `FPGEN_MODULE=native` runs a
+/// whole test binary against the native module (`make test` does, for the
+/// suites that apply to both).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Module {
+    Wasm,
+    Native,
+}
+
+impl Module {
+    /// `FPGEN_MODULE` (`wasm` or `native`; `wasm` when unset).
+    pub fn from_env() -> Self {
+        match std::env::var("FPGEN_MODULE").as_deref() {
+            Ok("native") => Module::Native,
+            Ok("wasm") | Ok("") | Err(_) => Module::Wasm,
+            Ok(other) => panic!("FPGEN_MODULE={other}: expected wasm or native"),
+        }
+    }
+
+    /// The module's file: the Wasm module, or the test build of the
+    /// dynamic module (`FPGEN_NATIVE`, else `make native-test`'s
+    /// `target/native-test/release/libfpgen.so`).
+    pub fn path(self) -> PathBuf {
+        match self {
+            Module::Wasm => tool_paths().1,
+            Module::Native => {
+                let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+                let so = from_env_or(
+                    "FPGEN_NATIVE",
+                    root.join("target/native-test/release/libfpgen.so"),
+                );
+                assert!(
+                    so.is_file(),
+                    "the dynamic module is not built at {} (FPGEN_NATIVE). Run the tests with `make test`, or build it with `make native-test`.",
+                    so.display()
+                );
+                so
+            }
+        }
+    }
+
+    /// The HTTP filter's name, as routes enable it.
+    pub fn filter_name(self) -> &'static str {
+        match self {
+            Module::Wasm => "envoy.filters.http.wasm",
+            Module::Native => "envoy.filters.http.dynamic_modules",
+        }
+    }
+
+    /// A Wasm module stat name (`wasmcustom.fpgen.…`) as this module names
+    /// it: the native module's counters carry labels, which `/stats` shows
+    /// as `.name.value` segments (`dynamicmodulescustom.fpgen.tokens_minted.customer.100001`).
+    pub fn stat_name(self, wasm_name: &str) -> String {
+        let Some(rest) = wasm_name.strip_prefix("wasmcustom.fpgen.") else {
+            return wasm_name.to_owned();
+        };
+        if self == Module::Wasm {
+            return wasm_name.to_owned();
+        }
+        let parts: Vec<&str> = rest.split('.').collect();
+        let native = match parts.as_slice() {
+            ["customer", id, "tokens_minted"] => format!("tokens_minted.fpgen_customer.{id}"),
+            ["customer", id, "redemptions_accepted"] => {
+                format!("redemptions_accepted.fpgen_customer.{id}")
+            }
+            ["customer", id, "rejected", code] => {
+                format!("rejected.fpgen_customer.{id}.fpgen_code.{code}")
+            }
+            ["rejected", code] => format!("rejected.fpgen_customer..fpgen_code.{code}"),
+            ["redemptions_rejected", reason] => {
+                format!("redemptions_rejected.fpgen_reason.{reason}")
+            }
+            ["build", version @ .., build] => format!(
+                "build.fpgen_version.{}.fpgen_build.{build}",
+                version.join(".")
+            ),
+            _ => rest.to_owned(),
+        };
+        format!("dynamicmodulescustom.fpgen.{native}")
+    }
+}
+
+impl Module {
+    /// A Prometheus sample line of the Wasm module (`fpgen_rejected{fpgen_code="2017"} 1`)
+    /// as this module writes it: the native module's metrics are
+    /// `envoy_dynamicmodulescustom_fpgen_*`, with the same labels, and a
+    /// customer that is not known is an empty `fpgen_customer` rather than
+    /// none.
+    pub fn prometheus_line(self, wasm_line: &str) -> String {
+        if self == Module::Wasm {
+            return wasm_line.to_owned();
+        }
+        let line = format!("envoy_dynamicmodulescustom_{wasm_line}");
+        if line.contains("fpgen_rejected{") && !line.contains("fpgen_customer=") {
+            return line.replacen("fpgen_rejected{", "fpgen_rejected{fpgen_customer=\"\",", 1);
+        }
+        line
+    }
+}
+
 /// The upgrade test's second module: the same source built with
 /// `FPGEN_BUILD_LABEL=upgrade-test` (`make upgrade-module`, which `make test`
 /// runs), so it reports another build. `FPGEN_WASM_UPGRADE`, else

@@ -1,0 +1,167 @@
+//! What only the native module (fpgen as an Envoy dynamic module) does,
+//! through a real Envoy 1.40 running its test build: a panic in a request
+//! hook answers 500 and leaves Envoy serving; fleet budgets are refused at
+//! load; the module refuses an Envoy it was not built for; the shipped
+//! `envoy/native.yaml` serves the demo. (Everything the two modules share
+//! is proven by the other suites, which `make test` also runs with
+//! `FPGEN_MODULE=native`.)
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::{free_port, get, Envoy, Module, Options, DEMO_CONFIG};
+use serde_json::json;
+
+fn native() -> Options {
+    Options {
+        module: Module::Native,
+        ..Options::default()
+    }
+}
+
+fn mint_query() -> String {
+    format!("/hms/fp/token?{}", fpgen_fixtures::query(""))
+}
+
+/// The test build panics on `/fpgen-test/panic` inside the request-headers
+/// hook: the request gets fpgen's internal error, the panic is counted and
+/// logged, and the same Envoy (and worker) goes on serving.
+#[test]
+fn a_panic_in_a_request_hook_answers_500_and_envoy_keeps_serving() {
+    let envoy = Envoy::start_with(DEMO_CONFIG, &native());
+    for round in 1..=2u64 {
+        let r = envoy.get("/fpgen-test/panic");
+        assert_eq!(r.status, 500, "{r:?}");
+        assert!(r.text().contains("-9500"), "{r:?}");
+        assert_eq!(r.header("cache-control"), Some("no-store"));
+        assert_eq!(envoy.stat("dynamicmodulescustom.fpgen.panics"), Some(round));
+        let minted = envoy.get(&mint_query());
+        assert_eq!(minted.status, 200, "after panic {round}: {minted:?}");
+    }
+    assert!(envoy.is_running());
+    let log = log_with(&envoy, "a hook panicked");
+    assert!(
+        log.contains("fpgen: panic: panicked at"),
+        "{}",
+        common::tail(&log, 20)
+    );
+}
+
+/// Envoy's log once it holds `needle` (Envoy flushes it every 50 ms);
+/// fails after 5 s.
+fn log_with(envoy: &Envoy, needle: &str) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let log = envoy.envoy_log();
+        if log.contains(needle) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no {needle:?} in:\n{}",
+            common::tail(&log, 20)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// The ABI cannot carry the rate-limit service's call here yet: a
+/// configuration with fleet budgets is refused when Envoy loads it, and
+/// the log says why.
+#[test]
+fn fleet_budgets_are_refused_at_load_naming_why() {
+    let mut config: serde_json::Value = serde_json::from_str(DEMO_CONFIG).unwrap();
+    config["rate_limit_service"] = json!({"cluster": "ratelimit"});
+    config["customers"][0]["fleet_budget"] = json!({"tokens": 10, "per": "day"});
+    let log = Envoy::try_start_with(&config.to_string(), &native())
+        .expect_err("Envoy must refuse the filter");
+    assert!(
+        log.contains("fleet budgets need the proxy-wasm module"),
+        "{}",
+        common::tail(&log, 30)
+    );
+    assert!(log.contains("Failed to initialize dynamic module"), "{log}");
+}
+
+/// An Envoy that is not 1.40 is refused at load: here a copy of Envoy
+/// 1.40.0 whose version string says 1.41.0 (the only change; it runs as
+/// before), so the module's check is all that differs.
+#[test]
+fn the_module_refuses_an_envoy_it_was_not_built_for() {
+    let real = common::tool_paths().0;
+    let real = std::fs::canonicalize(&real).unwrap();
+    // the venv's `envoy` is a Python launcher: find the binary it runs
+    let binary = if std::fs::read(&real).unwrap().starts_with(b"\x7fELF") {
+        real
+    } else {
+        let venv = real.parent().unwrap().parent().unwrap();
+        let found = std::fs::read_dir(venv.join("lib"))
+            .unwrap()
+            .filter_map(Result::ok)
+            .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+            .find(|p| p.is_file());
+        found.expect("the Envoy binary inside the venv")
+    };
+    let mut bytes = std::fs::read(&binary).unwrap();
+    let at = memchr_find(&bytes, b"\x001.40.0\x00").expect("Envoy 1.40.0's version string");
+    bytes[at + 1..at + 7].copy_from_slice(b"1.41.0");
+    let dir = common::new_workdir();
+    let copy = dir.join("envoy-1.41");
+    std::fs::write(&copy, &bytes).unwrap();
+    std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let options = Options {
+        envoy_bin: Some(copy),
+        ..native()
+    };
+    let log = Envoy::try_start_with(DEMO_CONFIG, &options).expect_err("the module must refuse");
+    assert!(
+        log.contains("refused to load: this Envoy is not 1.40.x"),
+        "{}",
+        common::tail(&log, 30)
+    );
+    // and the same module loads into the real one
+    let envoy = Envoy::start_with(DEMO_CONFIG, &native());
+    assert_eq!(envoy.get(&mint_query()).status, 200);
+}
+
+fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// `envoy/native.yaml` as shipped (`make run-native`): the demo's token,
+/// its redemption through the gate, the labelled counters and the access
+/// log's fpgen fields.
+#[test]
+fn the_shipped_native_yaml_serves_the_demo() {
+    let port = free_port();
+    let envoy = Envoy::start_shipped("envoy/native.yaml", &[(10000, port), (9901, 0)]);
+    let r = get(port, &mint_query());
+    assert_eq!(r.status, 200, "{r:?}");
+    let url = r.text().trim_end().to_owned();
+    // the demo's licence URLs point at 127.0.0.1:10000: follow the path
+    let path = url.split_once(":10000").unwrap().1.to_owned();
+    let licence = get(port, &path);
+    assert_eq!(licence.status, 200, "{licence:?}");
+    assert_eq!(licence.header("x-demo-customer"), Some("100001"));
+    let prometheus = envoy.admin_get("/stats/prometheus").text();
+    for sample in [
+        "envoy_dynamicmodulescustom_fpgen_tokens_minted{fpgen_customer=\"100001\"} 1",
+        "envoy_dynamicmodulescustom_fpgen_redemptions_accepted{fpgen_customer=\"100001\"} 1",
+    ] {
+        assert!(
+            prometheus.lines().any(|l| l == sample),
+            "{sample} not in\n{prometheus}"
+        );
+    }
+    let log = log_with(&envoy, "\"GET /hms/fp/rights/\" 200 code=0 customer=100001");
+    assert!(
+        log.contains("\"GET /hms/fp/token\" 200 code=0 customer=100001"),
+        "{}",
+        common::tail(&log, 20)
+    );
+}

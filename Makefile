@@ -184,7 +184,7 @@ floor: wasm-target wasm-opt-tool
 
 ## bench: every scenario of issue 12 interleaved, with 1 and 2 workers (Envoy's direct_response, the Wasm floor, fpgen GET/POST/scoped, Envoy -> fpgen serve, licence requests through the gate vs proxied, unrelated routes; target/bench/results.md); the price of each host call (hostcalls.md); configuration at scale (scale.md); fleet budgets: no budget, token_budget, fleet_budget with leases 1, 50 and 500 against fpgen ratelimit on Redis (fleet.md); the core's steps native, in V8 and in wasmtime (steps.md); criterion micro-benchmarks (core.txt)
 WASMTIME_VERSION ?= 50.0.1
-bench: build floor venv bench-tools redis
+bench: build floor native venv bench-tools redis
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/bench.py $(BENCH_ARGS)
 	REDIS_SERVER=$(REDIS_SERVER) $(PYTHON) benches/fleet.py

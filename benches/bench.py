@@ -13,6 +13,8 @@ Scenarios, interleaved round by round, medians quoted:
           to an origin listener; P: the same request proxied to the same origin without the filter.
   U       a request to an unrelated route (a direct_response): on the listener with no
           filter (U0), with the filter on every request (U-all), scoped as shipped (U-scoped).
+  N       fpgen as a native dynamic module (target/native/release/libfpgen.so): the same GET (N),
+          form POST (NP) and licence request through its gate to the origin (NG).
 The whole set runs with one Envoy worker, then again with two (--workers 1,2).
 Also: the .wasm size, the time from Envoy start to the first token, Envoy's memory
 after a warm-up and after a million requests (one worker).
@@ -55,6 +57,7 @@ QUERY = ("customerAuthenticator=100001,0123456789abcdef0123456789abcdef"
          "&iv=0f0e0d0c0b0a09080706050403020100&expirationTime=%2B3600&cookie=bench-session-0001"
          "&fpExtension=wudo,AAAAAA%3D%3D")
 FLOOR_WASM = os.path.join(ROOT, "target/floor/wasm32-wasip1/release/fpgen_floor.wasm")
+NATIVE_SO = os.path.join(ROOT, "target/native/release/libfpgen.so")
 SPC_BYTES = 2048  # a licence request's body (the SPC is 2-5 KB)
 
 
@@ -76,6 +79,15 @@ def wasm_filter(scoped, config, wasm=WASM, name="fpgen"):
                                  "code": {"local": {"filename": wasm}}},
                    "configuration": {"@type": "type.googleapis.com/google.protobuf.StringValue",
                                      "value": value}}}}
+
+
+def native_filter(config):
+    """fpgen as a dynamic module (Envoy finds lib<name>.so in ENVOY_DYNAMIC_MODULES_SEARCH_PATH)."""
+    return {"name": "envoy.filters.http.dynamic_modules", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter",
+        "dynamic_module_config": {"name": "fpgen", "do_not_close": True},
+        "filter_name": "fpgen",
+        "filter_config": {"@type": "type.googleapis.com/google.protobuf.StringValue", "value": json.dumps(config)}}}
 
 
 ENABLED = {"envoy.filters.http.wasm": {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}}
@@ -127,6 +139,9 @@ def bootstrap(port, admin, serve_port, static_body, config=CONFIG, ports=None):
     if "floor" in ports:  # F: the no-op module on every request
         listeners.append(listener("floor", ports["floor"], [not_found],
                                   [wasm_filter(False, static_body, FLOOR_WASM, "floor"), ROUTER]))
+    if "native" in ports:  # N, NP, NG: the native module on every request
+        listeners.append(listener("native", ports["native"], [rights(), unrelated, not_found],
+                                  [native_filter(config), ROUTER]))
     if "scoped" in ports:  # B-scoped, G, U-scoped: disabled in the HCM, enabled on its routes
         listeners.append(listener("scoped", ports["scoped"], [
             {"match": {"path_separated_prefix": "/hms/fp/token"}, "direct_response": {"status": 404},
@@ -205,6 +220,9 @@ SCENARIOS = [  # key, label
     ("U0", "U0 unrelated, no filter"),
     ("UA", "U  unrelated, filter on all"),
     ("US", "U  unrelated, scoped"),
+    ("N", "N  native module GET"),
+    ("NP", "N  native module POST"),
+    ("NG", "N  licence request through the native gate"),
 ]
 
 
@@ -230,14 +248,15 @@ def suite(args, workers, work, static_body, config_path, memory_check):
         serve_port = free_port()
         procs.append(subprocess.Popen([FPGEN, "serve", "--config", config_path, "--listen", f"127.0.0.1:{serve_port}",
                                        "--threads", str(workers)], stderr=subprocess.DEVNULL))
-        ports = {k: free_port() for k in ("plain", "floor", "scoped", "origin")}
+        ports = {k: free_port() for k in ("plain", "floor", "scoped", "origin", "native")}
         port, admin = free_port(), free_port()
         boot = os.path.join(work, f"envoy-{workers}.json")
         with open(boot, "w") as f:
             json.dump(bootstrap(port, admin, serve_port, static_body, ports=ports), f)
         started = time.monotonic()
         envoy = subprocess.Popen([ENVOY, "-c", boot, "--concurrency", str(workers), "--disable-hot-restart",
-                                  "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                                  "--log-level", "error"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                 env=dict(os.environ, ENVOY_DYNAMIC_MODULES_SEARCH_PATH=os.path.dirname(NATIVE_SO)))
         procs.append(envoy)
         body = wait_token(port, started + 30)
         first_token_ms = (time.monotonic() - started) * 1000
@@ -250,12 +269,13 @@ def suite(args, workers, work, static_body, config_path, memory_check):
         rights = f"/hms/fp/rights/?ExpressPlayToken={token}"
         spc = lua(work, "spc.lua", "POST", "s" * SPC_BYTES, "application/octet-stream")
         form = lua(work, "post.lua", "POST", QUERY, "application/x-www-form-urlencoded")
-        for key in ("scoped", "plain"):  # the gate accepts the token; the origin answers both
+        for key in ("scoped", "plain", "native"):  # the gate accepts the token; the origin answers both
             status, _ = get(f"http://127.0.0.1:{ports[key]}{rights}", data=b"s" * SPC_BYTES)
             assert status == 200, (key, status)
 
         base = f"http://127.0.0.1:{port}"
         plain, scoped = f"http://127.0.0.1:{ports['plain']}", f"http://127.0.0.1:{ports['scoped']}"
+        native = f"http://127.0.0.1:{ports['native']}"
         targets = {
             "A": (f"{plain}/static", None),
             "F": (f"http://127.0.0.1:{ports['floor']}/hms/fp/token?{QUERY}", None),
@@ -268,6 +288,9 @@ def suite(args, workers, work, static_body, config_path, memory_check):
             "U0": (f"{plain}/unrelated", None),
             "UA": (f"{base}/unrelated", None),
             "US": (f"{scoped}/unrelated", None),
+            "N": (f"{native}/hms/fp/token?{QUERY}", None),
+            "NP": (f"{native}/hms/fp/token", form),
+            "NG": (f"{native}{rights}", spc),
         }
         for key, _ in SCENARIOS:  # warm-up
             u, script = targets[key]
@@ -316,6 +339,14 @@ def ratio_rows(med):
     ]
     p99 = r("B", "A", "p99")
     rows.append(("mint p99 / direct_response p99", p99, "", "<= 1.5", p99 <= 1.5))
+    rows += [  # issue 22: the native module
+        ("native mint GET / direct_response", r("N", "A"), r("N", "A", "p99"), ">= 0.90", r("N", "A") >= 0.90),
+        ("native mint POST / direct_response", r("NP", "A"), r("NP", "A", "p99"), ">= 0.90", r("NP", "A") >= 0.90),
+        ("native mint GET p99 / direct_response p99", r("N", "A", "p99"), "", "<= 1.2", r("N", "A", "p99") <= 1.2),
+        ("licence request through the native gate / proxied without a filter", r("NG", "P"), r("NG", "P", "p99"),
+         ">= 0.95", r("NG", "P") >= 0.95),
+        ("Wasm mint GET / Wasm floor (issue 22's goal)", r("B", "F"), r("B", "F", "p99"), ">= 0.80", r("B", "F") >= 0.80),
+    ]
     return rows
 
 
@@ -330,7 +361,7 @@ def main():
     for tool in ("wrk", "h2load"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing (make bench installs it)")
-    for module in (WASM, FLOOR_WASM):
+    for module in (WASM, FLOOR_WASM, NATIVE_SO):
         if not os.path.exists(module):
             raise SystemExit(f"{module} is missing (make bench builds it)")
     work = tempfile.mkdtemp(prefix="fpgen-bench-")

@@ -7,7 +7,10 @@
 //! rate-limit messages and leases), [`service`] (the token endpoint),
 //! [`redeem`] (the redemption gate), [`edge`] (what every host does with
 //! a request, in order) and [`stats`]. The host shell, `filter`, is the
-//! one module that makes host calls; it carries `edge`'s decisions. Native only:
+//! one module that makes host calls; it carries `edge`'s decisions.
+//! `dynamic_module` (feature `dynamic-module`) is the native host shell,
+//! fpgen as an Envoy 1.40 dynamic module: it carries the same decisions,
+//! and its `abi` submodule is the only code with `unsafe`. Native only:
 //! `server` (`fpgen serve`) and `ratelimit` (`fpgen ratelimit`, Envoy's
 //! rate-limit protocol on Redis).
 // No function in src/ over 60 lines (clippy.toml sets the threshold).

@@ -165,3 +165,73 @@ fn the_shipped_native_yaml_serves_the_demo() {
         common::tail(&log, 20)
     );
 }
+
+/// A configuration update delivered through ECDS (as for the Wasm module
+/// in `e2e_ecds.rs`, with the native filter's type) takes effect under
+/// steady load with no failed request, and a configuration fpgen refuses
+/// is rejected while the running one keeps serving.
+#[test]
+fn ecds_updates_the_native_configuration_under_load() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let config = |host: &str| {
+        let mut c = fpgen_fixtures::demo_json();
+        c["redeem_url"]["host"] = host.into();
+        c
+    };
+    let dir = common::new_workdir();
+    let ecds = common::EcdsEnvoy::start_native(
+        dir,
+        &common::native_resource("1", &config("one.licences.test")),
+    );
+    let port = ecds.envoy.port;
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = {
+        let stop = Arc::clone(&stop);
+        std::thread::spawn(move || {
+            let mut conn = common::KeepAlive::open(port);
+            let (mut hosts, mut failed) = (std::collections::BTreeMap::new(), Vec::new());
+            while !stop.load(Ordering::Relaxed) {
+                let r = conn.get(&mint_query());
+                let text = r.text();
+                let authority = text.split('/').nth(2).unwrap_or_default();
+                let host = authority.split(':').next().unwrap_or_default().to_owned();
+                if r.status == 200 {
+                    *hosts.entry(host).or_insert(0u32) += 1;
+                } else {
+                    failed.push(format!("{r:?}"));
+                }
+            }
+            (hosts, failed)
+        })
+    };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    ecds.publish(&common::native_resource("2", &config("two.licences.test")));
+    ecds.wait("the second configuration", || {
+        get(port, &mint_query())
+            .text()
+            .contains("two.licences.test")
+    });
+    let updated = ecds.ecds_stat("update_success");
+    let mut broken = config("three.licences.test");
+    broken["active_sealing_key"] = "no-such-key".into();
+    ecds.publish(&common::native_resource("3", &broken));
+    ecds.wait("the broken configuration's rejection", || {
+        ecds.ecds_stat("update_rejected") == 1
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let (hosts, failed) = load.join().unwrap();
+    assert!(failed.is_empty(), "failed under load: {failed:?}");
+    assert!(hosts.contains_key("one.licences.test"), "{hosts:?}");
+    assert!(hosts.contains_key("two.licences.test"), "{hosts:?}");
+    assert!(!hosts.contains_key("three.licences.test"), "{hosts:?}");
+    assert_eq!(
+        ecds.ecds_stat("update_success"),
+        updated,
+        "the broken one was not loaded"
+    );
+    assert!(get(port, &mint_query())
+        .text()
+        .contains("two.licences.test"));
+}

@@ -1,7 +1,7 @@
 //! The shipped ECDS Envoy (`envoy/ecds/bootstrap.yaml`) with its resource
 //! in a directory of the test's, which the test replaces.
 
-use super::bootstrap::wasm_typed_config;
+use super::bootstrap::{native_typed_config, wasm_typed_config};
 use super::envoy::{free_port, Envoy, Options};
 use serde_json::json;
 use std::fs;
@@ -41,10 +41,43 @@ pub struct EcdsEnvoy {
     pub dir: PathBuf,
 }
 
+/// The ECDS resource for the native module: its filter's `typed_config`
+/// (what [`EcdsEnvoy::start_native`] accepts).
+pub fn native_resource(version: &str, config: &serde_json::Value) -> String {
+    json!({
+        "version_info": version,
+        "resources": [{
+            "@type": "type.googleapis.com/envoy.config.core.v3.TypedExtensionConfig",
+            "name": "fpgen",
+            "typed_config": native_typed_config(&config.to_string()),
+        }],
+    })
+    .to_string()
+}
+
 impl EcdsEnvoy {
     pub fn start(dir: PathBuf, first: &str) -> EcdsEnvoy {
+        Self::start_edited(dir, first, &[])
+    }
+
+    /// The shipped ECDS Envoy with the native module's filter type in place
+    /// of the Wasm one (its first resource from [`native_resource`]).
+    pub fn start_native(dir: PathBuf, first: &str) -> EcdsEnvoy {
+        let wasm = "type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm";
+        let native = "type.googleapis.com/envoy.extensions.filters.http.dynamic_modules.v3.DynamicModuleFilter";
+        Self::start_edited(dir, first, &[(wasm, native)])
+    }
+
+    fn start_edited(dir: PathBuf, first: &str, edits: &[(&str, &str)]) -> EcdsEnvoy {
         let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let shipped = fs::read_to_string(root.join("envoy/ecds/bootstrap.yaml")).unwrap();
+        let mut shipped = fs::read_to_string(root.join("envoy/ecds/bootstrap.yaml")).unwrap();
+        for (from, to) in edits {
+            assert!(
+                shipped.contains(from),
+                "envoy/ecds/bootstrap.yaml has no {from}"
+            );
+            shipped = shipped.replace(from, to);
+        }
         let port = free_port();
         let yaml = [
             (

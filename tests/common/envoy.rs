@@ -357,7 +357,7 @@ impl Envoy {
         cmd.envs(env.iter().copied());
         // a shipped file of the native module (envoy/native.yaml) finds it
         // as lib<name>.so in the search path: the test build's directory
-        let module = if yaml.contains("envoy.filters.http.dynamic_modules") {
+        let module = if yaml.contains("filters.http.dynamic_modules") {
             Module::Native
         } else {
             Module::Wasm

@@ -57,7 +57,7 @@ pub use bootstrap::{
     NOT_FOUND_BODY, PASSTHROUGH_BODY, RIGHTS_BODY,
 };
 #[allow(unused_imports)]
-pub use ecds::{resource, EcdsEnvoy};
+pub use ecds::{native_resource, resource, EcdsEnvoy};
 #[allow(unused_imports)]
 pub use envoy::{free_port, shared, Envoy, Options, READY_TIMEOUT, SHIPPED_ENV};
 #[allow(unused_imports)]

@@ -23,6 +23,7 @@
 #![allow(unsafe_code)]
 
 use super::{Envoy, FilterConfig, Level, Map, Metric, Next, Stream};
+use std::cell::RefCell;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
@@ -355,6 +356,15 @@ impl Counters {
     }
 }
 
+// A configuration is shared by every worker, a stream moves to none:
+// checked here because raw pointers hide both from the compiler.
+const _: () = {
+    const fn shared<T: Send + Sync>() {}
+    const fn sent<T: Send>() {}
+    shared::<NativeConfig>();
+    sent::<NativeStream>();
+};
+
 /// One stream as Envoy holds it.
 struct NativeStream {
     stream: Stream,
@@ -369,9 +379,63 @@ struct NativeStream {
 struct Hook {
     filter: *mut c_void,
     counters: Counters,
+    /// The reply the shell asked for, sent by [`Hook::send_reply`] as the
+    /// hook's last act: sending it may make Envoy end the stream and
+    /// destroy its module state (`on_http_filter_destroy`) inside the call,
+    /// so nothing of the stream may be touched after it.
+    reply: RefCell<Option<Reply>>,
+}
+
+/// A local reply, copied from the shell's.
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 impl Hook {
+    fn new(filter: *mut c_void, counters: Counters) -> Self {
+        Self {
+            filter,
+            counters,
+            reply: RefCell::new(None),
+        }
+    }
+
+    /// Sends the reply the shell asked for, if any: whether it did.
+    ///
+    /// SAFETY: the hook's stream state must not be used after this call
+    /// (Envoy may destroy it inside).
+    unsafe fn send_reply(self) -> bool {
+        let Some(reply) = self.reply.into_inner() else {
+            return false;
+        };
+        let headers: Vec<Header> = reply
+            .headers
+            .iter()
+            .map(|(k, v)| Header {
+                key_ptr: k.as_ptr().cast(),
+                key_length: k.len(),
+                value_ptr: v.as_ptr().cast(),
+                value_length: v.len(),
+            })
+            .collect();
+        // SAFETY: the headers (and the strings they point at), the body and
+        // the details live for the call; Envoy copies them; the stream
+        // pointer is this hook's.
+        unsafe {
+            envoy_dynamic_module_callback_http_send_response(
+                self.filter,
+                u32::from(reply.status),
+                headers.as_ptr(),
+                headers.len(),
+                ModuleBuffer::of(&reply.body),
+                ModuleBuffer::of(b"fpgen"),
+            );
+        }
+        true
+    }
+
     fn header_type(map: Map) -> u32 {
         match map {
             Map::RequestHeaders => REQUEST_HEADER,
@@ -476,13 +540,17 @@ impl Envoy for Hook {
     }
 
     fn remove_header(&self, map: Map, name: &str) {
-        // SAFETY: the buffers live for the call; an empty value removes.
+        let none = ModuleBuffer {
+            ptr: std::ptr::null(),
+            length: 0,
+        };
+        // SAFETY: the name lives for the call; a null value removes.
         unsafe {
             envoy_dynamic_module_callback_http_set_header(
                 self.filter,
                 Self::header_type(map),
                 ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::of(&[]),
+                none,
             );
         }
     }
@@ -539,27 +607,15 @@ impl Envoy for Hook {
     }
 
     fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-        let headers: Vec<Header> = headers
+        let headers = headers
             .iter()
-            .map(|(k, v)| Header {
-                key_ptr: k.as_ptr().cast(),
-                key_length: k.len(),
-                value_ptr: v.as_ptr().cast(),
-                value_length: v.len(),
-            })
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        // SAFETY: the headers (and the strings they point at), the body and
-        // the details live for the call; Envoy copies them.
-        unsafe {
-            envoy_dynamic_module_callback_http_send_response(
-                self.filter,
-                u32::from(status),
-                headers.as_ptr(),
-                headers.len(),
-                ModuleBuffer::of(body),
-                ModuleBuffer::of(b"fpgen"),
-            );
-        }
+        *self.reply.borrow_mut() = Some(Reply {
+            status,
+            headers,
+            body: body.to_vec(),
+        });
     }
 
     fn count(&self, metric: Metric, labels: &[&str]) {
@@ -622,8 +678,17 @@ fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
     catch_unwind(AssertUnwindSafe(f)).ok()
 }
 
+/// What a request hook did: how Envoy goes on, and whether it answered.
+struct Done {
+    next: Next,
+    answered: bool,
+}
+
 /// Runs a request hook's work on the stream behind `module`, answering 500
-/// when it panics. `Continue` for a poisoned or missing stream.
+/// when it panics; then sends the reply the work asked for, as the hook's
+/// last act. A poisoned stream (an earlier hook panicked and answered) goes
+/// on untouched; a missing one (its creation failed) is answered 500: it
+/// must not reach upstream past an unchecked gate.
 ///
 /// SAFETY: `filter` and `module` are the pointers Envoy passed to the hook
 /// (`module` the one `on_http_filter_new` returned, not yet destroyed).
@@ -631,30 +696,38 @@ unsafe fn request_hook(
     filter: *mut c_void,
     module: *const c_void,
     work: impl FnOnce(&mut Stream, &Hook) -> Next,
-) -> Option<Next> {
-    if module.is_null() {
-        return None;
-    }
-    // SAFETY: `module` came from Box::into_raw in on_http_filter_new and
-    // Envoy calls one stream's hooks on one thread, one at a time, so this
-    // is the only reference while the hook runs.
-    let native = unsafe { &mut *module.cast_mut().cast::<NativeStream>() };
-    if native.poisoned {
-        return None;
-    }
-    let hook = Hook {
-        filter,
-        counters: native.counters,
-    };
-    let stream = &mut native.stream;
-    match guarded(|| work(stream, &hook)) {
-        Some(next) => Some(next),
-        None => {
-            native.poisoned = true;
-            let _ = guarded(|| super::panicked(&hook));
-            Some(Next::Stop)
+) -> Done {
+    let (hook, next) = if module.is_null() {
+        let hook = Hook::new(filter, Counters([0; Metric::ALL.len()]));
+        let _ = guarded(|| super::panicked(&hook));
+        (hook, Next::Stop)
+    } else {
+        // SAFETY: `module` came from Box::into_raw in on_http_filter_new;
+        // Envoy calls one stream's hooks on one thread, one at a time, and
+        // the only call that can destroy the stream (the reply) is made
+        // below, after this reference is gone, so it is the only one.
+        let native = unsafe { &mut *module.cast_mut().cast::<NativeStream>() };
+        if native.poisoned {
+            return Done {
+                next: Next::Continue,
+                answered: false,
+            };
         }
-    }
+        let hook = Hook::new(filter, native.counters);
+        let stream = &mut native.stream;
+        let next = match guarded(|| work(stream, &hook)) {
+            Some(next) => next,
+            None => {
+                native.poisoned = true;
+                let _ = guarded(|| super::panicked(&hook));
+                Next::Stop
+            }
+        };
+        (hook, next)
+    };
+    // SAFETY: nothing of the stream's state is used after this.
+    let answered = guarded(move || unsafe { hook.send_reply() }).unwrap_or(false);
+    Done { next, answered }
 }
 
 #[no_mangle]
@@ -715,15 +788,24 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     made.unwrap_or(std::ptr::null())
 }
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
-    if config.is_null() {
+/// Drops what `Box::into_raw` made of a `T` and handed to Envoy.
+///
+/// SAFETY: `ptr` is null or such a pointer to a `T`, and Envoy destroys it
+/// once, with no hook of it running.
+unsafe fn drop_boxed<T>(ptr: *const c_void) {
+    if ptr.is_null() {
         return;
     }
     let _ = guarded(|| {
-        // SAFETY: the pointer config_new returned, destroyed once by Envoy.
-        drop(unsafe { Box::from_raw(config.cast_mut().cast::<NativeConfig>()) });
+        // SAFETY: the caller's contract.
+        drop(unsafe { Box::from_raw(ptr.cast_mut().cast::<T>()) });
     });
+}
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+    // SAFETY: the pointer config_new returned, destroyed once by Envoy.
+    unsafe { drop_boxed::<NativeConfig>(config) }
 }
 
 #[no_mangle]
@@ -750,13 +832,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
 
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_void) {
-    if module.is_null() {
-        return;
-    }
-    let _ = guarded(|| {
-        // SAFETY: the pointer filter_new returned, destroyed once by Envoy.
-        drop(unsafe { Box::from_raw(module.cast_mut().cast::<NativeStream>()) });
-    });
+    // SAFETY: the pointer filter_new returned, destroyed once by Envoy.
+    unsafe { drop_boxed::<NativeStream>(module) }
 }
 
 #[no_mangle]
@@ -766,14 +843,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
     end_of_stream: bool,
 ) -> u32 {
     // SAFETY: the pointers Envoy passed to this hook.
-    let next = unsafe {
+    let done = unsafe {
         request_hook(filter, module, |s, hook| {
             s.on_request_headers(hook, end_of_stream)
         })
     };
-    match next {
-        Some(Next::Stop) => HEADERS_STOP_ITERATION,
-        Some(Next::Continue) | None => HEADERS_CONTINUE,
+    match done.next {
+        Next::Stop => HEADERS_STOP_ITERATION,
+        Next::Continue => HEADERS_CONTINUE,
     }
 }
 
@@ -783,20 +860,18 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     module: *const c_void,
     end_of_stream: bool,
 ) -> u32 {
-    let mut answered = false;
     // SAFETY: the pointers Envoy passed to this hook.
-    let next = unsafe {
+    let done = unsafe {
         request_hook(filter, module, |s, hook| {
-            let next = s.on_request_body(hook, end_of_stream);
-            answered = next == Next::Stop && !s.awaiting_body;
-            next
+            s.on_request_body(hook, end_of_stream)
         })
     };
-    match next {
+    match done.next {
+        // answered: the rest of the body is not wanted
+        Next::Stop if done.answered => BODY_STOP_NO_BUFFER,
         // still collecting: Envoy keeps the piece in its buffer
-        Some(Next::Stop) if !answered && !end_of_stream => BODY_STOP_AND_BUFFER,
-        Some(Next::Stop) => BODY_STOP_NO_BUFFER,
-        Some(Next::Continue) | None => BODY_CONTINUE,
+        Next::Stop => BODY_STOP_AND_BUFFER,
+        Next::Continue => BODY_CONTINUE,
     }
 }
 
@@ -806,10 +881,10 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     module: *const c_void,
 ) -> u32 {
     // SAFETY: the pointers Envoy passed to this hook.
-    let next = unsafe { request_hook(filter, module, |s, hook| s.on_request_trailers(hook)) };
-    match next {
-        Some(Next::Stop) => TRAILERS_STOP_ITERATION,
-        Some(Next::Continue) | None => TRAILERS_CONTINUE,
+    let done = unsafe { request_hook(filter, module, |s, hook| s.on_request_trailers(hook)) };
+    match done.next {
+        Next::Stop => TRAILERS_STOP_ITERATION,
+        Next::Continue => TRAILERS_CONTINUE,
     }
 }
 

@@ -637,25 +637,26 @@ mod tests {
             .starts_with("code=0 customer=100001"));
     }
 
+    /// A token POST whose body is `body` (the mint's query when `None`).
+    fn post(body: Option<Vec<u8>>) -> Fake {
+        let query = MINT.split_once('?').unwrap().1.as_bytes().to_vec();
+        Fake {
+            body: body.unwrap_or(query),
+            ..Fake::request(&[(":path", "/hms/fp/token"), (":method", "POST")])
+        }
+    }
+
     #[test]
     fn a_post_waits_for_its_body_and_a_body_past_the_cap_is_413() {
-        let headers = [(":path", "/hms/fp/token"), (":method", "POST")];
-        let query = MINT.split_once('?').unwrap().1.as_bytes().to_vec();
         let mut s = stream();
-        let envoy = Fake {
-            body: query,
-            ..Fake::request(&headers)
-        };
+        let envoy = post(None);
         assert_eq!(s.on_request_headers(&envoy, false), Next::Stop);
         assert_eq!(envoy.status(), None);
         assert_eq!(s.on_request_body(&envoy, true), Next::Stop);
         assert_eq!(envoy.status(), Some(200));
 
         let mut s = stream();
-        let big = Fake {
-            body: vec![b'a'; 8193],
-            ..Fake::request(&headers)
-        };
+        let big = post(Some(vec![b'a'; 8193]));
         assert_eq!(s.on_request_headers(&big, false), Next::Stop);
         assert_eq!(s.on_request_body(&big, false), Next::Stop);
         assert_eq!(big.status(), Some(413));
@@ -665,13 +666,8 @@ mod tests {
 
     #[test]
     fn trailers_end_a_collected_post_and_are_scrubbed() {
-        let headers = [(":path", "/hms/fp/token"), (":method", "POST")];
-        let query = MINT.split_once('?').unwrap().1.as_bytes().to_vec();
         let mut s = stream();
-        let envoy = Fake {
-            body: query,
-            ..Fake::request(&headers)
-        };
+        let envoy = post(None);
         envoy
             .trailers
             .borrow_mut()

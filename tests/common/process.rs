@@ -69,6 +69,12 @@ impl Module {
                     "the dynamic module is not built at {} (FPGEN_NATIVE). Run the tests with `make test`, or build it with `make native-test`.",
                     so.display()
                 );
+                // Envoy finds it as lib<name>.so in its directory
+                assert!(
+                    so.file_name().is_some_and(|n| n == "libfpgen.so"),
+                    "FPGEN_NATIVE must name a libfpgen.so, not {}",
+                    so.display()
+                );
                 so
             }
         }
@@ -84,7 +90,7 @@ impl Module {
 
     /// A Wasm module stat name (`wasmcustom.fpgen.…`) as this module names
     /// it: the native module's counters carry labels, which `/stats` shows
-    /// as `.name.value` segments (`dynamicmodulescustom.fpgen.tokens_minted.customer.100001`).
+    /// as `.name.value` segments (`dynamicmodulescustom.fpgen.tokens_minted.fpgen_customer.100001`).
     pub fn stat_name(self, wasm_name: &str) -> String {
         let Some(rest) = wasm_name.strip_prefix("wasmcustom.fpgen.") else {
             return wasm_name.to_owned();
@@ -109,7 +115,8 @@ impl Module {
                 "build.fpgen_version.{}.fpgen_build.{build}",
                 version.join(".")
             ),
-            _ => rest.to_owned(),
+            [""] => String::new(), // the prefix alone
+            _ => panic!("{wasm_name}: no such stat in the native module"),
         };
         format!("dynamicmodulescustom.fpgen.{native}")
     }

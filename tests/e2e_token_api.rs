@@ -594,16 +594,13 @@ fn the_sealing_key_never_appears_in_envoy_logs() {
     let envoy = shared();
     get_ok(&base());
     check_error(&format!("{}&contentKey=00", auth()), -2027, 400);
-    let log = envoy.envoy_log();
-    assert!(
-        log.contains(&format!(
-            "fpgen {} ({}): configured",
-            fpgen::stats::VERSION,
-            fpgen::stats::BUILD
-        )),
-        "{}",
-        common::tail(&log, 20)
+    let configured = format!(
+        "fpgen {} ({}): configured",
+        fpgen::stats::VERSION,
+        fpgen::stats::BUILD
     );
+    let log = envoy.envoy_log_with(&configured);
+    assert!(log.contains(&configured), "{}", common::tail(&log, 20));
     for secret in [
         "a88deb5c6fc4b09434f9dab3a25f79cd",
         CK,

@@ -467,6 +467,20 @@ impl Envoy {
         fs::read_to_string(self.logdir.join("access.log")).unwrap_or_default()
     }
 
+    /// Envoy's log once it holds `needle` (Envoy flushes it every 50 ms,
+    /// so a line logged just now may not be in the file yet); the log as it
+    /// is after 5 s without it.
+    pub fn envoy_log_with(&self, needle: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let log = self.envoy_log();
+            if log.contains(needle) || Instant::now() >= deadline {
+                return log;
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// Envoy's log so far (`--log-path`), followed by anything it wrote to
     /// stderr. Envoy flushes the file every 50 ms.
     pub fn envoy_log(&self) -> String {

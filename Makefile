@@ -96,7 +96,7 @@ native-test:
 # module refuses fleet budgets), e2e_ecds (its ECDS resource is the Wasm
 # filter's), e2e_deploy, e2e_limits and e2e_dashboard (they run the shipped
 # files, whatever the harness's module), e2e_ratelimit (the service alone).
-NATIVE_SUITES := e2e_token_api e2e_redemption e2e_edge e2e_hostile e2e_accounts e2e_operations e2e_admission e2e_reload harness_smoke
+NATIVE_SUITES := e2e_token_api e2e_redemption e2e_edge e2e_hostile e2e_accounts e2e_operations e2e_admission e2e_reload harness_smoke e2e_fleet
 
 ## run-native: builds the dynamic module and starts Envoy with it (envoy/native.yaml): the same demo as make run, on 127.0.0.1:10000
 run-native: native venv

@@ -68,46 +68,26 @@ impl Context for Root {
         else {
             return;
         };
-        let now = now_ms();
-        let at = |reset: u64| refill.sent_ms.saturating_add(reset);
-        let change = match call_verdict(&config, refill.sent_ms, status, size) {
-            Ok(Verdict::Ok {
-                reset_ms: Some(reset),
-            }) => {
-                let size = config
-                    .customers
-                    .get(&refill.customer)
-                    .and_then(|c| c.fleet_budget)
-                    .map_or(refill.hits, |b| b.lease);
-                lease::update(&refill.customer, |l| {
-                    ((), l.refilled(refill.hits, at(reset), now, size))
-                })
-            }
-            Ok(Verdict::OverLimit {
-                reset_ms: Some(reset),
-            }) => lease::update(&refill.customer, |l| ((), l.refill_refused(at(reset)))),
-            Ok(Verdict::Ok { reset_ms: None }) => {
-                log(LogLevel::Warn, NO_RESET);
-                lease::update(&refill.customer, |l| ((), l.refill_failed()))
-            }
-            Ok(Verdict::OverLimit { reset_ms: None }) => {
-                lease::update(&refill.customer, |l| ((), l.refill_failed()))
-            }
-            Err(failure) => {
-                fleet_failed(failure, &refill.customer, Some(refill.sent_ms));
-                lease::update(&refill.customer, |l| ((), l.refill_failed()))
-            }
-        };
+        let answer = call_verdict(&config, refill.sent_ms, status, size);
+        match answer {
+            Ok(Verdict::Ok { reset_ms: None }) => log(LogLevel::Warn, fleet::NO_RESET),
+            Err(failure) => fleet_failed(failure, &refill.customer, Some(refill.sent_ms)),
+            Ok(_) => {}
+        }
+        let size = config
+            .customers
+            .get(&refill.customer)
+            .and_then(|c| c.fleet_budget)
+            .map_or(refill.hits, |b| b.lease);
+        let (now, asked) = (now_ms(), (refill.hits, refill.sent_ms));
+        let change = lease::update(&refill.customer, |l| {
+            ((), l.answered(answer, asked, size, now))
+        });
         if change.is_err() {
             log(LogLevel::Warn, "fpgen: a lease refill could not be kept");
         }
     }
 }
-
-/// Logged when a service grants a lease without saying when its period
-/// ends: the tokens cannot be kept (they might outlive their period).
-const NO_RESET: &str = "fpgen: the rate-limit service gave no duration_until_reset: \
-                        leased tokens cannot be kept (use lease 1 with this service)";
 
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
@@ -258,14 +238,11 @@ impl Context for Stream {
             return;
         };
         let Waiting { pending, sent_ms } = waiting;
-        let answer = match call_verdict(&config, sent_ms, status, size) {
-            Ok(Verdict::Ok { .. }) => Budget::Taken,
-            Ok(Verdict::OverLimit { .. }) => Budget::FleetSpent,
-            Err(failure) => {
-                fleet_failed(failure, pending.customer(), Some(sent_ms));
-                Budget::FleetUnavailable(failure)
-            }
-        };
+        let verdict = call_verdict(&config, sent_ms, status, size);
+        if let Err(failure) = verdict {
+            fleet_failed(failure, pending.customer(), Some(sent_ms));
+        }
+        let answer = Budget::of_fleet(verdict);
         let host = WasmHost::of(&config);
         let _ = self.drive(&config, pending.continue_with(Ok(answer), &host));
     }
@@ -418,7 +395,7 @@ impl Stream {
             .rate_limit_service
             .as_ref()
             .map_or(0, |s| s.timeout_ms);
-        let (now, claim) = (now_ms(), timeout.saturating_add(CLAIM_SLACK_MS));
+        let (now, claim) = (now_ms(), timeout.saturating_add(fleet::CLAIM_SLACK_MS));
         let step = lease::update(pending.customer(), |l| l.step(budget.lease, now, claim));
         let (take, refill) = match step {
             Ok(LeaseStep::Take { refill }) => (true, refill),
@@ -587,10 +564,6 @@ impl Host for WasmHost {
         budget::give_back(customer);
     }
 }
-
-/// How long past the call's timeout a worker's claim on a lease refill
-/// holds (a claim whose worker went away, in a reload, then expires).
-const CLAIM_SLACK_MS: u64 = 1_000;
 
 /// The host's clock in milliseconds.
 fn now_ms() -> u64 {

@@ -20,6 +20,19 @@ pub const SERVICE: &str = "envoy.service.ratelimit.v3.RateLimitService";
 /// The method of [`SERVICE`].
 pub const METHOD: &str = "ShouldRateLimit";
 
+/// The HTTP/2 path of [`METHOD`], for a host that carries the call as a
+/// plain HTTP request (the dynamic module's callouts).
+pub const PATH: &str = "/envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit";
+
+/// How long past the call's timeout a worker's claim on a lease refill
+/// holds (a claim whose worker went away, in a reload, then expires).
+pub const CLAIM_SLACK_MS: u64 = 1_000;
+
+/// Logged when a service grants a lease without saying when its period
+/// ends: the tokens cannot be kept (they might outlive their period).
+pub const NO_RESET: &str = "fpgen: the rate-limit service gave no duration_until_reset: \
+                            leased tokens cannot be kept (use lease 1 with this service)";
+
 /// The descriptor entry that names the customer: `("customer", id)`.
 pub const DESCRIPTOR_KEY: &str = "customer";
 
@@ -204,6 +217,63 @@ pub fn verdict(response: &[u8]) -> Result<Verdict, Failure> {
     }
 }
 
+/// A gRPC message as the body of its HTTP/2 request: the message framed
+/// as gRPC frames it (a byte saying "not compressed", its length in four
+/// bytes, big-endian, then the message).
+pub fn grpc_frame(message: &[u8]) -> Vec<u8> {
+    let length = u32::try_from(message.len()).unwrap_or(u32::MAX);
+    let mut framed = Vec::with_capacity(message.len().saturating_add(5));
+    framed.push(0);
+    framed.extend_from_slice(&length.to_be_bytes());
+    framed.extend_from_slice(message);
+    framed
+}
+
+/// What a call carried as plain HTTP says, `elapsed_ms` after it was sent
+/// with `timeout_ms`: from the answer's `:status` and `grpc-status`
+/// headers and its body (such a host sees no trailers: a gRPC error comes
+/// as a trailers-only answer, its `grpc-status` among the headers; a
+/// call that got no answer is `None`).
+pub fn verdict_of_http(
+    answer: Option<HttpAnswer<'_>>,
+    elapsed_ms: u64,
+    timeout_ms: u64,
+) -> Result<Verdict, Failure> {
+    // UNAVAILABLE: what Envoy's gRPC client makes of a reset or an HTTP
+    // error (its router answers 504 at the timeout, 503 without a host)
+    const UNAVAILABLE: u32 = 14;
+    let Some(answer) = answer else {
+        return Err(Failure::of_call(UNAVAILABLE, elapsed_ms, timeout_ms));
+    };
+    if answer.status != Some("200") {
+        return Err(Failure::of_call(UNAVAILABLE, elapsed_ms, timeout_ms));
+    }
+    match answer.grpc_status.map(str::parse::<u32>) {
+        None | Some(Ok(0)) => {}
+        Some(Ok(status)) => return Err(Failure::of_call(status, elapsed_ms, timeout_ms)),
+        Some(Err(_)) => return Err(Failure::Undecodable),
+    }
+    let (flag, rest) = answer.body.split_first().ok_or(Failure::Unavailable)?;
+    let (length, message) = rest.split_at_checked(4).ok_or(Failure::Undecodable)?;
+    let length = <[u8; 4]>::try_from(length).map_err(|_| Failure::Undecodable)?;
+    let length = usize::try_from(u32::from_be_bytes(length)).map_err(|_| Failure::Undecodable)?;
+    match (flag, message.get(..length)) {
+        (0, Some(message)) => verdict(message),
+        _ => Err(Failure::Undecodable), // compressed, or cut short
+    }
+}
+
+/// An HTTP answer to a call, as [`verdict_of_http`] reads it.
+#[derive(Clone, Copy, Debug)]
+pub struct HttpAnswer<'a> {
+    /// `:status`.
+    pub status: Option<&'a str>,
+    /// `grpc-status`, when the headers carry it.
+    pub grpc_status: Option<&'a str>,
+    /// The body: one gRPC frame.
+    pub body: &'a [u8],
+}
+
 /// A non-negative duration in whole milliseconds, never later than the
 /// period's end: rounded down, and a whole number of seconds is taken a
 /// second less (a service that counts in seconds, as `envoyproxy/ratelimit`
@@ -372,6 +442,33 @@ impl Lease {
             refill_until_ms: 0,
             reserve: reserve.clamp(size / 20, size / 2),
             starved: false,
+        }
+    }
+
+    /// The lease after the answer to a refill of `hits` sent at `sent_ms`
+    /// (for a lease of `size`): refilled until the end of the period the
+    /// service counted them in; or no refill until that period ends, when
+    /// it refused; or, when the call failed or the service did not say when
+    /// its period ends, as it was (the claim ends; the next mint may ask).
+    pub fn answered(
+        self,
+        answer: Result<Verdict, Failure>,
+        refill: (u32, u64),
+        size: u32,
+        now_ms: u64,
+    ) -> Self {
+        let (hits, sent_ms) = refill;
+        let at = |reset: u64| sent_ms.saturating_add(reset);
+        match answer {
+            Ok(Verdict::Ok {
+                reset_ms: Some(reset),
+            }) => self.refilled(hits, at(reset), now_ms, size),
+            Ok(Verdict::OverLimit {
+                reset_ms: Some(reset),
+            }) => self.refill_refused(at(reset)),
+            Ok(Verdict::Ok { reset_ms: None } | Verdict::OverLimit { reset_ms: None }) | Err(_) => {
+                self.refill_failed()
+            }
         }
     }
 

@@ -35,6 +35,17 @@ pub enum Budget {
     FleetUnavailable(fleet::Failure),
 }
 
+impl Budget {
+    /// The budget a rate-limit service's answer (for one token) gives.
+    pub fn of_fleet(answer: Result<fleet::Verdict, fleet::Failure>) -> Self {
+        match answer {
+            Ok(fleet::Verdict::Ok { .. }) => Self::Taken,
+            Ok(fleet::Verdict::OverLimit { .. }) => Self::FleetSpent,
+            Err(failure) => Self::FleetUnavailable(failure),
+        }
+    }
+}
+
 /// A budget a sealed token waits for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Question {

@@ -22,10 +22,14 @@
 //! hook it is logged and the hook does nothing.
 #![allow(unsafe_code)]
 
-use super::{Envoy, FilterConfig, Level, Map, Metric, Next, Stream};
+use super::{
+    Callout, CalloutAnswer, Envoy, FilterConfig, Level, Main, Map, Metric, Next, Report, Stream,
+};
 use std::cell::RefCell;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// The ABI version this module is built for: Envoy 1.40's.
 const ABI_VERSION: &[u8] = b"v0.2.0\0";
@@ -111,6 +115,10 @@ const LOG_WARN: u32 = 3;
 const LOG_ERROR: u32 = 4;
 // envoy_dynamic_module_type_metrics_result
 const METRICS_SUCCESS: u32 = 0;
+// envoy_dynamic_module_type_http_callout_init_result
+const CALLOUT_INIT_SUCCESS: u32 = 0;
+// envoy_dynamic_module_type_http_callout_result
+const CALLOUT_SUCCESS: u32 = 0;
 
 // Each declaration: checked against Envoy 1.40.0 (ABI v0.2.0).
 extern "C" {
@@ -218,6 +226,56 @@ extern "C" {
         label_values_count: usize,
         value: u64,
     ) -> u32;
+    /// Checked against Envoy 1.40.0: `metrics_result (config, size_t id,
+    /// module_buffer* label_values, size_t count, uint64_t value)`; outside
+    /// a stream (the main thread's refills).
+    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
+        config: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_count: usize,
+        value: u64,
+    ) -> u32;
+    /// Checked against Envoy 1.40.0: `http_callout_init_result (filter,
+    /// uint64_t* callout_id_out, module_buffer cluster, module_http_header*
+    /// headers, size_t count, module_buffer body, uint64_t timeout_ms)`;
+    /// needs `:method`, `:path` and `host`; the answer comes to
+    /// `on_http_filter_http_callout_done` (maybe inside this call).
+    fn envoy_dynamic_module_callback_http_filter_http_callout(
+        filter: *mut c_void,
+        callout_id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *const Header,
+        headers_count: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
+    ) -> u32;
+    /// Checked against Envoy 1.40.0: as the stream's callout, on the
+    /// configuration (`filter_config_envoy_ptr`), from the main thread; the
+    /// answer comes to `on_http_filter_config_http_callout_done`.
+    fn envoy_dynamic_module_callback_http_filter_config_http_callout(
+        config: *mut c_void,
+        callout_id: *mut u64,
+        cluster: ModuleBuffer,
+        headers: *const Header,
+        headers_count: usize,
+        body: ModuleBuffer,
+        timeout_ms: u64,
+    ) -> u32;
+    /// Checked against Envoy 1.40.0: `config_scheduler_module_ptr
+    /// (config)`: a scheduler that posts to the main thread.
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+        config: *mut c_void,
+    ) -> *mut c_void;
+    /// Checked against Envoy 1.40.0: `void (scheduler, uint64_t event_id)`,
+    /// from any thread; `on_http_filter_config_scheduled` then runs on the
+    /// main thread (not at all when the configuration is gone).
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+        scheduler: *mut c_void,
+        event_id: u64,
+    );
+    /// Checked against Envoy 1.40.0: `void (scheduler)`.
+    fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(scheduler: *mut c_void);
     /// Checked against Envoy 1.40.0: `bool (filter, key, value)`; a
     /// read-only string object, readable as `%FILTER_STATE(key:PLAIN)%`.
     fn envoy_dynamic_module_callback_http_set_filter_state_bytes(
@@ -265,11 +323,220 @@ fn log(level: Level, message: &str) {
     }
 }
 
-/// A filter configuration as Envoy holds it: fpgen's configuration and its
-/// counters' ids.
+/// A filter configuration as Envoy holds it: fpgen's configuration, its
+/// counters' ids, and what the main thread's refills need of Envoy.
 struct NativeConfig {
     filter: FilterConfig,
     counters: Counters,
+    /// The id of the gauge `fpgen.fleet_lease_tokens{fpgen_customer}`.
+    lease_gauge: usize,
+    envoy: ConfigEnvoy,
+    scheduler: Scheduler,
+}
+
+/// Envoy's pointer to a filter configuration (`filter_config_envoy_ptr`).
+#[derive(Clone, Copy)]
+struct ConfigEnvoy(*mut c_void);
+
+// SAFETY: Envoy's configuration object outlives the module's (Envoy calls
+// `on_http_filter_config_destroy` from its destructor), and fpgen passes
+// the pointer back only on the main thread (in `config_new` and the hooks
+// `config_scheduled` and `config_http_callout_done`, which Envoy runs
+// there), never from a worker.
+unsafe impl Send for ConfigEnvoy {}
+// SAFETY: as for Send: the pointer is only copied on other threads.
+unsafe impl Sync for ConfigEnvoy {}
+
+/// Envoy's scheduler of a configuration's main-thread events (null when
+/// Envoy gave none).
+#[derive(Clone, Copy)]
+struct Scheduler(*mut c_void);
+
+// SAFETY: the ABI makes `config_scheduler_commit` callable from any thread;
+// the scheduler is deleted when the configuration is destroyed, after
+// every stream of it (each holds the configuration) is gone.
+unsafe impl Send for Scheduler {}
+// SAFETY: as for Send.
+unsafe impl Sync for Scheduler {}
+
+impl Scheduler {
+    /// Posts an event to the main thread: `on_http_filter_config_scheduled`.
+    fn wake(self) {
+        if self.0.is_null() {
+            return;
+        }
+        // SAFETY: a live scheduler (see the type's Send): commit may be
+        // called from any thread.
+        unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_commit(self.0, 0) }
+    }
+}
+
+impl Drop for NativeConfig {
+    fn drop(&mut self) {
+        if !self.scheduler.0.is_null() {
+            // SAFETY: the scheduler config_new made, deleted once, here;
+            // no stream of this configuration is left to commit to it.
+            unsafe {
+                envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.scheduler.0)
+            }
+        }
+    }
+}
+
+/// A call's headers as the ABI passes them (pointing into `call`).
+fn callout_headers(call: &Callout) -> Vec<Header> {
+    call.headers
+        .iter()
+        .map(|(k, v)| Header {
+            key_ptr: k.as_ptr().cast(),
+            key_length: k.len(),
+            value_ptr: v.as_ptr().cast(),
+            value_length: v.len(),
+        })
+        .collect()
+}
+
+/// The largest answer to a call that is read (a `RateLimitResponse` is
+/// some tens of bytes).
+const CALLOUT_ANSWER_LIMIT: usize = 64 * 1024;
+
+/// A call's answer, copied: `None` unless it was answered.
+///
+/// SAFETY: the pointers and counts are those Envoy passed to the hook
+/// running now (valid until it returns; null when empty).
+unsafe fn callout_answer(
+    result: u32,
+    headers: *const Header,
+    headers_count: usize,
+    body: *const EnvoyBuffer,
+    body_count: usize,
+) -> Option<CalloutAnswer> {
+    if result != CALLOUT_SUCCESS {
+        return None;
+    }
+    let mut answer = CalloutAnswer::default();
+    if !headers.is_null() {
+        // SAFETY: Envoy passed `headers_count` headers at `headers`.
+        let headers = unsafe { std::slice::from_raw_parts(headers, headers_count) };
+        for h in headers {
+            let key = EnvoyBuffer {
+                ptr: h.key_ptr,
+                length: h.key_length,
+            };
+            let value = EnvoyBuffer {
+                ptr: h.value_ptr,
+                length: h.value_length,
+            };
+            // SAFETY: buffers of this hook's headers.
+            let (key, value) = unsafe { (key.to_vec(), value.to_vec()) };
+            answer.headers.push((
+                String::from_utf8_lossy(&key).into_owned(),
+                String::from_utf8_lossy(&value).into_owned(),
+            ));
+        }
+    }
+    if !body.is_null() {
+        // SAFETY: Envoy passed `body_count` chunks at `body`.
+        let chunks = unsafe { std::slice::from_raw_parts(body, body_count) };
+        for chunk in chunks {
+            let room = CALLOUT_ANSWER_LIMIT.saturating_sub(answer.body.len());
+            let length = chunk.length.min(room);
+            let part = EnvoyBuffer {
+                ptr: chunk.ptr,
+                length,
+            };
+            // SAFETY: a prefix of a chunk of this hook's body.
+            answer.body.extend_from_slice(&unsafe { part.to_vec() });
+        }
+    }
+    Some(answer)
+}
+
+impl NativeConfig {
+    /// Envoy on the main thread, for this configuration.
+    fn main(&self) -> MainHook {
+        MainHook {
+            envoy: self.envoy,
+            counters: self.counters,
+            lease_gauge: self.lease_gauge,
+        }
+    }
+}
+
+/// Envoy on the main thread, for one configuration's refills.
+struct MainHook {
+    envoy: ConfigEnvoy,
+    counters: Counters,
+    lease_gauge: usize,
+}
+
+impl Report for MainHook {
+    fn count(&self, metric: Metric, labels: &[&str]) {
+        let id = self.counters.id(metric);
+        if id == 0 {
+            return;
+        }
+        let values: Vec<ModuleBuffer> = labels
+            .iter()
+            .map(|l| ModuleBuffer::of(l.as_bytes()))
+            .collect();
+        // SAFETY: the label buffers live for the call; the configuration
+        // pointer is used on the main thread (see ConfigEnvoy).
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_increment_counter(
+                self.envoy.0,
+                id,
+                values.as_ptr(),
+                values.len(),
+                1,
+            );
+        }
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        log(level, message);
+    }
+}
+
+impl Main for MainHook {
+    fn callout(&self, call: &Callout) -> Option<u64> {
+        let headers = callout_headers(call);
+        let mut id = 0u64;
+        // SAFETY: the headers, the strings they point at and the body live
+        // for the call (Envoy copies them); `id` is a valid place; the
+        // configuration pointer is used on the main thread. Envoy may run
+        // `config_http_callout_done` inside: nothing is borrowed across it.
+        let result = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_http_callout(
+                self.envoy.0,
+                &mut id,
+                ModuleBuffer::of(call.cluster.as_bytes()),
+                headers.as_ptr(),
+                headers.len(),
+                ModuleBuffer::of(&call.body),
+                call.timeout_ms,
+            )
+        };
+        (result == CALLOUT_INIT_SUCCESS).then_some(id)
+    }
+
+    fn set_lease_gauge(&self, customer: &str, held: u32) {
+        if self.lease_gauge == 0 {
+            return;
+        }
+        let values = [ModuleBuffer::of(customer.as_bytes())];
+        // SAFETY: the label buffer lives for the call; the configuration
+        // pointer is used on the main thread.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_config_set_gauge(
+                self.envoy.0,
+                self.lease_gauge,
+                values.as_ptr(),
+                values.len(),
+                u64::from(held),
+            );
+        }
+    }
 }
 
 /// The ids Envoy gave fpgen's counters (by [`Metric::ALL`] order); 0 for
@@ -350,6 +617,31 @@ impl Counters {
         }
     }
 
+    /// Defines the gauge `fpgen.fleet_lease_tokens{fpgen_customer}`: its
+    /// id (0 when Envoy refused it).
+    ///
+    /// SAFETY: as for [`Counters::define`].
+    unsafe fn define_lease_gauge(config_envoy: *mut c_void) -> usize {
+        let names = [ModuleBuffer::of(b"fpgen_customer")];
+        let mut id = 0usize;
+        // SAFETY: the buffers live for the call; `id` is a valid place;
+        // the pointer is this config_new's.
+        let defined = unsafe {
+            envoy_dynamic_module_callback_http_filter_config_define_gauge(
+                config_envoy,
+                ModuleBuffer::of(b"fpgen.fleet_lease_tokens"),
+                names.as_ptr(),
+                names.len(),
+                &mut id,
+            )
+        };
+        if defined == METRICS_SUCCESS {
+            id
+        } else {
+            0
+        }
+    }
+
     fn id(&self, metric: Metric) -> usize {
         let index = Metric::ALL.iter().position(|m| *m == metric);
         index.and_then(|i| self.0.get(i)).copied().unwrap_or(0)
@@ -369,9 +661,20 @@ const _: () = {
 struct NativeStream {
     stream: Stream,
     counters: Counters,
+    scheduler: Scheduler,
     /// A hook of this stream panicked: it was answered 500, and every later
     /// hook lets Envoy go on without touching its state.
     poisoned: bool,
+    /// Cleared when Envoy destroys the stream: a hook that made a call
+    /// (whose answer may come, and end the stream, inside it) checks it
+    /// before it touches the stream again.
+    alive: Arc<AtomicBool>,
+}
+
+impl Drop for NativeStream {
+    fn drop(&mut self) {
+        self.alive.store(false, Ordering::Release);
+    }
 }
 
 /// One hook's view of its stream in Envoy: the stream pointer, valid for
@@ -379,6 +682,10 @@ struct NativeStream {
 struct Hook {
     filter: *mut c_void,
     counters: Counters,
+    scheduler: Scheduler,
+    /// The call the shell asked for, made after the hook's work (see
+    /// [`stream_callout`]).
+    callout: RefCell<Option<Callout>>,
     /// The reply the shell asked for, sent by [`Hook::send_reply`] as the
     /// hook's last act: sending it may make Envoy end the stream and
     /// destroy its module state (`on_http_filter_destroy`) inside the call,
@@ -394,10 +701,12 @@ struct Reply {
 }
 
 impl Hook {
-    fn new(filter: *mut c_void, counters: Counters) -> Self {
+    fn new(filter: *mut c_void, counters: Counters, scheduler: Scheduler) -> Self {
         Self {
             filter,
             counters,
+            scheduler,
+            callout: RefCell::new(None),
             reply: RefCell::new(None),
         }
     }
@@ -618,26 +927,12 @@ impl Envoy for Hook {
         });
     }
 
-    fn count(&self, metric: Metric, labels: &[&str]) {
-        let id = self.counters.id(metric);
-        if id == 0 {
-            return;
-        }
-        let values: Vec<ModuleBuffer> = labels
-            .iter()
-            .map(|l| ModuleBuffer::of(l.as_bytes()))
-            .collect();
-        // SAFETY: the label buffers live for the call; the stream pointer is
-        // this hook's.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_increment_counter(
-                self.filter,
-                id,
-                values.as_ptr(),
-                values.len(),
-                1,
-            );
-        }
+    fn callout(&self, call: Callout) {
+        *self.callout.borrow_mut() = Some(call);
+    }
+
+    fn wake_main(&self) {
+        self.scheduler.wake();
     }
 
     fn set_log_state(&self, value: &str) {
@@ -667,6 +962,30 @@ impl Envoy for Hook {
         };
         String::from_utf8(bytes).ok()
     }
+}
+
+impl Report for Hook {
+    fn count(&self, metric: Metric, labels: &[&str]) {
+        let id = self.counters.id(metric);
+        if id == 0 {
+            return;
+        }
+        let values: Vec<ModuleBuffer> = labels
+            .iter()
+            .map(|l| ModuleBuffer::of(l.as_bytes()))
+            .collect();
+        // SAFETY: the label buffers live for the call; the stream pointer is
+        // this hook's.
+        unsafe {
+            envoy_dynamic_module_callback_http_filter_increment_counter(
+                self.filter,
+                id,
+                values.as_ptr(),
+                values.len(),
+                1,
+            );
+        }
+    }
 
     fn log(&self, level: Level, message: &str) {
         log(level, message);
@@ -686,7 +1005,8 @@ struct Done {
 
 /// Runs a request hook's work on the stream behind `module`, answering 500
 /// when it panics; then sends the reply the work asked for, as the hook's
-/// last act. A poisoned stream (an earlier hook panicked and answered) goes
+/// last act, or makes the call it asked for ([`stream_callout`]). A
+/// poisoned stream (an earlier hook panicked and answered) goes
 /// on untouched; a missing one (its creation failed) is answered 500: it
 /// must not reach upstream past an unchecked gate.
 ///
@@ -697,10 +1017,14 @@ unsafe fn request_hook(
     module: *const c_void,
     work: impl FnOnce(&mut Stream, &Hook) -> Next,
 ) -> Done {
-    let (hook, next) = if module.is_null() {
-        let hook = Hook::new(filter, Counters([0; Metric::ALL.len()]));
+    let (hook, next, alive) = if module.is_null() {
+        let hook = Hook::new(
+            filter,
+            Counters([0; Metric::ALL.len()]),
+            Scheduler(std::ptr::null_mut()),
+        );
         let _ = guarded(|| super::panicked(&hook));
-        (hook, Next::Stop)
+        (hook, Next::Stop, None)
     } else {
         // SAFETY: `module` came from Box::into_raw in on_http_filter_new;
         // Envoy calls one stream's hooks on one thread, one at a time, and
@@ -713,21 +1037,76 @@ unsafe fn request_hook(
                 answered: false,
             };
         }
-        let hook = Hook::new(filter, native.counters);
+        let hook = Hook::new(filter, native.counters, native.scheduler);
         let stream = &mut native.stream;
         let next = match guarded(|| work(stream, &hook)) {
             Some(next) => next,
             None => {
                 native.poisoned = true;
+                *hook.callout.borrow_mut() = None;
                 let _ = guarded(|| super::panicked(&hook));
                 Next::Stop
             }
         };
-        (hook, next)
+        (hook, next, Some(Arc::clone(&native.alive)))
     };
+    let callout = hook.callout.borrow_mut().take();
     // SAFETY: nothing of the stream's state is used after this.
     let answered = guarded(move || unsafe { hook.send_reply() }).unwrap_or(false);
+    if let (Some(call), Some(alive), false) = (callout, alive, answered) {
+        // SAFETY: the pointers this hook was given; no reference to the
+        // stream's state is held any more.
+        unsafe { stream_callout(filter, module, &call, &alive) };
+    }
     Done { next, answered }
+}
+
+/// Makes the call a stream's hook asked for, as the hook's last act, then
+/// tells the stream whether it was made. Envoy may answer it inside the
+/// call (a local reply of its router, such as "no healthy upstream"):
+/// `on_http_filter_http_callout_done` then runs, and may end the stream,
+/// before the call returns; so the stream is touched again only when
+/// `alive` says Envoy has not destroyed it.
+///
+/// SAFETY: `filter` and `module` are a hook's pointers, as for
+/// [`request_hook`], and no reference to the stream's state is held.
+unsafe fn stream_callout(
+    filter: *mut c_void,
+    module: *const c_void,
+    call: &Callout,
+    alive: &AtomicBool,
+) {
+    let headers = callout_headers(call);
+    let mut id = 0u64;
+    // SAFETY: the headers, the strings they point at and the body live for
+    // the call (Envoy copies them); `id` is a valid place; the stream
+    // pointer is the hook's.
+    let result = unsafe {
+        envoy_dynamic_module_callback_http_filter_http_callout(
+            filter,
+            &mut id,
+            ModuleBuffer::of(call.cluster.as_bytes()),
+            headers.as_ptr(),
+            headers.len(),
+            ModuleBuffer::of(&call.body),
+            call.timeout_ms,
+        )
+    };
+    if !alive.load(Ordering::Acquire) {
+        return; // answered and destroyed inside the call
+    }
+    // SAFETY: the stream is alive, so `module` is not destroyed; no
+    // reference to it is held.
+    let _ = unsafe {
+        if result == CALLOUT_INIT_SUCCESS {
+            request_hook(filter, module, |s, hook| {
+                s.on_callout_made(hook);
+                Next::Wait
+            })
+        } else {
+            request_hook(filter, module, |s, hook| s.on_callout_refused(hook))
+        }
+    };
 }
 
 #[no_mangle]
@@ -773,7 +1152,19 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 let counters = unsafe { Counters::define(config_envoy) };
                 // SAFETY: the same.
                 unsafe { Counters::set_build_gauge(config_envoy) };
-                let native = Box::new(NativeConfig { filter, counters });
+                // SAFETY: the same.
+                let lease_gauge = unsafe { Counters::define_lease_gauge(config_envoy) };
+                // SAFETY: the same; the scheduler is deleted with the config.
+                let scheduler = Scheduler(unsafe {
+                    envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy)
+                });
+                let native = Box::new(NativeConfig {
+                    filter,
+                    counters,
+                    lease_gauge,
+                    envoy: ConfigEnvoy(config_envoy),
+                    scheduler,
+                });
                 Box::into_raw(native).cast_const().cast::<c_void>()
             }
             Err(problems) => {
@@ -823,7 +1214,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         let stream = Box::new(NativeStream {
             stream: native.filter.stream(),
             counters: native.counters,
+            scheduler: native.scheduler,
             poisoned: false,
+            alive: Arc::new(AtomicBool::new(true)),
         });
         Box::into_raw(stream).cast_const().cast::<c_void>()
     });
@@ -849,7 +1242,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
         })
     };
     match done.next {
-        Next::Stop => HEADERS_STOP_ITERATION,
+        Next::Stop | Next::Wait => HEADERS_STOP_ITERATION,
         Next::Continue => HEADERS_CONTINUE,
     }
 }
@@ -867,7 +1260,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
         })
     };
     match done.next {
-        // answered: the rest of the body is not wanted
+        // answered, or waiting for a call: the rest of the body is not wanted
+        Next::Wait => BODY_STOP_NO_BUFFER,
         Next::Stop if done.answered => BODY_STOP_NO_BUFFER,
         // still collecting: Envoy keeps the piece in its buffer
         Next::Stop => BODY_STOP_AND_BUFFER,
@@ -883,7 +1277,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
     // SAFETY: the pointers Envoy passed to this hook.
     let done = unsafe { request_hook(filter, module, |s, hook| s.on_request_trailers(hook)) };
     match done.next {
-        Next::Stop => TRAILERS_STOP_ITERATION,
+        Next::Stop | Next::Wait => TRAILERS_STOP_ITERATION,
         Next::Continue => TRAILERS_CONTINUE,
     }
 }
@@ -924,17 +1318,75 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
 ) {
 }
 
+/// The answer to a stream's call (its token's fleet budget).
 #[no_mangle]
 pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
-    _filter: *mut c_void,
-    _module: *const c_void,
+    filter: *mut c_void,
+    module: *const c_void,
     _callout_id: u64,
-    _result: u32,
-    _headers: *const Header,
-    _headers_count: usize,
-    _body: *const EnvoyBuffer,
-    _body_count: usize,
+    result: u32,
+    headers: *const Header,
+    headers_count: usize,
+    body: *const EnvoyBuffer,
+    body_count: usize,
 ) {
+    // SAFETY: the pointers and counts Envoy passed to this hook.
+    let answer =
+        guarded(|| unsafe { callout_answer(result, headers, headers_count, body, body_count) });
+    let Some(answer) = answer else {
+        return;
+    };
+    // SAFETY: the pointers Envoy passed to this hook (a stream's callouts
+    // end before it is destroyed).
+    let _ = unsafe {
+        request_hook(filter, module, |s, hook| {
+            s.on_callout_done(hook, answer.as_ref())
+        })
+    };
+}
+
+/// The main thread, woken by a stream: the refills it wants.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+    _config_envoy: *mut c_void,
+    config: *const c_void,
+    _event: u64,
+) {
+    // SAFETY: the pointer config_new returned (Envoy runs no hook of a
+    // destroyed configuration).
+    let Some(native) = (unsafe { config.cast::<NativeConfig>().as_ref() }) else {
+        return;
+    };
+    let main = native.main();
+    let _ = guarded(|| native.filter.on_scheduled(&main));
+}
+
+/// The answer to a configuration's call (a lease refill), on the main
+/// thread.
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+    _config_envoy: *mut c_void,
+    config: *const c_void,
+    callout_id: u64,
+    result: u32,
+    headers: *const Header,
+    headers_count: usize,
+    body: *const EnvoyBuffer,
+    body_count: usize,
+) {
+    // SAFETY: the pointer config_new returned (Envoy cancels a
+    // configuration's calls when it destroys it).
+    let Some(native) = (unsafe { config.cast::<NativeConfig>().as_ref() }) else {
+        return;
+    };
+    let main = native.main();
+    let _ = guarded(|| {
+        // SAFETY: the pointers and counts Envoy passed to this hook.
+        let answer = unsafe { callout_answer(result, headers, headers_count, body, body_count) };
+        native
+            .filter
+            .on_callout_done(&main, callout_id, answer.as_ref());
+    });
 }
 
 #[no_mangle]

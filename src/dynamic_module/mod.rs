@@ -15,8 +15,9 @@
 //!   workers, and kept across configuration updates as long as the module
 //!   stays loaded (`do_not_close: true`, as `envoy/native.yaml` sets);
 //! - `{"env": …}` secrets are read from Envoy's own environment;
-//! - fleet budgets (a `rate_limit_service`) are refused at load: the ABI's
-//!   HTTP callouts cannot yet carry the rate-limit service's gRPC call here.
+//! - fleet budgets ask the rate-limit service over the ABI's HTTP callouts
+//!   ([`fleet`]): a request's own token as a callout of its stream, lease
+//!   refills from the main thread.
 //!
 //! Every `unsafe` item (the ABI's declarations and the exported hooks) is in
 //! [`abi`]; this module is safe Rust.
@@ -34,13 +35,17 @@
 #[cfg(feature = "dynamic-module")]
 mod abi;
 pub(crate) mod budgets;
+pub(crate) mod fleet;
 
 use crate::config::Config;
 use crate::edge::{self, Gate, Route, TokenStart};
 use crate::ids::CustomerId;
 use crate::render::Response;
-use crate::service::{self, Answer, Budget, Host, HostFailure, Outcome, Question, Step};
+use crate::service::{
+    self, Answer, Budget, Host, HostFailure, Outcome, PendingBudget, Question, Step,
+};
 use crate::stats::Counter;
+pub(crate) use fleet::{Callout, CalloutAnswer, Main};
 use std::io::Read;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -126,15 +131,24 @@ pub(crate) enum Metric {
     RedemptionsRejected,
     /// `fpgen.panics`: hooks that panicked (and answered 500)
     Panics,
+    /// `fpgen.fleet_budget_failed{fpgen_reason}`
+    FleetBudgetFailed,
+    /// `fpgen.fleet_budget_token_calls`
+    FleetTokenCalls,
+    /// `fpgen.fleet_budget_lease_calls`
+    FleetLeaseCalls,
 }
 
 impl Metric {
-    pub(crate) const ALL: [Self; 5] = [
+    pub(crate) const ALL: [Self; 8] = [
         Self::TokensMinted,
         Self::Rejected,
         Self::RedemptionsAccepted,
         Self::RedemptionsRejected,
         Self::Panics,
+        Self::FleetBudgetFailed,
+        Self::FleetTokenCalls,
+        Self::FleetLeaseCalls,
     ];
 
     /// The counter's name and its label names.
@@ -145,6 +159,9 @@ impl Metric {
             Self::RedemptionsAccepted => ("fpgen.redemptions_accepted", &["fpgen_customer"]),
             Self::RedemptionsRejected => ("fpgen.redemptions_rejected", &["fpgen_reason"]),
             Self::Panics => ("fpgen.panics", &[]),
+            Self::FleetBudgetFailed => ("fpgen.fleet_budget_failed", &["fpgen_reason"]),
+            Self::FleetTokenCalls => ("fpgen.fleet_budget_token_calls", &[]),
+            Self::FleetLeaseCalls => ("fpgen.fleet_budget_lease_calls", &[]),
         }
     }
 }
@@ -164,14 +181,18 @@ fn metric_of(counter: Counter, customer: Option<&CustomerId>) -> Option<(Metric,
             Metric::RedemptionsRejected,
             vec![reason.stat_name().to_owned()],
         )),
-        // fleet budgets are refused at load
-        Counter::FleetBudgetFailed(_) | Counter::FleetTokenCalls | Counter::FleetLeaseCalls => None,
+        Counter::FleetBudgetFailed(failure) => Some((
+            Metric::FleetBudgetFailed,
+            vec![failure.stat_name().to_owned()],
+        )),
+        Counter::FleetTokenCalls => Some((Metric::FleetTokenCalls, Vec::new())),
+        Counter::FleetLeaseCalls => Some((Metric::FleetLeaseCalls, Vec::new())),
     }
 }
 
 /// One stream's view of Envoy: what the shell asks of it. Implemented in
 /// [`abi`] over the stream's pointer, and by a fake in the tests.
-pub(crate) trait Envoy {
+pub(crate) trait Envoy: Report {
     /// A request header's value (every value of the name joined with `,`;
     /// bytes that are not UTF-8 replaced).
     fn header(&self, name: &str) -> Option<String>;
@@ -189,12 +210,22 @@ pub(crate) trait Envoy {
     fn body_size(&self) -> usize;
     /// Answers the request here.
     fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]);
-    /// Adds one to a counter.
-    fn count(&self, metric: Metric, labels: &[&str]);
     /// Sets the access-log filter state (`%FILTER_STATE(fpgen:PLAIN)%`).
     fn set_log_state(&self, value: &str);
     /// The downstream peer's address (`ip:port`), as Envoy has it.
     fn source_address(&self) -> Option<String>;
+    /// Asks for `call` to be made for this stream when the hook returns:
+    /// then [`Stream::on_callout_made`] or [`Stream::on_callout_refused`],
+    /// and its answer to [`Stream::on_callout_done`].
+    fn callout(&self, call: Callout);
+    /// Wakes the main thread: [`FilterConfig::on_scheduled`] runs there.
+    fn wake_main(&self);
+}
+
+/// Where counts and log lines go: a stream's Envoy, or the main thread's.
+pub(crate) trait Report {
+    /// Adds one to a counter.
+    fn count(&self, metric: Metric, labels: &[&str]);
     /// Logs a line at `level`.
     fn log(&self, level: Level, message: &str);
 }
@@ -204,14 +235,17 @@ pub(crate) trait Envoy {
 pub(crate) enum Next {
     /// Go on with the request (upstream).
     Continue,
-    /// Stop: answered here, or waiting for the body.
+    /// Stop: answered here, or waiting for the body (which Envoy buffers).
     Stop,
+    /// Stop and wait for a call: the rest of the request is not wanted.
+    Wait,
 }
 
 /// One filter configuration: fpgen's configuration, shared by every
 /// worker's streams.
 pub(crate) struct FilterConfig {
     config: Arc<Config>,
+    refills: Arc<fleet::Refills>,
 }
 
 impl FilterConfig {
@@ -220,25 +254,28 @@ impl FilterConfig {
     /// serve.
     pub(crate) fn new(json: &[u8]) -> Result<Self, String> {
         let config = Config::from_json(json).map_err(|e| e.to_string())?;
-        if config.rate_limit_service.is_some()
-            || config.customers.values().any(|c| c.fleet_budget.is_some())
-        {
-            return Err(
-                "rate_limit_service, fleet_budget: fleet budgets need the proxy-wasm \
-                        module (the dynamic module cannot call the rate-limit service yet)"
-                    .to_owned(),
-            );
-        }
-        for customer in config
-            .customers
-            .values()
-            .filter(|c| c.token_budget.is_some())
-        {
-            budgets::init(&customer.id);
+        for customer in config.customers.values() {
+            if customer.token_budget.is_some() {
+                budgets::init(&customer.id);
+            }
+            if customer.fleet_budget.is_some_and(|b| b.lease > 1) {
+                fleet::init_lease(&customer.id);
+            }
         }
         Ok(Self {
             config: Arc::new(config),
+            refills: Arc::default(),
         })
+    }
+
+    /// On the main thread, woken by a stream ([`Envoy::wake_main`]).
+    pub(crate) fn on_scheduled(&self, main: &dyn Main) {
+        self.refills.on_scheduled(main, &self.config);
+    }
+
+    /// On the main thread: the answer to this configuration's call `id`.
+    pub(crate) fn on_callout_done(&self, main: &dyn Main, id: u64, answer: Option<&CalloutAnswer>) {
+        self.refills.on_callout_done(main, &self.config, id, answer);
     }
 
     /// The log line of a configuration read.
@@ -253,7 +290,9 @@ impl FilterConfig {
     pub(crate) fn stream(&self) -> Stream {
         Stream {
             config: Arc::clone(&self.config),
+            refills: Arc::clone(&self.refills),
             awaiting_body: false,
+            waiting: None,
         }
     }
 }
@@ -261,8 +300,29 @@ impl FilterConfig {
 /// One request's state.
 pub(crate) struct Stream {
     config: Arc<Config>,
+    refills: Arc<fleet::Refills>,
     /// A token POST whose body is being collected.
     awaiting_body: bool,
+    /// A sealed token waiting for the rate-limit service's answer.
+    waiting: Option<Waiting>,
+}
+
+/// A token request paused on its call to the rate-limit service.
+struct Waiting {
+    pending: PendingBudget,
+    sent_ms: u64,
+}
+
+/// A stream that goes away while its token waits for the fleet budget
+/// (the client left; Envoy cancels the call): the local token taken for
+/// it is given back, as in the Wasm module.
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Some(waiting) = self.waiting.take() {
+            let host = NativeHost::detached(&self.config);
+            waiting.pending.abandon(&host);
+        }
+    }
 }
 
 impl Stream {
@@ -291,6 +351,9 @@ impl Stream {
 
     /// A piece of the request body (Envoy buffers it while this stops).
     pub(crate) fn on_request_body(&mut self, envoy: &dyn Envoy, end_of_stream: bool) -> Next {
+        if self.waiting.is_some() {
+            return Next::Wait; // answered here once the budget says
+        }
         if !self.awaiting_body {
             return Next::Continue;
         }
@@ -313,6 +376,9 @@ impl Stream {
     pub(crate) fn on_request_trailers(&mut self, envoy: &dyn Envoy) -> Next {
         let config = Arc::clone(&self.config);
         scrub(envoy, &config, Map::RequestTrailers);
+        if self.waiting.is_some() {
+            return Next::Wait;
+        }
         if !self.awaiting_body {
             return Next::Continue;
         }
@@ -324,10 +390,10 @@ impl Stream {
         let method = envoy.header(":method").unwrap_or_default();
         let host = NativeHost::of(envoy, config);
         match edge::token_request(config, query, &method, |name| envoy.header(name), &host) {
-            TokenStart::Step(step) => send(envoy, answer(step, &host)),
+            TokenStart::Step(step) => self.drive(envoy, step),
             TokenStart::AwaitBody if end => {
                 let step = edge::token_body(config, query, b"", &host);
-                send(envoy, answer(step, &host))
+                self.drive(envoy, step)
             }
             TokenStart::AwaitBody => {
                 self.awaiting_body = true;
@@ -342,26 +408,95 @@ impl Stream {
         let body = envoy.body(edge::body_read_limit(config));
         let host = NativeHost::of(envoy, config);
         let step = edge::token_body(config, service::query_of(&path), &body, &host);
-        send(envoy, answer(step, &host))
+        self.drive(envoy, step)
     }
-}
 
-/// A token request's answer: its local budget asked of [`budgets`] (fleet
-/// budgets are refused at load, so a fleet question cannot come; were one
-/// to, it fails as internal rather than mint uncounted).
-fn answer(step: Step, host: &NativeHost<'_>) -> Answer {
-    let mut step = step;
-    loop {
-        match step {
-            Step::Answer(answer) => return answer,
-            Step::Budget(pending) => {
-                let taken = match pending.question() {
-                    Question::Local(budget) => budgets::take(pending.customer(), budget),
-                    Question::Fleet(_) => Err(HostFailure("no rate-limit service in this module")),
-                };
-                step = pending.continue_with(taken, host);
-            }
+    /// Answers a token request's budget questions: the local budget from
+    /// [`budgets`], the fleet budget from the process's lease of it or the
+    /// rate-limit service (then the request waits for its call).
+    fn drive(&mut self, envoy: &dyn Envoy, mut step: Step) -> Next {
+        let config = Arc::clone(&self.config);
+        let host = NativeHost::of(envoy, &config);
+        loop {
+            let pending = match step {
+                Step::Answer(answer) => return send(envoy, answer),
+                Step::Budget(pending) => pending,
+            };
+            step = match pending.question() {
+                Question::Local(budget) => {
+                    let taken = budgets::take(pending.customer(), budget);
+                    pending.continue_with(taken, &host)
+                }
+                Question::Fleet(budget)
+                    if budget.lease > 1
+                        && fleet::from_lease(
+                            envoy,
+                            &self.refills,
+                            &config,
+                            pending.customer(),
+                            budget,
+                        ) =>
+                {
+                    pending.continue_with(Ok(Budget::Taken), &host)
+                }
+                Question::Fleet(budget) => {
+                    match fleet::call(&config, pending.customer(), budget, 1) {
+                        Some(call) => {
+                            envoy.callout(call);
+                            let sent_ms = fleet::now_ms();
+                            self.waiting = Some(Waiting { pending, sent_ms });
+                            return Next::Wait;
+                        }
+                        None => {
+                            let failure = crate::fleet::Failure::Unavailable;
+                            fleet::failed(envoy, failure, pending.customer(), None);
+                            let unavailable = Ok(Budget::FleetUnavailable(failure));
+                            pending.continue_with(unavailable, &host)
+                        }
+                    }
+                }
+            };
         }
+    }
+
+    /// The call this stream asked for was made: counted.
+    pub(crate) fn on_callout_made(&mut self, envoy: &dyn Envoy) {
+        if self.waiting.is_some() {
+            envoy.count(Metric::FleetTokenCalls, &[]);
+        }
+    }
+
+    /// Envoy could not make the call this stream asked for: the budget is
+    /// unavailable, and the failure mode answers.
+    pub(crate) fn on_callout_refused(&mut self, envoy: &dyn Envoy) -> Next {
+        let Some(Waiting { pending, .. }) = self.waiting.take() else {
+            return Next::Stop; // answered already, inside the call
+        };
+        let failure = crate::fleet::Failure::Unavailable;
+        fleet::failed(envoy, failure, pending.customer(), None);
+        let config = Arc::clone(&self.config);
+        let host = NativeHost::of(envoy, &config);
+        let step = pending.continue_with(Ok(Budget::FleetUnavailable(failure)), &host);
+        self.drive(envoy, step)
+    }
+
+    /// The answer to this stream's call (`None`: it was reset).
+    pub(crate) fn on_callout_done(
+        &mut self,
+        envoy: &dyn Envoy,
+        answer: Option<&CalloutAnswer>,
+    ) -> Next {
+        let Some(Waiting { pending, sent_ms }) = self.waiting.take() else {
+            return Next::Stop;
+        };
+        let config = Arc::clone(&self.config);
+        let verdict = fleet::verdict(answer, sent_ms, fleet::timeout_ms(&config));
+        if let Err(failure) = verdict {
+            fleet::failed(envoy, failure, pending.customer(), Some(sent_ms));
+        }
+        let host = NativeHost::of(envoy, &config);
+        let step = pending.continue_with(Ok(Budget::of_fleet(verdict)), &host);
+        self.drive(envoy, step)
     }
 }
 
@@ -450,15 +585,26 @@ fn now() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
 }
 
-/// The host, as the pure core sees it, for one request.
+/// The host, as the pure core sees it, for one request (`envoy` is `None`
+/// for a stream Envoy is destroying: only its budgets are asked then).
 struct NativeHost<'a> {
-    envoy: &'a dyn Envoy,
+    envoy: Option<&'a dyn Envoy>,
     config: &'a Config,
 }
 
 impl<'a> NativeHost<'a> {
     fn of(envoy: &'a dyn Envoy, config: &'a Config) -> Self {
-        Self { envoy, config }
+        Self {
+            envoy: Some(envoy),
+            config,
+        }
+    }
+
+    fn detached(config: &'a Config) -> Self {
+        Self {
+            envoy: None,
+            config,
+        }
     }
 }
 
@@ -473,9 +619,10 @@ impl Host for NativeHost<'_> {
 
     fn client_address(&self) -> Option<IpAddr> {
         let policy = &self.config.client_address;
-        let source = self.envoy.source_address();
+        let envoy = self.envoy?;
+        let source = envoy.source_address();
         let xff = if policy.use_x_forwarded_for {
-            self.envoy.header("x-forwarded-for")
+            envoy.header("x-forwarded-for")
         } else {
             None
         };
@@ -529,6 +676,8 @@ mod tests {
         sent: RefCell<Option<Sent>>,
         counted: RefCell<Vec<(Metric, Vec<String>)>>,
         log_state: RefCell<Option<String>>,
+        calls: RefCell<Vec<Callout>>,
+        woken: RefCell<usize>,
     }
 
     impl Fake {
@@ -596,15 +745,24 @@ mod tests {
             let body = String::from_utf8_lossy(body).into_owned();
             *self.sent.borrow_mut() = Some((status, headers.collect(), body));
         }
-        fn count(&self, metric: Metric, labels: &[&str]) {
-            let labels = labels.iter().map(|l| (*l).to_owned()).collect();
-            self.counted.borrow_mut().push((metric, labels));
-        }
         fn set_log_state(&self, value: &str) {
             *self.log_state.borrow_mut() = Some(value.to_owned());
         }
         fn source_address(&self) -> Option<String> {
             Some("192.0.2.10:5555".to_owned())
+        }
+        fn callout(&self, call: Callout) {
+            self.calls.borrow_mut().push(call);
+        }
+        fn wake_main(&self) {
+            *self.woken.borrow_mut() += 1;
+        }
+    }
+
+    impl Report for Fake {
+        fn count(&self, metric: Metric, labels: &[&str]) {
+            let labels = labels.iter().map(|l| (*l).to_owned()).collect();
+            self.counted.borrow_mut().push((metric, labels));
         }
         fn log(&self, _: Level, _: &str) {}
     }

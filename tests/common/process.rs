@@ -111,6 +111,12 @@ impl Module {
             ["redemptions_rejected", reason] => {
                 format!("redemptions_rejected.fpgen_reason.{reason}")
             }
+            ["customer", id, "fleet_lease_tokens"] => {
+                format!("fleet_lease_tokens.fpgen_customer.{id}")
+            }
+            ["fleet_budget_failed", reason] => format!("fleet_budget_failed.fpgen_reason.{reason}"),
+            ["fleet_budget_token_calls"] => "fleet_budget_token_calls".to_owned(),
+            ["fleet_budget_lease_calls"] => "fleet_budget_lease_calls".to_owned(),
             ["build", version @ .., build] => format!(
                 "build.fpgen_version.{}.fpgen_build.{build}",
                 version.join(".")

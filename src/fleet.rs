@@ -786,4 +786,94 @@ mod tests {
         assert_eq!(Failure::of_call(14, 100, 100), Failure::Timeout);
         assert_eq!(Failure::of_call(14, 2_000, 100), Failure::Timeout);
     }
+
+    fn ok_message() -> Vec<u8> {
+        RateLimitResponse {
+            overall_code: 1,
+            statuses: Vec::new(),
+        }
+        .encode_to_vec()
+    }
+
+    #[test]
+    fn a_call_carried_as_http_is_read_from_its_status_headers_and_frame() {
+        let framed = grpc_frame(&ok_message());
+        assert_eq!(framed.len(), ok_message().len() + 5);
+        assert_eq!(framed[..5], [0, 0, 0, 0, 2]);
+        let answer = |status, grpc_status, body| HttpAnswer {
+            status: Some(status),
+            grpc_status,
+            body,
+        };
+        let read = |a: HttpAnswer<'_>, elapsed| verdict_of_http(Some(a), elapsed, 2_000);
+        let ok = Ok(Verdict::Ok { reset_ms: None });
+        assert_eq!(read(answer("200", None, &framed), 5), ok);
+        assert_eq!(read(answer("200", Some("0"), &framed), 5), ok);
+        // a frame with bytes after it (trailing data) reads its message
+        let mut longer = framed.clone();
+        longer.push(7);
+        assert_eq!(read(answer("200", None, &longer), 5), ok);
+        // trailers-only gRPC errors, an HTTP error, no answer at all
+        let unavailable = Err(Failure::Unavailable);
+        assert_eq!(read(answer("200", Some("14"), b""), 5), unavailable);
+        assert_eq!(
+            read(answer("200", Some("4"), b""), 5),
+            Err(Failure::Timeout)
+        );
+        assert_eq!(read(answer("503", None, b""), 5), unavailable);
+        assert_eq!(
+            read(answer("504", None, b"upstream request timeout"), 2_000),
+            Err(Failure::Timeout)
+        );
+        assert_eq!(verdict_of_http(None, 5, 2_000), unavailable);
+        assert_eq!(verdict_of_http(None, 2_000, 2_000), Err(Failure::Timeout));
+        // no message (its status was in trailers, which are not seen)
+        assert_eq!(read(answer("200", None, b""), 5), unavailable);
+        // what is not one uncompressed, whole frame of a response
+        let undecodable = Err(Failure::Undecodable);
+        let mut compressed = framed.clone();
+        compressed[0] = 1;
+        assert_eq!(read(answer("200", None, &compressed), 5), undecodable);
+        assert_eq!(
+            read(answer("200", None, &framed[..framed.len() - 1]), 5),
+            undecodable
+        );
+        assert_eq!(read(answer("200", None, &framed[..3]), 5), undecodable);
+        assert_eq!(read(answer("200", Some("x"), &framed), 5), undecodable);
+        assert_eq!(
+            read(answer("200", None, &grpc_frame(b"\xff")), 5),
+            undecodable
+        );
+    }
+
+    #[test]
+    fn a_refills_answer_changes_the_lease_as_the_service_says() {
+        let claimed = Lease {
+            refill_until_ms: 5_000,
+            ..Lease::default()
+        };
+        let asked = (10, 1_000); // 10 hits sent at 1 s
+        let ok = |reset_ms| Ok(Verdict::Ok { reset_ms });
+        let refilled = claimed.answered(ok(Some(60_000)), asked, 10, 1_010);
+        assert_eq!((refilled.held, refilled.valid_until_ms), (10, 61_000));
+        assert_eq!(refilled.refill_until_ms, 0, "the claim ends");
+        let refused = claimed.answered(
+            Ok(Verdict::OverLimit {
+                reset_ms: Some(9_000),
+            }),
+            asked,
+            10,
+            1_010,
+        );
+        assert_eq!((refused.held, refused.refill_until_ms), (0, 10_000));
+        for nothing in [
+            ok(None),
+            Err(Failure::Timeout),
+            Ok(Verdict::OverLimit { reset_ms: None }),
+        ] {
+            let after = claimed.answered(nothing, asked, 10, 1_010);
+            assert_eq!(after, claimed.refill_failed(), "{nothing:?}");
+            assert_eq!(after.held, 0);
+        }
+    }
 }

@@ -301,6 +301,40 @@ fn a_budget_that_cannot_be_asked_follows_the_failure_mode() {
     drop(silent);
 }
 
+/// A rate-limit cluster with no host (its endpoints not known yet, or none
+/// healthy): Envoy answers the call itself, at once (for the native
+/// module, inside the callout that makes it). With `closed`, -9503 and
+/// each counted `unavailable`; with `open`, minted, with or without a
+/// lease; and both Envoys go on serving.
+#[test]
+fn a_cluster_with_no_host_follows_the_failure_mode() {
+    let fleet = json!({"tokens": 10, "per": "day"});
+    let leased = json!({"tokens": 100, "per": "day", "lease": 10});
+    let closed = envoy(&config(&[(fleet.clone(), None)], "closed"), 0);
+    for _ in 0..3 {
+        let r = get(closed.port, &token_path("100001"));
+        assert_eq!(outcome(&r), (503, -9503), "{r:?}");
+        assert!(
+            r.text().contains("the rate-limit service is unavailable"),
+            "{r:?}"
+        );
+    }
+    let failed = "wasmcustom.fpgen.fleet_budget_failed.unavailable";
+    assert_eq!(stat(&closed, failed), 3);
+    let open = envoy(&config(&[(fleet, None), (leased, None)], "open"), 0);
+    for id in ["100001", "100002", "100002"] {
+        let r = get(open.port, &token_path(id));
+        assert_eq!(outcome(&r), (200, 0), "{id}: {r:?}");
+    }
+    let held = "wasmcustom.fpgen.customer.100002.fleet_lease_tokens";
+    assert_eq!(stat(&open, held), 0, "no lease came");
+    assert!(closed.is_running() && open.is_running());
+    assert_eq!(
+        outcome(&get(closed.port, &token_path("100001"))),
+        (503, -9503)
+    );
+}
+
 /// A token request waiting for the service stays with fpgen through its
 /// body: a GET that carries one (and an upstream behind the catch-all
 /// route) is answered by the failure mode, and nothing reaches the

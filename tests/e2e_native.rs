@@ -1,7 +1,7 @@
 //! What only the native module (fpgen as an Envoy dynamic module) does,
 //! through a real Envoy 1.40 running its test build: a panic in a request
-//! hook answers 500 and leaves Envoy serving; fleet budgets are refused at
-//! load; the module refuses an Envoy it was not built for; the shipped
+//! hook answers 500 and leaves Envoy serving; the module refuses an Envoy
+//! it was not built for; the shipped
 //! `envoy/native.yaml` serves the demo. (Everything the two modules share
 //! is proven by the other suites, which `make test` also runs with
 //! `FPGEN_MODULE=native`.)
@@ -15,7 +15,6 @@
 mod common;
 
 use common::{free_port, get, Envoy, Module, Options, DEMO_CONFIG};
-use serde_json::json;
 
 fn native() -> Options {
     Options {
@@ -61,24 +60,6 @@ fn log_with(envoy: &Envoy, needle: &str) -> String {
         common::tail(&log, 20)
     );
     log
-}
-
-/// The ABI cannot carry the rate-limit service's call here yet: a
-/// configuration with fleet budgets is refused when Envoy loads it, and
-/// the log says why.
-#[test]
-fn fleet_budgets_are_refused_at_load_naming_why() {
-    let mut config: serde_json::Value = serde_json::from_str(DEMO_CONFIG).unwrap();
-    config["rate_limit_service"] = json!({"cluster": "ratelimit"});
-    config["customers"][0]["fleet_budget"] = json!({"tokens": 10, "per": "day"});
-    let log = Envoy::try_start_with(&config.to_string(), &native())
-        .expect_err("Envoy must refuse the filter");
-    assert!(
-        log.contains("fleet budgets need the proxy-wasm module"),
-        "{}",
-        common::tail(&log, 30)
-    );
-    assert!(log.contains("Failed to initialize dynamic module"), "{log}");
 }
 
 /// An Envoy that is not 1.40 is refused at load: here a copy of Envoy

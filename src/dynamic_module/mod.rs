@@ -886,15 +886,177 @@ mod tests {
         assert_eq!(*envoy.counted.borrow(), vec![(Metric::Panics, vec![])]);
     }
 
-    #[test]
-    fn fleet_budgets_are_refused_at_load_with_the_reason() {
+    /// The demo with a fleet budget for customer 100001 (`lease` tokens
+    /// at a time) and, when given, a local budget.
+    fn fleet_config(failure_mode: &str, lease: u32, local: Option<u64>) -> FilterConfig {
         let mut config: serde_json::Value = serde_json::from_str(DEMO).unwrap();
-        config["rate_limit_service"] = serde_json::json!({"cluster": "ratelimit"});
-        let refused = FilterConfig::new(config.to_string().as_bytes())
-            .err()
-            .unwrap();
-        assert!(refused.contains("proxy-wasm module"), "{refused}");
-        assert!(FilterConfig::new(b"{").is_err());
+        config["rate_limit_service"] = serde_json::json!({"cluster": "ratelimit",
+            "timeout_ms": 2000, "failure_mode": failure_mode});
+        config["customers"][0]["fleet_budget"] =
+            serde_json::json!({"tokens": 1000, "per": "day", "lease": lease});
+        if let Some(budget) = local {
+            config["customers"][0]["token_budget"] = budget.into();
+        }
+        FilterConfig::new(config.to_string().as_bytes()).unwrap()
+    }
+
+    /// A rate-limit service's answer: `code` (1 OK, 2 over the limit), its
+    /// period ending in an hour.
+    fn service_answer(code: i32) -> CalloutAnswer {
+        use prost::Message;
+        let message = crate::fleet::RateLimitResponse {
+            overall_code: code,
+            statuses: vec![crate::fleet::DescriptorStatus {
+                code,
+                limit_remaining: 0,
+                duration_until_reset: Some(crate::fleet::Duration {
+                    seconds: 3600,
+                    nanos: 0,
+                }),
+            }],
+        }
+        .encode_to_vec();
+        CalloutAnswer {
+            headers: vec![
+                (":status".to_owned(), "200".to_owned()),
+                ("content-type".to_owned(), "application/grpc".to_owned()),
+            ],
+            body: crate::fleet::grpc_frame(&message),
+        }
+    }
+
+    fn get_mint() -> Fake {
+        Fake::request(&[(":path", MINT), (":method", "GET")])
+    }
+
+    #[test]
+    fn a_fleet_token_waits_for_its_call_and_the_answer_decides() {
+        use prost::Message;
+        let config = fleet_config("closed", 1, None);
+        let mut s = config.stream();
+        let envoy = get_mint();
+        assert_eq!(s.on_request_headers(&envoy, false), Next::Wait);
+        assert_eq!(envoy.status(), None, "nothing answered while waiting");
+        let call = envoy.calls.borrow().first().cloned().unwrap();
+        assert_eq!(
+            (call.cluster.as_str(), call.timeout_ms),
+            ("ratelimit", 2000)
+        );
+        for header in [
+            (":method", "POST"),
+            (":path", crate::fleet::PATH),
+            ("host", "ratelimit"),
+            ("content-type", "application/grpc"),
+        ] {
+            assert!(
+                call.headers.iter().any(|(k, v)| (*k, v.as_str()) == header),
+                "{header:?} in {:?}",
+                call.headers
+            );
+        }
+        let (frame, message) = call.body.split_at(5);
+        assert_eq!(frame, [0, 0, 0, 0, u8::try_from(message.len()).unwrap()]);
+        let request = crate::fleet::RateLimitRequest::decode(message).unwrap();
+        assert_eq!(request.hits_addend, 1);
+        assert_eq!(request.descriptors[0].entries[0].value, "100001");
+        s.on_callout_made(&envoy);
+        assert_eq!(s.on_request_body(&envoy, true), Next::Wait);
+        s.on_callout_done(&envoy, Some(&service_answer(1)));
+        assert_eq!(envoy.status(), Some(200));
+        let counted = envoy.counted.borrow();
+        assert!(counted.contains(&(Metric::FleetTokenCalls, vec![])));
+        assert!(counted.contains(&(Metric::TokensMinted, vec!["100001".to_owned()])));
+
+        // over the limit: -2019; no answer (reset), closed: -9503, counted
+        let answers = [(Some(service_answer(2)), 429), (None, 503)];
+        for (answer, status) in answers {
+            let mut s = config.stream();
+            let envoy = get_mint();
+            assert_eq!(s.on_request_headers(&envoy, true), Next::Wait);
+            s.on_callout_done(&envoy, answer.as_ref());
+            assert_eq!(envoy.status(), Some(status));
+        }
+        // Envoy could not make the call: the failure mode answers
+        let mut s = config.stream();
+        let envoy = get_mint();
+        assert_eq!(s.on_request_headers(&envoy, true), Next::Wait);
+        s.on_callout_refused(&envoy);
+        let sent = envoy.sent.borrow().clone().unwrap();
+        assert_eq!(sent.0, 503);
+        assert!(sent.2.contains("-9503"), "{sent:?}");
+        let reason = (Metric::FleetBudgetFailed, vec!["unavailable".to_owned()]);
+        assert!(envoy.counted.borrow().contains(&reason));
+    }
+
+    #[test]
+    fn a_stream_gone_while_waiting_gives_back_its_local_token() {
+        let config = fleet_config("closed", 1, Some(1));
+        let mut first = config.stream();
+        assert_eq!(first.on_request_headers(&get_mint(), true), Next::Wait);
+        let mut second = config.stream();
+        let envoy = get_mint();
+        assert_eq!(second.on_request_headers(&envoy, true), Next::Stop);
+        assert_eq!(envoy.status(), Some(429), "the one local token is taken");
+        drop(first); // the client left: Envoy destroys the stream
+        let mut third = config.stream();
+        assert_eq!(third.on_request_headers(&get_mint(), true), Next::Wait);
+    }
+
+    /// Envoy's main thread, as a fake: calls get ids 1, 2, …
+    #[derive(Default)]
+    struct FakeMain {
+        calls: RefCell<Vec<Callout>>,
+        gauges: RefCell<Vec<(String, u32)>>,
+        counted: RefCell<Vec<Metric>>,
+    }
+
+    impl Report for FakeMain {
+        fn count(&self, metric: Metric, _: &[&str]) {
+            self.counted.borrow_mut().push(metric);
+        }
+        fn log(&self, _: Level, _: &str) {}
+    }
+
+    impl Main for FakeMain {
+        fn callout(&self, call: &Callout) -> Option<u64> {
+            self.calls.borrow_mut().push(call.clone());
+            Some(u64::try_from(self.calls.borrow().len()).unwrap())
+        }
+        fn set_lease_gauge(&self, customer: &str, held: u32) {
+            self.gauges.borrow_mut().push((customer.to_owned(), held));
+        }
+    }
+
+    #[test]
+    fn a_lease_is_refilled_from_the_main_thread_and_then_mints_without_a_call() {
+        let config = fleet_config("closed", 10, None);
+        let main = FakeMain::default();
+        // the first mint finds no lease: its own call, and a refill wanted
+        let mut s = config.stream();
+        let envoy = get_mint();
+        assert_eq!(s.on_request_headers(&envoy, true), Next::Wait);
+        assert_eq!(*envoy.woken.borrow(), 1, "the main thread is woken");
+        config.on_scheduled(&main);
+        let refill = main.calls.borrow().first().cloned().unwrap();
+        use prost::Message;
+        let asked = crate::fleet::RateLimitRequest::decode(refill.body.get(5..).unwrap()).unwrap();
+        assert_eq!(asked.hits_addend, 10);
+        assert_eq!(main.counted.borrow().as_slice(), [Metric::FleetLeaseCalls]);
+        config.on_callout_done(&main, 1, Some(&service_answer(1)));
+        assert_eq!(
+            main.gauges.borrow().last(),
+            Some(&("100001".to_owned(), 10))
+        );
+        // the next mints take from the lease, with no call
+        for _ in 0..3 {
+            let envoy = get_mint();
+            assert_eq!(config.stream().on_request_headers(&envoy, true), Next::Stop);
+            assert_eq!(envoy.status(), Some(200));
+            assert!(envoy.calls.borrow().is_empty());
+        }
+        // an unknown call's answer changes nothing
+        config.on_callout_done(&main, 99, None);
+        assert_eq!(main.calls.borrow().len(), 1);
     }
 
     #[test]

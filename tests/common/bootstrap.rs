@@ -230,8 +230,14 @@ fn licence_server(port: u16) -> Value {
     })
 }
 
-/// The rate-limit service's cluster: gRPC, so HTTP/2.
+/// The rate-limit service's cluster: gRPC, so HTTP/2. Port 0: a cluster
+/// with no host (its endpoints not known yet, or none healthy).
 fn ratelimit_service(port: u16) -> Value {
+    let endpoints = if port == 0 {
+        json!([])
+    } else {
+        json!([{"lb_endpoints": [{"endpoint": {"address": socket_address(port)}}]}])
+    };
     json!({
         "name": "ratelimit",
         "type": "STATIC",
@@ -240,9 +246,7 @@ fn ratelimit_service(port: u16) -> Value {
             "@type": "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
             "explicit_http_config": {"http2_protocol_options": {}},
         }},
-        "load_assignment": {"cluster_name": "ratelimit", "endpoints": [{"lb_endpoints": [
-            {"endpoint": {"address": socket_address(port)}},
-        ]}]},
+        "load_assignment": {"cluster_name": "ratelimit", "endpoints": endpoints},
     })
 }
 

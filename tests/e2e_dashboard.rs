@@ -2,8 +2,11 @@
 //! alert rules (`deploy/grafana/fpgen-alerts.yaml`) query what Envoy
 //! exports: traffic of every kind goes through a real Envoy, and every
 //! metric and every label that a panel, a variable or a rule names is found
-//! in its `/stats/prometheus`. (`make test` also runs `promtool check rules`
-//! and `promtool test rules` on the rules.)
+//! in its `/stats/prometheus`. Both modules: `make test` runs this suite
+//! again with `FPGEN_MODULE=native`; a query of one module only (a legend
+//! that starts `Wasm:` or `native:`, a rule labelled `module`) is checked
+//! against that module. (`make test` also runs `promtool check rules` and
+//! `promtool test rules` on the rules.)
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -13,7 +16,7 @@
 
 mod common;
 
-use common::{get, request, EcdsEnvoy};
+use common::{get, request, EcdsEnvoy, Module};
 use regex::Regex;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -37,7 +40,13 @@ fn dashboard_queries(dashboard: &Value) -> Vec<(String, String)> {
                 );
                 for target in targets.into_iter().flatten() {
                     let expr = target["expr"].as_str().unwrap();
-                    out.push((format!("panel {title:?}"), expr.to_owned()));
+                    let legend = target["legendFormat"].as_str().unwrap_or_default();
+                    let only = match legend.split_once(": ") {
+                        Some(("Wasm", _)) => " (Wasm)",
+                        Some(("native", _)) => " (native)",
+                        _ => "",
+                    };
+                    out.push((format!("panel {title:?}{only}"), expr.to_owned()));
                 }
             }
             panels(&panel["panels"], out);
@@ -65,7 +74,13 @@ fn alert_queries(rules: &str) -> Vec<(String, String)> {
         for rule in group["rules"].as_sequence().unwrap() {
             let name = rule["alert"].as_str().unwrap();
             let expr = rule["expr"].as_str().unwrap();
-            out.push((format!("alert {name}"), expr.to_owned()));
+            let only = match rule["labels"]["module"].as_str() {
+                Some("wasm") => " (Wasm)",
+                Some("native") => " (native)",
+                Some(other) => panic!("alert {name}: module {other}"),
+                None => "",
+            };
+            out.push((format!("alert {name}{only}"), expr.to_owned()));
         }
     }
     out
@@ -101,7 +116,8 @@ fn needs(expr: &str) -> Needs {
     let word = Regex::new(r"\b(fpgen_[a-z_]+|envoy_[a-z0-9_]+)\b").unwrap();
     let matcher = Regex::new(r#"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)\s*"([^"]*)""#).unwrap();
     let grouping = Regex::new(r"\b(?:by|without|ignoring|on)\s*\(([^)]*)\)").unwrap();
-    let label_values = Regex::new(r"label_values\(\s*([a-z_]+)\s*,\s*([a-z_]+)\s*\)").unwrap();
+    // `label_values(<metric or selector>, <label>)`
+    let label_values = Regex::new(r"label_values\(\s*([^,]*?)\s*,\s*([a-z_]+)\s*\)").unwrap();
     // strings first: a regex inside quotes is not a metric name
     let strings = Regex::new(r#""[^"]*""#).unwrap();
     let bare = strings.replace_all(expr, "\"\"");
@@ -179,10 +195,18 @@ fn check(place: &str, expr: &str, metrics: &BTreeMap<String, BTreeSet<String>>) 
 #[test]
 fn every_metric_and_label_the_dashboard_and_alerts_query_is_exported() {
     // the filter as Istio delivers it (ECDS), so the update stats exist too
-    let (_, wasm) = common::tool_paths();
+    let module = Module::from_env();
     let dir = common::new_workdir();
     let config = fpgen_fixtures::demo_json();
-    let ecds = EcdsEnvoy::start(dir.clone(), &common::resource("1", &wasm, &config));
+    let ecds = match module {
+        Module::Wasm => {
+            let first = common::resource("1", &module.path(), &config);
+            EcdsEnvoy::start(dir.clone(), &first)
+        }
+        Module::Native => {
+            EcdsEnvoy::start_native(dir.clone(), &common::native_resource("1", &config))
+        }
+    };
     let envoy = &ecds.envoy;
     // traffic of every kind the dashboard shows
     let token = common::mint(envoy, "");
@@ -212,9 +236,11 @@ fn every_metric_and_label_the_dashboard_and_alerts_query_is_exported() {
         403
     );
     let text = envoy.admin_get("/stats/prometheus").text();
+    let forged_line =
+        module.prometheus_line("fpgen_redemptions_rejected{fpgen_reason=\"forged\"} 1");
     assert!(
-        text.contains("fpgen_redemptions_rejected{fpgen_reason=\"forged\"} 1"),
-        "the FpgenRedemptionsForged alert's reason"
+        text.contains(&forged_line),
+        "the FpgenRedemptionsForged alert's reason: {forged_line}"
     );
     let metrics = exposition(&text);
 
@@ -225,9 +251,18 @@ fn every_metric_and_label_the_dashboard_and_alerts_query_is_exported() {
         queries.len() >= 10 && alerts.len() >= 5,
         "{queries:?} {alerts:?}"
     );
+    let other = match module {
+        Module::Wasm => " (native)",
+        Module::Native => " (Wasm)",
+    };
+    let mut checked = 0;
     for (place, expr) in queries.iter().chain(&alerts) {
-        check(place, expr, &metrics);
+        if !place.ends_with(other) {
+            check(place, expr, &metrics);
+            checked += 1;
+        }
     }
+    assert!(checked >= 14, "{checked} queries apply to this module");
 
     // what the issue asks the dashboard to show, and the alerts to watch
     let all = |list: &[(String, String)]| {
@@ -237,26 +272,39 @@ fn every_metric_and_label_the_dashboard_and_alerts_query_is_exported() {
             .join("\n")
     };
     let (shown, watched) = (all(&queries), all(&alerts));
+    // (a metric of both modules is selected by `__name__`: `name(M)`)
+    let name = |m: &str| format!("{{__name__=~\"(envoy_dynamicmodulescustom_)?fpgen_{m}\"");
     for needle in [
-        "sum by (fpgen_customer) (rate(fpgen_tokens_minted",
-        "sum by (fpgen_code) (rate(fpgen_rejected",
-        "sum by (fpgen_customer) (rate(fpgen_redemptions_accepted",
-        "sum by (fpgen_reason) (rate(fpgen_redemptions_rejected",
-        "fpgen_vm_reload\"",
-        "fpgen_update_rejected",
-        "count by (fpgen_version, fpgen_build) (fpgen_build)",
+        format!("sum by (fpgen_customer) (rate({}", name("tokens_minted")),
+        format!("sum by (fpgen_code) (rate({}", name("rejected")),
+        format!(
+            "sum by (fpgen_customer) (rate({}",
+            name("redemptions_accepted")
+        ),
+        format!(
+            "sum by (fpgen_reason) (rate({}",
+            name("redemptions_rejected")
+        ),
+        "fpgen_vm_reload\"".to_owned(),
+        "envoy_dynamicmodulescustom_fpgen_panics".to_owned(),
+        "fpgen_update_rejected".to_owned(),
+        format!(
+            "count by (fpgen_version, fpgen_build) ({})",
+            name("build") + "}"
+        ),
     ] {
         assert!(
-            shown.contains(needle),
+            shown.contains(&needle),
             "the dashboard does not show {needle}"
         );
     }
     for needle in [
-        "rate(fpgen_rejected[5m])",
-        "fpgen_vm_reload\"",
-        "fpgen_redemptions_rejected{fpgen_reason=~",
+        format!("rate({}[5m])", name("rejected") + "}"),
+        "fpgen_vm_reload\"".to_owned(),
+        "envoy_dynamicmodulescustom_fpgen_panics".to_owned(),
+        format!("{}, fpgen_reason=~", name("redemptions_rejected")),
     ] {
-        assert!(watched.contains(needle), "no alert on {needle}");
+        assert!(watched.contains(&needle), "no alert on {needle}");
     }
     drop(ecds);
     let _ = std::fs::remove_dir_all(&dir);

@@ -1027,9 +1027,11 @@ unsafe fn request_hook(
         (hook, Next::Stop, None)
     } else {
         // SAFETY: `module` came from Box::into_raw in on_http_filter_new;
-        // Envoy calls one stream's hooks on one thread, one at a time, and
-        // the only call that can destroy the stream (the reply) is made
-        // below, after this reference is gone, so it is the only one.
+        // Envoy calls one stream's hooks on one thread. A hook may run
+        // inside another (the answer to a call, while Envoy makes it), but
+        // the calls that can run a hook or destroy the stream (the call,
+        // the reply) are made below, after this reference is gone, so it is
+        // the only one.
         let native = unsafe { &mut *module.cast_mut().cast::<NativeStream>() };
         if native.poisoned {
             return Done {
@@ -1147,7 +1149,6 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
         let json = unsafe { config.to_vec() };
         match FilterConfig::new(&json) {
             Ok(filter) => {
-                log(Level::Info, &filter.summary());
                 // SAFETY: the pointer is this config_new's.
                 let counters = unsafe { Counters::define(config_envoy) };
                 // SAFETY: the same.
@@ -1158,6 +1159,15 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 let scheduler = Scheduler(unsafe {
                     envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy)
                 });
+                if scheduler.0.is_null() && filter.has_leases() {
+                    log(
+                        Level::Error,
+                        "fpgen: fleet_budget leases need Envoy's main-thread scheduler, \
+                         which Envoy did not give: configuration refused",
+                    );
+                    return std::ptr::null();
+                }
+                log(Level::Info, &filter.summary());
                 let native = Box::new(NativeConfig {
                     filter,
                     counters,
@@ -1336,8 +1346,8 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     let Some(answer) = answer else {
         return;
     };
-    // SAFETY: the pointers Envoy passed to this hook (a stream's callouts
-    // end before it is destroyed).
+    // SAFETY: the pointers Envoy passed to this hook (no answer comes after
+    // Envoy destroyed the stream: it cancels the stream's calls then).
     let _ = unsafe {
         request_hook(filter, module, |s, hook| {
             s.on_callout_done(hook, answer.as_ref())
@@ -1352,8 +1362,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     config: *const c_void,
     _event: u64,
 ) {
-    // SAFETY: the pointer config_new returned (Envoy runs no hook of a
-    // destroyed configuration).
+    // SAFETY: the pointer config_new returned; Envoy runs this event only
+    // while the configuration lives (its scheduler holds it weakly and takes
+    // it for the event's run).
     let Some(native) = (unsafe { config.cast::<NativeConfig>().as_ref() }) else {
         return;
     };
@@ -1374,8 +1385,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     body: *const EnvoyBuffer,
     body_count: usize,
 ) {
-    // SAFETY: the pointer config_new returned (Envoy cancels a
-    // configuration's calls when it destroys it).
+    // SAFETY: the pointer config_new returned. Envoy's configuration owns
+    // its calls and cancels them when it is destroyed, after
+    // `on_http_filter_config_destroy`, so no answer comes for a destroyed
+    // one (read in Envoy's source: `~DynamicModuleHttpFilterConfig`). This
+    // assumes, as Envoy does for the call it owns, that the configuration
+    // is not destroyed on another thread while the main thread delivers
+    // an answer.
     let Some(native) = (unsafe { config.cast::<NativeConfig>().as_ref() }) else {
         return;
     };

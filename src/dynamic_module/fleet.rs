@@ -25,7 +25,7 @@ use super::{Envoy, Level, Metric, Report};
 use crate::config::{Config, FleetBudget};
 use crate::fleet::{self, Failure, Lease, LeaseStep, Verdict};
 use crate::ids::CustomerId;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
 /// An HTTP call for Envoy to make to a cluster.
@@ -193,24 +193,20 @@ pub(crate) fn from_lease(
         LeaseStep::Take { refill } => (true, refill),
         LeaseStep::Ask { refill } => (false, refill),
     };
-    if let Some(hits) = refill {
-        let mut wanted = refills
-            .wanted
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        wanted.push((customer.clone(), hits));
-    }
     if refill.is_some() || (after.held == 0 && before.held != 0) {
+        refills.want(customer, refill.unwrap_or(0));
         envoy.wake_main();
     }
     taken
 }
 
 /// A configuration's lease refills: those its streams want, and those in
-/// flight (the main thread's).
+/// flight (the main thread's). Both hold at most one entry per customer.
 #[derive(Default)]
 pub(crate) struct Refills {
-    wanted: Mutex<Vec<(CustomerId, u32)>>,
+    /// By customer: the hits of the refill wanted (0: none, only its gauge
+    /// changed).
+    wanted: Mutex<BTreeMap<CustomerId, u32>>,
     calls: Mutex<Calls>,
 }
 
@@ -235,15 +231,32 @@ impl Refills {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
+    /// A worker wants a refill of `hits` for `customer` (0: only its gauge
+    /// to be set).
+    fn want(&self, customer: &CustomerId, hits: u32) {
+        let mut wanted = self.wanted.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry = wanted.entry(customer.clone()).or_insert(0);
+        *entry = (*entry).max(hits);
+    }
+
     /// On the main thread, woken by a worker: makes the calls for the
-    /// refills wanted, and sets the lease gauges.
+    /// refills wanted (one per customer at a time: a refill wanted again
+    /// while one is in flight, its claim having expired, is not asked
+    /// twice), and sets the gauges of the customers concerned.
     pub(crate) fn on_scheduled(&self, main: &dyn Main, config: &Config) {
         let wanted =
             std::mem::take(&mut *self.wanted.lock().unwrap_or_else(PoisonError::into_inner));
         for (customer, hits) in wanted {
-            self.refill(main, config, customer, hits);
+            let in_flight = self
+                .calls()
+                .in_flight
+                .values()
+                .any(|r| r.customer == customer);
+            if hits > 0 && !in_flight {
+                self.refill(main, config, customer.clone(), hits);
+            }
+            main.set_lease_gauge(customer.as_str(), held(&customer));
         }
-        set_gauges(main, config);
     }
 
     fn refill(&self, main: &dyn Main, config: &Config, customer: CustomerId, hits: u32) {
@@ -282,7 +295,7 @@ impl Refills {
     }
 
     /// On the main thread: the answer to the refill call `id` (`None`: no
-    /// answer, the call was reset).
+    /// answer: the call was reset, or its answer was over Envoy's limit).
     pub(crate) fn on_callout_done(
         &self,
         main: &dyn Main,
@@ -311,17 +324,63 @@ impl Refills {
         let _ = update(&refill.customer, |l| {
             ((), l.answered(answer, asked, size, now))
         });
-        set_gauges(main, config);
+        main.set_lease_gauge(refill.customer.as_str(), held(&refill.customer));
     }
 }
 
-/// Sets the lease gauge of every customer with a lease.
-fn set_gauges(main: &dyn Main, config: &Config) {
-    let leased = config
-        .customers
-        .values()
-        .filter(|c| c.fleet_budget.is_some_and(|b| b.lease > 1));
-    for customer in leased {
-        main.set_lease_gauge(customer.id.as_str(), held(&customer.id));
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+
+    /// Envoy's main thread: counts the calls made, answers none.
+    #[derive(Default)]
+    struct CountingMain {
+        calls: RefCell<Vec<u32>>,
+    }
+
+    impl Report for CountingMain {
+        fn count(&self, _: Metric, _: &[&str]) {}
+        fn log(&self, _: Level, _: &str) {}
+    }
+
+    impl Main for CountingMain {
+        fn callout(&self, call: &Callout) -> Option<u64> {
+            use prost::Message;
+            let asked = call.body.get(5..).unwrap();
+            let hits = fleet::RateLimitRequest::decode(asked).unwrap().hits_addend;
+            self.calls.borrow_mut().push(hits);
+            Some(u64::try_from(self.calls.borrow().len()).unwrap())
+        }
+        fn set_lease_gauge(&self, _: &str, _: u32) {}
+    }
+
+    #[test]
+    fn a_refill_is_asked_once_per_customer_at_a_time() {
+        let demo = include_str!("../../tests/fixtures/demo-config.json");
+        let mut json: serde_json::Value = serde_json::from_str(demo).unwrap();
+        let mut other = json["customers"][0].clone();
+        other["id"] = "100009".into();
+        other["fleet_budget"] = serde_json::json!({"tokens": 100, "per": "day", "lease": 10});
+        json["customers"].as_array_mut().unwrap().push(other);
+        json["rate_limit_service"] = serde_json::json!({"cluster": "ratelimit"});
+        let config = Config::from_json(json.to_string().as_bytes()).unwrap();
+        let customer = CustomerId::parse("100009").unwrap();
+        let (refills, main) = (Refills::default(), CountingMain::default());
+        // two workers want a refill before the main thread runs: one call,
+        // for the larger
+        refills.want(&customer, 9);
+        refills.want(&customer, 10);
+        refills.on_scheduled(&main, &config);
+        assert_eq!(*main.calls.borrow(), [10]);
+        // wanted again while that call is in flight: not asked
+        refills.want(&customer, 10);
+        refills.on_scheduled(&main, &config);
+        assert_eq!(*main.calls.borrow(), [10]);
+        // once it is answered, a refill may be asked again
+        refills.on_callout_done(&main, &config, 1, None);
+        refills.want(&customer, 10);
+        refills.on_scheduled(&main, &config);
+        assert_eq!(*main.calls.borrow(), [10, 10]);
     }
 }

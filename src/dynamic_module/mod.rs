@@ -214,9 +214,10 @@ pub(crate) trait Envoy: Report {
     fn set_log_state(&self, value: &str);
     /// The downstream peer's address (`ip:port`), as Envoy has it.
     fn source_address(&self) -> Option<String>;
-    /// Asks for `call` to be made for this stream when the hook returns:
-    /// then [`Stream::on_callout_made`] or [`Stream::on_callout_refused`],
-    /// and its answer to [`Stream::on_callout_done`].
+    /// Asks for `call` to be made for this stream when the hook returns.
+    /// Its answer comes to [`Stream::on_callout_done`], maybe while Envoy
+    /// makes the call; then, unless that ended the stream,
+    /// [`Stream::on_callout_made`] or [`Stream::on_callout_refused`].
     fn callout(&self, call: Callout);
     /// Wakes the main thread: [`FilterConfig::on_scheduled`] runs there.
     fn wake_main(&self);
@@ -266,6 +267,15 @@ impl FilterConfig {
             config: Arc::new(config),
             refills: Arc::default(),
         })
+    }
+
+    /// Whether a customer's fleet budget is leased (its refills need the
+    /// main thread).
+    pub(crate) fn has_leases(&self) -> bool {
+        let customers = self.config.customers.values();
+        customers
+            .filter_map(|c| c.fleet_budget)
+            .any(|b| b.lease > 1)
     }
 
     /// On the main thread, woken by a stream ([`Envoy::wake_main`]).
@@ -459,11 +469,10 @@ impl Stream {
         }
     }
 
-    /// The call this stream asked for was made: counted.
+    /// The call this stream asked for was made: counted (also when its
+    /// answer came while Envoy made it).
     pub(crate) fn on_callout_made(&mut self, envoy: &dyn Envoy) {
-        if self.waiting.is_some() {
-            envoy.count(Metric::FleetTokenCalls, &[]);
-        }
+        envoy.count(Metric::FleetTokenCalls, &[]);
     }
 
     /// Envoy could not make the call this stream asked for: the budget is
@@ -480,7 +489,8 @@ impl Stream {
         self.drive(envoy, step)
     }
 
-    /// The answer to this stream's call (`None`: it was reset).
+    /// The answer to this stream's call (`None`: no answer: it was reset,
+    /// or its answer was over Envoy's limit).
     pub(crate) fn on_callout_done(
         &mut self,
         envoy: &dyn Envoy,

@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: native native-test run-native run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: check-istio native native-test run-native run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -120,7 +120,18 @@ test: build upgrade-module native-test venv redis
 		$(CARGO) test $(NATIVE_SUITES:%=--test %); fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; \
 	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
-	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory check-alerts fuzz-smoke; fi
+	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory check-alerts check-istio fuzz-smoke; fi
+
+## check-istio: envoy/istio/*.yaml against Istio 1.24's CRD schemas and Kubernetes 1.30's API (PyPI cloudcoil-models-istio and cloudcoil-models-kubernetes in .venv/), strictly (no unknown field, no coerced type); then the check's self-test (a misspelled field and a wrong type are refused). make test runs this
+ISTIO_SCHEMAS_STAMP := $(VENV)/.istio-schemas-1.24.2.1
+$(ISTIO_SCHEMAS_STAMP): $(VENV_STAMP)
+	$(VENV)/bin/python -m pip install --disable-pip-version-check --quiet \
+		'cloudcoil==0.6.0' 'cloudcoil-models-istio==1.24.2.1' 'cloudcoil-models-kubernetes==1.30.9.11' \
+		'pydantic==2.14.4' 'PyYAML==6.0.4'
+	touch $@
+check-istio: $(ISTIO_SCHEMAS_STAMP)
+	$(VENV)/bin/python tests/support/istio_schemas.py envoy/istio/*.yaml
+	$(VENV)/bin/python tests/support/istio_schemas.py --self-test envoy/istio/wasmplugin.yaml
 
 ## redis: redis-server 7 for the fleet-budget tests: the one on PATH, else unpacked from Debian's packages into target/redis/ (apt-get download, no service installed or started); target/redis/redis-server runs it
 REDIS_SERVER ?= $(or $(shell command -v redis-server),$(abspath target/redis/redis-server))

@@ -59,8 +59,8 @@ build: wasm-target wasm-opt-tool
 	@WASM=$(WASM) WASM_OPT_FLAGS='$(WASM_OPT_FLAGS)' sh deploy/wasm-opt.sh
 
 # wasm-opt -O3 takes 51 KB (11%) off the module at no measured cost in
-# speed (-Oz would take 12% but costs about 5% of mint throughput; README,
-# Performance). The features are those Rust enables for wasm32-wasip1.
+# speed (-Oz would take 12% but costs about 5% of mint throughput;
+# docs/performance.md). The features are those Rust enables for wasm32-wasip1.
 WASM_OPT_FLAGS := -O3 --enable-bulk-memory --enable-sign-ext --enable-nontrapping-float-to-int --enable-mutable-globals
 
 ## wasm-opt-tool: binaryen's wasm-opt and wasm-metadce (Debian package binaryen), installed when missing

@@ -12,7 +12,7 @@
 # skips a callback the module does not export, so fpgen exports only those
 # it implements (request headers, body and trailers; context create and
 # delete; configure) and Envoy no longer enters the VM for the response
-# callbacks, `on_log` and `on_done` (README, Performance).
+# callbacks, `on_log` and `on_done` (docs/performance.md).
 #
 # Without binaryen's wasm-opt and wasm-metadce (a machine where `make
 # wasm-opt-tool` cannot install binaryen), it says so and leaves cargo's

@@ -202,7 +202,7 @@ mod tests {
     }
 
     /// What clients see for each code that is not a plain 400, and two
-    /// that are, written out as the README's error table has them.
+    /// that are, written out as docs/api.md's error table has them.
     const DOCUMENTED: [(ErrorCode, i32, u16, &str); 15] = [
         (
             ErrorCode::InvalidIpAddress,

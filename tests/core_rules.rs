@@ -935,9 +935,9 @@ fn refusal_stat_name(reason: fpgen::redeem::Refusal) -> &'static str {
 }
 
 /// `Refusal::ALL` holds every reason once (13, by the match above), each
-/// counted under its documented name, and the README lists them all.
+/// counted under its documented name, and docs/stats.md lists them all.
 #[test]
-fn the_readme_lists_every_redemption_refusal_reason() {
+fn the_stats_page_lists_every_redemption_refusal_reason() {
     use fpgen::redeem::Refusal;
     let names: Vec<&str> = Refusal::ALL.iter().map(|&r| refusal_stat_name(r)).collect();
     let distinct: std::collections::BTreeSet<&str> = names.iter().copied().collect();
@@ -949,7 +949,7 @@ fn the_readme_lists_every_redemption_refusal_reason() {
     for reason in Refusal::ALL {
         assert_eq!(reason.stat_name(), refusal_stat_name(reason), "{reason:?}");
     }
-    let readme = include_str!("../README.md");
+    let readme = include_str!("../docs/stats.md");
     let row = readme
         .lines()
         .find(|l| l.contains("`wasmcustom.fpgen.redemptions_rejected.<reason>`"))
@@ -957,16 +957,16 @@ fn the_readme_lists_every_redemption_refusal_reason() {
     for name in names {
         assert!(
             row.contains(&format!("`{name}`")),
-            "{name} missing from the README's stats table"
+            "{name} missing from the stats table of docs/stats.md"
         );
     }
 }
 
 /// The stat names the filter counts, Envoy's tag rules for them (which
 /// `envoy/envoy.yaml` carries, checked end to end in `e2e_accounts`), and
-/// the README's stats table agree.
+/// the stats table of docs/stats.md agree.
 #[test]
-fn stat_names_tag_rules_and_readme_agree() {
+fn stat_names_tag_rules_and_the_stats_page_agree() {
     use fpgen::redeem::Refusal;
     use fpgen::stats::{self, ENVOY_PREFIX, TAG_RULES};
     let customer = fixtures::id("100001");
@@ -1059,8 +1059,8 @@ fn stat_names_tag_rules_and_readme_agree() {
             ]
         )
     );
-    // the README's table names each counter in the same shape
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md"))
+    // the stats table names each counter in the same shape
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/docs/stats.md"))
         .unwrap()
         .replace("<id>", "100001")
         .replace("<code>", "2027");
@@ -1075,7 +1075,7 @@ fn stat_names_tag_rules_and_readme_agree() {
     ] {
         assert!(
             readme.contains(&format!("`{ENVOY_PREFIX}{name}`")),
-            "{name} is not in the README"
+            "{name} is not in docs/stats.md"
         );
     }
 }

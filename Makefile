@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: check-istio native native-test run-native run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: docs check-istio native native-test run-native run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -132,6 +132,10 @@ $(ISTIO_SCHEMAS_STAMP): $(VENV_STAMP)
 check-istio: $(ISTIO_SCHEMAS_STAMP)
 	$(VENV)/bin/python tests/support/istio_schemas.py envoy/istio/*.yaml
 	$(VENV)/bin/python tests/support/istio_schemas.py --self-test envoy/istio/wasmplugin.yaml
+
+## docs: regenerates the tables of docs/ that come from the code (the error table of docs/api.md from src/error.rs, the tag rules of docs/stats.md from src/stats.rs); make test fails when a committed page is not current
+docs:
+	FPGEN_WRITE_DOCS=1 $(CARGO) test --test docs the_generated_tables_are_current
 
 ## redis: redis-server 7 for the fleet-budget tests: the one on PATH, else unpacked from Debian's packages into target/redis/ (apt-get download, no service installed or started); target/redis/redis-server runs it
 REDIS_SERVER ?= $(or $(shell command -v redis-server),$(abspath target/redis/redis-server))

@@ -167,6 +167,7 @@ lint: wasm-target
 	$(CARGO) clippy --release --target $(WASM_TARGET) --lib -- -D warnings
 	$(CARGO) clippy --lib --tests --features dynamic-module-test -- -D warnings
 	$(CARGO) clippy --test log_audit -- -D warnings
+	$(PYTHON) tests/support/module_graph.py
 	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --no-deps --quiet
 
 ## fmt: format the code

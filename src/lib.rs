@@ -21,6 +21,7 @@ pub mod error;
 pub mod fleet;
 pub mod ids;
 pub mod licence;
+pub mod outcome;
 pub mod params;
 #[cfg(not(target_arch = "wasm32"))]
 pub mod ratelimit;

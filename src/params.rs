@@ -65,6 +65,11 @@ macro_rules! param_table {
 
 use PlayReady as P;
 
+/// The query string of a request path (empty when there is none).
+pub fn query_of(path: &str) -> &str {
+    path.split_once('?').map_or("", |(_, q)| q)
+}
+
 param_table! {
     CustomerAuthenticator = "customerAuthenticator", AuthenticatorInvalid, None;
     ErrorFormat = "errorFormat", InvalidErrorFormat, None;

@@ -6,8 +6,8 @@ use crate::config::{Config, Redemption};
 use crate::error::{ApiError, ErrorCode, ErrorFormat};
 use crate::ids::KeyId;
 use crate::licence::{rfc3339, LicenceData};
+use crate::outcome::Outcome;
 use crate::render::{self, Response};
-use crate::service::Outcome;
 use crate::token::{self, TokenError};
 use base64::Engine as _;
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
@@ -253,7 +253,7 @@ fn check(config: &Config, path: &str, now: i64) -> Result<(LicenceData, KeyId), 
     if !is_safe_path(path) {
         return Err(Refusal::UnsafePath);
     }
-    let token = token_of(crate::service::query_of(path)).ok_or(TokenError::Malformed)?;
+    let token = token_of(crate::params::query_of(path)).ok_or(TokenError::Malformed)?;
     let trusted = token::open(&token, &config.sealing_keys, config.environment, now)?;
     let (key_id, data) = trusted.into_parts();
     let customer = config

@@ -1,0 +1,69 @@
+//! What happened to one request (a token request or a licence request at
+//! the gate), for stats and the access log: the one record both paths end
+//! in. Depends on nothing but the ids and the error table.
+
+use crate::error::ErrorCode;
+use crate::ids::{CustomerId, Kid};
+
+/// What happened to one request, for stats and the access log. Holds only
+/// validated, printable values (never key material).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Outcome {
+    /// `None` when a token was minted (or redeemed).
+    pub error: Option<ErrorCode>,
+    /// The authenticated customer, when authentication got that far.
+    pub customer_id: Option<CustomerId>,
+    /// The kid of the token.
+    pub kid: Option<Kid>,
+    /// The request's cookie, when it is valid.
+    pub cookie: Option<String>,
+    /// Expiry of the token, Unix seconds.
+    pub expires_at: Option<i64>,
+}
+
+impl Outcome {
+    /// A request refused with `code` before anything was known of it.
+    pub fn refused(code: ErrorCode) -> Self {
+        Self {
+            error: Some(code),
+            ..Self::default()
+        }
+    }
+
+    pub fn minted(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// The numeric code for logs: 0 for a minted token.
+    pub fn code(&self) -> i32 {
+        self.error.map_or(0, ErrorCode::code)
+    }
+
+    /// The outcome as one logfmt line for the access log:
+    /// `code=0 customer=100001 kid=^film cookie=corr-1 expires=2026-12-23T05:29:31Z`.
+    /// Fields that are unknown are left out; kid and cookie are
+    /// percent-encoded where they hold spaces, `"`, `=`, `%` or non-ASCII, so
+    /// the line splits on spaces.
+    pub fn log_fields(&self) -> String {
+        use percent_encoding::{utf8_percent_encode, AsciiSet, CONTROLS};
+        const FIELD: &AsciiSet = &CONTROLS.add(b' ').add(b'"').add(b'=').add(b'%');
+        let mut out = format!("code={}", self.code());
+        if let Some(id) = &self.customer_id {
+            out.push_str(" customer=");
+            out.push_str(id.as_str());
+        }
+        if let Some(kid) = &self.kid {
+            out.push_str(" kid=");
+            out.extend(utf8_percent_encode(&kid.to_string(), FIELD));
+        }
+        if let Some(cookie) = &self.cookie {
+            out.push_str(" cookie=");
+            out.extend(utf8_percent_encode(cookie, FIELD));
+        }
+        if let Some(expires) = self.expires_at {
+            out.push_str(" expires=");
+            out.push_str(&crate::licence::rfc3339(expires));
+        }
+        out
+    }
+}

@@ -86,10 +86,10 @@ NATIVE_SO := $(NATIVE_DIR)/libfpgen.so
 # The test build: the same module with a test-only panic path (tests/e2e_native.rs).
 NATIVE_TEST_SO := target/native-test/release/libfpgen.so
 native:
-	$(CARGO) build --release --lib --features dynamic-module --target-dir target/native
+	$(CARGO) build --release --lib --no-default-features --features dynamic-module --target-dir target/native
 
 native-test:
-	$(CARGO) build --release --lib --features dynamic-module-test --target-dir target/native-test
+	$(CARGO) build --release --lib --no-default-features --features dynamic-module-test --target-dir target/native-test
 
 # The end-to-end suites that apply to both modules, run against the native
 # one by make test (FPGEN_MODULE=native). Not here: e2e_ecds (its ECDS
@@ -133,7 +133,7 @@ check-istio: $(ISTIO_SCHEMAS_STAMP)
 	$(VENV)/bin/python tests/support/istio_schemas.py envoy/istio/*.yaml
 	$(VENV)/bin/python tests/support/istio_schemas.py --self-test envoy/istio/wasmplugin.yaml
 
-## docs: regenerates the tables of docs/ that come from the code (the error table of docs/api.md from src/error.rs, the tag rules of docs/stats.md from src/stats.rs); make test fails when a committed page is not current
+## docs: regenerates the tables of docs/ that come from the code (the error table of docs/api.md from src/pure/error.rs, the tag rules of docs/stats.md from src/pure/stats.rs); make test fails when a committed page is not current
 docs:
 	FPGEN_WRITE_DOCS=1 $(CARGO) test --test docs the_generated_tables_are_current
 
@@ -168,6 +168,8 @@ lint: wasm-target
 	$(CARGO) clippy --lib --tests --features dynamic-module-test -- -D warnings
 	$(CARGO) clippy --test log_audit -- -D warnings
 	$(PYTHON) tests/support/module_graph.py
+	$(CARGO) clippy --lib --no-default-features -- -D warnings
+	$(CARGO) clippy --lib --no-default-features --target $(WASM_TARGET) -- -D warnings
 	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --no-deps --quiet
 
 ## fmt: format the code

@@ -207,14 +207,14 @@ fn main() -> ExitCode {
             send_timeout,
             rate_limit_service,
         } => {
-            let limits = fpgen::server::Limits {
+            let limits = fpgen::serve::Limits {
                 max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
                 header_timeout: std::time::Duration::from_secs(header_timeout),
                 body_timeout: std::time::Duration::from_secs(body_timeout),
                 send_timeout: std::time::Duration::from_secs(send_timeout),
             };
             load(&config).and_then(|c| {
-                fpgen::server::serve(c, listen, threads, limits, rate_limit_service.as_deref())
+                fpgen::serve::serve(c, listen, threads, limits, rate_limit_service.as_deref())
                     .map_err(|e| match e.kind() {
                         // the configuration needs what the command line lacks
                         std::io::ErrorKind::InvalidInput => Failure::Refused(format!("serve: {e}")),

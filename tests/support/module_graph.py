@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
-"""The library's module graph, from the source: which top-level module of
-src/ names which (`crate::name`, also inside `use crate::{…}` groups).
-Exits 1, naming it, when the graph has a cycle. `make lint` runs it.
+"""The library's module graph, from the source: which module of the core
+(src/pure/) or of the hosts (src/hosts/) names which (`crate::name`, also
+inside `use crate::{…}` groups). Exits 1, naming it, when the graph has a
+cycle, when a core module names a host, when a host names another, or
+when a core module imports one that the map in src/lib.rs does not allow.
+`make lint` runs it.
 
     python tests/support/module_graph.py [--print]
 """
@@ -13,18 +16,34 @@ SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src"
 
 
 def modules():
-    """Top-level modules: name -> the files that make it up."""
+    """The modules of the core (`src/pure/`) and of the hosts
+    (`src/hosts/`): "pure::name" or "hosts::name" -> the files of it."""
     out = {}
-    for entry in sorted(os.listdir(SRC)):
-        path = os.path.join(SRC, entry)
-        if entry.endswith(".rs") and entry not in ("lib.rs",):
-            out[entry[:-3]] = [path]
-        elif os.path.isdir(path) and entry != "bin":
-            files = []
-            for root, _, names in os.walk(path):
-                files += [os.path.join(root, n) for n in names if n.endswith(".rs")]
-            out[entry] = sorted(files)
+    for layer in ("pure", "hosts"):
+        base = os.path.join(SRC, layer)
+        for entry in sorted(os.listdir(base)):
+            path = os.path.join(base, entry)
+            if entry.endswith(".rs") and entry != "mod.rs":
+                out[f"{layer}::{entry[:-3]}"] = [path]
+            elif os.path.isdir(path):
+                files = []
+                for root, _, names in os.walk(path):
+                    files += [os.path.join(root, n) for n in names if n.endswith(".rs")]
+                out[f"{layer}::{entry}"] = sorted(files)
     return out
+
+
+def resolve(first, rest, mods):
+    """The module a path `crate::first::rest…` names: the core's modules
+    are re-exported at the crate's root (`crate::config`), the hosts' two
+    public ones too (`crate::serve`, `crate::ratelimit`)."""
+    if first in ("pure", "hosts"):
+        name = f"{first}::{rest}"
+        return name if name in mods else None
+    for layer in ("pure", "hosts"):
+        if f"{layer}::{first}" in mods:
+            return f"{layer}::{first}"
+    return None
 
 
 def strip_comments(text):
@@ -51,17 +70,32 @@ def names_in_group(group):
 
 def edges(mods):
     graph = {}
+    path = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)(?:::([a-z_][a-z0-9_]*))?")
     for name, files in mods.items():
         text = strip_comments("".join(open(f).read() for f in files))
-        used = set(re.findall(r"\bcrate::([a-z_][a-z0-9_]*)", text))
+        used = {resolve(m.group(1), m.group(2), mods) for m in path.finditer(text)}
         for m in re.finditer(r"\bcrate::\{", text):
             depth, i = 1, m.end()
             while depth and i < len(text):
                 depth += {"{": 1, "}": -1}.get(text[i], 0)
                 i += 1
-            used.update(names_in_group(text[m.end():i - 1]))
-        graph[name] = sorted(u for u in used if u in mods and u != name)
+            for first in names_in_group(text[m.end():i - 1]):
+                used.add(resolve(first, None, mods))
+        graph[name] = sorted(u for u in used if u and u != name)
     return graph
+
+
+def layering(graph):
+    """What breaks the layers: a core module that names a host, a host that
+    names another host."""
+    out = []
+    for name, used in graph.items():
+        for u in used:
+            if name.startswith("pure::") and u.startswith("hosts::"):
+                out.append(f"{name} (the core) names {u} (a host)")
+            if name.startswith("hosts::") and u.startswith("hosts::"):
+                out.append(f"{name} names another host, {u}")
+    return out
 
 
 def cycle(graph):
@@ -90,6 +124,45 @@ def cycle(graph):
     return None
 
 
+def map_of_lib(core):
+    """What the crate documentation's map (src/lib.rs) lets each core
+    module import: `- [`name`]: … (`a`, `b`)`, or (nothing), (the modules
+    above), (the modules above but `x`), (the whole core)."""
+    text = open(os.path.join(SRC, "lib.rs")).read()
+    line = re.compile(r"^//! - \[`([a-z_]+)`\]: .*\(([^()]*)\)\.$")
+    allowed, order = {}, []
+    for l in text.split("\n"):
+        m = line.match(l)
+        if not m:
+            continue
+        name, what = f"pure::{m.group(1)}", m.group(2)
+        named = {f"pure::{n}" for n in re.findall(r"`([a-z_]+)`", what)}
+        if what == "nothing":
+            allowed[name] = set()
+        elif what.startswith("the modules above"):
+            allowed[name] = set(order) - named
+        elif what == "the whole core":
+            allowed[name] = set(core)
+        else:
+            allowed[name] = named
+        order.append(name)
+    return allowed
+
+
+def against_map(graph):
+    core = [n for n in graph if n.startswith("pure::")]
+    allowed = map_of_lib(core)
+    out = [f"{n}: no line in the map of src/lib.rs" for n in core if n not in allowed]
+    for name, ok in allowed.items():
+        if name not in graph:
+            out.append(f"{name}: in the map of src/lib.rs, but no such module")
+            continue
+        extra = sorted(set(graph[name]) - ok - {name})
+        if extra:
+            out.append(f"{name} imports {', '.join(extra)}, which the map of src/lib.rs does not allow")
+    return out
+
+
 def main(argv):
     graph = edges(modules())
     if "--print" in argv:
@@ -99,7 +172,12 @@ def main(argv):
     if found:
         print("module cycle: " + " -> ".join(found), file=sys.stderr)
         return 1
-    print(f"module graph: {len(graph)} modules, no cycle")
+    broken = layering(graph) + against_map(graph)
+    for line in broken:
+        print(line, file=sys.stderr)
+    if broken:
+        return 1
+    print(f"module graph: {len(graph)} modules, no cycle, the core names no host")
     return 0
 
 

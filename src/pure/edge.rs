@@ -148,7 +148,7 @@ mod tests {
 
     /// The demo configuration with a body cap of 10 bytes.
     fn config() -> Config {
-        let demo = include_str!("../tests/fixtures/demo-config.json");
+        let demo = include_str!("../../tests/fixtures/demo-config.json");
         let small = demo.replace("\"max_body_bytes\": 8192", "\"max_body_bytes\": 10");
         Config::from_json(small.as_bytes()).unwrap_or_else(|e| panic!("{e}"))
     }

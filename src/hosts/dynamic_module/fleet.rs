@@ -357,7 +357,7 @@ mod tests {
 
     #[test]
     fn a_refill_is_asked_once_per_customer_at_a_time() {
-        let demo = include_str!("../../tests/fixtures/demo-config.json");
+        let demo = include_str!("../../../tests/fixtures/demo-config.json");
         let mut json: serde_json::Value = serde_json::from_str(demo).unwrap();
         let mut other = json["customers"][0].clone();
         other["id"] = "100009".into();

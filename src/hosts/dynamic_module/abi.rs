@@ -470,16 +470,23 @@ struct MainHook {
     lease_gauge: usize,
 }
 
+/// A counter's id and its label values as the ABI takes them (`None`: a
+/// counter Envoy did not define).
+fn counter_args(
+    counters: &Counters,
+    metric: Metric,
+    labels: &[&str],
+) -> Option<(usize, Vec<ModuleBuffer>)> {
+    let id = counters.id(metric);
+    let values = labels.iter().map(|l| ModuleBuffer::of(l.as_bytes()));
+    (id != 0).then(|| (id, values.collect()))
+}
+
 impl Report for MainHook {
     fn count(&self, metric: Metric, labels: &[&str]) {
-        let id = self.counters.id(metric);
-        if id == 0 {
+        let Some((id, values)) = counter_args(&self.counters, metric, labels) else {
             return;
-        }
-        let values: Vec<ModuleBuffer> = labels
-            .iter()
-            .map(|l| ModuleBuffer::of(l.as_bytes()))
-            .collect();
+        };
         // SAFETY: the label buffers live for the call; the configuration
         // pointer is used on the main thread (see ConfigEnvoy).
         unsafe {
@@ -966,14 +973,9 @@ impl Envoy for Hook {
 
 impl Report for Hook {
     fn count(&self, metric: Metric, labels: &[&str]) {
-        let id = self.counters.id(metric);
-        if id == 0 {
+        let Some((id, values)) = counter_args(&self.counters, metric, labels) else {
             return;
-        }
-        let values: Vec<ModuleBuffer> = labels
-            .iter()
-            .map(|l| ModuleBuffer::of(l.as_bytes()))
-            .collect();
+        };
         // SAFETY: the label buffers live for the call; the stream pointer is
         // this hook's.
         unsafe {

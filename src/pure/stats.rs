@@ -153,7 +153,7 @@ pub const TAG_RULES: [(&str, &str); 5] = [
 
 impl crate::outcome::Outcome {
     /// The counter this outcome of a token request adds one to, with
-    /// [`Outcome::customer_id`].
+    /// [`crate::outcome::Outcome::customer_id`].
     pub fn counter(&self) -> Counter {
         self.error.map_or(Counter::TokensMinted, Counter::Rejected)
     }

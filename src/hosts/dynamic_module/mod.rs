@@ -669,7 +669,7 @@ mod tests {
     use super::*;
     use std::cell::RefCell;
 
-    const DEMO: &str = include_str!("../../tests/fixtures/demo-config.json");
+    const DEMO: &str = include_str!("../../../tests/fixtures/demo-config.json");
     const MINT: &str =
         "/hms/fp/token?customerAuthenticator=100001,0123456789abcdef0123456789abcdef\
         &contentKey=000102030405060708090a0b0c0d0e0f&iv=0f0e0d0c0b0a09080706050403020100";

@@ -1015,7 +1015,7 @@ mod tests {
     /// The demo configuration of the shared test fixtures (the
     /// `fpgen-fixtures` crate cannot be used here: it links the library
     /// built without `cfg(test)`).
-    const DEMO_CONFIG: &str = include_str!("../../tests/fixtures/demo-config.json");
+    const DEMO_CONFIG: &str = include_str!("../../../tests/fixtures/demo-config.json");
     const SEALING_KEY_HEX: &str =
         "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132";
 

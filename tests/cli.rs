@@ -383,10 +383,14 @@ fn the_commands_read_env_secrets_from_their_environment() {
     assert_eq!(stderr(&o).lines().count(), 3, "{}", stderr(&o));
     assert!(
         stderr(&o).contains(
-            ": sealing_keys[0].key: environment variable \"FPGEN_SEALING_KEY\" is not set"
+            ": sealing_keys[0].key: environment variable \"FPGEN_SEALING_KEY\" is not set\n"
         ),
         "{}",
         stderr(&o)
+    );
+    assert!(
+        !stderr(&o).contains("vm_config"),
+        "the command reads its own environment"
     );
     let short: Vec<(&str, &str)> = env.iter().map(|&(k, v)| (k, &v[1..])).collect();
     for command in ["check-config", "inspect"] {

@@ -74,10 +74,17 @@ fn a_missing_or_malformed_variable_refuses_the_configuration_naming_it() {
     let mut options = Options::default().host_env(&DEMO_ENV);
     options.host_env.retain(|(name, _)| name != "FPGEN_KEK");
     let log = Envoy::try_start_with(&config, &options).unwrap_err();
+    // each module says where it takes its variables from
+    let hint = match options.module {
+        common::Module::Wasm => {
+            "in Envoy, list it in vm_config.environment_variables.host_env_keys"
+        }
+        common::Module::Native => "in Envoy's own environment",
+    };
     assert!(
         log.contains(&format!(
             "fpgen {VERSION} ({BUILD}): invalid fpgen configuration: keks.demo-kek: \
-             environment variable \"FPGEN_KEK\" is not set"
+             environment variable \"FPGEN_KEK\" is not set ({hint})"
         )),
         "{}",
         common::tail(&log, 40)

@@ -92,7 +92,7 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
         let json = BufReader::with_capacity(CONFIG_CHUNK, PluginConfiguration { offset: 0, size });
-        match Config::from_reader(json) {
+        match Config::from_reader_with(json, &VmEnvironment) {
             Ok(config) => {
                 for customer in config
                     .customers
@@ -170,6 +170,20 @@ impl RootContext for Root {
 
     fn get_type(&self) -> Option<ContextType> {
         Some(ContextType::HttpContext)
+    }
+}
+
+/// The VM's environment variables, for `{"env": …}` secrets: those Envoy
+/// hands the VM (`vm_config.environment_variables`).
+struct VmEnvironment;
+
+impl crate::config::Vars for VmEnvironment {
+    fn var(&self, name: &str) -> Result<zeroize::Zeroizing<String>, std::env::VarError> {
+        crate::config::ProcessEnv.var(name)
+    }
+
+    fn unset_hint(&self) -> &'static str {
+        " (in Envoy, list it in vm_config.environment_variables.host_env_keys)"
     }
 }
 

@@ -56,7 +56,11 @@ pub enum Problem {
     /// A value that must be given: when.
     Required(&'static str),
     /// `{"env": …}` names a variable that is not set.
-    EnvUnset { variable: String },
+    EnvUnset {
+        variable: String,
+        /// Where the host takes its variables from ([`Vars::unset_hint`]).
+        hint: &'static str,
+    },
     /// `{"env": …}` names a variable whose value is not what the field
     /// takes (`expected`); the value is never shown.
     EnvMalformed {
@@ -80,12 +84,13 @@ impl fmt::Display for Problem {
                 section,
             } => write!(f, "no {what} named {} in {section}", Quoted(name)),
             Self::Required(when) => f.write_str(when),
-            Self::EnvUnset { variable } => write!(
-                f,
-                "environment variable {} is not set (in Envoy, list it in \
-                 vm_config.environment_variables.host_env_keys)",
-                Quoted(variable)
-            ),
+            Self::EnvUnset { variable, hint } => {
+                write!(
+                    f,
+                    "environment variable {} is not set{hint}",
+                    Quoted(variable)
+                )
+            }
             Self::EnvMalformed { variable, expected } => {
                 write!(
                     f,
@@ -1423,9 +1428,8 @@ mod tests {
             .iter()
             .map(|e| (e.field.as_str(), e.problem.to_string()))
             .collect();
-        let not_set = |v: &str| {
-            format!("environment variable {v:?} is not set (in Envoy, list it in vm_config.environment_variables.host_env_keys)")
-        };
+        // (a host adds where it takes its variables from: Vars::unset_hint)
+        let not_set = |v: &str| format!("environment variable {v:?} is not set");
         assert_eq!(
             fields,
             [

@@ -20,6 +20,13 @@ pub trait Vars {
     /// The variable's value: `Err(NotPresent)` when it is not set,
     /// `Err(NotUnicode)` when it is not text.
     fn var(&self, name: &str) -> Result<Zeroizing<String>, VarError>;
+
+    /// What to add to "is not set": where this host takes its variables
+    /// from (the proxy-wasm host names Envoy's `host_env_keys`). The core
+    /// knows no host: nothing by default.
+    fn unset_hint(&self) -> &'static str {
+        ""
+    }
 }
 
 /// The process environment: in Envoy, the variables the VM was given; for
@@ -90,7 +97,10 @@ pub(super) fn from_env<T>(
     let variable = name.to_owned();
     match vars.var(name) {
         Ok(value) => parse(value.trim()).ok_or(Problem::EnvMalformed { variable, expected }),
-        Err(VarError::NotPresent) => Err(Problem::EnvUnset { variable }),
+        Err(VarError::NotPresent) => Err(Problem::EnvUnset {
+            variable,
+            hint: vars.unset_hint(),
+        }),
         Err(VarError::NotUnicode(_)) => Err(Problem::EnvMalformed { variable, expected }),
     }
 }

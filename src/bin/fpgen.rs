@@ -372,14 +372,14 @@ fn mint(config: &Path, query: Option<String>, params: &[String]) -> Result<(), F
     let config = load(config)?;
     let minting = service::mint_url(&config, &query_of(query, params), b"", &SystemHost);
     match minting.result {
-        Ok(minted) => {
-            println!("{}", minted.url);
+        Ok(url) => {
+            println!("{url}");
             Ok(())
         }
-        Err(refused) => Err(Failure::Refused(format!(
+        Err(error) => Err(Failure::Refused(format!(
             "error {}: {}",
-            refused.error.code.code(),
-            refused.error.message()
+            error.code.code(),
+            error.message()
         ))),
     }
 }

@@ -50,6 +50,10 @@ pub fn is_reserved(config: Option<&Config>, name: &str) -> bool {
 
 /// How a token request goes on once its headers are read.
 #[derive(Debug)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "made and matched once per token request, on the stack; boxing the step would cost an allocation each"
+)]
 pub enum TokenStart {
     /// Answered, or waiting for its budgets.
     Step(Step),

@@ -6,7 +6,7 @@
 use crate::config::{ClientAddressPolicy, Config, Customer, FailureMode, FleetBudget};
 use crate::error::{ApiError, ErrorCode, ErrorFormat};
 use crate::fleet;
-use crate::ids::{CustomerId, Kid};
+use crate::ids::CustomerId;
 use crate::params::{error_format_of, Param, Params};
 use crate::render::{self, Response};
 use crate::request;
@@ -263,60 +263,45 @@ pub fn refuse(code: ErrorCode, query: &str) -> Answer {
     }
 }
 
-/// A minted licence URL and what it holds.
-#[derive(Debug)]
-pub struct Minted {
-    pub url: String,
-    pub customer_id: CustomerId,
-    pub kid: Option<Kid>,
-    pub expires_at: i64,
-}
-
-/// A refused token request: the error, and the customer when
-/// authentication got that far.
-#[derive(Debug)]
-pub struct Refused {
-    pub error: ApiError,
-    pub customer_id: Option<CustomerId>,
-}
-
 /// One token request, minted or refused, before rendering (for tools such
-/// as `fpgen mint` that print errors their own way).
+/// as `fpgen mint` that print errors their own way): its record, and the
+/// licence URL or why there is none.
 #[derive(Debug)]
 pub struct Minting {
-    pub result: Result<Minted, Refused>,
+    /// What happened, for stats and the access log: its error when refused,
+    /// else the customer, kid and expiry of the token.
+    pub outcome: Outcome,
+    /// The licence URL, or the error.
+    pub result: Result<String, ApiError>,
     /// The format errors are rendered in.
     pub format: ErrorFormat,
-    /// The request's cookie, when it is valid (for the access log).
-    pub cookie: Option<String>,
 }
 
 impl Minting {
-    /// The response, and the access-log and stats record (the minted
-    /// values move into the record; nothing is copied).
+    /// The response, and the access-log and stats record.
     pub fn into_answer(self) -> Answer {
-        let cookie = self.cookie;
-        match self.result {
-            Ok(minted) => Answer {
-                response: render::success(minted.url),
-                outcome: Outcome {
-                    error: None,
-                    customer_id: Some(minted.customer_id),
-                    kid: minted.kid,
-                    cookie,
-                    expires_at: Some(minted.expires_at),
-                },
+        let response = match self.result {
+            Ok(url) => render::success(url),
+            Err(error) => render::error(&error, self.format),
+        };
+        Answer {
+            response,
+            outcome: self.outcome,
+        }
+    }
+
+    /// The same request refused with `error` (its token withheld: the
+    /// record keeps the customer and the cookie only).
+    fn refuse(self, error: ApiError) -> Self {
+        Self {
+            outcome: Outcome {
+                error: Some(error.code),
+                kid: None,
+                expires_at: None,
+                ..self.outcome
             },
-            Err(refused) => Answer {
-                response: render::error(&refused.error, self.format),
-                outcome: Outcome {
-                    error: Some(refused.error.code),
-                    customer_id: refused.customer_id,
-                    kid: None,
-                    cookie,
-                    expires_at: None,
-                },
-            },
+            result: Err(error),
+            format: self.format,
         }
     }
 }
@@ -428,17 +413,7 @@ impl PendingBudget {
                 if self.holds_local_token() {
                     host.give_back_to_budget(&self.customer);
                 }
-                let refused = Refused {
-                    error,
-                    customer_id: Some(self.customer),
-                };
-                Step::Answer(
-                    Minting {
-                        result: Err(refused),
-                        ..self.minting
-                    }
-                    .into_answer(),
-                )
+                Step::Answer(self.minting.refuse(error).into_answer())
             }
         }
     }
@@ -527,64 +502,77 @@ fn prepare<'c>(
             None => {
                 let shown: String = text.chars().take(32).collect();
                 let error = ApiError::new(ErrorCode::InvalidErrorFormat, shown);
-                let refused = Refused {
-                    error,
-                    customer_id: None,
-                };
-                (ErrorFormat::Html, Err(refused))
+                (ErrorFormat::Html, Err((error, None)))
             }
         },
     };
-    let (result, customer) = match result {
-        Ok((minted, customer)) => (Ok(minted), Some(customer)),
-        Err(refused) => (Err(refused), None),
-    };
-    let minting = Minting {
-        result,
-        format,
-        cookie,
+    let (minting, customer) = match result {
+        Ok((url, outcome, customer)) => {
+            let outcome = Outcome { cookie, ..outcome };
+            let minting = Minting {
+                outcome,
+                result: Ok(url),
+                format,
+            };
+            (minting, Some(customer))
+        }
+        Err((error, customer_id)) => {
+            let outcome = Outcome {
+                error: Some(error.code),
+                customer_id,
+                cookie,
+                ..Outcome::default()
+            };
+            let minting = Minting {
+                outcome,
+                result: Err(error),
+                format,
+            };
+            (minting, None)
+        }
     };
     (minting, customer)
 }
+
+/// A token request refused: the error, and the customer when
+/// authentication got that far.
+type Refusal = (ApiError, Option<CustomerId>);
+
+/// A minted token: the licence URL, its record (without the cookie), and
+/// the customer.
+type Minted<'c> = (String, Outcome, &'c Customer);
 
 /// Checks the request's form, then authenticates and mints for the customer.
 fn mint<'c>(
     config: &'c Config,
     params: &Params<'_>,
     host: &dyn Host,
-) -> Result<(Minted, &'c Customer), Refused> {
-    let refused = |error| Refused {
-        error,
-        customer_id: None,
-    };
+) -> Result<Minted<'c>, Refusal> {
     if let Some(param) = params.repeated {
         let detail = format!("{} is given more than once", param.name());
-        return Err(refused(ApiError::new(param.invalid_code(), detail)));
+        return Err((ApiError::new(param.invalid_code(), detail), None));
     }
     if let Some(param) = params.malformed {
         let detail = format!("{} holds a malformed percent escape", param.name());
-        return Err(refused(ApiError::new(param.invalid_code(), detail)));
+        return Err((ApiError::new(param.invalid_code(), detail), None));
     }
-    let customer = request::authenticate(config, params).map_err(refused)?;
+    let customer = request::authenticate(config, params).map_err(|e| (e, None))?;
     match mint_for(config, customer, params, host) {
-        Ok(minted) => Ok((minted, customer)),
-        Err(error) => Err(Refused {
-            error,
-            customer_id: Some(customer.id.clone()),
-        }),
+        Ok((url, outcome)) => Ok((url, outcome, customer)),
+        Err(error) => Err((error, Some(customer.id.clone()))),
     }
 }
 
-/// Applies the account's controls, validates and seals. The budget is not
-/// taken here: [`begin`] hands it to the host only after everything that
-/// can fail (randomness, sealing) has succeeded, so no refused or failed
-/// request spends a token.
+/// Applies the account's controls, validates and seals: the licence URL
+/// and the token's record. The budget is not taken here: [`begin`] hands
+/// it to the host only after everything that can fail (randomness,
+/// sealing) has succeeded, so no refused or failed request spends a token.
 fn mint_for(
     config: &Config,
     customer: &Customer,
     params: &Params<'_>,
     host: &dyn Host,
-) -> Result<Minted, ApiError> {
+) -> Result<(String, Outcome), ApiError> {
     check_account(customer, host)?;
     let valid = request::validate(params, customer, host.now())?;
     let key = config.sealing_keys.active().ok_or(ErrorCode::Internal)?;
@@ -596,12 +584,14 @@ fn mint_for(
     let mut url = String::with_capacity(prefix.len() + token.len() + 2);
     url.push_str(prefix);
     url.push_str(&token);
-    Ok(Minted {
-        url,
-        customer_id: valid.licence.customer_id,
+    let outcome = Outcome {
+        error: None,
+        customer_id: Some(valid.licence.customer_id),
         kid: valid.licence.kid,
-        expires_at: valid.licence.expires_at,
-    })
+        cookie: None,
+        expires_at: Some(valid.licence.expires_at),
+    };
+    Ok((url, outcome))
 }
 
 /// A host failure as the request's error: -9500 with what failed.

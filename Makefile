@@ -135,7 +135,7 @@ check-istio: $(ISTIO_SCHEMAS_STAMP)
 
 ## docs: regenerates the tables of docs/ that come from the code (the error table of docs/api.md from src/pure/error.rs, the tag rules of docs/stats.md from src/pure/stats.rs); make test fails when a committed page is not current
 docs:
-	FPGEN_WRITE_DOCS=1 $(CARGO) test --test docs the_generated_tables_are_current
+	FPGEN_WRITE_DOCS=1 $(CARGO) test --test rules docs::the_generated_tables_are_current
 
 ## redis: redis-server 7 for the fleet-budget tests: the one on PATH, else unpacked from Debian's packages into target/redis/ (apt-get download, no service installed or started); target/redis/redis-server runs it
 REDIS_SERVER ?= $(or $(shell command -v redis-server),$(abspath target/redis/redis-server))

@@ -1,5 +1,5 @@
 //! The token API through a real Envoy running the built module, over HTTP.
-//! Every test here goes through `envoy` + `fpgen.wasm`; see `core_rules.rs`
+//! Every test here goes through `envoy` + `fpgen.wasm`; see `tests/rules/`
 //! for the same rules checked natively.
 #![allow(
     clippy::unwrap_used,

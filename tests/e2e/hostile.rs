@@ -2,16 +2,10 @@
 //! metacharacters in every echoed field, extreme numbers and times, wrong
 //! content types, chunked bodies, HTTP/2. Each gets its documented answer,
 //! the HTML and JSON bodies parse and are escaped, and Envoy stays healthy.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{request, shared, try_raw, HttpResponse, CK, DEMO_AUTHENTICATOR, IV};
+use crate::common::{request, shared, try_raw, HttpResponse, CK, DEMO_AUTHENTICATOR, IV};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;

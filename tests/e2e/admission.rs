@@ -3,16 +3,10 @@
 //! `service::admit`; this proves that the two shells feed it the same way
 //! (method, content type, declared length, a body over the cap while it
 //! streams).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{request, Serve, DEMO_CONFIG};
+use crate::common::{request, Serve, DEMO_CONFIG};
 use fpgen_fixtures::{self as fixtures, AUTHENTICATOR};
 
 /// What a row sends, and what it must get: what it is, the method, the

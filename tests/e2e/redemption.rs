@@ -1,20 +1,14 @@
 //! The redemption gate through a real Envoy: tokens minted at `/hms/fp/token`
 //! are verified at `/hms/fp/rights/` before a recording upstream (the
 //! licence server stand-in) sees anything; key rotation.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use common::{
+use crate::common::{
     licence_request, mint, now, request, Envoy, Options, RecordingUpstream, CK, IV, LICENCE_HEADERS,
 };
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
 use fpgen::licence::Environment;
 use serde_json::{json, Value};
 

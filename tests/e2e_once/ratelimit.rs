@@ -2,16 +2,10 @@
 //! protocol over gRPC, exact across two services on one Redis under
 //! concurrent load, hits that do not fit are not counted, periods roll
 //! over, hits can be given back, and Redis going away and coming back.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{Redis, Service};
+use crate::common::{Redis, Service};
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
     Entry, RateLimitOverride,

@@ -2,16 +2,10 @@
 //! VM from Envoy's environment (never in the configuration, `/config_dump`
 //! or a log), and the module's version and build in its log line and its
 //! build stat.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{licence_request, Envoy, Options, RecordingUpstream};
+use crate::common::{licence_request, Envoy, Options, RecordingUpstream};
 use fpgen::stats::{BUILD, VERSION};
 use fpgen_fixtures::{AUTHENTICATOR, DEMO_ENV, EK_CONTENT_KEY, IV, STORED_KID};
 

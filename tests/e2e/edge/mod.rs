@@ -5,15 +5,6 @@
 //! answer. Each test names the point of the threat model it proves; most
 //! run twice: with the filter as the only wall (`Options::unhardened`) and
 //! with the HTTP connection manager settings of every shipped configuration.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
-
-#[path = "../common/mod.rs"]
-mod common;
 
 /// What the topics share.
 mod support;

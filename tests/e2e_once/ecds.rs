@@ -6,16 +6,10 @@
 //! requests; tokens minted by the old module redeem on the new; a module
 //! that does not load and a configuration fpgen refuses are rejected while
 //! the running one keeps serving, visibly (ECDS stats, log lines).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{resource, EcdsEnvoy, HttpResponse, KeepAlive};
+use crate::common::{resource, EcdsEnvoy, HttpResponse, KeepAlive};
 use fpgen::stats::{BUILD, VERSION};
 use serde_json::json;
 use std::fs;

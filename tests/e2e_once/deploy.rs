@@ -1,14 +1,8 @@
 //! The deployable configurations in envoy/: every one passes Envoy's own
 //! validation with the built module, and the two-environments edge really
 //! keeps the environments apart.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -7,16 +7,10 @@
 //! that starts `Wasm:` or `native:`, a rule labelled `module`) is checked
 //! against that module. (`make test` also runs `promtool check rules` and
 //! `promtool test rules` on the rules.)
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{get, request, EcdsEnvoy, Module};
+use crate::common::{get, request, EcdsEnvoy, Module};
 use regex::Regex;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

@@ -2,16 +2,10 @@
 //! a broken filter configuration is rejected (old one keeps serving, the log
 //! names the field), then a good one that adds a customer and rotates the
 //! active sealing key takes effect; no request fails during the swaps.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{get, request, Envoy, Options, CK, DEMO_CONFIG, IV};
+use crate::common::{get, request, Envoy, Options, CK, DEMO_CONFIG, IV};
 use serde_json::json;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -4,16 +4,10 @@
 //! local `token_budget` does not; the failure modes when the service, or
 //! Redis behind it, is away or too slow; a period rolling over; `fpgen
 //! serve` counting against the same budget.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{get, Envoy, Options, Redis, Service};
+use crate::common::{get, Envoy, Options, Redis, Service};
 use fpgen_fixtures::{AUTHENTICATOR_SHA256, CONTENT_KEY, IV};
 use serde_json::json;
 use std::collections::BTreeMap;

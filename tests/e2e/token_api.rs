@@ -1,16 +1,10 @@
 //! The token API through a real Envoy running the built module, over HTTP.
 //! Every test here goes through `envoy` + `fpgen.wasm`; see `tests/rules/`
 //! for the same rules checked natively.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{
+use crate::common::{
     get, now, post_form, request, shared, Envoy, HttpResponse, DEMO_AUTHENTICATOR, DEMO_CONFIG,
 };
 use fpgen::ids::Kid;

@@ -1,15 +1,9 @@
 //! Tests of the end-to-end harness itself (tests/common/mod.rs) and of the
 //! demo bootstrap, envoy/envoy.yaml.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{Envoy, Options};
+use crate::common::{Envoy, Options};
 use std::path::Path;
 use std::process::Command;
 

@@ -5,16 +5,10 @@
 //! `envoy/native.yaml` serves the demo. (Everything the two modules share
 //! is proven by the other suites, which `make test` also runs with
 //! `FPGEN_MODULE=native`.)
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{free_port, get, Envoy, Module, Options, DEMO_CONFIG};
+use crate::common::{free_port, get, Envoy, Module, Options, DEMO_CONFIG};
 
 fn native() -> Options {
     Options {

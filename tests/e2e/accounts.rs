@@ -1,16 +1,10 @@
 //! Customer accounts, budgets and what operators see, through a real Envoy:
 //! per-customer controls and their codes, the token budget under concurrent
 //! load on two workers, the stats on the admin port, the access log.
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::panic,
-    clippy::indexing_slicing
-)]
 
-mod common;
+use crate::common;
 
-use common::{get, request, Envoy, Options, CK, IV};
+use crate::common::{get, request, Envoy, Options, CK, IV};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

@@ -135,7 +135,7 @@ check-istio: $(ISTIO_SCHEMAS_STAMP)
 	$(VENV)/bin/python tests/support/istio_schemas.py envoy/istio/*.yaml
 	$(VENV)/bin/python tests/support/istio_schemas.py --self-test envoy/istio/wasmplugin.yaml
 
-## docs: regenerates the tables of docs/ that come from the code (the error table of docs/api.md from src/pure/error.rs, the tag rules of docs/stats.md from src/pure/stats.rs); make test fails when a committed page is not current
+## docs: regenerates the tables of docs/ that come from the code (the error table of docs/api.md from src/pure/error.rs, the tag rules of docs/stats.md from src/hosts/proxy_wasm/wasm_stats.rs); make test fails when a committed page is not current
 docs:
 	FPGEN_WRITE_DOCS=1 $(CARGO) test --test rules docs::the_generated_tables_are_current
 

@@ -28,8 +28,9 @@
 //! - [`edge`]: what every host does with a request, in order (the whole core).
 //!
 //! The hosts (each may import the core, never another host):
-//! - `hosts::proxy_wasm` (feature `proxy-wasm`, wasm32 only): the
-//!   proxy-wasm filter, `fpgen.wasm`.
+//! - `hosts::proxy_wasm`: the proxy-wasm filter, `fpgen.wasm` (feature
+//!   `proxy-wasm`, wasm32 only), and [`wasm_stats`] (every target): how
+//!   Envoy names its stats, the prefix and the tag rules a bootstrap needs.
 //! - `hosts::dynamic_module` (feature `dynamic-module`): fpgen as an Envoy
 //!   1.40 dynamic module, `libfpgen.so`; its `abi` submodule is the only
 //!   code with `unsafe`.
@@ -51,6 +52,7 @@ pub use pure::{
     service, stats, token,
 };
 
+pub use hosts::proxy_wasm::wasm_stats;
 #[cfg(all(feature = "ratelimit", not(target_arch = "wasm32")))]
 pub use hosts::ratelimit;
 #[cfg(all(feature = "serve", not(target_arch = "wasm32")))]

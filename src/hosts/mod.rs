@@ -4,8 +4,7 @@
 
 #[cfg(all(any(feature = "dynamic-module", test), not(target_arch = "wasm32")))]
 mod dynamic_module;
-#[cfg(all(feature = "proxy-wasm", target_arch = "wasm32"))]
-mod proxy_wasm;
+pub mod proxy_wasm;
 #[cfg(all(feature = "ratelimit", not(target_arch = "wasm32")))]
 pub mod ratelimit;
 #[cfg(all(feature = "serve", not(target_arch = "wasm32")))]

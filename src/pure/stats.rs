@@ -1,16 +1,13 @@
-//! The filter's stat names, in one place. The filter defines each counter
-//! by these names; Envoy shows them with a `wasmcustom.` prefix, and the tag
-//! rules in [`TAG_RULES`] (copied into `envoy/envoy.yaml`'s
-//! `stats_config`, which a test compares) turn the customer, the code and
-//! the refusal reason into Prometheus labels.
+//! The stat names, in one place, and what each outcome counts. A host
+//! defines each counter by these names (the proxy-wasm filter as they are:
+//! Envoy then adds its prefix and the bootstrap's tag rules make labels of
+//! the customer, the code and the reason, `wasm_stats`; the dynamic module
+//! as labelled counters).
 
 use crate::error::ErrorCode;
 use crate::fleet::Failure;
 use crate::ids::CustomerId;
 use crate::redeem::Refusal;
-
-/// Envoy's prefix for counters a Wasm module defines.
-pub const ENVOY_PREFIX: &str = "wasmcustom.";
 
 /// What a counter counts. With the request's customer, when there is one,
 /// it names the counter ([`Counter::name`]); the filter looks its counters
@@ -120,36 +117,6 @@ pub const VERSION_BUILD: &str =
 pub fn build() -> String {
     format!("fpgen.build.{VERSION}.{BUILD}")
 }
-
-/// Envoy's `stats_tags` for these names: tag name and regex (RE2). The
-/// first capture group is removed from the name, the second is the tag's
-/// value; so `wasmcustom.fpgen.customer.100001.rejected.2027` becomes
-/// `wasmcustom.fpgen.rejected` with `fpgen_customer=100001` and
-/// `fpgen_code=2027`; `wasmcustom.fpgen.build.0.1.0.50371aa1b2c3` becomes
-/// `wasmcustom.fpgen.build` with `fpgen_version=0.1.0` and
-/// `fpgen_build=50371aa1b2c3`.
-pub const TAG_RULES: [(&str, &str); 5] = [
-    (
-        "fpgen_customer",
-        r"^wasmcustom\.fpgen\.(customer\.([^.]+)\.)",
-    ),
-    (
-        "fpgen_code",
-        r"^wasmcustom\.fpgen\.(?:customer\.[^.]+\.)?rejected(\.(\d+))$",
-    ),
-    (
-        "fpgen_reason",
-        r"^wasmcustom\.fpgen\.(?:redemptions_rejected|fleet_budget_failed)(\.([a-z_]+))$",
-    ),
-    (
-        "fpgen_version",
-        r"^wasmcustom\.fpgen\.build(\.(.+))\.[a-z0-9-]+$",
-    ),
-    (
-        "fpgen_build",
-        r"^wasmcustom\.fpgen\.build(?:\..+)?(\.([a-z0-9-]+))$",
-    ),
-];
 
 impl crate::outcome::Outcome {
     /// The counter this outcome of a token request adds one to, with

@@ -45,7 +45,7 @@ pub fn bootstrap(
     options: &Options,
     access_log: &Path,
 ) -> Value {
-    let stats_tags: Vec<Value> = fpgen::stats::TAG_RULES
+    let stats_tags: Vec<Value> = fpgen::wasm_stats::TAG_RULES
         .iter()
         .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
         .collect();

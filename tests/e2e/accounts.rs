@@ -284,7 +284,7 @@ fn prometheus_shows_customer_and_code_as_labels() {
     for file in BOOTSTRAPS {
         let yaml =
             std::fs::read_to_string(format!("{}/{file}", env!("CARGO_MANIFEST_DIR"))).unwrap();
-        for (name, regex) in fpgen::stats::TAG_RULES {
+        for (name, regex) in fpgen::wasm_stats::TAG_RULES {
             assert!(
                 yaml.contains(&format!("tag_name: {name}\n    regex: '{regex}'")),
                 "{name} differs in {file}"

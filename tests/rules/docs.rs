@@ -184,10 +184,10 @@ fn error_table(current: &str) -> String {
     out
 }
 
-/// The tag rules of [`stats::TAG_RULES`], as a bootstrap's `stats_tags`.
+/// The tag rules of [`fpgen::wasm_stats::TAG_RULES`], as a bootstrap's `stats_tags`.
 fn tag_rules_table(_: &str) -> String {
     let mut out = String::from("| tag | regex (on the stat name) |\n| --- | --- |\n");
-    for (name, regex) in stats::TAG_RULES {
+    for (name, regex) in fpgen::wasm_stats::TAG_RULES {
         // (a `|` would end the cell: Markdown tables take it escaped)
         let regex = regex.replace('|', "\\|");
         out.push_str(&format!("| `{name}` | `{regex}` |\n"));
@@ -282,10 +282,11 @@ fn every_stat_in_the_stats_page_is_one_the_code_counts() {
             .replace("<reason>", "REASON")
             .replace("<version>.<build>", "VERSION_BUILD")
     };
-    let documented: BTreeSet<String> = first_column_names("docs/stats.md", stats::ENVOY_PREFIX)
-        .iter()
-        .map(|n| sample(n))
-        .collect();
+    let documented: BTreeSet<String> =
+        first_column_names("docs/stats.md", fpgen::wasm_stats::ENVOY_PREFIX)
+            .iter()
+            .map(|n| sample(n))
+            .collect();
     // what the code counts, with the same samples; a reason stands for all
     let reason = |name: String, each: &str| name.replace(each, "REASON");
     let build = stats::build().replacen(
@@ -312,7 +313,7 @@ fn every_stat_in_the_stats_page_is_one_the_code_counts() {
         build,
     ]
     .into_iter()
-    .map(|n| format!("{}{n}", stats::ENVOY_PREFIX))
+    .map(|n| format!("{}{n}", fpgen::wasm_stats::ENVOY_PREFIX))
     .collect();
     assert_eq!(
         documented, counted,

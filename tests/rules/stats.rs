@@ -37,7 +37,8 @@ fn the_stats_page_lists_every_redemption_refusal_reason() {
 #[test]
 fn stat_names_tag_rules_and_the_stats_page_agree() {
     use fpgen::redeem::Refusal;
-    use fpgen::stats::{self, ENVOY_PREFIX, TAG_RULES};
+    use fpgen::stats;
+    use fpgen::wasm_stats::{ENVOY_PREFIX, TAG_RULES};
     let customer = fixtures::id("100001");
     let tags = |name: &str| -> (String, Vec<(String, String)>) {
         let mut name = format!("{ENVOY_PREFIX}{name}");

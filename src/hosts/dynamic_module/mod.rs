@@ -244,17 +244,8 @@ pub(crate) enum Next {
 
 /// Envoy's own environment variables, for `{"env": …}` secrets (a dynamic
 /// module runs in Envoy's process).
-struct EnvoyEnvironment;
-
-impl crate::config::Vars for EnvoyEnvironment {
-    fn var(&self, name: &str) -> Result<zeroize::Zeroizing<String>, std::env::VarError> {
-        crate::config::ProcessEnv.var(name)
-    }
-
-    fn unset_hint(&self) -> &'static str {
-        " (in Envoy's own environment)"
-    }
-}
+const ENVOY_ENVIRONMENT: crate::config::HostEnv =
+    crate::config::HostEnv(" (in Envoy's own environment)");
 
 /// One filter configuration: fpgen's configuration, shared by every
 /// worker's streams.
@@ -268,7 +259,7 @@ impl FilterConfig {
     /// (never a secret), when it is not a configuration this module can
     /// serve.
     pub(crate) fn new(json: &[u8]) -> Result<Self, String> {
-        let config = Config::from_json_with(json, &EnvoyEnvironment).map_err(|e| e.to_string())?;
+        let config = Config::from_json_with(json, &ENVOY_ENVIRONMENT).map_err(|e| e.to_string())?;
         for customer in config.customers.values() {
             if customer.token_budget.is_some() {
                 budgets::init(&customer.id);

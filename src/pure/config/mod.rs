@@ -9,7 +9,7 @@ use crate::licence::Environment;
 use crate::secret::{Kek, SealingKeyBytes};
 use crate::token::{KeyRing, SealingKey};
 use secrets::RawSecret;
-pub use secrets::{ProcessEnv, Vars};
+pub use secrets::{HostEnv, ProcessEnv, Vars};
 use serde::de::{self, Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
 use shown::Quoted;

@@ -39,6 +39,21 @@ impl Vars for ProcessEnv {
     }
 }
 
+/// The process environment as a host sees it: `0` says where the host
+/// takes its variables from, after "is not set" (e.g. Envoy's
+/// `host_env_keys` for the proxy-wasm filter).
+pub struct HostEnv(pub &'static str);
+
+impl Vars for HostEnv {
+    fn var(&self, name: &str) -> Result<Zeroizing<String>, VarError> {
+        ProcessEnv.var(name)
+    }
+
+    fn unset_hint(&self) -> &'static str {
+        self.0
+    }
+}
+
 /// A map of names to values (tests, embedders): `None` is "not set".
 impl<F: Fn(&str) -> Option<String>> Vars for F {
     fn var(&self, name: &str) -> Result<Zeroizing<String>, VarError> {

@@ -92,7 +92,7 @@ impl Context for Root {
 impl RootContext for Root {
     fn on_configure(&mut self, size: usize) -> bool {
         let json = BufReader::with_capacity(CONFIG_CHUNK, PluginConfiguration { offset: 0, size });
-        match Config::from_reader_with(json, &VmEnvironment) {
+        match Config::from_reader_with(json, &VM_ENVIRONMENT) {
             Ok(config) => {
                 for customer in config
                     .customers
@@ -175,17 +175,8 @@ impl RootContext for Root {
 
 /// The VM's environment variables, for `{"env": …}` secrets: those Envoy
 /// hands the VM (`vm_config.environment_variables`).
-struct VmEnvironment;
-
-impl crate::config::Vars for VmEnvironment {
-    fn var(&self, name: &str) -> Result<zeroize::Zeroizing<String>, std::env::VarError> {
-        crate::config::ProcessEnv.var(name)
-    }
-
-    fn unset_hint(&self) -> &'static str {
-        " (in Envoy, list it in vm_config.environment_variables.host_env_keys)"
-    }
-}
+const VM_ENVIRONMENT: crate::config::HostEnv =
+    crate::config::HostEnv(" (in Envoy, list it in vm_config.environment_variables.host_env_keys)");
 
 /// How much of the configuration is read from Envoy at a time.
 const CONFIG_CHUNK: usize = 64 * 1024;

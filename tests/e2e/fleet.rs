@@ -315,6 +315,9 @@ fn a_cluster_with_no_host_follows_the_failure_mode() {
     }
     let failed = "wasmcustom.fpgen.fleet_budget_failed.unavailable";
     assert_eq!(stat(&closed, failed), 3);
+    // Envoy makes no call to a cluster with no host: none is counted
+    let calls = "wasmcustom.fpgen.fleet_budget_token_calls";
+    assert_eq!(stat(&closed, calls), 0);
     let open = envoy(&config(&[(fleet, None), (leased, None)], "open"), 0);
     for id in ["100001", "100002", "100002"] {
         let r = get(open.port, &token_path(id));

@@ -135,7 +135,7 @@ fn the_shipped_native_yaml_serves_the_demo() {
 }
 
 /// A configuration update delivered through ECDS (as for the Wasm module
-/// in `e2e_ecds.rs`, with the native filter's type) takes effect under
+/// in `tests/e2e_once/ecds.rs`, with the native filter's type) takes effect under
 /// steady load with no failed request, and a configuration fpgen refuses
 /// is rejected while the running one keeps serving.
 #[test]

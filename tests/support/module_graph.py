@@ -35,11 +35,13 @@ def modules():
 
 def resolve(first, rest, mods):
     """The module a path `crate::first::rest…` names: the core's modules
-    are re-exported at the crate's root (`crate::config`), the hosts' two
-    public ones too (`crate::serve`, `crate::ratelimit`)."""
+    are re-exported at the crate's root (`crate::config`), the hosts'
+    public ones too (`crate::serve`, `crate::ratelimit`, `crate::wasm_stats`)."""
     if first in ("pure", "hosts"):
         name = f"{first}::{rest}"
         return name if name in mods else None
+    if first == "wasm_stats":  # re-exported from the proxy-wasm host
+        return "hosts::proxy_wasm"
     for layer in ("pure", "hosts"):
         if f"{layer}::{first}" in mods:
             return f"{layer}::{first}"

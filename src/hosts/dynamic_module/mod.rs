@@ -308,6 +308,7 @@ impl FilterConfig {
             refills: Arc::clone(&self.refills),
             awaiting_body: false,
             waiting: None,
+            uncounted_call: false,
         }
     }
 }
@@ -320,6 +321,10 @@ pub(crate) struct Stream {
     awaiting_body: bool,
     /// A sealed token waiting for the rate-limit service's answer.
     waiting: Option<Waiting>,
+    /// A call of this stream that Envoy is making and that is not counted
+    /// yet: counted once, when Envoy says it made it or when its answer
+    /// comes (which may be first, inside the call).
+    uncounted_call: bool,
 }
 
 /// A token request paused on its call to the rate-limit service.
@@ -460,6 +465,7 @@ impl Stream {
                             envoy.callout(call);
                             let sent_ms = fleet::now_ms();
                             self.waiting = Some(Waiting { pending, sent_ms });
+                            self.uncounted_call = true;
                             return Next::Wait;
                         }
                         None => {
@@ -474,15 +480,22 @@ impl Stream {
         }
     }
 
-    /// The call this stream asked for was made: counted (also when its
-    /// answer came while Envoy made it).
+    /// The call this stream asked for was made: counted, unless its
+    /// answer came first (inside the call) and counted it.
     pub(crate) fn on_callout_made(&mut self, envoy: &dyn Envoy) {
-        envoy.count(Metric::FleetTokenCalls, &[]);
+        self.count_call(envoy);
+    }
+
+    fn count_call(&mut self, envoy: &dyn Envoy) {
+        if std::mem::take(&mut self.uncounted_call) {
+            envoy.count(Metric::FleetTokenCalls, &[]);
+        }
     }
 
     /// Envoy could not make the call this stream asked for: the budget is
     /// unavailable, and the failure mode answers.
     pub(crate) fn on_callout_refused(&mut self, envoy: &dyn Envoy) -> Next {
+        self.uncounted_call = false;
         let Some(Waiting { pending, .. }) = self.waiting.take() else {
             return Next::Stop; // answered already, inside the call
         };
@@ -501,6 +514,7 @@ impl Stream {
         envoy: &dyn Envoy,
         answer: Option<&CalloutAnswer>,
     ) -> Next {
+        self.count_call(envoy); // a call that is answered was made
         let Some(Waiting { pending, sent_ms }) = self.waiting.take() else {
             return Next::Stop;
         };
@@ -979,7 +993,14 @@ mod tests {
         s.on_callout_done(&envoy, Some(&service_answer(1)));
         assert_eq!(envoy.status(), Some(200));
         let counted = envoy.counted.borrow();
-        assert!(counted.contains(&(Metric::FleetTokenCalls, vec![])));
+        let calls = |c: &[(Metric, Vec<String>)]| {
+            c.iter()
+                .filter(|(m, _)| *m == Metric::FleetTokenCalls)
+                .count()
+        };
+        assert_eq!(calls(&counted), 1, "the call counted once");
+        drop(counted);
+        let counted = envoy.counted.borrow();
         assert!(counted.contains(&(Metric::TokensMinted, vec!["100001".to_owned()])));
 
         // over the limit: -2019; no answer (reset), closed: -9503, counted
@@ -1001,6 +1022,25 @@ mod tests {
         assert!(sent.2.contains("-9503"), "{sent:?}");
         let reason = (Metric::FleetBudgetFailed, vec!["unavailable".to_owned()]);
         assert!(envoy.counted.borrow().contains(&reason));
+    }
+
+    /// A call answered inside the callout (before Envoy says it made it)
+    /// is counted once too.
+    #[test]
+    fn a_call_answered_inside_the_callout_is_counted_once() {
+        let config = fleet_config("closed", 1, None);
+        let calls = |c: &[(Metric, Vec<String>)]| {
+            c.iter()
+                .filter(|(m, _)| *m == Metric::FleetTokenCalls)
+                .count()
+        };
+        let mut s = config.stream();
+        let envoy = get_mint();
+        assert_eq!(s.on_request_headers(&envoy, true), Next::Wait);
+        s.on_callout_done(&envoy, Some(&service_answer(1)));
+        s.on_callout_made(&envoy);
+        assert_eq!(envoy.status(), Some(200));
+        assert_eq!(calls(&envoy.counted.borrow()), 1);
     }
 
     #[test]

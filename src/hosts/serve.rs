@@ -21,7 +21,7 @@ use crate::error::ErrorCode;
 use crate::fleet::{self, Failure};
 use crate::ids::CustomerId;
 use crate::render::Response as ApiResponse;
-use crate::service::{self, Answer, Budget, Host, HostFailure, PendingBudget, Question, Step};
+use crate::service::{self, Answer, Budget, Host, HostFailure, PendingBudget, Settled, Step};
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
 use http_body_util::{BodyExt, Full, Limited};
@@ -145,17 +145,13 @@ impl FleetClient {
             Ok(Err(_)) => Err(Failure::Unavailable),
             Ok(Ok(response)) => fleet::verdict(&response.into_inner().encode_to_vec()),
         };
-        match verdict {
-            Ok(fleet::Verdict::Ok { .. }) => Budget::Taken,
-            Ok(fleet::Verdict::OverLimit { .. }) => Budget::FleetSpent,
-            Err(failure) => {
-                eprintln!(
-                    "fpgen: fleet budget of customer {customer}: {}",
-                    failure.message()
-                );
-                Budget::FleetUnavailable(failure)
-            }
+        if let Err(failure) = &verdict {
+            eprintln!(
+                "fpgen: fleet budget of customer {customer}: {}",
+                failure.message()
+            );
         }
+        Budget::of_fleet(verdict)
     }
 }
 
@@ -163,31 +159,23 @@ impl FleetClient {
 /// process's counters, the fleet budget from the rate-limit service.
 async fn drive(mut step: Step, host: &ServeHost<'_>, fleet: Option<&FleetClient>) -> Answer {
     loop {
-        match step {
-            Step::Answer(answer) => return answer,
-            Step::Budget(pending) => {
-                let answer = match pending.question() {
-                    Question::Local(budget) => host.take_from_budget(pending.customer(), budget),
-                    Question::Fleet(budget) => {
-                        // Until the call answers, the pending request is the
-                        // guard's: a client that leaves (hyper drops this
-                        // future) gets its local token given back.
-                        let customer = pending.customer().clone();
-                        let guard = Abandoned(Some(pending), host);
-                        let answer = match fleet {
-                            Some(fleet) => fleet.ask(&customer, budget).await,
-                            None => Budget::FleetUnavailable(Failure::Unavailable),
-                        };
-                        let Some(pending) = guard.disarm() else {
-                            return service::refuse(ErrorCode::Internal, "");
-                        };
-                        step = pending.continue_with(Ok(answer), host);
-                        continue;
-                    }
-                };
-                step = pending.continue_with(answer, host);
-            }
-        }
+        let (pending, budget) = match step.settle_locally(host) {
+            Settled::Answer(answer) => return answer,
+            Settled::Fleet(pending, budget) => (pending, budget),
+        };
+        // Until the call answers, the pending request is the guard's: a
+        // client that leaves (hyper drops this future) gets its local token
+        // given back.
+        let customer = pending.customer().clone();
+        let guard = Abandoned(Some(pending), host);
+        let answer = match fleet {
+            Some(fleet) => fleet.ask(&customer, budget).await,
+            None => Budget::FleetUnavailable(Failure::Unavailable),
+        };
+        let Some(pending) = guard.disarm() else {
+            return service::refuse(ErrorCode::Internal, "");
+        };
+        step = pending.continue_with(Ok(answer), host);
     }
 }
 

@@ -328,13 +328,10 @@ pub fn handle_with_fleet(
 ) -> Answer {
     let mut step = begin(config, query, body, host);
     loop {
-        match step {
-            Step::Answer(answer) => return answer,
-            Step::Budget(pending) => {
-                let answer = match pending.question() {
-                    Question::Local(budget) => host.take_from_budget(pending.customer(), budget),
-                    Question::Fleet(budget) => fleet(pending.customer(), budget),
-                };
+        match step.settle_locally(host) {
+            Settled::Answer(answer) => return answer,
+            Settled::Fleet(pending, budget) => {
+                let answer = fleet(pending.customer(), budget);
                 step = pending.continue_with(answer, host);
             }
         }
@@ -353,6 +350,38 @@ pub enum Step {
     Answer(Answer),
     /// Minted and sealed, to be answered once the budgets say.
     Budget(PendingBudget),
+}
+
+impl Step {
+    /// The step with its local budget asked of `host`
+    /// ([`Host::take_from_budget`]), which every host keeps in its own
+    /// process: the answer, or the token waiting for its fleet budget, which
+    /// is the host's to ask (its lease of it, or the rate-limit service).
+    pub fn settle_locally(self, host: &dyn Host) -> Settled {
+        let pending = match self {
+            Step::Answer(answer) => return Settled::Answer(answer),
+            Step::Budget(pending) => pending,
+        };
+        match pending.question() {
+            Question::Fleet(budget) => Settled::Fleet(pending, budget),
+            Question::Local(budget) => {
+                let taken = host.take_from_budget(pending.customer(), budget);
+                // Once: after the local budget, a step asks the fleet or is answered.
+                pending.continue_with(taken, host).settle_locally(host)
+            }
+        }
+    }
+}
+
+/// A [`Step`] after its local budget ([`Step::settle_locally`]).
+#[derive(Debug)]
+pub enum Settled {
+    /// Refused, or minted and answered.
+    Answer(Answer),
+    /// Minted, sealed and counted by the local budget (when it has one),
+    /// waiting for one token of this fleet budget: the host asks it and hands
+    /// the answer to [`PendingBudget::continue_with`].
+    Fleet(PendingBudget, FleetBudget),
 }
 
 /// A minted token held back until its customer's budgets give one token:

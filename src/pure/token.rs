@@ -446,60 +446,67 @@ impl<'a> Reader<'a> {
         let len = usize::from(self.u8()?);
         std::str::from_utf8(self.take(len)?).ok()
     }
+    fn be_u32(&mut self) -> Option<u32> {
+        self.array().map(u32::from_be_bytes)
+    }
+    fn be_i64(&mut self) -> Option<i64> {
+        self.array().map(i64::from_be_bytes)
+    }
+    fn environment(&mut self) -> Option<Environment> {
+        match self.u8()? {
+            0 => Some(Environment::Test),
+            1 => Some(Environment::Production),
+            _ => None,
+        }
+    }
+    fn kid(&mut self) -> Option<Option<Kid>> {
+        match self.u8()? {
+            KID_NONE => Some(None),
+            KID_BYTES => Some(Some(Kid::Bytes(self.array()?))),
+            KID_NAME => Some(Some(Kid::name(self.short_str()?).ok()?)),
+            _ => None,
+        }
+    }
+    fn cookie(&mut self) -> Option<Option<String>> {
+        let cookie = self.short_str()?;
+        Some((!cookie.is_empty()).then(|| cookie.to_owned()))
+    }
+    fn extensions(&mut self) -> Option<Vec<FpExtension>> {
+        let count = usize::from(self.u8()?);
+        if count > MAX_EXTENSIONS {
+            return None;
+        }
+        let mut extensions = Vec::with_capacity(count);
+        for _ in 0..count {
+            let kind = self.array()?;
+            let len = usize::from(u16::from_be_bytes(self.array()?));
+            extensions.push(FpExtension {
+                kind,
+                payload: self.take(len)?.to_vec(),
+            });
+        }
+        Some(extensions)
+    }
 }
 
 fn decode_payload(body: &[u8]) -> Option<LicenceData> {
     let mut r = Reader(body);
-    let environment = match r.u8()? {
-        0 => Environment::Test,
-        1 => Environment::Production,
-        _ => return None,
+    // A struct expression evaluates its fields in the order written: this
+    // is the order `encode_payload` writes them in.
+    let licence = LicenceData {
+        environment: r.environment()?,
+        issued_at: r.be_i64()?,
+        expires_at: r.be_i64()?,
+        customer_id: CustomerId::parse(r.short_str()?).ok()?,
+        content_key: ContentKey::new(r.array()?),
+        iv: r.array()?,
+        kid: r.kid()?,
+        rental_duration: r.be_u32()?,
+        general_flags: r.be_u32()?,
+        cookie: r.cookie()?,
+        extensions: r.extensions()?,
     };
-    let issued_at = i64::from_be_bytes(r.array()?);
-    let expires_at = i64::from_be_bytes(r.array()?);
-    let customer_id = CustomerId::parse(r.short_str()?).ok()?;
-    let content_key = ContentKey::new(r.array()?);
-    let iv = r.array()?;
-    let kid = match r.u8()? {
-        KID_NONE => None,
-        KID_BYTES => Some(Kid::Bytes(r.array()?)),
-        KID_NAME => Some(Kid::name(r.short_str()?).ok()?),
-        _ => return None,
-    };
-    let rental_duration = u32::from_be_bytes(r.array()?);
-    let general_flags = u32::from_be_bytes(r.array()?);
-    let cookie = Some(r.short_str()?)
-        .filter(|c| !c.is_empty())
-        .map(str::to_owned);
-    let count = usize::from(r.u8()?);
-    if count > MAX_EXTENSIONS {
-        return None;
-    }
-    let mut extensions = Vec::with_capacity(count);
-    for _ in 0..count {
-        let kind = r.array()?;
-        let len = usize::from(u16::from_be_bytes(r.array()?));
-        extensions.push(FpExtension {
-            kind,
-            payload: r.take(len)?.to_vec(),
-        });
-    }
-    if !r.0.is_empty() {
-        return None;
-    }
-    Some(LicenceData {
-        environment,
-        customer_id,
-        issued_at,
-        expires_at,
-        content_key,
-        iv,
-        kid,
-        rental_duration,
-        general_flags,
-        extensions,
-        cookie,
-    })
+    r.0.is_empty().then_some(licence)
 }
 
 #[cfg(test)]

@@ -470,34 +470,83 @@ struct MainHook {
     lease_gauge: usize,
 }
 
-/// A counter's id and its label values as the ABI takes them (`None`: a
-/// counter Envoy did not define).
-fn counter_args(
-    counters: &Counters,
-    metric: Metric,
+/// The ABI's callbacks that set or add a header: (stream, header type,
+/// name, value).
+type WriteHeader = unsafe extern "C" fn(*mut c_void, u32, ModuleBuffer, ModuleBuffer) -> bool;
+
+/// The ABI's callbacks that add to or set a metric, of a configuration or
+/// of a stream: (owner, id, label values, their count, value).
+type RecordMetric =
+    unsafe extern "C" fn(*mut c_void, usize, *const ModuleBuffer, usize, u64) -> u32;
+
+/// The ABI's callbacks that define a metric of a configuration: (config,
+/// name, label names, their count, the id's place).
+type DefineMetric =
+    unsafe extern "C" fn(*mut c_void, ModuleBuffer, *const ModuleBuffer, usize, *mut usize) -> u32;
+
+fn buffers(strings: &[&str]) -> Vec<ModuleBuffer> {
+    strings
+        .iter()
+        .map(|s| ModuleBuffer::of(s.as_bytes()))
+        .collect()
+}
+
+/// Adds `value` to the metric `id` (or sets it), with these label values;
+/// nothing for 0, a metric Envoy did not define.
+///
+/// SAFETY: `owner` is the pointer `callback` takes (a stream's, on its
+/// thread; a configuration's, on the main thread or in `config_new`).
+unsafe fn record(
+    callback: RecordMetric,
+    owner: *mut c_void,
+    id: usize,
     labels: &[&str],
-) -> Option<(usize, Vec<ModuleBuffer>)> {
-    let id = counters.id(metric);
-    let values = labels.iter().map(|l| ModuleBuffer::of(l.as_bytes()));
-    (id != 0).then(|| (id, values.collect()))
+    value: u64,
+) {
+    if id == 0 {
+        return;
+    }
+    let values = buffers(labels);
+    // SAFETY: the label buffers live for the call; `owner` as the caller says.
+    unsafe { callback(owner, id, values.as_ptr(), values.len(), value) };
+}
+
+/// Defines a metric with these label names: its id, or Envoy's refusal.
+///
+/// SAFETY: `config_envoy` is the configuration pointer of the running
+/// `on_http_filter_config_new`.
+unsafe fn define(
+    callback: DefineMetric,
+    config_envoy: *mut c_void,
+    name: &str,
+    labels: &[&str],
+) -> Result<usize, u32> {
+    let names = buffers(labels);
+    let mut id = 0usize;
+    // SAFETY: the name and label buffers live for the call; `id` is a valid
+    // place; the pointer as the caller says.
+    let result = unsafe {
+        callback(
+            config_envoy,
+            ModuleBuffer::of(name.as_bytes()),
+            names.as_ptr(),
+            names.len(),
+            &mut id,
+        )
+    };
+    if result == METRICS_SUCCESS {
+        Ok(id)
+    } else {
+        Err(result)
+    }
 }
 
 impl Report for MainHook {
     fn count(&self, metric: Metric, labels: &[&str]) {
-        let Some((id, values)) = counter_args(&self.counters, metric, labels) else {
-            return;
-        };
-        // SAFETY: the label buffers live for the call; the configuration
-        // pointer is used on the main thread (see ConfigEnvoy).
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_config_increment_counter(
-                self.envoy.0,
-                id,
-                values.as_ptr(),
-                values.len(),
-                1,
-            );
-        }
+        let add = envoy_dynamic_module_callback_http_filter_config_increment_counter;
+        // SAFETY: the configuration pointer is used on the main thread (see
+        // ConfigEnvoy).
+        unsafe { record(add, self.envoy.0, self.counters.id(metric), labels, 1) }
     }
 
     fn log(&self, level: Level, message: &str) {
@@ -528,21 +577,10 @@ impl Main for MainHook {
     }
 
     fn set_lease_gauge(&self, customer: &str, held: u32) {
-        if self.lease_gauge == 0 {
-            return;
-        }
-        let values = [ModuleBuffer::of(customer.as_bytes())];
-        // SAFETY: the label buffer lives for the call; the configuration
-        // pointer is used on the main thread.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_config_set_gauge(
-                self.envoy.0,
-                self.lease_gauge,
-                values.as_ptr(),
-                values.len(),
-                u64::from(held),
-            );
-        }
+        let set = envoy_dynamic_module_callback_http_filter_config_set_gauge;
+        let (id, value) = (self.lease_gauge, u64::from(held));
+        // SAFETY: the configuration pointer is used on the main thread.
+        unsafe { record(set, self.envoy.0, id, &[customer], value) }
     }
 }
 
@@ -560,29 +598,14 @@ impl Counters {
         let mut ids = [0usize; Metric::ALL.len()];
         for (id, metric) in ids.iter_mut().zip(Metric::ALL) {
             let (name, labels) = metric.name_and_labels();
-            let labels: Vec<ModuleBuffer> = labels
-                .iter()
-                .map(|l| ModuleBuffer::of(l.as_bytes()))
-                .collect();
-            let mut defined = 0usize;
-            // SAFETY: the name and label buffers live for the call; `defined`
-            // is a valid place for the id; the pointer is this config_new's.
-            let result = unsafe {
-                envoy_dynamic_module_callback_http_filter_config_define_counter(
-                    config_envoy,
-                    ModuleBuffer::of(name.as_bytes()),
-                    labels.as_ptr(),
-                    labels.len(),
-                    &mut defined,
-                )
-            };
-            if result == METRICS_SUCCESS {
-                *id = defined;
-            } else {
-                log(
+            let counter = envoy_dynamic_module_callback_http_filter_config_define_counter;
+            // SAFETY: the pointer is this config_new's.
+            match unsafe { define(counter, config_envoy, name, labels) } {
+                Ok(defined) => *id = defined,
+                Err(result) => log(
                     Level::Warn,
                     &format!("fpgen: counter {name} not defined ({result})"),
-                );
+                ),
             }
         }
         Self(ids)
@@ -593,34 +616,14 @@ impl Counters {
     ///
     /// SAFETY: as for [`Counters::define`].
     unsafe fn set_build_gauge(config_envoy: *mut c_void) {
-        let names = [
-            ModuleBuffer::of(b"fpgen_version"),
-            ModuleBuffer::of(b"fpgen_build"),
-        ];
-        let values = [
-            ModuleBuffer::of(crate::stats::VERSION.as_bytes()),
-            ModuleBuffer::of(crate::stats::BUILD.as_bytes()),
-        ];
-        let mut id = 0usize;
-        // SAFETY: the buffers live for the calls; `id` is a valid place;
-        // the pointer is this config_new's.
-        unsafe {
-            let defined = envoy_dynamic_module_callback_http_filter_config_define_gauge(
-                config_envoy,
-                ModuleBuffer::of(b"fpgen.build"),
-                names.as_ptr(),
-                names.len(),
-                &mut id,
-            );
-            if defined == METRICS_SUCCESS {
-                envoy_dynamic_module_callback_http_filter_config_set_gauge(
-                    config_envoy,
-                    id,
-                    values.as_ptr(),
-                    values.len(),
-                    1,
-                );
-            }
+        let gauge = envoy_dynamic_module_callback_http_filter_config_define_gauge;
+        let labels = ["fpgen_version", "fpgen_build"];
+        // SAFETY: the pointer is this config_new's.
+        if let Ok(id) = unsafe { define(gauge, config_envoy, "fpgen.build", &labels) } {
+            let set = envoy_dynamic_module_callback_http_filter_config_set_gauge;
+            let values = [crate::stats::VERSION, crate::stats::BUILD];
+            // SAFETY: as above.
+            unsafe { record(set, config_envoy, id, &values, 1) }
         }
     }
 
@@ -629,24 +632,10 @@ impl Counters {
     ///
     /// SAFETY: as for [`Counters::define`].
     unsafe fn define_lease_gauge(config_envoy: *mut c_void) -> usize {
-        let names = [ModuleBuffer::of(b"fpgen_customer")];
-        let mut id = 0usize;
-        // SAFETY: the buffers live for the call; `id` is a valid place;
-        // the pointer is this config_new's.
-        let defined = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_define_gauge(
-                config_envoy,
-                ModuleBuffer::of(b"fpgen.fleet_lease_tokens"),
-                names.as_ptr(),
-                names.len(),
-                &mut id,
-            )
-        };
-        if defined == METRICS_SUCCESS {
-            id
-        } else {
-            0
-        }
+        let gauge = envoy_dynamic_module_callback_http_filter_config_define_gauge;
+        let labels = ["fpgen_customer"];
+        // SAFETY: the pointer is this config_new's.
+        unsafe { define(gauge, config_envoy, "fpgen.fleet_lease_tokens", &labels) }.unwrap_or(0)
     }
 
     fn id(&self, metric: Metric) -> usize {
@@ -750,6 +739,21 @@ impl Hook {
             );
         }
         true
+    }
+
+    /// Sets, adds or (with a null value) removes a header of the map
+    /// `header_type`; `value` points into the caller's bytes.
+    fn write_header(&self, write: WriteHeader, header_type: u32, name: &str, value: ModuleBuffer) {
+        // SAFETY: the name and the value the caller gave live for the call;
+        // the stream pointer is this hook's.
+        unsafe {
+            write(
+                self.filter,
+                header_type,
+                ModuleBuffer::of(name.as_bytes()),
+                value,
+            )
+        };
     }
 
     fn header_type(map: Map) -> u32 {
@@ -856,43 +860,33 @@ impl Envoy for Hook {
     }
 
     fn remove_header(&self, map: Map, name: &str) {
+        // a null value removes
         let none = ModuleBuffer {
             ptr: std::ptr::null(),
             length: 0,
         };
-        // SAFETY: the name lives for the call; a null value removes.
-        unsafe {
-            envoy_dynamic_module_callback_http_set_header(
-                self.filter,
-                Self::header_type(map),
-                ModuleBuffer::of(name.as_bytes()),
-                none,
-            );
-        }
+        let set = envoy_dynamic_module_callback_http_set_header;
+        self.write_header(set, Self::header_type(map), name, none);
     }
 
     fn add_header(&self, name: &str, value: &str) {
-        // SAFETY: the buffers live for the call.
-        unsafe {
-            envoy_dynamic_module_callback_http_add_header(
-                self.filter,
-                REQUEST_HEADER,
-                ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::of(value.as_bytes()),
-            );
-        }
+        let add = envoy_dynamic_module_callback_http_add_header;
+        self.write_header(
+            add,
+            REQUEST_HEADER,
+            name,
+            ModuleBuffer::of(value.as_bytes()),
+        );
     }
 
     fn set_header(&self, name: &str, value: &str) {
-        // SAFETY: the buffers live for the call.
-        unsafe {
-            envoy_dynamic_module_callback_http_set_header(
-                self.filter,
-                REQUEST_HEADER,
-                ModuleBuffer::of(name.as_bytes()),
-                ModuleBuffer::of(value.as_bytes()),
-            );
-        }
+        let set = envoy_dynamic_module_callback_http_set_header;
+        self.write_header(
+            set,
+            REQUEST_HEADER,
+            name,
+            ModuleBuffer::of(value.as_bytes()),
+        );
     }
 
     fn body(&self, limit: usize) -> Vec<u8> {
@@ -973,20 +967,9 @@ impl Envoy for Hook {
 
 impl Report for Hook {
     fn count(&self, metric: Metric, labels: &[&str]) {
-        let Some((id, values)) = counter_args(&self.counters, metric, labels) else {
-            return;
-        };
-        // SAFETY: the label buffers live for the call; the stream pointer is
-        // this hook's.
-        unsafe {
-            envoy_dynamic_module_callback_http_filter_increment_counter(
-                self.filter,
-                id,
-                values.as_ptr(),
-                values.len(),
-                1,
-            );
-        }
+        let add = envoy_dynamic_module_callback_http_filter_increment_counter;
+        // SAFETY: the stream pointer is this hook's.
+        unsafe { record(add, self.filter, self.counters.id(metric), labels, 1) }
     }
 
     fn log(&self, level: Level, message: &str) {
@@ -1241,36 +1224,34 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_v
     unsafe { drop_boxed::<NativeStream>(module) }
 }
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_headers(
-    filter: *mut c_void,
-    module: *const c_void,
-    end_of_stream: bool,
-) -> u32 {
-    // SAFETY: the pointers Envoy passed to this hook.
-    let done = unsafe {
-        request_hook(filter, module, |s, hook| {
-            s.on_request_headers(hook, end_of_stream)
-        })
-    };
+/// Exports the request hooks: each runs its [`Stream`] method in
+/// [`request_hook`] (with the hook's own arguments) and answers Envoy the
+/// status its mapping gives.
+macro_rules! request_hooks {
+    ($($hook:ident($($arg:ident: $ty:ty),*) => $method:ident, $status:ident;)*) => {$(
+        #[no_mangle]
+        pub extern "C" fn $hook(filter: *mut c_void, module: *const c_void $(, $arg: $ty)*) -> u32 {
+            // SAFETY: the pointers Envoy passed to this hook.
+            let done = unsafe { request_hook(filter, module, |s, hook| s.$method(hook $(, $arg)*)) };
+            $status(done)
+        }
+    )*};
+}
+
+request_hooks! {
+    envoy_dynamic_module_on_http_filter_request_headers(end_of_stream: bool) => on_request_headers, headers_status;
+    envoy_dynamic_module_on_http_filter_request_body(end_of_stream: bool) => on_request_body, body_status;
+    envoy_dynamic_module_on_http_filter_request_trailers() => on_request_trailers, trailers_status;
+}
+
+fn headers_status(done: Done) -> u32 {
     match done.next {
         Next::Stop | Next::Wait => HEADERS_STOP_ITERATION,
         Next::Continue => HEADERS_CONTINUE,
     }
 }
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
-    filter: *mut c_void,
-    module: *const c_void,
-    end_of_stream: bool,
-) -> u32 {
-    // SAFETY: the pointers Envoy passed to this hook.
-    let done = unsafe {
-        request_hook(filter, module, |s, hook| {
-            s.on_request_body(hook, end_of_stream)
-        })
-    };
+fn body_status(done: Done) -> u32 {
     match done.next {
         // answered, or waiting for a call: the rest of the body is not wanted
         Next::Wait => BODY_STOP_NO_BUFFER,
@@ -1281,13 +1262,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_body(
     }
 }
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
-    filter: *mut c_void,
-    module: *const c_void,
-) -> u32 {
-    // SAFETY: the pointers Envoy passed to this hook.
-    let done = unsafe { request_hook(filter, module, |s, hook| s.on_request_trailers(hook)) };
+fn trailers_status(done: Done) -> u32 {
     match done.next {
         Next::Stop | Next::Wait => TRAILERS_STOP_ITERATION,
         Next::Continue => TRAILERS_CONTINUE,
@@ -1297,37 +1272,37 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_request_trailers(
 // The hooks fpgen has no use for: Envoy 1.40.0 refuses a module that does
 // not export each. Each lets the stream go on.
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_headers(
-    _filter: *mut c_void,
-    _module: *const c_void,
-    _end_of_stream: bool,
-) -> u32 {
-    HEADERS_CONTINUE
+/// Exports hooks that do nothing but what follows `->`: the status that lets
+/// the stream go on, when the hook returns one.
+macro_rules! hooks_with_no_use {
+    () => {};
+    ($hook:ident($($arg:ty),*) -> $status:ident; $($rest:tt)*) => {
+        #[no_mangle]
+        pub extern "C" fn $hook($(_: $arg),*) -> u32 {
+            $status
+        }
+        hooks_with_no_use!($($rest)*);
+    };
+    ($hook:ident($($arg:ty),*); $($rest:tt)*) => {
+        #[no_mangle]
+        pub extern "C" fn $hook($(_: $arg),*) {}
+        hooks_with_no_use!($($rest)*);
+    };
 }
 
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_body(
-    _filter: *mut c_void,
-    _module: *const c_void,
-    _end_of_stream: bool,
-) -> u32 {
-    BODY_CONTINUE
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_response_trailers(
-    _filter: *mut c_void,
-    _module: *const c_void,
-) -> u32 {
-    TRAILERS_CONTINUE
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_stream_complete(
-    _filter: *mut c_void,
-    _module: *const c_void,
-) {
+hooks_with_no_use! {
+    envoy_dynamic_module_on_http_filter_response_headers(*mut c_void, *const c_void, bool) -> HEADERS_CONTINUE;
+    envoy_dynamic_module_on_http_filter_response_body(*mut c_void, *const c_void, bool) -> BODY_CONTINUE;
+    envoy_dynamic_module_on_http_filter_response_trailers(*mut c_void, *const c_void) -> TRAILERS_CONTINUE;
+    envoy_dynamic_module_on_http_filter_stream_complete(*mut c_void, *const c_void);
+    envoy_dynamic_module_on_http_filter_http_stream_headers(*mut c_void, *const c_void, u64, *const Header, usize, bool);
+    envoy_dynamic_module_on_http_filter_http_stream_data(*mut c_void, *const c_void, u64, *const EnvoyBuffer, usize, bool);
+    envoy_dynamic_module_on_http_filter_http_stream_trailers(*mut c_void, *const c_void, u64, *const Header, usize);
+    envoy_dynamic_module_on_http_filter_http_stream_complete(*mut c_void, *const c_void, u64);
+    envoy_dynamic_module_on_http_filter_http_stream_reset(*mut c_void, *const c_void, u64, u32);
+    envoy_dynamic_module_on_http_filter_scheduled(*mut c_void, *const c_void, u64);
+    envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(*mut c_void, *const c_void);
+    envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(*mut c_void, *const c_void);
 }
 
 /// The answer to a stream's call (its token's fleet budget).
@@ -1405,75 +1380,4 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
             .filter
             .on_callout_done(&main, callout_id, answer.as_ref());
     });
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_headers(
-    _filter: *mut c_void,
-    _module: *const c_void,
-    _stream: u64,
-    _headers: *const Header,
-    _headers_count: usize,
-    _end_of_stream: bool,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_data(
-    _filter: *mut c_void,
-    _module: *const c_void,
-    _stream: u64,
-    _data: *const EnvoyBuffer,
-    _data_count: usize,
-    _end_of_stream: bool,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_trailers(
-    _filter: *mut c_void,
-    _module: *const c_void,
-    _stream: u64,
-    _trailers: *const Header,
-    _trailers_count: usize,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_complete(
-    _filter: *mut c_void,
-    _module: *const c_void,
-    _stream: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_stream_reset(
-    _filter: *mut c_void,
-    _module: *const c_void,
-    _stream: u64,
-    _reason: u32,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_scheduled(
-    _filter: *mut c_void,
-    _module: *const c_void,
-    _event: u64,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_above_write_buffer_high_watermark(
-    _filter: *mut c_void,
-    _module: *const c_void,
-) {
-}
-
-#[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_downstream_below_write_buffer_low_watermark(
-    _filter: *mut c_void,
-    _module: *const c_void,
-) {
 }

@@ -42,7 +42,7 @@ use crate::edge::{self, Gate, Route, TokenStart};
 use crate::ids::CustomerId;
 use crate::render::Response;
 use crate::service::{
-    self, Answer, Budget, Host, HostFailure, Outcome, PendingBudget, Question, Step,
+    self, Answer, Budget, Host, HostFailure, Outcome, PendingBudget, Settled, Step,
 };
 use crate::stats::Counter;
 pub(crate) use fleet::{Callout, CalloutAnswer, Main};
@@ -438,45 +438,27 @@ impl Stream {
         let config = Arc::clone(&self.config);
         let host = NativeHost::of(envoy, &config);
         loop {
-            let pending = match step {
-                Step::Answer(answer) => return send(envoy, answer),
-                Step::Budget(pending) => pending,
+            let (pending, budget) = match step.settle_locally(&host) {
+                Settled::Answer(answer) => return send(envoy, answer),
+                Settled::Fleet(pending, budget) => (pending, budget),
             };
-            step = match pending.question() {
-                Question::Local(budget) => {
-                    let taken = budgets::take(pending.customer(), budget);
-                    pending.continue_with(taken, &host)
-                }
-                Question::Fleet(budget)
-                    if budget.lease > 1
-                        && fleet::from_lease(
-                            envoy,
-                            &self.refills,
-                            &config,
-                            pending.customer(),
-                            budget,
-                        ) =>
-                {
-                    pending.continue_with(Ok(Budget::Taken), &host)
-                }
-                Question::Fleet(budget) => {
-                    match fleet::call(&config, pending.customer(), budget, 1) {
-                        Some(call) => {
-                            envoy.callout(call);
-                            let sent_ms = fleet::now_ms();
-                            self.waiting = Some(Waiting { pending, sent_ms });
-                            self.uncounted_call = true;
-                            return Next::Wait;
-                        }
-                        None => {
-                            let failure = crate::fleet::Failure::Unavailable;
-                            fleet::failed(envoy, failure, pending.customer(), None);
-                            let unavailable = Ok(Budget::FleetUnavailable(failure));
-                            pending.continue_with(unavailable, &host)
-                        }
-                    }
-                }
+            let leased = budget.lease > 1
+                && fleet::from_lease(envoy, &self.refills, &config, pending.customer(), budget);
+            if leased {
+                step = pending.continue_with(Ok(Budget::Taken), &host);
+                continue;
+            }
+            let Some(call) = fleet::call(&config, pending.customer(), budget, 1) else {
+                let failure = crate::fleet::Failure::Unavailable;
+                fleet::failed(envoy, failure, pending.customer(), None);
+                step = pending.continue_with(Ok(Budget::FleetUnavailable(failure)), &host);
+                continue;
             };
+            envoy.callout(call);
+            let sent_ms = fleet::now_ms();
+            self.waiting = Some(Waiting { pending, sent_ms });
+            self.uncounted_call = true;
+            return Next::Wait;
         }
     }
 

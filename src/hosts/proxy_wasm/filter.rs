@@ -11,7 +11,7 @@ use crate::fleet::{self, Failure, LeaseStep, Verdict};
 use crate::ids::CustomerId;
 use crate::render::Response;
 use crate::service::{
-    self, Answer, Budget, Host, HostFailure, Outcome, PendingBudget, Question, Step,
+    self, Answer, Budget, Host, HostFailure, Outcome, PendingBudget, Settled, Step,
 };
 use crate::stats::Counter;
 use proxy_wasm::hostcalls;
@@ -361,26 +361,19 @@ impl Stream {
     fn drive(&mut self, config: &Config, mut step: Step) -> Action {
         let host = WasmHost::of(config);
         loop {
-            let pending = match step {
-                Step::Answer(answer) => return self.send(answer),
-                Step::Budget(pending) => pending,
+            let (pending, budget) = match step.settle_locally(&host) {
+                Settled::Answer(answer) => return self.send(answer),
+                Settled::Fleet(pending, budget) => (pending, budget),
             };
-            step = match pending.question() {
-                Question::Local(budget) => {
-                    let taken = budget::take(pending.customer(), budget);
-                    pending.continue_with(taken, &host)
-                }
-                Question::Fleet(budget) if budget.lease > 1 => {
-                    match self.lease(config, pending, budget) {
-                        Some(step) => step,
-                        None => return Action::Pause,
-                    }
-                }
-                Question::Fleet(budget) => match self.ask(config, pending, budget) {
-                    Some(step) => step,
-                    None => return Action::Pause,
-                },
+            let next = if budget.lease > 1 {
+                self.lease(config, pending, budget)
+            } else {
+                self.ask(config, pending, budget)
             };
+            match next {
+                Some(next) => step = next,
+                None => return Action::Pause,
+            }
         }
     }
 

@@ -116,7 +116,7 @@ run-fleet: build venv redis
 ## test: every test (unit, native, properties, end-to-end through Envoy with the fresh module), the audit of their Envoy logs for secrets, and the fuzz smoke (10 s per target; the first run installs a nightly toolchain and cargo-fuzz, ~3 min). A non-empty TEST_ARGS runs only those cargo tests.
 test: build upgrade-module native-test venv redis
 	rm -rf target/e2e-logs
-	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_NATIVE=$(abspath $(NATIVE_TEST_SO)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) FPGEN_REDIS=$(REDIS_SERVER) $(CARGO) test $(TEST_ARGS)
+	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_NATIVE=$(abspath $(NATIVE_TEST_SO)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) FPGEN_REDIS=$(REDIS_SERVER) $(CARGO) test --workspace $(TEST_ARGS)
 	@if [ -z "$(TEST_ARGS)" ]; then echo "make test: the suites both modules share, again with the native module (FPGEN_MODULE=native)"; \
 	FPGEN_MODULE=native FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_NATIVE=$(abspath $(NATIVE_TEST_SO)) FPGEN_REDIS=$(REDIS_SERVER) \
 		$(CARGO) test $(NATIVE_SUITES:%=--test %); fi
@@ -135,7 +135,7 @@ check-istio: $(ISTIO_SCHEMAS_STAMP)
 	$(VENV)/bin/python tests/support/istio_schemas.py envoy/istio/*.yaml
 	$(VENV)/bin/python tests/support/istio_schemas.py --self-test envoy/istio/wasmplugin.yaml
 
-## docs: regenerates the tables of docs/ that come from the code (the error table of docs/api.md from src/pure/error.rs, the tag rules of docs/stats.md from src/hosts/proxy_wasm/wasm_stats.rs); make test fails when a committed page is not current
+## docs: regenerates the tables of docs/ that come from the code (the error table of docs/api.md from core/src/error.rs, the tag rules of docs/stats.md from src/hosts/proxy_wasm/wasm_stats.rs); make test fails when a committed page is not current
 docs:
 	FPGEN_WRITE_DOCS=1 $(CARGO) test --test rules docs::the_generated_tables_are_current
 
@@ -170,9 +170,14 @@ lint: wasm-target
 	$(CARGO) clippy --lib --tests --features dynamic-module-test -- -D warnings
 	$(CARGO) clippy --test log_audit -- -D warnings
 	$(PYTHON) tests/support/module_graph.py
-	$(CARGO) clippy --lib --no-default-features -- -D warnings
-	$(CARGO) clippy --lib --no-default-features --target $(WASM_TARGET) -- -D warnings
-	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --no-deps --quiet
+	@# the core alone (its crate has no host to name), natively and for wasm32
+	$(CARGO) clippy -p fpgen-core --lib -- -D warnings
+	$(CARGO) clippy -p fpgen-core --lib --target $(WASM_TARGET) -- -D warnings
+	@# each host alone, with its own dependencies only
+	for host in serve ratelimit dynamic-module; do \
+		$(CARGO) clippy --lib --no-default-features --features $$host -- -D warnings || exit 1; done
+	$(CARGO) clippy --lib --no-default-features --features proxy-wasm --target $(WASM_TARGET) -- -D warnings
+	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --workspace --no-deps --quiet
 
 ## fmt: format the code
 fmt:

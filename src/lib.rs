@@ -1,31 +1,17 @@
 //! fpgen: the ExpressPlay FairPlay licence-token API, answered at the edge.
 //!
-//! One pure core and the hosts around it. The core (`src/pure/`) makes no
-//! host call and no I/O: it is what a request means and what to answer. A
-//! host (`src/hosts/`) carries requests to it and its answers back, each
-//! behind a cargo feature with its own dependencies. The core imports no
-//! host; a host imports the core. `make lint` checks it: the module graph
-//! has no cycle, no core module names a host, and each core module imports
-//! only what its line below allows (`tests/support/module_graph.py`); and
-//! the core builds alone (`--no-default-features`), natively and for
-//! wasm32.
-//!
-//! The core, one line per module (and what it may import):
-//! - [`error`]: the error table (nothing).
-//! - [`ids`]: customer, key and content ids (nothing).
-//! - [`secret`]: key types that zeroize and compare in constant time (nothing).
-//! - [`params`]: the parameter table, the query and form decoder (`error`).
-//! - [`licence`]: the licence data a token carries (`ids`, `secret`).
-//! - [`token`]: the token format, sealing and opening (`ids`, `licence`, `secret`).
-//! - [`config`]: the configuration, parsed and checked (`error`, `ids`, `licence`, `secret`, `token`).
-//! - [`outcome`]: what happened to one request, for stats and the log (`error`, `ids`, `licence`).
-//! - [`render`]: answers as HTTP responses (`error`).
-//! - [`request`]: a token request's validation (`config`, `error`, `ids`, `licence`, `params`, `secret`, `token`).
-//! - [`fleet`]: fleet budgets: the rate-limit messages and leases (`config`, `ids`).
-//! - [`service`]: the token endpoint, as steps a host answers (the modules above).
-//! - [`redeem`]: the redemption gate (the modules above but `service`).
-//! - [`stats`]: stat names and what each outcome counts (`error`, `fleet`, `ids`, `outcome`, `redeem`, `token`).
-//! - [`edge`]: what every host does with a request, in order (the whole core).
+//! One pure core and the hosts around it, as two crates. The core is the
+//! crate `fpgen-core` (`core/`): what a request means and what to answer,
+//! with no host call, no I/O and no dependency on any host; its
+//! documentation holds its map, one line per module with what each may
+//! import. Its modules are re-exported here under the same names
+//! ([`config`], [`service`], [`token`], …), so `fpgen::config` is
+//! `fpgen_core::config`; [`stats`] adds the build's stamp to the core's
+//! stat names. This crate (`src/`) is the hosts: each carries requests to
+//! the core and its answers back, behind a cargo feature with its own
+//! dependencies. `make lint` checks the map and that no host names another
+//! (`tests/support/module_graph.py`), and builds the core alone, natively
+//! and for wasm32.
 //!
 //! The hosts (each may import the core, never another host):
 //! - `hosts::proxy_wasm`: the proxy-wasm filter, `fpgen.wasm` (feature
@@ -45,11 +31,11 @@
 #![deny(clippy::too_many_lines)]
 
 mod hosts;
-mod pure;
+pub mod stats;
 
-pub use pure::{
+pub use fpgen_core::{
     config, edge, error, fleet, ids, licence, outcome, params, redeem, render, request, secret,
-    service, stats, token,
+    service, token,
 };
 
 pub use hosts::proxy_wasm::wasm_stats;

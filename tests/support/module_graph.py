@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""The library's module graph, from the source: which module of the core
-(src/pure/) or of the hosts (src/hosts/) names which (`crate::name`, also
-inside `use crate::{…}` groups). Exits 1, naming it, when the graph has a
-cycle, when a core module names a host, when a host names another, or
-when a core module imports one that the map in src/lib.rs does not allow.
+"""The module graph, from the source: which module of the core (the crate
+fpgen-core, core/src/) or of the hosts (the crate fpgen, src/hosts/) names
+which (`crate::name`, also inside `use crate::{…}` groups; in the hosts,
+`fpgen_core::name` too). Exits 1, naming it, when the graph has a cycle,
+when a core module names a host (the build refuses that too: the core's
+crate has no host to name), when a host names another, or when a core
+module imports one that the map in core/src/lib.rs does not allow.
 `make lint` runs it.
 
     python tests/support/module_graph.py [--print]
@@ -12,18 +14,19 @@ import os
 import re
 import sys
 
-SRC = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "src")
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..")
+LAYERS = {"core": os.path.join(ROOT, "core", "src"), "hosts": os.path.join(ROOT, "src", "hosts")}
+CORE_LIB = os.path.join(LAYERS["core"], "lib.rs")
 
 
 def modules():
-    """The modules of the core (`src/pure/`) and of the hosts
-    (`src/hosts/`): "pure::name" or "hosts::name" -> the files of it."""
+    """The modules of the core (`core/src/`) and of the hosts
+    (`src/hosts/`): "core::name" or "hosts::name" -> the files of it."""
     out = {}
-    for layer in ("pure", "hosts"):
-        base = os.path.join(SRC, layer)
+    for layer, base in LAYERS.items():
         for entry in sorted(os.listdir(base)):
             path = os.path.join(base, entry)
-            if entry.endswith(".rs") and entry != "mod.rs":
+            if entry.endswith(".rs") and entry not in ("mod.rs", "lib.rs"):
                 out[f"{layer}::{entry[:-3]}"] = [path]
             elif os.path.isdir(path):
                 files = []
@@ -33,16 +36,20 @@ def modules():
     return out
 
 
-def resolve(first, rest, mods):
-    """The module a path `crate::first::rest…` names: the core's modules
-    are re-exported at the crate's root (`crate::config`), the hosts'
-    public ones too (`crate::serve`, `crate::ratelimit`, `crate::wasm_stats`)."""
-    if first in ("pure", "hosts"):
-        name = f"{first}::{rest}"
+def resolve(layer, first, rest, mods):
+    """The module a path `crate::first::rest…` names, from a module of
+    `layer`. In the core, a core module. In the hosts' crate, the core's
+    modules are re-exported at its root (`crate::config`; `crate::stats`
+    adds the build's stamp to the core's), and so are the hosts' public
+    ones (`crate::serve`, `crate::ratelimit`, `crate::wasm_stats`)."""
+    if layer == "core":
+        return f"core::{first}" if f"core::{first}" in mods else None
+    if first == "hosts":
+        name = f"hosts::{rest}"
         return name if name in mods else None
     if first == "wasm_stats":  # re-exported from the proxy-wasm host
         return "hosts::proxy_wasm"
-    for layer in ("pure", "hosts"):
+    for layer in ("core", "hosts"):
         if f"{layer}::{first}" in mods:
             return f"{layer}::{first}"
     return None
@@ -72,17 +79,18 @@ def names_in_group(group):
 
 def edges(mods):
     graph = {}
-    path = re.compile(r"\bcrate::([a-z_][a-z0-9_]*)(?:::([a-z_][a-z0-9_]*))?")
+    path = re.compile(r"\b(?:crate|fpgen_core)::([a-z_][a-z0-9_]*)(?:::([a-z_][a-z0-9_]*))?")
     for name, files in mods.items():
+        layer = name.split("::")[0]
         text = strip_comments("".join(open(f).read() for f in files))
-        used = {resolve(m.group(1), m.group(2), mods) for m in path.finditer(text)}
-        for m in re.finditer(r"\bcrate::\{", text):
+        used = {resolve(layer, m.group(1), m.group(2), mods) for m in path.finditer(text)}
+        for m in re.finditer(r"\b(?:crate|fpgen_core)::\{", text):
             depth, i = 1, m.end()
             while depth and i < len(text):
                 depth += {"{": 1, "}": -1}.get(text[i], 0)
                 i += 1
             for first in names_in_group(text[m.end():i - 1]):
-                used.add(resolve(first, None, mods))
+                used.add(resolve(layer, first, None, mods))
         graph[name] = sorted(u for u in used if u and u != name)
     return graph
 
@@ -93,7 +101,7 @@ def layering(graph):
     out = []
     for name, used in graph.items():
         for u in used:
-            if name.startswith("pure::") and u.startswith("hosts::"):
+            if name.startswith("core::") and u.startswith("hosts::"):
                 out.append(f"{name} (the core) names {u} (a host)")
             if name.startswith("hosts::") and u.startswith("hosts::"):
                 out.append(f"{name} names another host, {u}")
@@ -127,18 +135,18 @@ def cycle(graph):
 
 
 def map_of_lib(core):
-    """What the crate documentation's map (src/lib.rs) lets each core
+    """What the core crate's map (core/src/lib.rs) lets each core
     module import: `- [`name`]: … (`a`, `b`)`, or (nothing), (the modules
     above), (the modules above but `x`), (the whole core)."""
-    text = open(os.path.join(SRC, "lib.rs")).read()
+    text = open(CORE_LIB).read()
     line = re.compile(r"^//! - \[`([a-z_]+)`\]: .*\(([^()]*)\)\.$")
     allowed, order = {}, []
     for l in text.split("\n"):
         m = line.match(l)
         if not m:
             continue
-        name, what = f"pure::{m.group(1)}", m.group(2)
-        named = {f"pure::{n}" for n in re.findall(r"`([a-z_]+)`", what)}
+        name, what = f"core::{m.group(1)}", m.group(2)
+        named = {f"core::{n}" for n in re.findall(r"`([a-z_]+)`", what)}
         if what == "nothing":
             allowed[name] = set()
         elif what.startswith("the modules above"):
@@ -152,16 +160,16 @@ def map_of_lib(core):
 
 
 def against_map(graph):
-    core = [n for n in graph if n.startswith("pure::")]
+    core = [n for n in graph if n.startswith("core::")]
     allowed = map_of_lib(core)
-    out = [f"{n}: no line in the map of src/lib.rs" for n in core if n not in allowed]
+    out = [f"{n}: no line in the map of core/src/lib.rs" for n in core if n not in allowed]
     for name, ok in allowed.items():
         if name not in graph:
-            out.append(f"{name}: in the map of src/lib.rs, but no such module")
+            out.append(f"{name}: in the map of core/src/lib.rs, but no such module")
             continue
         extra = sorted(set(graph[name]) - ok - {name})
         if extra:
-            out.append(f"{name} imports {', '.join(extra)}, which the map of src/lib.rs does not allow")
+            out.append(f"{name} imports {', '.join(extra)}, which the map of core/src/lib.rs does not allow")
     return out
 
 

@@ -1,0 +1,48 @@
+//! fpgen's core: what a FairPlay licence-token request means and what to
+//! answer. It makes no host call and no I/O, and it names no host: it is a
+//! crate of its own (`core/`), which the hosts (the crate `fpgen`, `src/`)
+//! carry requests to, so the build proves what a comment could only say.
+//! A host supplies what is its own through the core's traits and values:
+//! the clock and randomness ([`service::Host`]), the budgets' counts, the
+//! configuration's "is not set" hint ([`config::HostEnv`]), the stat
+//! prefix and the build stamp.
+//!
+//! The core, one line per module (and what it may import):
+//! - [`error`]: the error table (nothing).
+//! - [`ids`]: customer, key and content ids (nothing).
+//! - [`secret`]: key types that zeroize and compare in constant time (nothing).
+//! - [`params`]: the parameter table, the query and form decoder (`error`).
+//! - [`licence`]: the licence data a token carries (`ids`, `secret`).
+//! - [`token`]: the token format, sealing and opening (`ids`, `licence`, `secret`).
+//! - [`config`]: the configuration, parsed and checked (`error`, `ids`, `licence`, `secret`, `token`).
+//! - [`outcome`]: what happened to one request, for stats and the log (`error`, `ids`, `licence`).
+//! - [`render`]: answers as HTTP responses (`error`).
+//! - [`request`]: a token request's validation (`config`, `error`, `ids`, `licence`, `params`, `secret`, `token`).
+//! - [`fleet`]: fleet budgets: the rate-limit messages and leases (`config`, `ids`).
+//! - [`service`]: the token endpoint, as steps a host answers (the modules above).
+//! - [`redeem`]: the redemption gate (the modules above but `service`).
+//! - [`stats`]: stat names and what each outcome counts (`error`, `fleet`, `ids`, `outcome`, `redeem`, `token`).
+//! - [`edge`]: what every host does with a request, in order (the whole core).
+//!
+//! `make lint` checks each line against the source
+//! (`tests/support/module_graph.py`: no cycle, and each module imports only
+//! what its line allows) and builds this crate alone, natively and for
+//! wasm32.
+// No function over 60 lines (clippy.toml sets the threshold).
+#![deny(clippy::too_many_lines)]
+
+pub mod config;
+pub mod edge;
+pub mod error;
+pub mod fleet;
+pub mod ids;
+pub mod licence;
+pub mod outcome;
+pub mod params;
+pub mod redeem;
+pub mod render;
+pub mod request;
+pub mod secret;
+pub mod service;
+pub mod stats;
+pub mod token;

@@ -83,22 +83,13 @@ run: build venv
 ## native: fpgen as an Envoy dynamic module (target/native/release/libfpgen.so), for Envoy 1.40.0 only
 NATIVE_DIR := target/native/release
 NATIVE_SO := $(NATIVE_DIR)/libfpgen.so
-# The test build: the same module with a test-only panic path (tests/e2e_once/native.rs).
+# The test build: the same module with a test-only panic path (tests/e2e/native.rs).
 NATIVE_TEST_SO := target/native-test/release/libfpgen.so
 native:
 	$(CARGO) build --release --lib --no-default-features --features dynamic-module --target-dir target/native
 
 native-test:
 	$(CARGO) build --release --lib --no-default-features --features dynamic-module-test --target-dir target/native-test
-
-# The end-to-end suites that apply to both modules (tests/e2e/: one binary,
-# a module per topic), run again against the native one by make test
-# (FPGEN_MODULE=native). Not here: tests/e2e_once/ (each of its tests picks
-# its module itself: ECDS updates of the Wasm module, the shipped files, what
-# only the native module does, fpgen ratelimit alone) and tests/e2e_limits.rs
-# (memory and connection limits of the shipped Wasm configurations, measured
-# in a binary of their own).
-NATIVE_SUITES := e2e
 
 ## run-native: builds the dynamic module and starts Envoy with it (envoy/native.yaml): the same demo as make run, on 127.0.0.1:10000
 run-native: native venv
@@ -117,9 +108,6 @@ run-fleet: build venv redis
 test: build upgrade-module native-test venv redis
 	rm -rf target/e2e-logs
 	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_NATIVE=$(abspath $(NATIVE_TEST_SO)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) FPGEN_REDIS=$(REDIS_SERVER) $(CARGO) test --workspace $(TEST_ARGS)
-	@if [ -z "$(TEST_ARGS)" ]; then echo "make test: the suites both modules share, again with the native module (FPGEN_MODULE=native)"; \
-	FPGEN_MODULE=native FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_NATIVE=$(abspath $(NATIVE_TEST_SO)) FPGEN_REDIS=$(REDIS_SERVER) \
-		$(CARGO) test $(NATIVE_SUITES:%=--test %); fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; \
 	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory check-alerts check-istio fuzz-smoke; fi

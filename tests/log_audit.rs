@@ -44,7 +44,7 @@ const SECRETS: [(&str, &str); 9] = [
         "1fa68b0a8112b447aef34bd8fb5a7b829d3e862371d2cfe5",
     ),
     (
-        "content key of the debug-level test (tests/e2e/edge/)",
+        "content key of the debug-level test (tests/e2e/shared/edge/)",
         "d1d2d3d4d5d6d7d8d9dadbdcdddedfd0",
     ),
 ];

@@ -21,7 +21,7 @@ pub const NATIVE_ACCESS_LOG_FORMAT: &str =
     "[%START_TIME%] \"%REQ(:METHOD)% %PATH(NQ)%\" %RESPONSE_CODE% %FILTER_STATE(fpgen:PLAIN)%\n";
 
 /// The HCM settings every shipped configuration carries (a test in
-/// `tests/e2e/edge/` checks the files against this list): path normalisation,
+/// `tests/e2e/shared/edge/` checks the files against this list): path normalisation,
 /// merged slashes, escaped slashes refused, underscore headers dropped.
 pub fn hardened_hcm() -> serde_json::Map<String, Value> {
     let mut hcm = serde_json::Map::new();

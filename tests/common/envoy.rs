@@ -71,7 +71,7 @@ pub struct Options {
     /// When set, a cluster `ratelimit` (HTTP/2) at 127.0.0.1:port, for the
     /// configuration's `rate_limit_service` (e.g. a [`Service`](super::Service)).
     pub ratelimit_port: Option<u16>,
-    /// The module Envoy runs ([`Module::from_env`] by default).
+    /// The module Envoy runs ([`Module::of_this_test`] by default).
     pub module: Module,
     /// Another Envoy executable than `FPGEN_ENVOY`'s (a test's copy).
     pub envoy_bin: Option<PathBuf>,
@@ -90,7 +90,7 @@ impl Default for Options {
             scoped: false,
             host_env: Vec::new(),
             ratelimit_port: None,
-            module: Module::from_env(),
+            module: Module::of_this_test(),
             envoy_bin: None,
         }
     }
@@ -563,13 +563,18 @@ impl fmt::Debug for Envoy {
     }
 }
 
-/// The Envoy shared by the tests of one test binary, with
-/// [`DEMO_CONFIG`],
-/// started on first use. It is never dropped; it dies with the test process.
-/// If it cannot start, every test that asks for it fails with the reason.
+/// The Envoy shared by the tests of one test binary that run one module
+/// ([`Module::of_this_test`]), with [`DEMO_CONFIG`], started on first use.
+/// It is never dropped; it dies with the test process. If it cannot start,
+/// every test that asks for it fails with the reason.
 pub fn shared() -> &'static Envoy {
-    static SHARED: OnceLock<Result<Envoy, String>> = OnceLock::new();
-    match SHARED.get_or_init(|| Envoy::try_start(DEMO_CONFIG)) {
+    static WASM: OnceLock<Result<Envoy, String>> = OnceLock::new();
+    static NATIVE: OnceLock<Result<Envoy, String>> = OnceLock::new();
+    let shared = match Module::of_this_test() {
+        Module::Wasm => &WASM,
+        Module::Native => &NATIVE,
+    };
+    match shared.get_or_init(|| Envoy::try_start(DEMO_CONFIG)) {
         Ok(envoy) => envoy,
         Err(log) => panic!("the shared Envoy did not start:\n{}", tail(log, 80)),
     }

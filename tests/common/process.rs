@@ -33,9 +33,7 @@ pub fn tool_paths() -> (PathBuf, PathBuf) {
 }
 
 /// Which fpgen module a harness Envoy runs: the proxy-wasm module (the
-/// default) or the native dynamic module. `FPGEN_MODULE=native` runs a
-/// whole test binary against the native module (`make test` does, for the
-/// suites that apply to both).
+/// default) or the native dynamic module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Module {
     Wasm,
@@ -43,12 +41,17 @@ pub enum Module {
 }
 
 impl Module {
-    /// `FPGEN_MODULE` (`wasm` or `native`; `wasm` when unset).
-    pub fn from_env() -> Self {
-        match std::env::var("FPGEN_MODULE").as_deref() {
-            Ok("native") => Module::Native,
-            Ok("wasm") | Ok("") | Err(_) => Module::Wasm,
-            Ok(other) => panic!("FPGEN_MODULE={other}: expected wasm or native"),
+    /// The running test's module: the native one for a test under
+    /// `with_native::` (the shared suites' second copy, `tests/e2e/main.rs`),
+    /// else the Wasm one. libtest runs each test on a thread named after
+    /// the test's path; a thread the test spawns has no such name, so the
+    /// harness asks this on the test's own thread (an Envoy is started
+    /// there).
+    pub fn of_this_test() -> Self {
+        let thread = std::thread::current();
+        match thread.name() {
+            Some(name) if name.starts_with("with_native::") => Module::Native,
+            _ => Module::Wasm,
         }
     }
 

@@ -1,37 +1,86 @@
-//! The end-to-end suites both modules share, through a real Envoy running
-//! the built module, driven over HTTP: one test binary, a module per topic.
-//! `make test` runs it twice: with the Wasm module, then with the native
-//! one (`FPGEN_MODULE=native`); a test that applies to one module only says
-//! why in one line.
+//! The end-to-end tests, through a real Envoy running the built module,
+//! driven over HTTP: one test binary, a module per topic.
+//!
+//! The suites both modules share (`shared/`) are compiled once per module
+//! and run in the same run, as rustls runs its API tests once per crypto
+//! provider: `with_wasm::…` against the Wasm module, `with_native::…`
+//! against the native one's test build. A test's module is the first
+//! segment of its name (`common::Module::of_this_test`); `cargo test --test
+//! e2e with_native::` runs one module's. A shared test that applies to one
+//! module only says why in one line.
+//!
+//! The other suites run once: each picks its module itself, or tests what
+//! has no module.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
     clippy::panic,
     clippy::indexing_slicing
 )]
+// The shared suites are compiled once per module, on purpose.
+#![allow(clippy::duplicate_mod)]
 
 #[path = "../common/mod.rs"]
 mod common;
 
-/// Customer accounts and token budgets.
-mod accounts;
-/// What the endpoint admits, and `fpgen serve` beside Envoy.
-mod admission;
-/// The dashboard and the alert rules against Envoy's metrics.
-mod dashboard;
-/// The edge as an attacker tries it, a module per concern.
-mod edge;
-/// Fleet budgets against `fpgen ratelimit` on Redis.
-mod fleet;
-/// The harness itself and the demo bootstrap.
-mod harness_smoke;
-/// Hostile clients: slow, malformed, oversized.
-mod hostile;
-/// Operating it: secrets from the environment, stats, the access log.
-mod operations;
-/// The redemption gate: what reaches the licence server.
-mod redemption;
-/// Configuration reloads through LDS.
-mod reload;
-/// The API through Envoy, as its clients use it.
-mod token_api;
+/// The suites both modules share, a module per topic: the contents of
+/// [`with_wasm`] and of [`with_native`]. (The paths are from this directory:
+/// each of the two is `#[path = "."]`.)
+macro_rules! shared_suites {
+    () => {
+        /// Customer accounts and token budgets.
+        #[path = "shared/accounts.rs"]
+        mod accounts;
+        /// What the endpoint admits, and `fpgen serve` beside Envoy.
+        #[path = "shared/admission.rs"]
+        mod admission;
+        /// The dashboard and the alert rules against Envoy's metrics.
+        #[path = "shared/dashboard.rs"]
+        mod dashboard;
+        /// The edge as an attacker tries it, a module per concern.
+        #[path = "shared/edge/mod.rs"]
+        mod edge;
+        /// Fleet budgets against `fpgen ratelimit` on Redis.
+        #[path = "shared/fleet.rs"]
+        mod fleet;
+        /// The harness itself and the demo bootstrap.
+        #[path = "shared/harness_smoke.rs"]
+        mod harness_smoke;
+        /// Hostile clients: slow, malformed, oversized.
+        #[path = "shared/hostile.rs"]
+        mod hostile;
+        /// Operating it: secrets from the environment, stats, the access log.
+        #[path = "shared/operations.rs"]
+        mod operations;
+        /// The redemption gate: what reaches the licence server.
+        #[path = "shared/redemption.rs"]
+        mod redemption;
+        /// Configuration reloads through LDS.
+        #[path = "shared/reload.rs"]
+        mod reload;
+        /// The API through Envoy, as its clients use it.
+        #[path = "shared/token_api.rs"]
+        mod token_api;
+    };
+}
+
+/// The shared suites against the Wasm module.
+#[path = "."]
+mod with_wasm {
+    shared_suites!();
+}
+
+/// The shared suites against the native dynamic module (`make native-test`).
+#[path = "."]
+mod with_native {
+    shared_suites!();
+}
+
+/// The shipped files of `envoy/`, as shipped.
+mod deploy;
+/// Updates of the Wasm module and its configuration through ECDS.
+mod ecds;
+/// What only the native module does.
+mod native;
+/// `fpgen ratelimit` alone, on Redis.
+mod ratelimit;

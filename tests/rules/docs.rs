@@ -12,7 +12,7 @@
 //! - Every stat name in the stats table of `docs/stats.md` is one the code
 //!   counts, and every one it counts is there.
 //! - Every `envoy/…` file the README or `docs/` names exists, and is one
-//!   that `make test` validates (`tests/e2e_once/deploy.rs` runs Envoy's `--mode
+//!   that `make test` validates (`tests/e2e/deploy.rs` runs Envoy's `--mode
 //!   validate` on `envoy/`, `envoy/dynamic/` and `envoy/ecds/`; `make
 //!   check-istio` checks `envoy/istio/` against Istio's schemas).
 #![allow(

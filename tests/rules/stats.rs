@@ -32,7 +32,7 @@ fn the_stats_page_lists_every_redemption_refusal_reason() {
 }
 
 /// The stat names the filter counts, Envoy's tag rules for them (which
-/// `envoy/envoy.yaml` carries, checked end to end in `tests/e2e/accounts.rs`), and
+/// `envoy/envoy.yaml` carries, checked end to end in `tests/e2e/shared/accounts.rs`), and
 /// the stats table of docs/stats.md agree.
 #[test]
 fn stat_names_tag_rules_and_the_stats_page_agree() {

@@ -2,8 +2,8 @@
 //! alert rules (`deploy/grafana/fpgen-alerts.yaml`) query what Envoy
 //! exports: traffic of every kind goes through a real Envoy, and every
 //! metric and every label that a panel, a variable or a rule names is found
-//! in its `/stats/prometheus`. Both modules: `make test` runs this suite
-//! again with `FPGEN_MODULE=native`; a query of one module only (a legend
+//! in its `/stats/prometheus`. Both modules (`with_wasm::dashboard`,
+//! `with_native::dashboard`); a query of one module only (a legend
 //! that starts `Wasm:` or `native:`, a rule labelled `module`) is checked
 //! against that module. (`make test` also runs `promtool check rules` and
 //! `promtool test rules` on the rules.)
@@ -189,7 +189,7 @@ fn check(place: &str, expr: &str, metrics: &BTreeMap<String, BTreeSet<String>>) 
 #[test]
 fn every_metric_and_label_the_dashboard_and_alerts_query_is_exported() {
     // the filter as Istio delivers it (ECDS), so the update stats exist too
-    let module = Module::from_env();
+    let module = Module::of_this_test();
     let dir = common::new_workdir();
     let config = fpgen_fixtures::demo_json();
     let ecds = match module {

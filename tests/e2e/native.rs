@@ -3,8 +3,7 @@
 //! hook answers 500 and leaves Envoy serving; the module refuses an Envoy
 //! it was not built for; the shipped
 //! `envoy/native.yaml` serves the demo. (Everything the two modules share
-//! is proven by the other suites, which `make test` also runs with
-//! `FPGEN_MODULE=native`.)
+//! is proven by the shared suites, under `with_native::`.)
 
 use crate::common;
 
@@ -135,7 +134,7 @@ fn the_shipped_native_yaml_serves_the_demo() {
 }
 
 /// A configuration update delivered through ECDS (as for the Wasm module
-/// in `tests/e2e_once/ecds.rs`, with the native filter's type) takes effect under
+/// in `tests/e2e/ecds.rs`, with the native filter's type) takes effect under
 /// steady load with no failed request, and a configuration fpgen refuses
 /// is rejected while the running one keeps serving.
 #[test]

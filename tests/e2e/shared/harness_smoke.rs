@@ -118,7 +118,7 @@ fn two_workers_and_drop_kills_envoy() {
 fn try_start_reports_a_rejected_configuration() {
     let err =
         Envoy::try_start("this is not JSON, reject it").expect_err("Envoy must reject the filter");
-    let refusal = match common::Module::from_env() {
+    let refusal = match common::Module::of_this_test() {
         common::Module::Wasm => "Unable to create Wasm plugin fpgen",
         common::Module::Native => "Failed to initialize dynamic module",
     };

@@ -168,3 +168,30 @@ fn client_decodes_chunked_bodies_and_skips_interim_responses() {
     assert_eq!(common::chunked_body(b"3\r\nabcX").unwrap(), None);
     assert!(common::chunked_body(b"3\r\nabcXY0\r\n\r\n").is_err());
 }
+
+/// Each copy of the shared suites runs the module it is named for: the
+/// Envoy of a test under `with_native::` runs the native module (Envoy
+/// counts its panics stat, and has no Wasm VM), any other the Wasm one.
+/// `module_path!` is where the compiler put this copy, not the thread name
+/// the harness reads.
+#[test]
+fn each_copy_of_the_shared_suites_runs_its_own_module() {
+    let envoy = common::shared();
+    let native = module_path!().starts_with("e2e::with_native::");
+    assert_eq!(
+        envoy.module,
+        if native {
+            common::Module::Native
+        } else {
+            common::Module::Wasm
+        }
+    );
+    let wasm_vms = envoy.stat("wasm.envoy.wasm.runtime.v8.created");
+    let native_panics = envoy.stat("dynamicmodulescustom.fpgen.panics");
+    if native {
+        assert!(wasm_vms.is_none() && native_panics.is_some(), "{wasm_vms:?} {native_panics:?}");
+    } else {
+        assert!(wasm_vms.is_some_and(|n| n > 0), "{wasm_vms:?}");
+        assert_eq!(native_panics, None);
+    }
+}

@@ -150,7 +150,7 @@ check-alerts:
 	$(PROMTOOL) check rules deploy/grafana/fpgen-alerts.yaml
 	cd deploy/grafana && $(PROMTOOL) test rules fpgen-alerts.test.yaml
 
-## lint: rustfmt, clippy (warnings are errors; host, wasm32-wasip1 and the log audit) and cargo doc without warnings
+## lint: rustfmt, clippy (warnings are errors; host, wasm32-wasip1 and the log audit; the core alone and each host alone), the module map against the source, and cargo doc without warnings
 lint: wasm-target
 	$(CARGO) fmt --all --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings

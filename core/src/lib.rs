@@ -4,8 +4,9 @@
 //! carry requests to, so the build proves what a comment could only say.
 //! A host supplies what is its own through the core's traits and values:
 //! the clock and randomness ([`service::Host`]), the budgets' counts, the
-//! configuration's "is not set" hint ([`config::HostEnv`]), the stat
-//! prefix and the build stamp.
+//! configuration's "is not set" hint ([`config::HostEnv`]). What the core
+//! does not know at all is the hosts' own: the prefix Envoy gives a
+//! module's stats, and the build stamp (the crate `fpgen`'s `stats`).
 //!
 //! The core, one line per module (and what it may import):
 //! - [`error`]: the error table (nothing).

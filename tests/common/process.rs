@@ -44,14 +44,18 @@ impl Module {
     /// The running test's module: the native one for a test under
     /// `with_native::` (the shared suites' second copy, `tests/e2e/main.rs`),
     /// else the Wasm one. libtest runs each test on a thread named after
-    /// the test's path; a thread the test spawns has no such name, so the
-    /// harness asks this on the test's own thread (an Envoy is started
-    /// there).
+    /// the test's path. A thread the test spawns has no name, and libtest
+    /// runs a test on `main` when it cannot spawn: there the module cannot
+    /// be told, and the harness refuses rather than run the Wasm one for a
+    /// native test (start harness Envoys on the test's own thread).
     pub fn of_this_test() -> Self {
         let thread = std::thread::current();
         match thread.name() {
             Some(name) if name.starts_with("with_native::") => Module::Native,
-            _ => Module::Wasm,
+            Some(name) if name != "main" => Module::Wasm,
+            other => panic!(
+                "the harness cannot tell this test's module on thread {other:?}: start its Envoy on the test's own thread"
+            ),
         }
     }
 

@@ -741,11 +741,16 @@ impl Hook {
         true
     }
 
-    /// Sets, adds or (with a null value) removes a header of the map
-    /// `header_type`; `value` points into the caller's bytes.
-    fn write_header(&self, write: WriteHeader, header_type: u32, name: &str, value: ModuleBuffer) {
-        // SAFETY: the name and the value the caller gave live for the call;
-        // the stream pointer is this hook's.
+    /// Sets or adds a header of the map `header_type`, or (`None`, with
+    /// the set callback) removes it: a null value removes.
+    fn write_header(&self, write: WriteHeader, header_type: u32, name: &str, value: Option<&str>) {
+        let null = ModuleBuffer {
+            ptr: std::ptr::null(),
+            length: 0,
+        };
+        let value = value.map_or(null, |v| ModuleBuffer::of(v.as_bytes()));
+        // SAFETY: the name and the value borrow this call's arguments, which
+        // live for the call; the stream pointer is this hook's.
         unsafe {
             write(
                 self.filter,
@@ -860,33 +865,18 @@ impl Envoy for Hook {
     }
 
     fn remove_header(&self, map: Map, name: &str) {
-        // a null value removes
-        let none = ModuleBuffer {
-            ptr: std::ptr::null(),
-            length: 0,
-        };
         let set = envoy_dynamic_module_callback_http_set_header;
-        self.write_header(set, Self::header_type(map), name, none);
+        self.write_header(set, Self::header_type(map), name, None);
     }
 
     fn add_header(&self, name: &str, value: &str) {
         let add = envoy_dynamic_module_callback_http_add_header;
-        self.write_header(
-            add,
-            REQUEST_HEADER,
-            name,
-            ModuleBuffer::of(value.as_bytes()),
-        );
+        self.write_header(add, REQUEST_HEADER, name, Some(value));
     }
 
     fn set_header(&self, name: &str, value: &str) {
         let set = envoy_dynamic_module_callback_http_set_header;
-        self.write_header(
-            set,
-            REQUEST_HEADER,
-            name,
-            ModuleBuffer::of(value.as_bytes()),
-        );
+        self.write_header(set, REQUEST_HEADER, name, Some(value));
     }
 
     fn body(&self, limit: usize) -> Vec<u8> {

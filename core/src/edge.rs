@@ -69,17 +69,23 @@ pub fn unconfigured(query: &str) -> Answer {
 }
 
 /// A token request's start from its method and headers ([`service::admit`]):
-/// refused, answered from its query, or waiting for its body.
+/// refused, answered from its query, or waiting for its body. A POST whose
+/// headers end the request (`ends_with_headers`: Envoy's end of stream) has
+/// an empty body, and is answered with it.
 pub fn token_request<S: AsRef<str>>(
     config: &Config,
     query: &str,
     method: &str,
     header: impl Fn(&str) -> Option<S>,
+    ends_with_headers: bool,
     host: &dyn Host,
 ) -> TokenStart {
     match service::admit(method, header, config.max_body_bytes) {
         Admission::Refuse(code) => TokenStart::Step(Step::Answer(service::refuse(code, query))),
         Admission::Query => TokenStart::Step(service::begin(config, query, b"", host)),
+        Admission::Body if ends_with_headers => {
+            TokenStart::Step(token_body(config, query, b"", host))
+        }
         Admission::Body => TokenStart::AwaitBody,
     }
 }
@@ -178,6 +184,21 @@ mod tests {
         assert!(is_reserved(Some(&c), "X_FPGEN_Content-Key"));
         assert!(!is_reserved(Some(&c), "x-request-id"));
         assert!(!is_reserved(None, "x-fpgen-content-key"));
+    }
+
+    #[test]
+    fn a_post_waits_for_its_body_unless_its_headers_end_the_request() {
+        let c = config();
+        let host = crate::service::SystemHost;
+        let header = |_: &str| None::<&str>;
+        let start = |method, ends| token_request(&c, "", method, header, ends, &host);
+        assert!(matches!(start("POST", false), TokenStart::AwaitBody));
+        for (method, ends) in [("POST", true), ("GET", false), ("GET", true)] {
+            let TokenStart::Step(Step::Answer(a)) = start(method, ends) else {
+                panic!("{method} (ends with its headers: {ends}) is answered at once")
+            };
+            assert_eq!(a.outcome.error, Some(ErrorCode::AuthenticatorMissing));
+        }
     }
 
     #[test]

@@ -479,7 +479,8 @@ async fn answer(
         budgets: &budgets,
     };
     let method = req.method().as_str();
-    let step = match edge::token_request(&config, query, method, header, &host) {
+    // hyper's body may be empty, and is read either way
+    let step = match edge::token_request(&config, query, method, header, false, &host) {
         TokenStart::Step(step) => step,
         TokenStart::AwaitBody => {
             let body = Limited::new(req.into_body(), edge::body_read_limit(&config)).collect();

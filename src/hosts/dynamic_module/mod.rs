@@ -409,12 +409,9 @@ impl Stream {
         let query = service::query_of(path);
         let method = envoy.header(":method").unwrap_or_default();
         let host = NativeHost::of(envoy, config);
-        match edge::token_request(config, query, &method, |name| envoy.header(name), &host) {
+        let header = |name: &str| envoy.header(name);
+        match edge::token_request(config, query, &method, header, end, &host) {
             TokenStart::Step(step) => self.drive(envoy, step),
-            TokenStart::AwaitBody if end => {
-                let step = edge::token_body(config, query, b"", &host);
-                self.drive(envoy, step)
-            }
             TokenStart::AwaitBody => {
                 self.awaiting_body = true;
                 Next::Stop

@@ -328,13 +328,8 @@ impl Stream {
         };
         let method = header(":method").unwrap_or_default();
         let host = WasmHost::of(config);
-        match edge::token_request(config, query, &method, header, &host) {
+        match edge::token_request(config, query, &method, header, end, &host) {
             TokenStart::Step(step) => self.drive(config, step),
-            // a POST without a body: answered with an empty one
-            TokenStart::AwaitBody if end => {
-                let step = edge::token_body(config, query, b"", &host);
-                self.drive(config, step)
-            }
             TokenStart::AwaitBody => {
                 self.awaiting_body = true;
                 Action::Pause

@@ -38,6 +38,8 @@ pub use fpgen_core::{
     service, token,
 };
 
+#[cfg(all(feature = "logging", not(target_arch = "wasm32")))]
+pub use hosts::logging;
 pub use hosts::proxy_wasm::wasm_stats;
 #[cfg(all(feature = "ratelimit", not(target_arch = "wasm32")))]
 pub use hosts::ratelimit;

@@ -344,7 +344,7 @@ fn serve_outlives_descriptor_exhaustion() {
     let idle: Vec<TcpStream> = (0..200)
         .map(|_| TcpStream::connect(("127.0.0.1", s.port)).unwrap())
         .collect();
-    let logged = wait_for(10, || s.stderr(), |e| e.contains("fpgen: accept: "));
+    let logged = wait_for(10, || s.stderr(), |e| e.contains(" accept: "));
     assert!(logged.is_ok(), "no accept error logged: {logged:?}");
     std::thread::sleep(Duration::from_millis(500));
     assert!(s.is_running(), "fpgen serve exited: {}", s.stderr());

@@ -639,6 +639,15 @@ fn check_account(customer: &Customer, host: &dyn Host) -> Result<(), ApiError> {
     if !customer.fairplay_enabled {
         return Err(ErrorCode::FairPlayDisabled.into());
     }
+    // The gate refuses a token issued before tokens_not_before (revoked):
+    // one minted now would be refused, so none is minted or charged.
+    if let Some(since) = customer.tokens_not_before.filter(|t| host.now() < *t) {
+        let detail = format!(
+            "the customer's tokens are revoked until {} (tokens_not_before)",
+            crate::licence::rfc3339(since)
+        );
+        return Err(ApiError::new(ErrorCode::AccountDisabled, detail));
+    }
     if let Some(networks) = &customer.allowed_networks {
         let allowed = host
             .client_address()

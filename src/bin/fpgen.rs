@@ -125,9 +125,32 @@ enum Command {
         /// gRPC address (ShouldRateLimit and grpc.health.v1.Health)
         #[arg(long, default_value = "127.0.0.1:8081")]
         listen: SocketAddr,
-        /// The Redis primary
-        #[arg(long, default_value = "redis://127.0.0.1:6379")]
+        /// The Redis primary: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+        /// A password here is visible to every local user (the process list): give the URL
+        /// in FPGEN_REDIS_URL or the password in --redis-password-file
+        #[arg(long, env = "FPGEN_REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379")]
         redis: String,
+        /// A file whose first line is Redis's password (replaces the URL's)
+        #[arg(long)]
+        redis_password_file: Option<PathBuf>,
+        /// PEM file of the authorities that sign Redis's certificate (rediss:// only;
+        /// default: the system's roots)
+        #[arg(long)]
+        redis_ca: Option<PathBuf>,
+        /// PEM certificate chain of the gRPC service (TLS; with --tls-key)
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of the gRPC service (with --tls-cert)
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// PEM file of the authorities whose client certificates the gRPC service accepts:
+        /// mutual TLS, every other client refused (with --tls-cert)
+        #[arg(long, requires = "tls_cert")]
+        tls_client_ca: Option<PathBuf>,
+        /// Serve descriptors with is_negative_hits (hits given back); fpgen's modules never
+        /// send them, and any caller could empty a budget with them
+        #[arg(long)]
+        allow_negative_hits: bool,
         /// HTTP address of /stats (the service's counters) and /ready (Redis answers)
         #[arg(long, default_value = "127.0.0.1:8082")]
         admin: SocketAddr,
@@ -163,12 +186,26 @@ descriptor's used + hits <= limit, and only then counted, in one atomic Lua
 script: exact across any number of services on one Redis. Counts are per fixed
 window of the limit's unit (second ... year) on Redis's clock. gRPC health
 (grpc.health.v1) on the same address; /stats and /ready over HTTP on --admin.
-Redis may be down: requests then get UNAVAILABLE, and the service reconnects.
+The service serves at once, Redis up or not: until Redis answers, requests get
+UNAVAILABLE, gRPC health NOT_SERVING and /ready 503, with the reason (also
+logged: unreachable, refused, authentication failed); it tries Redis again
+every 500 ms at most, and checks a connection every second.
+
+Security: anyone who reaches the gRPC address can spend or refill any budget.
+Serve it on loopback or inside a mesh with mutual TLS, or give it
+--tls-cert, --tls-key and --tls-client-ca (mutual TLS, Envoy's cluster then
+presents a client certificate); never on a public port. A call carries at
+most 8 descriptors of 8 entries of 256 bytes (64 KiB in all); negative hits
+are refused unless --allow-negative-hits. Give Redis's password in
+FPGEN_REDIS_URL or --redis-password-file, never on the command line.
+The log (stderr) is written by a thread of its own; FPGEN_LOG sets its
+level (error, warn, info, debug).
 
 Exit codes:
   0  success
   2  usage error
-  3  I/O error (an address cannot be bound, --redis is not a Redis URL)";
+  3  I/O error (an address cannot be bound, --redis is not a Redis URL, a
+     file cannot be read, TLS files that do not make a certificate and key)";
 
 /// Why a command failed, and so its exit code.
 enum Failure {
@@ -177,7 +214,12 @@ enum Failure {
 }
 
 fn main() -> ExitCode {
-    let result = match Cli::parse().command {
+    let matches = <Cli as clap::CommandFactory>::command().get_matches();
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    let result = match cli.command {
         Command::Keygen { id, hex } => keygen(id, hex),
         Command::Authenticator {
             customer,
@@ -213,6 +255,7 @@ fn main() -> ExitCode {
                 body_timeout: std::time::Duration::from_secs(body_timeout),
                 send_timeout: std::time::Duration::from_secs(send_timeout),
             };
+            let _log = fpgen::logging::init();
             load(&config).and_then(|c| {
                 fpgen::serve::serve(c, listen, threads, limits, rate_limit_service.as_deref())
                     .map_err(|e| match e.kind() {
@@ -225,17 +268,109 @@ fn main() -> ExitCode {
         Command::Ratelimit {
             listen,
             redis,
+            redis_password_file,
+            redis_ca,
             admin,
             redis_timeout_ms,
-        } => fpgen::ratelimit::serve(fpgen::ratelimit::Options {
-            listen,
-            redis,
-            admin: Some(admin),
-            redis_timeout: std::time::Duration::from_millis(redis_timeout_ms),
-        })
-        .map_err(|e| Failure::Io(format!("ratelimit on {listen}: {e}"))),
+            tls_cert,
+            tls_key,
+            tls_client_ca,
+            allow_negative_hits,
+        } => {
+            let _log = fpgen::logging::init();
+            let password_on_command_line = matches
+                .subcommand_matches("ratelimit")
+                .and_then(|m| m.value_source("redis"))
+                == Some(clap::parser::ValueSource::CommandLine);
+            ratelimit_options(RatelimitArgs {
+                listen,
+                redis,
+                redis_password_file,
+                redis_ca,
+                admin,
+                redis_timeout_ms,
+                tls_cert,
+                tls_key,
+                tls_client_ca,
+                allow_negative_hits,
+            })
+            .and_then(|options| {
+                if password_on_command_line && options.redis.url_has_password {
+                    tracing::warn!(
+                        "the Redis password given in --redis is visible to every local user \
+                         (the process list): give the URL in FPGEN_REDIS_URL or the password \
+                         in --redis-password-file"
+                    );
+                }
+                fpgen::ratelimit::serve(options).map_err(|e| Failure::Io(format!("ratelimit: {e}")))
+            })
+        }
     };
     finish(result)
+}
+
+/// `fpgen ratelimit`'s arguments.
+struct RatelimitArgs {
+    listen: SocketAddr,
+    redis: String,
+    redis_password_file: Option<PathBuf>,
+    redis_ca: Option<PathBuf>,
+    admin: SocketAddr,
+    redis_timeout_ms: u64,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_client_ca: Option<PathBuf>,
+    allow_negative_hits: bool,
+}
+
+/// The service's options from its arguments: the files read, the Redis URL
+/// checked (no message repeats it: it may hold the password).
+fn ratelimit_options(args: RatelimitArgs) -> Result<fpgen::ratelimit::Options, Failure> {
+    let read = |option: &str, path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| Failure::Io(format!("ratelimit: {option} {}: {e}", path.display())))
+    };
+    let password = match &args.redis_password_file {
+        Some(path) => {
+            let bytes = read("--redis-password-file", path)?;
+            let text = String::from_utf8(bytes).map_err(|_| {
+                Failure::Io(format!(
+                    "ratelimit: --redis-password-file {}: not UTF-8",
+                    path.display()
+                ))
+            })?;
+            Some(text.lines().next().unwrap_or("").to_owned())
+        }
+        None => None,
+    };
+    let ca = match &args.redis_ca {
+        Some(path) => Some(read("--redis-ca", path)?),
+        None => None,
+    };
+    let redis = fpgen::ratelimit::RedisTarget::new(&args.redis, password, ca)
+        .map_err(|e| Failure::Io(format!("ratelimit: --redis: {e}")))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(fpgen::ratelimit::ServerTls {
+            cert_pem: read("--tls-cert", cert)?,
+            key_pem: read("--tls-key", key)?,
+            client_ca_pem: match &args.tls_client_ca {
+                Some(ca) => Some(read("--tls-client-ca", ca)?),
+                None => None,
+            },
+        }),
+        _ => None,
+    };
+    Ok(fpgen::ratelimit::Options {
+        listen: args.listen,
+        redis,
+        admin: Some(args.admin),
+        redis_timeout: std::time::Duration::from_millis(args.redis_timeout_ms),
+        tls,
+        bounds: fpgen::ratelimit::Bounds {
+            negative_hits: args.allow_negative_hits,
+            ..fpgen::ratelimit::Bounds::default()
+        },
+    })
 }
 
 fn finish(result: Result<(), Failure>) -> ExitCode {

@@ -146,14 +146,24 @@ impl FleetClient {
             Ok(Ok(response)) => fleet::verdict(&response.into_inner().encode_to_vec()),
         };
         if let Err(failure) = &verdict {
-            eprintln!(
-                "fpgen: fleet budget of customer {customer}: {}",
-                failure.message()
-            );
+            if let Some(held) = FAILED_FLEET_CALLS.admit() {
+                tracing::warn!(
+                    "fleet budget of customer {customer}: {}{}",
+                    failure.message(),
+                    crate::hosts::logging::held_back(held)
+                );
+            }
         }
         Budget::of_fleet(verdict)
     }
 }
+
+/// At most one log line per second for failed fleet calls, and for failed
+/// accepts (the descriptor limit reached).
+static FAILED_FLEET_CALLS: crate::hosts::logging::Throttle =
+    crate::hosts::logging::Throttle::new(Duration::from_secs(1));
+static FAILED_ACCEPTS: crate::hosts::logging::Throttle =
+    crate::hosts::logging::Throttle::new(Duration::from_secs(1));
 
 /// Answers a token request's [`Step`]s: the local budget from the
 /// process's counters, the fleet budget from the rate-limit service.
@@ -273,8 +283,8 @@ pub fn serve(
         // (tonic's lazy channel needs the runtime.)
         let fleet = fleet_client(&config, rate_limit_service)?;
         let listener = tokio::net::TcpListener::bind(addr).await?;
-        eprintln!(
-            "fpgen: serving /hms/fp/token on http://{} (at most {} connections, \
+        tracing::info!(
+            "serving /hms/fp/token on http://{} (at most {} connections, \
              request heads within {} s, bodies within {} s, answers read within {} s)",
             listener.local_addr()?,
             limits.max_connections,
@@ -302,7 +312,13 @@ pub fn serve(
                 }
                 Err(e) => {
                     backoff = (backoff * 2).clamp(Duration::from_millis(10), MAX_ACCEPT_BACKOFF);
-                    eprintln!("fpgen: accept: {e}; retrying in {} ms", backoff.as_millis());
+                    if let Some(held) = FAILED_ACCEPTS.admit() {
+                        tracing::warn!(
+                            "accept: {e}; retrying in {} ms{}",
+                            backoff.as_millis(),
+                            crate::hosts::logging::held_back(held)
+                        );
+                    }
                     tokio::time::sleep(backoff).await;
                     continue;
                 }

@@ -57,7 +57,30 @@ pub fn bootstrap(
         clusters.push(licence_server(port));
     }
     if let Some(port) = options.ratelimit_port {
-        clusters.push(ratelimit_service(port));
+        let mut cluster = ratelimit_service(port);
+        if let Some([ca, cert, key]) = &options.ratelimit_tls {
+            cluster["transport_socket"] = json!({
+                "name": "envoy.transport_sockets.tls",
+                "typed_config": {
+                    "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+                    "sni": "localhost",
+                    "common_tls_context": {
+                        "alpn_protocols": ["h2"],
+                        "tls_certificates": [{
+                            "certificate_chain": {"filename": cert},
+                            "private_key": {"filename": key},
+                        }],
+                        "validation_context": {
+                            "trusted_ca": {"filename": ca},
+                            "match_typed_subject_alt_names": [
+                                {"san_type": "DNS", "matcher": {"exact": "localhost"}}
+                            ],
+                        },
+                    },
+                },
+            });
+        }
+        clusters.push(cluster);
     }
     if !clusters.is_empty() {
         static_resources["clusters"] = Value::Array(clusters);

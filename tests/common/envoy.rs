@@ -71,6 +71,10 @@ pub struct Options {
     /// When set, a cluster `ratelimit` (HTTP/2) at 127.0.0.1:port, for the
     /// configuration's `rate_limit_service` (e.g. a [`Service`](super::Service)).
     pub ratelimit_port: Option<u16>,
+    /// When set, the `ratelimit` cluster speaks TLS, trusting the authority
+    /// of the first file and presenting the certificate and key of the
+    /// other two (mutual TLS).
+    pub ratelimit_tls: Option<[PathBuf; 3]>,
     /// The module Envoy runs ([`Module::of_this_test`] by default).
     pub module: Module,
     /// Another Envoy executable than `FPGEN_ENVOY`'s (a test's copy).
@@ -90,6 +94,7 @@ impl Default for Options {
             scoped: false,
             host_env: Vec::new(),
             ratelimit_port: None,
+            ratelimit_tls: None,
             module: Module::of_this_test(),
             envoy_bin: None,
         }
@@ -131,6 +136,17 @@ impl Options {
     /// The same with a `ratelimit` cluster reaching 127.0.0.1:`port`.
     pub fn ratelimit(mut self, port: u16) -> Self {
         self.ratelimit_port = Some(port);
+        self
+    }
+
+    /// The same with the `ratelimit` cluster over mutual TLS: `pki`'s
+    /// authority trusted, its `identity` certificate presented.
+    pub fn ratelimit_tls(mut self, pki: &super::Pki, identity: &str) -> Self {
+        self.ratelimit_tls = Some([
+            pki.path("ca.pem"),
+            pki.path(&format!("{identity}.pem")),
+            pki.path(&format!("{identity}.key")),
+        ]);
         self
     }
 

@@ -44,6 +44,7 @@ mod ecds;
 mod envoy;
 mod h2c;
 mod http;
+mod pki;
 mod process;
 mod ratelimit;
 mod serve;
@@ -72,7 +73,9 @@ pub use process::{
     new_workdir, spawn_tied_to_process, tail, tool_paths, upgrade_wasm, Module, E2E_LOG_DIR,
 };
 #[allow(unused_imports)]
-pub use ratelimit::{wait_for_port, Process, Redis, Service};
+pub use pki::Pki;
+#[allow(unused_imports)]
+pub use ratelimit::{wait_for_port, Process, Redis, Service, ServiceArgs};
 #[allow(unused_imports)]
 pub use serve::Serve;
 #[allow(unused_imports)]

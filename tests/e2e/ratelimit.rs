@@ -2,10 +2,13 @@
 //! protocol over gRPC, exact across two services on one Redis under
 //! concurrent load, hits that do not fit are not counted, periods roll
 //! over, hits can be given back, and Redis going away and coming back.
+//! Issue 30: Redis's password never shown, Redis over TLS, a service that
+//! serves while Redis is down and says why, mutual TLS for the service,
+//! the bounds of a call, a log that a failing Redis cannot flood.
 
 use crate::common;
 
-use crate::common::{Redis, Service};
+use crate::common::{Pki, Redis, Service, ServiceArgs};
 
 use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::{
     Entry, RateLimitOverride,
@@ -100,7 +103,7 @@ async fn two_services_on_one_redis_admit_exactly_the_limit() {
 #[tokio::test]
 async fn refused_hits_are_not_counted_and_hits_can_be_given_back() {
     let redis = Redis::start();
-    let service = Service::start(&redis);
+    let service = Service::launch(ServiceArgs::on(&redis).arg("--allow-negative-hits"));
     let mut client = service.client().await;
     let lease = |hits| request("lease", 95, RateLimitUnit::Day, hits);
     for _ in 0..9 {
@@ -205,4 +208,272 @@ async fn redis_going_away_and_coming_back() {
         }
     }
     assert_eq!(common::get(service.admin, "/ready").status, 200);
+}
+
+/// One call of one token for customer `who` (a budget of 1,000 a day).
+fn one(who: &str) -> RateLimitRequest {
+    request(who, 1_000, RateLimitUnit::Day, 1)
+}
+
+/// Asks `one(who)` until it is answered OK (`seconds` at most); the time it
+/// took, or the last gRPC code.
+async fn until_ok(
+    client: &mut RateLimitServiceClient<tonic::transport::Channel>,
+    who: &str,
+    seconds: u64,
+) -> Result<Duration, tonic::Code> {
+    let start = Instant::now();
+    loop {
+        match ask(client, one(who)).await {
+            Ok(Code::Ok) => return Ok(start.elapsed()),
+            Ok(other) => panic!("{who}: {other:?}"),
+            Err(code) if start.elapsed() > Duration::from_secs(seconds) => return Err(code),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Redis's password reaches the service from the environment or a file,
+/// never appears in its log nor in its command line, and works; given on
+/// the command line it still works, with a warning; a wrong one leaves the
+/// service up, not ready, and says why.
+#[tokio::test]
+async fn the_redis_password_is_never_shown() {
+    const PASSWORD: &str = "pw-Zq81xK30aa";
+    let redis = Redis::start_with(Some(PASSWORD), None);
+    let with_password = redis.url().replace("://", &format!("://:{PASSWORD}@"));
+    let file = crate::common::new_workdir().join("redis-password");
+    std::fs::write(&file, format!("{PASSWORD}\n")).unwrap();
+    let from_env = Service::launch(ServiceArgs::default().env("FPGEN_REDIS_URL", &with_password));
+    let from_file = Service::launch(
+        ServiceArgs::on(&redis)
+            .arg("--redis-password-file")
+            .arg(file.to_str().unwrap()),
+    );
+    for service in [&from_env, &from_file] {
+        let mut client = service.client().await;
+        assert!(until_ok(&mut client, "pw", 10).await.is_ok());
+        let log = service.wait_for_log("connected to", 5);
+        assert!(log.contains("redis: connected to redis://:***@127.0.0.1:"), "{log}");
+        assert!(!log.contains(PASSWORD), "{log}");
+        assert!(!log.contains("visible to every local user"), "{log}");
+        assert!(!service.cmdline().contains(PASSWORD));
+    }
+    let on_command_line = Service::launch(ServiceArgs::default().arg("--redis").arg(&with_password));
+    assert!(until_ok(&mut on_command_line.client().await, "pw", 10).await.is_ok());
+    let log = on_command_line.wait_for_log("visible to every local user", 5);
+    assert!(log.contains("FPGEN_REDIS_URL"), "{log}");
+    assert!(!log.contains(PASSWORD), "{log}");
+
+    let wrong = Service::launch(
+        ServiceArgs::default().env("FPGEN_REDIS_URL", &redis.url().replace("://", "://:nope-pw@")),
+    );
+    let log = wrong.wait_for_log("authentication failed", 5);
+    assert!(log.contains("cannot reach redis://:***@"), "{log}");
+    assert!(!log.contains("nope-pw"), "{log}");
+    let ready = common::get(wrong.admin, "/ready");
+    assert_eq!(ready.status, 503);
+    assert!(ready.text().contains("authentication failed"), "{}", ready.text());
+    let mut client = wrong.client().await;
+    let status = client.should_rate_limit(one("pw")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(!status.message().contains("nope-pw"));
+}
+
+/// `rediss://`: Redis over TLS, its certificate checked against the
+/// authority of `--redis-ca`; a service that speaks plain text to a TLS
+/// port is not ready.
+#[tokio::test]
+async fn redis_over_tls() {
+    let pki = Pki::new();
+    let redis = Redis::start_with(Some("tls-pw-1"), Some(&pki));
+    let url = redis.url().replace("://", "://:tls-pw-1@");
+    assert!(url.starts_with("rediss://"));
+    let service = Service::launch(
+        ServiceArgs::default()
+            .env("FPGEN_REDIS_URL", &url)
+            .arg("--redis-ca")
+            .arg(pki.path("ca.pem").to_str().unwrap()),
+    );
+    assert!(until_ok(&mut service.client().await, "tls", 10).await.is_ok());
+    assert_eq!(common::get(service.admin, "/ready").status, 200);
+    assert!(service.stderr().contains("connected to rediss://:***@127.0.0.1:"));
+    // the system's roots do not know the test authority: refused, and said
+    let untrusted = Service::launch(ServiceArgs::default().env("FPGEN_REDIS_URL", &url));
+    let log = untrusted.wait_for_log("cannot reach", 5);
+    assert!(log.contains("certificate"), "{log}");
+    assert_eq!(common::get(untrusted.admin, "/ready").status, 503);
+    let plain = Service::launch(
+        ServiceArgs::default()
+            .env("FPGEN_REDIS_URL", &url.replace("rediss://", "redis://")),
+    );
+    plain.wait_for_log("cannot reach", 5);
+    assert_eq!(common::get(plain.admin, "/ready").status, 503);
+}
+
+/// Started while Redis is down, the service answers at once: UNAVAILABLE,
+/// gRPC health NOT_SERVING, `/ready` 503 with the reason, one log line
+/// saying why; once Redis is up it serves within about a second (before
+/// issue 30 it answered nothing, and took 77.8 s once Redis came up).
+#[tokio::test]
+async fn started_while_redis_is_down_it_answers_at_once_and_says_why() {
+    let mut redis = Redis::unstarted();
+    let service = Service::start(&redis);
+    let ready = common::get(service.admin, "/ready");
+    assert_eq!(ready.status, 503);
+    let mut client = service.client().await;
+    let asked = Instant::now();
+    let status = client.should_rate_limit(one("down")).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unavailable);
+    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
+    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", service.port))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let name = "envoy.service.ratelimit.v3.RateLimitService";
+    let check = |service: &str| tonic_health::pb::HealthCheckRequest {
+        service: service.into(),
+    };
+    let serving = |r: tonic_health::pb::HealthCheckResponse| r.status;
+    let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
+    let now = health.check(check(name)).await.unwrap().into_inner();
+    assert_eq!(serving(now), not_serving);
+    let log = service.wait_for_log("connection refused", 5);
+    assert!(log.contains("cannot reach redis://127.0.0.1:"), "{log}");
+    // a Redis down for a while is said once, not once per attempt
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(service.stderr().matches("cannot reach").count(), 1);
+
+    redis.restart();
+    let waited = until_ok(&mut client, "down", 30).await.unwrap();
+    eprintln!("Redis up -> first admitted call: {:.2} s", waited.as_secs_f64());
+    assert!(waited < Duration::from_secs(10), "{waited:?}");
+    assert_eq!(common::get(service.admin, "/ready").status, 200);
+    let now = health.check(check(name)).await.unwrap().into_inner();
+    assert_ne!(serving(now), not_serving);
+    assert!(service.stderr().contains("redis: connected to"));
+}
+
+/// Redis killed and back on the same port: the service answers again within
+/// about a second of Redis being back (before issue 30: 118 s, the Redis
+/// client's reconnect backoff), and says both in its log.
+#[tokio::test]
+async fn after_an_outage_the_service_is_back_within_a_second() {
+    let mut redis = Redis::start();
+    let service = Service::start(&redis);
+    let mut client = service.client().await;
+    assert!(until_ok(&mut client, "outage", 10).await.is_ok());
+    redis.stop();
+    // calls during the outage fail fast; the supervisor notices
+    for _ in 0..3 {
+        let asked = Instant::now();
+        assert_eq!(
+            ask(&mut client, one("outage")).await,
+            Err(tonic::Code::Unavailable)
+        );
+        assert!(asked.elapsed() < Duration::from_secs(2));
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    redis.restart();
+    let waited = until_ok(&mut client, "outage", 30).await.unwrap();
+    eprintln!("Redis back -> first admitted call: {:.2} s", waited.as_secs_f64());
+    assert!(waited < Duration::from_secs(5), "{waited:?}");
+    let log = service.stderr();
+    assert!(log.contains("connection to redis://127.0.0.1:"), "{log}");
+    assert_eq!(log.matches("redis: connected to").count(), 2, "{log}");
+}
+
+/// Failed calls are logged at most once a second, with how many were held
+/// back, so a Redis outage under load cannot flood the log.
+#[tokio::test]
+async fn failed_calls_cannot_flood_the_log() {
+    let mut redis = Redis::start();
+    let service = Service::start(&redis);
+    let mut client = service.client().await;
+    assert!(until_ok(&mut client, "flood", 10).await.is_ok());
+    redis.stop();
+    let start = Instant::now();
+    let mut failed = 0;
+    while failed < 200 && start.elapsed() < Duration::from_secs(20) {
+        if ask(&mut client, one("flood")).await.is_err() {
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, 200);
+    let seconds = start.elapsed().as_secs() + 1;
+    let log = service.wait_for_log("more like it", 3);
+    let lines = log.matches("a call failed").count();
+    assert!(
+        lines >= 1 && lines as u64 <= seconds + 1,
+        "{lines} lines in {seconds} s: {log}"
+    );
+    assert_eq!(service.stat("redis_errors"), 200);
+}
+
+/// With `--tls-cert`, `--tls-key` and `--tls-client-ca`, only a client
+/// with a certificate of that authority is served: no certificate, another
+/// authority's, or plain text are refused before any budget is touched.
+#[tokio::test]
+async fn mutual_tls_admits_only_clients_of_the_authority() {
+    let pki = Pki::new();
+    let redis = Redis::start();
+    let path = |f: &str| pki.path(f).to_str().unwrap().to_owned();
+    let service = Service::launch(
+        ServiceArgs::on(&redis)
+            .arg("--tls-cert")
+            .arg(&path("server.pem"))
+            .arg("--tls-key")
+            .arg(&path("server.key"))
+            .arg("--tls-client-ca")
+            .arg(&path("ca.pem")),
+    );
+    let mut trusted = service.tls_client(&pki, Some("client")).await.unwrap();
+    assert!(until_ok(&mut trusted, "mtls", 10).await.is_ok());
+    for identity in [None, Some("stranger")] {
+        let refused = match service.tls_client(&pki, identity).await {
+            Err(_) => true,
+            Ok(mut client) => client.should_rate_limit(one("mtls")).await.is_err(),
+        };
+        assert!(refused, "{identity:?} was served");
+    }
+    let mut plain = service.client().await;
+    assert!(plain.should_rate_limit(one("mtls")).await.is_err());
+    assert_eq!(service.stat("requests"), 1, "only the trusted call arrived");
+    assert!(service.stderr().contains("ShouldRateLimit on https://"));
+}
+
+/// A call carries at most 8 descriptors of 8 entries of 256 bytes, and no
+/// negative hits unless `--allow-negative-hits`: each refused with
+/// INVALID_ARGUMENT, and nothing is counted (before issue 30 one call made
+/// 20,000 Redis keys, and negative hits emptied a customer's count).
+#[tokio::test]
+async fn a_call_is_bounded_and_negative_hits_are_refused() {
+    let redis = Redis::start();
+    let service = Service::start(&redis);
+    let mut client = service.client().await;
+    for _ in 0..3 {
+        assert_eq!(ask(&mut client, request("bounded", 3, RateLimitUnit::Day, 1)).await, Ok(Code::Ok));
+    }
+    let mut refund = request("bounded", 3, RateLimitUnit::Day, 3);
+    refund.descriptors[0].is_negative_hits = true;
+    let mut many = request("bounded", 3, RateLimitUnit::Day, 1);
+    many.descriptors = std::iter::repeat_n(many.descriptors[0].clone(), 9).collect();
+    let mut wide = request("bounded", 3, RateLimitUnit::Day, 1);
+    let entry = wide.descriptors[0].entries[0].clone();
+    wide.descriptors[0].entries = std::iter::repeat_n(entry, 9).collect();
+    let long = request(&"x".repeat(257), 3, RateLimitUnit::Day, 1);
+    for (what, call) in [("negative hits", refund), ("9 descriptors", many), ("9 entries", wide), ("a 257-byte value", long)] {
+        let status = client.should_rate_limit(call).await.unwrap_err();
+        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
+    }
+    // a message over 64 KiB is not even read
+    let mut huge = request("bounded", 3, RateLimitUnit::Day, 1);
+    huge.domain = "d".repeat(70 * 1024);
+    let status = client.should_rate_limit(huge).await.unwrap_err();
+    assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
+    // the budget is still spent: nothing was given back
+    assert_eq!(ask(&mut client, request("bounded", 3, RateLimitUnit::Day, 1)).await, Ok(Code::OverLimit));
+    assert_eq!(service.stat("invalid"), 4);
 }

@@ -34,6 +34,37 @@ fn account_controls() {
     assert_eq!((r.status, o.code(), o.customer_id), (401, -2018, None));
 }
 
+/// A customer whose tokens are revoked until a moment to come gets no
+/// token (the gate would refuse it as revoked): -2031, the detail says
+/// until when, and no budget is taken. Once that moment has passed, tokens
+/// are minted again.
+#[test]
+fn no_token_is_minted_that_the_gate_would_refuse_as_revoked() {
+    let revoked = account_config(|c| {
+        c["tokens_not_before"] = "2999-01-01T00:00:00Z".into();
+        c["token_budget"] = 5.into();
+    });
+    let counting = FakeHost {
+        budgets: Budgets::Counted,
+        ..host()
+    };
+    let Answer { response, outcome } = service::handle(
+        &revoked,
+        &format!("{}&errorFormat=json", base()),
+        b"",
+        &counting,
+    );
+    assert_eq!((response.status, outcome.code()), (403, -2031));
+    assert!(
+        response.body.contains("revoked until 2999-01-01T00:00:00Z"),
+        "{}",
+        response.body
+    );
+    assert_eq!(counting.taken.get(), 0, "a refused mint spends no budget");
+    let past = account_config(|c| c["tokens_not_before"] = "2000-01-01T00:00:00Z".into());
+    assert_eq!(account_call(&past, Some("192.0.2.1")).0, 200);
+}
+
 #[test]
 fn allowed_networks() {
     let config = account_config(|c| {

@@ -43,6 +43,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod link;
+pub use link::RedisTarget;
+
 /// The check-and-count of one request. KEYS: each counted descriptor's
 /// counter (without its window). ARGV, four per key: limit, period in
 /// seconds, hits, 1 to give hits back. Returns 1 (admitted) or 0, then for
@@ -151,16 +154,47 @@ impl Counters {
     }
 }
 
-/// The service: a Redis connection (reconnecting on its own) and the
-/// counters.
+/// The service: the link to Redis, the bounds of a call and the counters.
 #[derive(Clone)]
 struct Limiter {
-    redis: redis::aio::ConnectionManager,
-    /// The most one request waits for Redis (also while it reconnects).
+    link: Arc<link::Link>,
+    /// The most one request waits for Redis.
     timeout: Duration,
+    bounds: Bounds,
     script: Arc<redis::Script>,
     counters: Arc<Counters>,
 }
+
+/// What one call may carry. fpgen's modules send one descriptor of one
+/// entry (`customer`) and never negative hits; the defaults leave room for
+/// other clients of the protocol and refuse what no honest one sends.
+#[derive(Clone, Copy, Debug)]
+pub struct Bounds {
+    /// Descriptors in one request (each one a Redis key).
+    pub descriptors: usize,
+    /// Entries in one descriptor.
+    pub entries: usize,
+    /// Bytes of the domain, of an entry's key, of an entry's value.
+    pub bytes: usize,
+    /// Whether `is_negative_hits` (hits given back) is served; refused
+    /// (INVALID_ARGUMENT) by default: it lets any caller empty a budget.
+    pub negative_hits: bool,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Bounds {
+            descriptors: 8,
+            entries: 8,
+            bytes: 256,
+            negative_hits: false,
+        }
+    }
+}
+
+/// The largest gRPC message the service reads: 8 descriptors of 8 entries
+/// of 256-byte keys and values is 33 KiB.
+pub const MAX_MESSAGE_BYTES: usize = 64 * 1024;
 
 /// One descriptor of a request, as the script counts it.
 struct Counted {
@@ -206,10 +240,47 @@ impl Counted {
 
 impl Limiter {
     /// The descriptors that are counted, or why the request is invalid.
-    fn counted(request: &RateLimitRequest) -> Result<Vec<Counted>, tonic::Status> {
+    fn counted(
+        request: &RateLimitRequest,
+        bounds: &Bounds,
+    ) -> Result<Vec<Counted>, tonic::Status> {
+        let refuse = |m: String| Err(tonic::Status::invalid_argument(m));
+        if request.descriptors.len() > bounds.descriptors {
+            return refuse(format!(
+                "{} descriptors: at most {} are served",
+                request.descriptors.len(),
+                bounds.descriptors
+            ));
+        }
+        if request.domain.len() > bounds.bytes {
+            return refuse(format!("the domain is longer than {} bytes", bounds.bytes));
+        }
         let default_hits = u64::from(request.hits_addend.max(1));
         let mut counted = Vec::new();
         for (index, d) in request.descriptors.iter().enumerate() {
+            if d.entries.len() > bounds.entries {
+                return refuse(format!(
+                    "descriptor {index}: {} entries: at most {} are served",
+                    d.entries.len(),
+                    bounds.entries
+                ));
+            }
+            if d
+                .entries
+                .iter()
+                .any(|e| e.key.len() > bounds.bytes || e.value.len() > bounds.bytes)
+            {
+                return refuse(format!(
+                    "descriptor {index}: an entry's key or value is longer than {} bytes",
+                    bounds.bytes
+                ));
+            }
+            if d.is_negative_hits && !bounds.negative_hits {
+                return refuse(format!(
+                    "descriptor {index}: negative hits are not served \
+                     (fpgen ratelimit --allow-negative-hits)"
+                ));
+            }
             let Some(limit) = d.limit else { continue };
             let (period, unit) = period(limit.unit).ok_or_else(|| {
                 tonic::Status::invalid_argument(format!(
@@ -246,20 +317,39 @@ impl Limiter {
                 .arg(c.hits)
                 .arg(u8::from(c.give_back));
         }
-        let mut redis = self.redis.clone();
-        let call = invocation.invoke_async::<Vec<i64>>(&mut redis);
-        let reply = match tokio::time::timeout(self.timeout, call).await {
-            Ok(reply) => reply.map_err(|e| format!("redis: {e}")),
-            Err(_) => Err("redis: no answer in time".to_owned()),
+        let reply = match self.link.connection() {
+            Err(why) => Err(why),
+            Ok(mut redis) => {
+                let call = invocation.invoke_async::<Vec<i64>>(&mut redis);
+                match tokio::time::timeout(self.timeout, call).await {
+                    Ok(Ok(reply)) => Ok(reply),
+                    Ok(Err(e)) => {
+                        if !matches!(e.kind(), redis::ErrorKind::ResponseError) {
+                            self.link.suspect();
+                        }
+                        Err(link::why(&e))
+                    }
+                    Err(_) => {
+                        self.link.suspect();
+                        Err("no answer in time".to_owned())
+                    }
+                }
+            }
         };
-        reply.map_err(|message| {
+        reply.map_err(|why| {
             Counters::add(&self.counters.redis_errors, 1);
-            tonic::Status::unavailable(message)
+            if let Some(held) = FAILED_CALLS.admit() {
+                tracing::warn!(
+                    "a call failed: redis: {why}{}",
+                    crate::hosts::logging::held_back(held)
+                );
+            }
+            tonic::Status::unavailable(format!("redis: {why}"))
         })
     }
 
     async fn decide(&self, request: &RateLimitRequest) -> Result<RateLimitResponse, tonic::Status> {
-        let counted = Self::counted(request)?;
+        let counted = Self::counted(request, &self.bounds)?;
         let mut statuses: Vec<DescriptorStatus> = request
             .descriptors
             .iter()
@@ -328,82 +418,133 @@ impl RateLimitService for Limiter {
     }
 }
 
+/// At most one log line per second for failed calls.
+static FAILED_CALLS: crate::hosts::logging::Throttle =
+    crate::hosts::logging::Throttle::new(Duration::from_secs(1));
+
 /// Where `fpgen ratelimit` listens and what it uses.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// The gRPC address (`ShouldRateLimit` and `grpc.health.v1.Health`).
     pub listen: SocketAddr,
-    /// The Redis primary, `redis://host:port[/db]`.
-    pub redis: String,
+    /// The Redis primary.
+    pub redis: RedisTarget,
     /// The plain-HTTP admin address: `/stats` (the counters) and `/ready`.
     pub admin: Option<SocketAddr>,
     /// How long one Redis call may take before the request fails.
     pub redis_timeout: Duration,
+    /// TLS for the gRPC service; plain HTTP/2 when `None`.
+    pub tls: Option<ServerTls>,
+    /// What one call may carry.
+    pub bounds: Bounds,
+}
+
+/// The gRPC service's TLS: its certificate chain and key, and the
+/// authorities whose client certificates it accepts (mutual TLS: a client
+/// without such a certificate is refused in the handshake).
+#[derive(Clone)]
+pub struct ServerTls {
+    pub cert_pem: Vec<u8>,
+    pub key_pem: Vec<u8>,
+    pub client_ca_pem: Option<Vec<u8>>,
+}
+
+impl std::fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("key_pem", &"<redacted>")
+            .field("client_ca", &self.client_ca_pem.is_some())
+            .finish_non_exhaustive()
+    }
 }
 
 /// Serves until the process ends. Redis need not be up at start: the
 /// service answers UNAVAILABLE (and `/ready` 503) until it is, and
 /// reconnects on its own whenever the connection is lost.
 pub fn serve(options: Options) -> std::io::Result<()> {
+    // rustls (Redis over TLS, the gRPC service's TLS) uses ring's primitives,
+    // as tonic's `tls-ring` does (rustls 0.23.48 deprecates ring's provider
+    // for lacking post-quantum key exchange; aws-lc-rs would add a C build
+    // of its own to every machine that builds fpgen).
+    #[allow(deprecated)]
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(run(options))
 }
 
-async fn connect(options: &Options) -> std::io::Result<redis::aio::ConnectionManager> {
-    let client = redis::Client::open(options.redis.as_str())
-        .map_err(|e| std::io::Error::other(format!("--redis: {e}")))?;
-    let config = redis::aio::ConnectionManagerConfig::new()
-        .set_connection_timeout(options.redis_timeout)
-        .set_response_timeout(options.redis_timeout);
-    let mut pause = Duration::from_millis(100);
-    loop {
-        match redis::aio::ConnectionManager::new_with_config(client.clone(), config.clone()).await {
-            Ok(manager) => return Ok(manager),
-            Err(e) => {
-                eprintln!(
-                    "fpgen ratelimit: redis: {e}; retrying in {} ms",
-                    pause.as_millis()
-                );
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(Duration::from_secs(2));
-            }
-        }
+/// `bind` with an error that names the address and the option it came from.
+async fn bind(addr: SocketAddr, option: &str) -> std::io::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{option} {addr}: {e}")))
+}
+
+/// Tells gRPC health and the log what the link to Redis does.
+struct Health(tonic_health::server::HealthReporter);
+
+impl link::Watcher for Health {
+    async fn up(&mut self) {
+        self.0
+            .set_serving::<RateLimitServiceServer<Limiter>>()
+            .await;
+    }
+    async fn down(&mut self, _why: &str) {
+        self.0
+            .set_not_serving::<RateLimitServiceServer<Limiter>>()
+            .await;
     }
 }
 
 async fn run(options: Options) -> std::io::Result<()> {
     let counters = Arc::new(Counters::default());
-    let listener = tokio::net::TcpListener::bind(options.listen).await?;
+    let listener = bind(options.listen, "--listen").await?;
     let admin = match options.admin {
-        Some(addr) => Some(tokio::net::TcpListener::bind(addr).await?),
+        Some(addr) => Some(bind(addr, "--admin").await?),
         None => None,
     };
-    eprintln!(
-        "fpgen ratelimit: ShouldRateLimit on {} (Redis {}){}",
+    let mut server = tonic::transport::Server::builder();
+    if let Some(tls) = &options.tls {
+        let mut config = tonic::transport::ServerTlsConfig::new().identity(
+            tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+        );
+        if let Some(ca) = &tls.client_ca_pem {
+            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+        }
+        server = server.tls_config(config).map_err(|e| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!("--tls-cert/--tls-key/--tls-client-ca: {e}"),
+            )
+        })?;
+    }
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter
+        .set_not_serving::<RateLimitServiceServer<Limiter>>()
+        .await;
+    tracing::info!(
+        "ShouldRateLimit on {}://{} (Redis {}){}",
+        if options.tls.is_some() { "https" } else { "http" },
         listener.local_addr()?,
-        options.redis,
+        options.redis.redacted(),
         match &admin {
             Some(a) => format!(", /stats and /ready on http://{}", a.local_addr()?),
             None => String::new(),
         }
     );
-    let redis = connect(&options).await?;
+    let link = link::start(&options.redis, options.redis_timeout, Health(reporter));
     let limiter = Limiter {
-        redis: redis.clone(),
+        link: Arc::clone(&link),
         timeout: options.redis_timeout,
+        bounds: options.bounds,
         script: Arc::new(redis::Script::new(SCRIPT)),
         counters: Arc::clone(&counters),
     };
     if let Some(admin) = admin {
         let timeout = options.redis_timeout;
-        tokio::spawn(admin::serve(admin, redis, timeout, Arc::clone(&counters)));
+        tokio::spawn(admin::serve(admin, link, timeout, Arc::clone(&counters)));
     }
-    let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_serving::<RateLimitServiceServer<Limiter>>()
-        .await;
     // No Nagle: an answer waits for no ACK (with it, a lone call's answer
     // waited ~40 ms for the client's delayed ACK).
     let incoming = tokio_stream::StreamExt::map(
@@ -415,11 +556,13 @@ async fn run(options: Options) -> std::io::Result<()> {
             accepted
         },
     );
-    tonic::transport::Server::builder()
+    server
         .max_concurrent_streams(Some(1024))
         .timeout(Duration::from_secs(10))
         .add_service(health)
-        .add_service(RateLimitServiceServer::new(limiter))
+        .add_service(
+            RateLimitServiceServer::new(limiter).max_decoding_message_size(MAX_MESSAGE_BYTES),
+        )
         .serve_with_incoming(incoming)
         .await
         .map_err(std::io::Error::other)
@@ -434,38 +577,39 @@ mod admin {
     use hyper_util::rt::TokioIo;
     use std::sync::Arc;
 
+    /// Connections the admin endpoint serves at once; more wait in the
+    /// backlog.
+    const MAX_CONNECTIONS: usize = 64;
+
     pub async fn serve(
         listener: tokio::net::TcpListener,
-        redis: redis::aio::ConnectionManager,
+        link: Arc<super::link::Link>,
         timeout: std::time::Duration,
         counters: Arc<Counters>,
     ) {
+        let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
         loop {
+            let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                return;
+            };
             let Ok((stream, _)) = listener.accept().await else {
                 tokio::time::sleep(std::time::Duration::from_millis(100)).await;
                 continue;
             };
-            let (redis, counters) = (redis.clone(), Arc::clone(&counters));
+            let (link, counters) = (Arc::clone(&link), Arc::clone(&counters));
             tokio::spawn(async move {
+                let _slot = slot;
                 let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                    let (mut redis, counters) = (redis.clone(), Arc::clone(&counters));
+                    let (link, counters) = (Arc::clone(&link), Arc::clone(&counters));
                     async move {
                         let (status, body) = match req.uri().path() {
                             "/stats" => (StatusCode::OK, counters.text()),
-                            "/ready" => {
-                                let command = redis::cmd("PING");
-                                let ping = command.query_async::<String>(&mut redis);
-                                match tokio::time::timeout(timeout, ping).await {
-                                    Ok(Ok(_)) => (StatusCode::OK, "ready\n".to_owned()),
-                                    Ok(Err(e)) => {
-                                        (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {e}\n"))
-                                    }
-                                    Err(_) => (
-                                        StatusCode::SERVICE_UNAVAILABLE,
-                                        "redis: no answer in time\n".to_owned(),
-                                    ),
+                            "/ready" => match ready(&link, timeout).await {
+                                Ok(()) => (StatusCode::OK, "ready\n".to_owned()),
+                                Err(why) => {
+                                    (StatusCode::SERVICE_UNAVAILABLE, format!("redis: {why}\n"))
                                 }
-                            }
+                            },
                             _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
                         };
                         let mut response = Response::new(Full::new(Bytes::from(body)));
@@ -479,6 +623,20 @@ mod admin {
                     .serve_connection(TokioIo::new(stream), service)
                     .await;
             });
+        }
+    }
+
+    /// Ready when Redis answers `PING` now.
+    async fn ready(link: &super::link::Link, timeout: std::time::Duration) -> Result<(), String> {
+        let mut redis = link.connection()?;
+        let command = redis::cmd("PING");
+        match tokio::time::timeout(timeout, command.query_async::<String>(&mut redis)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
+                link.suspect();
+                Err(super::link::why(&e))
+            }
+            Err(_) => Err("no answer in time".to_owned()),
         }
     }
 }

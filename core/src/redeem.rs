@@ -201,17 +201,34 @@ fn query_parts(query: &str) -> impl Iterator<Item = QueryPart<'_>> {
 
 /// A part that names the token: `ExpressPlayToken` in any letter case,
 /// also with white space or control characters around it once decoded
-/// (`ExpressPlayToken%20`, `%00ExpressPlayToken`), or before a NUL
-/// (`ExpressPlayToken%00x`): servers that trim names or stop at a NUL read
-/// those as the token too, so the gate counts them (a second one is a
-/// repeated token) and strips them.
+/// (`ExpressPlayToken%20`, `%00ExpressPlayToken`), before a NUL
+/// (`ExpressPlayToken%00x`), before a `[` (`ExpressPlayToken[]`,
+/// `ExpressPlayToken[0]`: an array to PHP, Rack, Node's `qs` and ASP.NET's
+/// binder, whose first element they read as the token), or spelled with
+/// letters that Unicode case mapping turns into its own (the Kelvin sign
+/// `K` for `k`, the long `ſ` for `s`, `ß` for `ss`): servers that trim
+/// names, stop at a NUL, parse arrays or fold Unicode case read those as
+/// the token too, so the gate counts them (a second one is a repeated
+/// token) and strips them.
 fn is_token_part(part: &QueryPart<'_>) -> bool {
-    let trim = |s: &str| {
-        s.trim_matches(|c: char| c.is_whitespace() || c.is_control())
-            .eq_ignore_ascii_case(TOKEN_PARAM)
-    };
-    let before_nul = part.name.split('\0').next().unwrap_or("");
-    trim(&part.name) || trim(before_nul)
+    let name = &part.name;
+    let cut = name.split(['\0', '[']).next().unwrap_or("");
+    names_the_token(name) || names_the_token(cut)
+}
+
+/// `name`, trimmed of white space and control characters, is the token's
+/// name under ASCII or Unicode case folding.
+fn names_the_token(name: &str) -> bool {
+    let name = name.trim_matches(|c: char| c.is_whitespace() || c.is_control());
+    if name.is_ascii() {
+        return name.eq_ignore_ascii_case(TOKEN_PARAM);
+    }
+    // Upper then lower case maps K (U+212A) to k, ſ (U+017F) to s and ß
+    // to ss, as Java's equalsIgnoreCase and full case folding do.
+    name.chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
+        .eq(TOKEN_PARAM.chars().map(|c| c.to_ascii_lowercase()))
 }
 
 /// The one token in `query`; `None` when there is none or more than one
@@ -481,12 +498,28 @@ mod tests {
             "ExpressPlayToken%20",
             "%20expressplaytoken",
             "ExpressPlayToken%00",
+            "ExpressPlayToken[]",
+            "ExpressPlayToken%5B%5D",
+            "expressplaytoken[0]",
+            "ExpressPlayTo%E2%84%AAen",
+            "Expre%C5%BF%C5%BFPlayToken",
+            "Expre%C3%9FPlayToken",
+            "%E2%80%83ExpressPlayToken",
         ] {
             let path = format!("/hms/fp/rights/?ExpressPlayToken={token}&{other}=x");
             let refused = redeem(&config, &gate, &path, 1_800_000_000).err();
             assert!(refused.is_some(), "{other}: accepted");
         }
-        // a name that only contains it is another parameter, kept
+        // a name that only contains it is another parameter, kept, and so
+        // is one that only looks like it (Cyrillic о, fullwidth letters)
+        for other in ["ExpressPlayT%D0%BEken", "%EF%BC%A5xpressPlayToken"] {
+            let path = format!("/hms/fp/rights/?ExpressPlayToken={token}&{other}=1");
+            let r = redeem(&config, &gate, &path, 1_800_000_000).unwrap();
+            assert_eq!(
+                r.new_path.as_deref(),
+                Some(format!("/hms/fp/rights/?{other}=1").as_str())
+            );
+        }
         let path = format!("/hms/fp/rights/?ExpressPlayToken={token}&ExpressPlayTokenX=1");
         let r = redeem(&config, &gate, &path, 1_800_000_000).unwrap();
         assert_eq!(

@@ -403,10 +403,11 @@ fn the_largest_token_the_limits_allow_is_minted_and_redeemed() {
 }
 
 /// Spellings of the token's name that a licence server might read as the
-/// token (white space or a NUL around it) are the token at the gate too
-/// (issue 20): alone, it is checked and stripped, so it never reaches the
-/// licence server; beside the real token, the token is repeated and the
-/// request refused.
+/// token (white space or a NUL around it, issue 20; PHP's array brackets,
+/// letters that Unicode case mapping turns into the name's, issue 30) are
+/// the token at the gate too: alone, it is checked and stripped, so it
+/// never reaches the licence server; beside the real token, the token is
+/// repeated and the request refused.
 #[test]
 fn spellings_of_the_token_name_never_reach_the_licence_server() {
     let (upstream, envoy) = json_gate();
@@ -415,6 +416,10 @@ fn spellings_of_the_token_name_never_reach_the_licence_server() {
         "ExpressPlayToken%20",
         "%00ExpressPlayToken",
         "ExpressPlayToken%09",
+        "ExpressPlayToken[]",
+        "ExpressPlayToken%5B%5D",
+        "ExpressPlayTo%E2%84%AAen",
+        "Expre%C5%BF%C5%BFPlayToken",
     ] {
         let r = licence_request(
             &envoy,

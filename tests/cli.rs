@@ -559,7 +559,7 @@ fn configuration_mistakes_are_refused_without_echoing_key_material() {
                 text.contains(&format!("{}: ", file.path())),
                 "{what}: {text}"
             );
-            if let Some(hex) = fpgen_fixtures::leaked_hex(&json, &text) {
+            if let Some(hex) = fpgen_fixtures::leaked_secret(&json, &text) {
                 panic!("{what}: the output holds {hex}: {text}");
             }
         }

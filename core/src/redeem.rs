@@ -102,7 +102,8 @@ impl From<TokenError> for Refusal {
 }
 
 /// A verified redemption: what to change on the request before it goes on.
-#[derive(Debug)]
+/// Its `Debug` names the headers without their values (one is the content
+/// key).
 pub struct Redeemed {
     /// Headers to add (names include the configured prefix); a name may repeat.
     pub headers: Vec<(String, String)>,
@@ -110,6 +111,18 @@ pub struct Redeemed {
     pub new_path: Option<String>,
     /// The access-log record: whose token it is, its kid, cookie and expiry.
     pub outcome: Outcome,
+}
+
+impl std::fmt::Debug for Redeemed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
+        f.debug_struct("Redeemed")
+            .field("headers", &names)
+            .field("values", &"<redacted>")
+            .field("new_path", &self.new_path.as_ref().map(|_| "<redacted>"))
+            .field("outcome", &self.outcome)
+            .finish()
+    }
 }
 
 /// Whether the gate applies to this request path (query ignored).

@@ -10,14 +10,31 @@ pub const CONTENT_TYPE_URI_LIST: &str = "text/uri-list";
 pub const CONTENT_TYPE_HTML: &str = "text/html; charset=utf-8";
 pub const CONTENT_TYPE_JSON: &str = "application/json";
 
-/// A response for the host shell to send.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A response for the host shell to send. Its `Debug` shows the body of an
+/// error, never of a success (a licence URL: a bearer token for 30 days).
+#[derive(Clone, PartialEq, Eq)]
 pub struct Response {
     pub status: u16,
     pub content_type: &'static str,
     pub body: String,
     /// Extra headers (e.g. `allow` on 405).
     pub headers: Vec<(&'static str, &'static str)>,
+}
+
+impl std::fmt::Debug for Response {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let body: &dyn std::fmt::Debug = if self.status == 200 {
+            &"<redacted licence URL>"
+        } else {
+            &self.body
+        };
+        f.debug_struct("Response")
+            .field("status", &self.status)
+            .field("content_type", &self.content_type)
+            .field("body", body)
+            .field("headers", &self.headers)
+            .finish()
+    }
 }
 
 impl Response {

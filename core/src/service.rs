@@ -266,7 +266,6 @@ pub fn refuse(code: ErrorCode, query: &str) -> Answer {
 /// One token request, minted or refused, before rendering (for tools such
 /// as `fpgen mint` that print errors their own way): its record, and the
 /// licence URL or why there is none.
-#[derive(Debug)]
 pub struct Minting {
     /// What happened, for stats and the access log: its error when refused,
     /// else the customer, kid and expiry of the token.
@@ -275,6 +274,21 @@ pub struct Minting {
     pub result: Result<String, ApiError>,
     /// The format errors are rendered in.
     pub format: ErrorFormat,
+}
+
+/// The licence URL is a bearer token: `Debug` says only that there is one.
+impl std::fmt::Debug for Minting {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let result: Result<&str, &ApiError> = match &self.result {
+            Ok(_) => Ok("<redacted licence URL>"),
+            Err(e) => Err(e),
+        };
+        f.debug_struct("Minting")
+            .field("outcome", &self.outcome)
+            .field("result", &result)
+            .field("format", &self.format)
+            .finish()
+    }
 }
 
 impl Minting {

@@ -128,7 +128,12 @@ enum Command {
         /// The Redis primary: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
         /// A password here is visible to every local user (the process list): give the URL
         /// in FPGEN_REDIS_URL or the password in --redis-password-file
-        #[arg(long, env = "FPGEN_REDIS_URL", hide_env_values = true, default_value = "redis://127.0.0.1:6379")]
+        #[arg(
+            long,
+            env = "FPGEN_REDIS_URL",
+            hide_env_values = true,
+            default_value = "redis://127.0.0.1:6379"
+        )]
         redis: String,
         /// A file whose first line is Redis's password (replaces the URL's)
         #[arg(long)]

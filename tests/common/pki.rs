@@ -17,12 +17,7 @@ fn authority(name: &str) -> CertifiedIssuer<'static, KeyPair> {
     CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
 }
 
-fn write_leaf(
-    dir: &Path,
-    name: &str,
-    names: &[&str],
-    issuer: &CertifiedIssuer<'static, KeyPair>,
-) {
+fn write_leaf(dir: &Path, name: &str, names: &[&str], issuer: &CertifiedIssuer<'static, KeyPair>) {
     let key = KeyPair::generate().unwrap();
     let mut params =
         CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>()).unwrap();

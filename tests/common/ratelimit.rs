@@ -82,7 +82,14 @@ impl Redis {
         match &self.tls {
             None => cmd.args(["--port", &port]),
             Some((cert, key)) => cmd
-                .args(["--port", "0", "--tls-port", &port, "--tls-auth-clients", "no"])
+                .args([
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port,
+                    "--tls-auth-clients",
+                    "no",
+                ])
                 .arg("--tls-cert-file")
                 .arg(cert)
                 .arg("--tls-key-file")
@@ -111,7 +118,11 @@ impl Redis {
 
     /// Its URL, without the password.
     pub fn url(&self) -> String {
-        let scheme = if self.tls.is_some() { "rediss" } else { "redis" };
+        let scheme = if self.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
         format!("{scheme}://127.0.0.1:{}", self.port)
     }
 }
@@ -226,11 +237,12 @@ impl Service {
                 pki.read(&format!("{name}.key")),
             ));
         }
-        let channel = tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{}", self.port))
-            .unwrap()
-            .tls_config(tls)?
-            .connect()
-            .await?;
+        let channel =
+            tonic::transport::Channel::from_shared(format!("https://127.0.0.1:{}", self.port))
+                .unwrap()
+                .tls_config(tls)?
+                .connect()
+                .await?;
         Ok(RateLimitServiceClient::new(channel))
     }
 

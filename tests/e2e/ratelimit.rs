@@ -254,26 +254,37 @@ async fn the_redis_password_is_never_shown() {
         let mut client = service.client().await;
         assert!(until_ok(&mut client, "pw", 10).await.is_ok());
         let log = service.wait_for_log("connected to", 5);
-        assert!(log.contains("redis: connected to redis://:***@127.0.0.1:"), "{log}");
+        assert!(
+            log.contains("redis: connected to redis://:***@127.0.0.1:"),
+            "{log}"
+        );
         assert!(!log.contains(PASSWORD), "{log}");
         assert!(!log.contains("visible to every local user"), "{log}");
         assert!(!service.cmdline().contains(PASSWORD));
     }
-    let on_command_line = Service::launch(ServiceArgs::default().arg("--redis").arg(&with_password));
-    assert!(until_ok(&mut on_command_line.client().await, "pw", 10).await.is_ok());
+    let on_command_line =
+        Service::launch(ServiceArgs::default().arg("--redis").arg(&with_password));
+    assert!(until_ok(&mut on_command_line.client().await, "pw", 10)
+        .await
+        .is_ok());
     let log = on_command_line.wait_for_log("visible to every local user", 5);
     assert!(log.contains("FPGEN_REDIS_URL"), "{log}");
     assert!(!log.contains(PASSWORD), "{log}");
 
-    let wrong = Service::launch(
-        ServiceArgs::default().env("FPGEN_REDIS_URL", &redis.url().replace("://", "://:nope-pw@")),
-    );
+    let wrong = Service::launch(ServiceArgs::default().env(
+        "FPGEN_REDIS_URL",
+        &redis.url().replace("://", "://:nope-pw@"),
+    ));
     let log = wrong.wait_for_log("authentication failed", 5);
     assert!(log.contains("cannot reach redis://:***@"), "{log}");
     assert!(!log.contains("nope-pw"), "{log}");
     let ready = common::get(wrong.admin, "/ready");
     assert_eq!(ready.status, 503);
-    assert!(ready.text().contains("authentication failed"), "{}", ready.text());
+    assert!(
+        ready.text().contains("authentication failed"),
+        "{}",
+        ready.text()
+    );
     let mut client = wrong.client().await;
     let status = client.should_rate_limit(one("pw")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
@@ -295,17 +306,20 @@ async fn redis_over_tls() {
             .arg("--redis-ca")
             .arg(pki.path("ca.pem").to_str().unwrap()),
     );
-    assert!(until_ok(&mut service.client().await, "tls", 10).await.is_ok());
+    assert!(until_ok(&mut service.client().await, "tls", 10)
+        .await
+        .is_ok());
     assert_eq!(common::get(service.admin, "/ready").status, 200);
-    assert!(service.stderr().contains("connected to rediss://:***@127.0.0.1:"));
+    assert!(service
+        .stderr()
+        .contains("connected to rediss://:***@127.0.0.1:"));
     // the system's roots do not know the test authority: refused, and said
     let untrusted = Service::launch(ServiceArgs::default().env("FPGEN_REDIS_URL", &url));
     let log = untrusted.wait_for_log("cannot reach", 5);
     assert!(log.contains("certificate"), "{log}");
     assert_eq!(common::get(untrusted.admin, "/ready").status, 503);
     let plain = Service::launch(
-        ServiceArgs::default()
-            .env("FPGEN_REDIS_URL", &url.replace("rediss://", "redis://")),
+        ServiceArgs::default().env("FPGEN_REDIS_URL", &url.replace("rediss://", "redis://")),
     );
     plain.wait_for_log("cannot reach", 5);
     assert_eq!(common::get(plain.admin, "/ready").status, 503);
@@ -325,12 +339,17 @@ async fn started_while_redis_is_down_it_answers_at_once_and_says_why() {
     let asked = Instant::now();
     let status = client.should_rate_limit(one("down")).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::Unavailable);
-    assert!(asked.elapsed() < Duration::from_secs(5), "{:?}", asked.elapsed());
-    let channel = tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", service.port))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    assert!(
+        asked.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        asked.elapsed()
+    );
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", service.port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
     let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
     let name = "envoy.service.ratelimit.v3.RateLimitService";
     let check = |service: &str| tonic_health::pb::HealthCheckRequest {
@@ -348,7 +367,10 @@ async fn started_while_redis_is_down_it_answers_at_once_and_says_why() {
 
     redis.restart();
     let waited = until_ok(&mut client, "down", 30).await.unwrap();
-    eprintln!("Redis up -> first admitted call: {:.2} s", waited.as_secs_f64());
+    eprintln!(
+        "Redis up -> first admitted call: {:.2} s",
+        waited.as_secs_f64()
+    );
     assert!(waited < Duration::from_secs(10), "{waited:?}");
     assert_eq!(common::get(service.admin, "/ready").status, 200);
     let now = health.check(check(name)).await.unwrap().into_inner();
@@ -378,7 +400,10 @@ async fn after_an_outage_the_service_is_back_within_a_second() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     redis.restart();
     let waited = until_ok(&mut client, "outage", 30).await.unwrap();
-    eprintln!("Redis back -> first admitted call: {:.2} s", waited.as_secs_f64());
+    eprintln!(
+        "Redis back -> first admitted call: {:.2} s",
+        waited.as_secs_f64()
+    );
     assert!(waited < Duration::from_secs(5), "{waited:?}");
     let log = service.stderr();
     assert!(log.contains("connection to redis://127.0.0.1:"), "{log}");
@@ -454,7 +479,10 @@ async fn a_call_is_bounded_and_negative_hits_are_refused() {
     let service = Service::start(&redis);
     let mut client = service.client().await;
     for _ in 0..3 {
-        assert_eq!(ask(&mut client, request("bounded", 3, RateLimitUnit::Day, 1)).await, Ok(Code::Ok));
+        assert_eq!(
+            ask(&mut client, request("bounded", 3, RateLimitUnit::Day, 1)).await,
+            Ok(Code::Ok)
+        );
     }
     let mut refund = request("bounded", 3, RateLimitUnit::Day, 3);
     refund.descriptors[0].is_negative_hits = true;
@@ -464,9 +492,18 @@ async fn a_call_is_bounded_and_negative_hits_are_refused() {
     let entry = wide.descriptors[0].entries[0].clone();
     wide.descriptors[0].entries = std::iter::repeat_n(entry, 9).collect();
     let long = request(&"x".repeat(257), 3, RateLimitUnit::Day, 1);
-    for (what, call) in [("negative hits", refund), ("9 descriptors", many), ("9 entries", wide), ("a 257-byte value", long)] {
+    for (what, call) in [
+        ("negative hits", refund),
+        ("9 descriptors", many),
+        ("9 entries", wide),
+        ("a 257-byte value", long),
+    ] {
         let status = client.should_rate_limit(call).await.unwrap_err();
-        assert_eq!(status.code(), tonic::Code::InvalidArgument, "{what}: {status:?}");
+        assert_eq!(
+            status.code(),
+            tonic::Code::InvalidArgument,
+            "{what}: {status:?}"
+        );
     }
     // a message over 64 KiB is not even read
     let mut huge = request("bounded", 3, RateLimitUnit::Day, 1);
@@ -474,6 +511,9 @@ async fn a_call_is_bounded_and_negative_hits_are_refused() {
     let status = client.should_rate_limit(huge).await.unwrap_err();
     assert_eq!(status.code(), tonic::Code::OutOfRange, "{status:?}");
     // the budget is still spent: nothing was given back
-    assert_eq!(ask(&mut client, request("bounded", 3, RateLimitUnit::Day, 1)).await, Ok(Code::OverLimit));
+    assert_eq!(
+        ask(&mut client, request("bounded", 3, RateLimitUnit::Day, 1)).await,
+        Ok(Code::OverLimit)
+    );
     assert_eq!(service.stat("invalid"), 4);
 }

@@ -15,7 +15,7 @@ fn configuration_mistakes_never_echo_key_material() {
         };
         let text = errors.to_string();
         assert!(
-            fixtures::leaked_hex(&json, &text).is_none(),
+            fixtures::leaked_secret(&json, &text).is_none(),
             "{what}: {text}"
         );
         assert!(

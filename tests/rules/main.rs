@@ -26,6 +26,8 @@ mod docs;
 mod parameters;
 /// Properties over generated requests (proptest).
 mod properties;
+/// No secret in any `Debug` rendering.
+mod renderings;
 /// Stat names and tag rules.
 mod stats;
 /// The token format's test vectors.

@@ -453,8 +453,9 @@ impl RedeemUrl {
     }
 }
 
-/// A customer account.
-#[derive(Debug)]
+/// A customer account. Its `Debug` shows neither the authenticator's
+/// digest nor the wrapped keys of its key store (their kids and number
+/// only).
 pub struct Customer {
     pub id: CustomerId,
     pub environment: Environment,
@@ -480,6 +481,26 @@ pub struct Customer {
     /// When set (Unix seconds), the redemption gate refuses the customer's
     /// tokens issued before it: revocation without a key rotation.
     pub tokens_not_before: Option<i64>,
+}
+
+impl std::fmt::Debug for Customer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kids: Vec<&Kid> = self.key_store.keys().collect();
+        f.debug_struct("Customer")
+            .field("id", &self.id)
+            .field("environment", &self.environment)
+            .field("authenticator_sha256", &"<redacted>")
+            .field("kek", &self.kek)
+            .field("key_store_kids", &kids)
+            .field("enabled", &self.enabled)
+            .field("fairplay_authorized", &self.fairplay_authorized)
+            .field("fairplay_enabled", &self.fairplay_enabled)
+            .field("allowed_networks", &self.allowed_networks)
+            .field("token_budget", &self.token_budget)
+            .field("fleet_budget", &self.fleet_budget)
+            .field("tokens_not_before", &self.tokens_not_before)
+            .finish()
+    }
 }
 
 impl Config {

@@ -167,7 +167,13 @@ pub fn start(target: &RedisTarget, timeout: Duration, watcher: impl Watcher) -> 
     let link = Link::new();
     let client = target.client();
     let shown = target.redacted().to_owned();
-    tokio::spawn(supervise(Arc::clone(&link), client, shown, timeout, watcher));
+    tokio::spawn(supervise(
+        Arc::clone(&link),
+        client,
+        shown,
+        timeout,
+        watcher,
+    ));
     link
 }
 
@@ -267,15 +273,13 @@ mod tests {
 
     #[test]
     fn the_password_is_never_shown() {
-        let target = RedisTarget::new("redis://:s3cr3t-pw@127.0.0.1:6380/2", None, None)
-            .unwrap();
+        let target = RedisTarget::new("redis://:s3cr3t-pw@127.0.0.1:6380/2", None, None).unwrap();
         assert_eq!(target.redacted(), "redis://:***@127.0.0.1:6380/2");
         assert!(!format!("{target:?}").contains("s3cr3t"));
-        let user = RedisTarget::new("rediss://fpgen:pw-9@redis.example:6379", None, None)
-            .unwrap();
+        let user = RedisTarget::new("rediss://fpgen:pw-9@redis.example:6379", None, None).unwrap();
         assert_eq!(user.redacted(), "rediss://fpgen:***@redis.example:6379/0");
-        let from_file = RedisTarget::new("redis://127.0.0.1:6379", Some("pw-7".into()), None)
-            .unwrap();
+        let from_file =
+            RedisTarget::new("redis://127.0.0.1:6379", Some("pw-7".into()), None).unwrap();
         assert_eq!(from_file.redacted(), "redis://:***@127.0.0.1:6379/0");
         assert_eq!(from_file.info.redis.password.as_deref(), Some("pw-7"));
         assert!(!from_file.url_has_password && target.url_has_password);

@@ -240,10 +240,7 @@ impl Counted {
 
 impl Limiter {
     /// The descriptors that are counted, or why the request is invalid.
-    fn counted(
-        request: &RateLimitRequest,
-        bounds: &Bounds,
-    ) -> Result<Vec<Counted>, tonic::Status> {
+    fn counted(request: &RateLimitRequest, bounds: &Bounds) -> Result<Vec<Counted>, tonic::Status> {
         let refuse = |m: String| Err(tonic::Status::invalid_argument(m));
         if request.descriptors.len() > bounds.descriptors {
             return refuse(format!(
@@ -265,8 +262,7 @@ impl Limiter {
                     bounds.entries
                 ));
             }
-            if d
-                .entries
+            if d.entries
                 .iter()
                 .any(|e| e.key.len() > bounds.bytes || e.value.len() > bounds.bytes)
             {
@@ -525,7 +521,11 @@ async fn run(options: Options) -> std::io::Result<()> {
         .await;
     tracing::info!(
         "ShouldRateLimit on {}://{} (Redis {}){}",
-        if options.tls.is_some() { "https" } else { "http" },
+        if options.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        },
         listener.local_addr()?,
         options.redis.redacted(),
         match &admin {

@@ -54,11 +54,20 @@ fn account_controls_and_their_codes() {
                 json!({"allowed_networks": ["10.0.0.0/8", "2001:db8::/32"]}),
             ),
             ("300005", json!({"allowed_networks": ["127.0.0.0/8"]})),
+            (
+                "300006",
+                json!({"tokens_not_before": "2999-01-01T00:00:00Z", "token_budget": 2}),
+            ),
         ],
         json!({}),
     ));
     let cases = [
         ("300001", 403, -2031),
+        // its tokens revoked until 2999: the gate would refuse any minted
+        // now, so none is (issue 30)
+        ("300006", 403, -2031),
+        ("300006", 403, -2031),
+        ("300006", 403, -2031),
         ("300002", 403, -6006),
         ("300003", 403, -6009),
         ("300004", 403, -2003),

@@ -174,7 +174,7 @@ fn configuration_mistakes_in_envoy_are_rejected_without_echoing_key_material() {
         common::tail(&log, 60)
     );
     for (what, json) in &mistakes {
-        if let Some(hex) = fpgen_fixtures::leaked_hex(json, &log) {
+        if let Some(hex) = fpgen_fixtures::leaked_secret(json, &log) {
             let line = log.lines().find(|l| l.to_ascii_lowercase().contains(&hex));
             panic!("{what}: Envoy's log holds {hex}: {line:?}");
         }

@@ -90,6 +90,32 @@ fn help_for_every_subcommand() {
     assert_eq!(fpgen(&["mint"]).status.code(), Some(2), "missing --config");
 }
 
+/// `fpgen check-config` says when a valid configuration turns the
+/// redemption gate off (issue 30), on standard error, and still exits 0.
+#[test]
+fn check_config_warns_when_the_gate_is_off() {
+    let on = fpgen(&["check-config", demo().path()]);
+    assert_eq!(on.status.code(), Some(0));
+    assert!(!String::from_utf8_lossy(&on.stderr).contains("warning"));
+    for edit in [
+        serde_json::json!({"enabled": false}),
+        serde_json::Value::Null,
+    ] {
+        let mut config = fpgen_fixtures::demo_json();
+        if edit.is_null() {
+            config.as_object_mut().unwrap().remove("redemption");
+        } else {
+            config["redemption"] = edit;
+        }
+        let file = TempFile::new(&config.to_string());
+        let o = fpgen(&["check-config", file.path()]);
+        assert_eq!(o.status.code(), Some(0));
+        assert!(stdout(&o).contains("redemption gate off"), "{}", stdout(&o));
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(err.contains("warning: the redemption gate is off"), "{err}");
+    }
+}
+
 #[test]
 fn keygen_prints_a_key_the_configuration_accepts() {
     let o = fpgen(&["keygen", "--id", "2027-01"]);

@@ -568,5 +568,8 @@ fn inspect(
 fn check_config(file: &Path) -> Result<(), Failure> {
     let config = load(file)?;
     println!("{}: valid: {}", file.display(), config.summary());
+    for warning in config.warnings() {
+        eprintln!("{}: warning: {warning}", file.display());
+    }
     Ok(())
 }

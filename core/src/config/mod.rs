@@ -504,6 +504,21 @@ impl std::fmt::Debug for Customer {
 }
 
 impl Config {
+    /// What a valid configuration does that an operator may not mean, one
+    /// line each, for the host's log (at warning level) and `fpgen
+    /// check-config`. Today: the redemption gate is off.
+    pub fn warnings(&self) -> Vec<&'static str> {
+        let mut warnings = Vec::new();
+        if self.redemption.is_none() {
+            warnings.push(
+                "the redemption gate is off (no \"redemption\", or \"enabled\": false): \
+                 licence requests reach the licence server with no token checked and \
+                 their x-fpgen-* headers as the client sent them",
+            );
+        }
+        warnings
+    }
+
     /// One line for logs and `fpgen check-config`: `environment test, 2
     /// customer(s), active sealing key "demo-2026-11", redemption gate on`,
     /// and `, 3 secret(s) from the environment` when there are any.

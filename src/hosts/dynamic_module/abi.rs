@@ -1143,6 +1143,9 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                     return std::ptr::null();
                 }
                 log(Level::Info, &filter.summary());
+                for warning in filter.warnings() {
+                    log(Level::Warn, &format!("fpgen: {warning}"));
+                }
                 let native = Box::new(NativeConfig {
                     filter,
                     counters,

@@ -302,6 +302,11 @@ impl FilterConfig {
         )
     }
 
+    /// The configuration's warnings (`Config::warnings`).
+    pub(crate) fn warnings(&self) -> Vec<&'static str> {
+        self.config.warnings()
+    }
+
     pub(crate) fn stream(&self) -> Stream {
         Stream {
             config: Arc::clone(&self.config),

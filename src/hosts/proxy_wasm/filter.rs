@@ -117,6 +117,9 @@ impl RootContext for Root {
                         config.summary()
                     ),
                 );
+                for warning in config.warnings() {
+                    log(LogLevel::Warn, &format!("fpgen: {warning}"));
+                }
                 self.config = Some(Rc::new(config));
                 true
             }

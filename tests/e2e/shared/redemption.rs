@@ -439,3 +439,31 @@ fn spellings_of_the_token_name_never_reach_the_licence_server() {
         );
     }
 }
+
+/// A configuration that turns the gate off is loaded (licence requests
+/// then pass unchecked, as documented) and says so once, at warning level,
+/// in Envoy's log (issue 30); one with the gate on says nothing of it.
+#[test]
+fn a_configuration_without_the_gate_says_so() {
+    let upstream = RecordingUpstream::start();
+    let mut off = fpgen_fixtures::demo_json();
+    off["redemption"] = json!({"enabled": false});
+    let envoy = start(&upstream, &off.to_string());
+    let log = envoy.envoy_log_with("the redemption gate is off");
+    let warnings: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("the redemption gate is off"))
+        .collect();
+    assert!(!warnings.is_empty(), "{log}");
+    assert!(
+        warnings.iter().all(|l| l.contains("[warning]")),
+        "{warnings:?}"
+    );
+    // the gate is off indeed: a request with no token reaches the upstream
+    let r = licence_request(&envoy, "/hms/fp/rights/?ExpressPlayToken=x", &[], SPC);
+    assert_eq!(r.status, 200, "{r:?}");
+    let on = start(&upstream, &fpgen_fixtures::demo_json().to_string());
+    let log = on.envoy_log_with("configured:");
+    assert!(log.contains("configured:"), "{log}");
+    assert!(!log.contains("the redemption gate is off"), "{log}");
+}

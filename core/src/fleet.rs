@@ -13,6 +13,7 @@
 
 use crate::config::{FleetBudget, RateLimitService};
 use crate::ids::CustomerId;
+use crate::licence::Environment;
 use prost::Message;
 
 /// The gRPC service and method fpgen calls.
@@ -32,6 +33,39 @@ pub const CLAIM_SLACK_MS: u64 = 1_000;
 /// ends: the tokens cannot be kept (they might outlive their period).
 pub const NO_RESET: &str = "fpgen: the rate-limit service gave no duration_until_reset: \
                             leased tokens cannot be kept (use lease 1 with this service)";
+
+/// The name of a customer's count of its local `token_budget` in the table
+/// every worker of one Envoy shares (proxy-wasm shared data, the native
+/// module's process-wide table): one per environment and customer, so that
+/// two configurations in one Envoy (a test and a production listener) never
+/// spend each other's tokens. The budget's size is not part of it: an
+/// update that raises a budget keeps the tokens used.
+pub fn budget_key(environment: Environment, customer: &CustomerId) -> String {
+    format!("fpgen.budget.{}.{customer}", environment.as_str())
+}
+
+/// The name of a customer's lease of its fleet budget in that table: one
+/// per environment, customer, the budget's terms (tokens per period) and
+/// rate-limit domain, which are what the leased tokens were granted under.
+/// No configuration spends tokens another leased, and an update that
+/// changes the domain or the terms starts from an empty lease (the old
+/// one's tokens are left to expire with their period). The lease size is
+/// not part of it: tokens held stay good when it changes. Customer ids hold
+/// no `.` and the domain comes last, so no two leases share a name.
+pub fn lease_key(
+    environment: Environment,
+    service: Option<&RateLimitService>,
+    customer: &CustomerId,
+    budget: FleetBudget,
+) -> String {
+    format!(
+        "fpgen.lease.{}.{customer}.{}.{}.{}",
+        environment.as_str(),
+        budget.tokens,
+        budget.per.as_str(),
+        service.map_or("", |s| s.domain.as_str())
+    )
+}
 
 /// The descriptor entry that names the customer: `("customer", id)`.
 pub const DESCRIPTOR_KEY: &str = "customer";
@@ -497,6 +531,40 @@ impl Lease {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
     use super::*;
+
+    /// What tells budgets and leases apart is in their names: the
+    /// environment, the customer, and for a lease the terms and the domain;
+    /// the budget's size and the lease's are not.
+    #[test]
+    fn budgets_and_leases_are_named_by_what_makes_them_distinct() {
+        use crate::config::{FailureMode, Period};
+        use crate::licence::Environment::{Production, Test};
+        let id = CustomerId::parse("100001").unwrap();
+        assert_ne!(budget_key(Test, &id), budget_key(Production, &id));
+        let other = CustomerId::parse("100002").unwrap();
+        assert_ne!(budget_key(Test, &id), budget_key(Test, &other));
+        let service = |domain: &str| RateLimitService {
+            cluster: "ratelimit".into(),
+            domain: domain.into(),
+            timeout_ms: 100,
+            failure_mode: FailureMode::Closed,
+        };
+        let fpgen = service("fpgen");
+        let budget = |tokens, per, lease| FleetBudget { tokens, per, lease };
+        let day = budget(5, Period::Day, 10);
+        let key = |env, s: &RateLimitService, b| lease_key(env, Some(s), &id, b);
+        let base = key(Test, &fpgen, day);
+        for different in [
+            key(Production, &fpgen, day),
+            key(Test, &service("fpgen-prod"), day),
+            key(Test, &fpgen, budget(6, Period::Day, 10)),
+            key(Test, &fpgen, budget(5, Period::Hour, 10)),
+            lease_key(Test, Some(&fpgen), &other, day),
+        ] {
+            assert_ne!(base, different);
+        }
+        assert_eq!(base, key(Test, &fpgen, budget(5, Period::Day, 20)));
+    }
 
     #[test]
     fn a_lease_round_trips_through_its_bytes() {

@@ -121,48 +121,7 @@ enum Command {
     },
     /// Serve Envoy's rate-limit protocol (ShouldRateLimit) on Redis: budgets across a fleet
     #[command(after_help = RATELIMIT_HELP)]
-    Ratelimit {
-        /// gRPC address (ShouldRateLimit and grpc.health.v1.Health)
-        #[arg(long, default_value = "127.0.0.1:8081")]
-        listen: SocketAddr,
-        /// The Redis primary: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
-        /// A password here is visible to every local user (the process list): give the URL
-        /// in FPGEN_REDIS_URL or the password in --redis-password-file
-        #[arg(
-            long,
-            env = "FPGEN_REDIS_URL",
-            hide_env_values = true,
-            default_value = "redis://127.0.0.1:6379"
-        )]
-        redis: String,
-        /// A file whose first line is Redis's password (replaces the URL's)
-        #[arg(long)]
-        redis_password_file: Option<PathBuf>,
-        /// PEM file of the authorities that sign Redis's certificate (rediss:// only;
-        /// default: the system's roots)
-        #[arg(long)]
-        redis_ca: Option<PathBuf>,
-        /// PEM certificate chain of the gRPC service (TLS; with --tls-key)
-        #[arg(long, requires = "tls_key")]
-        tls_cert: Option<PathBuf>,
-        /// PEM private key of the gRPC service (with --tls-cert)
-        #[arg(long, requires = "tls_cert")]
-        tls_key: Option<PathBuf>,
-        /// PEM file of the authorities whose client certificates the gRPC service accepts:
-        /// mutual TLS, every other client refused (with --tls-cert)
-        #[arg(long, requires = "tls_cert")]
-        tls_client_ca: Option<PathBuf>,
-        /// Serve descriptors with is_negative_hits (hits given back); fpgen's modules never
-        /// send them, and any caller could empty a budget with them
-        #[arg(long)]
-        allow_negative_hits: bool,
-        /// HTTP address of /stats (the service's counters) and /ready (Redis answers)
-        #[arg(long, default_value = "127.0.0.1:8082")]
-        admin: SocketAddr,
-        /// Milliseconds one Redis call may take; then the request fails (UNAVAILABLE)
-        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60000))]
-        redis_timeout_ms: u64,
-    },
+    Ratelimit(RatelimitArgs),
 }
 
 const SERVE_LIMITS: &str = "\
@@ -270,62 +229,75 @@ fn main() -> ExitCode {
                     })
             })
         }
-        Command::Ratelimit {
-            listen,
-            redis,
-            redis_password_file,
-            redis_ca,
-            admin,
-            redis_timeout_ms,
-            tls_cert,
-            tls_key,
-            tls_client_ca,
-            allow_negative_hits,
-        } => {
+        Command::Ratelimit(args) => {
             let _log = fpgen::logging::init();
-            let password_on_command_line = matches
+            let on_command_line = matches
                 .subcommand_matches("ratelimit")
                 .and_then(|m| m.value_source("redis"))
                 == Some(clap::parser::ValueSource::CommandLine);
-            ratelimit_options(RatelimitArgs {
-                listen,
-                redis,
-                redis_password_file,
-                redis_ca,
-                admin,
-                redis_timeout_ms,
-                tls_cert,
-                tls_key,
-                tls_client_ca,
-                allow_negative_hits,
-            })
-            .and_then(|options| {
-                if password_on_command_line && options.redis.url_has_password {
-                    tracing::warn!(
-                        "the Redis password given in --redis is visible to every local user \
-                         (the process list): give the URL in FPGEN_REDIS_URL or the password \
-                         in --redis-password-file"
-                    );
-                }
-                fpgen::ratelimit::serve(options).map_err(|e| Failure::Io(format!("ratelimit: {e}")))
-            })
+            ratelimit(args, on_command_line)
         }
     };
     finish(result)
 }
 
 /// `fpgen ratelimit`'s arguments.
+#[derive(clap::Args)]
 struct RatelimitArgs {
+    /// gRPC address (ShouldRateLimit and grpc.health.v1.Health)
+    #[arg(long, default_value = "127.0.0.1:8081")]
     listen: SocketAddr,
+    /// The Redis primary: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+    /// A password here is visible to every local user (the process list): give the URL
+    /// in FPGEN_REDIS_URL or the password in --redis-password-file
+    #[arg(
+        long,
+        env = "FPGEN_REDIS_URL",
+        hide_env_values = true,
+        default_value = "redis://127.0.0.1:6379"
+    )]
     redis: String,
+    /// A file whose first line is Redis's password (replaces the URL's)
+    #[arg(long)]
     redis_password_file: Option<PathBuf>,
+    /// PEM file of the authorities that sign Redis's certificate (rediss:// only;
+    /// default: the system's roots)
+    #[arg(long)]
     redis_ca: Option<PathBuf>,
-    admin: SocketAddr,
-    redis_timeout_ms: u64,
+    /// PEM certificate chain of the gRPC service (TLS; with --tls-key)
+    #[arg(long, requires = "tls_key")]
     tls_cert: Option<PathBuf>,
+    /// PEM private key of the gRPC service (with --tls-cert)
+    #[arg(long, requires = "tls_cert")]
     tls_key: Option<PathBuf>,
+    /// PEM file of the authorities whose client certificates the gRPC service accepts:
+    /// mutual TLS, every other client refused (with --tls-cert)
+    #[arg(long, requires = "tls_cert")]
     tls_client_ca: Option<PathBuf>,
+    /// Serve descriptors with is_negative_hits (hits given back); fpgen's modules never
+    /// send them, and any caller could empty a budget with them
+    #[arg(long)]
     allow_negative_hits: bool,
+    /// HTTP address of /stats (the service's counters) and /ready (Redis answers)
+    #[arg(long, default_value = "127.0.0.1:8082")]
+    admin: SocketAddr,
+    /// Milliseconds one Redis call may take; then the request fails (UNAVAILABLE)
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u64).range(1..=60000))]
+    redis_timeout_ms: u64,
+}
+
+/// `fpgen ratelimit`: serves until the process ends. `on_command_line`:
+/// `--redis` came from the command line (a password in it is visible).
+fn ratelimit(args: RatelimitArgs, on_command_line: bool) -> Result<(), Failure> {
+    let options = ratelimit_options(args)?;
+    if on_command_line && options.redis.url_has_password {
+        tracing::warn!(
+            "the Redis password given in --redis is visible to every local user \
+             (the process list): give the URL in FPGEN_REDIS_URL or the password \
+             in --redis-password-file"
+        );
+    }
+    fpgen::ratelimit::serve(options).map_err(|e| Failure::Io(format!("ratelimit: {e}")))
 }
 
 /// The service's options from its arguments: the files read, the Redis URL

@@ -49,9 +49,14 @@ pub fn bootstrap(
         .iter()
         .map(|(name, regex)| json!({"tag_name": name, "regex": regex}))
         .collect();
-    let mut static_resources = json!({
-        "listeners": [listener(wasm, filter_config_json, options, access_log)]
-    });
+    let mut listeners = vec![listener(wasm, filter_config_json, options, access_log)];
+    if let Some((second_config, port)) = &options.second_listener {
+        let mut second = listener(wasm, second_config, options, access_log);
+        second["name"] = "fpgen-second".into();
+        second["address"] = socket_address(*port);
+        listeners.push(second);
+    }
+    let mut static_resources = json!({ "listeners": listeners });
     let mut clusters = Vec::new();
     if let Some(port) = options.upstream_port {
         clusters.push(licence_server(port));

@@ -75,6 +75,10 @@ pub struct Options {
     /// of the first file and presenting the certificate and key of the
     /// other two (mutual TLS).
     pub ratelimit_tls: Option<[PathBuf; 3]>,
+    /// A second listener on this port, with this filter configuration (two
+    /// configurations in one Envoy, as `envoy/two-environments.yaml` runs
+    /// a test and a production one).
+    pub second_listener: Option<(String, u16)>,
     /// The module Envoy runs ([`Module::of_this_test`] by default).
     pub module: Module,
     /// Another Envoy executable than `FPGEN_ENVOY`'s (a test's copy).
@@ -95,6 +99,7 @@ impl Default for Options {
             host_env: Vec::new(),
             ratelimit_port: None,
             ratelimit_tls: None,
+            second_listener: None,
             module: Module::of_this_test(),
             envoy_bin: None,
         }

@@ -218,6 +218,16 @@ extern "C" {
         value: u64,
     ) -> u32;
     /// Checked against Envoy 1.40.0: `metrics_result (filter, size_t id,
+    /// module_buffer* label_values, size_t count, uint64_t value)`; a
+    /// stream's, for the lease gauge as a worker spends its lease.
+    fn envoy_dynamic_module_callback_http_filter_set_gauge(
+        filter: *mut c_void,
+        id: usize,
+        label_values: *const ModuleBuffer,
+        label_values_count: usize,
+        value: u64,
+    ) -> u32;
+    /// Checked against Envoy 1.40.0: `metrics_result (filter, size_t id,
     /// module_buffer* label_values, size_t count, uint64_t value)`.
     fn envoy_dynamic_module_callback_http_filter_increment_counter(
         filter: *mut c_void,
@@ -657,6 +667,8 @@ const _: () = {
 struct NativeStream {
     stream: Stream,
     counters: Counters,
+    /// The id of the gauge `fpgen.fleet_lease_tokens{fpgen_customer}`.
+    lease_gauge: usize,
     scheduler: Scheduler,
     /// A hook of this stream panicked: it was answered 500, and every later
     /// hook lets Envoy go on without touching its state.
@@ -678,6 +690,7 @@ impl Drop for NativeStream {
 struct Hook {
     filter: *mut c_void,
     counters: Counters,
+    lease_gauge: usize,
     scheduler: Scheduler,
     /// The call the shell asked for, made after the hook's work (see
     /// [`stream_callout`]).
@@ -697,10 +710,16 @@ struct Reply {
 }
 
 impl Hook {
-    fn new(filter: *mut c_void, counters: Counters, scheduler: Scheduler) -> Self {
+    fn new(
+        filter: *mut c_void,
+        counters: Counters,
+        lease_gauge: usize,
+        scheduler: Scheduler,
+    ) -> Self {
         Self {
             filter,
             counters,
+            lease_gauge,
             scheduler,
             callout: RefCell::new(None),
             reply: RefCell::new(None),
@@ -922,6 +941,20 @@ impl Envoy for Hook {
         *self.callout.borrow_mut() = Some(call);
     }
 
+    fn set_lease_gauge(&self, customer: &str, held: u32) {
+        let set = envoy_dynamic_module_callback_http_filter_set_gauge;
+        // SAFETY: the stream pointer is this hook's.
+        unsafe {
+            record(
+                set,
+                self.filter,
+                self.lease_gauge,
+                &[customer],
+                u64::from(held),
+            )
+        }
+    }
+
     fn wake_main(&self) {
         self.scheduler.wake();
     }
@@ -996,6 +1029,7 @@ unsafe fn request_hook(
         let hook = Hook::new(
             filter,
             Counters([0; Metric::ALL.len()]),
+            0,
             Scheduler(std::ptr::null_mut()),
         );
         let _ = guarded(|| super::panicked(&hook));
@@ -1014,7 +1048,12 @@ unsafe fn request_hook(
                 answered: false,
             };
         }
-        let hook = Hook::new(filter, native.counters, native.scheduler);
+        let hook = Hook::new(
+            filter,
+            native.counters,
+            native.lease_gauge,
+            native.scheduler,
+        );
         let stream = &mut native.stream;
         let next = match guarded(|| work(stream, &hook)) {
             Some(next) => next,
@@ -1202,6 +1241,7 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
         let stream = Box::new(NativeStream {
             stream: native.filter.stream(),
             counters: native.counters,
+            lease_gauge: native.lease_gauge,
             scheduler: native.scheduler,
             poisoned: false,
             alive: Arc::new(AtomicBool::new(true)),

@@ -7,8 +7,10 @@
 //!   callout of its stream: the stream waits for it, and a stream that
 //!   goes away meanwhile gives back its local token (Envoy cancels its
 //!   callouts).
-//! - A lease is one per customer for the whole process (as local budgets
-//!   are, [`super::budgets`]), kept across configuration updates. Its
+//! - A lease is one per [`fleet::lease_key`] (environment, customer, the
+//!   budget's terms and domain) for the whole process (as local budgets
+//!   are, [`super::budgets`]), kept across configuration updates that keep
+//!   those; no configuration spends another's lease. Its
 //!   refills are asked in the background, on the main thread (as the Wasm
 //!   module's root context asks them): a worker that wants one adds it to
 //!   its configuration's list and wakes the main thread through Envoy's
@@ -63,40 +65,57 @@ pub(crate) trait Main: Report {
     fn set_lease_gauge(&self, customer: &str, held: u32);
 }
 
-/// Leases of fleet budgets, by customer, for the whole process.
-static LEASES: Mutex<Option<HashMap<CustomerId, Lease>>> = Mutex::new(None);
+/// Leases of fleet budgets, by [`fleet::lease_key`], for the whole process.
+static LEASES: Mutex<Option<HashMap<String, Lease>>> = Mutex::new(None);
 
 /// The leases; a panic while they were held left them consistent (each
 /// change is one insert), so a poisoned lock is taken as is.
-fn leases() -> MutexGuard<'static, Option<HashMap<CustomerId, Lease>>> {
+fn leases() -> MutexGuard<'static, Option<HashMap<String, Lease>>> {
     LEASES.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Creates the customer's (empty) lease if there is none yet.
-pub(crate) fn init_lease(customer: &CustomerId) {
-    let mut leases = leases();
-    let leases = leases.get_or_insert_with(HashMap::new);
-    leases.entry(customer.clone()).or_default();
+/// The name of `customer`'s lease under `config` ([`fleet::lease_key`]).
+pub(crate) fn lease_key(config: &Config, customer: &CustomerId, budget: FleetBudget) -> String {
+    fleet::lease_key(
+        config.environment,
+        config.rate_limit_service.as_ref(),
+        customer,
+        budget,
+    )
 }
 
-/// Applies `change` to the customer's lease: what it returns, and the lease
-/// before and after.
-fn update<T>(customer: &CustomerId, change: impl FnOnce(Lease) -> (T, Lease)) -> (T, Lease, Lease) {
+/// The lease key of `customer` under `config`, when it has a fleet budget.
+fn key_of(config: &Config, customer: &CustomerId) -> Option<String> {
+    let budget = config.customers.get(customer)?.fleet_budget?;
+    Some(lease_key(config, customer, budget))
+}
+
+/// Creates the (empty) lease `key` if there is none yet.
+pub(crate) fn init_lease(key: String) {
     let mut leases = leases();
-    let lease = leases
-        .get_or_insert_with(HashMap::new)
-        .entry(customer.clone())
-        .or_default();
+    let leases = leases.get_or_insert_with(HashMap::new);
+    leases.entry(key).or_default();
+}
+
+/// Applies `change` to the lease `key`: what it returns, and the lease
+/// before and after.
+fn update<T>(key: &str, change: impl FnOnce(Lease) -> (T, Lease)) -> (T, Lease, Lease) {
+    let mut leases = leases();
+    let leases = leases.get_or_insert_with(HashMap::new);
+    let lease = match leases.get_mut(key) {
+        Some(lease) => lease,
+        None => leases.entry(key.to_owned()).or_default(),
+    };
     let before = *lease;
     let (out, after) = change(before);
     *lease = after;
     (out, before, after)
 }
 
-/// The tokens of the customer's lease held now.
-fn held(customer: &CustomerId) -> u32 {
+/// The tokens of the lease `key` held now.
+fn held(key: &str) -> u32 {
     let leases = leases();
-    let lease = leases.as_ref().and_then(|l| l.get(customer)).copied();
+    let lease = leases.as_ref().and_then(|l| l.get(key)).copied();
     lease.map_or(0, |l| l.usable(now_ms()))
 }
 
@@ -188,13 +207,18 @@ pub(crate) fn from_lease(
         now_ms(),
         timeout_ms(config).saturating_add(fleet::CLAIM_SLACK_MS),
     );
-    let (step, before, after) = update(customer, |l| l.step(budget.lease, now, claim));
+    let key = lease_key(config, customer, budget);
+    let (step, before, after) = update(&key, |l| l.step(budget.lease, now, claim));
     let (taken, refill) = match step {
         LeaseStep::Take { refill } => (true, refill),
         LeaseStep::Ask { refill } => (false, refill),
     };
-    if refill.is_some() || (after.held == 0 && before.held != 0) {
-        refills.want(customer, refill.unwrap_or(0));
+    // the gauge shows what is held, token by token
+    if after.held != before.held {
+        envoy.set_lease_gauge(customer.as_str(), after.usable(now));
+    }
+    if let Some(hits) = refill {
+        refills.want(customer, hits);
         envoy.wake_main();
     }
     taken
@@ -255,14 +279,20 @@ impl Refills {
             if hits > 0 && !in_flight {
                 self.refill(main, config, customer.clone(), hits);
             }
-            main.set_lease_gauge(customer.as_str(), held(&customer));
+            if let Some(key) = key_of(config, &customer) {
+                main.set_lease_gauge(customer.as_str(), held(&key));
+            }
         }
     }
 
     fn refill(&self, main: &dyn Main, config: &Config, customer: CustomerId, hits: u32) {
         let budget = config.customers.get(&customer).and_then(|c| c.fleet_budget);
-        let Some(call) = budget.and_then(|b| call(config, &customer, b, hits)) else {
-            let _ = update(&customer, |l| ((), l.refill_failed()));
+        let Some(budget) = budget else {
+            return;
+        };
+        let key = lease_key(config, &customer, budget);
+        let Some(call) = call(config, &customer, budget, hits) else {
+            let _ = update(&key, |l| ((), l.refill_failed()));
             return;
         };
         let sent_ms = now_ms();
@@ -288,7 +318,7 @@ impl Refills {
             (None, Some(_)) => {
                 drop(calls);
                 failed(main, Failure::Unavailable, &customer, None);
-                let _ = update(&customer, |l| ((), l.refill_failed()));
+                let _ = update(&key, |l| ((), l.refill_failed()));
             }
             (None, None) => {} // answered inside the call, which then failed
         }
@@ -316,15 +346,17 @@ impl Refills {
             Err(failure) => failed(main, failure, &refill.customer, Some(refill.sent_ms)),
             Ok(_) => {}
         }
-        let customer = config.customers.get(&refill.customer);
-        let size = customer
+        let Some(budget) = config
+            .customers
+            .get(&refill.customer)
             .and_then(|c| c.fleet_budget)
-            .map_or(refill.hits, |b| b.lease);
+        else {
+            return;
+        };
+        let key = lease_key(config, &refill.customer, budget);
         let (asked, now) = ((refill.hits, refill.sent_ms), now_ms());
-        let _ = update(&refill.customer, |l| {
-            ((), l.answered(answer, asked, size, now))
-        });
-        main.set_lease_gauge(refill.customer.as_str(), held(&refill.customer));
+        let _ = update(&key, |l| ((), l.answered(answer, asked, budget.lease, now)));
+        main.set_lease_gauge(refill.customer.as_str(), held(&key));
     }
 }
 

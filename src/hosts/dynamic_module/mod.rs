@@ -221,6 +221,9 @@ pub(crate) trait Envoy: Report {
     fn callout(&self, call: Callout);
     /// Wakes the main thread: [`FilterConfig::on_scheduled`] runs there.
     fn wake_main(&self);
+    /// Sets the customer's lease gauge to `held` tokens (as a worker
+    /// spends the lease).
+    fn set_lease_gauge(&self, customer: &str, held: u32);
 }
 
 /// Where counts and log lines go: a stream's Envoy, or the main thread's.
@@ -262,10 +265,10 @@ impl FilterConfig {
         let config = Config::from_json_with(json, &ENVOY_ENVIRONMENT).map_err(|e| e.to_string())?;
         for customer in config.customers.values() {
             if customer.token_budget.is_some() {
-                budgets::init(&customer.id);
+                budgets::init(crate::fleet::budget_key(config.environment, &customer.id));
             }
-            if customer.fleet_budget.is_some_and(|b| b.lease > 1) {
-                fleet::init_lease(&customer.id);
+            if let Some(budget) = customer.fleet_budget.filter(|b| b.lease > 1) {
+                fleet::init_lease(fleet::lease_key(&config, &customer.id, budget));
             }
         }
         Ok(Self {
@@ -643,11 +646,14 @@ impl Host for NativeHost<'_> {
     }
 
     fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
-        budgets::take(customer, budget)
+        budgets::take(
+            &crate::fleet::budget_key(self.config.environment, customer),
+            budget,
+        )
     }
 
     fn give_back_to_budget(&self, customer: &CustomerId) {
-        budgets::give_back(customer);
+        budgets::give_back(&crate::fleet::budget_key(self.config.environment, customer));
     }
 }
 
@@ -691,6 +697,7 @@ mod tests {
         log_state: RefCell<Option<String>>,
         calls: RefCell<Vec<Callout>>,
         woken: RefCell<usize>,
+        gauges: RefCell<Vec<(String, u32)>>,
     }
 
     impl Fake {
@@ -769,6 +776,9 @@ mod tests {
         }
         fn wake_main(&self) {
             *self.woken.borrow_mut() += 1;
+        }
+        fn set_lease_gauge(&self, customer: &str, held: u32) {
+            self.gauges.borrow_mut().push((customer.to_owned(), held));
         }
     }
 
@@ -1086,16 +1096,68 @@ mod tests {
             main.gauges.borrow().last(),
             Some(&("100001".to_owned(), 10))
         );
-        // the next mints take from the lease, with no call
-        for _ in 0..3 {
+        // the next mints take from the lease, with no call, and the gauge
+        // shows what is left after each (issue 30: it read 10 until the
+        // next refill)
+        for left in [9, 8, 7] {
             let envoy = get_mint();
             assert_eq!(config.stream().on_request_headers(&envoy, true), Next::Stop);
             assert_eq!(envoy.status(), Some(200));
             assert!(envoy.calls.borrow().is_empty());
+            assert_eq!(
+                envoy.gauges.borrow().as_slice(),
+                [("100001".to_owned(), left)]
+            );
         }
         // an unknown call's answer changes nothing
         config.on_callout_done(&main, 99, None);
         assert_eq!(main.calls.borrow().len(), 1);
+    }
+
+    /// Two configurations in one Envoy (another environment, another
+    /// domain, other terms) never spend each other's lease (issue 30: a
+    /// test customer minted from production's lease, keyed by customer id
+    /// alone).
+    #[test]
+    fn configurations_never_share_a_lease() {
+        let with = |edit: &dyn Fn(&mut serde_json::Value)| {
+            let mut config: serde_json::Value = serde_json::from_str(DEMO).unwrap();
+            config["rate_limit_service"] = serde_json::json!({"cluster": "ratelimit",
+                "timeout_ms": 2000, "failure_mode": "closed", "domain": "shared-lease"});
+            config["customers"][0]["fleet_budget"] =
+                serde_json::json!({"tokens": 777, "per": "day", "lease": 5});
+            edit(&mut config);
+            FilterConfig::new(config.to_string().as_bytes()).unwrap()
+        };
+        let main = FakeMain::default();
+        let first = with(&|_| {});
+        // fill the first configuration's lease
+        let envoy = get_mint();
+        assert_eq!(first.stream().on_request_headers(&envoy, true), Next::Wait);
+        first.on_scheduled(&main);
+        first.on_callout_done(&main, 1, Some(&service_answer(1)));
+        let envoy = get_mint();
+        assert_eq!(first.stream().on_request_headers(&envoy, true), Next::Stop);
+        assert!(envoy.calls.borrow().is_empty(), "minted from the lease");
+        // each other configuration finds no lease: it asks the service
+        let others = [
+            with(&|c| c["rate_limit_service"]["domain"] = "another-domain".into()),
+            with(&|c| c["customers"][0]["fleet_budget"]["tokens"] = 778.into()),
+            with(&|c| c["customers"][0]["fleet_budget"]["per"] = "hour".into()),
+        ];
+        for other in &others {
+            let envoy = get_mint();
+            assert_eq!(other.stream().on_request_headers(&envoy, true), Next::Wait);
+            assert_eq!(envoy.calls.borrow().len(), 1, "its own call");
+        }
+        // while the same terms under a new lease size keep the lease
+        let resized = with(&|c| c["customers"][0]["fleet_budget"]["lease"] = 10.into());
+        let envoy = get_mint();
+        assert_eq!(
+            resized.stream().on_request_headers(&envoy, true),
+            Next::Stop
+        );
+        assert!(envoy.calls.borrow().is_empty());
     }
 
     #[test]

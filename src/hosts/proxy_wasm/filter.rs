@@ -9,6 +9,7 @@ use crate::config::{ClientAddressPolicy, Config, FleetBudget};
 use crate::edge::{self, Gate, Route, TokenStart};
 use crate::fleet::{self, Failure, LeaseStep, Verdict};
 use crate::ids::CustomerId;
+use crate::licence::Environment;
 use crate::render::Response;
 use crate::service::{
     self, Answer, Budget, Host, HostFailure, Outcome, PendingBudget, Settled, Step,
@@ -80,7 +81,15 @@ impl Context for Root {
             .and_then(|c| c.fleet_budget)
             .map_or(refill.hits, |b| b.lease);
         let (now, asked) = (now_ms(), (refill.hits, refill.sent_ms));
-        let change = lease::update(&refill.customer, |l| {
+        let Some(budget) = config
+            .customers
+            .get(&refill.customer)
+            .and_then(|c| c.fleet_budget)
+        else {
+            return;
+        };
+        let key = lease::key(&config, &refill.customer, budget);
+        let change = lease::update(&key, &refill.customer, |l| {
             ((), l.answered(answer, asked, size, now))
         });
         if change.is_err() {
@@ -99,14 +108,16 @@ impl RootContext for Root {
                     .values()
                     .filter(|c| c.token_budget.is_some())
                 {
-                    budget::init(&customer.id);
+                    budget::init(&fleet::budget_key(config.environment, &customer.id));
                 }
                 for customer in config
                     .customers
                     .values()
                     .filter(|c| c.fleet_budget.is_some_and(|b| b.lease > 1))
                 {
-                    lease::init(&customer.id);
+                    if let Some(budget) = customer.fleet_budget {
+                        lease::init(&lease::key(&config, &customer.id, budget));
+                    }
                 }
                 stats::build();
                 log(
@@ -150,9 +161,11 @@ impl RootContext for Root {
             return;
         };
         for (customer, hits) in wanted {
-            let budget = config.customers.get(&customer).and_then(|c| c.fleet_budget);
+            let Some(budget) = config.customers.get(&customer).and_then(|c| c.fleet_budget) else {
+                continue;
+            };
             let sent_ms = now_ms();
-            let call = budget.and_then(|b| fleet_call(&config, &customer, b, hits).ok());
+            let call = fleet_call(&config, &customer, budget, hits).ok();
             match call {
                 Some(token) => {
                     stats::count(Counter::FleetLeaseCalls, None);
@@ -165,7 +178,8 @@ impl RootContext for Root {
                 }
                 None => {
                     fleet_failed(Failure::Unavailable, &customer, None);
-                    let _ = lease::update(&customer, |l| ((), l.refill_failed()));
+                    let key = lease::key(&config, &customer, budget);
+                    let _ = lease::update(&key, &customer, |l| ((), l.refill_failed()));
                 }
             }
         }
@@ -392,7 +406,10 @@ impl Stream {
             .as_ref()
             .map_or(0, |s| s.timeout_ms);
         let (now, claim) = (now_ms(), timeout.saturating_add(fleet::CLAIM_SLACK_MS));
-        let step = lease::update(pending.customer(), |l| l.step(budget.lease, now, claim));
+        let key = lease::key(config, pending.customer(), budget);
+        let step = lease::update(&key, pending.customer(), |l| {
+            l.step(budget.lease, now, claim)
+        });
         let (take, refill) = match step {
             Ok(LeaseStep::Take { refill }) => (true, refill),
             Ok(LeaseStep::Ask { refill }) => (false, refill),
@@ -512,6 +529,9 @@ impl Stream {
 /// The host, as the pure core sees it, for one request.
 struct WasmHost {
     policy: ClientAddressPolicy,
+    /// Budgets are named by environment and customer
+    /// ([`fleet::budget_key`]).
+    environment: Environment,
 }
 
 impl WasmHost {
@@ -519,6 +539,7 @@ impl WasmHost {
     fn of(config: &Config) -> Self {
         Self {
             policy: config.client_address,
+            environment: config.environment,
         }
     }
 
@@ -553,11 +574,11 @@ impl Host for WasmHost {
     }
 
     fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
-        budget::take(customer, budget)
+        budget::take(&fleet::budget_key(self.environment, customer), budget)
     }
 
     fn give_back_to_budget(&self, customer: &CustomerId) {
-        budget::give_back(customer);
+        budget::give_back(&fleet::budget_key(self.environment, customer));
     }
 }
 
@@ -628,57 +649,56 @@ fn fleet_failed(failure: Failure, customer: &CustomerId, sent_ms: Option<u64>) {
 }
 
 /// Leases of fleet budgets in proxy-wasm shared data: one [`fleet::Lease`]
-/// per customer, shared by every worker's VM of this Envoy, updated with
-/// compare-and-swap; the customer's lease gauge is set when a refill lands,
-/// a refill is claimed (then at most half the lease is held) and the lease
-/// runs empty.
+/// per [`fleet::lease_key`] (environment, customer, the budget's terms and
+/// domain: no configuration spends another's, whatever their `vm_id`),
+/// shared by every worker's VM of this Envoy, updated with
+/// compare-and-swap; the customer's lease gauge is set whenever what the
+/// lease holds changes.
 mod lease {
-    use super::{hostcalls, CustomerId, HostFailure, Status};
+    use super::{hostcalls, Config, CustomerId, FleetBudget, HostFailure, Status};
     use crate::fleet::Lease;
 
     /// Lost compare-and-swap races one update tolerates (as for budgets).
     const MAX_RACES: usize = 1000;
 
-    fn key(customer: &CustomerId) -> String {
-        format!("fpgen.lease.{customer}")
+    /// The name of `customer`'s lease under `config`.
+    pub fn key(config: &Config, customer: &CustomerId, budget: FleetBudget) -> String {
+        crate::fleet::lease_key(
+            config.environment,
+            config.rate_limit_service.as_ref(),
+            customer,
+            budget,
+        )
     }
 
-    /// Creates the customer's (empty) lease if it does not exist yet, so
-    /// that every later write is a compare-and-swap (shared data has no
-    /// CAS for a key that does not exist). A lease survives configuration
-    /// reloads, as budgets do.
-    pub fn init(customer: &CustomerId) {
-        if matches!(hostcalls::get_shared_data(&key(customer)), Ok((None, _))) {
-            let _ = hostcalls::set_shared_data(
-                &key(customer),
-                Some(&Lease::default().to_bytes()),
-                None,
-            );
+    /// Creates the (empty) lease `key` if it does not exist yet, so that
+    /// every later write is a compare-and-swap (shared data has no CAS for
+    /// a key that does not exist). A lease survives configuration reloads
+    /// that keep its key, as budgets do.
+    pub fn init(key: &str) {
+        if matches!(hostcalls::get_shared_data(key), Ok((None, _))) {
+            let _ = hostcalls::set_shared_data(key, Some(&Lease::default().to_bytes()), None);
         }
     }
 
-    /// Applies `change` to the customer's lease; what it returns.
+    /// Applies `change` to the lease `key` of `customer`; what it returns.
     pub fn update<T>(
+        key: &str,
         customer: &CustomerId,
         change: impl Fn(Lease) -> (T, Lease),
     ) -> Result<T, HostFailure> {
-        let key = key(customer);
         for _ in 0..MAX_RACES {
-            let (data, cas) = hostcalls::get_shared_data(&key)
+            let (data, cas) = hostcalls::get_shared_data(key)
                 .map_err(|_| HostFailure("fleet lease: shared data cannot be read"))?;
             let lease = data.as_deref().map(Lease::from_bytes).unwrap_or_default();
             let (out, next) = change(lease);
             if next == lease {
                 return Ok(out);
             }
-            match hostcalls::set_shared_data(&key, Some(&next.to_bytes()), cas) {
+            match hostcalls::set_shared_data(key, Some(&next.to_bytes()), cas) {
                 Ok(()) => {
-                    // The gauge follows refills, claims and an emptied
-                    // lease, not every mint (a host call each).
-                    if next.held > lease.held
-                        || next.refill_until_ms != lease.refill_until_ms
-                        || next.held == 0
-                    {
+                    // The gauge shows what is held, token by token.
+                    if next.held != lease.held {
                         super::stats::lease_gauge(customer, next.held);
                     }
                     return Ok(out);
@@ -694,7 +714,7 @@ mod lease {
 /// Token budgets in proxy-wasm shared data: one counter per customer, shared
 /// by every worker's VM of this Envoy, incremented with compare-and-swap.
 mod budget {
-    use super::{hostcalls, Budget, CustomerId, HostFailure, Status};
+    use super::{hostcalls, Budget, HostFailure, Status};
 
     /// How many lost compare-and-swap races one request tolerates. A race
     /// is lost only when another worker took a token between our read and
@@ -704,14 +724,10 @@ mod budget {
     /// spin.
     const MAX_RACES: usize = 1000;
 
-    fn key(customer: &CustomerId) -> String {
-        format!("fpgen.budget.{customer}")
-    }
-
     /// The tokens used so far (`None` when there is no counter yet) and the
     /// CAS token for the next write.
-    fn read(customer: &CustomerId) -> Result<(Option<u64>, Option<u32>), HostFailure> {
-        let (data, cas) = hostcalls::get_shared_data(&key(customer))
+    fn read(key: &str) -> Result<(Option<u64>, Option<u32>), HostFailure> {
+        let (data, cas) = hostcalls::get_shared_data(key)
             .map_err(|_| HostFailure("token budget: shared data cannot be read"))?;
         let used = data
             .and_then(|d| <[u8; 8]>::try_from(d.as_slice()).ok())
@@ -721,21 +737,21 @@ mod budget {
 
     /// Creates the counter at 0 if it does not exist yet (it survives
     /// configuration reloads, so a reload does not refill a budget).
-    pub fn init(customer: &CustomerId) {
-        if matches!(read(customer), Ok((None, _))) {
-            let _ = hostcalls::set_shared_data(&key(customer), Some(&0u64.to_be_bytes()), None);
+    pub fn init(key: &str) {
+        if matches!(read(key), Ok((None, _))) {
+            let _ = hostcalls::set_shared_data(key, Some(&0u64.to_be_bytes()), None);
         }
     }
 
     /// Takes one token.
-    pub fn take(customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
+    pub fn take(key: &str, budget: u64) -> Result<Budget, HostFailure> {
         for _ in 0..MAX_RACES {
-            let (used, cas) = read(customer)?;
+            let (used, cas) = read(key)?;
             let used = used.unwrap_or(0);
             if used >= budget {
                 return Ok(Budget::Spent);
             }
-            match hostcalls::set_shared_data(&key(customer), Some(&(used + 1).to_be_bytes()), cas) {
+            match hostcalls::set_shared_data(key, Some(&(used + 1).to_be_bytes()), cas) {
                 Ok(()) => return Ok(Budget::Taken),
                 Err(Status::CasMismatch) => continue,
                 Err(_) => return Err(HostFailure("token budget: shared data cannot be written")),
@@ -746,13 +762,13 @@ mod budget {
 
     /// Gives one token back (the fleet refused the request it was taken
     /// for); never below 0.
-    pub fn give_back(customer: &CustomerId) {
+    pub fn give_back(key: &str) {
         for _ in 0..MAX_RACES {
-            let Ok((Some(used), cas)) = read(customer) else {
+            let Ok((Some(used), cas)) = read(key) else {
                 return;
             };
             let back = used.saturating_sub(1).to_be_bytes();
-            match hostcalls::set_shared_data(&key(customer), Some(&back), cas) {
+            match hostcalls::set_shared_data(key, Some(&back), cas) {
                 Err(Status::CasMismatch) => continue,
                 _ => return,
             }

@@ -493,6 +493,26 @@ impl link::Watcher for Health {
     }
 }
 
+/// The gRPC server, with its TLS when it has one.
+fn server_with(tls: Option<&ServerTls>) -> std::io::Result<tonic::transport::Server> {
+    let server = tonic::transport::Server::builder();
+    let Some(tls) = tls else {
+        return Ok(server);
+    };
+    let mut config = tonic::transport::ServerTlsConfig::new().identity(
+        tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
+    );
+    if let Some(ca) = &tls.client_ca_pem {
+        config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
+    }
+    server.tls_config(config).map_err(|e| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            format!("--tls-cert/--tls-key/--tls-client-ca: {e}"),
+        )
+    })
+}
+
 async fn run(options: Options) -> std::io::Result<()> {
     let counters = Arc::new(Counters::default());
     let listener = bind(options.listen, "--listen").await?;
@@ -500,21 +520,7 @@ async fn run(options: Options) -> std::io::Result<()> {
         Some(addr) => Some(bind(addr, "--admin").await?),
         None => None,
     };
-    let mut server = tonic::transport::Server::builder();
-    if let Some(tls) = &options.tls {
-        let mut config = tonic::transport::ServerTlsConfig::new().identity(
-            tonic::transport::Identity::from_pem(&tls.cert_pem, &tls.key_pem),
-        );
-        if let Some(ca) = &tls.client_ca_pem {
-            config = config.client_ca_root(tonic::transport::Certificate::from_pem(ca));
-        }
-        server = server.tls_config(config).map_err(|e| {
-            std::io::Error::new(
-                std::io::ErrorKind::InvalidInput,
-                format!("--tls-cert/--tls-key/--tls-client-ca: {e}"),
-            )
-        })?;
-    }
+    let server = server_with(options.tls.as_ref())?;
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter
         .set_not_serving::<RateLimitServiceServer<Limiter>>()

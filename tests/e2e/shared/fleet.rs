@@ -651,3 +651,106 @@ fn fleet_budgets_over_mutual_tls() {
     assert_eq!(outcome(&get(trusted.port, &token_path("100001"))), (429, -2019));
     assert_eq!(service.stat("requests"), 4);
 }
+
+/// A lease's gauge shows what it holds as it is spent (issue 30: it read
+/// the refill's size until the next refill), and a lease belongs to its
+/// terms: after an update that changes the budget's tokens, the next mint
+/// asks the service for its own token rather than spending what was leased
+/// under the old terms (issue 30: leases outlived such an update, and in
+/// the native module one configuration spent another's).
+#[test]
+fn a_lease_shows_what_it_holds_and_ends_with_its_terms() {
+    let redis = Redis::start();
+    let service = Service::start(&redis);
+    let leased = json!({"tokens": 100, "per": "hour", "lease": 10});
+    let options = Options {
+        dynamic: true,
+        ..Options::default().ratelimit(service.port)
+    };
+    let envoy = Envoy::start_with(&config(&[(leased, None)], "closed"), &options);
+    let gauge = "wasmcustom.fpgen.customer.100001.fleet_lease_tokens";
+    assert_eq!(outcome(&get(envoy.port, &token_path("100001"))), (200, 0));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while stat(&envoy, gauge) != 10 {
+        assert!(Instant::now() < deadline, "no refill: {}", stat(&envoy, gauge));
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for left in [9, 8, 7] {
+        assert_eq!(outcome(&get(envoy.port, &token_path("100001"))), (200, 0));
+        assert_eq!(stat(&envoy, gauge), left);
+    }
+    // new terms (101 tokens an hour), and a customer that shows the update
+    let mut updated: serde_json::Value = serde_json::from_str(&config(
+        &[(json!({"tokens": 101, "per": "hour", "lease": 10}), None)],
+        "closed",
+    ))
+    .unwrap();
+    updated["customers"].as_array_mut().unwrap().push(json!({"id": "100009",
+        "environment": "test", "authenticator_sha256": AUTHENTICATOR_SHA256}));
+    envoy.replace_filter_config(&updated.to_string());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while outcome(&get(envoy.port, &token_path("100009"))) != (200, 0) {
+        assert!(Instant::now() < deadline, "the update did not come");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let asked = service.stat("requests");
+    assert_eq!(outcome(&get(envoy.port, &token_path("100001"))), (200, 0));
+    assert!(
+        service.stat("requests") > asked,
+        "minted from the lease of the old terms"
+    );
+}
+
+/// Two configurations in one Envoy, a test and a production listener as
+/// `envoy/two-environments.yaml` runs them, each with its own rate-limit
+/// domain: the test customer's fleet budget of 5 a day mints 5 on the test
+/// listener, whatever production's lease of the same customer id holds
+/// (issue 30: 14, 9 of them from production's lease, with the native
+/// module, whose leases were one table keyed by customer id alone; the
+/// Wasm module's were shared likewise by every listener of one `vm_id`).
+#[test]
+fn a_configuration_never_spends_another_configurations_lease() {
+    let redis = Redis::start();
+    let service = Service::start(&redis);
+    let with = |environment: &str, domain: &str, budget: serde_json::Value| {
+        let mut v: serde_json::Value =
+            serde_json::from_str(&config(&[(budget, None)], "closed")).unwrap();
+        v["environment"] = environment.into();
+        v["customers"][0]["environment"] = environment.into();
+        v["rate_limit_service"]["domain"] = domain.into();
+        v.to_string()
+    };
+    let test = with("test", "fpgen-test", json!({"tokens": 5, "per": "day", "lease": 5}));
+    let production = with(
+        "production",
+        "fpgen-production",
+        json!({"tokens": 1000, "per": "day", "lease": 10}),
+    );
+    let production_port = common::free_port();
+    let options = Options {
+        second_listener: Some((production, production_port)),
+        ..Options::concurrency(2).ratelimit(service.port)
+    };
+    let envoy = Envoy::start_with(&test, &options);
+    // production's lease fills (a mint, then its refill of 10)
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while service.stat("hits_admitted") < 11 {
+        assert_eq!(
+            outcome(&get(production_port, &token_path("100001"))),
+            (200, 0)
+        );
+        assert!(Instant::now() < deadline, "production's lease never came");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let mut counts = BTreeMap::new();
+    for _ in 0..14 {
+        *counts
+            .entry(outcome(&get(envoy.port, &token_path("100001"))))
+            .or_insert(0) += 1;
+    }
+    assert_eq!(
+        counts,
+        BTreeMap::from([((200, 0), 5), ((429, -2019), 9)]),
+        "the test customer's budget is 5"
+    );
+}

@@ -146,6 +146,18 @@ impl ServiceArgs {
         self
     }
 
+    /// Mutual TLS with `pki`'s server certificate, clients of its
+    /// authority alone.
+    pub fn mutual_tls(self, pki: &super::Pki) -> ServiceArgs {
+        let path = |f: &str| pki.path(f).to_str().unwrap().to_owned();
+        self.arg("--tls-cert")
+            .arg(&path("server.pem"))
+            .arg("--tls-key")
+            .arg(&path("server.key"))
+            .arg("--tls-client-ca")
+            .arg(&path("ca.pem"))
+    }
+
     pub fn env(mut self, name: &str, value: &str) -> ServiceArgs {
         self.env.push((name.to_owned(), value.to_owned()));
         self

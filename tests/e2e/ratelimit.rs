@@ -444,16 +444,7 @@ async fn failed_calls_cannot_flood_the_log() {
 async fn mutual_tls_admits_only_clients_of_the_authority() {
     let pki = Pki::new();
     let redis = Redis::start();
-    let path = |f: &str| pki.path(f).to_str().unwrap().to_owned();
-    let service = Service::launch(
-        ServiceArgs::on(&redis)
-            .arg("--tls-cert")
-            .arg(&path("server.pem"))
-            .arg("--tls-key")
-            .arg(&path("server.key"))
-            .arg("--tls-client-ca")
-            .arg(&path("ca.pem")),
-    );
+    let service = Service::launch(ServiceArgs::on(&redis).mutual_tls(&pki));
     let mut trusted = service.tls_client(&pki, Some("client")).await.unwrap();
     assert!(until_ok(&mut trusted, "mtls", 10).await.is_ok());
     for identity in [None, Some("stranger")] {

@@ -629,16 +629,7 @@ fn minting_resumes_within_seconds_of_redis_coming_back() {
 fn fleet_budgets_over_mutual_tls() {
     let pki = common::Pki::new();
     let redis = Redis::start();
-    let path = |f: &str| pki.path(f).to_str().unwrap().to_owned();
-    let service = Service::launch(
-        common::ServiceArgs::on(&redis)
-            .arg("--tls-cert")
-            .arg(&path("server.pem"))
-            .arg("--tls-key")
-            .arg(&path("server.key"))
-            .arg("--tls-client-ca")
-            .arg(&path("ca.pem")),
-    );
+    let service = Service::launch(common::ServiceArgs::on(&redis).mutual_tls(&pki));
     let cfg = config(&[(json!({"tokens": 3, "per": "day"}), None)], "closed");
     let trusted = Envoy::start_with(&cfg, &Options::default().ratelimit(service.port).ratelimit_tls(&pki, "client"));
     let stranger = Envoy::start_with(&cfg, &Options::default().ratelimit(service.port).ratelimit_tls(&pki, "stranger"));

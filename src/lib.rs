@@ -39,7 +39,7 @@ pub use fpgen_core::{
 };
 
 #[cfg(all(feature = "logging", not(target_arch = "wasm32")))]
-pub use hosts::logging;
+pub mod logging;
 pub use hosts::proxy_wasm::wasm_stats;
 #[cfg(all(feature = "ratelimit", not(target_arch = "wasm32")))]
 pub use hosts::ratelimit;

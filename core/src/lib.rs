@@ -19,7 +19,7 @@
 //! - [`outcome`]: what happened to one request, for stats and the log (`error`, `ids`, `licence`).
 //! - [`render`]: answers as HTTP responses (`error`).
 //! - [`request`]: a token request's validation (`config`, `error`, `ids`, `licence`, `params`, `secret`, `token`).
-//! - [`fleet`]: fleet budgets: the rate-limit messages and leases (`config`, `ids`).
+//! - [`fleet`]: fleet budgets: the rate-limit messages, leases and the names of budgets and leases (`config`, `ids`, `licence`).
 //! - [`service`]: the token endpoint, as steps a host answers (the modules above).
 //! - [`redeem`]: the redemption gate (the modules above but `service`).
 //! - [`stats`]: stat names and what each outcome counts (`error`, `fleet`, `ids`, `outcome`, `redeem`, `token`).

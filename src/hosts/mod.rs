@@ -4,8 +4,6 @@
 
 #[cfg(all(any(feature = "dynamic-module", test), not(target_arch = "wasm32")))]
 mod dynamic_module;
-#[cfg(all(feature = "logging", not(target_arch = "wasm32")))]
-pub mod logging;
 pub mod proxy_wasm;
 #[cfg(all(feature = "ratelimit", not(target_arch = "wasm32")))]
 pub mod ratelimit;

@@ -150,7 +150,7 @@ impl FleetClient {
                 tracing::warn!(
                     "fleet budget of customer {customer}: {}{}",
                     failure.message(),
-                    crate::hosts::logging::held_back(held)
+                    crate::logging::held_back(held)
                 );
             }
         }
@@ -160,10 +160,10 @@ impl FleetClient {
 
 /// At most one log line per second for failed fleet calls, and for failed
 /// accepts (the descriptor limit reached).
-static FAILED_FLEET_CALLS: crate::hosts::logging::Throttle =
-    crate::hosts::logging::Throttle::new(Duration::from_secs(1));
-static FAILED_ACCEPTS: crate::hosts::logging::Throttle =
-    crate::hosts::logging::Throttle::new(Duration::from_secs(1));
+static FAILED_FLEET_CALLS: crate::logging::Throttle =
+    crate::logging::Throttle::new(Duration::from_secs(1));
+static FAILED_ACCEPTS: crate::logging::Throttle =
+    crate::logging::Throttle::new(Duration::from_secs(1));
 
 /// Answers a token request's [`Step`]s: the local budget from the
 /// process's counters, the fleet budget from the rate-limit service.
@@ -316,7 +316,7 @@ pub fn serve(
                         tracing::warn!(
                             "accept: {e}; retrying in {} ms{}",
                             backoff.as_millis(),
-                            crate::hosts::logging::held_back(held)
+                            crate::logging::held_back(held)
                         );
                     }
                     tokio::time::sleep(backoff).await;

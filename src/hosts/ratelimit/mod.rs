@@ -337,7 +337,7 @@ impl Limiter {
             if let Some(held) = FAILED_CALLS.admit() {
                 tracing::warn!(
                     "a call failed: redis: {why}{}",
-                    crate::hosts::logging::held_back(held)
+                    crate::logging::held_back(held)
                 );
             }
             tonic::Status::unavailable(format!("redis: {why}"))
@@ -415,8 +415,8 @@ impl RateLimitService for Limiter {
 }
 
 /// At most one log line per second for failed calls.
-static FAILED_CALLS: crate::hosts::logging::Throttle =
-    crate::hosts::logging::Throttle::new(Duration::from_secs(1));
+static FAILED_CALLS: crate::logging::Throttle =
+    crate::logging::Throttle::new(Duration::from_secs(1));
 
 /// Where `fpgen ratelimit` listens and what it uses.
 #[derive(Clone, Debug)]

@@ -23,11 +23,20 @@ pub enum Route<'c> {
     /// none when the gate is off); through the gate first when the path is
     /// the gate's.
     Upstream { gate: Option<&'c Redemption> },
+    /// The host has no configuration (refused, or not arrived yet): without
+    /// one neither the gate's path nor the reserved headers are known, so no
+    /// request may pass. Answered with [`unconfigured`] (-9500), whatever
+    /// the path.
+    Unconfigured,
 }
 
 /// Where a request with `path` goes (a request without one goes upstream,
-/// scrubbed, past the gate).
+/// scrubbed, past the gate); every request when there is no configuration
+/// is [`Route::Unconfigured`].
 pub fn route<'c>(config: Option<&'c Config>, path: Option<&str>) -> Route<'c> {
+    if config.is_none() {
+        return Route::Unconfigured;
+    }
     match path {
         Some(path) if service::is_token_path(path) => Route::Token,
         Some(path) => Route::Upstream {
@@ -170,7 +179,17 @@ mod tests {
             route(Some(&c), Some("/hms/fp/token?x")),
             Route::Token
         ));
-        assert!(matches!(route(None, Some("/hms/fp/token/")), Route::Token));
+        // No configuration: nothing passes, whatever the path (before, a
+        // licence request went upstream unchecked and unscrubbed)
+        for path in [
+            Some("/hms/fp/token/"),
+            Some("/hms/fp/rights/?ExpressPlayToken=x"),
+            Some("/other"),
+            None,
+        ] {
+            assert!(matches!(route(None, path), Route::Unconfigured), "{path:?}");
+        }
+        assert_eq!(unconfigured("").response.status, 500);
         assert!(matches!(
             route(Some(&c), Some("/hms/fp/rights/?ExpressPlayToken=x")),
             Route::Upstream { gate: Some(_) }

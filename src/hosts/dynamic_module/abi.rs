@@ -25,7 +25,7 @@
 use super::{
     Callout, CalloutAnswer, Envoy, FilterConfig, Level, Main, Map, Metric, Next, Report, Stream,
 };
-use std::cell::RefCell;
+use std::cell::Cell;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -694,12 +694,12 @@ struct Hook {
     scheduler: Scheduler,
     /// The call the shell asked for, made after the hook's work (see
     /// [`stream_callout`]).
-    callout: RefCell<Option<Callout>>,
+    callout: Cell<Option<Callout>>,
     /// The reply the shell asked for, sent by [`Hook::send_reply`] as the
     /// hook's last act: sending it may make Envoy end the stream and
     /// destroy its module state (`on_http_filter_destroy`) inside the call,
     /// so nothing of the stream may be touched after it.
-    reply: RefCell<Option<Reply>>,
+    reply: Cell<Option<Reply>>,
 }
 
 /// A local reply, copied from the shell's.
@@ -721,8 +721,8 @@ impl Hook {
             counters,
             lease_gauge,
             scheduler,
-            callout: RefCell::new(None),
-            reply: RefCell::new(None),
+            callout: Cell::new(None),
+            reply: Cell::new(None),
         }
     }
 
@@ -930,15 +930,15 @@ impl Envoy for Hook {
             .iter()
             .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
             .collect();
-        *self.reply.borrow_mut() = Some(Reply {
+        self.reply.set(Some(Reply {
             status,
             headers,
             body: body.to_vec(),
-        });
+        }));
     }
 
     fn callout(&self, call: Callout) {
-        *self.callout.borrow_mut() = Some(call);
+        self.callout.set(Some(call));
     }
 
     fn set_lease_gauge(&self, customer: &str, held: u32) {
@@ -1043,9 +1043,12 @@ unsafe fn request_hook(
         // the only one.
         let native = unsafe { &mut *module.cast_mut().cast::<NativeStream>() };
         if native.poisoned {
+            // It was answered 500 when it panicked: nothing of it may go
+            // on (past a gate that did not finish), whatever Envoy does
+            // with it next.
             return Done {
-                next: Next::Continue,
-                answered: false,
+                next: Next::Stop,
+                answered: true,
             };
         }
         let hook = Hook::new(
@@ -1059,14 +1062,14 @@ unsafe fn request_hook(
             Some(next) => next,
             None => {
                 native.poisoned = true;
-                *hook.callout.borrow_mut() = None;
+                hook.callout.set(None);
                 let _ = guarded(|| super::panicked(&hook));
                 Next::Stop
             }
         };
         (hook, next, Some(Arc::clone(&native.alive)))
     };
-    let callout = hook.callout.borrow_mut().take();
+    let callout = hook.callout.take();
     // SAFETY: nothing of the stream's state is used after this.
     let answered = guarded(move || unsafe { hook.send_reply() }).unwrap_or(false);
     if let (Some(call), Some(alive), false) = (callout, alive, answered) {
@@ -1151,9 +1154,14 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
     }
 }
 
-/// SAFETY (for Envoy): `name` and `config` are valid for the call.
+/// A filter configuration: fpgen's, read from `config`, with its metrics.
+///
+/// # Safety
+///
+/// Envoy calls it on the main thread with `config_envoy` the configuration
+/// being made and `name` and `config` buffers valid for the call.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
     config_envoy: *mut c_void,
     _name: EnvoyBuffer,
     config: EnvoyBuffer,
@@ -1220,14 +1228,26 @@ unsafe fn drop_boxed<T>(ptr: *const c_void) {
     });
 }
 
+/// Frees a filter configuration.
+///
+/// # Safety
+///
+/// `config` is null or what `on_http_filter_config_new` returned, destroyed
+/// once, after every stream made from it and with no hook of it running.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_destroy(config: *const c_void) {
     // SAFETY: the pointer config_new returned, destroyed once by Envoy.
     unsafe { drop_boxed::<NativeConfig>(config) }
 }
 
+/// A stream's state, made from its configuration.
+///
+/// # Safety
+///
+/// `config` is null or what `on_http_filter_config_new` returned, alive
+/// for as long as the stream made here lives.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
     config: *const c_void,
     _filter: *mut c_void,
 ) -> *const c_void {
@@ -1251,8 +1271,14 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_new(
     made.unwrap_or(std::ptr::null())
 }
 
+/// Frees a stream's state.
+///
+/// # Safety
+///
+/// `module` is null or what `on_http_filter_new` returned, destroyed once,
+/// with no hook of its stream running.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_void) {
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_void) {
     // SAFETY: the pointer filter_new returned, destroyed once by Envoy.
     unsafe { drop_boxed::<NativeStream>(module) }
 }
@@ -1262,8 +1288,15 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_destroy(module: *const c_v
 /// status its mapping gives.
 macro_rules! request_hooks {
     ($($hook:ident($($arg:ident: $ty:ty),*) => $method:ident, $status:ident;)*) => {$(
+        /// A request hook.
+        ///
+        /// # Safety
+        ///
+        /// `filter` is the stream's Envoy pointer, valid for the call, and
+        /// `module` null or what `on_http_filter_new` returned for that
+        /// stream, not yet destroyed; one stream's hooks run on one thread.
         #[no_mangle]
-        pub extern "C" fn $hook(filter: *mut c_void, module: *const c_void $(, $arg: $ty)*) -> u32 {
+        pub unsafe extern "C" fn $hook(filter: *mut c_void, module: *const c_void $(, $arg: $ty)*) -> u32 {
             // SAFETY: the pointers Envoy passed to this hook.
             let done = unsafe { request_hook(filter, module, |s, hook| s.$method(hook $(, $arg)*)) };
             $status(done)
@@ -1339,8 +1372,13 @@ hooks_with_no_use! {
 }
 
 /// The answer to a stream's call (its token's fleet budget).
+///
+/// # Safety
+///
+/// As a request hook's, and `headers` and `body` point at `headers_count`
+/// headers and `body_count` buffers valid for the call.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
     filter: *mut c_void,
     module: *const c_void,
     _callout_id: u64,
@@ -1366,8 +1404,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_http_callout_done(
 }
 
 /// The main thread, woken by a stream: the refills it wants.
+///
+/// # Safety
+///
+/// On the main thread, with `config` null or what
+/// `on_http_filter_config_new` returned, not yet destroyed.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
     _config_envoy: *mut c_void,
     config: *const c_void,
     _event: u64,
@@ -1384,8 +1427,13 @@ pub extern "C" fn envoy_dynamic_module_on_http_filter_config_scheduled(
 
 /// The answer to a configuration's call (a lease refill), on the main
 /// thread.
+///
+/// # Safety
+///
+/// As `on_http_filter_config_scheduled`, and `headers` and `body` point at
+/// `headers_count` headers and `body_count` buffers valid for the call.
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
+pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout_done(
     _config_envoy: *mut c_void,
     config: *const c_void,
     callout_id: u64,

@@ -363,6 +363,8 @@ impl Stream {
         #[cfg(feature = "dynamic-module-test")]
         test_hooks::maybe_panic(path_text);
         match edge::route(Some(&config), path.as_deref()) {
+            // (a native stream always has its configuration)
+            Route::Unconfigured => send(envoy, edge::unconfigured(service::query_of(path_text))),
             Route::Token => self.token_request(envoy, &config, path_text, end_of_stream),
             Route::Upstream { gate } => {
                 scrub(envoy, &config, Map::RequestHeaders);

@@ -18,7 +18,7 @@ use crate::stats::Counter;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, BufferType, ContextType, LogLevel, MapType, MetricType, Status};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::io::{self, BufReader};
 use std::net::IpAddr;
@@ -58,7 +58,7 @@ struct Refill {
 thread_local! {
     /// Refills wanted by this VM's streams, for its root's next tick (a
     /// stream arms the tick; the root makes the calls).
-    static WANTED: RefCell<Vec<(CustomerId, u32)>> = const { RefCell::new(Vec::new()) };
+    static WANTED: Cell<Vec<(CustomerId, u32)>> = const { Cell::new(Vec::new()) };
 }
 
 impl Context for Root {
@@ -156,7 +156,7 @@ impl RootContext for Root {
     /// [`Stream::lease`]); the tick is armed only while some are wanted.
     fn on_tick(&mut self) {
         let _ = hostcalls::set_tick_period(Duration::ZERO);
-        let wanted = WANTED.with(|w| std::mem::take(&mut *w.borrow_mut()));
+        let wanted = WANTED.with(Cell::take);
         let Some(config) = self.config.clone() else {
             return;
         };
@@ -289,6 +289,7 @@ impl HttpContext for Stream {
         let path = header(":path");
         let path_text = path.as_deref().unwrap_or_default();
         match edge::route(config.as_deref(), path.as_deref()) {
+            Route::Unconfigured => self.send(edge::unconfigured(service::query_of(path_text))),
             Route::Token => self.token_request(config.as_deref(), path_text, end_of_stream),
             Route::Upstream { gate } => {
                 self.scrub(MapType::HttpRequestHeaders);
@@ -417,7 +418,11 @@ impl Stream {
         };
         if let Some(hits) = refill {
             let customer = pending.customer().clone();
-            WANTED.with(|w| w.borrow_mut().push((customer, hits)));
+            WANTED.with(|w| {
+                let mut wanted = w.take();
+                wanted.push((customer, hits));
+                w.set(wanted);
+            });
             let _ = hostcalls::set_tick_period(Duration::from_millis(1));
         }
         if take {
@@ -803,11 +808,17 @@ mod stats {
 
     /// Sets the customer's lease gauge to `held` tokens.
     pub fn lease_gauge(customer: &CustomerId, held: u32) {
-        let cached = GAUGES.with(|g| g.borrow().get(customer).copied());
+        // (try_borrow: a cache that cannot be read is asked again, never a
+        // panic; nothing holds it across a host call)
+        let cached = GAUGES.with(|g| g.try_borrow().ok()?.get(customer).copied());
         let id = cached.or_else(|| {
             let name = crate::stats::fleet_lease_tokens(customer);
             let id = hostcalls::define_metric(MetricType::Gauge, &name).ok()?;
-            GAUGES.with(|g| g.borrow_mut().insert(customer.clone(), id));
+            GAUGES.with(|g| {
+                if let Ok(mut g) = g.try_borrow_mut() {
+                    g.insert(customer.clone(), id);
+                }
+            });
             Some(id)
         });
         if let Some(id) = id {
@@ -818,13 +829,14 @@ mod stats {
     /// Adds one to `counter` of `customer`.
     pub fn count(counter: Counter, customer: Option<&CustomerId>) {
         let key = customer.map_or("", CustomerId::as_str);
-        let cached = IDS.with(|ids| ids.borrow().get(&counter)?.get(key).copied());
+        let cached = IDS.with(|ids| ids.try_borrow().ok()?.get(&counter)?.get(key).copied());
         let id = cached.or_else(|| {
             let id =
                 hostcalls::define_metric(MetricType::Counter, &counter.name(customer)?).ok()?;
             IDS.with(|ids| {
-                let mut ids = ids.borrow_mut();
-                ids.entry(counter).or_default().insert(key.to_owned(), id);
+                if let Ok(mut ids) = ids.try_borrow_mut() {
+                    ids.entry(counter).or_default().insert(key.to_owned(), id);
+                }
             });
             Some(id)
         });

@@ -1,11 +1,20 @@
 //! The log of `fpgen serve` and `fpgen ratelimit`: `tracing` events written
 //! to standard error by a thread of their own, so that a slow reader of
-//! stderr never stalls a tokio worker. Lines are dropped (and the drop
-//! counted in the next line) when the writer falls 4,096 lines behind, and
-//! events that can repeat per request go through a [`Throttle`].
+//! stderr never stalls a tokio worker. Lines are dropped when the writer
+//! falls 4,096 lines behind, and events that can repeat per request go
+//! through a [`Throttle`].
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+/// Milliseconds since the first call, on the monotonic clock (a wall clock
+/// stepped back would silence a throttle for as long as the step).
+fn now_ms() -> u64 {
+    static START: OnceLock<Instant> = OnceLock::new();
+    let start = START.get_or_init(Instant::now);
+    u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
 
 /// Keeps the writer thread; the log ends (flushed) when it is dropped.
 pub struct Guard(#[allow(dead_code)] tracing_appender::non_blocking::WorkerGuard);
@@ -54,9 +63,7 @@ impl Throttle {
     /// `Some(n)` when a line may be written now, `n` being how many were
     /// held back since the last; `None` when this one is to be held back.
     pub fn admit(&self) -> Option<u64> {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let now = now_ms();
         let next = self.next_ms.load(Ordering::Relaxed);
         if now >= next
             && self

@@ -219,7 +219,7 @@ fn query_parts(query: &str) -> impl Iterator<Item = QueryPart<'_>> {
 /// `ExpressPlayToken[0]`: an array to PHP, Rack, Node's `qs` and ASP.NET's
 /// binder, whose first element they read as the token), or spelled with
 /// letters that Unicode case mapping turns into its own (the Kelvin sign
-/// `K` for `k`, the long `ſ` for `s`, `ß` for `ss`): servers that trim
+/// `K` for `k`, the long `ſ` for `s`, `ß` and `ẞ` for `ss`): servers that trim
 /// names, stop at a NUL, parse arrays or fold Unicode case read those as
 /// the token too, so the gate counts them (a second one is a repeated
 /// token) and strips them.
@@ -236,9 +236,12 @@ fn names_the_token(name: &str) -> bool {
     if name.is_ascii() {
         return name.eq_ignore_ascii_case(TOKEN_PARAM);
     }
-    // Upper then lower case maps K (U+212A) to k, ſ (U+017F) to s and ß
-    // to ss, as Java's equalsIgnoreCase and full case folding do.
+    // Upper then lower case maps K (U+212A) to k and ſ (U+017F) to s, as
+    // Java's equalsIgnoreCase does, and ß to ss, as full case folding does;
+    // once more, ẞ (U+1E9E, whose lower case is ß) to ss as well.
     name.chars()
+        .flat_map(char::to_uppercase)
+        .flat_map(char::to_lowercase)
         .flat_map(char::to_uppercase)
         .flat_map(char::to_lowercase)
         .eq(TOKEN_PARAM.chars().map(|c| c.to_ascii_lowercase()))
@@ -517,6 +520,7 @@ mod tests {
             "ExpressPlayTo%E2%84%AAen",
             "Expre%C5%BF%C5%BFPlayToken",
             "Expre%C3%9FPlayToken",
+            "Expre%E1%BA%9EPlayToken",
             "%E2%80%83ExpressPlayToken",
         ] {
             let path = format!("/hms/fp/rights/?ExpressPlayToken={token}&{other}=x");

@@ -357,8 +357,14 @@ async fn started_while_redis_is_down_it_answers_at_once_and_says_why() {
     };
     let serving = |r: tonic_health::pb::HealthCheckResponse| r.status;
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
-    let now = health.check(check(name)).await.unwrap().into_inner();
-    assert_eq!(serving(now), not_serving);
+    for service_name in [name, ""] {
+        let now = health
+            .check(check(service_name))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(serving(now), not_serving, "{service_name:?}");
+    }
     let log = service.wait_for_log("connection refused", 5);
     assert!(log.contains("cannot reach redis://127.0.0.1:"), "{log}");
     // a Redis down for a while is said once, not once per attempt
@@ -373,8 +379,14 @@ async fn started_while_redis_is_down_it_answers_at_once_and_says_why() {
     );
     assert!(waited < Duration::from_secs(10), "{waited:?}");
     assert_eq!(common::get(service.admin, "/ready").status, 200);
-    let now = health.check(check(name)).await.unwrap().into_inner();
-    assert_ne!(serving(now), not_serving);
+    for service_name in [name, ""] {
+        let now = health
+            .check(check(service_name))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_ne!(serving(now), not_serving, "{service_name:?}");
+    }
     assert!(service.stderr().contains("redis: connected to"));
 }
 

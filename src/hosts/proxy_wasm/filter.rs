@@ -30,8 +30,9 @@ proxy_wasm::main! {{
     std::panic::set_hook(Box::new(|info| {
         let _ = hostcalls::log(LogLevel::Critical, &format!("fpgen: panic: {info}"));
     }));
-    proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> {
+    proxy_wasm::set_root_context(|id| -> Box<dyn RootContext> {
         Box::new(Root {
+            id,
             config: None,
             refills: HashMap::new(),
         })
@@ -43,6 +44,8 @@ proxy_wasm::main! {{
 /// made it, and drops it when that stream is gone: a refill must outlive
 /// the mint that wanted it, so it is the root's).
 struct Root {
+    /// Its context id: the refills its streams want carry it.
+    id: u32,
     config: Option<Rc<Config>>,
     /// Refills in flight, by call token.
     refills: HashMap<u32, Refill>,
@@ -55,10 +58,21 @@ struct Refill {
     sent_ms: u64,
 }
 
+/// A lease refill a stream wants: for its root (several plugin
+/// configurations can share one VM, each its own root: each refill is asked
+/// under the configuration, domain and lease of the stream that wanted it),
+/// the customer, the hits.
+type Wanted = (u32, CustomerId, u32);
+
+/// The most refills waiting for their roots' ticks (one per customer and
+/// configuration at a time, and a root ticks within a millisecond); past
+/// it, a refill is not wanted, and its claim expires and is made again.
+const MAX_WANTED: usize = 4096;
+
 thread_local! {
-    /// Refills wanted by this VM's streams, for its root's next tick (a
-    /// stream arms the tick; the root makes the calls).
-    static WANTED: Cell<Vec<(CustomerId, u32)>> = const { Cell::new(Vec::new()) };
+    /// Refills wanted by this VM's streams, for their roots' next ticks (a
+    /// stream arms its root's tick; the root makes the calls).
+    static WANTED: Cell<Vec<Wanted>> = const { Cell::new(Vec::new()) };
 }
 
 impl Context for Root {
@@ -146,6 +160,7 @@ impl RootContext for Root {
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
         Some(Box::new(Stream {
+            root: self.id,
             config: self.config.clone(),
             awaiting_body: false,
             waiting: None,
@@ -156,11 +171,20 @@ impl RootContext for Root {
     /// [`Stream::lease`]); the tick is armed only while some are wanted.
     fn on_tick(&mut self) {
         let _ = hostcalls::set_tick_period(Duration::ZERO);
-        let wanted = WANTED.with(Cell::take);
+        // this root's refills; the others' wait for their roots' ticks
+        let (wanted, others): (Vec<Wanted>, Vec<Wanted>) = WANTED
+            .with(Cell::take)
+            .into_iter()
+            .partition(|(root, _, _)| *root == self.id);
+        WANTED.with(|w| {
+            let mut all = w.take();
+            all.extend(others);
+            w.set(all);
+        });
         let Some(config) = self.config.clone() else {
             return;
         };
-        for (customer, hits) in wanted {
+        for (_, customer, hits) in wanted {
             let Some(budget) = config.customers.get(&customer).and_then(|c| c.fleet_budget) else {
                 continue;
             };
@@ -241,6 +265,8 @@ impl io::Read for PluginConfiguration {
 /// per paused request would keep the high-water mark of every burst of
 /// slow POSTs for the life of the VM.)
 struct Stream {
+    /// The root context that made it (its refills are that root's to ask).
+    root: u32,
     config: Option<Rc<Config>>,
     awaiting_body: bool,
     /// A sealed token waiting for the rate-limit service's answer.
@@ -418,9 +444,12 @@ impl Stream {
         };
         if let Some(hits) = refill {
             let customer = pending.customer().clone();
+            let root = self.root;
             WANTED.with(|w| {
                 let mut wanted = w.take();
-                wanted.push((customer, hits));
+                if wanted.len() < MAX_WANTED {
+                    wanted.push((root, customer, hits));
+                }
                 w.set(wanted);
             });
             let _ = hostcalls::set_tick_period(Duration::from_millis(1));

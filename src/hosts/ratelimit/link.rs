@@ -61,9 +61,11 @@ impl RedisTarget {
         if ca.is_some() && !tls {
             return Err("a CA for Redis needs a rediss:// URL".into());
         }
+        // A user name alone is masked too: `redis://secret@host`, the
+        // password without its `:`, is read as a user name.
         let user = match (&info.redis.username, &info.redis.password) {
             (Some(user), Some(_)) => format!("{user}:***@"),
-            (Some(user), None) => format!("{user}@"),
+            (Some(_), None) => "***@".to_owned(),
             (None, Some(_)) => ":***@".to_owned(),
             (None, None) => String::new(),
         };
@@ -100,6 +102,17 @@ impl RedisTarget {
     }
 }
 
+/// Whether a call's error means the connection must be made again though
+/// it still answers: the server is a replica now (`READONLY`, after a
+/// failover) or says it cannot serve (`MASTERDOWN`), or the error is one
+/// redis-rs says no retry on this connection mends.
+pub fn needs_reconnect(e: &redis::RedisError) -> bool {
+    matches!(
+        e.kind(),
+        redis::ErrorKind::ReadOnly | redis::ErrorKind::MasterDown
+    ) || e.is_unrecoverable_error()
+}
+
 /// Why Redis cannot be used, in words for a log line, `/ready` and an
 /// UNAVAILABLE status (never the URL).
 pub fn why(e: &redis::RedisError) -> String {
@@ -122,6 +135,9 @@ pub fn why(e: &redis::RedisError) -> String {
 pub struct Link {
     connection: RwLock<Result<MultiplexedConnection, String>>,
     suspect: Notify,
+    /// Set with a reason when the connection must be dropped even though
+    /// it answers `PING` (a primary demoted to a replica: `READONLY`).
+    drop_reason: std::sync::Mutex<Option<String>>,
 }
 
 impl Link {
@@ -129,6 +145,7 @@ impl Link {
         Arc::new(Link {
             connection: RwLock::new(Err("not connected yet".into())),
             suspect: Notify::new(),
+            drop_reason: std::sync::Mutex::new(None),
         })
     }
 
@@ -143,6 +160,23 @@ impl Link {
     /// A call on the connection failed: have it checked now.
     pub fn suspect(&self) {
         self.suspect.notify_one();
+    }
+
+    /// A call failed in a way a `PING` does not show (the server is no
+    /// longer a primary that can write): reconnect, whatever `PING` says.
+    pub fn reconnect(&self, why: String) {
+        *self
+            .drop_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(why);
+        self.suspect.notify_one();
+    }
+
+    fn take_drop_reason(&self) -> Option<String> {
+        self.drop_reason
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take()
     }
 
     fn set(&self, state: Result<MultiplexedConnection, String>) {
@@ -239,6 +273,9 @@ async fn supervise(
                         () = link.suspect.notified() => {}
                         () = tokio::time::sleep(HEARTBEAT) => {}
                     }
+                    if let Some(reason) = link.take_drop_reason() {
+                        break reason;
+                    }
                     if let Err(reason) = ping(&mut connection, timeout).await {
                         break reason;
                     }
@@ -283,6 +320,8 @@ mod tests {
         assert_eq!(from_file.redacted(), "redis://:***@127.0.0.1:6379/0");
         assert_eq!(from_file.info.redis.password.as_deref(), Some("pw-7"));
         assert!(!from_file.url_has_password && target.url_has_password);
+        let lone = RedisTarget::new("redis://pw-no-colon@127.0.0.1:6379", None, None).unwrap();
+        assert_eq!(lone.redacted(), "redis://***@127.0.0.1:6379/0");
     }
 
     #[test]

@@ -320,7 +320,9 @@ impl Limiter {
                 match tokio::time::timeout(self.timeout, call).await {
                     Ok(Ok(reply)) => Ok(reply),
                     Ok(Err(e)) => {
-                        if !matches!(e.kind(), redis::ErrorKind::ResponseError) {
+                        if link::needs_reconnect(&e) {
+                            self.link.reconnect(link::why(&e));
+                        } else if !matches!(e.kind(), redis::ErrorKind::ResponseError) {
                             self.link.suspect();
                         }
                         Err(link::why(&e))
@@ -485,10 +487,17 @@ impl link::Watcher for Health {
         self.0
             .set_serving::<RateLimitServiceServer<Limiter>>()
             .await;
+        // the server as a whole (a probe that names no service) too
+        self.0
+            .set_service_status("", tonic_health::ServingStatus::Serving)
+            .await;
     }
     async fn down(&mut self, _why: &str) {
         self.0
             .set_not_serving::<RateLimitServiceServer<Limiter>>()
+            .await;
+        self.0
+            .set_service_status("", tonic_health::ServingStatus::NotServing)
             .await;
     }
 }
@@ -522,9 +531,8 @@ async fn run(options: Options) -> std::io::Result<()> {
     };
     let server = server_with(options.tls.as_ref())?;
     let (reporter, health) = tonic_health::server::health_reporter();
-    reporter
-        .set_not_serving::<RateLimitServiceServer<Limiter>>()
-        .await;
+    let mut watcher = Health(reporter);
+    link::Watcher::down(&mut watcher, "not connected yet").await;
     tracing::info!(
         "ShouldRateLimit on {}://{} (Redis {}){}",
         if options.tls.is_some() {
@@ -539,7 +547,7 @@ async fn run(options: Options) -> std::io::Result<()> {
             None => String::new(),
         }
     );
-    let link = link::start(&options.redis, options.redis_timeout, Health(reporter));
+    let link = link::start(&options.redis, options.redis_timeout, watcher);
     let limiter = Limiter {
         link: Arc::clone(&link),
         timeout: options.redis_timeout,

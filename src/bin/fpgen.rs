@@ -93,32 +93,7 @@ enum Command {
     },
     /// Serve /hms/fp/token over plain HTTP/1.1 (no Envoy), same behaviour as the filter
     #[command(after_help = SERVE_LIMITS)]
-    Serve {
-        /// The filter configuration (JSON)
-        #[arg(long)]
-        config: PathBuf,
-        /// Address to listen on
-        #[arg(long, default_value = "127.0.0.1:8080")]
-        listen: SocketAddr,
-        /// Worker threads
-        #[arg(long, default_value_t = 1)]
-        threads: usize,
-        /// Connections served at once; more wait in the listen backlog until one closes
-        #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
-        max_connections: u32,
-        /// Seconds a client has to send a request's head (request line and headers); then the connection is closed
-        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        header_timeout: u64,
-        /// Seconds a client has to send a POST body after its head; then the connection is closed
-        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        body_timeout: u64,
-        /// Seconds an answer may wait for the client to read it; then the connection is closed
-        #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
-        send_timeout: u64,
-        /// URL of the rate-limit service that keeps fleet budgets (http://127.0.0.1:8081); needed when a customer has a fleet_budget
-        #[arg(long)]
-        rate_limit_service: Option<String>,
-    },
+    Serve(ServeArgs),
     /// Serve Envoy's rate-limit protocol (ShouldRateLimit) on Redis: budgets across a fleet
     #[command(after_help = RATELIMIT_HELP)]
     Ratelimit(RatelimitArgs),
@@ -203,32 +178,7 @@ fn main() -> ExitCode {
             token,
         } => inspect(&config, show_content_key, now, show_refused, &token),
         Command::CheckConfig { file } => check_config(&file),
-        Command::Serve {
-            config,
-            listen,
-            threads,
-            max_connections,
-            header_timeout,
-            body_timeout,
-            send_timeout,
-            rate_limit_service,
-        } => {
-            let limits = fpgen::serve::Limits {
-                max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
-                header_timeout: std::time::Duration::from_secs(header_timeout),
-                body_timeout: std::time::Duration::from_secs(body_timeout),
-                send_timeout: std::time::Duration::from_secs(send_timeout),
-            };
-            let _log = fpgen::logging::init();
-            load(&config).and_then(|c| {
-                fpgen::serve::serve(c, listen, threads, limits, rate_limit_service.as_deref())
-                    .map_err(|e| match e.kind() {
-                        // the configuration needs what the command line lacks
-                        std::io::ErrorKind::InvalidInput => Failure::Refused(format!("serve: {e}")),
-                        _ => Failure::Io(format!("serve on {listen}: {e}")),
-                    })
-            })
-        }
+        Command::Serve(args) => serve(args),
         Command::Ratelimit(args) => {
             let _log = fpgen::logging::init();
             let on_command_line = matches
@@ -239,6 +189,115 @@ fn main() -> ExitCode {
         }
     };
     finish(result)
+}
+
+/// `fpgen serve`'s arguments.
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// The filter configuration (JSON)
+    #[arg(long)]
+    config: PathBuf,
+    /// Address to listen on
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Worker threads
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Connections served at once; more wait in the listen backlog until one closes
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
+    /// Seconds a client has to send a request's head (request line and headers); then the connection is closed
+    #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    header_timeout: u64,
+    /// Seconds a client has to send a POST body after its head; then the connection is closed
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    body_timeout: u64,
+    /// Seconds an answer may wait for the client to read it; then the connection is closed
+    #[arg(long, default_value_t = 15, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    send_timeout: u64,
+    /// URL of the rate-limit service that keeps fleet budgets (http://127.0.0.1:8081); needed when a customer has a fleet_budget
+    #[arg(long)]
+    rate_limit_service: Option<String>,
+    /// PEM file of the authorities that sign the rate-limit service's certificate: TLS to it
+    /// (an https:// --rate-limit-service)
+    #[arg(long, requires = "rate_limit_service")]
+    rate_limit_ca: Option<PathBuf>,
+    /// PEM client certificate presented to the rate-limit service (mutual TLS; with
+    /// --rate-limit-key and --rate-limit-ca)
+    #[arg(long, requires_all = ["rate_limit_key", "rate_limit_ca"])]
+    rate_limit_cert: Option<PathBuf>,
+    /// PEM private key of --rate-limit-cert
+    #[arg(long, requires = "rate_limit_cert")]
+    rate_limit_key: Option<PathBuf>,
+}
+
+/// `fpgen serve`: serves until the process ends.
+fn serve(args: ServeArgs) -> Result<(), Failure> {
+    let ServeArgs {
+        config,
+        listen,
+        threads,
+        max_connections,
+        header_timeout,
+        body_timeout,
+        send_timeout,
+        rate_limit_service,
+        rate_limit_ca,
+        rate_limit_cert,
+        rate_limit_key,
+    } = args;
+    let limits = fpgen::serve::Limits {
+        max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+        header_timeout: std::time::Duration::from_secs(header_timeout),
+        body_timeout: std::time::Duration::from_secs(body_timeout),
+        send_timeout: std::time::Duration::from_secs(send_timeout),
+    };
+    let _log = fpgen::logging::init();
+    let fleet = fleet_service(
+        rate_limit_service,
+        rate_limit_ca.as_deref(),
+        rate_limit_cert.as_deref().zip(rate_limit_key.as_deref()),
+    );
+    fleet
+        .and_then(|fleet| load(&config).map(|c| (c, fleet)))
+        .and_then(|(c, fleet)| {
+            fpgen::serve::serve(c, listen, threads, limits, fleet.as_ref()).map_err(|e| {
+                match e.kind() {
+                    // the configuration needs what the command line lacks
+                    std::io::ErrorKind::InvalidInput => Failure::Refused(format!("serve: {e}")),
+                    _ => Failure::Io(format!("serve on {listen}: {e}")),
+                }
+            })
+        })
+}
+
+/// Where `fpgen serve` asks fleet budgets, its TLS files read.
+fn fleet_service(
+    url: Option<String>,
+    ca: Option<&Path>,
+    identity: Option<(&Path, &Path)>,
+) -> Result<Option<fpgen::serve::FleetService>, Failure> {
+    let Some(url) = url else {
+        return Ok(None);
+    };
+    let read = |option: &str, path: &Path| {
+        std::fs::read(path)
+            .map_err(|e| Failure::Io(format!("serve: {option} {}: {e}", path.display())))
+    };
+    let tls = match ca {
+        None => None,
+        Some(ca) => Some(fpgen::serve::FleetTls {
+            ca_pem: read("--rate-limit-ca", ca)?,
+            identity: match identity {
+                Some((cert, key)) => Some((
+                    read("--rate-limit-cert", cert)?,
+                    read("--rate-limit-key", key)?,
+                )),
+                None => None,
+            },
+        }),
+    };
+    Ok(Some(fpgen::serve::FleetService { url, tls }))
 }
 
 /// `fpgen ratelimit`'s arguments.

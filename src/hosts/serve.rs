@@ -116,12 +116,53 @@ struct FleetClient {
     service: RateLimitService,
 }
 
+/// TLS to the rate-limit service (`https://` URLs): the authorities that
+/// sign its certificate, and the client certificate and key fpgen presents
+/// (mutual TLS, `fpgen ratelimit --tls-client-ca`). Its `Debug` shows no key.
+#[derive(Clone)]
+pub struct FleetTls {
+    pub ca_pem: Vec<u8>,
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+impl std::fmt::Debug for FleetTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FleetTls")
+            .field("identity", &self.identity.as_ref().map(|_| "<redacted>"))
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where `fpgen serve` asks fleet budgets: the service's URL and its TLS.
+#[derive(Clone, Debug)]
+pub struct FleetService {
+    pub url: String,
+    pub tls: Option<FleetTls>,
+}
+
 impl FleetClient {
-    /// A client of `url` (connected on first use, reconnected as needed).
-    fn new(url: &str, service: RateLimitService) -> io::Result<Self> {
-        let endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{url}: {e}")))?
+    /// A client of `target` (connected on first use, reconnected as needed).
+    fn new(target: &FleetService, service: RateLimitService) -> io::Result<Self> {
+        let url = &target.url;
+        let invalid = |e: &dyn std::fmt::Display| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{url}: {e}"))
+        };
+        let mut endpoint = tonic::transport::Endpoint::from_shared(url.to_owned())
+            .map_err(|e| invalid(&e))?
             .connect_timeout(Duration::from_millis(service.timeout_ms));
+        if let Some(tls) = &target.tls {
+            if !url.starts_with("https://") {
+                return Err(invalid(
+                    &"TLS to the rate-limit service needs an https:// URL",
+                ));
+            }
+            let mut config = tonic::transport::ClientTlsConfig::new()
+                .ca_certificate(tonic::transport::Certificate::from_pem(&tls.ca_pem));
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(tonic::transport::Identity::from_pem(cert, key));
+            }
+            endpoint = endpoint.tls_config(config).map_err(|e| invalid(&e))?;
+        }
         Ok(Self {
             client: RateLimitServiceClient::new(endpoint.connect_lazy()),
             service,
@@ -210,7 +251,7 @@ impl Drop for Abandoned<'_, '_> {
 /// The fleet client for `config`, or why the configuration cannot be
 /// served: a fleet budget needs `--rate-limit-service` (fpgen serve never
 /// ignores a budget it was given).
-fn fleet_client(config: &Config, url: Option<&str>) -> io::Result<Option<FleetClient>> {
+fn fleet_client(config: &Config, url: Option<&FleetService>) -> io::Result<Option<FleetClient>> {
     let budgets = config
         .customers
         .values()
@@ -272,7 +313,7 @@ pub fn serve(
     addr: SocketAddr,
     threads: usize,
     limits: Limits,
-    rate_limit_service: Option<&str>,
+    rate_limit_service: Option<&FleetService>,
 ) -> std::io::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads.max(1))

@@ -624,13 +624,27 @@ fn minting_resumes_within_seconds_of_redis_coming_back() {
 /// `fpgen ratelimit` over mutual TLS: Envoy's `ratelimit` cluster presents
 /// a client certificate of the service's authority and mints within the
 /// fleet budget; an Envoy whose certificate is another authority's cannot
-/// reach the budget and follows the failure mode (closed: -9503).
+/// reach the budget and follows the failure mode (closed: -9503). `fpgen
+/// serve` does the same with `--rate-limit-ca`, `--rate-limit-cert` and
+/// `--rate-limit-key`, and without a certificate is refused likewise.
 #[test]
 fn fleet_budgets_over_mutual_tls() {
     let pki = common::Pki::new();
     let redis = Redis::start();
     let service = Service::launch(common::ServiceArgs::on(&redis).mutual_tls(&pki));
-    let cfg = config(&[(json!({"tokens": 3, "per": "day"}), None)], "closed");
+    let cfg = config(&[(json!({"tokens": 4, "per": "day"}), None)], "closed");
+    let path = |f: &str| pki.path(f).to_str().unwrap().to_owned();
+    let url = format!("https://127.0.0.1:{}", service.port);
+    let (ca, cert, key) = (path("ca.pem"), path("client.pem"), path("client.key"));
+    let serve_args = [
+        "--rate-limit-service", &url, "--rate-limit-ca", &ca,
+        "--rate-limit-cert", &cert, "--rate-limit-key", &key,
+    ];
+    let serve = common::Serve::start_with(&cfg, &serve_args, None);
+    let anonymous = common::Serve::start_with(&cfg, &serve_args[..4], None);
+    let r = get(anonymous.port, &token_path("100001"));
+    assert_eq!(outcome(&r), (503, -9503), "{r:?}");
+    assert_eq!(outcome(&get(serve.port, &token_path("100001"))), (200, 0));
     let trusted = Envoy::start_with(&cfg, &Options::default().ratelimit(service.port).ratelimit_tls(&pki, "client"));
     let stranger = Envoy::start_with(&cfg, &Options::default().ratelimit(service.port).ratelimit_tls(&pki, "stranger"));
     let r = get(stranger.port, &token_path("100001"));
@@ -640,7 +654,8 @@ fn fleet_budgets_over_mutual_tls() {
         assert_eq!(outcome(&r), (200, 0), "{r:?}");
     }
     assert_eq!(outcome(&get(trusted.port, &token_path("100001"))), (429, -2019));
-    assert_eq!(service.stat("requests"), 4);
+    assert_eq!(outcome(&get(serve.port, &token_path("100001"))), (429, -2019));
+    assert_eq!(service.stat("requests"), 6);
 }
 
 /// A lease's gauge shows what it holds as it is spent (issue 30: it read

@@ -236,15 +236,29 @@ fn names_the_token(name: &str) -> bool {
     if name.is_ascii() {
         return name.eq_ignore_ascii_case(TOKEN_PARAM);
     }
-    // Upper then lower case maps K (U+212A) to k and ſ (U+017F) to s, as
-    // Java's equalsIgnoreCase does, and ß to ss, as full case folding does;
-    // once more, ẞ (U+1E9E, whose lower case is ß) to ss as well.
     name.chars()
-        .flat_map(char::to_uppercase)
-        .flat_map(char::to_lowercase)
-        .flat_map(char::to_uppercase)
-        .flat_map(char::to_lowercase)
-        .eq(TOKEN_PARAM.chars().map(|c| c.to_ascii_lowercase()))
+        .flat_map(folded)
+        .eq(TOKEN_PARAM.bytes().map(|b| b.to_ascii_lowercase()))
+}
+
+/// A character of a parameter name as a server that folds Unicode case
+/// reads it, in lower-case ASCII: ASCII as itself, and the characters whose
+/// case mapping gives letters of the token's name: the Kelvin sign K
+/// (U+212A) as `k` and the long ſ (U+017F) as `s`, as Java's
+/// `equalsIgnoreCase` reads them, and ß (U+00DF) and ẞ (U+1E9E) as `ss`, as
+/// full case folding does. Any other character matches no letter of the
+/// name (`0xFF`). Written out rather than asking the standard library's
+/// case tables, which would add 28 KB to the Wasm module; a test checks
+/// the list against those tables, character by character.
+fn folded(c: char) -> impl Iterator<Item = u8> {
+    let (first, second) = match c {
+        _ if c.is_ascii() => (c.to_ascii_lowercase() as u8, None),
+        '\u{212A}' => (b'k', None),
+        '\u{017F}' => (b's', None),
+        '\u{00DF}' | '\u{1E9E}' => (b's', Some(b's')),
+        _ => (0xFF, None),
+    };
+    std::iter::once(first).chain(second)
 }
 
 /// The one token in `query`; `None` when there is none or more than one
@@ -502,6 +516,30 @@ mod tests {
                 !new_path.to_ascii_lowercase().contains("token"),
                 "{new_path}"
             );
+        }
+    }
+
+    /// The characters [`folded`] writes out are every one whose Unicode case
+    /// mapping (upper, lower, and again, as servers that fold case read it)
+    /// gives a piece of the token's name.
+    #[test]
+    fn the_case_mapping_of_the_name_is_complete() {
+        let name = TOKEN_PARAM.to_ascii_lowercase();
+        for c in (0..=0x10_FFFF_u32).filter_map(char::from_u32) {
+            let mapped: String = c
+                .to_uppercase()
+                .flat_map(char::to_lowercase)
+                .flat_map(char::to_uppercase)
+                .flat_map(char::to_lowercase)
+                .collect();
+            let ours: Vec<u8> = folded(c).collect();
+            if c.is_ascii() {
+                assert_eq!(ours, mapped.as_bytes(), "{c:?}");
+            } else if mapped.is_ascii() && name.contains(&mapped) {
+                assert_eq!(ours, mapped.as_bytes(), "U+{:04X}", u32::from(c));
+            } else {
+                assert!(ours.iter().all(|b| !b.is_ascii()), "U+{:04X}", u32::from(c));
+            }
         }
     }
 

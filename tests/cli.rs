@@ -90,6 +90,49 @@ fn help_for_every_subcommand() {
     assert_eq!(fpgen(&["mint"]).status.code(), Some(2), "missing --config");
 }
 
+/// `fpgen ratelimit` exits 3 when an address is taken, naming the option
+/// and the address that failed (issue 30: a taken `--admin` port was
+/// reported as the gRPC address), and never the Redis URL's password.
+#[test]
+fn a_taken_address_is_named_by_its_own_option() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = free.local_addr().unwrap().port();
+    drop(free);
+    for (option, args) in [
+        (
+            "--admin",
+            [
+                "--listen".to_owned(),
+                format!("127.0.0.1:{listen}"),
+                "--admin".to_owned(),
+                format!("127.0.0.1:{port}"),
+            ],
+        ),
+        (
+            "--listen",
+            [
+                "--listen".to_owned(),
+                format!("127.0.0.1:{port}"),
+                "--admin".to_owned(),
+                format!("127.0.0.1:{listen}"),
+            ],
+        ),
+    ] {
+        let mut all = vec!["ratelimit", "--redis", "redis://:pw-Bind77@127.0.0.1:1"];
+        all.extend(args.iter().map(String::as_str));
+        let o = fpgen(&all);
+        assert_eq!(o.status.code(), Some(3), "{option}");
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(
+            err.contains(&format!("{option} 127.0.0.1:{port}: ")),
+            "{option}: {err}"
+        );
+        assert!(!err.contains("pw-Bind77"), "{err}");
+    }
+}
+
 /// `fpgen check-config` says when a valid configuration turns the
 /// redemption gate off (issue 30), on standard error, and still exits 0.
 #[test]

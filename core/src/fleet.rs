@@ -11,7 +11,7 @@
 //! these types and decodes it with `envoy-types`' (and back), so they cannot
 //! drift from the real protos unnoticed.
 
-use crate::config::{FleetBudget, RateLimitService};
+use crate::config::{Config, FleetBudget, RateLimitService};
 use crate::ids::CustomerId;
 use crate::licence::Environment;
 use prost::Message;
@@ -52,18 +52,14 @@ pub fn budget_key(environment: Environment, customer: &CustomerId) -> String {
 /// one's tokens are left to expire with their period). The lease size is
 /// not part of it: tokens held stay good when it changes. Customer ids hold
 /// no `.` and the domain comes last, so no two leases share a name.
-pub fn lease_key(
-    environment: Environment,
-    service: Option<&RateLimitService>,
-    customer: &CustomerId,
-    budget: FleetBudget,
-) -> String {
+pub fn lease_key(config: &Config, customer: &CustomerId, budget: FleetBudget) -> String {
+    let domain = config.rate_limit_service.as_ref();
     format!(
         "fpgen.lease.{}.{customer}.{}.{}.{}",
-        environment.as_str(),
+        config.environment.as_str(),
         budget.tokens,
         budget.per.as_str(),
-        service.map_or("", |s| s.domain.as_str())
+        domain.map_or("", |s| s.domain.as_str())
     )
 }
 
@@ -537,33 +533,36 @@ mod tests {
     /// the budget's size and the lease's are not.
     #[test]
     fn budgets_and_leases_are_named_by_what_makes_them_distinct() {
-        use crate::config::{FailureMode, Period};
+        use crate::config::Period;
         use crate::licence::Environment::{Production, Test};
         let id = CustomerId::parse("100001").unwrap();
         assert_ne!(budget_key(Test, &id), budget_key(Production, &id));
         let other = CustomerId::parse("100002").unwrap();
         assert_ne!(budget_key(Test, &id), budget_key(Test, &other));
-        let service = |domain: &str| RateLimitService {
-            cluster: "ratelimit".into(),
-            domain: domain.into(),
-            timeout_ms: 100,
-            failure_mode: FailureMode::Closed,
-        };
-        let fpgen = service("fpgen");
         let budget = |tokens, per, lease| FleetBudget { tokens, per, lease };
         let day = budget(5, Period::Day, 10);
-        let key = |env, s: &RateLimitService, b| lease_key(env, Some(s), &id, b);
-        let base = key(Test, &fpgen, day);
+        // the demo configuration in an environment, with a domain
+        let config = |environment: &str, domain: &str| {
+            let mut v: serde_json::Value =
+                serde_json::from_str(include_str!("../../tests/fixtures/demo-config.json"))
+                    .unwrap();
+            v["environment"] = environment.into();
+            v["customers"] = serde_json::json!([]);
+            v["rate_limit_service"] = serde_json::json!({"cluster": "rl", "domain": domain});
+            Config::from_json(v.to_string().as_bytes()).unwrap()
+        };
+        let (test, production) = (config("test", "fpgen"), config("production", "fpgen"));
+        let base = lease_key(&test, &id, day);
         for different in [
-            key(Production, &fpgen, day),
-            key(Test, &service("fpgen-prod"), day),
-            key(Test, &fpgen, budget(6, Period::Day, 10)),
-            key(Test, &fpgen, budget(5, Period::Hour, 10)),
-            lease_key(Test, Some(&fpgen), &other, day),
+            lease_key(&production, &id, day),
+            lease_key(&config("test", "fpgen-prod"), &id, day),
+            lease_key(&test, &id, budget(6, Period::Day, 10)),
+            lease_key(&test, &id, budget(5, Period::Hour, 10)),
+            lease_key(&test, &other, day),
         ] {
             assert_ne!(base, different);
         }
-        assert_eq!(base, key(Test, &fpgen, budget(5, Period::Day, 20)));
+        assert_eq!(base, lease_key(&test, &id, budget(5, Period::Day, 20)));
     }
 
     #[test]

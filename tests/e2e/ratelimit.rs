@@ -325,6 +325,29 @@ async fn redis_over_tls() {
     assert_eq!(common::get(plain.admin, "/ready").status, 503);
 }
 
+/// The gRPC health status of the rate-limit service, and of the server as
+/// a whole (a probe that names no service).
+async fn health_of(service: &Service) -> [i32; 2] {
+    let channel =
+        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", service.port))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
+    let mut statuses = [0; 2];
+    for (status, name) in statuses
+        .iter_mut()
+        .zip(["envoy.service.ratelimit.v3.RateLimitService", ""])
+    {
+        let request = tonic_health::pb::HealthCheckRequest {
+            service: name.into(),
+        };
+        *status = health.check(request).await.unwrap().into_inner().status;
+    }
+    statuses
+}
+
 /// Started while Redis is down, the service answers at once: UNAVAILABLE,
 /// gRPC health NOT_SERVING, `/ready` 503 with the reason, one log line
 /// saying why; once Redis is up it serves within about a second (before
@@ -344,27 +367,8 @@ async fn started_while_redis_is_down_it_answers_at_once_and_says_why() {
         "{:?}",
         asked.elapsed()
     );
-    let channel =
-        tonic::transport::Channel::from_shared(format!("http://127.0.0.1:{}", service.port))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-    let mut health = tonic_health::pb::health_client::HealthClient::new(channel);
-    let name = "envoy.service.ratelimit.v3.RateLimitService";
-    let check = |service: &str| tonic_health::pb::HealthCheckRequest {
-        service: service.into(),
-    };
-    let serving = |r: tonic_health::pb::HealthCheckResponse| r.status;
     let not_serving = tonic_health::pb::health_check_response::ServingStatus::NotServing as i32;
-    for service_name in [name, ""] {
-        let now = health
-            .check(check(service_name))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_eq!(serving(now), not_serving, "{service_name:?}");
-    }
+    assert_eq!(health_of(&service).await, [not_serving; 2]);
     let log = service.wait_for_log("connection refused", 5);
     assert!(log.contains("cannot reach redis://127.0.0.1:"), "{log}");
     // a Redis down for a while is said once, not once per attempt
@@ -379,14 +383,8 @@ async fn started_while_redis_is_down_it_answers_at_once_and_says_why() {
     );
     assert!(waited < Duration::from_secs(10), "{waited:?}");
     assert_eq!(common::get(service.admin, "/ready").status, 200);
-    for service_name in [name, ""] {
-        let now = health
-            .check(check(service_name))
-            .await
-            .unwrap()
-            .into_inner();
-        assert_ne!(serving(now), not_serving, "{service_name:?}");
-    }
+    let serving = tonic_health::pb::health_check_response::ServingStatus::Serving as i32;
+    assert_eq!(health_of(&service).await, [serving; 2]);
     assert!(service.stderr().contains("redis: connected to"));
 }
 

@@ -504,6 +504,11 @@ impl std::fmt::Debug for Customer {
 }
 
 impl Config {
+    /// The fleet budget of customer `id`, when it has one.
+    pub fn fleet_budget(&self, id: &CustomerId) -> Option<FleetBudget> {
+        self.customers.get(id)?.fleet_budget
+    }
+
     /// What a valid configuration does that an operator may not mean, one
     /// line each, for the host's log (at warning level) and `fpgen
     /// check-config`. Today: the redemption gate is off.

@@ -74,22 +74,6 @@ fn leases() -> MutexGuard<'static, Option<HashMap<String, Lease>>> {
     LEASES.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// The name of `customer`'s lease under `config` ([`fleet::lease_key`]).
-pub(crate) fn lease_key(config: &Config, customer: &CustomerId, budget: FleetBudget) -> String {
-    fleet::lease_key(
-        config.environment,
-        config.rate_limit_service.as_ref(),
-        customer,
-        budget,
-    )
-}
-
-/// The lease key of `customer` under `config`, when it has a fleet budget.
-fn key_of(config: &Config, customer: &CustomerId) -> Option<String> {
-    let budget = config.customers.get(customer)?.fleet_budget?;
-    Some(lease_key(config, customer, budget))
-}
-
 /// Creates the (empty) lease `key` if there is none yet.
 pub(crate) fn init_lease(key: String) {
     let mut leases = leases();
@@ -207,7 +191,7 @@ pub(crate) fn from_lease(
         now_ms(),
         timeout_ms(config).saturating_add(fleet::CLAIM_SLACK_MS),
     );
-    let key = lease_key(config, customer, budget);
+    let key = fleet::lease_key(config, customer, budget);
     let (step, before, after) = update(&key, |l| l.step(budget.lease, now, claim));
     let (taken, refill) = match step {
         LeaseStep::Take { refill } => (true, refill),
@@ -279,18 +263,18 @@ impl Refills {
             if hits > 0 && !in_flight {
                 self.refill(main, config, customer.clone(), hits);
             }
-            if let Some(key) = key_of(config, &customer) {
+            if let Some(budget) = config.fleet_budget(&customer) {
+                let key = fleet::lease_key(config, &customer, budget);
                 main.set_lease_gauge(customer.as_str(), held(&key));
             }
         }
     }
 
     fn refill(&self, main: &dyn Main, config: &Config, customer: CustomerId, hits: u32) {
-        let budget = config.customers.get(&customer).and_then(|c| c.fleet_budget);
-        let Some(budget) = budget else {
+        let Some(budget) = config.fleet_budget(&customer) else {
             return;
         };
-        let key = lease_key(config, &customer, budget);
+        let key = fleet::lease_key(config, &customer, budget);
         let Some(call) = call(config, &customer, budget, hits) else {
             let _ = update(&key, |l| ((), l.refill_failed()));
             return;
@@ -346,14 +330,10 @@ impl Refills {
             Err(failure) => failed(main, failure, &refill.customer, Some(refill.sent_ms)),
             Ok(_) => {}
         }
-        let Some(budget) = config
-            .customers
-            .get(&refill.customer)
-            .and_then(|c| c.fleet_budget)
-        else {
+        let Some(budget) = config.fleet_budget(&refill.customer) else {
             return;
         };
-        let key = lease_key(config, &refill.customer, budget);
+        let key = fleet::lease_key(config, &refill.customer, budget);
         let (asked, now) = ((refill.hits, refill.sent_ms), now_ms());
         let _ = update(&key, |l| ((), l.answered(answer, asked, budget.lease, now)));
         main.set_lease_gauge(refill.customer.as_str(), held(&key));

@@ -268,7 +268,7 @@ impl FilterConfig {
                 budgets::init(crate::fleet::budget_key(config.environment, &customer.id));
             }
             if let Some(budget) = customer.fleet_budget.filter(|b| b.lease > 1) {
-                fleet::init_lease(fleet::lease_key(&config, &customer.id, budget));
+                fleet::init_lease(crate::fleet::lease_key(&config, &customer.id, budget));
             }
         }
         Ok(Self {

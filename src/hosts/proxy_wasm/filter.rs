@@ -89,22 +89,13 @@ impl Context for Root {
             Err(failure) => fleet_failed(failure, &refill.customer, Some(refill.sent_ms)),
             Ok(_) => {}
         }
-        let size = config
-            .customers
-            .get(&refill.customer)
-            .and_then(|c| c.fleet_budget)
-            .map_or(refill.hits, |b| b.lease);
-        let (now, asked) = (now_ms(), (refill.hits, refill.sent_ms));
-        let Some(budget) = config
-            .customers
-            .get(&refill.customer)
-            .and_then(|c| c.fleet_budget)
-        else {
+        let Some(budget) = config.fleet_budget(&refill.customer) else {
             return;
         };
-        let key = lease::key(&config, &refill.customer, budget);
+        let (now, asked) = (now_ms(), (refill.hits, refill.sent_ms));
+        let key = fleet::lease_key(&config, &refill.customer, budget);
         let change = lease::update(&key, &refill.customer, |l| {
-            ((), l.answered(answer, asked, size, now))
+            ((), l.answered(answer, asked, budget.lease, now))
         });
         if change.is_err() {
             log(LogLevel::Warn, "fpgen: a lease refill could not be kept");
@@ -124,13 +115,9 @@ impl RootContext for Root {
                 {
                     budget::init(&fleet::budget_key(config.environment, &customer.id));
                 }
-                for customer in config
-                    .customers
-                    .values()
-                    .filter(|c| c.fleet_budget.is_some_and(|b| b.lease > 1))
-                {
-                    if let Some(budget) = customer.fleet_budget {
-                        lease::init(&lease::key(&config, &customer.id, budget));
+                for customer in config.customers.values() {
+                    if let Some(budget) = customer.fleet_budget.filter(|b| b.lease > 1) {
+                        lease::init(&fleet::lease_key(&config, &customer.id, budget));
                     }
                 }
                 stats::build();
@@ -185,7 +172,7 @@ impl RootContext for Root {
             return;
         };
         for (_, customer, hits) in wanted {
-            let Some(budget) = config.customers.get(&customer).and_then(|c| c.fleet_budget) else {
+            let Some(budget) = config.fleet_budget(&customer) else {
                 continue;
             };
             let sent_ms = now_ms();
@@ -202,7 +189,7 @@ impl RootContext for Root {
                 }
                 None => {
                     fleet_failed(Failure::Unavailable, &customer, None);
-                    let key = lease::key(&config, &customer, budget);
+                    let key = fleet::lease_key(&config, &customer, budget);
                     let _ = lease::update(&key, &customer, |l| ((), l.refill_failed()));
                 }
             }
@@ -433,7 +420,7 @@ impl Stream {
             .as_ref()
             .map_or(0, |s| s.timeout_ms);
         let (now, claim) = (now_ms(), timeout.saturating_add(fleet::CLAIM_SLACK_MS));
-        let key = lease::key(config, pending.customer(), budget);
+        let key = fleet::lease_key(config, pending.customer(), budget);
         let step = lease::update(&key, pending.customer(), |l| {
             l.step(budget.lease, now, claim)
         });
@@ -689,21 +676,11 @@ fn fleet_failed(failure: Failure, customer: &CustomerId, sent_ms: Option<u64>) {
 /// compare-and-swap; the customer's lease gauge is set whenever what the
 /// lease holds changes.
 mod lease {
-    use super::{hostcalls, Config, CustomerId, FleetBudget, HostFailure, Status};
+    use super::{hostcalls, CustomerId, HostFailure, Status};
     use crate::fleet::Lease;
 
     /// Lost compare-and-swap races one update tolerates (as for budgets).
     const MAX_RACES: usize = 1000;
-
-    /// The name of `customer`'s lease under `config`.
-    pub fn key(config: &Config, customer: &CustomerId, budget: FleetBudget) -> String {
-        crate::fleet::lease_key(
-            config.environment,
-            config.rate_limit_service.as_ref(),
-            customer,
-            budget,
-        )
-    }
 
     /// Creates the (empty) lease `key` if it does not exist yet, so that
     /// every later write is a compare-and-swap (shared data has no CAS for

@@ -187,12 +187,10 @@ impl Link {
     }
 }
 
-/// What the supervisor reports to the rest of the service.
+/// What the supervisor tells the rest of the service (gRPC health):
+/// whether Redis can be used. (Why not is in the link and the log.)
 pub trait Watcher: Send + 'static {
-    /// Redis answers (again).
-    fn up(&mut self) -> impl std::future::Future<Output = ()> + Send;
-    /// Redis cannot be used, and why.
-    fn down(&mut self, why: &str) -> impl std::future::Future<Output = ()> + Send;
+    fn serving(&mut self, up: bool) -> impl std::future::Future<Output = ()> + Send;
 }
 
 /// Starts the supervisor; the link answers "not connected yet" until Redis
@@ -211,7 +209,8 @@ pub fn start(target: &RedisTarget, timeout: Duration, watcher: impl Watcher) -> 
     link
 }
 
-async fn ping(connection: &mut MultiplexedConnection, timeout: Duration) -> Result<(), String> {
+/// `PING` within `timeout`: `Ok`, or why not.
+pub async fn ping(connection: &mut MultiplexedConnection, timeout: Duration) -> Result<(), String> {
     let command = redis::cmd("PING");
     match tokio::time::timeout(timeout, command.query_async::<String>(connection)).await {
         Ok(Ok(_)) => Ok(()),
@@ -254,7 +253,7 @@ async fn supervise(
             let reason = format!("cannot use Redis at {shown}: {}", why(&e));
             tracing::error!("{reason}");
             link.set(Err(reason.clone()));
-            watcher.down(&reason).await;
+            watcher.serving(false).await;
             return;
         }
     };
@@ -264,8 +263,10 @@ async fn supervise(
         match connect(&client, timeout).await {
             Ok(mut connection) => {
                 tracing::info!("redis: connected to {shown}");
+                // a reconnect asked of the connection before is done
+                let _ = link.take_drop_reason();
                 link.set(Ok(connection.clone()));
-                watcher.up().await;
+                watcher.serving(true).await;
                 last_reason.clear();
                 pause = Duration::from_millis(50);
                 let reason = loop {
@@ -282,7 +283,7 @@ async fn supervise(
                 };
                 tracing::warn!("redis: connection to {shown} lost ({reason}); reconnecting");
                 link.set(Err(reason.clone()));
-                watcher.down(&reason).await;
+                watcher.serving(false).await;
                 last_reason = reason;
             }
             Err(reason) => {
@@ -294,7 +295,7 @@ async fn supervise(
                         RETRY_MAX.as_millis()
                     );
                     link.set(Err(reason.clone()));
-                    watcher.down(&reason).await;
+                    watcher.serving(false).await;
                     last_reason = reason;
                 }
                 tokio::time::sleep(pause).await;

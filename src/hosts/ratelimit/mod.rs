@@ -479,26 +479,20 @@ async fn bind(addr: SocketAddr, option: &str) -> std::io::Result<tokio::net::Tcp
         .map_err(|e| std::io::Error::new(e.kind(), format!("{option} {addr}: {e}")))
 }
 
-/// Tells gRPC health and the log what the link to Redis does.
+/// gRPC health follows the link to Redis: the rate-limit service's, and
+/// the server's as a whole (a probe that names no service).
 struct Health(tonic_health::server::HealthReporter);
 
 impl link::Watcher for Health {
-    async fn up(&mut self) {
-        self.0
-            .set_serving::<RateLimitServiceServer<Limiter>>()
-            .await;
-        // the server as a whole (a probe that names no service) too
-        self.0
-            .set_service_status("", tonic_health::ServingStatus::Serving)
-            .await;
-    }
-    async fn down(&mut self, _why: &str) {
-        self.0
-            .set_not_serving::<RateLimitServiceServer<Limiter>>()
-            .await;
-        self.0
-            .set_service_status("", tonic_health::ServingStatus::NotServing)
-            .await;
+    async fn serving(&mut self, up: bool) {
+        use tonic_health::ServingStatus::{NotServing, Serving};
+        let status = if up { Serving } else { NotServing };
+        for name in [
+            <RateLimitServiceServer<Limiter> as tonic::server::NamedService>::NAME,
+            "",
+        ] {
+            self.0.set_service_status(name, status).await;
+        }
     }
 }
 
@@ -532,7 +526,7 @@ async fn run(options: Options) -> std::io::Result<()> {
     let server = server_with(options.tls.as_ref())?;
     let (reporter, health) = tonic_health::server::health_reporter();
     let mut watcher = Health(reporter);
-    link::Watcher::down(&mut watcher, "not connected yet").await;
+    link::Watcher::serving(&mut watcher, false).await;
     tracing::info!(
         "ShouldRateLimit on {}://{} (Redis {}){}",
         if options.tls.is_some() {
@@ -640,18 +634,15 @@ mod admin {
         }
     }
 
-    /// Ready when Redis answers `PING` now.
+    /// Ready when Redis answers `PING` now (else the link checks its
+    /// connection at once).
     async fn ready(link: &super::link::Link, timeout: std::time::Duration) -> Result<(), String> {
         let mut redis = link.connection()?;
-        let command = redis::cmd("PING");
-        match tokio::time::timeout(timeout, command.query_async::<String>(&mut redis)).await {
-            Ok(Ok(_)) => Ok(()),
-            Ok(Err(e)) => {
-                link.suspect();
-                Err(super::link::why(&e))
-            }
-            Err(_) => Err("no answer in time".to_owned()),
+        let answered = super::link::ping(&mut redis, timeout).await;
+        if answered.is_err() {
+            link.suspect();
         }
+        answered
     }
 }
 

@@ -31,12 +31,14 @@
 #![deny(clippy::too_many_lines)]
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+#[cfg(test)]
+mod conformance;
 mod hosts;
 pub mod stats;
 
 pub use fpgen_core::{
-    config, edge, error, fleet, ids, licence, outcome, params, redeem, render, request, secret,
-    service, token,
+    config, edge, error, fleet, ids, licence, lifecycle, outcome, params, redeem, render, request,
+    secret, service, token,
 };
 
 #[cfg(all(feature = "logging", not(target_arch = "wasm32")))]

@@ -24,6 +24,7 @@
 //! - [`redeem`]: the redemption gate (the modules above but `service`).
 //! - [`stats`]: stat names and what each outcome counts (`error`, `fleet`, `ids`, `outcome`, `redeem`, `token`).
 //! - [`edge`]: what every host does with a request, in order (the whole core).
+//! - [`lifecycle`]: one request's life as events in and instructions out, for every host (the whole core).
 //!
 //! `make lint` checks each line against the source
 //! (`tests/support/module_graph.py`: no cycle, and each module imports only
@@ -39,6 +40,7 @@ pub mod error;
 pub mod fleet;
 pub mod ids;
 pub mod licence;
+pub mod lifecycle;
 pub mod outcome;
 pub mod params;
 pub mod redeem;

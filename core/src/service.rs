@@ -464,9 +464,17 @@ impl PendingBudget {
     /// The request went away before its budgets answered (the client
     /// left): a local token taken for it is given back.
     pub fn abandon(self, host: &dyn Host) {
-        if self.holds_local_token() {
-            host.give_back_to_budget(&self.customer);
+        if let Some(customer) = self.abandoned() {
+            host.give_back_to_budget(&customer);
         }
+    }
+
+    /// The request went away before its budgets answered: the customer
+    /// whose local token it took, to be given back (`None` when it took
+    /// none), for a host that keeps its budgets apart from its
+    /// [`Host`] ([`PendingBudget::abandon`] gives it back itself).
+    pub fn abandoned(self) -> Option<CustomerId> {
+        self.holds_local_token().then_some(self.customer)
     }
 
     fn refusal(&self, refused: Budget) -> ApiError {

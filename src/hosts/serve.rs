@@ -14,17 +14,16 @@
 //! `accept` (the descriptor limit reached) is logged and retried with a
 //! back-off instead of ending the service.
 
-use crate::config::Config;
-use crate::config::{FleetBudget, RateLimitService};
-use crate::edge::{self, TokenStart};
-use crate::error::ErrorCode;
-use crate::fleet::{self, Failure};
+use crate::config::{Config, RateLimitService};
+use crate::fleet::{self, Failure, Lease, Verdict};
 use crate::ids::CustomerId;
+use crate::lifecycle::{self, Exchange, FleetCall, FleetReply, Host, Level, Part, Report, Stores};
 use crate::render::Response as ApiResponse;
-use crate::service::{self, Answer, Budget, Host, HostFailure, PendingBudget, Settled, Step};
+use crate::service::{self, Budget, HostFailure};
+use crate::stats::Counter;
 use bytes::Bytes;
 use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper::header::HeaderValue;
 use hyper::{Request, Response, StatusCode};
@@ -32,7 +31,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use prost::Message as _;
 use std::future::Future;
 use std::io;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -41,22 +40,16 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::sync::Semaphore;
 
-/// The host of one request: system clock and randomness, the client
-/// address under the configuration's `client_address` policy, and the
-/// process's token budgets.
-struct ServeHost<'b> {
-    client: Option<IpAddr>,
-    budgets: &'b Budgets,
-}
-
 /// Token budgets of one `fpgen serve` process: a counter of tokens used
-/// for each customer with a `token_budget`, made when the configuration is
-/// read (so a mint allocates nothing for it) and taken from with
-/// compare-and-swap, exact across all the process's threads. Like an
-/// Envoy's, they start at 0 when the process starts.
+/// for each customer with a `token_budget`, by its name
+/// ([`fleet::budget_key`]), made when the configuration is read (so a mint
+/// allocates nothing for it) and taken from with compare-and-swap, exact
+/// across all the process's threads. Like an Envoy's, they start at 0
+/// when the process starts. It keeps no leases: every token of a fleet
+/// budget is asked of the service.
 #[derive(Debug)]
 struct Budgets {
-    used: std::collections::HashMap<CustomerId, AtomicU64>,
+    used: std::collections::HashMap<String, AtomicU64>,
 }
 
 impl Budgets {
@@ -65,15 +58,22 @@ impl Budgets {
             .customers
             .values()
             .filter(|c| c.token_budget.is_some())
-            .map(|c| (c.id.clone(), AtomicU64::new(0)))
+            .map(|c| {
+                (
+                    fleet::budget_key(config.environment, &c.id),
+                    AtomicU64::new(0),
+                )
+            })
             .collect();
         Self { used }
     }
+}
 
-    fn take(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
+impl Stores for Budgets {
+    fn take_from_budget(&self, key: &str, budget: u64) -> Result<Budget, HostFailure> {
         let used = self
             .used
-            .get(customer)
+            .get(key)
             .ok_or(HostFailure("token budget: no counter for this customer"))?;
         let taken = used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
             (n < budget).then_some(n + 1)
@@ -84,25 +84,137 @@ impl Budgets {
             Budget::Spent
         })
     }
-}
 
-impl Host for ServeHost<'_> {
-    fn now(&self) -> i64 {
-        service::SystemHost.now()
-    }
-    fn fill_random(&self, buf: &mut [u8]) -> Result<(), HostFailure> {
-        service::SystemHost.fill_random(buf)
-    }
-    fn client_address(&self) -> Option<IpAddr> {
-        self.client
-    }
-    fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
-        self.budgets.take(customer, budget)
-    }
-    fn give_back_to_budget(&self, customer: &CustomerId) {
-        if let Some(used) = self.budgets.used.get(customer) {
+    fn give_back_to_budget(&self, key: &str) {
+        if let Some(used) = self.used.get(key) {
             let _ = used.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1));
         }
+    }
+
+    /// No leases: an empty one, unchanged.
+    fn update_lease(
+        &self,
+        _: &str,
+        _: &dyn Fn(Lease) -> Lease,
+    ) -> Result<(Lease, Lease), HostFailure> {
+        Ok((Lease::default(), Lease::default()))
+    }
+}
+
+/// One request's host, as the exchange sees it: the request's head, its
+/// body once collected, the peer, and the process's budgets. `fpgen serve`
+/// has no stats and no access log; its log lines go to its log (a failed
+/// fleet call's at most once a second).
+struct Exchanged<'a> {
+    head: &'a hyper::http::request::Parts,
+    peer: SocketAddr,
+    budgets: &'a Budgets,
+    /// The body collected (`None`: not yet, or it could not be read).
+    body: Option<Vec<u8>>,
+    /// The body could not be read (a broken body is as good as too large).
+    broken: bool,
+}
+
+impl Stores for Exchanged<'_> {
+    fn take_from_budget(&self, key: &str, budget: u64) -> Result<Budget, HostFailure> {
+        self.budgets.take_from_budget(key, budget)
+    }
+
+    fn give_back_to_budget(&self, key: &str) {
+        self.budgets.give_back_to_budget(key);
+    }
+
+    fn update_lease(
+        &self,
+        key: &str,
+        change: &dyn Fn(Lease) -> Lease,
+    ) -> Result<(Lease, Lease), HostFailure> {
+        self.budgets.update_lease(key, change)
+    }
+}
+
+impl Report for Exchanged<'_> {
+    fn now_ms(&self) -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+    }
+
+    fn count(&self, _: Counter, _: Option<&CustomerId>) {}
+
+    fn log(&self, level: Level, message: &str) {
+        match level {
+            Level::Debug => tracing::debug!("{message}"),
+            Level::Info => tracing::info!("{message}"),
+            Level::Warn | Level::Error => {
+                if let Some(held) = FAILED_FLEET_CALLS.admit() {
+                    tracing::warn!("{message}{}", crate::logging::held_back(held));
+                }
+            }
+        }
+    }
+
+    fn set_lease_gauge(&self, _: &CustomerId, _: u32) {}
+}
+
+impl Host for Exchanged<'_> {
+    /// As the filter reads it from Envoy ([`service::joined_header`]); as
+    /// Envoy at an edge (`use_remote_address: true`), the peer is the last
+    /// `x-forwarded-for` entry, after those the client sent.
+    fn header(&self, name: &str) -> Option<String> {
+        match name {
+            ":path" => Some(
+                self.head
+                    .uri
+                    .path_and_query()
+                    .map_or("/", |p| p.as_str())
+                    .to_owned(),
+            ),
+            ":method" => Some(self.head.method.as_str().to_owned()),
+            "x-forwarded-for" => Some(match self.values(name) {
+                Some(sent) => format!("{sent},{}", self.peer.ip()),
+                None => self.peer.ip().to_string(),
+            }),
+            _ => self.values(name),
+        }
+    }
+
+    fn header_names(&self, _: Part) -> Vec<String> {
+        let names = self.head.headers.keys();
+        names.map(|name| name.as_str().to_owned()).collect()
+    }
+
+    fn body_size(&self) -> usize {
+        if self.broken {
+            return usize::MAX;
+        }
+        self.body.as_ref().map_or(0, Vec::len)
+    }
+
+    fn body(&self, limit: usize) -> Vec<u8> {
+        let body = self.body.as_deref().unwrap_or_default();
+        body.get(..limit.min(body.len()))
+            .unwrap_or_default()
+            .to_vec()
+    }
+
+    fn source_address(&self) -> Option<String> {
+        Some(self.peer.ip().to_string())
+    }
+
+    fn fill_random(&self, buf: &mut [u8]) -> Result<(), HostFailure> {
+        service::Host::fill_random(&service::SystemHost, buf)
+    }
+
+    fn set_log_state(&self, _: &str) {}
+
+    fn want_refill(&self, _: &CustomerId, _: u32) {}
+}
+
+impl Exchanged<'_> {
+    fn values(&self, name: &str) -> Option<String> {
+        let values = self.head.headers.get_all(name).iter();
+        service::joined_header(values.map(HeaderValue::as_bytes))
     }
 }
 
@@ -113,7 +225,6 @@ impl Host for ServeHost<'_> {
 #[derive(Clone)]
 struct FleetClient {
     client: RateLimitServiceClient<tonic::transport::Channel>,
-    service: RateLimitService,
 }
 
 /// TLS to the rate-limit service (`https://` URLs): the authorities that
@@ -165,37 +276,26 @@ impl FleetClient {
         }
         Ok(Self {
             client: RateLimitServiceClient::new(endpoint.connect_lazy()),
-            service,
         })
     }
 
-    async fn ask(&self, customer: &CustomerId, budget: FleetBudget) -> Budget {
+    /// Makes `call`; what the service said.
+    async fn ask(&self, call: &FleetCall) -> Result<Verdict, Failure> {
         use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
-        let bytes = fleet::request(&self.service, customer, budget, 1);
-        let Ok(request) = RateLimitRequest::decode(bytes.as_slice()) else {
-            return Budget::FleetUnavailable(Failure::Unavailable);
+        let Ok(request) = RateLimitRequest::decode(call.message.as_slice()) else {
+            return Err(Failure::Unavailable);
         };
-        let timeout = Duration::from_millis(self.service.timeout_ms);
+        let timeout = Duration::from_millis(call.timeout_ms);
         let mut client = self.client.clone();
         let call = client.should_rate_limit(request);
-        let verdict = match tokio::time::timeout(timeout, call).await {
+        match tokio::time::timeout(timeout, call).await {
             Err(_) => Err(Failure::Timeout),
             Ok(Err(status)) if status.code() == tonic::Code::DeadlineExceeded => {
                 Err(Failure::Timeout)
             }
             Ok(Err(_)) => Err(Failure::Unavailable),
             Ok(Ok(response)) => fleet::verdict(&response.into_inner().encode_to_vec()),
-        };
-        if let Err(failure) = &verdict {
-            if let Some(held) = FAILED_FLEET_CALLS.admit() {
-                tracing::warn!(
-                    "fleet budget of customer {customer}: {}{}",
-                    failure.message(),
-                    crate::logging::held_back(held)
-                );
-            }
         }
-        Budget::of_fleet(verdict)
     }
 }
 
@@ -205,48 +305,6 @@ static FAILED_FLEET_CALLS: crate::logging::Throttle =
     crate::logging::Throttle::new(Duration::from_secs(1));
 static FAILED_ACCEPTS: crate::logging::Throttle =
     crate::logging::Throttle::new(Duration::from_secs(1));
-
-/// Answers a token request's [`Step`]s: the local budget from the
-/// process's counters, the fleet budget from the rate-limit service.
-async fn drive(mut step: Step, host: &ServeHost<'_>, fleet: Option<&FleetClient>) -> Answer {
-    loop {
-        let (pending, budget) = match step.settle_locally(host) {
-            Settled::Answer(answer) => return answer,
-            Settled::Fleet(pending, budget) => (pending, budget),
-        };
-        // Until the call answers, the pending request is the guard's: a
-        // client that leaves (hyper drops this future) gets its local token
-        // given back.
-        let customer = pending.customer().clone();
-        let guard = Abandoned(Some(pending), host);
-        let answer = match fleet {
-            Some(fleet) => fleet.ask(&customer, budget).await,
-            None => Budget::FleetUnavailable(Failure::Unavailable),
-        };
-        let Some(pending) = guard.disarm() else {
-            return service::refuse(ErrorCode::Internal, "");
-        };
-        step = pending.continue_with(Ok(answer), host);
-    }
-}
-
-/// A request waiting for its fleet budget; dropped before the answer (the
-/// client left), it gives back what it took ([`PendingBudget::abandon`]).
-struct Abandoned<'h, 'b>(Option<PendingBudget>, &'h ServeHost<'b>);
-
-impl Abandoned<'_, '_> {
-    fn disarm(mut self) -> Option<PendingBudget> {
-        self.0.take()
-    }
-}
-
-impl Drop for Abandoned<'_, '_> {
-    fn drop(&mut self) {
-        if let Some(pending) = self.0.take() {
-            pending.abandon(self.1);
-        }
-    }
-}
 
 /// The fleet client for `config`, or why the configuration cannot be
 /// served: a fleet budget needs `--rate-limit-service` (fpgen serve never
@@ -496,61 +554,84 @@ async fn answer(
     body_timeout: Duration,
     req: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, BodyTimedOut> {
-    let Shared {
-        config,
-        budgets,
-        fleet,
-    } = shared;
-    let path_and_query = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
-    if !service::is_token_path(&path_and_query) {
+    let path_and_query = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    // The token endpoint alone: there is no upstream to pass anything to.
+    if !service::is_token_path(path_and_query) {
         let mut not_found = Response::new(Full::new(Bytes::from_static(b"not found\n")));
         *not_found.status_mut() = StatusCode::NOT_FOUND;
         return Ok(not_found);
     }
-    let query = service::query_of(&path_and_query);
-    let header = |name: &str| {
-        service::joined_header(
-            req.headers()
-                .get_all(name)
-                .iter()
-                .map(HeaderValue::as_bytes),
-        )
+    let (head, body) = req.into_parts();
+    let mut body = Some(body);
+    let mut request = Exchanged {
+        head: &head,
+        peer,
+        budgets: &shared.budgets,
+        body: None,
+        broken: false,
     };
-    // As Envoy at an edge (use_remote_address: true): the peer is the last
-    // x-forwarded-for entry, after those the client sent.
-    let policy = &config.client_address;
-    let xff = policy
-        .use_x_forwarded_for
-        .then(|| match header("x-forwarded-for") {
-            Some(sent) => format!("{sent},{}", peer.ip()),
-            None => peer.ip().to_string(),
-        });
-    let peer_text = peer.ip().to_string();
-    let client = service::client_address(policy, Some(&peer_text), xff.as_deref());
-    let host = ServeHost {
-        client,
-        budgets: &budgets,
-    };
-    let method = req.method().as_str();
+    // dropped before its answer (the client left: hyper drops this future),
+    // the exchange gives back what it took
+    let mut exchange = Abandoning(Exchange::new(Some(&*shared.config)), &shared.budgets);
     // hyper's body may be empty, and is read either way
-    let step = match edge::token_request(&config, query, method, header, false, &host) {
-        TokenStart::Step(step) => step,
-        TokenStart::AwaitBody => {
-            let body = Limited::new(req.into_body(), edge::body_read_limit(&config)).collect();
-            match tokio::time::timeout(body_timeout, body).await {
-                Err(_) => return Err(BodyTimedOut),
-                Ok(Ok(body)) => edge::token_body(&config, query, &body.to_bytes(), &host),
-                // past the read limit (or a broken body): too large either way
-                Ok(Err(_)) => Step::Answer(service::refuse(ErrorCode::BodyTooLarge, query)),
+    let mut next = exchange.0.on_headers(&request, false);
+    // (each step moves on: the body is collected once, a call made once)
+    for _ in 0..4 {
+        next = match next {
+            lifecycle::Next::Reply(answer) => return Ok(to_hyper(answer)),
+            lifecycle::Next::CollectBody => {
+                let limit = crate::edge::body_read_limit(&shared.config);
+                let read = read_body(body.take(), limit);
+                match tokio::time::timeout(body_timeout, read).await {
+                    Err(_) => return Err(BodyTimedOut),
+                    Ok(read) => (request.broken, request.body) = (read.is_none(), read),
+                }
+                exchange.0.on_body(&request, true)
             }
-        }
+            lifecycle::Next::AskFleet(call) => {
+                exchange.0.on_call_made(&request);
+                let verdict = match &shared.fleet {
+                    Some(fleet) => fleet.ask(&call).await,
+                    None => Err(Failure::Unavailable),
+                };
+                exchange
+                    .0
+                    .on_fleet_reply(&request, FleetReply::Read(verdict))
+            }
+            lifecycle::Next::Continue(_) | lifecycle::Next::Wait => break,
+        };
+    }
+    let internal = service::refuse(crate::error::ErrorCode::Internal, "");
+    Ok(to_hyper(internal.response))
+}
+
+/// An exchange that gives back what it took when it is dropped before its
+/// answer ([`Exchange::abandon`]).
+struct Abandoning<'c, 'b>(Exchange<&'c Config>, &'b Budgets);
+
+impl Drop for Abandoning<'_, '_> {
+    fn drop(&mut self) {
+        self.0.abandon(self.1);
+    }
+}
+
+/// The body, at most `limit` bytes of it (the rest is not read); `None`
+/// when it cannot be read.
+async fn read_body(body: Option<Incoming>, limit: usize) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    let Some(mut body) = body else {
+        return Some(out);
     };
-    let answer = drive(step, &host, fleet.as_ref()).await;
-    Ok(to_hyper(answer.response))
+    while out.len() < limit {
+        let Some(frame) = body.frame().await else {
+            break;
+        };
+        if let Ok(data) = frame.ok()?.into_data() {
+            let room = limit.saturating_sub(out.len()).min(data.len());
+            out.extend_from_slice(data.get(..room).unwrap_or_default());
+        }
+    }
+    Some(out)
 }
 
 fn to_hyper(api: ApiResponse) -> Response<Full<Bytes>> {

@@ -23,7 +23,7 @@
 #![allow(unsafe_code)]
 
 use super::{
-    Callout, CalloutAnswer, Envoy, FilterConfig, Level, Main, Map, Metric, Next, Report, Stream,
+    Callout, CalloutAnswer, Envoy, FilterConfig, Level, Main, Metric, Next, Part, Sink, Stream,
 };
 use std::cell::Cell;
 use std::ffi::{c_char, c_void};
@@ -551,7 +551,7 @@ unsafe fn define(
     }
 }
 
-impl Report for MainHook {
+impl Sink for MainHook {
     fn count(&self, metric: Metric, labels: &[&str]) {
         let add = envoy_dynamic_module_callback_http_filter_config_increment_counter;
         // SAFETY: the configuration pointer is used on the main thread (see
@@ -780,10 +780,10 @@ impl Hook {
         };
     }
 
-    fn header_type(map: Map) -> u32 {
-        match map {
-            Map::RequestHeaders => REQUEST_HEADER,
-            Map::RequestTrailers => REQUEST_TRAILER,
+    fn header_type(part: Part) -> u32 {
+        match part {
+            Part::Headers => REQUEST_HEADER,
+            Part::Trailers => REQUEST_TRAILER,
         }
     }
 
@@ -847,8 +847,8 @@ impl Envoy for Hook {
         (!values.is_empty()).then(|| values.join(","))
     }
 
-    fn header_names(&self, map: Map) -> Vec<String> {
-        let header_type = Self::header_type(map);
+    fn header_names(&self, part: Part) -> Vec<String> {
+        let header_type = Self::header_type(part);
         // SAFETY: the vector is sized to the count Envoy just gave; the
         // stream pointer is this hook's; names are copied before returning.
         unsafe {
@@ -883,9 +883,9 @@ impl Envoy for Hook {
         }
     }
 
-    fn remove_header(&self, map: Map, name: &str) {
+    fn remove_header(&self, part: Part, name: &str) {
         let set = envoy_dynamic_module_callback_http_set_header;
-        self.write_header(set, Self::header_type(map), name, None);
+        self.write_header(set, Self::header_type(part), name, None);
     }
 
     fn add_header(&self, name: &str, value: &str) {
@@ -988,7 +988,7 @@ impl Envoy for Hook {
     }
 }
 
-impl Report for Hook {
+impl Sink for Hook {
     fn count(&self, metric: Metric, labels: &[&str]) {
         let add = envoy_dynamic_module_callback_http_filter_increment_counter;
         // SAFETY: the stream pointer is this hook's.

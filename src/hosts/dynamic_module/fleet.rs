@@ -23,10 +23,13 @@
 //! trailers, so a gRPC error is read from a trailers-only answer's
 //! `grpc-status` header ([`fleet::verdict_of_http`]).
 
-use super::{Envoy, Level, Metric, Report};
-use crate::config::{Config, FleetBudget};
-use crate::fleet::{self, Failure, Lease, LeaseStep, Verdict};
+use super::{Level, Metric, ProcessStores, Sink};
+use crate::config::Config;
+use crate::fleet::{self, Lease};
 use crate::ids::CustomerId;
+use crate::lifecycle::{self, FleetCall, FleetReply, Refill, Report, Stores};
+use crate::service::{Budget, HostFailure};
+use crate::stats::Counter;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 
@@ -37,6 +40,23 @@ pub(crate) struct Callout {
     pub(crate) headers: Vec<(&'static str, String)>,
     pub(crate) body: Vec<u8>,
     pub(crate) timeout_ms: u64,
+}
+
+/// A fleet call as plain HTTP/2: `POST` to [`fleet::PATH`], the message in
+/// one gRPC frame.
+pub(crate) fn callout(call: FleetCall) -> Callout {
+    Callout {
+        headers: vec![
+            (":method", "POST".to_owned()),
+            (":path", fleet::PATH.to_owned()),
+            ("host", call.cluster.clone()),
+            ("content-type", "application/grpc".to_owned()),
+            ("te", "trailers".to_owned()),
+        ],
+        body: fleet::grpc_frame(&call.message),
+        cluster: call.cluster,
+        timeout_ms: call.timeout_ms,
+    }
 }
 
 /// The answer to a callout: its headers (`:status` among them) and body.
@@ -54,15 +74,64 @@ impl CalloutAnswer {
             .find(|(k, _)| k.eq_ignore_ascii_case(name));
         found.map(|(_, v)| v.as_str())
     }
+
+    /// The answer as the core reads it.
+    pub(crate) fn http(&self) -> fleet::HttpAnswer<'_> {
+        fleet::HttpAnswer {
+            status: self.header(":status"),
+            grpc_status: self.header("grpc-status"),
+            body: &self.body,
+        }
+    }
 }
 
 /// Envoy on the main thread, for a configuration's refills.
-pub(crate) trait Main: Report {
+pub(crate) trait Main: Sink {
     /// Makes `call` now: its id, or `None` when Envoy could not make it.
     /// (Its answer may come before this returns.)
     fn callout(&self, call: &Callout) -> Option<u64>;
     /// Sets the customer's lease gauge to `held` tokens.
     fn set_lease_gauge(&self, customer: &str, held: u32);
+}
+
+/// The main thread as the core's refills see it: the process's stores,
+/// Envoy's counters, gauges and log.
+struct MainHost<'a>(&'a dyn Main);
+
+impl Stores for MainHost<'_> {
+    fn take_from_budget(&self, key: &str, budget: u64) -> Result<Budget, HostFailure> {
+        ProcessStores.take_from_budget(key, budget)
+    }
+
+    fn give_back_to_budget(&self, key: &str) {
+        ProcessStores.give_back_to_budget(key);
+    }
+
+    fn update_lease(
+        &self,
+        key: &str,
+        change: &dyn Fn(Lease) -> Lease,
+    ) -> Result<(Lease, Lease), HostFailure> {
+        ProcessStores.update_lease(key, change)
+    }
+}
+
+impl Report for MainHost<'_> {
+    fn now_ms(&self) -> u64 {
+        now_ms()
+    }
+
+    fn count(&self, counter: Counter, customer: Option<&CustomerId>) {
+        super::count(self.0, counter, customer);
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.0.log(level, message);
+    }
+
+    fn set_lease_gauge(&self, customer: &CustomerId, held: u32) {
+        self.0.set_lease_gauge(customer.as_str(), held);
+    }
 }
 
 /// Leases of fleet budgets, by [`fleet::lease_key`], for the whole process.
@@ -81,9 +150,8 @@ pub(crate) fn init_lease(key: String) {
     leases.entry(key).or_default();
 }
 
-/// Applies `change` to the lease `key`: what it returns, and the lease
-/// before and after.
-fn update<T>(key: &str, change: impl FnOnce(Lease) -> (T, Lease)) -> (T, Lease, Lease) {
+/// Applies `change` to the lease `key`: the lease before and after.
+pub(crate) fn update(key: &str, change: &dyn Fn(Lease) -> Lease) -> (Lease, Lease) {
     let mut leases = leases();
     let leases = leases.get_or_insert_with(HashMap::new);
     let lease = match leases.get_mut(key) {
@@ -91,9 +159,8 @@ fn update<T>(key: &str, change: impl FnOnce(Lease) -> (T, Lease)) -> (T, Lease, 
         None => leases.entry(key.to_owned()).or_default(),
     };
     let before = *lease;
-    let (out, after) = change(before);
-    *lease = after;
-    (out, before, after)
+    *lease = change(before);
+    (before, *lease)
 }
 
 /// The tokens of the lease `key` held now.
@@ -110,110 +177,11 @@ pub(crate) fn now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// The rate-limit service's timeout (0 without one).
-pub(crate) fn timeout_ms(config: &Config) -> u64 {
-    config
-        .rate_limit_service
-        .as_ref()
-        .map_or(0, |s| s.timeout_ms)
-}
-
-/// The call for `hits` tokens of `customer`'s fleet budget (`None`
-/// without a rate-limit service).
-pub(crate) fn call(
-    config: &Config,
-    customer: &CustomerId,
-    budget: FleetBudget,
-    hits: u32,
-) -> Option<Callout> {
-    let service = config.rate_limit_service.as_ref()?;
-    let message = fleet::request(service, customer, budget, hits);
-    Some(Callout {
-        cluster: service.cluster.clone(),
-        headers: vec![
-            (":method", "POST".to_owned()),
-            (":path", fleet::PATH.to_owned()),
-            ("host", service.cluster.clone()),
-            ("content-type", "application/grpc".to_owned()),
-            ("te", "trailers".to_owned()),
-        ],
-        body: fleet::grpc_frame(&message),
-        timeout_ms: service.timeout_ms,
-    })
-}
-
-/// What the answer to a call sent at `sent_ms` says.
-pub(crate) fn verdict(
-    answer: Option<&CalloutAnswer>,
-    sent_ms: u64,
-    timeout_ms: u64,
-) -> Result<Verdict, Failure> {
-    let http = answer.map(|a| fleet::HttpAnswer {
-        status: a.header(":status"),
-        grpc_status: a.header("grpc-status"),
-        body: &a.body,
-    });
-    fleet::verdict_of_http(http, now_ms().saturating_sub(sent_ms), timeout_ms)
-}
-
-/// Counts and logs a fleet-budget question that got no answer.
-pub(crate) fn failed(
-    report: &dyn Report,
-    failure: Failure,
-    customer: &CustomerId,
-    sent_ms: Option<u64>,
-) {
-    report.count(Metric::FleetBudgetFailed, &[failure.stat_name()]);
-    let after = sent_ms.map_or(String::new(), |sent| {
-        format!(" (after {} ms)", now_ms().saturating_sub(sent))
-    });
-    report.log(
-        Level::Warn,
-        &format!(
-            "fpgen: fleet budget of customer {customer}: {}{after}",
-            failure.message()
-        ),
-    );
-}
-
-/// One token of `customer`'s lease for a stream's request: whether it was
-/// taken (else the request asks for its own). A refill it wants is added
-/// to `refills` and the main thread woken, as it is when the lease runs
-/// empty (its gauge then changes).
-pub(crate) fn from_lease(
-    envoy: &dyn Envoy,
-    refills: &Refills,
-    config: &Config,
-    customer: &CustomerId,
-    budget: FleetBudget,
-) -> bool {
-    let (now, claim) = (
-        now_ms(),
-        timeout_ms(config).saturating_add(fleet::CLAIM_SLACK_MS),
-    );
-    let key = fleet::lease_key(config, customer, budget);
-    let (step, before, after) = update(&key, |l| l.step(budget.lease, now, claim));
-    let (taken, refill) = match step {
-        LeaseStep::Take { refill } => (true, refill),
-        LeaseStep::Ask { refill } => (false, refill),
-    };
-    // the gauge shows what is held, token by token
-    if after.held != before.held {
-        envoy.set_lease_gauge(customer.as_str(), after.usable(now));
-    }
-    if let Some(hits) = refill {
-        refills.want(customer, hits);
-        envoy.wake_main();
-    }
-    taken
-}
-
 /// A configuration's lease refills: those its streams want, and those in
 /// flight (the main thread's). Both hold at most one entry per customer.
 #[derive(Default)]
 pub(crate) struct Refills {
-    /// By customer: the hits of the refill wanted (0: none, only its gauge
-    /// changed).
+    /// By customer: the hits of the refill wanted.
     wanted: Mutex<BTreeMap<CustomerId, u32>>,
     calls: Mutex<Calls>,
 }
@@ -227,21 +195,13 @@ struct Calls {
     making: Option<Refill>,
 }
 
-/// A lease refill asked of the rate-limit service.
-struct Refill {
-    customer: CustomerId,
-    hits: u32,
-    sent_ms: u64,
-}
-
 impl Refills {
     fn calls(&self) -> MutexGuard<'_, Calls> {
         self.calls.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// A worker wants a refill of `hits` for `customer` (0: only its gauge
-    /// to be set).
-    fn want(&self, customer: &CustomerId, hits: u32) {
+    /// A worker wants a refill of `hits` for `customer`.
+    pub(crate) fn want(&self, customer: &CustomerId, hits: u32) {
         let mut wanted = self.wanted.lock().unwrap_or_else(PoisonError::into_inner);
         let entry = wanted.entry(customer.clone()).or_insert(0);
         *entry = (*entry).max(hits);
@@ -261,7 +221,7 @@ impl Refills {
                 .values()
                 .any(|r| r.customer == customer);
             if hits > 0 && !in_flight {
-                self.refill(main, config, customer.clone(), hits);
+                self.refill(main, config, &customer, hits);
             }
             if let Some(budget) = config.fleet_budget(&customer) {
                 let key = fleet::lease_key(config, &customer, budget);
@@ -270,24 +230,15 @@ impl Refills {
         }
     }
 
-    fn refill(&self, main: &dyn Main, config: &Config, customer: CustomerId, hits: u32) {
-        let Some(budget) = config.fleet_budget(&customer) else {
+    fn refill(&self, main: &dyn Main, config: &Config, customer: &CustomerId, hits: u32) {
+        let host = MainHost(main);
+        let Some((refill, call)) = lifecycle::refill_call(config, &host, customer, hits) else {
+            lifecycle::refill_not_made(config, &host, customer, false);
             return;
-        };
-        let key = fleet::lease_key(config, &customer, budget);
-        let Some(call) = call(config, &customer, budget, hits) else {
-            let _ = update(&key, |l| ((), l.refill_failed()));
-            return;
-        };
-        let sent_ms = now_ms();
-        let refill = Refill {
-            customer: customer.clone(),
-            hits,
-            sent_ms,
         };
         self.calls().making = Some(refill);
         // no lock is held while Envoy makes the call: it may answer inside
-        let made = main.callout(&call);
+        let made = main.callout(&callout(call));
         let mut calls = self.calls();
         match (made, calls.making.take()) {
             (Some(id), Some(refill)) => {
@@ -301,8 +252,7 @@ impl Refills {
             }
             (None, Some(_)) => {
                 drop(calls);
-                failed(main, Failure::Unavailable, &customer, None);
-                let _ = update(&key, |l| ((), l.refill_failed()));
+                lifecycle::refill_not_made(config, &host, customer, true);
             }
             (None, None) => {} // answered inside the call, which then failed
         }
@@ -321,22 +271,10 @@ impl Refills {
             let mut calls = self.calls();
             calls.in_flight.remove(&id).or_else(|| calls.making.take())
         };
-        let Some(refill) = refill else {
-            return;
-        };
-        let answer = verdict(answer, refill.sent_ms, timeout_ms(config));
-        match answer {
-            Ok(Verdict::Ok { reset_ms: None }) => main.log(Level::Warn, fleet::NO_RESET),
-            Err(failure) => failed(main, failure, &refill.customer, Some(refill.sent_ms)),
-            Ok(_) => {}
+        if let Some(refill) = refill {
+            let reply = FleetReply::Http(answer.map(CalloutAnswer::http));
+            lifecycle::refill_answered(config, &MainHost(main), &refill, reply);
         }
-        let Some(budget) = config.fleet_budget(&refill.customer) else {
-            return;
-        };
-        let key = fleet::lease_key(config, &refill.customer, budget);
-        let (asked, now) = ((refill.hits, refill.sent_ms), now_ms());
-        let _ = update(&key, |l| ((), l.answered(answer, asked, budget.lease, now)));
-        main.set_lease_gauge(refill.customer.as_str(), held(&key));
     }
 }
 
@@ -351,7 +289,7 @@ mod tests {
         calls: RefCell<Vec<u32>>,
     }
 
-    impl Report for CountingMain {
+    impl Sink for CountingMain {
         fn count(&self, _: Metric, _: &[&str]) {}
         fn log(&self, _: Level, _: &str) {}
     }

@@ -38,16 +38,15 @@ pub(crate) mod budgets;
 pub(crate) mod fleet;
 
 use crate::config::Config;
-use crate::edge::{self, Gate, Route, TokenStart};
+use crate::fleet::Lease;
 use crate::ids::CustomerId;
+use crate::lifecycle::{self, Exchange, FleetReply, Host, Report, Stores};
+pub(crate) use crate::lifecycle::{Level, Part};
 use crate::render::Response;
-use crate::service::{
-    self, Answer, Budget, Host, HostFailure, Outcome, PendingBudget, Settled, Step,
-};
+use crate::service::{Budget, HostFailure};
 use crate::stats::Counter;
 pub(crate) use fleet::{Callout, CalloutAnswer, Main};
 use std::io::Read;
-use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Refuses any Envoy but 1.40 (ABI `v0.2.0`), from its executable: Envoy
@@ -99,22 +98,6 @@ fn is_envoy_1_40(bytes: &[u8]) -> bool {
         let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
         digits > 0 && rest.get(digits) == Some(&0)
     })
-}
-
-/// Which header map a call reads or changes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Map {
-    RequestHeaders,
-    RequestTrailers,
-}
-
-/// Envoy's log levels, as fpgen uses them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Level {
-    Debug,
-    Info,
-    Warn,
-    Error,
 }
 
 /// The counters fpgen defines, each with its label names.
@@ -190,16 +173,16 @@ fn metric_of(counter: Counter, customer: Option<&CustomerId>) -> Option<(Metric,
     }
 }
 
-/// One stream's view of Envoy: what the shell asks of it. Implemented in
-/// [`abi`] over the stream's pointer, and by a fake in the tests.
-pub(crate) trait Envoy: Report {
+/// One stream's view of Envoy: what the adapter reads and writes. Implemented
+/// in [`abi`] over the stream's pointer, and by a fake in the tests.
+pub(crate) trait Envoy: Sink {
     /// A request header's value (every value of the name joined with `,`;
     /// bytes that are not UTF-8 replaced).
     fn header(&self, name: &str) -> Option<String>;
-    /// The names in `map`.
-    fn header_names(&self, map: Map) -> Vec<String>;
-    /// Removes every value of `name` from `map`.
-    fn remove_header(&self, map: Map, name: &str);
+    /// The names in `part`.
+    fn header_names(&self, part: Part) -> Vec<String>;
+    /// Removes every value of `name` from `part`.
+    fn remove_header(&self, part: Part, name: &str);
     /// Adds a request header.
     fn add_header(&self, name: &str, value: &str);
     /// Replaces a request header (`:path`).
@@ -227,7 +210,7 @@ pub(crate) trait Envoy: Report {
 }
 
 /// Where counts and log lines go: a stream's Envoy, or the main thread's.
-pub(crate) trait Report {
+pub(crate) trait Sink {
     /// Adds one to a counter.
     fn count(&self, metric: Metric, labels: &[&str]);
     /// Logs a line at `level`.
@@ -312,188 +295,66 @@ impl FilterConfig {
 
     pub(crate) fn stream(&self) -> Stream {
         Stream {
-            config: Arc::clone(&self.config),
+            exchange: Exchange::new(Some(Arc::clone(&self.config))),
             refills: Arc::clone(&self.refills),
-            awaiting_body: false,
-            waiting: None,
-            uncounted_call: false,
         }
     }
 }
 
-/// One request's state.
+/// One request: its [`Exchange`] (everything it is and what happens to
+/// it), and where its lease refills go.
 pub(crate) struct Stream {
-    config: Arc<Config>,
+    exchange: Exchange<Arc<Config>>,
     refills: Arc<fleet::Refills>,
-    /// A token POST whose body is being collected.
-    awaiting_body: bool,
-    /// A sealed token waiting for the rate-limit service's answer.
-    waiting: Option<Waiting>,
-    /// A call of this stream that Envoy is making and that is not counted
-    /// yet: counted once, when Envoy says it made it or when its answer
-    /// comes (which may be first, inside the call).
-    uncounted_call: bool,
 }
 
-/// A token request paused on its call to the rate-limit service.
-struct Waiting {
-    pending: PendingBudget,
-    sent_ms: u64,
-}
-
-/// A stream that goes away while its token waits for the fleet budget
-/// (the client left; Envoy cancels the call): the local token taken for
-/// it is given back, as in the Wasm module.
+/// A stream Envoy destroys (the client left, or it ended): a local token
+/// taken for a token still waiting for its fleet budget is given back
+/// (Envoy cancels the stream's call).
 impl Drop for Stream {
     fn drop(&mut self) {
-        if let Some(waiting) = self.waiting.take() {
-            let host = NativeHost::detached(&self.config);
-            waiting.pending.abandon(&host);
-        }
+        self.exchange.abandon(&ProcessStores);
     }
 }
 
+/// Each hook feeds its event to the exchange and carries out what it says.
 impl Stream {
-    /// The request's headers: the route, the scrub, the gate or the token
-    /// endpoint.
     pub(crate) fn on_request_headers(&mut self, envoy: &dyn Envoy, end_of_stream: bool) -> Next {
-        let config = Arc::clone(&self.config);
-        let path = envoy.header(":path");
-        let path_text = path.as_deref().unwrap_or_default();
         #[cfg(feature = "dynamic-module-test")]
-        test_hooks::maybe_panic(path_text);
-        match edge::route(Some(&config), path.as_deref()) {
-            // (a native stream always has its configuration)
-            Route::Unconfigured => send(envoy, edge::unconfigured(service::query_of(path_text))),
-            Route::Token => self.token_request(envoy, &config, path_text, end_of_stream),
-            Route::Upstream { gate } => {
-                scrub(envoy, &config, Map::RequestHeaders);
-                match gate {
-                    Some(gate) => {
-                        let decision = edge::gate(&config, gate, path_text, now());
-                        pass_or_refuse(envoy, decision)
-                    }
-                    None => Next::Continue,
-                }
-            }
-        }
+        test_hooks::maybe_panic(envoy.header(":path").as_deref().unwrap_or_default());
+        let next = self
+            .exchange
+            .on_headers(&Request::new(envoy, &self.refills), end_of_stream);
+        carry(envoy, Part::Headers, next)
     }
 
     /// A piece of the request body (Envoy buffers it while this stops).
     pub(crate) fn on_request_body(&mut self, envoy: &dyn Envoy, end_of_stream: bool) -> Next {
-        if self.waiting.is_some() {
-            return Next::Wait; // answered here once the budget says
-        }
-        if !self.awaiting_body {
-            return Next::Continue;
-        }
-        let config = Arc::clone(&self.config);
-        if end_of_stream {
-            return self.body_complete(envoy, &config);
-        }
-        let path = envoy.header(":path").unwrap_or_default();
-        match edge::body_so_far(&config, service::query_of(&path), envoy.body_size()) {
-            Some(refused) => {
-                self.awaiting_body = false;
-                send(envoy, refused)
-            }
-            None => Next::Stop,
-        }
+        let next = self
+            .exchange
+            .on_body(&Request::new(envoy, &self.refills), end_of_stream);
+        carry(envoy, Part::Headers, next)
     }
 
-    /// Trailers end the request: scrubbed like the headers; a POST whose
-    /// body was being collected is answered.
     pub(crate) fn on_request_trailers(&mut self, envoy: &dyn Envoy) -> Next {
-        let config = Arc::clone(&self.config);
-        scrub(envoy, &config, Map::RequestTrailers);
-        if self.waiting.is_some() {
-            return Next::Wait;
-        }
-        if !self.awaiting_body {
-            return Next::Continue;
-        }
-        self.body_complete(envoy, &config)
+        let next = self
+            .exchange
+            .on_trailers(&Request::new(envoy, &self.refills));
+        carry(envoy, Part::Trailers, next)
     }
 
-    fn token_request(&mut self, envoy: &dyn Envoy, config: &Config, path: &str, end: bool) -> Next {
-        let query = service::query_of(path);
-        let method = envoy.header(":method").unwrap_or_default();
-        let host = NativeHost::of(envoy, config);
-        let header = |name: &str| envoy.header(name);
-        match edge::token_request(config, query, &method, header, end, &host) {
-            TokenStart::Step(step) => self.drive(envoy, step),
-            TokenStart::AwaitBody => {
-                self.awaiting_body = true;
-                Next::Stop
-            }
-        }
-    }
-
-    fn body_complete(&mut self, envoy: &dyn Envoy, config: &Config) -> Next {
-        self.awaiting_body = false;
-        let path = envoy.header(":path").unwrap_or_default();
-        let body = envoy.body(edge::body_read_limit(config));
-        let host = NativeHost::of(envoy, config);
-        let step = edge::token_body(config, service::query_of(&path), &body, &host);
-        self.drive(envoy, step)
-    }
-
-    /// Answers a token request's budget questions: the local budget from
-    /// [`budgets`], the fleet budget from the process's lease of it or the
-    /// rate-limit service (then the request waits for its call).
-    fn drive(&mut self, envoy: &dyn Envoy, mut step: Step) -> Next {
-        let config = Arc::clone(&self.config);
-        let host = NativeHost::of(envoy, &config);
-        loop {
-            let (pending, budget) = match step.settle_locally(&host) {
-                Settled::Answer(answer) => return send(envoy, answer),
-                Settled::Fleet(pending, budget) => (pending, budget),
-            };
-            let leased = budget.lease > 1
-                && fleet::from_lease(envoy, &self.refills, &config, pending.customer(), budget);
-            if leased {
-                step = pending.continue_with(Ok(Budget::Taken), &host);
-                continue;
-            }
-            let Some(call) = fleet::call(&config, pending.customer(), budget, 1) else {
-                let failure = crate::fleet::Failure::Unavailable;
-                fleet::failed(envoy, failure, pending.customer(), None);
-                step = pending.continue_with(Ok(Budget::FleetUnavailable(failure)), &host);
-                continue;
-            };
-            envoy.callout(call);
-            let sent_ms = fleet::now_ms();
-            self.waiting = Some(Waiting { pending, sent_ms });
-            self.uncounted_call = true;
-            return Next::Wait;
-        }
-    }
-
-    /// The call this stream asked for was made: counted, unless its
-    /// answer came first (inside the call) and counted it.
+    /// The call this stream asked for was made.
     pub(crate) fn on_callout_made(&mut self, envoy: &dyn Envoy) {
-        self.count_call(envoy);
+        self.exchange
+            .on_call_made(&Request::new(envoy, &self.refills));
     }
 
-    fn count_call(&mut self, envoy: &dyn Envoy) {
-        if std::mem::take(&mut self.uncounted_call) {
-            envoy.count(Metric::FleetTokenCalls, &[]);
-        }
-    }
-
-    /// Envoy could not make the call this stream asked for: the budget is
-    /// unavailable, and the failure mode answers.
+    /// Envoy could not make the call this stream asked for.
     pub(crate) fn on_callout_refused(&mut self, envoy: &dyn Envoy) -> Next {
-        self.uncounted_call = false;
-        let Some(Waiting { pending, .. }) = self.waiting.take() else {
-            return Next::Stop; // answered already, inside the call
-        };
-        let failure = crate::fleet::Failure::Unavailable;
-        fleet::failed(envoy, failure, pending.customer(), None);
-        let config = Arc::clone(&self.config);
-        let host = NativeHost::of(envoy, &config);
-        let step = pending.continue_with(Ok(Budget::FleetUnavailable(failure)), &host);
-        self.drive(envoy, step)
+        let next = self
+            .exchange
+            .on_call_refused(&Request::new(envoy, &self.refills));
+        carry(envoy, Part::Headers, next)
     }
 
     /// The answer to this stream's call (`None`: no answer: it was reset,
@@ -503,61 +364,37 @@ impl Stream {
         envoy: &dyn Envoy,
         answer: Option<&CalloutAnswer>,
     ) -> Next {
-        self.count_call(envoy); // a call that is answered was made
-        let Some(Waiting { pending, sent_ms }) = self.waiting.take() else {
-            return Next::Stop;
-        };
-        let config = Arc::clone(&self.config);
-        let verdict = fleet::verdict(answer, sent_ms, fleet::timeout_ms(&config));
-        if let Err(failure) = verdict {
-            fleet::failed(envoy, failure, pending.customer(), Some(sent_ms));
-        }
-        let host = NativeHost::of(envoy, &config);
-        let step = pending.continue_with(Ok(Budget::of_fleet(verdict)), &host);
-        self.drive(envoy, step)
+        let reply = FleetReply::Http(answer.map(CalloutAnswer::http));
+        let next = self
+            .exchange
+            .on_fleet_reply(&Request::new(envoy, &self.refills), reply);
+        carry(envoy, Part::Headers, next)
     }
 }
 
-/// Counts, logs and sends a token-endpoint answer.
-fn send(envoy: &dyn Envoy, answer: Answer) -> Next {
-    count(
-        envoy,
-        answer.outcome.counter(),
-        answer.outcome.customer_id.as_ref(),
-    );
-    if let Some(code) = answer.outcome.error {
-        envoy.log(
-            Level::Debug,
-            &format!("fpgen: rejected with {}", code.code()),
-        );
-    }
-    envoy.set_log_state(&answer.outcome.log_fields());
-    reply(envoy, &answer.response)
-}
-
-/// The gate's decision, counted and logged: upstream with the licence data,
-/// or answered here.
-fn pass_or_refuse(envoy: &dyn Envoy, decision: Gate) -> Next {
-    let outcome: &Outcome = decision.outcome();
-    count(envoy, decision.counter(), outcome.customer_id.as_ref());
-    envoy.set_log_state(&outcome.log_fields());
-    match decision {
-        Gate::Pass(redeemed) => {
-            for (name, value) in &redeemed.headers {
+/// Carries out an instruction of the exchange (about `part`, the part of
+/// the request the event was).
+fn carry(envoy: &dyn Envoy, part: Part, next: lifecycle::Next) -> Next {
+    match next {
+        lifecycle::Next::Continue(edits) => {
+            for name in &edits.remove {
+                envoy.remove_header(part, name);
+            }
+            for (name, value) in &edits.add {
                 envoy.add_header(name, value);
             }
-            if let Some(new_path) = &redeemed.new_path {
-                envoy.set_header(":path", new_path);
+            if let Some(path) = &edits.path {
+                envoy.set_header(":path", path);
             }
             Next::Continue
         }
-        Gate::Refuse { refusal, answer } => {
-            envoy.log(
-                Level::Debug,
-                &format!("fpgen: redemption refused: {refusal}"),
-            );
-            reply(envoy, &answer.response)
+        lifecycle::Next::Reply(response) => reply(envoy, &response),
+        lifecycle::Next::CollectBody => Next::Stop,
+        lifecycle::Next::AskFleet(call) => {
+            envoy.callout(fleet::callout(call));
+            Next::Wait
         }
+        lifecycle::Next::Wait => Next::Wait,
     }
 }
 
@@ -567,22 +404,10 @@ fn reply(envoy: &dyn Envoy, response: &Response) -> Next {
     Next::Stop
 }
 
-/// Removes every reserved header (or trailer) of `map`.
-fn scrub(envoy: &dyn Envoy, config: &Config, map: Map) {
-    if config.redemption.is_none() {
-        return; // nothing is reserved: no need to read the names
-    }
-    for name in envoy.header_names(map) {
-        if edge::is_reserved(Some(config), &name) {
-            envoy.remove_header(map, &name);
-        }
-    }
-}
-
-fn count(envoy: &dyn Envoy, counter: Counter, customer: Option<&CustomerId>) {
+fn count(sink: &dyn Sink, counter: Counter, customer: Option<&CustomerId>) {
     if let Some((metric, labels)) = metric_of(counter, customer) {
         let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-        envoy.count(metric, &labels);
+        sink.count(metric, &labels);
     }
 }
 
@@ -594,68 +419,112 @@ pub(crate) fn panicked(envoy: &dyn Envoy) {
         Level::Error,
         "fpgen: a hook panicked; the request was answered 500 (-9500)",
     );
-    let _ = reply(envoy, &edge::unconfigured("").response);
+    let _ = reply(envoy, &crate::edge::unconfigured("").response);
 }
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
-}
+/// The process's stores: budgets ([`budgets`]) and leases ([`fleet`]),
+/// one table each for the whole process.
+pub(crate) struct ProcessStores;
 
-/// The host, as the pure core sees it, for one request (`envoy` is `None`
-/// for a stream Envoy is destroying: only its budgets are asked then).
-struct NativeHost<'a> {
-    envoy: Option<&'a dyn Envoy>,
-    config: &'a Config,
-}
-
-impl<'a> NativeHost<'a> {
-    fn of(envoy: &'a dyn Envoy, config: &'a Config) -> Self {
-        Self {
-            envoy: Some(envoy),
-            config,
-        }
+impl Stores for ProcessStores {
+    fn take_from_budget(&self, key: &str, budget: u64) -> Result<Budget, HostFailure> {
+        budgets::take(key, budget)
     }
 
-    fn detached(config: &'a Config) -> Self {
-        Self {
-            envoy: None,
-            config,
-        }
+    fn give_back_to_budget(&self, key: &str) {
+        budgets::give_back(key);
+    }
+
+    fn update_lease(
+        &self,
+        key: &str,
+        change: &dyn Fn(Lease) -> Lease,
+    ) -> Result<(Lease, Lease), HostFailure> {
+        Ok(fleet::update(key, change))
     }
 }
 
-impl Host for NativeHost<'_> {
-    fn now(&self) -> i64 {
-        now()
+/// One request's host, as the exchange sees it: this hook's Envoy, the
+/// process's stores, and the configuration's refills.
+struct Request<'a> {
+    envoy: &'a dyn Envoy,
+    refills: &'a fleet::Refills,
+}
+
+impl<'a> Request<'a> {
+    fn new(envoy: &'a dyn Envoy, refills: &'a fleet::Refills) -> Self {
+        Self { envoy, refills }
+    }
+}
+
+impl Stores for Request<'_> {
+    fn take_from_budget(&self, key: &str, budget: u64) -> Result<Budget, HostFailure> {
+        ProcessStores.take_from_budget(key, budget)
+    }
+
+    fn give_back_to_budget(&self, key: &str) {
+        ProcessStores.give_back_to_budget(key);
+    }
+
+    fn update_lease(
+        &self,
+        key: &str,
+        change: &dyn Fn(Lease) -> Lease,
+    ) -> Result<(Lease, Lease), HostFailure> {
+        ProcessStores.update_lease(key, change)
+    }
+}
+
+impl Report for Request<'_> {
+    fn now_ms(&self) -> u64 {
+        fleet::now_ms()
+    }
+
+    fn count(&self, counter: Counter, customer: Option<&CustomerId>) {
+        count(self.envoy, counter, customer);
+    }
+
+    fn log(&self, level: Level, message: &str) {
+        self.envoy.log(level, message);
+    }
+
+    fn set_lease_gauge(&self, customer: &CustomerId, held: u32) {
+        self.envoy.set_lease_gauge(customer.as_str(), held);
+    }
+}
+
+impl Host for Request<'_> {
+    fn header(&self, name: &str) -> Option<String> {
+        self.envoy.header(name)
+    }
+
+    fn header_names(&self, part: Part) -> Vec<String> {
+        self.envoy.header_names(part)
+    }
+
+    fn body_size(&self) -> usize {
+        self.envoy.body_size()
+    }
+
+    fn body(&self, limit: usize) -> Vec<u8> {
+        self.envoy.body(limit)
+    }
+
+    fn source_address(&self) -> Option<String> {
+        self.envoy.source_address()
     }
 
     fn fill_random(&self, buf: &mut [u8]) -> Result<(), HostFailure> {
         getrandom::fill(buf).map_err(|_| HostFailure("no randomness from the operating system"))
     }
 
-    fn client_address(&self) -> Option<IpAddr> {
-        let policy = &self.config.client_address;
-        let envoy = self.envoy?;
-        let source = envoy.source_address();
-        let xff = if policy.use_x_forwarded_for {
-            envoy.header("x-forwarded-for")
-        } else {
-            None
-        };
-        service::client_address(policy, source.as_deref(), xff.as_deref())
+    fn set_log_state(&self, fields: &str) {
+        self.envoy.set_log_state(fields);
     }
 
-    fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
-        budgets::take(
-            &crate::fleet::budget_key(self.config.environment, customer),
-            budget,
-        )
-    }
-
-    fn give_back_to_budget(&self, customer: &CustomerId) {
-        budgets::give_back(&crate::fleet::budget_key(self.config.environment, customer));
+    fn want_refill(&self, customer: &CustomerId, hits: u32) {
+        self.refills.want(customer, hits);
+        self.envoy.wake_main();
     }
 }
 
@@ -678,6 +547,7 @@ mod test_hooks {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::conformance::{self, conformance_tests, Rig};
     use std::cell::RefCell;
 
     const DEMO: &str = include_str!("../../../tests/fixtures/demo-config.json");
@@ -693,7 +563,7 @@ mod tests {
     struct Fake {
         headers: RefCell<Vec<(String, String)>>,
         trailers: RefCell<Vec<(String, String)>>,
-        body: Vec<u8>,
+        body: RefCell<Vec<u8>>,
         sent: RefCell<Option<Sent>>,
         counted: RefCell<Vec<(Metric, Vec<String>)>>,
         log_state: RefCell<Option<String>>,
@@ -713,10 +583,10 @@ mod tests {
             }
         }
 
-        fn map(&self, map: Map) -> &RefCell<Vec<(String, String)>> {
-            match map {
-                Map::RequestHeaders => &self.headers,
-                Map::RequestTrailers => &self.trailers,
+        fn map(&self, part: Part) -> &RefCell<Vec<(String, String)>> {
+            match part {
+                Part::Headers => &self.headers,
+                Part::Trailers => &self.trailers,
             }
         }
 
@@ -735,15 +605,15 @@ mod tests {
                 .collect();
             (!values.is_empty()).then(|| values.join(","))
         }
-        fn header_names(&self, map: Map) -> Vec<String> {
-            self.map(map)
+        fn header_names(&self, part: Part) -> Vec<String> {
+            self.map(part)
                 .borrow()
                 .iter()
                 .map(|(k, _)| k.clone())
                 .collect()
         }
-        fn remove_header(&self, map: Map, name: &str) {
-            self.map(map).borrow_mut().retain(|(k, _)| k != name);
+        fn remove_header(&self, part: Part, name: &str) {
+            self.map(part).borrow_mut().retain(|(k, _)| k != name);
         }
         fn add_header(&self, name: &str, value: &str) {
             self.headers
@@ -751,14 +621,14 @@ mod tests {
                 .push((name.to_owned(), value.to_owned()));
         }
         fn set_header(&self, name: &str, value: &str) {
-            self.remove_header(Map::RequestHeaders, name);
+            self.remove_header(Part::Headers, name);
             self.add_header(name, value);
         }
         fn body(&self, limit: usize) -> Vec<u8> {
-            self.body.iter().copied().take(limit).collect()
+            self.body.borrow().iter().copied().take(limit).collect()
         }
         fn body_size(&self) -> usize {
-            self.body.len()
+            self.body.borrow().len()
         }
         fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
             let headers = headers
@@ -784,7 +654,7 @@ mod tests {
         }
     }
 
-    impl Report for Fake {
+    impl Sink for Fake {
         fn count(&self, metric: Metric, labels: &[&str]) {
             let labels = labels.iter().map(|l| (*l).to_owned()).collect();
             self.counted.borrow_mut().push((metric, labels));
@@ -824,7 +694,7 @@ mod tests {
     fn post(body: Option<Vec<u8>>) -> Fake {
         let query = MINT.split_once('?').unwrap().1.as_bytes().to_vec();
         Fake {
-            body: body.unwrap_or(query),
+            body: RefCell::new(body.unwrap_or(query)),
             ..Fake::request(&[(":path", "/hms/fp/token"), (":method", "POST")])
         }
     }
@@ -848,7 +718,7 @@ mod tests {
     }
 
     #[test]
-    fn trailers_end_a_collected_post_and_are_scrubbed() {
+    fn trailers_end_a_collected_post_and_upstream_ones_are_scrubbed() {
         let mut s = stream();
         let envoy = post(None);
         envoy
@@ -859,7 +729,20 @@ mod tests {
         assert_eq!(s.on_request_body(&envoy, false), Next::Stop);
         assert_eq!(s.on_request_trailers(&envoy), Next::Stop);
         assert_eq!(envoy.status(), Some(200));
-        assert!(envoy.trailers.borrow().is_empty());
+        // (answered here: nothing of it goes upstream, so its trailers are
+        // not read) while a request that goes upstream has them scrubbed
+        let mut s = stream();
+        let upstream = Fake::request(&[(":path", "/segments/1.ts")]);
+        for name in ["x-fpgen-customer", "X_FPGEN_KID"] {
+            let trailer = (name.to_owned(), "evil".to_owned());
+            upstream.trailers.borrow_mut().push(trailer);
+        }
+        let other = ("x-checksum".to_owned(), "1".to_owned());
+        upstream.trailers.borrow_mut().push(other.clone());
+        assert_eq!(s.on_request_headers(&upstream, false), Next::Continue);
+        assert_eq!(s.on_request_body(&upstream, false), Next::Continue);
+        assert_eq!(s.on_request_trailers(&upstream), Next::Continue);
+        assert_eq!(*upstream.trailers.borrow(), [other]);
     }
 
     #[test]
@@ -1058,12 +941,13 @@ mod tests {
     struct FakeMain {
         calls: RefCell<Vec<Callout>>,
         gauges: RefCell<Vec<(String, u32)>>,
-        counted: RefCell<Vec<Metric>>,
+        counted: RefCell<Vec<(Metric, Vec<String>)>>,
     }
 
-    impl Report for FakeMain {
-        fn count(&self, metric: Metric, _: &[&str]) {
-            self.counted.borrow_mut().push(metric);
+    impl Sink for FakeMain {
+        fn count(&self, metric: Metric, labels: &[&str]) {
+            let labels = labels.iter().map(|l| (*l).to_owned()).collect();
+            self.counted.borrow_mut().push((metric, labels));
         }
         fn log(&self, _: Level, _: &str) {}
     }
@@ -1092,7 +976,10 @@ mod tests {
         use prost::Message;
         let asked = crate::fleet::RateLimitRequest::decode(refill.body.get(5..).unwrap()).unwrap();
         assert_eq!(asked.hits_addend, 10);
-        assert_eq!(main.counted.borrow().as_slice(), [Metric::FleetLeaseCalls]);
+        assert_eq!(
+            main.counted.borrow().as_slice(),
+            [(Metric::FleetLeaseCalls, vec![])]
+        );
         config.on_callout_done(&main, 1, Some(&service_answer(1)));
         assert_eq!(
             main.gauges.borrow().last(),
@@ -1188,4 +1075,147 @@ mod tests {
             assert!(check_envoy(&bad[..]).is_err(), "{bad:?}");
         }
     }
+
+    /// The adapter with a fake Envoy: a configuration, its streams (each
+    /// with its fake stream), the main thread, and the gauges as set last.
+    struct NativeRig {
+        config: FilterConfig,
+        streams: Vec<(Option<Stream>, Fake)>,
+        main: FakeMain,
+        refuse_calls: bool,
+        /// Refill calls in flight (ids).
+        refills: Vec<u64>,
+        gauges: std::collections::HashMap<String, u32>,
+    }
+
+    impl NativeRig {
+        /// Runs a hook of the current stream, then, as the ABI does after
+        /// the hook, makes the call it asked for (or cannot).
+        fn hook(&mut self, f: impl FnOnce(&mut Stream, &Fake) -> Next) -> conformance::Flow {
+            let (stream, fake) = self.streams.last_mut().unwrap();
+            let stream = stream.as_mut().unwrap();
+            let calls = fake.calls.borrow().len();
+            let mut next = f(stream, fake);
+            if fake.calls.borrow().len() > calls {
+                if self.refuse_calls {
+                    fake.calls.borrow_mut().pop();
+                    next = stream.on_callout_refused(fake);
+                } else {
+                    stream.on_callout_made(fake);
+                }
+            }
+            self.gauges.extend(fake.gauges.borrow_mut().drain(..));
+            match next {
+                Next::Continue => conformance::Flow::Continue,
+                Next::Stop | Next::Wait => conformance::Flow::Pause,
+            }
+        }
+
+        fn fake(&self) -> &Fake {
+            &self.streams.last().unwrap().1
+        }
+
+        fn answer(code: i32) -> CalloutAnswer {
+            CalloutAnswer {
+                body: crate::fleet::grpc_frame(&conformance::service_answer(code)),
+                ..service_answer(code)
+            }
+        }
+    }
+
+    impl Rig for NativeRig {
+        fn configured(json: &str) -> Option<Self> {
+            Some(Self {
+                config: FilterConfig::new(json.as_bytes()).ok()?,
+                streams: Vec::new(),
+                main: FakeMain::default(),
+                refuse_calls: false,
+                refills: Vec::new(),
+                gauges: std::collections::HashMap::new(),
+            })
+        }
+        fn start(&mut self, headers: &[(&str, &str)]) {
+            let stream = self.config.stream();
+            self.streams.push((Some(stream), Fake::request(headers)));
+        }
+        fn headers(&mut self, end: bool) -> conformance::Flow {
+            self.hook(|s, envoy| s.on_request_headers(envoy, end))
+        }
+        fn body(&mut self, piece: &[u8], end: bool) -> conformance::Flow {
+            self.fake().body.borrow_mut().extend_from_slice(piece);
+            self.hook(|s, envoy| s.on_request_body(envoy, end))
+        }
+        fn trailers(&mut self, trailers: &[(&str, &str)]) -> conformance::Flow {
+            let trailers = trailers
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
+            *self.fake().trailers.borrow_mut() = trailers.collect();
+            self.hook(|s, envoy| s.on_request_trailers(envoy))
+        }
+        fn sent(&self) -> Option<conformance::Sent> {
+            self.fake().sent.borrow().clone()
+        }
+        fn request(&self, trailers: bool) -> Vec<(String, String)> {
+            let part = if trailers {
+                Part::Trailers
+            } else {
+                Part::Headers
+            };
+            self.fake().map(part).borrow().clone()
+        }
+        fn log_state(&self) -> Option<String> {
+            self.fake().log_state.borrow().clone()
+        }
+        fn count(&self, counter: Counter, customer: Option<&str>) -> u64 {
+            let customer = customer.map(|c| CustomerId::parse(c).unwrap());
+            let counted = metric_of(counter, customer.as_ref()).unwrap();
+            let fakes = self.streams.iter().map(|s| s.1.counted.borrow().clone());
+            let all = fakes.chain([self.main.counted.borrow().clone()]).flatten();
+            all.filter(|c| *c == counted).count() as u64
+        }
+        fn gauge(&self, customer: &str) -> Option<u64> {
+            self.gauges.get(customer).map(|held| u64::from(*held))
+        }
+        fn stream_calls(&self) -> Vec<u32> {
+            let calls = self.streams.iter().flat_map(|s| s.1.calls.borrow().clone());
+            calls.map(|c| conformance::hits_of(&c.body[5..])).collect()
+        }
+        fn refuse_calls(&mut self) {
+            self.refuse_calls = true;
+        }
+        fn answer_call(&mut self, code: Option<i32>) {
+            let answer = code.map(Self::answer);
+            self.hook(|s, envoy| s.on_callout_done(envoy, answer.as_ref()));
+        }
+        fn end(&mut self, index: usize) {
+            drop(self.streams[index].0.take());
+        }
+        fn background(&mut self) -> Vec<u32> {
+            let woken = self
+                .streams
+                .iter()
+                .map(|s| *s.1.woken.borrow())
+                .sum::<usize>();
+            assert!(woken > 0, "a refill wakes the main thread");
+            let before = self.main.calls.borrow().len();
+            self.config.on_scheduled(&self.main);
+            let calls = self.main.calls.borrow();
+            let made = calls
+                .iter()
+                .skip(before)
+                .map(|c| conformance::hits_of(&c.body[5..]));
+            self.refills
+                .extend((before + 1..=calls.len()).map(|id| id as u64));
+            made.collect()
+        }
+        fn answer_refills(&mut self, code: i32) {
+            for id in std::mem::take(&mut self.refills) {
+                self.config
+                    .on_callout_done(&self.main, id, Some(&Self::answer(code)));
+            }
+            self.gauges.extend(self.main.gauges.borrow_mut().drain(..));
+        }
+    }
+
+    conformance_tests!(NativeRig);
 }

@@ -79,6 +79,16 @@ pub trait Stores {
     ) -> Result<(Lease, Lease), HostFailure>;
 }
 
+/// How a host edits a request it passes upstream.
+pub trait Editor {
+    /// Removes every value of `name` from the headers or the trailers.
+    fn remove_header(&self, part: Part, name: &str);
+    /// Adds a request header.
+    fn add_header(&self, name: &str, value: &str);
+    /// Replaces a request header (`:path`).
+    fn set_header(&self, name: &str, value: &str);
+}
+
 /// Where a host's counts and log lines go, and its clock.
 pub trait Report {
     /// The host's clock, in milliseconds since the Unix epoch.
@@ -91,16 +101,17 @@ pub trait Report {
     fn set_lease_gauge(&self, customer: &CustomerId, held: u32);
 }
 
-/// What a host's background work (lease refills) needs: its stores and
-/// its reports.
-pub trait Background: Stores + Report {}
-
-impl<T: Stores + Report + ?Sized> Background for T {}
+/// What a host's background work (lease refills) needs: its reports and
+/// its stores.
+pub trait Background: Report {
+    /// The host's stores of budgets and leases.
+    fn stores(&self) -> &dyn Stores;
+}
 
 /// The host of one request: what it reads of the request, its stores and
 /// where its reports go. Every method is a plain read or write of the
 /// host's own: the decisions are [`Exchange`]'s.
-pub trait Host: Stores + Report {
+pub trait Host: Background {
     /// A request header by its lower-case name (every value of it joined
     /// with `,`; bytes that are not UTF-8 replaced), `:path` and `:method`
     /// among them.
@@ -163,6 +174,19 @@ impl Edits {
     /// Whether there is nothing to do.
     pub fn is_empty(&self) -> bool {
         self.remove.is_empty() && self.add.is_empty() && self.path.is_none()
+    }
+
+    /// Carries the edits out, in their order, on `part` of the request.
+    pub fn apply(&self, part: Part, editor: &dyn Editor) {
+        for name in &self.remove {
+            editor.remove_header(part, name);
+        }
+        for (name, value) in &self.add {
+            editor.add_header(name, value);
+        }
+        if let Some(path) = &self.path {
+            editor.set_header(":path", path);
+        }
     }
 }
 
@@ -560,7 +584,9 @@ fn from_lease(
     let now = host.now_ms();
     let claim = timeout_ms(config).saturating_add(fleet::CLAIM_SLACK_MS);
     let key = fleet::lease_key(config, customer, budget);
-    let (before, after) = host.update_lease(&key, &|l| l.step(budget.lease, now, claim).1)?;
+    let (before, after) = host
+        .stores()
+        .update_lease(&key, &|l| l.step(budget.lease, now, claim).1)?;
     let (step, _) = before.step(budget.lease, now, claim);
     if after.held != before.held {
         host.set_lease_gauge(customer, after.usable(now));
@@ -633,7 +659,7 @@ pub fn refill_not_made(config: &Config, host: &dyn Background, customer: &Custom
     }
     if let Some(budget) = config.fleet_budget(customer) {
         let key = fleet::lease_key(config, customer, budget);
-        let _ = host.update_lease(&key, &Lease::refill_failed);
+        let _ = host.stores().update_lease(&key, &Lease::refill_failed);
     }
 }
 
@@ -658,7 +684,8 @@ pub fn refill_answered(
     };
     let key = fleet::lease_key(config, &refill.customer, budget);
     let asked = (refill.hits, refill.sent_ms);
-    match host.update_lease(&key, &|l| l.answered(answer, asked, budget.lease, now)) {
+    let answered = |l: Lease| l.answered(answer, asked, budget.lease, now);
+    match host.stores().update_lease(&key, &answered) {
         Ok((_, after)) => host.set_lease_gauge(&refill.customer, after.usable(now)),
         Err(_) => host.log(Level::Warn, "fpgen: a lease refill could not be kept"),
     }
@@ -694,11 +721,11 @@ impl service::Host for CoreHost<'_> {
 
     fn take_from_budget(&self, customer: &CustomerId, budget: u64) -> Result<Budget, HostFailure> {
         let key = fleet::budget_key(self.config.environment, customer);
-        self.host.take_from_budget(&key, budget)
+        self.host.stores().take_from_budget(&key, budget)
     }
 
     fn give_back_to_budget(&self, customer: &CustomerId) {
         let key = fleet::budget_key(self.config.environment, customer);
-        self.host.give_back_to_budget(&key);
+        self.host.stores().give_back_to_budget(&key);
     }
 }

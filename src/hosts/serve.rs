@@ -17,7 +17,9 @@
 use crate::config::{Config, RateLimitService};
 use crate::fleet::{self, Failure, Lease, Verdict};
 use crate::ids::CustomerId;
-use crate::lifecycle::{self, Exchange, FleetCall, FleetReply, Host, Level, Part, Report, Stores};
+use crate::lifecycle::{
+    self, Background, Exchange, FleetCall, FleetReply, Host, Level, Part, Report, Stores,
+};
 use crate::render::Response as ApiResponse;
 use crate::service::{self, Budget, HostFailure};
 use crate::stats::Counter;
@@ -115,21 +117,9 @@ struct Exchanged<'a> {
     broken: bool,
 }
 
-impl Stores for Exchanged<'_> {
-    fn take_from_budget(&self, key: &str, budget: u64) -> Result<Budget, HostFailure> {
-        self.budgets.take_from_budget(key, budget)
-    }
-
-    fn give_back_to_budget(&self, key: &str) {
-        self.budgets.give_back_to_budget(key);
-    }
-
-    fn update_lease(
-        &self,
-        key: &str,
-        change: &dyn Fn(Lease) -> Lease,
-    ) -> Result<(Lease, Lease), HostFailure> {
-        self.budgets.update_lease(key, change)
+impl Background for Exchanged<'_> {
+    fn stores(&self) -> &dyn Stores {
+        self.budgets
     }
 }
 

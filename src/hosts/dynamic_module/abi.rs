@@ -23,7 +23,8 @@
 #![allow(unsafe_code)]
 
 use super::{
-    Callout, CalloutAnswer, Envoy, FilterConfig, Level, Main, Metric, Next, Part, Sink, Stream,
+    Callout, CalloutAnswer, Editor, Envoy, FilterConfig, Level, Main, Metric, Next, Part, Sink,
+    Stream,
 };
 use std::cell::Cell;
 use std::ffi::{c_char, c_void};
@@ -883,21 +884,6 @@ impl Envoy for Hook {
         }
     }
 
-    fn remove_header(&self, part: Part, name: &str) {
-        let set = envoy_dynamic_module_callback_http_set_header;
-        self.write_header(set, Self::header_type(part), name, None);
-    }
-
-    fn add_header(&self, name: &str, value: &str) {
-        let add = envoy_dynamic_module_callback_http_add_header;
-        self.write_header(add, REQUEST_HEADER, name, Some(value));
-    }
-
-    fn set_header(&self, name: &str, value: &str) {
-        let set = envoy_dynamic_module_callback_http_set_header;
-        self.write_header(set, REQUEST_HEADER, name, Some(value));
-    }
-
     fn body(&self, limit: usize) -> Vec<u8> {
         let mut body = Vec::new();
         // At the end of the body Envoy has moved the last piece into its
@@ -985,6 +971,23 @@ impl Envoy for Hook {
             result.to_vec()
         };
         String::from_utf8(bytes).ok()
+    }
+}
+
+impl Editor for Hook {
+    fn remove_header(&self, part: Part, name: &str) {
+        let set = envoy_dynamic_module_callback_http_set_header;
+        self.write_header(set, Self::header_type(part), name, None);
+    }
+
+    fn add_header(&self, name: &str, value: &str) {
+        let add = envoy_dynamic_module_callback_http_add_header;
+        self.write_header(add, REQUEST_HEADER, name, Some(value));
+    }
+
+    fn set_header(&self, name: &str, value: &str) {
+        let set = envoy_dynamic_module_callback_http_set_header;
+        self.write_header(set, REQUEST_HEADER, name, Some(value));
     }
 }
 

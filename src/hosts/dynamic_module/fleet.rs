@@ -27,8 +27,7 @@ use super::{Level, Metric, ProcessStores, Sink};
 use crate::config::Config;
 use crate::fleet::{self, Lease};
 use crate::ids::CustomerId;
-use crate::lifecycle::{self, FleetCall, FleetReply, Refill, Report, Stores};
-use crate::service::{Budget, HostFailure};
+use crate::lifecycle::{self, Background, FleetCall, FleetReply, Refill, Report, Stores};
 use crate::stats::Counter;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard, PoisonError};
@@ -98,21 +97,9 @@ pub(crate) trait Main: Sink {
 /// Envoy's counters, gauges and log.
 struct MainHost<'a>(&'a dyn Main);
 
-impl Stores for MainHost<'_> {
-    fn take_from_budget(&self, key: &str, budget: u64) -> Result<Budget, HostFailure> {
-        ProcessStores.take_from_budget(key, budget)
-    }
-
-    fn give_back_to_budget(&self, key: &str) {
-        ProcessStores.give_back_to_budget(key);
-    }
-
-    fn update_lease(
-        &self,
-        key: &str,
-        change: &dyn Fn(Lease) -> Lease,
-    ) -> Result<(Lease, Lease), HostFailure> {
-        ProcessStores.update_lease(key, change)
+impl Background for MainHost<'_> {
+    fn stores(&self) -> &dyn Stores {
+        &ProcessStores
     }
 }
 

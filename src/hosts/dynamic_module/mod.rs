@@ -40,8 +40,8 @@ pub(crate) mod fleet;
 use crate::config::Config;
 use crate::fleet::Lease;
 use crate::ids::CustomerId;
-use crate::lifecycle::{self, Exchange, FleetReply, Host, Report, Stores};
-pub(crate) use crate::lifecycle::{Level, Part};
+use crate::lifecycle::{self, Background, Exchange, FleetReply, Host, Report, Stores};
+pub(crate) use crate::lifecycle::{Editor, Level, Part};
 use crate::render::Response;
 use crate::service::{Budget, HostFailure};
 use crate::stats::Counter;
@@ -175,18 +175,12 @@ fn metric_of(counter: Counter, customer: Option<&CustomerId>) -> Option<(Metric,
 
 /// One stream's view of Envoy: what the adapter reads and writes. Implemented
 /// in [`abi`] over the stream's pointer, and by a fake in the tests.
-pub(crate) trait Envoy: Sink {
+pub(crate) trait Envoy: Sink + Editor {
     /// A request header's value (every value of the name joined with `,`;
     /// bytes that are not UTF-8 replaced).
     fn header(&self, name: &str) -> Option<String>;
     /// The names in `part`.
     fn header_names(&self, part: Part) -> Vec<String>;
-    /// Removes every value of `name` from `part`.
-    fn remove_header(&self, part: Part, name: &str);
-    /// Adds a request header.
-    fn add_header(&self, name: &str, value: &str);
-    /// Replaces a request header (`:path`).
-    fn set_header(&self, name: &str, value: &str);
     /// The request body Envoy has buffered, at most `limit` bytes of it.
     fn body(&self, limit: usize) -> Vec<u8>;
     /// How many bytes of request body Envoy has buffered.
@@ -377,15 +371,7 @@ impl Stream {
 fn carry(envoy: &dyn Envoy, part: Part, next: lifecycle::Next) -> Next {
     match next {
         lifecycle::Next::Continue(edits) => {
-            for name in &edits.remove {
-                envoy.remove_header(part, name);
-            }
-            for (name, value) in &edits.add {
-                envoy.add_header(name, value);
-            }
-            if let Some(path) = &edits.path {
-                envoy.set_header(":path", path);
-            }
+            edits.apply(part, envoy);
             Next::Continue
         }
         lifecycle::Next::Reply(response) => reply(envoy, &response),
@@ -457,21 +443,9 @@ impl<'a> Request<'a> {
     }
 }
 
-impl Stores for Request<'_> {
-    fn take_from_budget(&self, key: &str, budget: u64) -> Result<Budget, HostFailure> {
-        ProcessStores.take_from_budget(key, budget)
-    }
-
-    fn give_back_to_budget(&self, key: &str) {
-        ProcessStores.give_back_to_budget(key);
-    }
-
-    fn update_lease(
-        &self,
-        key: &str,
-        change: &dyn Fn(Lease) -> Lease,
-    ) -> Result<(Lease, Lease), HostFailure> {
-        ProcessStores.update_lease(key, change)
+impl Background for Request<'_> {
+    fn stores(&self) -> &dyn Stores {
+        &ProcessStores
     }
 }
 
@@ -612,18 +586,6 @@ mod tests {
                 .map(|(k, _)| k.clone())
                 .collect()
         }
-        fn remove_header(&self, part: Part, name: &str) {
-            self.map(part).borrow_mut().retain(|(k, _)| k != name);
-        }
-        fn add_header(&self, name: &str, value: &str) {
-            self.headers
-                .borrow_mut()
-                .push((name.to_owned(), value.to_owned()));
-        }
-        fn set_header(&self, name: &str, value: &str) {
-            self.remove_header(Part::Headers, name);
-            self.add_header(name, value);
-        }
         fn body(&self, limit: usize) -> Vec<u8> {
             self.body.borrow().iter().copied().take(limit).collect()
         }
@@ -651,6 +613,21 @@ mod tests {
         }
         fn set_lease_gauge(&self, customer: &str, held: u32) {
             self.gauges.borrow_mut().push((customer.to_owned(), held));
+        }
+    }
+
+    impl Editor for Fake {
+        fn remove_header(&self, part: Part, name: &str) {
+            self.map(part).borrow_mut().retain(|(k, _)| k != name);
+        }
+        fn add_header(&self, name: &str, value: &str) {
+            self.headers
+                .borrow_mut()
+                .push((name.to_owned(), value.to_owned()));
+        }
+        fn set_header(&self, name: &str, value: &str) {
+            self.remove_header(Part::Headers, name);
+            self.add_header(name, value);
         }
     }
 

@@ -20,7 +20,9 @@
 use crate::config::Config;
 use crate::fleet::{self, Lease};
 use crate::ids::CustomerId;
-use crate::lifecycle::{self, Exchange, FleetReply, Host, Level, Part, Refill, Report, Stores};
+use crate::lifecycle::{
+    self, Background, Editor, Exchange, FleetReply, Host, Level, Part, Refill, Report, Stores,
+};
 use crate::render::Response;
 use crate::service::{Budget, HostFailure};
 use crate::stats::Counter;
@@ -47,17 +49,11 @@ pub(crate) enum MetricKind {
 
 /// The proxy-wasm host calls fpgen makes, for the context that is current
 /// (the stream whose callback runs, or the root).
-pub(crate) trait Abi {
+pub(crate) trait Abi: Editor {
     /// A header (or trailer) of the request, as bytes.
     fn header(&self, part: Part, name: &str) -> Option<Vec<u8>>;
     /// The names of the request's headers (or trailers).
     fn header_names(&self, part: Part) -> Vec<String>;
-    /// Removes every value of `name`.
-    fn remove_header(&self, part: Part, name: &str);
-    /// Adds a request header.
-    fn add_header(&self, name: &str, value: &str);
-    /// Replaces a request header.
-    fn set_header(&self, name: &str, value: &str);
     /// The buffered request body, at most `limit` bytes of it.
     fn body(&self, limit: usize) -> Vec<u8>;
     /// Answers the request here.
@@ -217,7 +213,7 @@ impl Root {
         let Some(config) = self.config.clone() else {
             return;
         };
-        let report = Vm(abi);
+        let report = Vm::of(abi);
         for (_, customer, hits) in wanted {
             let Some((refill, call)) = lifecycle::refill_call(&config, &report, &customer, hits)
             else {
@@ -240,16 +236,12 @@ impl Root {
         else {
             return;
         };
-        let message = if status == 0 {
-            abi.call_response(size)
-        } else {
-            Vec::new()
-        };
+        let message = answer_message(abi, status, size);
         let reply = FleetReply::Grpc {
             status,
             message: &message,
         };
-        lifecycle::refill_answered(config, &Vm(abi), &refill, reply);
+        lifecycle::refill_answered(config, &Vm::of(abi), &refill, reply);
     }
 }
 
@@ -321,14 +313,11 @@ impl Stream {
 
     /// The rate-limit service answered this stream's call (or it failed).
     pub(crate) fn on_call_response(&mut self, abi: &dyn Abi, status: u32, size: usize) {
-        let message = if status == 0 && self.exchange.is_waiting() {
-            abi.call_response(size)
-        } else {
-            Vec::new()
-        };
+        let waiting = self.exchange.is_waiting();
+        let message = waiting.then(|| answer_message(abi, status, size));
         let reply = FleetReply::Grpc {
             status,
-            message: &message,
+            message: message.as_deref().unwrap_or_default(),
         };
         let next = self.exchange.on_fleet_reply(&self.request(abi, 0), reply);
         let _ = self.carry(abi, Part::Headers, next);
@@ -342,6 +331,7 @@ impl Stream {
     fn request<'a>(&self, abi: &'a dyn Abi, body_size: usize) -> Request<'a> {
         Request {
             abi,
+            stores: SharedData(abi),
             root: self.root,
             body_size,
         }
@@ -353,15 +343,7 @@ impl Stream {
         loop {
             next = match next {
                 lifecycle::Next::Continue(edits) => {
-                    for name in &edits.remove {
-                        abi.remove_header(part, name);
-                    }
-                    for (name, value) in &edits.add {
-                        abi.add_header(name, value);
-                    }
-                    if let Some(path) = &edits.path {
-                        abi.set_header(":path", path);
-                    }
+                    edits.apply(part, abi);
                     return Flow::Continue;
                 }
                 lifecycle::Next::Reply(response) => return reply(abi, &response),
@@ -382,6 +364,15 @@ impl Stream {
     }
 }
 
+/// The message of a call's answer: read only when its status is OK.
+fn answer_message(abi: &dyn Abi, status: u32, size: usize) -> Vec<u8> {
+    if status == 0 {
+        abi.call_response(size)
+    } else {
+        Vec::new()
+    }
+}
+
 fn reply(abi: &dyn Abi, response: &Response) -> Flow {
     let headers = response.headers_to_send().collect();
     abi.send_response(
@@ -396,27 +387,16 @@ fn reply(abi: &dyn Abi, response: &Response) -> Flow {
 /// the current stream, the shared-data stores, and its root's refills.
 struct Request<'a> {
     abi: &'a dyn Abi,
+    stores: SharedData<'a>,
     root: u32,
     /// The body Envoy has buffered, as the callback said (0 outside the
     /// body callback).
     body_size: usize,
 }
 
-impl Stores for Request<'_> {
-    fn take_from_budget(&self, key: &str, budget: u64) -> Result<Budget, HostFailure> {
-        SharedData(self.abi).take_from_budget(key, budget)
-    }
-
-    fn give_back_to_budget(&self, key: &str) {
-        SharedData(self.abi).give_back_to_budget(key);
-    }
-
-    fn update_lease(
-        &self,
-        key: &str,
-        change: &dyn Fn(Lease) -> Lease,
-    ) -> Result<(Lease, Lease), HostFailure> {
-        SharedData(self.abi).update_lease(key, change)
+impl Background for Request<'_> {
+    fn stores(&self) -> &dyn Stores {
+        &self.stores
     }
 }
 
@@ -488,24 +468,19 @@ impl Host for Request<'_> {
     }
 }
 
-/// The VM outside any stream (the root), as the core's refills see it.
-struct Vm<'a>(&'a dyn Abi);
+/// The VM outside any stream (the root), as the core's refills see it: its
+/// host calls, and the stores over them.
+struct Vm<'a>(&'a dyn Abi, SharedData<'a>);
 
-impl Stores for Vm<'_> {
-    fn take_from_budget(&self, key: &str, budget: u64) -> Result<Budget, HostFailure> {
-        SharedData(self.0).take_from_budget(key, budget)
+impl<'a> Vm<'a> {
+    fn of(abi: &'a dyn Abi) -> Self {
+        Self(abi, SharedData(abi))
     }
+}
 
-    fn give_back_to_budget(&self, key: &str) {
-        SharedData(self.0).give_back_to_budget(key);
-    }
-
-    fn update_lease(
-        &self,
-        key: &str,
-        change: &dyn Fn(Lease) -> Lease,
-    ) -> Result<(Lease, Lease), HostFailure> {
-        SharedData(self.0).update_lease(key, change)
+impl Background for Vm<'_> {
+    fn stores(&self) -> &dyn Stores {
+        &self.1
     }
 }
 
@@ -752,15 +727,7 @@ mod tests {
         }
     }
 
-    impl Abi for FakeVm {
-        fn header(&self, part: Part, name: &str) -> Option<Vec<u8>> {
-            let map = self.part(part);
-            let mut values = map.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
-            values.next().map(|(_, v)| v.clone().into_bytes())
-        }
-        fn header_names(&self, part: Part) -> Vec<String> {
-            self.part(part).iter().map(|(k, _)| k.clone()).collect()
-        }
+    impl Editor for FakeVm {
         fn remove_header(&self, part: Part, name: &str) {
             self.part(part)
                 .retain(|(k, _)| !k.eq_ignore_ascii_case(name));
@@ -772,6 +739,17 @@ mod tests {
         fn set_header(&self, name: &str, value: &str) {
             self.remove_header(Part::Headers, name);
             self.add_header(name, value);
+        }
+    }
+
+    impl Abi for FakeVm {
+        fn header(&self, part: Part, name: &str) -> Option<Vec<u8>> {
+            let map = self.part(part);
+            let mut values = map.iter().filter(|(k, _)| k.eq_ignore_ascii_case(name));
+            values.next().map(|(_, v)| v.clone().into_bytes())
+        }
+        fn header_names(&self, part: Part) -> Vec<String> {
+            self.part(part).iter().map(|(k, _)| k.clone()).collect()
         }
         fn body(&self, limit: usize) -> Vec<u8> {
             self.held

@@ -4,7 +4,7 @@
 //! ([`Hostcalls`], the [`Abi`] of a real VM).
 
 use super::adapter::{Abi, Flow, MetricKind, Root, Stream, WriteFailed};
-use crate::lifecycle::{Level, Part};
+use crate::lifecycle::{Editor, Level, Part};
 use crate::service::HostFailure;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -96,6 +96,20 @@ fn map(part: Part) -> MapType {
 /// whose callback is running).
 struct Hostcalls;
 
+impl Editor for Hostcalls {
+    fn remove_header(&self, part: Part, name: &str) {
+        let _ = hostcalls::set_map_value(map(part), name, None);
+    }
+
+    fn add_header(&self, name: &str, value: &str) {
+        let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
+    }
+
+    fn set_header(&self, name: &str, value: &str) {
+        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
+    }
+}
+
 impl Abi for Hostcalls {
     fn header(&self, part: Part, name: &str) -> Option<Vec<u8>> {
         hostcalls::get_map_value_bytes(map(part), name)
@@ -107,18 +121,6 @@ impl Abi for Hostcalls {
     fn header_names(&self, part: Part) -> Vec<String> {
         let pairs = hostcalls::get_map_bytes(map(part)).unwrap_or_default();
         pairs.into_iter().map(|(name, _)| name).collect()
-    }
-
-    fn remove_header(&self, part: Part, name: &str) {
-        let _ = hostcalls::set_map_value(map(part), name, None);
-    }
-
-    fn add_header(&self, name: &str, value: &str) {
-        let _ = hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value);
-    }
-
-    fn set_header(&self, name: &str, value: &str) {
-        let _ = hostcalls::set_map_value(MapType::HttpRequestHeaders, name, Some(value));
     }
 
     fn body(&self, limit: usize) -> Vec<u8> {

@@ -547,7 +547,7 @@ fn check_config_lists_every_problem() {
 
 #[test]
 fn a_token_minted_by_envoy_opens_with_fpgen_inspect() {
-    let envoy = common::shared();
+    let envoy = common::shared(common::Module::Wasm);
     let r = common::get(
         envoy.port,
         &format!("/hms/fp/token?{AUTH}&contentKey={CK}&iv={IV}&cookie=rt-1&kid=^round-trip"),
@@ -647,7 +647,7 @@ fn serve_and_the_filter_read_headers_alike() {
         v["client_address"] = serde_json::json!({"use_x_forwarded_for": true, "trusted_hops": 1});
         v["customers"][0]["allowed_networks"] = serde_json::json!(["192.0.2.0/24"]);
     });
-    let envoy = common::Envoy::start(&config);
+    let envoy = common::Envoy::start(common::Module::Wasm, &config);
     let serve = common::Serve::start(&config);
     let query = format!("/hms/fp/token?errorFormat=json&{AUTH}&contentKey={CK}&iv={IV}");
     let post = |headers: &[&[u8]]| {

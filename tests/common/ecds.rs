@@ -3,6 +3,7 @@
 
 use super::bootstrap::{native_typed_config, wasm_typed_config};
 use super::envoy::{free_port, Envoy, Options};
+use super::process::Module;
 use serde_json::json;
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ const ECDS: &str = "extension_config_discovery.http_filter.fpgen";
 /// The ECDS resource file: a DiscoveryResponse with the filter's whole
 /// configuration, as `envoy/ecds/fpgen.yaml` has it (JSON is YAML).
 pub fn resource(version: &str, wasm: &Path, config: &serde_json::Value) -> String {
-    let plugin = wasm_typed_config(wasm, &config.to_string(), &Options::default());
+    let plugin = wasm_typed_config(wasm, &config.to_string(), &Options::of(Module::Wasm));
     json!({
         "version_info": version,
         "resources": [{

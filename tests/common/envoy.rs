@@ -35,8 +35,9 @@ pub const IO_TIMEOUT: Duration = Duration::from_secs(10);
 /// The same, for one readiness probe.
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 
-/// How an Envoy is started. `Options::default()` is what [`Envoy::start`]
-/// uses.
+/// How an Envoy is started. [`Options::of`] a module is what
+/// [`Envoy::start`] uses. A test names its module: the shared suites' copy
+/// of each module binds it lexically (`this_module!()`, `tests/e2e/main.rs`).
 #[derive(Clone, Debug)]
 pub struct Options {
     /// Worker threads (`--concurrency`); 1 by default, 2 to exercise one VM
@@ -79,14 +80,15 @@ pub struct Options {
     /// configurations in one Envoy, as `envoy/two-environments.yaml` runs
     /// a test and a production one).
     pub second_listener: Option<(String, u16)>,
-    /// The module Envoy runs ([`Module::of_this_test`] by default).
+    /// The module Envoy runs.
     pub module: Module,
     /// Another Envoy executable than `FPGEN_ENVOY`'s (a test's copy).
     pub envoy_bin: Option<PathBuf>,
 }
 
-impl Default for Options {
-    fn default() -> Self {
+impl Options {
+    /// The defaults, for an Envoy running `module`.
+    pub fn of(module: Module) -> Self {
         Options {
             concurrency: 1,
             log_level: "info",
@@ -100,26 +102,24 @@ impl Default for Options {
             ratelimit_port: None,
             ratelimit_tls: None,
             second_listener: None,
-            module: Module::of_this_test(),
+            module,
             envoy_bin: None,
         }
     }
-}
 
-impl Options {
     /// The defaults with `n` worker threads.
-    pub fn concurrency(n: u32) -> Self {
+    pub fn concurrency(module: Module, n: u32) -> Self {
         Options {
             concurrency: n,
-            ..Options::default()
+            ..Options::of(module)
         }
     }
 
     /// The defaults, with `/hms/fp/rights/` routed to 127.0.0.1:`port`.
-    pub fn upstream(port: u16) -> Self {
+    pub fn upstream(module: Module, port: u16) -> Self {
         Options {
             upstream_port: Some(port),
-            ..Options::default()
+            ..Options::of(module)
         }
     }
 
@@ -225,11 +225,11 @@ impl Envoy {
     /// Starts Envoy with `filter_config_json` as the filter's configuration
     /// and waits until it serves requests; panics with Envoy's log if it
     /// does not.
-    pub fn start(filter_config_json: &str) -> Envoy {
-        Envoy::start_with(filter_config_json, &Options::default())
+    pub fn start(module: Module, filter_config_json: &str) -> Envoy {
+        Envoy::start_with(filter_config_json, &Options::of(module))
     }
 
-    /// [`Envoy::start`] with options (e.g. `Options::concurrency(2)`).
+    /// [`Envoy::start`] with options (e.g. `Options::concurrency(module, 2)`).
     pub fn start_with(filter_config_json: &str, options: &Options) -> Envoy {
         match Envoy::try_start_with(filter_config_json, options) {
             Ok(envoy) => envoy,
@@ -240,8 +240,8 @@ impl Envoy {
     /// Starts Envoy; `Err` holds Envoy's whole log (and its stderr) when it
     /// exits or is not ready in time. For configurations that Envoy must
     /// reject. Panics only when Envoy or the module cannot be found.
-    pub fn try_start(filter_config_json: &str) -> Result<Envoy, String> {
-        Envoy::try_start_with(filter_config_json, &Options::default())
+    pub fn try_start(module: Module, filter_config_json: &str) -> Result<Envoy, String> {
+        Envoy::try_start_with(filter_config_json, &Options::of(module))
     }
 
     /// [`Envoy::try_start`] with options.
@@ -585,17 +585,17 @@ impl fmt::Debug for Envoy {
 }
 
 /// The Envoy shared by the tests of one test binary that run one module
-/// ([`Module::of_this_test`]), with [`DEMO_CONFIG`], started on first use.
+/// (`module`), with [`DEMO_CONFIG`], started on first use.
 /// It is never dropped; it dies with the test process. If it cannot start,
 /// every test that asks for it fails with the reason.
-pub fn shared() -> &'static Envoy {
+pub fn shared(module: Module) -> &'static Envoy {
     static WASM: OnceLock<Result<Envoy, String>> = OnceLock::new();
     static NATIVE: OnceLock<Result<Envoy, String>> = OnceLock::new();
-    let shared = match Module::of_this_test() {
+    let shared = match module {
         Module::Wasm => &WASM,
         Module::Native => &NATIVE,
     };
-    match shared.get_or_init(|| Envoy::try_start(DEMO_CONFIG)) {
+    match shared.get_or_init(|| Envoy::try_start(module, DEMO_CONFIG)) {
         Ok(envoy) => envoy,
         Err(log) => panic!("the shared Envoy did not start:\n{}", tail(log, 80)),
     }

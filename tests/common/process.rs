@@ -41,24 +41,6 @@ pub enum Module {
 }
 
 impl Module {
-    /// The running test's module: the native one for a test under
-    /// `with_native::` (the shared suites' second copy, `tests/e2e/main.rs`),
-    /// else the Wasm one. libtest runs each test on a thread named after
-    /// the test's path. A thread the test spawns has no name, and libtest
-    /// runs a test on `main` when it cannot spawn: there the module cannot
-    /// be told, and the harness refuses rather than run the Wasm one for a
-    /// native test (start harness Envoys on the test's own thread).
-    pub fn of_this_test() -> Self {
-        let thread = std::thread::current();
-        match thread.name() {
-            Some(name) if name.starts_with("with_native::") => Module::Native,
-            Some(name) if name != "main" => Module::Wasm,
-            other => panic!(
-                "the harness cannot tell this test's module on thread {other:?}: start its Envoy on the test's own thread"
-            ),
-        }
-    }
-
     /// The module's file: the Wasm module, or the test build of the
     /// dynamic module (`FPGEN_NATIVE`, else `make native-test`'s
     /// `target/native-test/release/libfpgen.so`).

@@ -4,10 +4,12 @@
 //! The suites both modules share (`shared/`) are compiled once per module
 //! and run in the same run, as rustls runs its API tests once per crypto
 //! provider: `with_wasm::…` against the Wasm module, `with_native::…`
-//! against the native one's test build. A test's module is the first
-//! segment of its name (`common::Module::of_this_test`); `cargo test --test
-//! e2e with_native::` runs one module's. A shared test that applies to one
-//! module only says why in one line.
+//! against the native one's test build. Each copy binds its module in the
+//! source: `this_module!()` names it, and every harness Envoy a shared test
+//! starts is given it (`Options::of(this_module!())`,
+//! `shared(this_module!())`); `cargo test --test e2e with_native::` runs
+//! one module's. A shared test that applies to one module only says why in
+//! one line.
 //!
 //! The other suites run once: each picks its module itself, or tests what
 //! has no module.
@@ -67,12 +69,26 @@ macro_rules! shared_suites {
 /// The shared suites against the Wasm module.
 #[path = "."]
 mod with_wasm {
+    /// This copy's module: every Envoy its suites start runs it (bound here,
+    /// in the source, as rustls binds each copy of its API tests to a
+    /// crypto provider: `provider_ring!()`).
+    macro_rules! this_module {
+        () => {
+            $crate::common::Module::Wasm
+        };
+    }
     shared_suites!();
 }
 
 /// The shared suites against the native dynamic module (`make native-test`).
 #[path = "."]
 mod with_native {
+    /// This copy's module (as for [`with_wasm`]).
+    macro_rules! this_module {
+        () => {
+            $crate::common::Module::Native
+        };
+    }
     shared_suites!();
 }
 

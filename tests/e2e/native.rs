@@ -10,10 +10,7 @@ use crate::common;
 use crate::common::{free_port, get, Envoy, Module, Options, DEMO_CONFIG};
 
 fn native() -> Options {
-    Options {
-        module: Module::Native,
-        ..Options::default()
-    }
+    Options::of(Module::Native)
 }
 
 fn mint_query() -> String {

@@ -44,7 +44,7 @@ fn code_of(r: &common::HttpResponse) -> i64 {
 
 #[test]
 fn account_controls_and_their_codes() {
-    let envoy = Envoy::start(&config_with(
+    let envoy = Envoy::start(this_module!(), &config_with(
         &[
             ("300001", json!({"enabled": false})),
             ("300002", json!({"fairplay_authorized": false})),
@@ -101,7 +101,7 @@ fn account_controls_and_their_codes() {
 
 #[test]
 fn x_forwarded_for_with_trusted_hops() {
-    let envoy = Envoy::start(&config_with(
+    let envoy = Envoy::start(this_module!(), &config_with(
         &[("300004", json!({"allowed_networks": ["10.0.0.0/8"]}))],
         json!({"client_address": {"use_x_forwarded_for": true, "trusted_hops": 1}}),
     ));
@@ -139,7 +139,7 @@ fn budget_is_exact_under_concurrent_load_on_two_workers() {
     const THREADS: usize = 32;
     let envoy = Envoy::start_with(
         &config_with(&[("400001", json!({"token_budget": BUDGET}))], json!({})),
-        &Options::concurrency(2),
+        &Options::concurrency(this_module!(), 2),
     );
     let port = envoy.port;
     let next = Arc::new(AtomicUsize::new(0));
@@ -199,7 +199,7 @@ fn stat(envoy: &Envoy, name: &str) -> u64 {
 
 #[test]
 fn stats_after_a_known_sequence() {
-    let envoy = Envoy::start(&config_with(
+    let envoy = Envoy::start(this_module!(), &config_with(
         &[("300001", json!({"enabled": false}))],
         json!({"redemption": {}}),
     ));
@@ -300,7 +300,7 @@ fn prometheus_shows_customer_and_code_as_labels() {
             );
         }
     }
-    let envoy = Envoy::start(&config_with(&[], json!({"redemption": {}})));
+    let envoy = Envoy::start(this_module!(), &config_with(&[], json!({"redemption": {}})));
     get(
         envoy.port,
         &format!("/hms/fp/token?customerAuthenticator=100001,{SECRET}&contentKey=00&iv={IV}"),
@@ -335,7 +335,7 @@ fn prometheus_shows_customer_and_code_as_labels() {
 
 #[test]
 fn access_log_line_for_a_minted_token_carries_its_cookie() {
-    let envoy = Envoy::start(&config_with(&[], json!({"redemption": {}})));
+    let envoy = Envoy::start(this_module!(), &config_with(&[], json!({"redemption": {}})));
     let url = get(
         envoy.port,
         &token_path(
@@ -407,7 +407,7 @@ fn config_problems_are_logged_once_each_with_their_field() {
         )],
         json!({}),
     );
-    let log = match Envoy::try_start(&bad) {
+    let log = match Envoy::try_start(this_module!(), &bad) {
         Ok(_) => panic!("Envoy accepted a bad configuration"),
         Err(log) => log,
     };
@@ -431,7 +431,7 @@ fn config_problems_are_logged_once_each_with_their_field() {
 #[test]
 fn a_kid_too_wide_for_a_token_is_refused_and_spends_no_budget() {
     let config = fpgen_fixtures::json_with(|v| v["customers"][0]["token_budget"] = 1.into());
-    let envoy = common::Envoy::start(&config);
+    let envoy = common::Envoy::start(this_module!(), &config);
     let kid: String = "%F0%9F%98%80".repeat(64);
     let r = envoy.get(&format!(
         "/hms/fp/token?{}&kid=%5E{kid}&errorFormat=json",

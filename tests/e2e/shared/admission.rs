@@ -32,7 +32,7 @@ fn status_and_code(r: &common::HttpResponse) -> (u16, Option<i64>) {
 
 #[test]
 fn post_admission_is_the_same_in_envoy_and_serve() {
-    let envoy = common::shared();
+    let envoy = common::shared(this_module!());
     let serve = Serve::start(DEMO_CONFIG);
     let form = fixtures::query("");
     let over_cap = format!("{form}&cookie={}", "x".repeat(9000));

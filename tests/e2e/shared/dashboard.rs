@@ -189,7 +189,7 @@ fn check(place: &str, expr: &str, metrics: &BTreeMap<String, BTreeSet<String>>) 
 #[test]
 fn every_metric_and_label_the_dashboard_and_alerts_query_is_exported() {
     // the filter as Istio delivers it (ECDS), so the update stats exist too
-    let module = Module::of_this_test();
+    let module = this_module!();
     let dir = common::new_workdir();
     let config = fpgen_fixtures::demo_json();
     let ecds = match module {

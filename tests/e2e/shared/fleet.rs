@@ -47,7 +47,7 @@ fn token_path(id: &str) -> String {
 
 /// An Envoy with 2 workers whose `ratelimit` cluster reaches `service_port`.
 fn envoy(config: &str, service_port: u16) -> Envoy {
-    Envoy::start_with(config, &Options::concurrency(2).ratelimit(service_port))
+    Envoy::start_with(config, &Options::concurrency(this_module!(), 2).ratelimit(service_port))
 }
 
 /// `n` mints of customer `id` at once, spread over `envoys` (`threads`
@@ -343,7 +343,7 @@ fn a_waiting_request_never_goes_upstream() {
     let options = Options {
         upstream_port: Some(upstream.port),
         ratelimit_port: Some(silent.local_addr().unwrap().port()),
-        ..Options::default()
+        ..Options::of(this_module!())
     };
     let fleet = json!({"tokens": 10, "per": "day"});
     let envoy = Envoy::start_with(&config(&[(fleet, None)], "closed"), &options);
@@ -645,8 +645,8 @@ fn fleet_budgets_over_mutual_tls() {
     let r = get(anonymous.port, &token_path("100001"));
     assert_eq!(outcome(&r), (503, -9503), "{r:?}");
     assert_eq!(outcome(&get(serve.port, &token_path("100001"))), (200, 0));
-    let trusted = Envoy::start_with(&cfg, &Options::default().ratelimit(service.port).ratelimit_tls(&pki, "client"));
-    let stranger = Envoy::start_with(&cfg, &Options::default().ratelimit(service.port).ratelimit_tls(&pki, "stranger"));
+    let trusted = Envoy::start_with(&cfg, &Options::of(this_module!()).ratelimit(service.port).ratelimit_tls(&pki, "client"));
+    let stranger = Envoy::start_with(&cfg, &Options::of(this_module!()).ratelimit(service.port).ratelimit_tls(&pki, "stranger"));
     let r = get(stranger.port, &token_path("100001"));
     assert_eq!(outcome(&r), (503, -9503), "{r:?}");
     for _ in 0..3 {
@@ -671,7 +671,7 @@ fn a_lease_shows_what_it_holds_and_ends_with_its_terms() {
     let leased = json!({"tokens": 100, "per": "hour", "lease": 10});
     let options = Options {
         dynamic: true,
-        ..Options::default().ratelimit(service.port)
+        ..Options::of(this_module!()).ratelimit(service.port)
     };
     let envoy = Envoy::start_with(&config(&[(leased, None)], "closed"), &options);
     let gauge = "wasmcustom.fpgen.customer.100001.fleet_lease_tokens";
@@ -735,7 +735,7 @@ fn a_configuration_never_spends_another_configurations_lease() {
     let production_port = common::free_port();
     let options = Options {
         second_listener: Some((production, production_port)),
-        ..Options::concurrency(2).ratelimit(service.port)
+        ..Options::concurrency(this_module!(), 2).ratelimit(service.port)
     };
     let envoy = Envoy::start_with(&test, &options);
     // production's lease fills (a mint, then its refill of 10)

@@ -9,7 +9,7 @@ use std::process::Command;
 
 #[test]
 fn other_paths_pass_through_the_filter() {
-    let envoy = common::shared();
+    let envoy = common::shared(this_module!());
     let r = envoy.get("/passthrough");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.text(), common::PASSTHROUGH_BODY);
@@ -92,7 +92,7 @@ fn demo_envoy_yaml_carries_demo_config() {
 
 #[test]
 fn two_workers_and_drop_kills_envoy() {
-    let envoy = Envoy::start_with(common::DEMO_CONFIG, &Options::concurrency(2));
+    let envoy = Envoy::start_with(common::DEMO_CONFIG, &Options::concurrency(this_module!(), 2));
     for _ in 0..4 {
         let r = envoy.get("/passthrough");
         assert_eq!(
@@ -117,8 +117,8 @@ fn two_workers_and_drop_kills_envoy() {
 #[test]
 fn try_start_reports_a_rejected_configuration() {
     let err =
-        Envoy::try_start("this is not JSON, reject it").expect_err("Envoy must reject the filter");
-    let refusal = match common::Module::of_this_test() {
+        Envoy::try_start(this_module!(), "this is not JSON, reject it").expect_err("Envoy must reject the filter");
+    let refusal = match this_module!() {
         common::Module::Wasm => "Unable to create Wasm plugin fpgen",
         common::Module::Native => "Failed to initialize dynamic module",
     };
@@ -176,7 +176,7 @@ fn client_decodes_chunked_bodies_and_skips_interim_responses() {
 /// the harness reads.
 #[test]
 fn each_copy_of_the_shared_suites_runs_its_own_module() {
-    let envoy = common::shared();
+    let envoy = common::shared(this_module!());
     let native = module_path!().starts_with("e2e::with_native::");
     assert_eq!(
         envoy.module,

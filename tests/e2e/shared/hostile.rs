@@ -47,7 +47,7 @@ fn parse_html(text: &str) -> roxmltree::Document<'_> {
 }
 
 fn get_raw_path(path: &str) -> HttpResponse {
-    request(shared().port, "GET", path, &[], None)
+    request(shared(this_module!()).port, "GET", path, &[], None)
 }
 
 fn token(query: &str) -> HttpResponse {
@@ -56,7 +56,7 @@ fn token(query: &str) -> HttpResponse {
 
 fn post(content_type: &str, body: &[u8]) -> HttpResponse {
     request(
-        shared().port,
+        shared(this_module!()).port,
         "POST",
         "/hms/fp/token?errorFormat=json",
         &[("Content-Type", content_type)],
@@ -66,7 +66,7 @@ fn post(content_type: &str, body: &[u8]) -> HttpResponse {
 
 #[track_caller]
 fn assert_healthy() {
-    let envoy = shared();
+    let envoy = shared(this_module!());
     assert!(envoy.is_running(), "Envoy died");
     assert_eq!(envoy.admin_get("/ready").status, 200);
     let r = token(&base());
@@ -178,7 +178,7 @@ fn wrong_content_types_and_framing() {
     }
     framed.extend_from_slice(b"0\r\n\r\n");
     let r = request(
-        shared().port,
+        shared(this_module!()).port,
         "POST",
         "/hms/fp/token",
         &[
@@ -189,12 +189,12 @@ fn wrong_content_types_and_framing() {
     );
     assert_eq!(r.status, 200, "{r:?}");
     // a body that lies about its length (shorter than declared): Envoy waits, then the client gives up
-    let mut s = TcpStream::connect(("127.0.0.1", shared().port)).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", shared(this_module!()).port)).unwrap();
     s.write_all(b"POST /hms/fp/token HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 100\r\n\r\nabc").unwrap();
     drop(s);
     // an oversize declared length is refused before the body
     let r = request(
-        shared().port,
+        shared(this_module!()).port,
         "POST",
         "/hms/fp/token?errorFormat=json",
         &[
@@ -212,7 +212,7 @@ fn oversize_and_garbage_requests_are_stopped_by_envoy() {
     // a query beyond Envoy's header limit (60 KiB by default): Envoy answers 431
     let huge = format!("/hms/fp/token?{}&pad={}", base(), "a".repeat(70 * 1024));
     match try_raw(
-        shared().port,
+        shared(this_module!()).port,
         &common::request_bytes("GET", &huge, &[], None),
     ) {
         Ok(r) => assert_eq!(r.status, 431, "{r:?}"),
@@ -227,7 +227,7 @@ fn oversize_and_garbage_requests_are_stopped_by_envoy() {
         b"GET /hms/fp/token?a=\x00 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
         b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03garbage\r\n\r\n",
     ] {
-        if let Ok(r) = try_raw(shared().port, bytes) {
+        if let Ok(r) = try_raw(shared(this_module!()).port, bytes) {
             assert!(r.status == 400 || r.status == 401, "{r:?}");
         }
     }
@@ -242,7 +242,7 @@ fn h2c(method: &str, path: &str, body: Option<&[u8]>) -> (u8, Vec<u8>) {
     } else {
         &[]
     };
-    common::h2c(shared().port, method, path, headers, body, &[])
+    common::h2c(shared(this_module!()).port, method, path, headers, body, &[])
 }
 
 #[test]
@@ -283,7 +283,7 @@ fn pipelined_requests_on_one_connection() {
         &[],
         None,
     ));
-    let mut s = TcpStream::connect(("127.0.0.1", shared().port)).unwrap();
+    let mut s = TcpStream::connect(("127.0.0.1", shared(this_module!()).port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s.write_all(&bytes).unwrap();
     let mut all = Vec::new();

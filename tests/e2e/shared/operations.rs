@@ -22,7 +22,7 @@ fn secrets_from_envoys_environment_mint_and_redeem_and_are_shown_nowhere() {
     for (_, value) in DEMO_ENV {
         assert!(!config.contains(value));
     }
-    let options = Options::upstream(upstream.port).host_env(&DEMO_ENV);
+    let options = Options::upstream(this_module!(), upstream.port).host_env(&DEMO_ENV);
     let envoy = Envoy::start_with(&config, &options);
 
     // no contentKey: the key comes from the key store
@@ -65,7 +65,7 @@ fn secrets_from_envoys_environment_mint_and_redeem_and_are_shown_nowhere() {
 fn a_missing_or_malformed_variable_refuses_the_configuration_naming_it() {
     let config = fpgen_fixtures::demo_json_from_env().to_string();
     // FPGEN_KEK is set in Envoy's environment but not handed to the VM
-    let mut options = Options::default().host_env(&DEMO_ENV);
+    let mut options = Options::of(this_module!()).host_env(&DEMO_ENV);
     options.host_env.retain(|(name, _)| name != "FPGEN_KEK");
     let log = Envoy::try_start_with(&config, &options).unwrap_err();
     // each module says where it takes its variables from
@@ -86,7 +86,7 @@ fn a_missing_or_malformed_variable_refuses_the_configuration_naming_it() {
     // the sealing key one digit short
     let short = &DEMO_ENV[0].1[1..];
     let options =
-        Options::default().host_env(&[DEMO_ENV[1], DEMO_ENV[2], ("FPGEN_SEALING_KEY", short)]);
+        Options::of(this_module!()).host_env(&[DEMO_ENV[1], DEMO_ENV[2], ("FPGEN_SEALING_KEY", short)]);
     let log = Envoy::try_start_with(&config, &options).unwrap_err();
     assert!(
         log.contains(
@@ -102,7 +102,7 @@ fn a_missing_or_malformed_variable_refuses_the_configuration_naming_it() {
 /// build and, in Prometheus, labelled with them.
 #[test]
 fn the_module_reports_its_version_and_build_in_stats() {
-    let envoy = common::shared();
+    let envoy = common::shared(this_module!());
     let name = format!("wasmcustom.fpgen.build.{VERSION}.{BUILD}");
     assert_eq!(envoy.stat(&name), Some(1), "no {name} in /stats");
     let prometheus = envoy.admin_get("/stats/prometheus").text();
@@ -131,7 +131,7 @@ fn configuration_mistakes_in_envoy_are_rejected_without_echoing_key_material() {
         fpgen_fixtures::DEMO_CONFIG,
         &Options {
             dynamic: true,
-            ..Options::default()
+            ..Options::of(this_module!())
         },
     );
     let mistakes = fpgen_fixtures::key_mistakes();

@@ -29,7 +29,7 @@ fn config(keys: &[(&str, &str)], active: &str, gate: Value) -> String {
 }
 
 fn start(upstream: &RecordingUpstream, config: &str) -> Envoy {
-    Envoy::start_with(config, &Options::upstream(upstream.port))
+    Envoy::start_with(config, &Options::upstream(this_module!(), upstream.port))
 }
 
 /// A recording upstream behind an Envoy with one sealing key, "old", and
@@ -338,7 +338,7 @@ fn gate_off_passes_licence_requests_through() {
 #[test]
 fn demo_licence_url_redeems_at_the_demo_stand_in() {
     // the shared Envoy runs the demo configuration: gate on, stand-in upstream
-    let envoy = common::shared();
+    let envoy = common::shared(this_module!());
     let token = mint(envoy, "&cookie=demo");
     let r = redeem(envoy, &token, &[]);
     assert_eq!(

@@ -29,7 +29,7 @@ fn swap_the_filter_configuration_under_load() {
         DEMO_CONFIG,
         &Options {
             dynamic: true,
-            ..Options::default()
+            ..Options::of(this_module!())
         },
     ));
     let port = envoy.port;

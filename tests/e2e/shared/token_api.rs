@@ -46,7 +46,7 @@ fn open_url(r: &HttpResponse) -> (String, LicenceData) {
 
 #[track_caller]
 fn get_ok(query: &str) -> (String, LicenceData) {
-    open_url(&get(shared().port, &format!("{PATH}?{query}")))
+    open_url(&get(shared(this_module!()).port, &format!("{PATH}?{query}")))
 }
 
 #[track_caller]
@@ -56,14 +56,14 @@ fn post_ok(query: &str, body: &str) -> (String, LicenceData) {
     } else {
         format!("{PATH}?{query}")
     };
-    open_url(&post_form(shared().port, &path, body.as_bytes()))
+    open_url(&post_form(shared(this_module!()).port, &path, body.as_bytes()))
 }
 
 /// Asserts an error response: status, content type, code, in both formats
 /// (`json_too`), and that the HTML and JSON are well-formed.
 #[track_caller]
 fn check_error(query: &str, code: i32, status: u16) {
-    let port = shared().port;
+    let port = shared(this_module!()).port;
     let r = get(port, &format!("{PATH}?{query}"));
     assert_eq!(r.status, status, "{query}: {r:?}");
     assert_eq!(
@@ -209,7 +209,7 @@ fn a_configuration_of_many_pieces_is_read_to_its_end() {
     }
     let json = config.to_string();
     assert!(json.len() > 8 * 64 * 1024, "{} bytes", json.len());
-    let envoy = Envoy::start_with(&json, &common::Options::concurrency(2));
+    let envoy = Envoy::start_with(&json, &common::Options::concurrency(this_module!(), 2));
     let last_kid = format!("{:08x}{:024x}", 11, 499);
     let query = format!(
         "customerAuthenticator=400499,{}&kid={last_kid}&iv={IV}",
@@ -300,7 +300,7 @@ fn post_with_parameters_split_between_query_and_body() {
 #[test]
 fn trailing_slash_and_unknown_parameters() {
     open_url(&get(
-        shared().port,
+        shared(this_module!()).port,
         &format!("{PATH}/?{}&someOtherParam=1&useHttps=false", base()),
     ));
 }
@@ -308,7 +308,7 @@ fn trailing_slash_and_unknown_parameters() {
 #[test]
 fn keep_alive_client_is_answered() {
     let r = request(
-        shared().port,
+        shared(this_module!()).port,
         "GET",
         &format!("{PATH}?{}", base()),
         &[("Connection", "keep-alive")],
@@ -321,7 +321,7 @@ fn keep_alive_client_is_answered() {
 
 #[test]
 fn other_paths_pass_through_untouched() {
-    let port = shared().port;
+    let port = shared(this_module!()).port;
     let r = get(port, &format!("/passthrough?{}", base()));
     assert_eq!(
         (r.status, r.text().as_str()),
@@ -343,7 +343,7 @@ fn other_paths_pass_through_untouched() {
 fn other_methods_get_405_with_allow() {
     for method in ["PUT", "DELETE", "PATCH", "OPTIONS"] {
         let r = request(
-            shared().port,
+            shared(this_module!()).port,
             method,
             &format!("{PATH}?errorFormat=json"),
             &[],
@@ -354,7 +354,7 @@ fn other_methods_get_405_with_allow() {
         let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["code"], -9405);
     }
-    let r = request(shared().port, "HEAD", PATH, &[], None);
+    let r = request(shared(this_module!()).port, "HEAD", PATH, &[], None);
     assert_eq!((r.status, r.header("allow")), (405, Some("GET, POST")));
 }
 
@@ -363,7 +363,7 @@ fn body_over_the_cap_is_413() {
     // the demo caps bodies at 8192 bytes
     let big = format!("{}&cookie=x&pad={}", base(), "a".repeat(9000));
     let r = post_form(
-        shared().port,
+        shared(this_module!()).port,
         &format!("{PATH}?errorFormat=json"),
         big.as_bytes(),
     );
@@ -379,7 +379,7 @@ fn body_over_the_cap_is_413() {
     }
     chunked.extend_from_slice(b"0\r\n\r\n");
     let r = request(
-        shared().port,
+        shared(this_module!()).port,
         "POST",
         PATH,
         &[
@@ -392,7 +392,7 @@ fn body_over_the_cap_is_413() {
     // just under the cap is fine
     let fits = format!("{}&pad={}", base(), "a".repeat(8192 - base().len() - 5));
     assert_eq!(fits.len(), 8192);
-    open_url(&post_form(shared().port, PATH, fits.as_bytes()));
+    open_url(&post_form(shared(this_module!()).port, PATH, fits.as_bytes()));
 }
 
 #[test]
@@ -401,7 +401,7 @@ fn chunked_post_within_the_cap_is_read_to_the_end() {
     let (a, b) = body.split_at(body.len() / 2);
     let framed = format!("{:x}\r\n{a}\r\n{:x}\r\n{b}\r\n0\r\n\r\n", a.len(), b.len());
     let r = request(
-        shared().port,
+        shared(this_module!()).port,
         "POST",
         PATH,
         &[
@@ -416,7 +416,7 @@ fn chunked_post_within_the_cap_is_read_to_the_end() {
 #[test]
 fn post_of_another_media_type_is_415() {
     let r = request(
-        shared().port,
+        shared(this_module!()).port,
         "POST",
         &format!("{PATH}?errorFormat=json"),
         &[("Content-Type", "application/json")],
@@ -477,7 +477,7 @@ error_cases! {
 fn code_2018_production_authenticator_on_test_service() {
     let mut config = fpgen_fixtures::demo_json();
     config["customers"][0]["environment"] = "production".into();
-    let envoy = Envoy::start(&config.to_string());
+    let envoy = Envoy::start(this_module!(), &config.to_string());
     let r = get(envoy.port, &format!("{PATH}?{}&errorFormat=json", base()));
     assert_eq!(r.status, 401);
     let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
@@ -494,7 +494,7 @@ fn code_2018_production_authenticator_on_test_service() {
 #[test]
 fn code_3004_error_format_is_html_and_escaped() {
     let r = get(
-        shared().port,
+        shared(this_module!()).port,
         &format!(
             "{PATH}?{}&errorFormat=%3Cscript%3Ealert(1)%3C/script%3E",
             base()
@@ -512,7 +512,7 @@ fn code_3004_error_format_is_html_and_escaped() {
 
 #[test]
 fn error_bodies_never_echo_key_material() {
-    let port = shared().port;
+    let port = shared(this_module!()).port;
     for query in [
         format!("{}&contentKey={CK}aa&iv={IV}", auth()),
         format!(
@@ -546,7 +546,7 @@ fn error_bodies_never_echo_key_material() {
 
 /// Starts Envoy with `json`, which it must refuse; returns its log.
 fn rejected(json: &str, what: &str) -> String {
-    match Envoy::try_start(json) {
+    match Envoy::try_start(this_module!(), json) {
         Ok(_) => panic!("Envoy accepted a configuration with {what}"),
         Err(log) => log,
     }
@@ -585,7 +585,7 @@ fn envoy_rejects_an_invalid_configuration_and_names_the_field() {
 
 #[test]
 fn the_sealing_key_never_appears_in_envoy_logs() {
-    let envoy = shared();
+    let envoy = shared(this_module!());
     get_ok(&base());
     check_error(&format!("{}&contentKey=00", auth()), -2027, 400);
     let configured = format!(
@@ -617,7 +617,7 @@ fn a_hundred_thousand_tokens_from_two_workers_never_repeat_a_nonce() {
     // (SO_REUSEPORT); all on one would be a chance of 2^-31.
     const CONNECTIONS: usize = 32;
     const PER_CONNECTION: usize = 3_125;
-    let envoy = Envoy::start_with(DEMO_CONFIG, &common::Options::concurrency(2));
+    let envoy = Envoy::start_with(DEMO_CONFIG, &common::Options::concurrency(this_module!(), 2));
     let path = format!("{PATH}?{}", base());
     let threads: Vec<_> = (0..CONNECTIONS)
         .map(|_| {

@@ -7,7 +7,7 @@ use super::support::*;
 #[test]
 fn an_http2_token_post_ending_in_trailers_is_answered_by_the_filter() {
     let upstream = RecordingUpstream::start();
-    let envoy = start(upstream.port, Options::default(), &config_with(|_| {}));
+    let envoy = start(upstream.port, Options::of(this_module!()), &config_with(|_| {}));
     let post = |form: &str| {
         h2c(
             envoy.port,
@@ -44,7 +44,7 @@ fn an_http2_token_post_ending_in_trailers_is_answered_by_the_filter() {
 
 #[test]
 fn echoed_values_never_carry_characters_xml_cannot_hold() {
-    let envoy = common::shared();
+    let envoy = common::shared(this_module!());
     let query = format!(
         "/hms/fp/token?customerAuthenticator={DEMO_AUTHENTICATOR}&errorFormat=%01%08%1B%7F%0D%0Ax%EF%BF%BE%E2%80%AE%C2%85"
     );
@@ -83,7 +83,7 @@ fn echoed_values_never_carry_characters_xml_cannot_hold() {
 
 #[test]
 fn key_errors_and_malformed_escapes_get_their_own_codes() {
-    let envoy = common::shared();
+    let envoy = common::shared(this_module!());
     let auth = format!("customerAuthenticator={DEMO_AUTHENTICATOR}");
     let check = |query: String, status: u16, code: i64, message: &str| {
         for r in [

@@ -6,7 +6,7 @@ use super::support::*;
 
 #[test]
 fn underscore_spellings_never_reach_the_licence_server() {
-    for options in [Options::default().unhardened(), Options::default()] {
+    for options in [Options::of(this_module!()).unhardened(), Options::of(this_module!())] {
         let hardened = options.hardened;
         let upstream = RecordingUpstream::start();
         let (envoy, r) = redeem_spoofed(upstream.port, options, "");
@@ -29,7 +29,7 @@ fn underscore_spellings_never_reach_the_licence_server() {
 
 #[test]
 fn a_wsgi_licence_server_reads_only_the_gates_licence_data() {
-    for options in [Options::default().unhardened(), Options::default()] {
+    for options in [Options::of(this_module!()).unhardened(), Options::of(this_module!())] {
         let wsgi = WsgiServer::start();
         let (_envoy, r) = redeem_spoofed(wsgi.port, options, "&id=42");
         assert_eq!(r.status, 200, "{r:?}");
@@ -112,7 +112,7 @@ fn reserved_headers_are_removed_on_every_route_and_in_trailers() {
 #[test]
 fn the_token_is_stripped_by_default_and_no_other_spelling_survives() {
     let upstream = RecordingUpstream::start();
-    let envoy = start(upstream.port, Options::default(), &config_with(|_| {}));
+    let envoy = start(upstream.port, Options::of(this_module!()), &config_with(|_| {}));
     let token = mint(&envoy);
     let id = "0123456789abcdef0123456789abcdef01234567";
     for (query, forwarded) in [
@@ -159,7 +159,7 @@ fn the_token_is_stripped_by_default_and_no_other_spelling_survives() {
 #[test]
 fn header_values_that_are_not_utf8_get_their_true_answer() {
     let upstream = RecordingUpstream::start();
-    let envoy = start(upstream.port, Options::default(), &config_with(|_| {}));
+    let envoy = start(upstream.port, Options::of(this_module!()), &config_with(|_| {}));
     // a panic costs the Wasm module a new VM, the native one a counted 500
     let vms = || match envoy.module {
         common::Module::Wasm => envoy.stat("wasm.envoy.wasm.runtime.v8.created"),

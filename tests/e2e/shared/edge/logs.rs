@@ -5,7 +5,7 @@ use super::support::*;
 
 #[test]
 fn at_debug_level_post_token_requests_leave_no_secret_in_envoys_logs() {
-    let envoy = Envoy::start(&config_with(|_| {}));
+    let envoy = Envoy::start(this_module!(), &config_with(|_| {}));
     // As an operator chasing a problem would: debug switched on at run
     // time. (Started at debug, or given a new listener at debug, Envoy also
     // logs every filter's configuration, keys included: docs/security.md.)

@@ -29,7 +29,7 @@ fn dot_segments_are_refused_by_the_gate_alone() {
 #[test]
 fn with_the_shipped_settings_no_dot_segment_reaches_any_upstream() {
     let upstream = RecordingUpstream::start();
-    let envoy = start(upstream.port, Options::default(), &config_with(|_| {}));
+    let envoy = start(upstream.port, Options::of(this_module!()), &config_with(|_| {}));
     let token = mint(&envoy);
     // (path, status, the path the upstream saw)
     let expected: [(&str, u16, Option<&str>); 9] = [
@@ -71,7 +71,7 @@ fn with_the_shipped_settings_no_dot_segment_reaches_any_upstream() {
 #[test]
 fn players_licence_requests_reach_the_licence_server_byte_for_byte() {
     let upstream = RecordingUpstream::start();
-    let envoy = start(upstream.port, Options::default(), &config_with(|_| {}));
+    let envoy = start(upstream.port, Options::of(this_module!()), &config_with(|_| {}));
     let token = mint(&envoy);
     let id = "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3";
     for content_type in [

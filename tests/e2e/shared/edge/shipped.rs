@@ -125,7 +125,7 @@ fn scoped_the_filter_runs_on_its_routes_only() {
     let upstream = RecordingUpstream::start();
     let envoy = start(
         upstream.port,
-        Options::default().scoped(),
+        Options::of(this_module!()).scoped(),
         &config_with(|_| {}),
     );
     let token = mint(&envoy);

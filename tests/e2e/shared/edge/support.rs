@@ -78,7 +78,7 @@ pub fn unhardened_gate() -> (RecordingUpstream, Envoy) {
     let upstream = RecordingUpstream::start();
     let envoy = start(
         upstream.port,
-        Options::default().unhardened(),
+        Options::of(this_module!()).unhardened(),
         &config_with(|_| {}),
     );
     (upstream, envoy)

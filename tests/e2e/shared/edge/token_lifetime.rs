@@ -6,7 +6,7 @@ use super::support::*;
 #[test]
 fn tokens_of_disabled_removed_or_revoked_customers_are_refused() {
     let upstream = RecordingUpstream::start();
-    let minting = start(upstream.port, Options::default(), &config_with(|_| {}));
+    let minting = start(upstream.port, Options::of(this_module!()), &config_with(|_| {}));
     let token = mint(&minting);
     let issued = now();
     let path = format!("/hms/fp/rights/?ExpressPlayToken={token}");
@@ -25,7 +25,7 @@ fn tokens_of_disabled_removed_or_revoked_customers_are_refused() {
     ];
     for (reason, field, value) in cases {
         let config = config_with(|c| c["customers"][0][field] = value);
-        let envoy = start(upstream.port, Options::default(), &config);
+        let envoy = start(upstream.port, Options::of(this_module!()), &config);
         let before = upstream.requests().len();
         assert_4010(&redeem_with(&envoy, &path, &[]), reason);
         assert_eq!(upstream.requests().len(), before, "{reason}");
@@ -50,7 +50,7 @@ fn tokens_of_disabled_removed_or_revoked_customers_are_refused() {
     }
 
     // times no mint of fpgen's produces, sealed with the right key
-    let envoy = start(upstream.port, Options::default(), &config_with(|_| {}));
+    let envoy = start(upstream.port, Options::of(this_module!()), &config_with(|_| {}));
     let t = now();
     let before = upstream.requests().len();
     for (token, reason) in [

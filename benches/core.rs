@@ -36,7 +36,7 @@ fn benches(c: &mut Criterion) {
     let params = Params::parse(QUERY.as_bytes(), b"");
     let customer = request::authenticate(&config, &params).unwrap();
     let licence = request::validate(&params, customer, NOW).unwrap().licence;
-    let key = config.sealing_keys.active().unwrap();
+    let key = config.sealing_keys().active().unwrap();
     c.bench_function("mint (seal + encode)", |b| {
         b.iter(|| black_box(fpgen::token::seal(black_box(&licence), key, &[7; 24]).unwrap()))
     });
@@ -46,7 +46,7 @@ fn benches(c: &mut Criterion) {
             black_box(
                 fpgen::token::open(
                     black_box(&token),
-                    &config.sealing_keys,
+                    config.sealing_keys(),
                     Environment::Test,
                     NOW,
                 )

@@ -280,7 +280,7 @@ pub(crate) fn the_gate_refuses_a_forged_token<R: Rig>() {
     assert_eq!(rig.headers(false), Flow::Pause);
     assert_eq!(status(&rig), Some(403));
     let config = crate::config::Config::from_json(config_for("1", |_| {}).as_bytes()).unwrap();
-    let gate = config.redemption.as_ref().unwrap();
+    let gate = config.redemption().unwrap();
     let refusal: Refusal =
         crate::redeem::redeem(&config, gate, "/hms/fp/rights/?ExpressPlayToken=AAAA", 0)
             .err()

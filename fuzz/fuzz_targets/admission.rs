@@ -35,7 +35,7 @@ fuzz_target!(|data: &[u8]| {
         fpgen::service::joined_header(headers.iter().filter(|(n, _)| n == name).map(|(_, v)| *v))
     };
     let query = fpgen_fixtures::query("");
-    let answer = match fpgen::service::admit(&method, header, config.max_body_bytes) {
+    let answer = match fpgen::service::admit(&method, header, config.max_body_bytes()) {
         fpgen::service::Admission::Refuse(code) => {
             assert!(
                 [405, 413, 415].contains(&code.http_status()),
@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
         }
         fpgen::service::Admission::Body => {
             assert_eq!(method, "POST");
-            if body.len() > config.max_body_bytes {
+            if body.len() > config.max_body_bytes() {
                 fpgen::service::refuse(fpgen::error::ErrorCode::BodyTooLarge, &query)
             } else {
                 fpgen::service::handle(config, &query, body, &common::host())

@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         let token = fpgen_fixtures::token_of_url(&answer.response.body);
         (config, token)
     });
-    let Some(gate) = &config.redemption else { return };
+    let Some(gate) = &config.redemption() else { return };
     let Some((&first, rest)) = data.split_first() else { return };
     let (target, names) = match rest.iter().position(|&b| b == b'\n') {
         Some(i) => (&rest[..i], &rest[i + 1..]),

@@ -26,7 +26,7 @@ fuzz_target!(|data: &[u8]| {
         assert!(outcome.minted());
         let url = response.body.strip_suffix("\r\n").expect("CRLF");
         let token = url.split_once("ExpressPlayToken=").expect("token").1;
-        let data = fpgen::token::open(token, &config.sealing_keys, fpgen::licence::Environment::Test, common::NOW)
+        let data = fpgen::token::open(token, config.sealing_keys(), fpgen::licence::Environment::Test, common::NOW)
             .expect("a minted token opens")
             .into_data();
         assert!(data.expires_at > common::NOW && data.expires_at <= common::NOW + 30 * 86400);

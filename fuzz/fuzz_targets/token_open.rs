@@ -14,17 +14,17 @@ fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);
     let encoded = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(data);
     for token in [text.as_ref(), encoded.as_str()] {
-        if let Ok(t) = fpgen::token::open(token, &config.sealing_keys, fpgen::licence::Environment::Test, common::NOW) {
+        if let Ok(t) = fpgen::token::open(token, config.sealing_keys(), fpgen::licence::Environment::Test, common::NOW) {
             // only a token sealed with the key can open, and then it is in time
             assert!(t.data().expires_at > common::NOW);
         }
         if let Ok(untrusted) = fpgen::token::UntrustedToken::parse(token) {
             let _ = untrusted.untrusted_key_id();
-            if let Ok(verified) = untrusted.verify(&config.sealing_keys) {
+            if let Ok(verified) = untrusted.verify(config.sealing_keys()) {
                 let _ = verified.check(fpgen::licence::Environment::Test, common::NOW);
             }
         }
-        if let Some(gate) = &config.redemption {
+        if let Some(gate) = &config.redemption() {
             let path = format!("/hms/fp/rights/?ExpressPlayToken={token}");
             if let Err(refusal) = fpgen::redeem::redeem(config, gate, &path, common::NOW) {
                 assert_eq!(refusal.response(gate.error_format).status, 403);

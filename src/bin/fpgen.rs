@@ -579,9 +579,9 @@ fn inspect(
     let now = now.unwrap_or_else(|| SystemHost.now());
     let refused = |reason| Failure::Refused(format!("invalid token (-4010): {reason}"));
     let verified = UntrustedToken::parse(&token)
-        .and_then(|t| t.verify(&config.sealing_keys))
+        .and_then(|t| t.verify(config.sealing_keys()))
         .map_err(refused)?;
-    let problem = verified.check(config.environment, now).err();
+    let problem = verified.check(config.environment(), now).err();
     let mut out = serde_json::json!({
         "key_id": verified.key_id().as_str(),
         "licence": verified.data().to_json(show_content_key),

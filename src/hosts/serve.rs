@@ -57,12 +57,11 @@ struct Budgets {
 impl Budgets {
     fn of(config: &Config) -> Self {
         let used = config
-            .customers
-            .values()
+            .customers()
             .filter(|c| c.token_budget.is_some())
             .map(|c| {
                 (
-                    fleet::budget_key(config.environment, &c.id),
+                    fleet::budget_key(config.environment(), &c.id),
                     AtomicU64::new(0),
                 )
             })
@@ -301,11 +300,10 @@ static FAILED_ACCEPTS: crate::logging::Throttle =
 /// ignores a budget it was given).
 fn fleet_client(config: &Config, url: Option<&FleetService>) -> io::Result<Option<FleetClient>> {
     let budgets = config
-        .customers
-        .values()
+        .customers()
         .filter(|c| c.fleet_budget.is_some())
         .count();
-    match (&config.rate_limit_service, url) {
+    match (config.rate_limit_service(), url) {
         (Some(service), Some(url)) => FleetClient::new(url, service.clone()).map(Some),
         (None, Some(_)) => Err(io::Error::new(
             io::ErrorKind::InvalidInput,

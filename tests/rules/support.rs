@@ -83,7 +83,7 @@ pub fn mints(query: &str) -> (String, fpgen::licence::LicenceData) {
         .expect("CRLF-terminated")
         .to_owned();
     let token = fixtures::token_of_url(&url);
-    let data = token::open(&token, &config().sealing_keys, Environment::Test, NOW).unwrap();
+    let data = token::open(&token, config().sealing_keys(), Environment::Test, NOW).unwrap();
     (url, data.into_data())
 }
 

@@ -240,9 +240,9 @@ impl FilterConfig {
     /// serve.
     pub(crate) fn new(json: &[u8]) -> Result<Self, String> {
         let config = Config::from_json_with(json, &ENVOY_ENVIRONMENT).map_err(|e| e.to_string())?;
-        for customer in config.customers.values() {
+        for customer in config.customers() {
             if customer.token_budget.is_some() {
-                budgets::init(crate::fleet::budget_key(config.environment, &customer.id));
+                budgets::init(crate::fleet::budget_key(config.environment(), &customer.id));
             }
             if let Some(budget) = customer.fleet_budget.filter(|b| b.lease > 1) {
                 fleet::init_lease(crate::fleet::lease_key(&config, &customer.id, budget));
@@ -257,7 +257,7 @@ impl FilterConfig {
     /// Whether a customer's fleet budget is leased (its refills need the
     /// main thread).
     pub(crate) fn has_leases(&self) -> bool {
-        let customers = self.config.customers.values();
+        let customers = self.config.customers();
         customers
             .filter_map(|c| c.fleet_budget)
             .any(|b| b.lease > 1)

@@ -162,10 +162,10 @@ impl Root {
             }
         };
         let stores = SharedData(abi);
-        for customer in config.customers.values() {
+        for customer in config.customers() {
             if customer.token_budget.is_some() {
                 stores.init(
-                    &fleet::budget_key(config.environment, &customer.id),
+                    &fleet::budget_key(config.environment(), &customer.id),
                     0u64.to_be_bytes(),
                 );
             }

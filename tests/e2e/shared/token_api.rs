@@ -39,7 +39,7 @@ fn open_url(r: &HttpResponse) -> (String, LicenceData) {
     assert!(url.contains("?ExpressPlayToken="), "{url}");
     let token = common::token_of_url(&url);
     let config = fpgen_fixtures::config();
-    let data = fpgen::token::open(&token, &config.sealing_keys, Environment::Test, now())
+    let data = fpgen::token::open(&token, config.sealing_keys(), Environment::Test, now())
         .expect("token opens");
     (url, data.into_data())
 }

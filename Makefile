@@ -158,6 +158,9 @@ lint: wasm-target
 	$(CARGO) clippy --lib --tests --features dynamic-module-test -- -D warnings
 	$(CARGO) clippy --test log_audit -- -D warnings
 	$(PYTHON) tests/support/module_graph.py
+	@# fpgen-core's public items, each named by core/public-api.txt
+	$(PYTHON) tests/support/public_api.py
+	$(PYTHON) tests/support/public_api.py --self-test
 	@# the core alone (its crate has no host to name), natively and for wasm32
 	$(CARGO) clippy -p fpgen-core --lib -- -D warnings
 	$(CARGO) clippy -p fpgen-core --lib --target $(WASM_TARGET) -- -D warnings

@@ -37,8 +37,8 @@ mod hosts;
 pub mod stats;
 
 pub use fpgen_core::{
-    config, edge, error, fleet, ids, licence, lifecycle, outcome, params, redeem, render, request,
-    secret, service, token,
+    config, error, fleet, ids, licence, lifecycle, params, redeem, render, request, secret,
+    service, token,
 };
 
 #[cfg(all(feature = "logging", not(target_arch = "wasm32")))]

@@ -12,6 +12,7 @@ macro_rules! error_table {
     ($( $(#[doc = $doc:literal])* $variant:ident = $code:literal, $status:literal, $message:literal; )*) => {
         /// One row of the error table.
         #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
         pub enum ErrorCode {
             $( $(#[doc = $doc])* $variant, )*
         }

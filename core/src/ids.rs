@@ -102,6 +102,7 @@ pub const MAX_KID_STRING_BYTES: usize = 255;
 /// What is wrong with a hex parameter, for messages that are true of the
 /// input: its length, or the first character that is not a hex digit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum HexProblem {
     /// The value has this many characters, not the expected number.
     Length(usize),
@@ -149,6 +150,7 @@ impl fmt::Display for HexProblem {
 
 /// Why a `kid` is not valid (each is its own API code; see `request`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum KidError {
     /// A hex kid that is not 32 hex digits.
     Hex(HexProblem),

@@ -16,14 +16,14 @@
 //! - [`licence`]: the licence data a token carries (`ids`, `secret`).
 //! - [`token`]: the token format, sealing and opening (`ids`, `licence`, `secret`).
 //! - [`config`]: the configuration, parsed and checked (`error`, `ids`, `licence`, `secret`, `token`).
-//! - [`outcome`]: what happened to one request, for stats and the log (`error`, `ids`, `licence`).
+//! - `outcome` (private; its record is [`service::Outcome`]): what happened to one request, for stats and the log (`error`, `ids`, `licence`).
 //! - [`render`]: answers as HTTP responses (`error`).
 //! - [`request`]: a token request's validation (`config`, `error`, `ids`, `licence`, `params`, `secret`, `token`).
 //! - [`fleet`]: fleet budgets: the rate-limit messages, leases and the names of budgets and leases (`config`, `ids`, `licence`).
 //! - [`service`]: the token endpoint, as steps a host answers (the modules above).
 //! - [`redeem`]: the redemption gate (the modules above but `service`).
 //! - [`stats`]: stat names and what each outcome counts (`error`, `fleet`, `ids`, `outcome`, `redeem`, `token`).
-//! - [`edge`]: what every host does with a request, in order (the whole core).
+//! - `edge` (private; [`lifecycle`] is its one user): what every host does with a request, in order (the whole core).
 //! - [`lifecycle`]: one request's life as events in and instructions out, for every host (the whole core).
 //!
 //! `make lint` checks each line against the source
@@ -35,13 +35,13 @@
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
 pub mod config;
-pub mod edge;
+mod edge;
 pub mod error;
 pub mod fleet;
 pub mod ids;
 pub mod licence;
 pub mod lifecycle;
-pub mod outcome;
+mod outcome;
 pub mod params;
 pub mod redeem;
 pub mod render;

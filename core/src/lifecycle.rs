@@ -624,6 +624,19 @@ fn fleet_failed(report: &dyn Report, failure: Failure, customer: &CustomerId, se
     );
 }
 
+/// How much of a body a host reads at most: one byte past the
+/// configuration's cap, so that a body past it is seen to be.
+pub fn body_read_limit(config: &Config) -> usize {
+    edge::body_read_limit(config)
+}
+
+/// The answer when a host could not handle a request at all (a native
+/// hook panicked): 500 with fpgen's internal error (-9500), as HTML
+/// (nothing of the request is trusted any more).
+pub fn internal_error() -> Response {
+    edge::unconfigured("").response
+}
+
 /// A lease refill asked in the background: whose, how many, when.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refill {

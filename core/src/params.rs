@@ -30,6 +30,7 @@ macro_rules! param_table {
     ($( $variant:ident = $name:literal, $code:ident, $playready:expr; )*) => {
         /// Every parameter fpgen reads.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[non_exhaustive]
         pub enum Param {
             $( $variant, )*
         }

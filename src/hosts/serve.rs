@@ -58,10 +58,10 @@ impl Budgets {
     fn of(config: &Config) -> Self {
         let used = config
             .customers()
-            .filter(|c| c.token_budget.is_some())
+            .filter(|c| c.token_budget().is_some())
             .map(|c| {
                 (
-                    fleet::budget_key(config.environment(), &c.id),
+                    fleet::budget_key(config.environment(), c.id()),
                     AtomicU64::new(0),
                 )
             })
@@ -301,7 +301,7 @@ static FAILED_ACCEPTS: crate::logging::Throttle =
 fn fleet_client(config: &Config, url: Option<&FleetService>) -> io::Result<Option<FleetClient>> {
     let budgets = config
         .customers()
-        .filter(|c| c.fleet_budget.is_some())
+        .filter(|c| c.fleet_budget().is_some())
         .count();
     match (config.rate_limit_service(), url) {
         (Some(service), Some(url)) => FleetClient::new(url, service.clone()).map(Some),
@@ -568,7 +568,7 @@ async fn answer(
         next = match next {
             lifecycle::Next::Reply(answer) => return Ok(to_hyper(answer)),
             lifecycle::Next::CollectBody => {
-                let limit = crate::edge::body_read_limit(&shared.config);
+                let limit = lifecycle::body_read_limit(&shared.config);
                 let read = read_body(body.take(), limit);
                 match tokio::time::timeout(body_timeout, read).await {
                     Err(_) => return Err(BodyTimedOut),

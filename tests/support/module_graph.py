@@ -136,16 +136,17 @@ def cycle(graph):
 
 def map_of_lib(core):
     """What the core crate's map (core/src/lib.rs) lets each core
-    module import: `- [`name`]: … (`a`, `b`)`, or (nothing), (the modules
-    above), (the modules above but `x`), (the whole core)."""
+    module import: `- [`name`]: … (`a`, `b`)` (a private module: `- `name`
+    (private; …): …`), or (nothing), (the modules above), (the modules
+    above but `x`), (the whole core)."""
     text = open(CORE_LIB).read()
-    line = re.compile(r"^//! - \[`([a-z_]+)`\]: .*\(([^()]*)\)\.$")
+    line = re.compile(r"^//! - (?:\[`([a-z_]+)`\]|`([a-z_]+)` \(private[^()]*\)): .*\(([^()]*)\)\.$")
     allowed, order = {}, []
     for l in text.split("\n"):
         m = line.match(l)
         if not m:
             continue
-        name, what = f"core::{m.group(1)}", m.group(2)
+        name, what = f"core::{m.group(1) or m.group(2)}", m.group(3)
         named = {f"core::{n}" for n in re.findall(r"`([a-z_]+)`", what)}
         if what == "nothing":
             allowed[name] = set()

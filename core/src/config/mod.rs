@@ -120,34 +120,56 @@ impl RedeemUrl {
     }
 }
 
-/// A customer account. Its `Debug` shows neither the authenticator's
+/// A customer account, as validated (its fields are the core's). Its `Debug` shows neither the authenticator's
 /// digest nor the wrapped keys of its key store (their kids and number
 /// only).
 pub struct Customer {
-    pub id: CustomerId,
-    pub environment: Environment,
+    pub(crate) id: CustomerId,
+    pub(crate) environment: Environment,
     /// SHA-256 of the authenticator's secret part.
-    pub authenticator_sha256: [u8; 32],
+    pub(crate) authenticator_sha256: [u8; 32],
     /// The KEK that opens this customer's key store, when the request has none.
-    pub kek: Option<Kek>,
+    pub(crate) kek: Option<Kek>,
     /// kid to AES-KW-wrapped content key (24 bytes).
-    pub key_store: HashMap<Kid, [u8; 24]>,
+    pub(crate) key_store: HashMap<Kid, [u8; 24]>,
     /// `false`: the account is disabled (-2031).
-    pub enabled: bool,
+    pub(crate) enabled: bool,
     /// `false`: the account's service does not include FairPlay (-6006).
-    pub fairplay_authorized: bool,
+    pub(crate) fairplay_authorized: bool,
     /// `false`: FairPlay is included but switched off (-6009).
-    pub fairplay_enabled: bool,
+    pub(crate) fairplay_enabled: bool,
     /// When set, requests must come from one of these networks (-2003).
-    pub allowed_networks: Option<Vec<ipnet::IpNet>>,
+    pub(crate) allowed_networks: Option<Vec<ipnet::IpNet>>,
     /// When set, at most this many tokens per Envoy instance (-2019).
-    pub token_budget: Option<u64>,
+    pub(crate) token_budget: Option<u64>,
     /// When set, at most this many tokens per period across every Envoy
     /// that asks the same rate-limit service (-2019).
-    pub fleet_budget: Option<FleetBudget>,
+    pub(crate) fleet_budget: Option<FleetBudget>,
     /// When set (Unix seconds), the redemption gate refuses the customer's
     /// tokens issued before it: revocation without a key rotation.
-    pub tokens_not_before: Option<i64>,
+    pub(crate) tokens_not_before: Option<i64>,
+}
+
+impl Customer {
+    /// The customer's id.
+    pub fn id(&self) -> &CustomerId {
+        &self.id
+    }
+
+    /// The environment its authenticator belongs to.
+    pub fn environment(&self) -> Environment {
+        self.environment
+    }
+
+    /// Its `token_budget`: at most this many tokens per Envoy.
+    pub fn token_budget(&self) -> Option<u64> {
+        self.token_budget
+    }
+
+    /// Its `fleet_budget`: at most this many tokens per period, fleet-wide.
+    pub fn fleet_budget(&self) -> Option<FleetBudget> {
+        self.fleet_budget
+    }
 }
 
 impl std::fmt::Debug for Customer {

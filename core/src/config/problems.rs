@@ -8,6 +8,7 @@ use super::*;
 /// when they cannot be key material (see `config/shown.rs`), and described
 /// otherwise.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Problem {
     /// The JSON's shape: unknown field, wrong type, missing field (the
     /// parser's words).

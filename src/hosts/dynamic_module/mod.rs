@@ -241,11 +241,14 @@ impl FilterConfig {
     pub(crate) fn new(json: &[u8]) -> Result<Self, String> {
         let config = Config::from_json_with(json, &ENVOY_ENVIRONMENT).map_err(|e| e.to_string())?;
         for customer in config.customers() {
-            if customer.token_budget.is_some() {
-                budgets::init(crate::fleet::budget_key(config.environment(), &customer.id));
+            if customer.token_budget().is_some() {
+                budgets::init(crate::fleet::budget_key(
+                    config.environment(),
+                    customer.id(),
+                ));
             }
-            if let Some(budget) = customer.fleet_budget.filter(|b| b.lease > 1) {
-                fleet::init_lease(crate::fleet::lease_key(&config, &customer.id, budget));
+            if let Some(budget) = customer.fleet_budget().filter(|b| b.lease > 1) {
+                fleet::init_lease(crate::fleet::lease_key(&config, customer.id(), budget));
             }
         }
         Ok(Self {
@@ -259,7 +262,7 @@ impl FilterConfig {
     pub(crate) fn has_leases(&self) -> bool {
         let customers = self.config.customers();
         customers
-            .filter_map(|c| c.fleet_budget)
+            .filter_map(|c| c.fleet_budget())
             .any(|b| b.lease > 1)
     }
 
@@ -405,7 +408,7 @@ pub(crate) fn panicked(envoy: &dyn Envoy) {
         Level::Error,
         "fpgen: a hook panicked; the request was answered 500 (-9500)",
     );
-    let _ = reply(envoy, &crate::edge::unconfigured("").response);
+    let _ = reply(envoy, &lifecycle::internal_error());
 }
 
 /// The process's stores: budgets ([`budgets`]) and leases ([`fleet`]),

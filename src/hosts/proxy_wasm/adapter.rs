@@ -163,14 +163,14 @@ impl Root {
         };
         let stores = SharedData(abi);
         for customer in config.customers() {
-            if customer.token_budget.is_some() {
+            if customer.token_budget().is_some() {
                 stores.init(
-                    &fleet::budget_key(config.environment(), &customer.id),
+                    &fleet::budget_key(config.environment(), customer.id()),
                     0u64.to_be_bytes(),
                 );
             }
-            if let Some(budget) = customer.fleet_budget.filter(|b| b.lease > 1) {
-                let key = fleet::lease_key(&config, &customer.id, budget);
+            if let Some(budget) = customer.fleet_budget().filter(|b| b.lease > 1) {
+                let key = fleet::lease_key(&config, customer.id(), budget);
                 stores.init(&key, Lease::default().to_bytes());
             }
         }

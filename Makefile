@@ -108,6 +108,8 @@ run-fleet: build venv redis
 test: build upgrade-module native-test venv redis
 	rm -rf target/e2e-logs
 	FPGEN_ENVOY=$(abspath $(ENVOY)) FPGEN_WASM=$(abspath $(WASM)) FPGEN_NATIVE=$(abspath $(NATIVE_TEST_SO)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) FPGEN_REDIS=$(REDIS_SERVER) $(CARGO) test --workspace $(TEST_ARGS)
+	@# the dynamic module's exported hooks against a fake Envoy (its ABI's callbacks defined for the test build)
+	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --lib --features dynamic-module-test; fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; \
 	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory check-alerts check-istio fuzz-smoke; fi

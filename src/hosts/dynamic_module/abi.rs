@@ -71,6 +71,36 @@ impl ModuleBuffer {
     }
 }
 
+/// What the fake Envoy of the unit tests needs of the ABI's types.
+#[cfg(test)]
+impl ModuleBuffer {
+    pub(crate) fn parts(self) -> (*const c_char, usize) {
+        (self.ptr, self.length)
+    }
+}
+
+#[cfg(test)]
+impl EnvoyBuffer {
+    pub(crate) fn of(bytes: &[u8]) -> Self {
+        Self {
+            ptr: bytes.as_ptr().cast(),
+            length: bytes.len(),
+        }
+    }
+}
+
+#[cfg(test)]
+impl Header {
+    pub(crate) fn of(key: &[u8], value: &[u8]) -> Self {
+        Self {
+            key_ptr: key.as_ptr().cast(),
+            key_length: key.len(),
+            value_ptr: value.as_ptr().cast(),
+            value_length: value.len(),
+        }
+    }
+}
+
 impl EnvoyBuffer {
     const EMPTY: Self = Self {
         ptr: std::ptr::null(),
@@ -342,7 +372,7 @@ struct NativeConfig {
     /// The id of the gauge `fpgen.fleet_lease_tokens{fpgen_customer}`.
     lease_gauge: usize,
     envoy: ConfigEnvoy,
-    scheduler: Scheduler,
+    scheduler: Arc<Scheduler>,
 }
 
 /// Envoy's pointer to a filter configuration (`filter_config_envoy_ptr`).
@@ -359,37 +389,36 @@ unsafe impl Send for ConfigEnvoy {}
 unsafe impl Sync for ConfigEnvoy {}
 
 /// Envoy's scheduler of a configuration's main-thread events (null when
-/// Envoy gave none).
-#[derive(Clone, Copy)]
+/// Envoy gave none), owned: shared by the configuration and its streams
+/// (`Arc<Scheduler>`), it is deleted when the last of them is dropped, so
+/// no holder can commit to a deleted one whatever order Envoy destroys
+/// them in (today: every stream before its configuration).
 struct Scheduler(*mut c_void);
 
 // SAFETY: the ABI makes `config_scheduler_commit` callable from any thread;
-// the scheduler is deleted when the configuration is destroyed, after
-// every stream of it (each holds the configuration) is gone.
+// the scheduler is deleted once, by its last owner (see the type).
 unsafe impl Send for Scheduler {}
 // SAFETY: as for Send.
 unsafe impl Sync for Scheduler {}
 
 impl Scheduler {
     /// Posts an event to the main thread: `on_http_filter_config_scheduled`.
-    fn wake(self) {
+    fn wake(&self) {
         if self.0.is_null() {
             return;
         }
-        // SAFETY: a live scheduler (see the type's Send): commit may be
+        // SAFETY: a live scheduler (owned: see the type): commit may be
         // called from any thread.
         unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_commit(self.0, 0) }
     }
 }
 
-impl Drop for NativeConfig {
+impl Drop for Scheduler {
     fn drop(&mut self) {
-        if !self.scheduler.0.is_null() {
-            // SAFETY: the scheduler config_new made, deleted once, here;
-            // no stream of this configuration is left to commit to it.
-            unsafe {
-                envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.scheduler.0)
-            }
+        if !self.0.is_null() {
+            // SAFETY: the scheduler config_new made, deleted once, by its
+            // last owner; nothing is left to commit to it.
+            unsafe { envoy_dynamic_module_callback_http_filter_config_scheduler_delete(self.0) }
         }
     }
 }
@@ -670,7 +699,7 @@ struct NativeStream {
     counters: Counters,
     /// The id of the gauge `fpgen.fleet_lease_tokens{fpgen_customer}`.
     lease_gauge: usize,
-    scheduler: Scheduler,
+    scheduler: Arc<Scheduler>,
     /// A hook of this stream panicked: it was answered 500, and every later
     /// hook lets Envoy go on without touching its state.
     poisoned: bool,
@@ -692,7 +721,7 @@ struct Hook {
     filter: *mut c_void,
     counters: Counters,
     lease_gauge: usize,
-    scheduler: Scheduler,
+    scheduler: Arc<Scheduler>,
     /// The call the shell asked for, made after the hook's work (see
     /// [`stream_callout`]).
     callout: Cell<Option<Callout>>,
@@ -715,7 +744,7 @@ impl Hook {
         filter: *mut c_void,
         counters: Counters,
         lease_gauge: usize,
-        scheduler: Scheduler,
+        scheduler: Arc<Scheduler>,
     ) -> Self {
         Self {
             filter,
@@ -1033,7 +1062,7 @@ unsafe fn request_hook(
             filter,
             Counters([0; Metric::ALL.len()]),
             0,
-            Scheduler(std::ptr::null_mut()),
+            Arc::new(Scheduler(std::ptr::null_mut())),
         );
         let _ = guarded(|| super::panicked(&hook));
         (hook, Next::Stop, None)
@@ -1058,7 +1087,7 @@ unsafe fn request_hook(
             filter,
             native.counters,
             native.lease_gauge,
-            native.scheduler,
+            Arc::clone(&native.scheduler),
         );
         let stream = &mut native.stream;
         let next = match guarded(|| work(stream, &hook)) {
@@ -1180,10 +1209,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_new(
                 unsafe { Counters::set_build_gauge(config_envoy) };
                 // SAFETY: the same.
                 let lease_gauge = unsafe { Counters::define_lease_gauge(config_envoy) };
-                // SAFETY: the same; the scheduler is deleted with the config.
-                let scheduler = Scheduler(unsafe {
+                // SAFETY: the same; the scheduler is deleted by its last owner.
+                let scheduler = Arc::new(Scheduler(unsafe {
                     envoy_dynamic_module_callback_http_filter_config_scheduler_new(config_envoy)
-                });
+                }));
                 if scheduler.0.is_null() && filter.has_leases() {
                     log(
                         Level::Error,
@@ -1265,7 +1294,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_new(
             stream: native.filter.stream(),
             counters: native.counters,
             lease_gauge: native.lease_gauge,
-            scheduler: native.scheduler,
+            scheduler: Arc::clone(&native.scheduler),
             poisoned: false,
             alive: Arc::new(AtomicBool::new(true)),
         });
@@ -1464,4 +1493,124 @@ pub unsafe extern "C" fn envoy_dynamic_module_on_http_filter_config_http_callout
             .filter
             .on_callout_done(&main, callout_id, answer.as_ref());
     });
+}
+
+/// The exported hooks as Envoy calls them, against the fake Envoy of
+/// `fake_envoy` (its callbacks defined for the test build).
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::panic, clippy::indexing_slicing)]
+    use super::super::fake_envoy::{FakeConfig, FakeStream};
+    use super::*;
+
+    const DEMO: &str = include_str!("../../../tests/fixtures/demo-config.json");
+
+    /// A configuration made by `on_http_filter_config_new`, and a stream of
+    /// it by `on_http_filter_new`: the module's pointers.
+    fn configured(fake: &FakeConfig) -> (*const c_void, *const c_void) {
+        let json = DEMO.as_bytes();
+        // SAFETY: the fake's configuration, and buffers that live for the call.
+        let config = unsafe {
+            envoy_dynamic_module_on_http_filter_config_new(
+                std::ptr::from_ref(fake).cast_mut().cast(),
+                EnvoyBuffer::of(b"fpgen"),
+                EnvoyBuffer::of(json),
+            )
+        };
+        assert!(!config.is_null(), "the demo configuration is taken");
+        // SAFETY: the configuration just made.
+        let stream =
+            unsafe { envoy_dynamic_module_on_http_filter_new(config, std::ptr::null_mut()) };
+        assert!(!stream.is_null());
+        (config, stream)
+    }
+
+    fn destroy(config: *const c_void, stream: *const c_void) {
+        // SAFETY: what config_new and filter_new made, destroyed once each,
+        // the stream first.
+        unsafe {
+            envoy_dynamic_module_on_http_filter_destroy(stream);
+            envoy_dynamic_module_on_http_filter_config_destroy(config);
+        }
+    }
+
+    /// Issue 31: a stream whose hook panicked was answered 500, and every
+    /// later hook of it answered Continue (its body and trailers went on
+    /// upstream, past a gate that did not finish). Each later hook stops,
+    /// and nothing more is sent.
+    #[test]
+    fn a_poisoned_stream_stops_every_later_hook() {
+        let fake = FakeConfig::default();
+        let (config, module) = configured(&fake);
+        let envoy = FakeStream::request(&[(":path", "/fpgen-test/panic"), (":method", "POST")]);
+        let filter = envoy.ptr();
+        // SAFETY: the stream's pointers, as Envoy passes them.
+        let (headers, body, trailers) = unsafe {
+            (
+                envoy_dynamic_module_on_http_filter_request_headers(filter, module, false),
+                envoy_dynamic_module_on_http_filter_request_body(filter, module, false),
+                envoy_dynamic_module_on_http_filter_request_trailers(filter, module),
+            )
+        };
+        assert_eq!(headers, HEADERS_STOP_ITERATION);
+        assert_eq!(body, BODY_STOP_NO_BUFFER);
+        assert_eq!(trailers, TRAILERS_STOP_ITERATION);
+        let sent = envoy.sent.borrow();
+        assert_eq!(sent.len(), 1, "answered once: {sent:?}");
+        assert_eq!(sent[0].0, 500);
+        assert!(sent[0].1.contains("-9500"), "{}", sent[0].1);
+        drop(sent);
+        destroy(config, module);
+    }
+
+    /// A stream whose state Envoy could not make (a null module pointer)
+    /// never reaches upstream: each hook answers 500 and stops.
+    #[test]
+    fn a_stream_without_state_is_answered_500() {
+        let envoy = FakeStream::request(&[(":path", "/hms/fp/rights/?ExpressPlayToken=x")]);
+        // SAFETY: a stream pointer and no module, as Envoy passes them when
+        // filter_new returned null.
+        let headers = unsafe {
+            envoy_dynamic_module_on_http_filter_request_headers(envoy.ptr(), std::ptr::null(), true)
+        };
+        assert_eq!(headers, HEADERS_STOP_ITERATION);
+        assert_eq!(envoy.sent.borrow()[0].0, 500);
+    }
+
+    /// Through the exported hooks: the gate refuses a forged token (403),
+    /// and a request elsewhere goes on with its reserved headers removed;
+    /// a mint's call that Envoy cannot make answers by the failure mode.
+    #[test]
+    fn hooks_carry_the_exchange_to_envoy() {
+        let fake = FakeConfig::default();
+        let (config, module) = configured(&fake);
+        let forged = FakeStream::request(&[(":path", "/hms/fp/rights/?ExpressPlayToken=AAAA")]);
+        // SAFETY: the stream's pointers.
+        let status = unsafe {
+            envoy_dynamic_module_on_http_filter_request_headers(forged.ptr(), module, true)
+        };
+        assert_eq!(status, HEADERS_STOP_ITERATION);
+        assert_eq!(forged.sent.borrow()[0].0, 403);
+        let metrics = fake.metrics.borrow();
+        assert!(
+            metrics.contains(&"fpgen.redemptions_rejected".to_owned()),
+            "{metrics:?}"
+        );
+        drop(metrics);
+        destroy(config, module);
+
+        let (config, module) = configured(&fake);
+        let other = FakeStream::request(&[(":path", "/segments/1.ts"), ("x-fpgen-kid", "evil")]);
+        // SAFETY: the stream's pointers.
+        let status = unsafe {
+            envoy_dynamic_module_on_http_filter_request_headers(other.ptr(), module, true)
+        };
+        assert_eq!(status, HEADERS_CONTINUE);
+        assert_eq!(
+            *other.headers.borrow(),
+            [(":path".to_owned(), "/segments/1.ts".to_owned())]
+        );
+        assert!(other.sent.borrow().is_empty());
+        destroy(config, module);
+    }
 }

@@ -35,6 +35,8 @@
 #[cfg(feature = "dynamic-module")]
 mod abi;
 pub(crate) mod budgets;
+#[cfg(all(test, feature = "dynamic-module"))]
+mod fake_envoy;
 pub(crate) mod fleet;
 
 use crate::config::Config;

@@ -1599,6 +1599,7 @@ mod tests {
         drop(metrics);
         destroy(config, module);
 
+        let fake = FakeConfig::default();
         let (config, module) = configured(&fake);
         let other = FakeStream::request(&[(":path", "/segments/1.ts"), ("x-fpgen-kid", "evil")]);
         // SAFETY: the stream's pointers.
@@ -1612,5 +1613,30 @@ mod tests {
         );
         assert!(other.sent.borrow().is_empty());
         destroy(config, module);
+    }
+
+    /// The main thread's scheduler is deleted once, by its last holder:
+    /// a stream that outlives its configuration (whatever order Envoy
+    /// destroys them in) still wakes a live one, and it is deleted with
+    /// the stream.
+    #[test]
+    fn the_scheduler_lives_as_long_as_its_last_holder() {
+        use std::sync::atomic::Ordering::SeqCst;
+        let fake = FakeConfig::default();
+        let (config, module) = configured(&fake);
+        // SAFETY: the configuration, destroyed once, before its stream.
+        unsafe { envoy_dynamic_module_on_http_filter_config_destroy(config) };
+        assert_eq!(
+            fake.scheduler.deleted.load(SeqCst),
+            0,
+            "the stream holds it"
+        );
+        // SAFETY: the stream's state, alive.
+        let native = unsafe { &*module.cast::<NativeStream>() };
+        native.scheduler.wake();
+        assert_eq!(fake.scheduler.commits.load(SeqCst), 1);
+        // SAFETY: the stream, destroyed once.
+        unsafe { envoy_dynamic_module_on_http_filter_destroy(module) };
+        assert_eq!(fake.scheduler.deleted.load(SeqCst), 1);
     }
 }

@@ -23,10 +23,20 @@ pub(crate) struct FakeStream {
     pub(crate) callouts: RefCell<usize>,
 }
 
-/// One configuration as the fake Envoy holds it: its metrics' names.
+/// One configuration as the fake Envoy holds it: its metrics' names, and
+/// its main-thread scheduler.
 #[derive(Default)]
 pub(crate) struct FakeConfig {
     pub(crate) metrics: RefCell<Vec<String>>,
+    pub(crate) scheduler: FakeScheduler,
+}
+
+/// A configuration's scheduler: the events committed to it, and whether
+/// (how many times) it was deleted.
+#[derive(Default)]
+pub(crate) struct FakeScheduler {
+    pub(crate) commits: std::sync::atomic::AtomicUsize,
+    pub(crate) deleted: std::sync::atomic::AtomicUsize,
 }
 
 impl FakeStream {
@@ -266,27 +276,36 @@ pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_http_callout(
     1
 }
 
-/// The scheduler the fake hands out (never dereferenced).
-static SCHEDULER: u8 = 0;
-
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
-    _config: *mut c_void,
+pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
+    config: *mut c_void,
 ) -> *mut c_void {
-    std::ptr::from_ref(&SCHEDULER).cast_mut().cast()
+    let config = unsafe { &*config.cast::<FakeConfig>() };
+    std::ptr::from_ref(&config.scheduler).cast_mut().cast()
+}
+
+unsafe fn scheduler<'a>(scheduler: *mut c_void) -> &'a FakeScheduler {
+    let scheduler = unsafe { &*scheduler.cast::<FakeScheduler>() };
+    let deleted = scheduler.deleted.load(std::sync::atomic::Ordering::SeqCst);
+    assert_eq!(deleted, 0, "a scheduler used after it was deleted");
+    scheduler
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
-    _scheduler: *mut c_void,
+pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_commit(
+    scheduler_ptr: *mut c_void,
     _event_id: u64,
 ) {
+    let commits = &unsafe { scheduler(scheduler_ptr) }.commits;
+    commits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
 #[no_mangle]
-pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
-    _scheduler: *mut c_void,
+pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
+    scheduler_ptr: *mut c_void,
 ) {
+    let deleted = &unsafe { scheduler(scheduler_ptr) }.deleted;
+    deleted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
 
 #[no_mangle]

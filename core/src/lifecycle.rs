@@ -336,8 +336,7 @@ impl<C: Deref<Target = Config>> Exchange<C> {
     /// failure mode answers.
     pub fn on_call_refused(&mut self, host: &dyn Host) -> Next {
         self.life.uncounted_call = false;
-        let (Some(config), State::Waiting { pending, .. }) =
-            (self.config.as_deref(), std::mem::take(&mut self.life.state))
+        let (Some(config), Some((pending, _))) = (self.config.as_deref(), self.life.stop_waiting())
         else {
             return Next::Wait; // answered already
         };
@@ -350,8 +349,8 @@ impl<C: Deref<Target = Config>> Exchange<C> {
     /// The answer to the fleet call.
     pub fn on_fleet_reply(&mut self, host: &dyn Host, reply: FleetReply<'_>) -> Next {
         self.life.count_call(host); // a call that is answered was made
-        let (Some(config), State::Waiting { pending, sent_ms }) =
-            (self.config.as_deref(), std::mem::take(&mut self.life.state))
+        let (Some(config), Some((pending, sent_ms))) =
+            (self.config.as_deref(), self.life.stop_waiting())
         else {
             return Next::Wait; // answered already
         };
@@ -433,6 +432,18 @@ impl Life {
                 ..Edits::default()
             }),
             State::Answered => self.passing(),
+        }
+    }
+
+    /// The token waiting for its fleet call, and when the call was sent;
+    /// `None` (the state kept as it is) when none waits.
+    fn stop_waiting(&mut self) -> Option<(PendingBudget, u64)> {
+        if !matches!(self.state, State::Waiting { .. }) {
+            return None;
+        }
+        match std::mem::replace(&mut self.state, State::Answered) {
+            State::Waiting { pending, sent_ms } => Some((pending, sent_ms)),
+            _ => None,
         }
     }
 

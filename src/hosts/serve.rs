@@ -1,9 +1,11 @@
 //! `fpgen serve`: the token endpoint as a small native HTTP/1.1 service
 //! (hyper on tokio), for users without Envoy and as the "token backend"
 //! design that `make bench` compares the filter with. Same code path as the
-//! filter: [`service::admit`], then [`service::handle`], with the request's
-//! headers read as the filter reads them from Envoy, and `token_budget`
-//! kept exactly across the process's threads.
+//! Envoy modules: each token request is a [`lifecycle::Exchange`], fed its
+//! head, its body and its fleet call's answer, with the request's headers
+//! read as the filter reads them from Envoy, and `token_budget` kept
+//! exactly across the process's threads. Only the token endpoint is served
+//! (there is no upstream: any other path is 404).
 //!
 //! No client can stop it or make it hold connections without limit: at
 //! most [`Limits::max_connections`] are served at once (the rest wait in

@@ -15,8 +15,10 @@ function added, which it must name as not in the list.
 
 What it reads as public: `pub` alone (never `pub(crate)` or `pub(super)`),
 outside `#[cfg(test)]` modules, in modules that are `pub` all the way from
-the crate's root. Items of a private module reach the list only through a
-public module's `pub use`.
+the crate's root, and in what the core's `macro_rules!` write where they
+are invoked. Items of a private module reach the list only through a
+public module's `pub use`. Enum variants are not listed (an enum that will
+grow is `#[non_exhaustive]`).
 """
 import os
 import re
@@ -132,6 +134,53 @@ def reexported(module, found, files):
     return out
 
 
+def expanded(lines):
+    """The file with each of its `macro_rules!` invocations written out: the
+    macro's first arm, its `$name` the invocation's first CamelCase word
+    (how the core's macros name what they declare), added at the top level."""
+    import textwrap
+    macros, depth, current, body = {}, 0, None, []
+    for line in lines:
+        m = re.match(r"^macro_rules!\s+(\w+)", line) if depth == 0 else None
+        if m:
+            current, body = m.group(1), []
+        elif current is not None:
+            body.append(line)
+        depth += line.count("{") - line.count("}")
+        if current is not None and depth == 0 and not m:
+            macros[current] = arm_of(body)
+            current = None
+    out, depth, calling, words = list(lines), 0, None, []
+    for line in lines:
+        m = re.match(r"^(\w+)!\s*[{(]", line) if depth == 0 else None
+        if m and m.group(1) in macros:
+            calling, words = m.group(1), []
+        elif calling is not None:
+            words += re.findall(r"\b[A-Z][a-z]\w*\b", line)
+        depth += line.count("{") - line.count("}") + line.count("(") - line.count(")")
+        if calling is not None and depth == 0:
+            name = words[0] if words else ""
+            text = textwrap.dedent("\n".join(macros[calling])).replace("$name", name)
+            out += text.split("\n")
+            calling = None
+    return out
+
+
+def arm_of(body):
+    """The lines of a macro's first arm's expansion (inside its `=> {`)."""
+    out, depth, inside = [], 0, False
+    for line in body:
+        if not inside:
+            if "=>" in line:
+                inside, depth = True, 1
+            continue
+        depth += line.count("{") - line.count("}")
+        if depth <= 0:
+            break
+        out.append(line)
+    return out
+
+
 def surface():
     files = module_files()
     reachable, todo, out = set(), ["fpgen_core"], []
@@ -142,7 +191,7 @@ def surface():
         if path is None:
             continue
         with open(path, encoding="utf-8") as f:
-            found, mods = items(module, strip(f.read()))
+            found, mods = items(module, expanded(strip(f.read())))
         out += found + reexported(module, found, files)
         todo += [f"{module}::{m}" for m in mods if f"{module}::{m}" not in reachable]
     return sorted(set(out))

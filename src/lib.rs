@@ -31,7 +31,10 @@
 #![deny(clippy::too_many_lines)]
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+/// One unit-test suite for every Envoy adapter (test builds only; it lives
+/// with the tests).
 #[cfg(test)]
+#[path = "../tests/adapters/conformance.rs"]
 mod conformance;
 mod hosts;
 pub mod stats;

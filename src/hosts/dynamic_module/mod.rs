@@ -35,7 +35,10 @@
 #[cfg(feature = "dynamic-module")]
 mod abi;
 pub(crate) mod budgets;
+/// Envoy's side of the ABI, faked for `abi`'s unit tests (it lives with
+/// the tests).
 #[cfg(all(test, feature = "dynamic-module"))]
+#[path = "../../../tests/adapters/fake_envoy.rs"]
 mod fake_envoy;
 pub(crate) mod fleet;
 

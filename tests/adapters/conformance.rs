@@ -81,7 +81,7 @@ const CONTENT_KEY: &str = "000102030405060708090a0b0c0d0e0f";
 
 /// The demo configuration for `customer`, edited.
 pub(crate) fn config_for(customer: &str, edit: impl FnOnce(&mut serde_json::Value)) -> String {
-    let demo = include_str!("../tests/fixtures/demo-config.json");
+    let demo = include_str!("../fixtures/demo-config.json");
     let mut json: serde_json::Value = serde_json::from_str(demo).unwrap();
     json["customers"][0]["id"] = customer.into();
     edit(&mut json);

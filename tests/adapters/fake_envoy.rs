@@ -3,7 +3,16 @@
 //! callback fpgen declares is defined here, over a [`FakeStream`] (the
 //! "filter" pointer a hook is given) or a [`FakeConfig`] (the
 //! configuration's), so that the exported hooks run natively, pointers and
-//! all, as Envoy would run them.
+//! all, as Envoy would run them. It lives with the tests (it is compiled
+//! into the test build alone, by `#[path]` from `src/hosts/dynamic_module`):
+//! the module's only `unsafe` code is `abi.rs`.
+//!
+//! Soundness: every pointer these callbacks are given comes from the test
+//! or from `abi.rs` within one call: a `FakeStream` or `FakeConfig` the test
+//! keeps alive across the hooks it drives, and buffers and places that
+//! `abi.rs` makes for the call (its own contracts). Each `unsafe` block says
+//! which. A callback that panics aborts the test (it cannot unwind through
+//! `extern "C"`).
 #![allow(unsafe_code, clippy::missing_safety_doc)]
 
 use super::abi::{EnvoyBuffer, Header, ModuleBuffer};
@@ -57,6 +66,7 @@ impl FakeStream {
 }
 
 unsafe fn stream<'a>(filter: *mut c_void) -> &'a FakeStream {
+    // SAFETY: `filter` is the test's `FakeStream` (`FakeStream::ptr`), alive for the hook.
     unsafe { &*filter.cast::<FakeStream>() }
 }
 
@@ -65,11 +75,13 @@ unsafe fn text(buffer: ModuleBuffer) -> String {
     if ptr.is_null() {
         return String::new();
     }
+    // SAFETY: the module's buffer: `length` live bytes at `ptr`, for the call.
     let bytes = unsafe { std::slice::from_raw_parts(ptr.cast::<u8>(), length) };
     String::from_utf8_lossy(bytes).into_owned()
 }
 
 unsafe fn map<'a>(filter: *mut c_void, header_type: u32) -> &'a RefCell<Vec<(String, String)>> {
+    // SAFETY: `filter` is the test's `FakeStream` (`FakeStream::ptr`), alive for the hook.
     let stream = unsafe { stream(filter) };
     if header_type == 0 {
         &stream.headers
@@ -87,7 +99,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_get_header(
     index: usize,
     optional_count: *mut usize,
 ) -> bool {
+    // SAFETY: buffers the module passed for this call, pointing at live bytes.
     let key = unsafe { text(key) };
+    // SAFETY: `filter` is the test's `FakeStream` (`FakeStream::ptr`), alive for the hook.
     let map = unsafe { map(filter, header_type) }.borrow();
     let values: Vec<&String> = map
         .iter()
@@ -95,10 +109,12 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_get_header(
         .map(|(_, v)| v)
         .collect();
     if !optional_count.is_null() {
+        // SAFETY: a place the module passed for this call (`result` sized by the count it asked first).
         unsafe { *optional_count = values.len() };
     }
     match values.get(index) {
         Some(value) => {
+            // SAFETY: a place the module passed for this call (`result` sized by the count it asked first).
             unsafe { *result = EnvoyBuffer::of(value.as_bytes()) };
             true
         }
@@ -111,6 +127,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_get_headers_size(
     filter: *mut c_void,
     header_type: u32,
 ) -> usize {
+    // SAFETY: `filter` is the test's `FakeStream` (`FakeStream::ptr`), alive for the hook.
     unsafe { map(filter, header_type) }.borrow().len()
 }
 
@@ -120,8 +137,10 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_get_headers(
     header_type: u32,
     result: *mut Header,
 ) -> bool {
+    // SAFETY: `filter` is the test's `FakeStream` (`FakeStream::ptr`), alive for the hook.
     let map = unsafe { map(filter, header_type) }.borrow();
     for (i, (k, v)) in map.iter().enumerate() {
+        // SAFETY: a place the module passed for this call (`result` sized by the count it asked first).
         unsafe { *result.add(i) = Header::of(k.as_bytes(), v.as_bytes()) };
     }
     true
@@ -134,10 +153,13 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_set_header(
     key: ModuleBuffer,
     value: ModuleBuffer,
 ) -> bool {
+    // SAFETY: buffers the module passed for this call, pointing at live bytes.
     let key = unsafe { text(key) };
+    // SAFETY: `filter` is the test's `FakeStream` (`FakeStream::ptr`), alive for the hook.
     let mut map = unsafe { map(filter, header_type) }.borrow_mut();
     map.retain(|(k, _)| *k != key);
     if !value.parts().0.is_null() {
+        // SAFETY: buffers the module passed for this call, pointing at live bytes.
         map.push((key, unsafe { text(value) }));
     }
     true
@@ -150,7 +172,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_add_header(
     key: ModuleBuffer,
     value: ModuleBuffer,
 ) -> bool {
+    // SAFETY: buffers the module passed for this call, pointing at live bytes.
     let pair = unsafe { (text(key), text(value)) };
+    // SAFETY: `filter` is the test's `FakeStream` (`FakeStream::ptr`), alive for the hook.
     unsafe { map(filter, header_type) }.borrow_mut().push(pair);
     true
 }
@@ -164,7 +188,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_send_response(
     body: ModuleBuffer,
     _details: ModuleBuffer,
 ) {
+    // SAFETY: buffers the module passed for this call, pointing at live bytes.
     let body = unsafe { text(body) };
+    // SAFETY: `filter` is the test's `FakeStream` (`FakeStream::ptr`), alive for the hook.
     unsafe { stream(filter) }
         .sent
         .borrow_mut()
@@ -197,9 +223,12 @@ pub extern "C" fn envoy_dynamic_module_callback_http_get_body_chunks(
 }
 
 unsafe fn define(config: *mut c_void, name: ModuleBuffer, id: *mut usize) -> u32 {
+    // SAFETY: `config` is the test's `FakeConfig`, alive for the call.
     let config = unsafe { &*config.cast::<FakeConfig>() };
     let mut metrics = config.metrics.borrow_mut();
+    // SAFETY: buffers the module passed for this call, pointing at live bytes.
     metrics.push(unsafe { text(name) });
+    // SAFETY: a place the module passed for this call (`result` sized by the count it asked first).
     unsafe { *id = metrics.len() };
     0
 }
@@ -212,6 +241,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_define
     _label_names_count: usize,
     id: *mut usize,
 ) -> u32 {
+    // SAFETY: `config` is the test's `FakeConfig`, alive for the call.
     unsafe { define(config, name, id) }
 }
 
@@ -223,6 +253,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_define
     _label_names_count: usize,
     id: *mut usize,
 ) -> u32 {
+    // SAFETY: `config` is the test's `FakeConfig`, alive for the call.
     unsafe { define(config, name, id) }
 }
 
@@ -259,6 +290,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_http_callout(
     _body: ModuleBuffer,
     _timeout_ms: u64,
 ) -> u32 {
+    // SAFETY: `filter` is the test's `FakeStream` (`FakeStream::ptr`), alive for the hook.
     *unsafe { stream(filter) }.callouts.borrow_mut() += 1;
     1 // not made
 }
@@ -280,11 +312,13 @@ pub extern "C" fn envoy_dynamic_module_callback_http_filter_config_http_callout(
 pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_new(
     config: *mut c_void,
 ) -> *mut c_void {
+    // SAFETY: `config` is the test's `FakeConfig`, alive for the call.
     let config = unsafe { &*config.cast::<FakeConfig>() };
     std::ptr::from_ref(&config.scheduler).cast_mut().cast()
 }
 
 unsafe fn scheduler<'a>(scheduler: *mut c_void) -> &'a FakeScheduler {
+    // SAFETY: a `FakeScheduler` inside the test's live `FakeConfig`.
     let scheduler = unsafe { &*scheduler.cast::<FakeScheduler>() };
     let deleted = scheduler.deleted.load(std::sync::atomic::Ordering::SeqCst);
     assert_eq!(deleted, 0, "a scheduler used after it was deleted");
@@ -296,6 +330,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_schedu
     scheduler_ptr: *mut c_void,
     _event_id: u64,
 ) {
+    // SAFETY: a `FakeScheduler` inside the test's live `FakeConfig`.
     let commits = &unsafe { scheduler(scheduler_ptr) }.commits;
     commits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
@@ -304,6 +339,7 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_schedu
 pub unsafe extern "C" fn envoy_dynamic_module_callback_http_filter_config_scheduler_delete(
     scheduler_ptr: *mut c_void,
 ) {
+    // SAFETY: a `FakeScheduler` inside the test's live `FakeConfig`.
     let deleted = &unsafe { scheduler(scheduler_ptr) }.deleted;
     deleted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
 }
@@ -314,7 +350,9 @@ pub unsafe extern "C" fn envoy_dynamic_module_callback_http_set_filter_state_byt
     _key: ModuleBuffer,
     value: ModuleBuffer,
 ) -> bool {
+    // SAFETY: buffers the module passed for this call, pointing at live bytes.
     let value = unsafe { text(value) };
+    // SAFETY: `filter` is the test's `FakeStream` (`FakeStream::ptr`), alive for the hook.
     *unsafe { stream(filter) }.filter_state.borrow_mut() = Some(value);
     true
 }

@@ -171,11 +171,6 @@ pub struct Edits {
 }
 
 impl Edits {
-    /// Whether there is nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.add.is_empty() && self.path.is_none()
-    }
-
     /// Carries the edits out, in their order, on `part` of the request.
     pub fn apply(&self, part: Part, editor: &dyn Editor) {
         for name in &self.remove {

@@ -640,10 +640,34 @@ fn listener_port(json: &str) -> Option<u16> {
         .filter(|&p| p != 0)
 }
 
-/// A port that was free a moment ago on 127.0.0.1.
+/// A port that was free a moment ago on 127.0.0.1, never handed out twice
+/// by this test process.
+///
+/// It is taken below Linux's ephemeral range (32768–60999): a port the
+/// kernel hands out for `bind(0)` is also what it hands to the next
+/// outgoing connection, and with load generators and hundreds of clients
+/// running beside the test, one of them took a port between its release
+/// here and the server's bind (a CI run lost `fpgen ratelimit` that way).
+/// Each test process starts at an offset of its own, so two test binaries
+/// run side by side seldom try the same ports, and every port is checked
+/// free before it is handed out.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .unwrap()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 12_000;
+    const SPAN: u32 = 20_000; // 12000..32000, below the ephemeral range
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id().wrapping_mul(7919)) % SPAN,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..SPAN {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % SPAN;
+        let port = u16::try_from(FIRST + offset).unwrap();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free port on 127.0.0.1 between {FIRST} and {}", FIRST + SPAN)
 }

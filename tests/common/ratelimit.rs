@@ -192,14 +192,32 @@ impl Service {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap());
-        let process = Process(super::spawn_tied_to_process(cmd).unwrap());
-        wait_for_port(port, "fpgen ratelimit");
-        wait_for_port(admin, "fpgen ratelimit's admin");
-        Service {
+        let mut service = Service {
             port,
             admin,
             stderr,
-            process,
+            process: Process(super::spawn_tied_to_process(cmd).unwrap()),
+        };
+        service.wait_until_listening();
+        service
+    }
+
+    /// Waits (20 s at most) until both its ports take connections; fails
+    /// with its standard error as soon as it has exited.
+    fn wait_until_listening(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        for port in [self.port, self.admin] {
+            while TcpStream::connect(("127.0.0.1", port)).is_err() {
+                if let Ok(Some(status)) = self.process.0.try_wait() {
+                    panic!("fpgen ratelimit exited ({status}): {}", self.stderr());
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "fpgen ratelimit did not listen on {port}: {}",
+                    self.stderr()
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
         }
     }
 

@@ -9,6 +9,7 @@
 
 use crate::config::{Config, Redemption};
 use crate::error::ErrorCode;
+use crate::licence::Drm;
 use crate::redeem::{self, Redeemed, Refusal};
 use crate::service::{self, Admission, Answer, Host, Outcome, Step};
 use crate::stats::Counter;
@@ -16,13 +17,13 @@ use crate::stats::Counter;
 /// Where a request goes, from its `:path`.
 #[derive(Debug)]
 pub enum Route<'c> {
-    /// The token endpoint: answered here, so nothing of it goes upstream
-    /// (and nothing needs scrubbing).
-    Token,
+    /// A DRM's token endpoint: answered here, so nothing of it goes
+    /// upstream (and nothing needs scrubbing).
+    Token(Drm),
     /// Upstream, after every reserved header is removed ([`is_reserved`];
     /// none when the gate is off); through the gate first when the path is
-    /// the gate's.
-    Upstream { gate: Option<&'c Redemption> },
+    /// a licence path of the gate's (with its DRM).
+    Upstream { gate: Option<(&'c Redemption, Drm)> },
     /// The host has no configuration (refused, or not arrived yet): without
     /// one neither the gate's path nor the reserved headers are known, so no
     /// request may pass. Answered with [`unconfigured`] (-9500), whatever
@@ -37,14 +38,16 @@ pub fn route<'c>(config: Option<&'c Config>, path: Option<&str>) -> Route<'c> {
     if config.is_none() {
         return Route::Unconfigured;
     }
-    match path {
-        Some(path) if service::is_token_path(path) => Route::Token,
-        Some(path) => Route::Upstream {
-            gate: config
-                .and_then(|c| c.redemption.as_ref())
-                .filter(|g| redeem::applies(g, path)),
-        },
-        None => Route::Upstream { gate: None },
+    let Some(path) = path else {
+        return Route::Upstream { gate: None };
+    };
+    if let Some(drm) = service::token_endpoint(path) {
+        return Route::Token(drm);
+    }
+    Route::Upstream {
+        gate: config
+            .and_then(|c| c.redemption.as_ref())
+            .and_then(|g| Some((g, redeem::drm_of(g, path)?))),
     }
 }
 
@@ -83,6 +86,7 @@ pub fn unconfigured(query: &str) -> Answer {
 /// an empty body, and is answered with it.
 pub fn token_request<S: AsRef<str>>(
     config: &Config,
+    drm: Drm,
     query: &str,
     method: &str,
     header: impl Fn(&str) -> Option<S>,
@@ -91,9 +95,9 @@ pub fn token_request<S: AsRef<str>>(
 ) -> TokenStart {
     match service::admit(method, header, config.max_body_bytes) {
         Admission::Refuse(code) => TokenStart::Step(Step::Answer(service::refuse(code, query))),
-        Admission::Query => TokenStart::Step(service::begin(config, query, b"", host)),
+        Admission::Query => TokenStart::Step(service::begin_for(config, drm, query, b"", host)),
         Admission::Body if ends_with_headers => {
-            TokenStart::Step(token_body(config, query, b"", host))
+            TokenStart::Step(token_body(config, drm, query, b"", host))
         }
         Admission::Body => TokenStart::AwaitBody,
     }
@@ -113,10 +117,10 @@ pub fn body_read_limit(config: &Config) -> usize {
 
 /// The token request with its whole body (at most [`body_read_limit`]
 /// bytes of it): refused when past the cap, else its steps.
-pub fn token_body(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Step {
+pub fn token_body(config: &Config, drm: Drm, query: &str, body: &[u8], host: &dyn Host) -> Step {
     match body_so_far(config, query, body.len()) {
         Some(refused) => Step::Answer(refused),
-        None => service::begin(config, query, body, host),
+        None => service::begin_for(config, drm, query, body, host),
     }
 }
 
@@ -147,9 +151,10 @@ impl Gate {
     }
 }
 
-/// The gate's check of the token in `path` at `now` (Unix seconds).
-pub fn gate(config: &Config, gate: &Redemption, path: &str, now: i64) -> Gate {
-    match redeem::redeem(config, gate, path, now) {
+/// The gate's check of the token in `path`, on `drm`'s licence path, at
+/// `now` (Unix seconds).
+pub fn gate(config: &Config, gate: &Redemption, drm: Drm, path: &str, now: i64) -> Gate {
+    match redeem::redeem(config, gate, drm, path, now) {
         Ok(redeemed) => Gate::Pass(redeemed),
         Err(refusal) => Gate::Refuse {
             refusal,
@@ -177,7 +182,17 @@ mod tests {
         let c = config();
         assert!(matches!(
             route(Some(&c), Some("/hms/fp/token?x")),
-            Route::Token
+            Route::Token(Drm::FairPlay)
+        ));
+        assert!(matches!(
+            route(Some(&c), Some("/hms/wv/token/")),
+            Route::Token(Drm::Widevine)
+        ));
+        assert!(matches!(
+            route(Some(&c), Some("/hms/wv/rights/?ExpressPlayToken=x")),
+            Route::Upstream {
+                gate: Some((_, Drm::Widevine))
+            }
         ));
         // No configuration: nothing passes, whatever the path (before, a
         // licence request went upstream unchecked and unscrubbed)
@@ -192,7 +207,9 @@ mod tests {
         assert_eq!(unconfigured("").response.status, 500);
         assert!(matches!(
             route(Some(&c), Some("/hms/fp/rights/?ExpressPlayToken=x")),
-            Route::Upstream { gate: Some(_) }
+            Route::Upstream {
+                gate: Some((_, Drm::FairPlay))
+            }
         ));
         for other in [Some("/other"), None] {
             assert!(matches!(
@@ -210,7 +227,8 @@ mod tests {
         let c = config();
         let host = crate::service::SystemHost;
         let header = |_: &str| None::<&str>;
-        let start = |method, ends| token_request(&c, "", method, header, ends, &host);
+        let start =
+            |method, ends| token_request(&c, Drm::FairPlay, "", method, header, ends, &host);
         assert!(matches!(start("POST", false), TokenStart::AwaitBody));
         for (method, ends) in [("POST", true), ("GET", false), ("GET", true)] {
             let TokenStart::Step(Step::Answer(a)) = start(method, ends) else {
@@ -229,7 +247,7 @@ mod tests {
         assert_eq!(refused.as_ref().map(|r| r.status), Some(413));
         assert!(refused.is_some_and(|r| r.body.contains("-9413")));
         let host = crate::service::SystemHost;
-        let Step::Answer(a) = token_body(&c, "", &[b'a'; 11], &host) else {
+        let Step::Answer(a) = token_body(&c, Drm::FairPlay, "", &[b'a'; 11], &host) else {
             panic!("a refused body needs no budget")
         };
         assert_eq!(a.outcome.error, Some(ErrorCode::BodyTooLarge));

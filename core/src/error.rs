@@ -105,6 +105,19 @@ error_table! {
     InvalidRentalDuration = -6007, 400, "Invalid rental duration specified";
     /// The customer's FairPlay option is switched off.
     FairPlayDisabled = -6009, 403, "FairPlay option disabled";
+    /// Widevine: `securityLevel` is missing.
+    MissingSecurityLevel = -7003, 400, "Missing security level value";
+    /// Widevine: `securityLevel` is not 1 to 5.
+    InvalidSecurityLevel = -7004, 400, "Invalid security level value";
+    /// Widevine: `hdcpOutputControl` is missing.
+    MissingHdcpOutputControl = -7006, 400, "Missing HDCP output control value";
+    /// Widevine: `licenseDuration` or `playbackDuration` is not a whole
+    /// number of seconds within 0 to 4294967295.
+    InvalidLicenseDuration = -7007, 400, "Invalid license duration";
+    /// Widevine: a `wvExtension` is malformed, or there are too many.
+    InvalidWvExtension = -7009, 400, "Invalid wvExtension parameters";
+    /// Widevine: the customer may not use Widevine.
+    WidevineDisabled = -7011, 403, "Widevine option disabled";
     /// fpgen: a parameter the reference gives no code for is malformed.
     InvalidParameter = -9400, 400, "Invalid parameter";
     /// fpgen: method other than GET or POST on the token path.
@@ -116,6 +129,17 @@ error_table! {
     /// fpgen: a `^` kid within 64 characters but over 255 bytes of UTF-8
     /// (a token holds the name behind a one-byte length).
     KidStringTooManyBytes = -9421, 400, "kid must be at most 255 bytes of UTF-8 after the ^";
+    /// fpgen (Widevine): `hdcpOutputControl` is not 0 to 5 (the reference
+    /// has no code for it).
+    InvalidHdcpOutputControl = -9422, 400, "Invalid HDCP output control value";
+    /// fpgen (Widevine): `trackType` is not 0 to 4.
+    InvalidTrackType = -9423, 400, "Invalid track type";
+    /// fpgen (Widevine): `contentId` is longer than 64 bytes or holds a
+    /// character that is not visible ASCII.
+    InvalidContentId = -9424, 400, "Invalid content id";
+    /// fpgen (Widevine): an indexed key parameter (`kid.N`, …) has an index
+    /// out of range, or a per-key setting names a key that is not given.
+    InvalidKeyIndex = -9425, 400, "Invalid key index";
     /// fpgen: the filter could not mint (no configuration, no randomness,
     /// or the host failed while taking from a token budget).
     Internal = -9500, 500, "Internal error";
@@ -204,7 +228,7 @@ mod tests {
 
     /// What clients see for each code that is not a plain 400, and two
     /// that are, written out as docs/api.md's error table has them.
-    const DOCUMENTED: [(ErrorCode, i32, u16, &str); 15] = [
+    const DOCUMENTED: [(ErrorCode, i32, u16, &str); 16] = [
         (
             ErrorCode::InvalidIpAddress,
             -2003,
@@ -247,6 +271,12 @@ mod tests {
             -6009,
             403,
             "FairPlay option disabled",
+        ),
+        (
+            ErrorCode::WidevineDisabled,
+            -7011,
+            403,
+            "Widevine option disabled",
         ),
         (
             ErrorCode::MethodNotAllowed,
@@ -301,7 +331,7 @@ mod tests {
             .count();
         assert_eq!(
             plain,
-            ErrorCode::ALL.len() - 13,
+            ErrorCode::ALL.len() - 14,
             "a new code that is not 400 goes above"
         );
     }

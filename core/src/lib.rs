@@ -1,5 +1,5 @@
-//! fpgen's core: what a FairPlay licence-token request means and what to
-//! answer. It makes no host call and no I/O, and it names no host: it is a
+//! fpgen's core: what a licence-token request (FairPlay, Widevine) means
+//! and what to answer. It makes no host call and no I/O, and it names no host: it is a
 //! crate of its own (`core/`), which the hosts (the crate `fpgen`, `src/`)
 //! carry requests to, so the build proves what a comment could only say.
 //! A host supplies what is its own through the core's traits and values:
@@ -12,9 +12,9 @@
 //! - [`error`]: the error table (nothing).
 //! - [`ids`]: customer, key and content ids (nothing).
 //! - [`secret`]: key types that zeroize and compare in constant time (nothing).
-//! - [`params`]: the parameter table, the query and form decoder (`error`).
 //! - [`licence`]: the licence data a token carries (`ids`, `secret`).
 //! - [`token`]: the token format, sealing and opening (`ids`, `licence`, `secret`).
+//! - [`params`]: the parameter table, the query and form decoder (`error`, `licence`, `token`).
 //! - [`config`]: the configuration, parsed and checked (`error`, `ids`, `licence`, `secret`, `token`).
 //! - `outcome` (private; its record is [`service::Outcome`]): what happened to one request, for stats and the log (`error`, `ids`, `licence`).
 //! - [`render`]: answers as HTTP responses (`error`).

@@ -1,5 +1,6 @@
 //! What a token carries: everything a licence server needs to answer a
-//! FairPlay licence request without calling anyone.
+//! licence request of its DRM without calling anyone. One [`Licence`] per
+//! DRM: FairPlay's [`LicenceData`], Widevine's [`WidevineLicence`].
 
 use crate::ids::{CustomerId, Kid};
 use crate::secret::ContentKey;
@@ -18,6 +19,60 @@ impl Environment {
             Self::Test => "test",
             Self::Production => "production",
         }
+    }
+}
+
+/// The DRM a token endpoint, a token and a gate are for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Drm {
+    FairPlay,
+    Widevine,
+}
+
+impl Drm {
+    /// Every DRM fpgen serves.
+    pub const ALL: [Drm; 2] = [Drm::FairPlay, Drm::Widevine];
+
+    /// `fairplay`, `widevine`: in logs, headers and `fpgen` commands.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::FairPlay => "fairplay",
+            Self::Widevine => "widevine",
+        }
+    }
+
+    /// The DRM a name (as [`Drm::as_str`] writes it) names.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.as_str() == name)
+    }
+
+    /// The token endpoint's path (also answered with a trailing `/`).
+    pub const fn token_path(self) -> &'static str {
+        match self {
+            Self::FairPlay => "/hms/fp/token",
+            Self::Widevine => "/hms/wv/token",
+        }
+    }
+
+    /// The hosted service's licence path, the default of the gate's prefix
+    /// and of the licence URL's path.
+    pub const fn rights_path(self) -> &'static str {
+        match self {
+            Self::FairPlay => "/hms/fp/rights/",
+            Self::Widevine => "/hms/wv/rights/",
+        }
+    }
+
+    /// The byte that names the DRM in a version-2 token header.
+    pub(crate) const fn tag(self) -> u8 {
+        match self {
+            Self::FairPlay => 0,
+            Self::Widevine => 1,
+        }
+    }
+
+    pub(crate) fn from_tag(tag: u8) -> Option<Self> {
+        Self::ALL.into_iter().find(|d| d.tag() == tag)
     }
 }
 
@@ -85,6 +140,207 @@ impl LicenceData {
             }
         }
         v
+    }
+}
+
+/// A Widevine track type (`trackType`): which tracks a key is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TrackType {
+    Sd,
+    Hd,
+    Audio,
+    Uhd1,
+    Uhd2,
+}
+
+impl TrackType {
+    /// By the API's number (0 SD, 1 HD, 2 AUDIO, 3 UHD1, 4 UHD2).
+    pub const fn from_number(n: u8) -> Option<Self> {
+        match n {
+            0 => Some(Self::Sd),
+            1 => Some(Self::Hd),
+            2 => Some(Self::Audio),
+            3 => Some(Self::Uhd1),
+            4 => Some(Self::Uhd2),
+            _ => None,
+        }
+    }
+
+    /// The API's number.
+    pub const fn number(self) -> u8 {
+        match self {
+            Self::Sd => 0,
+            Self::Hd => 1,
+            Self::Audio => 2,
+            Self::Uhd1 => 3,
+            Self::Uhd2 => 4,
+        }
+    }
+
+    /// Widevine's name of it (`SD`, `HD`, `AUDIO`, `UHD1`, `UHD2`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Sd => "SD",
+            Self::Hd => "HD",
+            Self::Audio => "AUDIO",
+            Self::Uhd1 => "UHD1",
+            Self::Uhd2 => "UHD2",
+        }
+    }
+}
+
+/// One key of a Widevine licence: its kid, the content key and its
+/// output rules.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WidevineKey {
+    pub kid: Kid,
+    pub content_key: ContentKey,
+    /// `securityLevel`, 1 (`SW_SECURE_CRYPTO`) to 5 (`HW_SECURE_ALL`).
+    pub security_level: u8,
+    /// `hdcpOutputControl`, 0 (`HDCP_NONE`) to 5 (no digital output).
+    pub hdcp_output_control: u8,
+    pub track_type: Option<TrackType>,
+}
+
+/// The licence data sealed in a Widevine token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WidevineLicence {
+    pub environment: Environment,
+    pub customer_id: CustomerId,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds; the token is invalid from this second on.
+    pub expires_at: i64,
+    /// Key 0 (`kid`), then the indexed keys (`kid.N`) in index order.
+    pub keys: Vec<WidevineKey>,
+    /// `licenseDuration` in seconds; 0: no limit.
+    pub license_duration: u32,
+    /// `playbackDuration` in seconds; 0: no limit.
+    pub playback_duration: u32,
+    pub general_flags: u32,
+    /// `contentId`, as sent (visible ASCII).
+    pub content_id: Option<String>,
+    /// Every `wvExtension`, in order.
+    pub extensions: Vec<FpExtension>,
+    pub cookie: Option<String>,
+}
+
+/// The licence data of a token, of its DRM.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Licence {
+    FairPlay(LicenceData),
+    Widevine(WidevineLicence),
+}
+
+impl Licence {
+    pub fn drm(&self) -> Drm {
+        match self {
+            Self::FairPlay(_) => Drm::FairPlay,
+            Self::Widevine(_) => Drm::Widevine,
+        }
+    }
+
+    pub fn environment(&self) -> Environment {
+        match self {
+            Self::FairPlay(d) => d.environment,
+            Self::Widevine(d) => d.environment,
+        }
+    }
+
+    pub fn customer_id(&self) -> &CustomerId {
+        match self {
+            Self::FairPlay(d) => &d.customer_id,
+            Self::Widevine(d) => &d.customer_id,
+        }
+    }
+
+    pub fn issued_at(&self) -> i64 {
+        match self {
+            Self::FairPlay(d) => d.issued_at,
+            Self::Widevine(d) => d.issued_at,
+        }
+    }
+
+    pub fn expires_at(&self) -> i64 {
+        match self {
+            Self::FairPlay(d) => d.expires_at,
+            Self::Widevine(d) => d.expires_at,
+        }
+    }
+
+    /// The kid the access log records: FairPlay's `kid`, Widevine's first key's.
+    pub fn kid(&self) -> Option<&Kid> {
+        match self {
+            Self::FairPlay(d) => d.kid.as_ref(),
+            Self::Widevine(d) => d.keys.first().map(|k| &k.kid),
+        }
+    }
+
+    pub fn cookie(&self) -> Option<&str> {
+        match self {
+            Self::FairPlay(d) => d.cookie.as_deref(),
+            Self::Widevine(d) => d.cookie.as_deref(),
+        }
+    }
+
+    /// The licence data as JSON, with its `drm` (see
+    /// [`LicenceData::to_json`]); content keys only when
+    /// `show_content_key` is set.
+    pub fn to_json(&self, show_content_key: bool) -> serde_json::Value {
+        let mut v = match self {
+            Self::FairPlay(d) => d.to_json(show_content_key),
+            Self::Widevine(d) => d.to_json(show_content_key),
+        };
+        if let Some(map) = v.as_object_mut() {
+            map.insert("drm".into(), self.drm().as_str().into());
+        }
+        v
+    }
+}
+
+impl WidevineLicence {
+    /// The licence data as JSON (the shape of the test vectors' `licence`,
+    /// plus the times in RFC 3339); content keys only when
+    /// `show_content_key` is set.
+    pub fn to_json(&self, show_content_key: bool) -> serde_json::Value {
+        use base64::Engine as _;
+        let keys: Vec<serde_json::Value> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let mut key = serde_json::json!({
+                    "kid": k.kid.to_string(),
+                    "security_level": k.security_level,
+                    "hdcp_output_control": k.hdcp_output_control,
+                    "track_type": k.track_type.map(TrackType::as_str),
+                });
+                if let (true, Some(map)) = (show_content_key, key.as_object_mut()) {
+                    map.insert(
+                        "content_key".into(),
+                        hex::encode(k.content_key.expose()).into(),
+                    );
+                }
+                key
+            })
+            .collect();
+        serde_json::json!({
+            "environment": self.environment.as_str(),
+            "customer_id": self.customer_id.as_str(),
+            "issued_at": self.issued_at,
+            "issued_at_utc": rfc3339(self.issued_at),
+            "expires_at": self.expires_at,
+            "expires_at_utc": rfc3339(self.expires_at),
+            "keys": keys,
+            "license_duration": self.license_duration,
+            "playback_duration": self.playback_duration,
+            "general_flags": self.general_flags,
+            "content_id": self.content_id,
+            "cookie": self.cookie,
+            "wv_extensions": self.extensions.iter().map(|e| serde_json::json!({
+                "type": e.kind_str(),
+                "payload": base64::engine::general_purpose::STANDARD.encode(&e.payload),
+            })).collect::<Vec<_>>(),
+        })
     }
 }
 

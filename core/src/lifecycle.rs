@@ -36,6 +36,7 @@ use crate::config::{Config, FleetBudget, Redemption};
 use crate::edge::{self, Gate, Route, TokenStart};
 use crate::fleet::{self, Failure, Lease, LeaseStep, Verdict};
 use crate::ids::CustomerId;
+use crate::licence::Drm;
 use crate::params::query_of;
 use crate::render::Response;
 use crate::service::{self, Answer, Budget, HostFailure, PendingBudget, Settled, Step};
@@ -274,9 +275,10 @@ enum State {
     New,
     /// Going upstream: the rest passes, its trailers scrubbed.
     Upstream,
-    /// A token POST whose body is being collected. Nothing of the request
-    /// is kept meanwhile: the host holds it, and `:path` is read again.
-    Body,
+    /// A token POST to this DRM's endpoint whose body is being collected.
+    /// Nothing of the request is kept meanwhile: the host holds it, and
+    /// `:path` is read again.
+    Body(Drm),
     /// A sealed token waiting for its fleet call's answer.
     Waiting {
         pending: PendingBudget,
@@ -383,11 +385,11 @@ impl Life {
         let path_text = path.as_deref().unwrap_or_default();
         match edge::route(Some(config), path.as_deref()) {
             Route::Unconfigured => self.answer(host, edge::unconfigured(query_of(path_text))),
-            Route::Token => self.token_request(config, host, path_text, end),
+            Route::Token(drm) => self.token_request(config, drm, host, path_text, end),
             Route::Upstream { gate } => {
                 let remove = scrub(config, host, Part::Headers);
                 match gate {
-                    Some(gate) => self.gate(config, gate, host, path_text, remove),
+                    Some((gate, drm)) => self.gate(config, gate, drm, host, path_text, remove),
                     None => {
                         self.state = State::Upstream;
                         Next::Continue(Edits {
@@ -403,8 +405,8 @@ impl Life {
     fn on_body(&mut self, config: &Config, host: &dyn Host, end: bool) -> Next {
         match self.state {
             State::Waiting { .. } => Next::Wait,
-            State::Body if end => self.body_complete(config, host),
-            State::Body => {
+            State::Body(drm) if end => self.body_complete(config, drm, host),
+            State::Body(_) => {
                 let path = host.header(":path").unwrap_or_default();
                 match edge::body_so_far(config, query_of(&path), host.body_size()) {
                     Some(refused) => self.answer(host, refused),
@@ -421,7 +423,7 @@ impl Life {
     fn on_trailers(&mut self, config: &Config, host: &dyn Host) -> Next {
         match self.state {
             State::Waiting { .. } => Next::Wait,
-            State::Body => self.body_complete(config, host),
+            State::Body(drm) => self.body_complete(config, drm, host),
             State::Upstream | State::New => Next::Continue(Edits {
                 remove: scrub(config, host, Part::Trailers),
                 ..Edits::default()
@@ -453,15 +455,22 @@ impl Life {
         }
     }
 
-    fn token_request(&mut self, config: &Config, host: &dyn Host, path: &str, end: bool) -> Next {
+    fn token_request(
+        &mut self,
+        config: &Config,
+        drm: Drm,
+        host: &dyn Host,
+        path: &str,
+        end: bool,
+    ) -> Next {
         let query = query_of(path);
         let method = host.header(":method").unwrap_or_default();
         let core = CoreHost { host, config };
         let header = |name: &str| host.header(name);
-        match edge::token_request(config, query, &method, header, end, &core) {
+        match edge::token_request(config, drm, query, &method, header, end, &core) {
             TokenStart::Step(step) => self.drive(config, host, step),
             TokenStart::AwaitBody => {
-                self.state = State::Body;
+                self.state = State::Body(drm);
                 Next::CollectBody
             }
         }
@@ -469,14 +478,14 @@ impl Life {
 
     /// The collected body is complete: refused when the host holds more
     /// than the cap, else read (up to one byte past the cap) and answered.
-    fn body_complete(&mut self, config: &Config, host: &dyn Host) -> Next {
+    fn body_complete(&mut self, config: &Config, drm: Drm, host: &dyn Host) -> Next {
         let path = host.header(":path").unwrap_or_default();
         let query = query_of(&path);
         if let Some(refused) = edge::body_so_far(config, query, host.body_size()) {
             return self.answer(host, refused);
         }
         let body = host.body(edge::body_read_limit(config));
-        let step = edge::token_body(config, query, &body, &CoreHost { host, config });
+        let step = edge::token_body(config, drm, query, &body, &CoreHost { host, config });
         self.drive(config, host, step)
     }
 
@@ -486,12 +495,13 @@ impl Life {
         &mut self,
         config: &Config,
         gate: &Redemption,
+        drm: Drm,
         host: &dyn Host,
         path: &str,
         remove: Vec<String>,
     ) -> Next {
         let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
-        let decision = edge::gate(config, gate, path, now);
+        let decision = edge::gate(config, gate, drm, path, now);
         let outcome = decision.outcome();
         host.count(decision.counter(), outcome.customer_id.as_ref());
         host.set_log_state(&outcome.log_fields());

@@ -1,9 +1,11 @@
 //! The request's parameters: the query string and, for POST, the
 //! form-urlencoded body, decoded with a real form decoder. Names are
-//! case-sensitive; unknown names are ignored; `fpExtension` repeats and
-//! every other known parameter may appear once.
+//! case-sensitive; unknown names are ignored; `fpExtension` and
+//! `wvExtension` repeat and every other known parameter may appear once;
+//! Widevine's per-key parameters also come indexed (`kid.2`).
 
 use crate::error::{ErrorCode, ErrorFormat};
+use crate::licence::Drm;
 use std::borrow::Cow;
 
 /// How a PlayReady-style parameter's value is checked (they are never
@@ -24,10 +26,31 @@ pub enum PlayReady {
     Any,
 }
 
+/// Which token endpoints read a parameter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadBy {
+    /// Every endpoint.
+    All,
+    /// FairPlay's only.
+    FairPlay,
+    /// Widevine's only.
+    Widevine,
+}
+
+impl ReadBy {
+    pub const fn includes(self, drm: Drm) -> bool {
+        matches!(
+            (self, drm),
+            (Self::All, _) | (Self::FairPlay, Drm::FairPlay) | (Self::Widevine, Drm::Widevine)
+        )
+    }
+}
+
 /// Declares [`Param`] from its table: one row per parameter with its name
-/// on the wire, the code for an invalid value, and its PlayReady rule.
+/// on the wire, the code for an invalid value, its PlayReady rule and the
+/// endpoints that read it.
 macro_rules! param_table {
-    ($( $variant:ident = $name:literal, $code:ident, $playready:expr; )*) => {
+    ($( $variant:ident = $name:literal, $code:ident, $playready:expr, $read_by:ident; )*) => {
         /// Every parameter fpgen reads.
         #[derive(Clone, Copy, Debug, PartialEq, Eq)]
         #[non_exhaustive]
@@ -60,6 +83,12 @@ macro_rules! param_table {
             pub const fn playready(self) -> Option<PlayReady> {
                 match self { $(Self::$variant => $playready,)* }
             }
+
+            /// The endpoints that read it (the others ignore it, as they
+            /// ignore unknown parameters).
+            pub const fn read_by(self) -> ReadBy {
+                match self { $(Self::$variant => ReadBy::$read_by,)* }
+            }
         }
     };
 }
@@ -72,32 +101,63 @@ pub fn query_of(path: &str) -> &str {
 }
 
 param_table! {
-    CustomerAuthenticator = "customerAuthenticator", AuthenticatorInvalid, None;
-    ErrorFormat = "errorFormat", InvalidErrorFormat, None;
-    GeneralFlags = "generalFlags", InvalidGeneralFlags, None;
-    Kek = "kek", InvalidWrappedKey, None;
-    Kid = "kid", InvalidKid, None;
-    Ek = "ek", InvalidWrappedKey, None;
+    CustomerAuthenticator = "customerAuthenticator", AuthenticatorInvalid, None, All;
+    ErrorFormat = "errorFormat", InvalidErrorFormat, None, All;
+    GeneralFlags = "generalFlags", InvalidGeneralFlags, None, All;
+    Kek = "kek", InvalidWrappedKey, None, All;
+    Kid = "kid", InvalidKid, None, All;
+    Ek = "ek", InvalidWrappedKey, None, All;
     // -2027 is the reference's "must be 32 hex digits long": only for the
     // length (see `request`); anything else is -2005.
-    ContentKey = "contentKey", InvalidContentKey, None;
-    Iv = "iv", InvalidIv, None;
-    RentalDuration = "rentalDuration", InvalidRentalDuration, None;
-    FpExtension = "fpExtension", InvalidFpExtension, None;
-    ExpirationTime = "expirationTime", InvalidExpirationTime, None;
-    Cookie = "cookie", InvalidCookie, None;
-    UseHttps = "useHttps", InvalidParameter, None;
-    RightsType = "rightsType", InvalidRightsType, Some(P::RightsType);
-    RentalPeriodEndTime = "rental.periodEndTime", InvalidRightsType, Some(P::Time);
-    RentalPlayDuration = "rental.playDuration", InvalidRentalPlayDuration, Some(P::Seconds);
-    AnalogVideoOpl = "analogVideoOPL", OutputControlOutOfRange, Some(P::OutputLevel);
-    CompressedDigitalAudioOpl = "compressedDigitalAudioOPL", OutputControlOutOfRange, Some(P::OutputLevel);
-    CompressedDigitalVideoOpl = "compressedDigitalVideoOPL", OutputControlOutOfRange, Some(P::OutputLevel);
-    UncompressedDigitalAudioOpl = "uncompressedDigitalAudioOPL", OutputControlOutOfRange, Some(P::OutputLevel);
-    UncompressedDigitalVideoOpl = "uncompressedDigitalVideoOPL", OutputControlOutOfRange, Some(P::OutputLevel);
-    OutputControlFlags = "outputControlFlags", InvalidOutputControlFlags, Some(P::OutputFlags);
-    UnknownOutputBehavior = "unknownOutputBehavior", NoValue, Some(P::Any);
-    PrFlag = "prFlag", NoValue, Some(P::Any);
+    ContentKey = "contentKey", InvalidContentKey, None, All;
+    Iv = "iv", InvalidIv, None, FairPlay;
+    RentalDuration = "rentalDuration", InvalidRentalDuration, None, FairPlay;
+    FpExtension = "fpExtension", InvalidFpExtension, None, FairPlay;
+    ExpirationTime = "expirationTime", InvalidExpirationTime, None, All;
+    Cookie = "cookie", InvalidCookie, None, All;
+    UseHttps = "useHttps", InvalidParameter, None, All;
+    RightsType = "rightsType", InvalidRightsType, Some(P::RightsType), All;
+    RentalPeriodEndTime = "rental.periodEndTime", InvalidRightsType, Some(P::Time), All;
+    RentalPlayDuration = "rental.playDuration", InvalidRentalPlayDuration, Some(P::Seconds), All;
+    AnalogVideoOpl = "analogVideoOPL", OutputControlOutOfRange, Some(P::OutputLevel), All;
+    CompressedDigitalAudioOpl = "compressedDigitalAudioOPL", OutputControlOutOfRange, Some(P::OutputLevel), All;
+    CompressedDigitalVideoOpl = "compressedDigitalVideoOPL", OutputControlOutOfRange, Some(P::OutputLevel), All;
+    UncompressedDigitalAudioOpl = "uncompressedDigitalAudioOPL", OutputControlOutOfRange, Some(P::OutputLevel), All;
+    UncompressedDigitalVideoOpl = "uncompressedDigitalVideoOPL", OutputControlOutOfRange, Some(P::OutputLevel), All;
+    OutputControlFlags = "outputControlFlags", InvalidOutputControlFlags, Some(P::OutputFlags), All;
+    UnknownOutputBehavior = "unknownOutputBehavior", NoValue, Some(P::Any), All;
+    PrFlag = "prFlag", NoValue, Some(P::Any), All;
+    SecurityLevel = "securityLevel", InvalidSecurityLevel, None, Widevine;
+    HdcpOutputControl = "hdcpOutputControl", InvalidHdcpOutputControl, None, Widevine;
+    LicenseDuration = "licenseDuration", InvalidLicenseDuration, None, Widevine;
+    PlaybackDuration = "playbackDuration", InvalidLicenseDuration, None, Widevine;
+    TrackType = "trackType", InvalidTrackType, None, Widevine;
+    ContentId = "contentId", InvalidContentId, None, Widevine;
+    WvExtension = "wvExtension", InvalidWvExtension, None, Widevine;
+}
+
+/// The parameters that also come indexed, one per key (`kid.1`, …).
+pub const INDEXED: [Param; 5] = [
+    Param::Kid,
+    Param::ContentKey,
+    Param::SecurityLevel,
+    Param::HdcpOutputControl,
+    Param::TrackType,
+];
+
+/// The most indexed parameters a request keeps: one of each [`INDEXED`]
+/// for every key a token can hold. More is refused (-9425) where they are
+/// read, and never held.
+pub const MAX_INDEXED: usize = INDEXED.len() * crate::token::MAX_WIDEVINE_KEYS;
+
+/// One indexed parameter: `kid.2=…` is `Kid`, 2 and its value.
+#[derive(Debug)]
+pub struct Indexed<'a> {
+    pub param: Param,
+    /// The index as written (decimal digits): `None` when it is not a
+    /// number of at most three digits.
+    pub index: Option<u16>,
+    pub value: Cow<'a, str>,
 }
 
 const COUNT: usize = Param::ALL.len();
@@ -108,13 +168,22 @@ pub struct Params<'a> {
     values: [Option<Cow<'a, str>>; COUNT],
     /// Every `fpExtension`, in order.
     pub fp_extensions: Vec<Cow<'a, str>>,
-    /// The first known parameter that was given more than once.
-    pub repeated: Option<Param>,
-    /// The first known parameter whose value holds a malformed percent
-    /// escape (`%zz`, a lone `%`): the hosted service's servlet container
-    /// refuses those, so fpgen does not guess what was meant.
-    pub malformed: Option<Param>,
+    /// Every `wvExtension`, in order.
+    pub wv_extensions: Vec<Cow<'a, str>>,
+    /// Every indexed parameter (`kid.1`, …), in order, at most
+    /// [`MAX_INDEXED`].
+    pub indexed: Vec<Indexed<'a>>,
+    /// More indexed parameters than [`MAX_INDEXED`] were given.
+    pub too_many_indexed: bool,
+    /// The known parameters given more than once (bit `param as usize`).
+    repeated: u64,
+    /// The known parameters whose value holds a malformed percent escape
+    /// (`%zz`, a lone `%`): the hosted service's servlet container refuses
+    /// those, so fpgen does not guess what was meant.
+    malformed: u64,
 }
+
+const _: () = assert!(COUNT <= 64, "Params keeps a bit per parameter in a u64");
 
 impl<'a> Params<'a> {
     /// Decodes the query string, then the body (both
@@ -142,29 +211,77 @@ impl<'a> Params<'a> {
 
     fn add(&mut self, name: &str, value: Cow<'a, str>, malformed: bool) {
         let Some(param) = Param::from_name(name) else {
-            return;
+            return self.add_indexed(name, value, malformed);
         };
         if malformed {
-            self.malformed.get_or_insert(param);
+            self.malformed |= 1 << (param as usize);
         }
-        if param == Param::FpExtension {
-            self.fp_extensions.push(value);
-            return;
+        match param {
+            Param::FpExtension => return self.fp_extensions.push(value),
+            Param::WvExtension => return self.wv_extensions.push(value),
+            _ => {}
         }
         let Some(slot) = self.values.get_mut(param as usize) else {
             return;
         };
         if slot.is_some() {
-            self.repeated.get_or_insert(param);
+            self.repeated |= 1 << (param as usize);
         } else {
             *slot = Some(value);
         }
+    }
+
+    /// `name` is `<param>.<index>` for a parameter of [`INDEXED`]: kept
+    /// (its malformed escape counted as its parameter's); else ignored.
+    fn add_indexed(&mut self, name: &str, value: Cow<'a, str>, malformed: bool) {
+        let Some((base, index)) = name.rsplit_once('.') else {
+            return;
+        };
+        let Some(param) = INDEXED.into_iter().find(|p| p.name() == base) else {
+            return;
+        };
+        if self.indexed.len() >= MAX_INDEXED {
+            self.too_many_indexed = true;
+            return;
+        }
+        if malformed {
+            self.malformed |= 1 << (param as usize);
+        }
+        let index =
+            (!index.is_empty() && index.len() <= 3 && index.bytes().all(|b| b.is_ascii_digit()))
+                .then(|| index.parse().ok())
+                .flatten();
+        self.indexed.push(Indexed {
+            param,
+            index,
+            value,
+        });
+    }
+
+    /// The first parameter `drm`'s endpoint reads that was given more
+    /// than once.
+    pub fn repeated(&self, drm: Drm) -> Option<Param> {
+        first_of(self.repeated, drm)
+    }
+
+    /// The first parameter `drm`'s endpoint reads whose value holds a
+    /// malformed percent escape.
+    pub fn malformed(&self, drm: Drm) -> Option<Param> {
+        first_of(self.malformed, drm)
     }
 
     /// The value of a single-valued parameter.
     pub fn get(&self, param: Param) -> Option<&str> {
         self.values.get(param as usize)?.as_deref()
     }
+}
+
+/// The first parameter of `bits` that `drm`'s endpoint reads.
+fn first_of(bits: u64, drm: Drm) -> Option<Param> {
+    Param::ALL
+        .iter()
+        .copied()
+        .find(|&p| bits & (1 << (p as usize)) != 0 && p.read_by().includes(drm))
 }
 
 /// `form`'s `&`-separated pairs, empty ones included (as `split` gives
@@ -256,7 +373,7 @@ mod tests {
         assert_eq!(p.get(Param::Cookie), Some("a b"));
         assert_eq!(p.get(Param::ContentKey), Some("ff"));
         assert_eq!(p.get(Param::Kid), Some("^abc"));
-        assert_eq!(p.repeated, None);
+        assert_eq!(p.repeated(Drm::FairPlay), None);
     }
 
     #[test]
@@ -270,7 +387,9 @@ mod tests {
     fn repeats() {
         let p = Params::parse(b"fpExtension=a&fpExtension=b&iv=1", b"iv=2");
         assert_eq!(p.fp_extensions, vec!["a", "b"]);
-        assert_eq!(p.repeated, Some(Param::Iv));
+        assert_eq!(p.repeated(Drm::FairPlay), Some(Param::Iv));
+        // Widevine's endpoint does not read iv: its repeat is ignored there
+        assert_eq!(p.repeated(Drm::Widevine), None);
         assert_eq!(p.get(Param::Iv), Some("1"));
     }
 
@@ -285,10 +404,14 @@ mod tests {
             (b"cookie=%41%42&iv=1", None),
             (b"c%6Fokie=%zz", Some(Param::Cookie)),
         ] {
-            assert_eq!(Params::parse(query, b"").malformed, want, "{query:?}");
+            let p = Params::parse(query, b"");
+            assert_eq!(p.malformed(Drm::FairPlay), want, "{query:?}");
         }
         let p = Params::parse(b"", b"iv=1&customerAuthenticator=1%2Cab%x");
-        assert_eq!(p.malformed, Some(Param::CustomerAuthenticator));
+        assert_eq!(
+            p.malformed(Drm::FairPlay),
+            Some(Param::CustomerAuthenticator)
+        );
     }
 
     /// The fast path reads a pair exactly as the decoder does, and leaves
@@ -326,6 +449,44 @@ mod tests {
             let want: Vec<&[u8]> = form.split(|&b| b == b'&').collect();
             assert_eq!(pairs(form).collect::<Vec<_>>(), want, "{form:?}");
         }
+    }
+
+    #[test]
+    fn indexed_parameters_are_kept_in_order_and_bounded() {
+        let p = Params::parse(
+            b"kid.1=a&contentKey.1=b&trackType.x=2&kid.01=c&foo.1=d",
+            b"",
+        );
+        let read: Vec<_> = p
+            .indexed
+            .iter()
+            .map(|i| (i.param, i.index, i.value.as_ref()))
+            .collect();
+        assert_eq!(
+            read,
+            [
+                (Param::Kid, Some(1), "a"),
+                (Param::ContentKey, Some(1), "b"),
+                (Param::TrackType, None, "2"),
+                (Param::Kid, Some(1), "c"),
+            ]
+        );
+        let many: String = (0..=MAX_INDEXED).map(|i| format!("kid.{i}=x&")).collect();
+        let p = Params::parse(many.as_bytes(), b"");
+        assert_eq!(p.indexed.len(), MAX_INDEXED);
+        assert!(p.too_many_indexed);
+    }
+
+    #[test]
+    fn each_endpoint_is_told_of_the_repeats_it_reads() {
+        let p = Params::parse(
+            b"securityLevel=1&securityLevel=2&rentalDuration=1",
+            b"rentalDuration=2",
+        );
+        assert_eq!(p.repeated(Drm::FairPlay), Some(Param::RentalDuration));
+        assert_eq!(p.repeated(Drm::Widevine), Some(Param::SecurityLevel));
+        let p = Params::parse(b"securityLevel=1&securityLevel=2", b"");
+        assert_eq!(p.repeated(Drm::FairPlay), None);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::config::{Config, Redemption};
 use crate::error::{ApiError, ErrorCode, ErrorFormat};
 use crate::ids::KeyId;
-use crate::licence::{rfc3339, LicenceData};
+use crate::licence::{rfc3339, Drm, Licence, LicenceData, WidevineLicence};
 use crate::outcome::Outcome;
 use crate::render::{self, Response};
 use crate::token::{self, TokenError};
@@ -54,7 +54,7 @@ impl Refusal {
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Refusal; 13] = [
+    pub const ALL: [Refusal; 14] = [
         Self::Token(TokenError::Malformed),
         Self::Token(TokenError::UnknownVersion),
         Self::Token(TokenError::UnknownKey),
@@ -64,6 +64,7 @@ impl Refusal {
         Self::Token(TokenError::Expired),
         Self::Token(TokenError::IssuedInFuture),
         Self::Token(TokenError::LifetimeTooLong),
+        Self::Token(TokenError::WrongDrm),
         Self::UnsafePath,
         Self::UnknownCustomer,
         Self::CustomerDisabled,
@@ -127,8 +128,17 @@ impl std::fmt::Debug for Redeemed {
 
 /// Whether the gate applies to this request path (query ignored).
 pub fn applies(gate: &Redemption, path: &str) -> bool {
+    drm_of(gate, path).is_some()
+}
+
+/// The DRM whose licence path `path` is on (query ignored): the one whose
+/// prefix it starts with, the longest prefix when two match.
+pub fn drm_of(gate: &Redemption, path: &str) -> Option<Drm> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    path.starts_with(&gate.path_prefix)
+    gate.path_prefixes()
+        .filter(|(_, prefix)| path.starts_with(prefix))
+        .max_by_key(|(_, prefix)| prefix.len())
+        .map(|(drm, _)| drm)
 }
 
 /// Whether a request header (or trailer) must be removed before anything
@@ -271,53 +281,129 @@ pub fn token_of(query: &str) -> Option<std::borrow::Cow<'_, str>> {
     }
 }
 
-/// Checks the token in `path` and builds the upstream headers, or says
-/// why the request is refused (render it with [`Refusal::response`]).
+/// Checks the token in `path` at the licence path of `drm` and builds the
+/// upstream headers, or says why the request is refused (render it with
+/// [`Refusal::response`]).
 pub fn redeem(
     config: &Config,
     gate: &Redemption,
+    drm: Drm,
     path: &str,
     now: i64,
 ) -> Result<Redeemed, Refusal> {
-    let (data, key_id) = check(config, path, now)?;
+    let (licence, key_id) = check(config, drm, path, now)?;
+    let prefix = &gate.header_prefix;
+    let headers = match &licence {
+        Licence::FairPlay(d) => licence_headers(prefix, d, &key_id),
+        Licence::Widevine(d) => widevine_headers(prefix, d, &key_id),
+    };
+    let outcome = Outcome {
+        error: None,
+        customer_id: Some(licence.customer_id().clone()),
+        kid: licence.kid().cloned(),
+        cookie: licence.cookie().map(str::to_owned),
+        expires_at: Some(licence.expires_at()),
+    };
     Ok(Redeemed {
-        headers: licence_headers(&gate.header_prefix, &data, &key_id),
+        headers,
         new_path: gate.strip_token.then(|| without_token(path)),
-        outcome: Outcome {
-            error: None,
-            customer_id: Some(data.customer_id),
-            kid: data.kid,
-            cookie: data.cookie,
-            expires_at: Some(data.expires_at),
-        },
+        outcome,
     })
 }
 
 /// Every check of the gate, in order: the path, the token parameter, the
-/// token itself, then the customer's standing. Returns the licence data and
-/// the sealing key id.
-fn check(config: &Config, path: &str, now: i64) -> Result<(LicenceData, KeyId), Refusal> {
+/// token itself (for this DRM), then the customer's standing. Returns the
+/// licence data and the sealing key id.
+fn check(config: &Config, drm: Drm, path: &str, now: i64) -> Result<(Licence, KeyId), Refusal> {
     if !is_safe_path(path) {
         return Err(Refusal::UnsafePath);
     }
     let token = token_of(crate::params::query_of(path)).ok_or(TokenError::Malformed)?;
     let trusted = token::open(&token, &config.sealing_keys, config.environment, now)?;
-    let (key_id, data) = trusted.into_parts();
+    let (key_id, licence) = trusted.into_parts();
+    if licence.drm() != drm {
+        return Err(TokenError::WrongDrm.into());
+    }
     let customer = config
         .customers
-        .get(&data.customer_id)
+        .get(licence.customer_id())
         .ok_or(Refusal::UnknownCustomer)?;
     if !customer.enabled {
         return Err(Refusal::CustomerDisabled);
     }
     if customer
         .tokens_not_before
-        .is_some_and(|t| data.issued_at < t)
+        .is_some_and(|t| licence.issued_at() < t)
     {
         return Err(Refusal::Revoked);
     }
-    Ok((data, key_id))
+    Ok((licence, key_id))
 }
+
+/// A Widevine licence as `prefix`-named headers: `drm`, `kid` (key 0's),
+/// one `key` header
+/// per key (`kid=…;content-key=…;security-level=…;hdcp-output-control=…`
+/// and `;track-type=…` when set), and the licence-wide values.
+fn widevine_headers(prefix: &str, d: &WidevineLicence, key_id: &KeyId) -> Vec<(String, String)> {
+    let name = |suffix: &str| [prefix, suffix].concat();
+    let mut h = vec![(name("drm"), Drm::Widevine.as_str().to_owned())];
+    if let Some(first) = d.keys.first() {
+        // key 0's kid, as FairPlay's header names it (for logs; the keys
+        // are in the `key` headers)
+        h.push((
+            name("kid"),
+            utf8_percent_encode(&first.kid.to_string(), HEADER_TEXT).to_string(),
+        ));
+    }
+    for key in &d.keys {
+        let mut value = format!(
+            "kid={};content-key={};security-level={};hdcp-output-control={}",
+            utf8_percent_encode(&key.kid.to_string(), KEY_FIELD),
+            crate::ids::hex_lower(key.content_key.expose()),
+            key.security_level,
+            key.hdcp_output_control,
+        );
+        if let Some(track) = key.track_type {
+            value.push_str(";track-type=");
+            value.push_str(track.as_str());
+        }
+        h.push((name("key"), value));
+    }
+    h.extend([
+        (name("license-duration"), d.license_duration.to_string()),
+        (name("playback-duration"), d.playback_duration.to_string()),
+        (name("general-flags"), format!("{:08x}", d.general_flags)),
+        (name("customer"), d.customer_id.to_string()),
+        (name("environment"), d.environment.as_str().to_owned()),
+        (name("issued"), rfc3339(d.issued_at)),
+        (name("expires"), rfc3339(d.expires_at)),
+        (name("key-id"), key_id.to_string()),
+    ]);
+    if let Some(content_id) = &d.content_id {
+        h.push((
+            name("content-id"),
+            utf8_percent_encode(content_id, HEADER_TEXT).to_string(),
+        ));
+    }
+    if let Some(cookie) = &d.cookie {
+        h.push((
+            name("cookie"),
+            utf8_percent_encode(cookie, HEADER_TEXT).to_string(),
+        ));
+    }
+    for ext in &d.extensions {
+        let payload = base64::engine::general_purpose::STANDARD.encode(&ext.payload);
+        h.push((
+            name("wv-extension"),
+            format!("{},{payload}", ext.kind_str()),
+        ));
+    }
+    h
+}
+
+/// Characters percent-encoded in a kid inside a `key` header's field: as
+/// [`HEADER_TEXT`], and the field separators `;`, `=` and `,`.
+const KEY_FIELD: &AsciiSet = &HEADER_TEXT.add(b';').add(b'=').add(b',');
 
 /// The licence data as `prefix`-named headers.
 fn licence_headers(prefix: &str, d: &LicenceData, key_id: &KeyId) -> Vec<(String, String)> {
@@ -390,7 +476,7 @@ pub fn without_token(path: &str) -> String {
 mod tests {
     use super::*;
     use crate::ids::{CustomerId, Kid};
-    use crate::licence::{Environment, FpExtension};
+    use crate::licence::{Environment, FpExtension, TrackType, WidevineKey};
     use crate::secret::ContentKey;
 
     const CONFIG: &str = r#"{
@@ -439,7 +525,7 @@ mod tests {
     fn valid_token_becomes_headers() {
         let (config, gate, token) = setup();
         let path = format!("/hms/fp/rights/?a=1&ExpressPlayToken={token}&b=%2B");
-        let r = redeem(&config, &gate, &path, 1_800_000_000).unwrap();
+        let r = redeem(&config, &gate, Drm::FairPlay, &path, 1_800_000_000).unwrap();
         let get = |n: &str| {
             r.headers
                 .iter()
@@ -490,13 +576,13 @@ mod tests {
             ),
         ];
         for (path, reason) in cases {
-            let got = redeem(&config, &gate, &path, now).unwrap_err();
+            let got = redeem(&config, &gate, Drm::FairPlay, &path, now).unwrap_err();
             let response = got.response(gate.error_format);
             assert_eq!((response.status, got), (403, reason), "{path}");
             assert!(response.body.contains("-4010"));
         }
         let path = format!("/hms/fp/rights/?ExpressPlayToken={token}");
-        let reason = redeem(&config, &gate, &path, 1_800_000_600).unwrap_err();
+        let reason = redeem(&config, &gate, Drm::FairPlay, &path, 1_800_000_600).unwrap_err();
         assert_eq!(reason, Refusal::Token(TokenError::Expired));
     }
 
@@ -510,7 +596,7 @@ mod tests {
             format!("/hms/fp/rights/?ExpressPlayToken%20={token}&a=1"),
             format!("/hms/fp/rights/?a=1&%00ExpressPlayToken%09={token}"),
         ] {
-            let r = redeem(&config, &gate, &path, 1_800_000_000).unwrap();
+            let r = redeem(&config, &gate, Drm::FairPlay, &path, 1_800_000_000).unwrap();
             let new_path = r.new_path.unwrap();
             assert!(
                 !new_path.to_ascii_lowercase().contains("token"),
@@ -562,21 +648,21 @@ mod tests {
             "%E2%80%83ExpressPlayToken",
         ] {
             let path = format!("/hms/fp/rights/?ExpressPlayToken={token}&{other}=x");
-            let refused = redeem(&config, &gate, &path, 1_800_000_000).err();
+            let refused = redeem(&config, &gate, Drm::FairPlay, &path, 1_800_000_000).err();
             assert!(refused.is_some(), "{other}: accepted");
         }
         // a name that only contains it is another parameter, kept, and so
         // is one that only looks like it (Cyrillic о, fullwidth letters)
         for other in ["ExpressPlayT%D0%BEken", "%EF%BC%A5xpressPlayToken"] {
             let path = format!("/hms/fp/rights/?ExpressPlayToken={token}&{other}=1");
-            let r = redeem(&config, &gate, &path, 1_800_000_000).unwrap();
+            let r = redeem(&config, &gate, Drm::FairPlay, &path, 1_800_000_000).unwrap();
             assert_eq!(
                 r.new_path.as_deref(),
                 Some(format!("/hms/fp/rights/?{other}=1").as_str())
             );
         }
         let path = format!("/hms/fp/rights/?ExpressPlayToken={token}&ExpressPlayTokenX=1");
-        let r = redeem(&config, &gate, &path, 1_800_000_000).unwrap();
+        let r = redeem(&config, &gate, Drm::FairPlay, &path, 1_800_000_000).unwrap();
         assert_eq!(
             r.new_path.as_deref(),
             Some("/hms/fp/rights/?ExpressPlayTokenX=1")
@@ -600,7 +686,8 @@ mod tests {
                 .extend(extra.as_object().unwrap().clone());
             c
         };
-        let reason = |config: &Config| redeem(config, &gate, &path, 1_800_000_000).err();
+        let reason =
+            |config: &Config| redeem(config, &gate, Drm::FairPlay, &path, 1_800_000_000).err();
         assert_eq!(reason(&with(customer(serde_json::json!({})))), None);
         let mut other = customer(serde_json::json!({}));
         other["id"] = "100002".into();
@@ -682,6 +769,113 @@ mod tests {
             ("/r/", "/r/"),
         ] {
             assert_eq!(without_token(path), want, "{path}");
+        }
+    }
+
+    fn widevine() -> WidevineLicence {
+        WidevineLicence {
+            environment: Environment::Test,
+            customer_id: CustomerId::parse("100001").unwrap(),
+            issued_at: 1_800_000_000,
+            expires_at: 1_800_000_600,
+            keys: vec![
+                WidevineKey {
+                    kid: Kid::Bytes([0x11; 16]),
+                    content_key: ContentKey::new([0xab; 16]),
+                    security_level: 1,
+                    hdcp_output_control: 2,
+                    track_type: None,
+                },
+                WidevineKey {
+                    kid: Kid::Name("audio;x=1".into()),
+                    content_key: ContentKey::new([0xcd; 16]),
+                    security_level: 3,
+                    hdcp_output_control: 0,
+                    track_type: Some(TrackType::Audio),
+                },
+            ],
+            license_duration: 3600,
+            playback_duration: 0,
+            general_flags: 1,
+            content_id: Some("film 42".into()),
+            extensions: vec![FpExtension {
+                kind: *b"wudo",
+                payload: vec![1, 2, 3],
+            }],
+            cookie: Some("c".into()),
+        }
+    }
+
+    #[test]
+    fn widevine_token_becomes_its_headers_at_the_widevine_path() {
+        let (config, gate, _) = setup();
+        let licence = Licence::Widevine(widevine());
+        let token =
+            token::seal_licence(&licence, config.sealing_keys.active().unwrap(), &[8; 24]).unwrap();
+        let path = format!("/hms/wv/rights/?ExpressPlayToken={token}&id=7");
+        assert_eq!(drm_of(&gate, &path), Some(Drm::Widevine));
+        let r = redeem(&config, &gate, Drm::Widevine, &path, 1_800_000_000).unwrap();
+        let get = |n: &str| {
+            r.headers
+                .iter()
+                .filter(|(k, _)| k == n)
+                .map(|(_, v)| v.as_str())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(get("x-fpgen-drm"), ["widevine"]);
+        assert_eq!(get("x-fpgen-kid"), ["11".repeat(16)]);
+        assert_eq!(
+            get("x-fpgen-key"),
+            [
+                format!(
+                    "kid={};content-key={};security-level=1;hdcp-output-control=2",
+                    "11".repeat(16),
+                    "ab".repeat(16)
+                ),
+                format!(
+                    "kid=^audio%3Bx%3D1;content-key={};security-level=3;hdcp-output-control=0;track-type=AUDIO",
+                    "cd".repeat(16)
+                ),
+            ]
+        );
+        assert_eq!(get("x-fpgen-license-duration"), ["3600"]);
+        assert_eq!(get("x-fpgen-playback-duration"), ["0"]);
+        assert_eq!(get("x-fpgen-general-flags"), ["00000001"]);
+        assert_eq!(get("x-fpgen-content-id"), ["film 42"]);
+        assert_eq!(get("x-fpgen-wv-extension"), ["wudo,AQID"]);
+        assert_eq!(get("x-fpgen-customer"), ["100001"]);
+        assert!(get("x-fpgen-iv").is_empty());
+        assert_eq!(r.new_path.as_deref(), Some("/hms/wv/rights/?id=7"));
+        assert_eq!(r.outcome.kid, Some(Kid::Bytes([0x11; 16])));
+    }
+
+    /// A token opens only at its own DRM's gate, each way.
+    #[test]
+    fn a_token_of_another_drm_is_refused() {
+        let (config, gate, fairplay) = setup();
+        let key = config.sealing_keys.active().unwrap();
+        let widevine = token::seal_licence(&Licence::Widevine(widevine()), key, &[8; 24]).unwrap();
+        let fairplay_v2 = {
+            // FairPlay's payload in a version-2 header reads as FairPlay
+            let t = token::seal_licence(&Licence::FairPlay(data()), key, &[8; 24]).unwrap();
+            assert_eq!(t, token::seal(&data(), key, &[8; 24]).unwrap());
+            t
+        };
+        for (token, drm, ok) in [
+            (&fairplay, Drm::FairPlay, true),
+            (&fairplay, Drm::Widevine, false),
+            (&fairplay_v2, Drm::Widevine, false),
+            (&widevine, Drm::FairPlay, false),
+            (&widevine, Drm::Widevine, true),
+        ] {
+            let path = format!("{}?ExpressPlayToken={token}", drm.rights_path());
+            let got = redeem(&config, &gate, drm, &path, 1_800_000_000).map(|_| ());
+            let want = if ok {
+                Ok(())
+            } else {
+                Err(Refusal::Token(TokenError::WrongDrm))
+            };
+            assert_eq!(got.map_err(|e| e), want, "{drm:?}");
         }
     }
 }

@@ -6,10 +6,12 @@
 use crate::config::{Config, Customer};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{HexProblem, Kid, KidError};
-use crate::licence::{FpExtension, LicenceData};
+use crate::licence::{FpExtension, Licence, LicenceData, TrackType, WidevineKey, WidevineLicence};
 use crate::params::{Param, Params, PlayReady};
 use crate::secret::{ContentKey, Kek};
-use crate::token::{MAX_EXTENSIONS, MAX_EXTENSION_PAYLOAD};
+use crate::token::{
+    MAX_CONTENT_ID_BYTES, MAX_EXTENSIONS, MAX_EXTENSION_PAYLOAD, MAX_WIDEVINE_KEYS,
+};
 use base64::engine::general_purpose::{GeneralPurpose, GeneralPurposeConfig};
 use base64::engine::DecodePaddingMode;
 use base64::Engine as _;
@@ -113,6 +115,295 @@ pub fn validate(params: &Params<'_>, customer: &Customer, now: i64) -> Result<Va
     })
 }
 
+/// Validates every parameter of an authenticated request to `drm`'s
+/// endpoint: the licence data, and whether its URL is forced to https.
+pub fn validate_for(
+    drm: crate::licence::Drm,
+    params: &Params<'_>,
+    customer: &Customer,
+    now: i64,
+) -> Result<(Licence, bool), ApiError> {
+    match drm {
+        crate::licence::Drm::FairPlay => {
+            validate(params, customer, now).map(|v| (Licence::FairPlay(v.licence), v.use_https))
+        }
+        crate::licence::Drm::Widevine => validate_widevine(params, customer, now)
+            .map(|(licence, https)| (Licence::Widevine(licence), https)),
+    }
+}
+
+/// Validates a Widevine token request (see `docs/api.md`).
+pub fn validate_widevine(
+    params: &Params<'_>,
+    customer: &Customer,
+    now: i64,
+) -> Result<(WidevineLicence, bool), ApiError> {
+    validate_playready(params)?;
+    let use_https = parse_use_https(params.get(Param::UseHttps))?;
+    let mut keys = vec![first_widevine_key(params, customer)?];
+    indexed_keys(params, customer, &mut keys)?;
+    let duration = |param: Param| -> Result<u32, ApiError> {
+        params.get(param).map_or(Ok(0), |text| {
+            parse_u32(text).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidLicenseDuration,
+                    format!(
+                        "{}: expected a whole number of seconds (0 to 4294967295)",
+                        param.name()
+                    ),
+                )
+            })
+        })
+    };
+    let license_duration = duration(Param::LicenseDuration)?;
+    let playback_duration = duration(Param::PlaybackDuration)?;
+    let general_flags = parse_general_flags(params.get(Param::GeneralFlags))?;
+    let extensions = parse_extensions_as(&params.wv_extensions, ErrorCode::InvalidWvExtension)?;
+    let expires_at = match params.get(Param::ExpirationTime) {
+        None => now.saturating_add(MAX_LIFETIME_SECONDS),
+        Some(text) => parse_expiration(text, now)?,
+    };
+    let cookie = match params.get(Param::Cookie) {
+        None | Some("") => None,
+        Some(c) => Some(parse_cookie(c)?),
+    };
+    let content_id = match params.get(Param::ContentId) {
+        None | Some("") => None,
+        Some(text) => Some(parse_content_id(text)?),
+    };
+    let licence = WidevineLicence {
+        environment: customer.environment,
+        customer_id: customer.id.clone(),
+        issued_at: now,
+        expires_at,
+        keys,
+        license_duration,
+        playback_duration,
+        general_flags,
+        content_id,
+        extensions,
+        cookie,
+    };
+    Ok((licence, use_https))
+}
+
+/// Key 0 of a Widevine request: `kid` (required), its content key by the
+/// FairPlay rules, `securityLevel` and `hdcpOutputControl` (required),
+/// `trackType`.
+fn first_widevine_key(params: &Params<'_>, customer: &Customer) -> Result<WidevineKey, ApiError> {
+    let kid = match params.get(Param::Kid) {
+        None | Some("") => {
+            return Err(ApiError::new(ErrorCode::MissingKid, "kid is required"));
+        }
+        Some(text) => parse_kid(text)?,
+    };
+    let content_key = content_key(params, Some(&kid), customer)?;
+    let security_level = match params.get(Param::SecurityLevel) {
+        None | Some("") => return Err(ErrorCode::MissingSecurityLevel.into()),
+        Some(text) => parse_security_level(text, "securityLevel")?,
+    };
+    let hdcp_output_control = match params.get(Param::HdcpOutputControl) {
+        None | Some("") => return Err(ErrorCode::MissingHdcpOutputControl.into()),
+        Some(text) => parse_hdcp(text, "hdcpOutputControl")?,
+    };
+    let track_type = params
+        .get(Param::TrackType)
+        .map(|t| parse_track_type(t, "trackType"))
+        .transpose()?;
+    Ok(WidevineKey {
+        kid,
+        content_key,
+        security_level,
+        hdcp_output_control,
+        track_type,
+    })
+}
+
+/// `securityLevel`: 1 to 5.
+fn parse_security_level(text: &str, name: &str) -> Result<u8, ApiError> {
+    parse_u32(text)
+        .and_then(|n| u8::try_from(n).ok())
+        .filter(|n| (1..=5).contains(n))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidSecurityLevel,
+                format!("{name}: expected 1 to 5"),
+            )
+        })
+}
+
+/// `hdcpOutputControl`: 0 to 5.
+fn parse_hdcp(text: &str, name: &str) -> Result<u8, ApiError> {
+    parse_u32(text)
+        .and_then(|n| u8::try_from(n).ok())
+        .filter(|n| *n <= 5)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidHdcpOutputControl,
+                format!("{name}: expected 0 to 5"),
+            )
+        })
+}
+
+/// `trackType`: 0 (SD) to 4 (UHD2).
+fn parse_track_type(text: &str, name: &str) -> Result<TrackType, ApiError> {
+    parse_u32(text)
+        .and_then(|n| u8::try_from(n).ok())
+        .and_then(TrackType::from_number)
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidTrackType,
+                format!("{name}: expected 0 (SD), 1 (HD), 2 (AUDIO), 3 (UHD1) or 4 (UHD2)"),
+            )
+        })
+}
+
+/// `contentId`: 1 to 64 bytes of printable ASCII (space included).
+fn parse_content_id(text: &str) -> Result<String, ApiError> {
+    if text.len() > MAX_CONTENT_ID_BYTES || !text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidContentId,
+            format!("expected at most {MAX_CONTENT_ID_BYTES} printable ASCII characters"),
+        ));
+    }
+    Ok(text.to_owned())
+}
+
+/// The keys of the indexed parameters (`kid.N`, `contentKey.N`,
+/// `securityLevel.N`, `hdcpOutputControl.N`, `trackType.N`; N from 1 to
+/// 7), appended to `keys` in index order after key 0. Each key has its
+/// `kid.N`; its content key is `contentKey.N`, or the key store's (opened
+/// with the request's `kek` or the customer's); its security level and
+/// HDCP default to key 0's. Every error names the parameter as sent.
+fn indexed_keys(
+    params: &Params<'_>,
+    customer: &Customer,
+    keys: &mut Vec<WidevineKey>,
+) -> Result<(), ApiError> {
+    let slots = indexed_slots(params)?;
+    let first = keys
+        .first()
+        .map(|k| (k.security_level, k.hdcp_output_control));
+    let defaults = first.ok_or(ErrorCode::Internal)?;
+    let kek = params.get(Param::Kek).map(parse_kek).transpose()?;
+    let kek = kek.as_ref().or(customer.kek.as_ref());
+    for (i, row) in slots.iter().enumerate() {
+        if let Some(key) = indexed_key(i + 1, row, kek, customer, defaults)? {
+            if keys.iter().any(|k| k.kid == key.kid) {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidKeyData,
+                    format!("kid.{} repeats the kid of another key", i + 1),
+                ));
+            }
+            keys.push(key);
+        }
+    }
+    Ok(())
+}
+
+/// The most indexed keys: `kid.1` to `kid.7`.
+const LAST_INDEX: usize = MAX_WIDEVINE_KEYS - 1;
+
+/// The indexed parameters by index (1 to [`LAST_INDEX`], as rows) and
+/// parameter (in [`crate::params::INDEXED`]'s order, as columns).
+type Slots<'p> = [[Option<&'p str>; crate::params::INDEXED.len()]; LAST_INDEX];
+
+/// The indexed parameters in their slots: an index out of range, a
+/// parameter given twice, or too many is refused.
+fn indexed_slots<'p>(params: &'p Params<'_>) -> Result<Slots<'p>, ApiError> {
+    if params.too_many_indexed {
+        return Err(ApiError::new(
+            ErrorCode::InvalidKeyIndex,
+            format!(
+                "at most {} indexed key parameters",
+                crate::params::MAX_INDEXED
+            ),
+        ));
+    }
+    let mut slots: Slots<'p> = Default::default();
+    for item in &params.indexed {
+        let name = item.param.name();
+        let index = item
+            .index
+            .map(usize::from)
+            .filter(|i| (1..=LAST_INDEX).contains(i))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidKeyIndex,
+                    format!("{name}.N: N must be 1 to {LAST_INDEX}"),
+                )
+            })?;
+        let column = crate::params::INDEXED
+            .iter()
+            .position(|p| *p == item.param)
+            .ok_or(ErrorCode::Internal)?;
+        let slot = slots
+            .get_mut(index - 1)
+            .and_then(|row| row.get_mut(column))
+            .ok_or(ErrorCode::Internal)?;
+        if slot.is_some() {
+            return Err(ApiError::new(
+                item.param.invalid_code(),
+                format!("{name}.{index} is given more than once"),
+            ));
+        }
+        *slot = Some(&item.value);
+    }
+    Ok(slots)
+}
+
+/// Key `n` from its row of indexed parameters; `None` when none is given.
+fn indexed_key(
+    n: usize,
+    row: &[Option<&str>; crate::params::INDEXED.len()],
+    kek: Option<&Kek>,
+    customer: &Customer,
+    (level0, hdcp0): (u8, u8),
+) -> Result<Option<WidevineKey>, ApiError> {
+    let [kid, key, level, hdcp, track] = *row;
+    let Some(kid_text) = kid else {
+        let given = row
+            .iter()
+            .zip(crate::params::INDEXED)
+            .find(|(v, _)| v.is_some());
+        return match given {
+            Some((_, p)) => Err(ApiError::new(
+                ErrorCode::InvalidKeyIndex,
+                format!("{}.{n} is given without kid.{n}", p.name()),
+            )),
+            None => Ok(None),
+        };
+    };
+    let named =
+        |e: ApiError, param: &str| ApiError::new(e.code, format!("{param}.{n}: {}", e.message()));
+    let kid = parse_kid(kid_text).map_err(|e| named(e, "kid"))?;
+    let content_key = match (key, kek) {
+        (Some(text), _) => parse_content_key(text).map_err(|e| named(e, "contentKey"))?,
+        (None, Some(kek)) => from_key_store(customer, &kid, kek).map_err(|e| named(e, "kid"))?,
+        (None, None) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidContentKey,
+                format!("contentKey.{n} is required (or a kek for the key store)"),
+            ))
+        }
+    };
+    Ok(Some(WidevineKey {
+        kid,
+        content_key,
+        security_level: level
+            .map(|t| parse_security_level(t, &format!("securityLevel.{n}")))
+            .transpose()?
+            .unwrap_or(level0),
+        hdcp_output_control: hdcp
+            .map(|t| parse_hdcp(t, &format!("hdcpOutputControl.{n}")))
+            .transpose()?
+            .unwrap_or(hdcp0),
+        track_type: track
+            .map(|t| parse_track_type(t, &format!("trackType.{n}")))
+            .transpose()?,
+    }))
+}
+
 /// `useHttps`: `true` or `false` in any letter case; absent is `false`.
 fn parse_use_https(value: Option<&str>) -> Result<bool, ApiError> {
     match value {
@@ -163,13 +454,22 @@ fn parse_general_flags(value: Option<&str>) -> Result<u32, ApiError> {
 }
 
 fn parse_extensions(texts: &[std::borrow::Cow<'_, str>]) -> Result<Vec<FpExtension>, ApiError> {
+    parse_extensions_as(texts, ErrorCode::InvalidFpExtension)
+}
+
+/// `fpExtension`s or `wvExtension`s: `invalid` is their parameter's code
+/// (the type and payload codes are shared).
+fn parse_extensions_as(
+    texts: &[std::borrow::Cow<'_, str>],
+    invalid: ErrorCode,
+) -> Result<Vec<FpExtension>, ApiError> {
     let extensions = texts
         .iter()
-        .map(|e| parse_extension(e))
+        .map(|e| parse_extension(e, invalid))
         .collect::<Result<Vec<_>, _>>()?;
     if extensions.len() > MAX_EXTENSIONS {
         return Err(ApiError::new(
-            ErrorCode::InvalidFpExtension,
+            invalid,
             format!("at most {MAX_EXTENSIONS} are allowed"),
         ));
     }
@@ -317,10 +617,10 @@ fn parse_u32(text: &str) -> Option<u32> {
     text.parse().ok()
 }
 
-fn parse_extension(text: &str) -> Result<FpExtension, ApiError> {
+fn parse_extension(text: &str, invalid: ErrorCode) -> Result<FpExtension, ApiError> {
     let Some((kind, payload)) = text.split_once(',') else {
         return Err(ApiError::new(
-            ErrorCode::InvalidFpExtension,
+            invalid,
             "expected extensionType,extensionPayload",
         ));
     };
@@ -349,7 +649,7 @@ fn parse_extension(text: &str) -> Result<FpExtension, ApiError> {
         .map_err(|_| bad_payload())?;
     if payload.len() > MAX_EXTENSION_PAYLOAD {
         return Err(ApiError::new(
-            ErrorCode::InvalidFpExtension,
+            invalid,
             format!("payload over {MAX_EXTENSION_PAYLOAD} bytes"),
         ));
     }

@@ -7,13 +7,15 @@ use crate::config::{ClientAddressPolicy, Config, Customer, FailureMode, FleetBud
 use crate::error::{ApiError, ErrorCode, ErrorFormat};
 use crate::fleet;
 use crate::ids::CustomerId;
+use crate::licence::Drm;
 use crate::params::{error_format_of, Param, Params};
 use crate::render::{self, Response};
 use crate::request;
 use crate::token::{self, NONCE_LEN};
 use std::net::{IpAddr, SocketAddr};
 
-/// The path the filter answers (with or without a trailing `/`).
+/// FairPlay's token path (with or without a trailing `/`); each DRM's is
+/// [`Drm::token_path`].
 pub const TOKEN_PATH: &str = "/hms/fp/token";
 
 /// A host call that failed: the host could not do what was asked. Always
@@ -228,10 +230,16 @@ pub fn joined_header<'a>(values: impl IntoIterator<Item = &'a [u8]>) -> Option<S
     Some(joined)
 }
 
-/// Whether a request path (with its query) is the token endpoint.
+/// Whether a request path (with its query) is a token endpoint.
 pub fn is_token_path(path: &str) -> bool {
+    token_endpoint(path).is_some()
+}
+
+/// The DRM whose token endpoint a request path (with its query) is.
+pub fn token_endpoint(path: &str) -> Option<Drm> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
-    path == TOKEN_PATH || path.strip_suffix('/') == Some(TOKEN_PATH)
+    let path = path.strip_suffix('/').unwrap_or(path);
+    Drm::ALL.into_iter().find(|d| d.token_path() == path)
 }
 
 pub use crate::outcome::Outcome;
@@ -326,8 +334,13 @@ impl Minting {
 /// without a rate-limit service, so a fleet budget fails the request
 /// (-9500). The filter and `fpgen serve` drive the [`Step`]s themselves.
 pub fn handle(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Answer {
+    handle_for(config, Drm::FairPlay, query, body, host)
+}
+
+/// [`handle`] at `drm`'s token endpoint.
+pub fn handle_for(config: &Config, drm: Drm, query: &str, body: &[u8], host: &dyn Host) -> Answer {
     let no_service = |_: &CustomerId, _| Err(HostFailure("this host cannot ask fleet budgets"));
-    handle_with_fleet(config, query, body, host, &no_service)
+    answer_with_fleet(begin_for(config, drm, query, body, host), host, &no_service)
 }
 
 /// [`handle`], with a fleet budget asked of `fleet`: the steps of
@@ -340,7 +353,16 @@ pub fn handle_with_fleet(
     host: &dyn Host,
     fleet: &dyn Fn(&CustomerId, FleetBudget) -> Result<Budget, HostFailure>,
 ) -> Answer {
-    let mut step = begin(config, query, body, host);
+    answer_with_fleet(begin(config, query, body, host), host, fleet)
+}
+
+/// `step` driven to its answer: its local budget from `host`, its fleet
+/// budget from `fleet`.
+fn answer_with_fleet(
+    mut step: Step,
+    host: &dyn Host,
+    fleet: &dyn Fn(&CustomerId, FleetBudget) -> Result<Budget, HostFailure>,
+) -> Answer {
     loop {
         match step.settle_locally(host) {
             Settled::Answer(answer) => return answer,
@@ -503,7 +525,12 @@ impl PendingBudget {
 /// The first step of a token request: every check and the sealing; the
 /// budgets, when the customer has any, are the host's to ask (see [`Step`]).
 pub fn begin(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Step {
-    let (minting, customer) = prepare(config, query, body, host);
+    begin_for(config, Drm::FairPlay, query, body, host)
+}
+
+/// [`begin`] at `drm`'s token endpoint.
+pub fn begin_for(config: &Config, drm: Drm, query: &str, body: &[u8], host: &dyn Host) -> Step {
+    let (minting, customer) = prepare(config, drm, query, body, host);
     let Some(customer) = customer.filter(|_| minting.result.is_ok()) else {
         return Step::Answer(minting.into_answer());
     };
@@ -531,12 +558,24 @@ pub fn begin(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Step
 /// `fpgen mint`, whose tokens no budget counts (budgets count what a
 /// serving host mints).
 pub fn mint_url(config: &Config, query: &str, body: &[u8], host: &dyn Host) -> Minting {
-    prepare(config, query, body, host).0
+    mint_url_for(config, Drm::FairPlay, query, body, host)
+}
+
+/// [`mint_url`] for `drm`.
+pub fn mint_url_for(
+    config: &Config,
+    drm: Drm,
+    query: &str,
+    body: &[u8],
+    host: &dyn Host,
+) -> Minting {
+    prepare(config, drm, query, body, host).0
 }
 
 /// Parses, checks and seals; the customer, when a token was minted for one.
 fn prepare<'c>(
     config: &'c Config,
+    drm: Drm,
     query: &str,
     body: &[u8],
     host: &dyn Host,
@@ -544,12 +583,12 @@ fn prepare<'c>(
     let params = Params::parse(query.as_bytes(), body);
     let cookie = params
         .get(Param::Cookie)
-        .filter(|_| params.malformed != Some(Param::Cookie))
+        .filter(|_| params.malformed(drm) != Some(Param::Cookie))
         .and_then(|c| request::parse_cookie(c).ok());
     let (format, result) = match params.get(Param::ErrorFormat) {
-        None => (ErrorFormat::default(), mint(config, &params, host)),
+        None => (ErrorFormat::default(), mint(config, drm, &params, host)),
         Some(text) => match ErrorFormat::parse(text) {
-            Some(format) => (format, mint(config, &params, host)),
+            Some(format) => (format, mint(config, drm, &params, host)),
             None => {
                 let shown: String = text.chars().take(32).collect();
                 let error = ApiError::new(ErrorCode::InvalidErrorFormat, shown);
@@ -596,19 +635,20 @@ type Minted<'c> = (String, Outcome, &'c Customer);
 /// Checks the request's form, then authenticates and mints for the customer.
 fn mint<'c>(
     config: &'c Config,
+    drm: Drm,
     params: &Params<'_>,
     host: &dyn Host,
 ) -> Result<Minted<'c>, Refusal> {
-    if let Some(param) = params.repeated {
+    if let Some(param) = params.repeated(drm) {
         let detail = format!("{} is given more than once", param.name());
         return Err((ApiError::new(param.invalid_code(), detail), None));
     }
-    if let Some(param) = params.malformed {
+    if let Some(param) = params.malformed(drm) {
         let detail = format!("{} holds a malformed percent escape", param.name());
         return Err((ApiError::new(param.invalid_code(), detail), None));
     }
     let customer = request::authenticate(config, params).map_err(|e| (e, None))?;
-    match mint_for(config, customer, params, host) {
+    match mint_for(config, drm, customer, params, host) {
         Ok((url, outcome)) => Ok((url, outcome, customer)),
         Err(error) => Err((error, Some(customer.id.clone()))),
     }
@@ -620,27 +660,45 @@ fn mint<'c>(
 /// sealing) has succeeded, so no refused or failed request spends a token.
 fn mint_for(
     config: &Config,
+    drm: Drm,
     customer: &Customer,
     params: &Params<'_>,
     host: &dyn Host,
 ) -> Result<(String, Outcome), ApiError> {
-    check_account(customer, host)?;
-    let valid = request::validate(params, customer, host.now())?;
+    check_account(customer, drm, host)?;
     let key = config.sealing_keys.active().ok_or(ErrorCode::Internal)?;
-    let nonce = host.nonce().map_err(internal)?;
-    let token = token::seal(&valid.licence, key, &nonce)
-        .map_err(|_| ApiError::from(ErrorCode::Internal))?;
-    let prefix = config.redeem_url.prefix(valid.use_https);
+    let (token, licence, use_https) = match drm {
+        // FairPlay's own path, as before: its data sealed without a copy
+        Drm::FairPlay => {
+            let valid = request::validate(params, customer, host.now())?;
+            let nonce = host.nonce().map_err(internal)?;
+            let token = token::seal(&valid.licence, key, &nonce)
+                .map_err(|_| ApiError::from(ErrorCode::Internal))?;
+            (
+                token,
+                crate::licence::Licence::FairPlay(valid.licence),
+                valid.use_https,
+            )
+        }
+        _ => {
+            let (licence, use_https) = request::validate_for(drm, params, customer, host.now())?;
+            let nonce = host.nonce().map_err(internal)?;
+            let token = token::seal_licence(&licence, key, &nonce)
+                .map_err(|_| ApiError::from(ErrorCode::Internal))?;
+            (token, licence, use_https)
+        }
+    };
+    let prefix = config.redeem_url(drm).prefix(use_https);
     // + 2: render::success appends the CRLF without reallocating
     let mut url = String::with_capacity(prefix.len() + token.len() + 2);
     url.push_str(prefix);
     url.push_str(&token);
     let outcome = Outcome {
         error: None,
-        customer_id: Some(valid.licence.customer_id),
-        kid: valid.licence.kid,
+        customer_id: Some(licence.customer_id().clone()),
+        kid: licence.kid().cloned(),
         cookie: None,
-        expires_at: Some(valid.licence.expires_at),
+        expires_at: Some(licence.expires_at()),
     };
     Ok((url, outcome))
 }
@@ -651,15 +709,24 @@ fn internal(failure: HostFailure) -> ApiError {
 }
 
 /// The account's own controls, checked right after authentication.
-fn check_account(customer: &Customer, host: &dyn Host) -> Result<(), ApiError> {
+fn check_account(customer: &Customer, drm: Drm, host: &dyn Host) -> Result<(), ApiError> {
     if !customer.enabled {
         return Err(ErrorCode::AccountDisabled.into());
     }
-    if !customer.fairplay_authorized {
-        return Err(ErrorCode::FairPlayNotAuthorized.into());
-    }
-    if !customer.fairplay_enabled {
-        return Err(ErrorCode::FairPlayDisabled.into());
+    match drm {
+        Drm::FairPlay if !customer.fairplay_authorized => {
+            return Err(ErrorCode::FairPlayNotAuthorized.into());
+        }
+        Drm::FairPlay if !customer.fairplay_enabled => {
+            return Err(ErrorCode::FairPlayDisabled.into());
+        }
+        Drm::Widevine if !customer.widevine_enabled => {
+            return Err(ApiError::new(
+                ErrorCode::WidevineDisabled,
+                "the customer's configuration does not enable Widevine (widevine_enabled)",
+            ));
+        }
+        _ => {}
     }
     // The gate refuses a token issued before tokens_not_before (revoked):
     // one minted now would be refused, so none is minted or charged.

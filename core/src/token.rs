@@ -1,11 +1,19 @@
-//! The token format, version 1: a compact binary payload sealed with
+//! The token format: a compact binary payload sealed with
 //! XChaCha20-Poly1305 and encoded as base64url without padding.
 //!
 //! ```text
 //! token   = base64url( header || nonce(24) || ciphertext || tag(16) )
-//! header  = version(1) = 0x01 || key_id_len(1) || key_id        (the AEAD's associated data)
-//! payload = see docs/token-format.md
+//! header  = 0x01 || key_id_len(1) || key_id                (version 1: FairPlay)
+//!         | 0x02 || drm(1) || key_id_len(1) || key_id      (version 2: any DRM)
+//! payload = the DRM's, see docs/token-format.md
 //! ```
+//!
+//! The header is the AEAD's associated data: the DRM a token is for is
+//! bound to it, and no token opens as another DRM's. FairPlay tokens are
+//! still sealed as version 1, byte for byte what earlier releases minted,
+//! so that during a rolling upgrade (and after a rollback) every edge
+//! redeems every other edge's FairPlay tokens; version 2 carries the other
+//! DRMs (and may carry FairPlay's payload, which is read as well).
 //!
 //! The full specification, with test vectors, is `docs/token-format.md`.
 
@@ -20,7 +28,9 @@
 use crate::ids::{
     CustomerId, KeyId, Kid, MAX_CUSTOMER_ID_LEN, MAX_KEY_ID_LEN, MAX_KID_STRING_BYTES,
 };
-use crate::licence::{Environment, FpExtension, LicenceData};
+use crate::licence::{
+    Drm, Environment, FpExtension, Licence, LicenceData, TrackType, WidevineKey, WidevineLicence,
+};
 use crate::secret::{ContentKey, SealingKeyBytes};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
@@ -29,8 +39,14 @@ use chacha20poly1305::{Tag, XChaCha20Poly1305, XNonce};
 use std::fmt;
 use zeroize::Zeroizing;
 
-/// The format version this code writes and reads.
+/// The format version of FairPlay tokens (read and written).
 pub const VERSION: u8 = 1;
+/// The format version of tokens that name their DRM (read and written).
+pub const VERSION_2: u8 = 2;
+/// The most keys a Widevine token carries (`kid` and `kid.1` to `kid.7`).
+pub const MAX_WIDEVINE_KEYS: usize = 8;
+/// The longest `contentId`, in bytes.
+pub const MAX_CONTENT_ID_BYTES: usize = 64;
 /// Nonce length (XChaCha20-Poly1305).
 pub const NONCE_LEN: usize = 24;
 const TAG_LEN: usize = 16;
@@ -40,8 +56,8 @@ pub const MAX_EXTENSIONS: usize = 16;
 pub const MAX_EXTENSION_PAYLOAD: usize = 1024;
 /// The longest `cookie`, in characters (each at most 4 bytes of UTF-8).
 pub const MAX_COOKIE_CHARS: usize = 32;
-/// The longest payload the minting rules let through, in bytes: every
-/// field at its limit (docs/token-format.md).
+/// The longest FairPlay payload the minting rules let through, in bytes:
+/// every field at its limit (docs/token-format.md).
 const MAX_PAYLOAD_LEN: usize = 1
     + 8
     + 8
@@ -54,12 +70,40 @@ const MAX_PAYLOAD_LEN: usize = 1
     + (1 + 4 * MAX_COOKIE_CHARS)
     + 1
     + MAX_EXTENSIONS * (4 + 2 + MAX_EXTENSION_PAYLOAD);
-/// The longest sealed token before base64: header, nonce, payload, tag.
+/// The longest Widevine payload: every field at its limit.
+const MAX_WIDEVINE_PAYLOAD_LEN: usize = 1
+    + 8
+    + 8
+    + (1 + MAX_CUSTOMER_ID_LEN)
+    + 1
+    + MAX_WIDEVINE_KEYS * ((2 + MAX_KID_STRING_BYTES) + 16 + 3)
+    + 4
+    + 4
+    + 4
+    + (1 + MAX_CONTENT_ID_BYTES)
+    + (1 + 4 * MAX_COOKIE_CHARS)
+    + 1
+    + MAX_EXTENSIONS * (4 + 2 + MAX_EXTENSION_PAYLOAD);
+/// The longest sealed FairPlay token (version 1) before base64: header,
+/// nonce, payload, tag.
 const MAX_SEALED_LEN: usize = 2 + MAX_KEY_ID_LEN + NONCE_LEN + MAX_PAYLOAD_LEN + TAG_LEN;
+/// The longest sealed Widevine token (version 2) before base64.
+const MAX_WIDEVINE_SEALED_LEN: usize =
+    3 + MAX_KEY_ID_LEN + NONCE_LEN + MAX_WIDEVINE_PAYLOAD_LEN + TAG_LEN;
+/// The longest FairPlay token, in base64 characters (22,751).
+pub const MAX_FAIRPLAY_TOKEN_CHARS: usize = (MAX_SEALED_LEN * 4).div_ceil(3);
 /// Tokens longer than this (in base64 characters) are refused unread: the
-/// length of the largest token the minting rules allow (22,751), so every
-/// token fpgen mints is one its gate reads.
-pub const MAX_TOKEN_CHARS: usize = (MAX_SEALED_LEN * 4).div_ceil(3);
+/// length of the largest token the minting rules allow, of any DRM (a
+/// Widevine token of eight keys, 25,432), so every token fpgen mints is one
+/// its gate reads.
+pub const MAX_TOKEN_CHARS: usize = {
+    let widevine = (MAX_WIDEVINE_SEALED_LEN * 4).div_ceil(3);
+    if widevine > MAX_FAIRPLAY_TOKEN_CHARS {
+        widevine
+    } else {
+        MAX_FAIRPLAY_TOKEN_CHARS
+    }
+};
 /// The longest lifetime a token may have (`expires_at - issued_at`): 30
 /// days, the API's limit. A longer one was not minted by fpgen's rules.
 pub const MAX_LIFETIME_SECONDS: i64 = 30 * 24 * 60 * 60;
@@ -91,6 +135,8 @@ pub enum TokenError {
     IssuedInFuture,
     /// Authentic, but valid for longer than [`MAX_LIFETIME_SECONDS`].
     LifetimeTooLong,
+    /// Authentic, but for another DRM than the gate's.
+    WrongDrm,
 }
 
 impl fmt::Display for TokenError {
@@ -105,6 +151,7 @@ impl fmt::Display for TokenError {
             Self::Expired => "token has expired",
             Self::IssuedInFuture => "token is issued in the future",
             Self::LifetimeTooLong => "token lifetime is longer than 30 days",
+            Self::WrongDrm => "token is for another DRM",
         })
     }
 }
@@ -122,6 +169,7 @@ impl TokenError {
             Self::Expired => "expired",
             Self::IssuedInFuture => "issued_in_future",
             Self::LifetimeTooLong => "lifetime_too_long",
+            Self::WrongDrm => "wrong_drm",
         }
     }
 }
@@ -189,8 +237,43 @@ pub fn seal(
     push_short(&mut out, key.id.as_str().as_bytes(), "sealing key id")?;
     let header_len = out.len();
     out.extend_from_slice(nonce);
-    let body_start = out.len();
     encode_payload(data, &mut out)?;
+    encrypt(out, header_len, key)
+}
+
+/// Seals a licence of any DRM ([`seal`]'s rules): FairPlay's as version 1
+/// (as [`seal`]), every other DRM's as version 2, its DRM in the header.
+pub fn seal_licence(
+    licence: &Licence,
+    key: &SealingKey,
+    nonce: &[u8; NONCE_LEN],
+) -> Result<String, EncodeError> {
+    let data = match licence {
+        Licence::FairPlay(data) => return seal(data, key, nonce),
+        Licence::Widevine(data) => data,
+    };
+    let mut out = Zeroizing::new(Vec::with_capacity(widevine_sealed_len(data, key)));
+    out.push(VERSION_2);
+    out.push(licence.drm().tag());
+    push_short(&mut out, key.id.as_str().as_bytes(), "sealing key id")?;
+    let header_len = out.len();
+    out.extend_from_slice(nonce);
+    encode_widevine(data, &mut out)?;
+    encrypt(out, header_len, key)
+}
+
+/// Encrypts `out` (header of `header_len` bytes, nonce, payload) in place,
+/// appends the tag and encodes it.
+fn encrypt(
+    mut out: Zeroizing<Vec<u8>>,
+    header_len: usize,
+    key: &SealingKey,
+) -> Result<String, EncodeError> {
+    let body_start = header_len + NONCE_LEN;
+    let nonce = out
+        .get(header_len..body_start)
+        .and_then(|n| <[u8; NONCE_LEN]>::try_from(n).ok())
+        .ok_or(EncodeError("header"))?;
 
     let cipher = XChaCha20Poly1305::new(key.key.expose().into());
     let (head, body) = out
@@ -198,7 +281,7 @@ pub fn seal(
         .ok_or(EncodeError("header"))?;
     let aad = head.get(..header_len).ok_or(EncodeError("header"))?;
     let tag = cipher
-        .encrypt_inout_detached(&XNonce::from(*nonce), aad, body.into())
+        .encrypt_inout_detached(&XNonce::from(nonce), aad, body.into())
         .map_err(|_| EncodeError("payload too long"))?;
     out.extend_from_slice(&tag);
     Ok(URL_SAFE_NO_PAD.encode(out.as_slice()))
@@ -215,6 +298,35 @@ fn sealed_len(d: &LicenceData, key: &SealingKey) -> usize {
     let extensions: usize = d.extensions.iter().map(|e| 6 + e.payload.len()).sum();
     let payload = 1 + 8 + 8 + 1 + d.customer_id.as_str().len() + 16 + 16 + kid + 4 + 4;
     2 + key.id.as_str().len() + NONCE_LEN + payload + 1 + cookie + 1 + extensions + TAG_LEN
+}
+
+/// [`sealed_len`] of a Widevine token (version 2).
+fn widevine_sealed_len(d: &WidevineLicence, key: &SealingKey) -> usize {
+    let keys: usize = d.keys.iter().map(|k| kid_len(&k.kid) + 16 + 3).sum();
+    let extensions: usize = d.extensions.iter().map(|e| 6 + e.payload.len()).sum();
+    let payload = 1
+        + 8
+        + 8
+        + 1
+        + d.customer_id.as_str().len()
+        + 1
+        + keys
+        + 12
+        + 1
+        + d.content_id.as_deref().map_or(0, str::len)
+        + 1
+        + d.cookie.as_deref().map_or(0, str::len)
+        + 1
+        + extensions;
+    3 + key.id.as_str().len() + NONCE_LEN + payload + TAG_LEN
+}
+
+/// The encoded length of a kid (its type byte included).
+fn kid_len(kid: &Kid) -> usize {
+    match kid {
+        Kid::Bytes(b) => 1 + b.len(),
+        Kid::Name(n) => 2 + n.len(),
+    }
 }
 
 /// Opens and verifies a token: decodes it, finds its key in `ring`, checks the
@@ -236,7 +348,12 @@ pub fn open(
 /// verified. Its key id only chooses which key to try.
 pub struct UntrustedToken {
     raw: Zeroizing<Vec<u8>>,
+    /// Where the key id starts.
+    id_start: usize,
     header_len: usize,
+    /// The format version and the DRM its header names.
+    version: u8,
+    drm: Drm,
 }
 
 impl UntrustedToken {
@@ -251,21 +368,41 @@ impl UntrustedToken {
                 .map_err(|_| TokenError::Malformed)?,
         );
         let (&version, rest) = raw.split_first().ok_or(TokenError::Malformed)?;
-        if version != VERSION {
-            return Err(TokenError::UnknownVersion);
-        }
-        let &id_len = rest.first().ok_or(TokenError::Malformed)?;
-        let header_len = 2 + usize::from(id_len);
+        let (drm, id_start) = match version {
+            VERSION => (Drm::FairPlay, 2),
+            VERSION_2 => {
+                let &tag = rest.first().ok_or(TokenError::Malformed)?;
+                (Drm::from_tag(tag).ok_or(TokenError::Malformed)?, 3)
+            }
+            _ => return Err(TokenError::UnknownVersion),
+        };
+        let &id_len = raw.get(id_start - 1).ok_or(TokenError::Malformed)?;
+        let header_len = id_start + usize::from(id_len);
         if raw.len() < header_len + NONCE_LEN + TAG_LEN {
             return Err(TokenError::Malformed);
         }
-        Ok(Self { raw, header_len })
+        Ok(Self {
+            raw,
+            id_start,
+            header_len,
+            version,
+            drm,
+        })
+    }
+
+    /// The DRM the header names. Untrusted, as the key id is, until
+    /// [`verify`](Self::verify): the header is authenticated with the
+    /// payload.
+    pub fn untrusted_drm(&self) -> Drm {
+        self.drm
     }
 
     /// The key id the token names. Untrusted: anyone can write any id here;
     /// only [`verify`](Self::verify) tells whether the key sealed it.
     pub fn untrusted_key_id(&self) -> &[u8] {
-        self.raw.get(2..self.header_len).unwrap_or_default()
+        self.raw
+            .get(self.id_start..self.header_len)
+            .unwrap_or_default()
     }
 
     /// Checks the tag with the key the token names and decodes the payload.
@@ -293,7 +430,11 @@ impl UntrustedToken {
         XChaCha20Poly1305::new(key.key.expose().into())
             .decrypt_inout_detached(&nonce, header, body.into(), &tag)
             .map_err(|_| TokenError::Forged)?;
-        let data = decode_payload(body).ok_or(TokenError::BadPayload)?;
+        let data = match (self.version, self.drm) {
+            (VERSION, _) | (_, Drm::FairPlay) => decode_payload(body).map(Licence::FairPlay),
+            (_, Drm::Widevine) => decode_widevine(body).map(Licence::Widevine),
+        };
+        let data = data.ok_or(TokenError::BadPayload)?;
         Ok(VerifiedToken { key_id, data })
     }
 }
@@ -304,7 +445,7 @@ impl UntrustedToken {
 #[derive(Debug)]
 pub struct VerifiedToken {
     key_id: KeyId,
-    data: LicenceData,
+    data: Licence,
 }
 
 impl VerifiedToken {
@@ -313,16 +454,17 @@ impl VerifiedToken {
     /// lifetime over [`MAX_LIFETIME_SECONDS`].
     pub fn check(&self, environment: Environment, now: i64) -> Result<(), TokenError> {
         let d = &self.data;
-        if d.environment != environment {
+        let (issued_at, expires_at) = (d.issued_at(), d.expires_at());
+        if d.environment() != environment {
             return Err(TokenError::WrongEnvironment);
         }
-        if now >= d.expires_at {
+        if now >= expires_at {
             return Err(TokenError::Expired);
         }
-        if d.issued_at > now.saturating_add(MAX_CLOCK_SKEW_SECONDS) {
+        if issued_at > now.saturating_add(MAX_CLOCK_SKEW_SECONDS) {
             return Err(TokenError::IssuedInFuture);
         }
-        if d.expires_at.saturating_sub(d.issued_at) > MAX_LIFETIME_SECONDS {
+        if expires_at.saturating_sub(issued_at) > MAX_LIFETIME_SECONDS {
             return Err(TokenError::LifetimeTooLong);
         }
         Ok(())
@@ -344,7 +486,7 @@ impl VerifiedToken {
 
     /// The licence data: authentic, but possibly expired or for the other
     /// environment.
-    pub fn data(&self) -> &LicenceData {
+    pub fn licence(&self) -> &Licence {
         &self.data
     }
 }
@@ -353,7 +495,7 @@ impl VerifiedToken {
 #[derive(Debug)]
 pub struct TrustedToken {
     key_id: KeyId,
-    data: LicenceData,
+    data: Licence,
 }
 
 impl TrustedToken {
@@ -362,16 +504,24 @@ impl TrustedToken {
         &self.key_id
     }
 
-    pub fn data(&self) -> &LicenceData {
+    pub fn licence(&self) -> &Licence {
         &self.data
     }
 
-    pub fn into_data(self) -> LicenceData {
+    pub fn into_licence(self) -> Licence {
         self.data
     }
 
+    /// The FairPlay licence data; `None` for a token of another DRM.
+    pub fn into_fairplay(self) -> Option<LicenceData> {
+        match self.data {
+            Licence::FairPlay(data) => Some(data),
+            Licence::Widevine(_) => None,
+        }
+    }
+
     /// The key id and the licence data, without copying either.
-    pub fn into_parts(self) -> (KeyId, LicenceData) {
+    pub fn into_parts(self) -> (KeyId, Licence) {
         (self.key_id, self.data)
     }
 }
@@ -389,17 +539,25 @@ fn push_short(out: &mut Vec<u8>, bytes: &[u8], what: &'static str) -> Result<(),
     Ok(())
 }
 
-fn encode_payload(d: &LicenceData, out: &mut Vec<u8>) -> Result<(), EncodeError> {
-    out.push(match d.environment {
+/// The fields every DRM's payload begins with.
+fn encode_head(
+    environment: Environment,
+    issued_at: i64,
+    expires_at: i64,
+    customer_id: &CustomerId,
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    out.push(match environment {
         Environment::Test => 0,
         Environment::Production => 1,
     });
-    out.extend_from_slice(&d.issued_at.to_be_bytes());
-    out.extend_from_slice(&d.expires_at.to_be_bytes());
-    push_short(out, d.customer_id.as_str().as_bytes(), "customer id")?;
-    out.extend_from_slice(d.content_key.expose());
-    out.extend_from_slice(&d.iv);
-    match &d.kid {
+    out.extend_from_slice(&issued_at.to_be_bytes());
+    out.extend_from_slice(&expires_at.to_be_bytes());
+    push_short(out, customer_id.as_str().as_bytes(), "customer id")
+}
+
+fn encode_kid(kid: Option<&Kid>, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    match kid {
         None => out.push(KID_NONE),
         Some(Kid::Bytes(b)) => {
             out.push(KID_BYTES);
@@ -410,21 +568,76 @@ fn encode_payload(d: &LicenceData, out: &mut Vec<u8>) -> Result<(), EncodeError>
             push_short(out, n.as_bytes(), "kid")?;
         }
     }
-    out.extend_from_slice(&d.rental_duration.to_be_bytes());
-    out.extend_from_slice(&d.general_flags.to_be_bytes());
-    push_short(out, d.cookie.as_deref().unwrap_or("").as_bytes(), "cookie")?;
-    if d.extensions.len() > MAX_EXTENSIONS {
-        return Err(EncodeError("too many fpExtensions"));
+    Ok(())
+}
+
+/// The cookie and the extensions, with which every DRM's payload ends.
+fn encode_tail(
+    cookie: Option<&str>,
+    extensions: &[FpExtension],
+    out: &mut Vec<u8>,
+) -> Result<(), EncodeError> {
+    push_short(out, cookie.unwrap_or("").as_bytes(), "cookie")?;
+    if extensions.len() > MAX_EXTENSIONS {
+        return Err(EncodeError("too many extensions"));
     }
-    out.push(d.extensions.len() as u8);
-    for ext in &d.extensions {
+    out.push(extensions.len() as u8);
+    for ext in extensions {
         out.extend_from_slice(&ext.kind);
-        let len =
-            u16::try_from(ext.payload.len()).map_err(|_| EncodeError("fpExtension payload"))?;
+        let len = u16::try_from(ext.payload.len()).map_err(|_| EncodeError("extension payload"))?;
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(&ext.payload);
     }
     Ok(())
+}
+
+fn encode_payload(d: &LicenceData, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    encode_head(
+        d.environment,
+        d.issued_at,
+        d.expires_at,
+        &d.customer_id,
+        out,
+    )?;
+    out.extend_from_slice(d.content_key.expose());
+    out.extend_from_slice(&d.iv);
+    encode_kid(d.kid.as_ref(), out)?;
+    out.extend_from_slice(&d.rental_duration.to_be_bytes());
+    out.extend_from_slice(&d.general_flags.to_be_bytes());
+    encode_tail(d.cookie.as_deref(), &d.extensions, out)
+}
+
+/// The track type byte of a Widevine key: its number, or 0xFF for none.
+const NO_TRACK_TYPE: u8 = 0xFF;
+
+fn encode_widevine(d: &WidevineLicence, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    encode_head(
+        d.environment,
+        d.issued_at,
+        d.expires_at,
+        &d.customer_id,
+        out,
+    )?;
+    if d.keys.is_empty() || d.keys.len() > MAX_WIDEVINE_KEYS {
+        return Err(EncodeError("a Widevine token holds 1 to 8 keys"));
+    }
+    out.push(d.keys.len() as u8);
+    for key in &d.keys {
+        encode_kid(Some(&key.kid), out)?;
+        out.extend_from_slice(key.content_key.expose());
+        out.push(key.security_level);
+        out.push(key.hdcp_output_control);
+        out.push(key.track_type.map_or(NO_TRACK_TYPE, TrackType::number));
+    }
+    out.extend_from_slice(&d.license_duration.to_be_bytes());
+    out.extend_from_slice(&d.playback_duration.to_be_bytes());
+    out.extend_from_slice(&d.general_flags.to_be_bytes());
+    let content_id = d.content_id.as_deref().unwrap_or("");
+    if content_id.len() > MAX_CONTENT_ID_BYTES {
+        return Err(EncodeError("contentId"));
+    }
+    push_short(out, content_id.as_bytes(), "contentId")?;
+    encode_tail(d.cookie.as_deref(), &d.extensions, out)
 }
 
 /// A cursor over the payload; every read is bounds-checked.
@@ -489,6 +702,45 @@ impl<'a> Reader<'a> {
     }
 }
 
+fn decode_widevine(body: &[u8]) -> Option<WidevineLicence> {
+    let mut r = Reader(body);
+    let environment = r.environment()?;
+    let issued_at = r.be_i64()?;
+    let expires_at = r.be_i64()?;
+    let customer_id = CustomerId::parse(r.short_str()?).ok()?;
+    let count = usize::from(r.u8()?);
+    if count == 0 || count > MAX_WIDEVINE_KEYS {
+        return None;
+    }
+    let mut keys = Vec::with_capacity(count);
+    for _ in 0..count {
+        keys.push(WidevineKey {
+            kid: r.kid()??,
+            content_key: ContentKey::new(r.array()?),
+            security_level: r.u8().filter(|l| (1..=5).contains(l))?,
+            hdcp_output_control: r.u8().filter(|h| *h <= 5)?,
+            track_type: match r.u8()? {
+                NO_TRACK_TYPE => None,
+                n => Some(TrackType::from_number(n)?),
+            },
+        });
+    }
+    let licence = WidevineLicence {
+        environment,
+        issued_at,
+        expires_at,
+        customer_id,
+        keys,
+        license_duration: r.be_u32()?,
+        playback_duration: r.be_u32()?,
+        general_flags: r.be_u32()?,
+        content_id: r.cookie()?,
+        cookie: r.cookie()?,
+        extensions: r.extensions()?,
+    };
+    r.0.is_empty().then_some(licence)
+}
+
 fn decode_payload(body: &[u8]) -> Option<LicenceData> {
     let mut r = Reader(body);
     // A struct expression evaluates its fields in the order written: this
@@ -532,7 +784,7 @@ mod tests {
         environment: Environment,
         now: i64,
     ) -> Result<LicenceData, TokenError> {
-        super::open(token, ring, environment, now).map(TrustedToken::into_data)
+        super::open(token, ring, environment, now).map(|t| t.into_fairplay().unwrap())
     }
 
     use crate::licence::tests::sample;
@@ -562,15 +814,15 @@ mod tests {
         let d = largest();
         assert_eq!(sealed_len(&d, &key), MAX_SEALED_LEN);
         let token = seal(&d, &key, &[1; 24]).unwrap();
-        assert_eq!(token.len(), MAX_TOKEN_CHARS);
-        assert_eq!(MAX_TOKEN_CHARS, 22_751);
+        assert_eq!(token.len(), MAX_FAIRPLAY_TOKEN_CHARS);
+        assert_eq!(MAX_FAIRPLAY_TOKEN_CHARS, 22_751);
         let ring = KeyRing::new(vec![key.clone()], &key.id).unwrap();
         assert_eq!(
             open(&token, &ring, Environment::Test, 1_700_000_000).unwrap(),
             d
         );
-        // one character more is refused unread
-        let longer = format!("{token}A");
+        // one character more than the longest token of any DRM is refused unread
+        let longer = format!("{token}{}", "A".repeat(MAX_TOKEN_CHARS - token.len() + 1));
         assert_eq!(
             UntrustedToken::parse(&longer).err(),
             Some(TokenError::Malformed)
@@ -640,8 +892,13 @@ mod tests {
             Err(TokenError::Malformed)
         );
         assert_eq!(
-            open("AgE", &old, Environment::Test, 0),
+            open("AwE", &old, Environment::Test, 0),
             Err(TokenError::UnknownVersion)
+        );
+        // version 2 naming no DRM fpgen knows
+        assert_eq!(
+            open("Av8B", &old, Environment::Test, 0),
+            Err(TokenError::Malformed)
         );
     }
 
@@ -717,5 +974,118 @@ mod tests {
         let a = seal(&sample(), ring.active().unwrap(), &[1; 24]).unwrap();
         let b = seal(&sample(), ring.active().unwrap(), &[2; 24]).unwrap();
         assert_ne!(a, b);
+    }
+
+    fn widevine_sample() -> WidevineLicence {
+        WidevineLicence {
+            environment: Environment::Test,
+            customer_id: CustomerId::parse("100001").unwrap(),
+            issued_at: 1_700_000_000,
+            expires_at: 1_700_000_060,
+            keys: vec![WidevineKey {
+                kid: Kid::Bytes([0x11; 16]),
+                content_key: ContentKey::new([0x22; 16]),
+                security_level: 5,
+                hdcp_output_control: 4,
+                track_type: Some(TrackType::Uhd2),
+            }],
+            license_duration: 86_400,
+            playback_duration: 7_200,
+            general_flags: 1,
+            content_id: Some("movie-1".into()),
+            extensions: vec![],
+            cookie: None,
+        }
+    }
+
+    /// The largest Widevine licence: eight keys with the longest names,
+    /// every other field at its limit.
+    fn widevine_largest() -> WidevineLicence {
+        let mut d = widevine_sample();
+        d.customer_id = CustomerId::parse(&"c".repeat(MAX_CUSTOMER_ID_LEN)).unwrap();
+        d.keys = (0..MAX_WIDEVINE_KEYS)
+            .map(|i| WidevineKey {
+                // 3 + 63 × 4 = 255 bytes, each name its own
+                kid: Kid::Name(format!(
+                    "{}{}",
+                    char::from_u32(0x20AC + i as u32).unwrap(),
+                    "\u{1F600}".repeat(63)
+                )),
+                content_key: ContentKey::new([i as u8; 16]),
+                security_level: 1,
+                hdcp_output_control: 0,
+                track_type: None,
+            })
+            .collect();
+        d.content_id = Some("i".repeat(MAX_CONTENT_ID_BYTES));
+        d.cookie = Some("\u{1F600}".repeat(MAX_COOKIE_CHARS));
+        d.extensions = (0..MAX_EXTENSIONS)
+            .map(|_| FpExtension {
+                kind: *b"abcd",
+                payload: vec![0x5A; MAX_EXTENSION_PAYLOAD],
+            })
+            .collect();
+        d
+    }
+
+    #[test]
+    fn widevine_round_trips_as_version_2_and_names_its_drm() {
+        let ring = ring(&["k"], "k");
+        for d in [widevine_sample(), widevine_largest()] {
+            let licence = Licence::Widevine(d);
+            let token = seal_licence(&licence, ring.active().unwrap(), &[1; 24]).unwrap();
+            let raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+            assert_eq!(&raw[..5], &[VERSION_2, 1, 1, b'k', 1]);
+            let untrusted = UntrustedToken::parse(&token).unwrap();
+            assert_eq!(untrusted.untrusted_drm(), Drm::Widevine);
+            assert_eq!(untrusted.untrusted_key_id(), b"k");
+            let opened = super::open(&token, &ring, Environment::Test, 1_700_000_000).unwrap();
+            assert_eq!(opened.into_licence(), licence);
+        }
+    }
+
+    #[test]
+    fn the_largest_widevine_token_is_the_longest_token_read() {
+        let key = SealingKey {
+            id: KeyId::parse(&"k".repeat(MAX_KEY_ID_LEN)).unwrap(),
+            key: SealingKeyBytes::new([7; 32]),
+        };
+        let d = widevine_largest();
+        assert_eq!(widevine_sealed_len(&d, &key), MAX_WIDEVINE_SEALED_LEN);
+        let token = seal_licence(&Licence::Widevine(d), &key, &[1; 24]).unwrap();
+        assert_eq!(token.len(), MAX_TOKEN_CHARS);
+        let sealed = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        assert_eq!(sealed.len(), MAX_WIDEVINE_SEALED_LEN);
+    }
+
+    /// The DRM byte is authenticated: a Widevine token relabelled as
+    /// FairPlay (or the reverse) does not open.
+    #[test]
+    fn the_drm_in_the_header_is_bound_to_the_token() {
+        let ring = ring(&["k"], "k");
+        let token = seal_licence(
+            &Licence::Widevine(widevine_sample()),
+            ring.active().unwrap(),
+            &[1; 24],
+        )
+        .unwrap();
+        let mut raw = URL_SAFE_NO_PAD.decode(&token).unwrap();
+        raw[1] = Drm::FairPlay.tag();
+        let relabelled = URL_SAFE_NO_PAD.encode(&raw);
+        assert_eq!(
+            super::open(&relabelled, &ring, Environment::Test, 1_700_000_000).err(),
+            Some(TokenError::Forged)
+        );
+    }
+
+    #[test]
+    fn widevine_payloads_outside_the_rules_are_refused_unsealed() {
+        let ring = ring(&["k"], "k");
+        let key = ring.active().unwrap();
+        let mut d = widevine_sample();
+        d.keys.clear();
+        assert!(seal_licence(&Licence::Widevine(d.clone()), key, &[1; 24]).is_err());
+        d.keys = vec![widevine_sample().keys[0].clone(); MAX_WIDEVINE_KEYS + 1];
+        assert!(seal_licence(&Licence::Widevine(d), key, &[1; 24]).is_err());
     }
 }

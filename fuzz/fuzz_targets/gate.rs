@@ -43,8 +43,8 @@ fuzz_target!(|data: &[u8]| {
     } else {
         format!("{}{token}{}", &target[..cut], &target[cut..])
     };
-    if fpgen::redeem::applies(gate, &path) {
-        match fpgen::redeem::redeem(config, gate, &path, common::NOW) {
+    if let Some(drm) = fpgen::redeem::drm_of(gate, &path) {
+        match fpgen::redeem::redeem(config, gate, drm, &path, common::NOW) {
             Ok(redeemed) => {
                 // only a safe path with exactly one genuine token passes
                 assert!(fpgen::redeem::is_safe_path(&path), "unsafe path passed: {path:?}");

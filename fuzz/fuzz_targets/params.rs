@@ -28,7 +28,8 @@ fuzz_target!(|data: &[u8]| {
         let token = url.split_once("ExpressPlayToken=").expect("token").1;
         let data = fpgen::token::open(token, config.sealing_keys(), fpgen::licence::Environment::Test, common::NOW)
             .expect("a minted token opens")
-            .into_data();
+            .into_fairplay()
+            .expect("a FairPlay token");
         assert!(data.expires_at > common::NOW && data.expires_at <= common::NOW + 30 * 86400);
     } else {
         assert_eq!(outcome.code(), outcome.error.map_or(0, |c| c.code()));

@@ -60,6 +60,9 @@ enum Command {
         /// The filter configuration (JSON)
         #[arg(long)]
         config: PathBuf,
+        /// The DRM of the token, as its endpoint (/hms/fp/token, /hms/wv/token) would mint it
+        #[arg(long, default_value = "fairplay", value_parser = ["fairplay", "widevine"])]
+        drm: String,
         /// A whole query string, sent as it is (`'customerAuthenticator=…&contentKey=…&iv=…'`)
         #[arg(long, required_unless_present = "params")]
         query: Option<String>,
@@ -167,9 +170,10 @@ fn main() -> ExitCode {
         } => authenticator(customer, digest, json),
         Command::Mint {
             config,
+            drm,
             query,
             params,
-        } => mint(&config, query, &params),
+        } => mint(&config, &drm, query, &params),
         Command::Inspect {
             config,
             show_content_key,
@@ -539,9 +543,12 @@ fn query_of(query: Option<String>, params: &[String]) -> String {
     out
 }
 
-fn mint(config: &Path, query: Option<String>, params: &[String]) -> Result<(), Failure> {
+fn mint(config: &Path, drm: &str, query: Option<String>, params: &[String]) -> Result<(), Failure> {
     let config = load(config)?;
-    let minting = service::mint_url(&config, &query_of(query, params), b"", &SystemHost);
+    let drm = fpgen::licence::Drm::parse(drm)
+        .ok_or_else(|| Failure::Refused(format!("unknown DRM {drm:?}")))?;
+    let query = query_of(query, params);
+    let minting = service::mint_url_for(&config, drm, &query, b"", &SystemHost);
     match minting.result {
         Ok(url) => {
             println!("{url}");
@@ -584,7 +591,8 @@ fn inspect(
     let problem = verified.check(config.environment(), now).err();
     let mut out = serde_json::json!({
         "key_id": verified.key_id().as_str(),
-        "licence": verified.data().to_json(show_content_key),
+        "drm": verified.licence().drm().as_str(),
+        "licence": verified.licence().to_json(show_content_key),
     });
     if let (Some(reason), Some(map)) = (problem, out.as_object_mut()) {
         if !show_refused {

@@ -281,10 +281,15 @@ pub(crate) fn the_gate_refuses_a_forged_token<R: Rig>() {
     assert_eq!(status(&rig), Some(403));
     let config = crate::config::Config::from_json(config_for("1", |_| {}).as_bytes()).unwrap();
     let gate = config.redemption().unwrap();
-    let refusal: Refusal =
-        crate::redeem::redeem(&config, gate, "/hms/fp/rights/?ExpressPlayToken=AAAA", 0)
-            .err()
-            .unwrap();
+    let refusal: Refusal = crate::redeem::redeem(
+        &config,
+        gate,
+        crate::licence::Drm::FairPlay,
+        "/hms/fp/rights/?ExpressPlayToken=AAAA",
+        0,
+    )
+    .err()
+    .unwrap();
     assert_eq!(rig.count(Counter::RedemptionsRejected(refusal), None), 1);
 }
 

@@ -154,37 +154,45 @@ fn enabled(mut route: Value, module: Module) -> Value {
     route
 }
 
-/// The licence route, `/passthrough`, and a catch-all. With an upstream,
-/// it gets the licence route and also every path that no other route
-/// serves (a route wider than the gate's prefix, as an operator might
-/// write it). Scoped, a token route comes first, and the filter is
-/// enabled on it and on the licence route only.
+/// The licence routes (one per DRM), `/passthrough`, and a catch-all.
+/// With an upstream, it gets the licence routes and also every path that
+/// no other route serves (a route wider than the gate's prefix, as an
+/// operator might write it). Scoped, the token routes come first, and the
+/// filter is enabled on them and on the licence routes only.
 fn routes(options: &Options) -> Value {
     let passthrough = direct("/passthrough", 200, PASSTHROUGH_BODY);
     let to_upstream = |prefix: &str| {
         json!({"match": {"prefix": prefix},
             "route": {"cluster": "licence_server", "timeout": "5s"}})
     };
-    let (rights, catch_all) = match options.upstream_port {
+    let rights_paths = ["/hms/fp/rights/", "/hms/wv/rights/"];
+    let (rights, catch_all): (Vec<Value>, Value) = match options.upstream_port {
         None => (
-            direct("/hms/fp/rights/", 200, RIGHTS_BODY),
+            rights_paths
+                .iter()
+                .map(|p| direct(p, 200, RIGHTS_BODY))
+                .collect(),
             direct("/", 404, NOT_FOUND_BODY),
         ),
-        Some(_) => (to_upstream("/hms/fp/rights/"), to_upstream("/")),
+        Some(_) => (
+            rights_paths.iter().map(|p| to_upstream(p)).collect(),
+            to_upstream("/"),
+        ),
     };
+    let mut all = Vec::new();
     if options.scoped {
-        let token = json!({"match": {"path_separated_prefix": "/hms/fp/token"},
-            "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_BODY}}});
         let module = options.module;
-        json!([
-            enabled(token, module),
-            enabled(rights, module),
-            passthrough,
-            catch_all
-        ])
+        for path in ["/hms/fp/token", "/hms/wv/token"] {
+            let token = json!({"match": {"path_separated_prefix": path},
+                "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_BODY}}});
+            all.push(enabled(token, module));
+        }
+        all.extend(rights.into_iter().map(|r| enabled(r, module)));
     } else {
-        json!([rights, passthrough, catch_all])
+        all.extend(rights);
     }
+    all.extend([passthrough, catch_all]);
+    Value::Array(all)
 }
 
 /// The fpgen filter: the Wasm module's, or the native module's (`module`

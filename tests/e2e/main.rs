@@ -63,6 +63,9 @@ macro_rules! shared_suites {
         /// The API through Envoy, as its clients use it.
         #[path = "shared/token_api.rs"]
         mod token_api;
+        /// Widevine's endpoint and gate.
+        #[path = "shared/widevine.rs"]
+        mod widevine;
     };
 }
 

@@ -106,7 +106,7 @@ proptest! {
     fn valid_requests_round_trip(r in request()) {
         let config = config();
         let token = mint(&config, &query(&r));
-        let d: LicenceData = fpgen::token::open(&token, config.sealing_keys(), Environment::Test, NOW).unwrap().into_data();
+        let d: LicenceData = fpgen::token::open(&token, config.sealing_keys(), Environment::Test, NOW).unwrap().into_fairplay().unwrap();
         prop_assert_eq!(d.content_key.expose(), &r.content_key);
         prop_assert_eq!(d.iv, r.iv);
         prop_assert_eq!(d.kid.clone(), r.kid.as_deref().map(|k| Kid::parse(k).unwrap()));

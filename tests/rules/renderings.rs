@@ -61,7 +61,14 @@ fn debug_shows_no_secret() {
     // a redeemed token: its headers carry the content key
     let gate = config.redemption().unwrap();
     let path = format!("{}?ExpressPlayToken={token}", gate.path_prefix);
-    let redeemed = fpgen::redeem::redeem(&config, gate, &path, fixtures::NOW).unwrap();
+    let redeemed = fpgen::redeem::redeem(
+        &config,
+        gate,
+        fpgen::licence::Drm::FairPlay,
+        &path,
+        fixtures::NOW,
+    )
+    .unwrap();
     assert!(redeemed
         .headers
         .iter()

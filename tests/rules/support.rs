@@ -84,7 +84,7 @@ pub fn mints(query: &str) -> (String, fpgen::licence::LicenceData) {
         .to_owned();
     let token = fixtures::token_of_url(&url);
     let data = token::open(&token, config().sealing_keys(), Environment::Test, NOW).unwrap();
-    (url, data.into_data())
+    (url, data.into_fairplay().unwrap())
 }
 
 pub fn base() -> String {
@@ -132,6 +132,7 @@ pub fn refusal_stat_name(reason: fpgen::redeem::Refusal) -> &'static str {
         R::Token(T::Expired) => "expired",
         R::Token(T::IssuedInFuture) => "issued_in_future",
         R::Token(T::LifetimeTooLong) => "lifetime_too_long",
+        R::Token(T::WrongDrm) => "wrong_drm",
         R::UnsafePath => "unsafe_path",
         R::UnknownCustomer => "unknown_customer",
         R::CustomerDisabled => "customer_disabled",

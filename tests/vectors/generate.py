@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Writes tests/vectors/v1.json: fpgen token format v1 test vectors.
+"""Writes tests/vectors/v1.json and v2.json: fpgen token format test vectors
+(version 1: FairPlay; version 2: the DRM named in the header).
 
 This is an independent implementation of docs/token-format.md in Python
 (PyNaCl's libsodium XChaCha20-Poly1305), so the vectors do not come from the
@@ -41,10 +42,43 @@ def payload(lic: dict) -> bytes:
     return out
 
 
-def token(key_id: str, key_hex: str, nonce_hex: str, lic: dict):
-    header = b"\x01" + short(key_id.encode())
+DRM = {"fairplay": 0, "widevine": 1}
+TRACK = {"SD": 0, "HD": 1, "AUDIO": 2, "UHD1": 3, "UHD2": 4}
+
+
+def kid_bytes(kid: str) -> bytes:
+    if kid.startswith("^"):
+        return b"\x02" + short(kid[1:].encode())
+    return b"\x01" + bytes.fromhex(kid)
+
+
+def widevine_payload(lic: dict) -> bytes:
+    out = bytes([ENV[lic["environment"]]])
+    out += struct.pack(">qq", lic["issued_at"], lic["expires_at"])
+    out += short(lic["customer_id"].encode())
+    out += bytes([len(lic["keys"])])
+    for key in lic["keys"]:
+        out += kid_bytes(key["kid"]) + bytes.fromhex(key["content_key"])
+        track = key["track_type"]
+        out += bytes([key["security_level"], key["hdcp_output_control"], 0xFF if track is None else TRACK[track]])
+    out += struct.pack(">III", lic["license_duration"], lic["playback_duration"], lic["general_flags"])
+    out += short((lic["content_id"] or "").encode())
+    out += short((lic["cookie"] or "").encode())
+    out += bytes([len(lic["wv_extensions"])])
+    for ext in lic["wv_extensions"]:
+        data = base64.b64decode(ext["payload"])
+        out += ext["type"].encode() + struct.pack(">H", len(data)) + data
+    return out
+
+
+def token(key_id: str, key_hex: str, nonce_hex: str, lic: dict, drm=None):
+    """Version 1 when drm is None (FairPlay), else version 2 naming drm."""
+    if drm is None:
+        header = b"\x01" + short(key_id.encode())
+    else:
+        header = b"\x02" + bytes([DRM[drm]]) + short(key_id.encode())
     nonce = bytes.fromhex(nonce_hex)
-    body = payload(lic)
+    body = widevine_payload(lic) if drm == "widevine" else payload(lic)
     sealed = seal(body, header, nonce, bytes.fromhex(key_hex))  # ciphertext || tag
     raw = header + nonce + sealed
     return base64.urlsafe_b64encode(raw).rstrip(b"=").decode(), raw.hex(), body.hex()
@@ -89,7 +123,7 @@ wrong_secret, _, _ = token(KEY["id"], "ff" * 32, valid[0]["nonce"], MINIMAL)
 invalid = [
     {"name": "not base64url", "token": valid[0]["token"][:-1] + "+", "error": "malformed"},
     {"name": "truncated", "token": b64(minimal[:30]), "error": "malformed"},
-    {"name": "version 2", "token": b64(b"\x02" + minimal[1:]), "error": "unknown_version"},
+    {"name": "version 3", "token": b64(b"\x03" + minimal[1:]), "error": "unknown_version"},
     {"name": "flipped tag bit", "token": b64(bytes(flipped)), "error": "forged"},
     {"name": "sealed with another key under the same id", "token": wrong_secret, "error": "forged"},
     {"name": "key id not in the ring", "token": other_key, "error": "unknown_key"},
@@ -101,8 +135,63 @@ for v in invalid:
     v.setdefault("environment", "test")
     v["sealing_key"] = KEY
 
-path = os.path.join(os.path.dirname(__file__), "v1.json")
-with open(path, "w", encoding="utf-8") as f:
-    json.dump({"format": "fpgen token v1", "valid": valid, "invalid": invalid}, f, indent=2, ensure_ascii=False)
-    f.write("\n")
-print("wrote", path)
+
+
+def write(name: str, content: dict):
+    path = os.path.join(os.path.dirname(__file__), name)
+    with open(path, "w", encoding="utf-8") as f:
+        json.dump(content, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    print("wrote", path)
+
+
+write("v1.json", {"format": "fpgen token v1", "valid": valid, "invalid": invalid})
+
+# ---- version 2: the DRM in the header --------------------------------------
+
+WIDEVINE = {
+    "environment": "test", "customer_id": "100001",
+    "issued_at": 1800000000, "expires_at": 1800086400,
+    "keys": [{"kid": "0123456789abcdef0123456789abcdef", "content_key": "000102030405060708090a0b0c0d0e0f",
+              "security_level": 1, "hdcp_output_control": 0, "track_type": None}],
+    "license_duration": 0, "playback_duration": 0, "general_flags": 0,
+    "content_id": None, "cookie": None, "wv_extensions": [],
+}
+WIDEVINE_HBBTV = {
+    "environment": "production", "customer_id": "201722",
+    "issued_at": 1800000000, "expires_at": 1800003600,
+    "keys": [
+        {"kid": "0123456789abcdef0123456789abcdef", "content_key": "b366360da82e9c6e0b0984002a362cf2",
+         "security_level": 5, "hdcp_output_control": 4, "track_type": "HD"},
+        {"kid": "^audio-en", "content_key": "ffeeddccbbaa99887766554433221100",
+         "security_level": 1, "hdcp_output_control": 0, "track_type": "AUDIO"},
+    ],
+    "license_duration": 86400, "playback_duration": 7200, "general_flags": 1,
+    "content_id": "movie-42", "cookie": "session-42",
+    "wv_extensions": [{"type": "wudo", "payload": "AQID"}],
+}
+valid2 = []
+for name, drm, lic, nonce in [
+    ("widevine-minimal", "widevine", WIDEVINE, "000102030405060708090a0b0c0d0e0f1011121314151617"),
+    ("widevine-two-keys", "widevine", WIDEVINE_HBBTV, "a0a1a2a3a4a5a6a7a8a9aaabacadaeafb0b1b2b3b4b5b6b7"),
+    ("fairplay-in-version-2", "fairplay", FULL, "0f0e0d0c0b0a09080706050403020100f0f1f2f3f4f5f6f7"),
+]:
+    t, raw_hex, body_hex = token(KEY["id"], KEY["key"], nonce, lic, drm)
+    valid2.append({"name": name, "drm": drm, "sealing_key": KEY, "nonce": nonce, "licence": lic,
+                   "payload_hex": body_hex, "token_hex": raw_hex, "token": t})
+
+wv = bytes.fromhex(valid2[0]["token_hex"])
+relabelled = bytearray(wv)
+relabelled[1] = DRM["fairplay"]
+unknown_drm = bytearray(wv)
+unknown_drm[1] = 0x7F
+invalid2 = [
+    {"name": "a Widevine token relabelled FairPlay", "token": b64(bytes(relabelled)), "error": "forged"},
+    {"name": "a DRM no version-2 reader knows", "token": b64(bytes(unknown_drm)), "error": "malformed"},
+]
+for v in invalid2:
+    v.setdefault("now", 1800000000)
+    v.setdefault("environment", "test")
+    v["sealing_key"] = KEY
+
+write("v2.json", {"format": "fpgen token v2", "valid": valid2, "invalid": invalid2})

@@ -5,7 +5,7 @@
 
 use crate::error::ErrorFormat;
 use crate::ids::{CustomerId, IdError, KeyId, Kid, KidError};
-use crate::licence::Environment;
+use crate::licence::{Drm, Environment};
 use crate::secret::{Kek, SealingKeyBytes};
 use crate::token::{KeyRing, SealingKey};
 use secrets::RawSecret;
@@ -57,6 +57,8 @@ pub struct ClientAddressPolicy {
 pub struct Config {
     pub(crate) environment: Environment,
     pub(crate) redeem_url: RedeemUrl,
+    /// Widevine's licence URL (`widevine_redeem_url`).
+    pub(crate) widevine_redeem_url: RedeemUrl,
     pub(crate) sealing_keys: KeyRing,
     pub(crate) customers: HashMap<CustomerId, Customer>,
     pub(crate) max_body_bytes: usize,
@@ -74,8 +76,12 @@ pub struct Config {
 /// licence data upstream in headers.
 #[derive(Debug, Clone)]
 pub struct Redemption {
-    /// Requests whose path starts with this are checked.
+    /// Requests whose path starts with this are checked (FairPlay's
+    /// licence path).
     pub path_prefix: String,
+    /// Widevine's licence path: requests whose path starts with this are
+    /// checked for a Widevine token.
+    pub widevine_path_prefix: String,
     /// Prefix of the licence-data headers; incoming headers with it are removed.
     pub header_prefix: String,
     /// Remove the `ExpressPlayToken` query parameter before going upstream
@@ -84,6 +90,17 @@ pub struct Redemption {
     pub strip_token: bool,
     /// How -4010 is rendered.
     pub error_format: ErrorFormat,
+}
+
+impl Redemption {
+    /// Each DRM's licence path prefix.
+    pub fn path_prefixes(&self) -> impl Iterator<Item = (Drm, &str)> {
+        [
+            (Drm::FairPlay, self.path_prefix.as_str()),
+            (Drm::Widevine, self.widevine_path_prefix.as_str()),
+        ]
+        .into_iter()
+    }
 }
 
 /// Where tokens are redeemed: `scheme://host[:port]path?ExpressPlayToken=`.
@@ -138,6 +155,8 @@ pub struct Customer {
     pub(crate) fairplay_authorized: bool,
     /// `false`: FairPlay is included but switched off (-6009).
     pub(crate) fairplay_enabled: bool,
+    /// `true`: the customer may mint Widevine tokens (else -7011).
+    pub(crate) widevine_enabled: bool,
     /// When set, requests must come from one of these networks (-2003).
     pub(crate) allowed_networks: Option<Vec<ipnet::IpNet>>,
     /// When set, at most this many tokens per Envoy instance (-2019).
@@ -184,6 +203,7 @@ impl std::fmt::Debug for Customer {
             .field("enabled", &self.enabled)
             .field("fairplay_authorized", &self.fairplay_authorized)
             .field("fairplay_enabled", &self.fairplay_enabled)
+            .field("widevine_enabled", &self.widevine_enabled)
             .field("allowed_networks", &self.allowed_networks)
             .field("token_budget", &self.token_budget)
             .field("fleet_budget", &self.fleet_budget)
@@ -216,6 +236,14 @@ impl Config {
     /// The cap on a POST body, in bytes.
     pub fn max_body_bytes(&self) -> usize {
         self.max_body_bytes
+    }
+
+    /// The licence URL of `drm`'s tokens.
+    pub fn redeem_url(&self, drm: Drm) -> &RedeemUrl {
+        match drm {
+            Drm::FairPlay => &self.redeem_url,
+            Drm::Widevine => &self.widevine_redeem_url,
+        }
     }
 
     /// The redemption gate; `None` when it is off.
@@ -344,7 +372,14 @@ impl Config {
                 .iter()
                 .map(|c| c.key_store.from_env.len())
                 .sum::<usize>();
-        let redeem_url = validate_redeem_url(raw.redeem_url, raw.environment, problems);
+        let redeem_url =
+            validate_redeem_url(raw.redeem_url, Drm::FairPlay, raw.environment, problems);
+        let widevine_redeem_url = validate_redeem_url(
+            raw.widevine_redeem_url,
+            Drm::Widevine,
+            raw.environment,
+            problems,
+        );
         let sealing_keys =
             validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key, vars, problems);
         let redemption = validate_redemption(raw.redemption, problems);
@@ -371,6 +406,7 @@ impl Config {
         Some(Self {
             environment: raw.environment,
             redeem_url: redeem_url?,
+            widevine_redeem_url: widevine_redeem_url?,
             sealing_keys: sealing_keys?,
             customers,
             max_body_bytes,

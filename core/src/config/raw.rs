@@ -15,6 +15,8 @@ pub(super) struct RawConfig {
     pub(super) environment: Environment,
     #[serde(default)]
     pub(super) redeem_url: RawRedeemUrl,
+    #[serde(default)]
+    pub(super) widevine_redeem_url: RawRedeemUrl,
     pub(super) sealing_keys: Vec<RawSealingKey>,
     pub(super) active_sealing_key: Option<String>,
     #[serde(default)]
@@ -55,6 +57,7 @@ pub(super) struct RawFleetBudget {
 pub(super) struct RawRedemption {
     pub(super) enabled: Option<bool>,
     pub(super) path_prefix: Option<String>,
+    pub(super) widevine_path_prefix: Option<String>,
     pub(super) header_prefix: Option<String>,
     pub(super) strip_token: Option<bool>,
     pub(super) error_format: Option<String>,
@@ -94,6 +97,7 @@ pub(super) struct RawCustomer {
     pub(super) enabled: Option<bool>,
     pub(super) fairplay_authorized: Option<bool>,
     pub(super) fairplay_enabled: Option<bool>,
+    pub(super) widevine_enabled: Option<bool>,
     pub(super) allowed_networks: Option<Vec<String>>,
     pub(super) token_budget: Option<u64>,
     pub(super) fleet_budget: Option<RawFleetBudget>,

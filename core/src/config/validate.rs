@@ -127,6 +127,7 @@ pub(super) fn validate_customer(
         enabled: c.enabled.unwrap_or(true),
         fairplay_authorized: c.fairplay_authorized.unwrap_or(true),
         fairplay_enabled: c.fairplay_enabled.unwrap_or(true),
+        widevine_enabled: c.widevine_enabled.unwrap_or(false),
         allowed_networks,
         token_budget: c.token_budget,
         fleet_budget,
@@ -228,16 +229,17 @@ pub(super) fn validate_redemption(
         return Some(None);
     };
     let before = problems.count();
-    let path_prefix = raw
-        .path_prefix
-        .unwrap_or_else(|| "/hms/fp/rights/".to_owned());
-    if !path_prefix.starts_with('/')
-        || !path_prefix.bytes().all(|b| b.is_ascii_graphic())
-        || path_prefix.contains('?')
-    {
+    let path_prefix = validate_prefix(raw.path_prefix, Drm::FairPlay, "path_prefix", problems);
+    let widevine_path_prefix = validate_prefix(
+        raw.widevine_path_prefix,
+        Drm::Widevine,
+        "widevine_path_prefix",
+        problems,
+    );
+    if widevine_path_prefix == path_prefix {
         problems.push(
-            "redemption.path_prefix",
-            Problem::Expected("an absolute path of visible ASCII, no query"),
+            "redemption.widevine_path_prefix",
+            Problem::Expected("a path other than path_prefix (each DRM has its licence path)"),
         );
     }
     let header_prefix = raw.header_prefix.unwrap_or_else(|| "x-fpgen-".to_owned());
@@ -267,28 +269,49 @@ pub(super) fn validate_redemption(
         });
     (problems.count() == before).then_some(Some(Redemption {
         path_prefix,
+        widevine_path_prefix,
         header_prefix,
         strip_token: raw.strip_token.unwrap_or(true),
         error_format: error_format?,
     }))
 }
 
+/// The licence URL of `drm`'s tokens (`redeem_url`, `widevine_redeem_url`).
+/// A licence path prefix of the gate (`redemption.<field>`), by default
+/// `drm`'s hosted licence path.
+fn validate_prefix(raw: Option<String>, drm: Drm, field: &str, problems: &mut Problems) -> String {
+    let prefix = raw.unwrap_or_else(|| drm.rights_path().to_owned());
+    if !prefix.starts_with('/')
+        || !prefix.bytes().all(|b| b.is_ascii_graphic())
+        || prefix.contains('?')
+    {
+        problems.push(
+            format!("redemption.{field}"),
+            Problem::Expected("an absolute path of visible ASCII, no query"),
+        );
+    }
+    prefix
+}
+
 pub(super) fn validate_redeem_url(
     raw: RawRedeemUrl,
+    drm: Drm,
     env: Environment,
     problems: &mut Problems,
 ) -> Option<RedeemUrl> {
     let before = problems.count();
+    let section = match drm {
+        Drm::FairPlay => "redeem_url",
+        Drm::Widevine => "widevine_redeem_url",
+    };
+    let field = |name: &str| format!("{section}.{name}");
     let scheme = raw.scheme.unwrap_or_else(|| "http".to_owned());
     if scheme != "http" && scheme != "https" {
-        problems.push(
-            "redeem_url.scheme",
-            Problem::Expected("\"http\" or \"https\""),
-        );
+        problems.push(field("scheme"), Problem::Expected("\"http\" or \"https\""));
     }
     let host = raw
         .host
-        .unwrap_or_else(|| default_redeem_host(env).to_owned());
+        .unwrap_or_else(|| default_redeem_host(drm, env).to_owned());
     let host_ok = !host.is_empty()
         && host.len() <= 253
         && host
@@ -296,34 +319,33 @@ pub(super) fn validate_redeem_url(
             .all(|b| b.is_ascii_alphanumeric() || b".-[]:".contains(&b));
     if !host_ok {
         problems.push(
-            "redeem_url.host",
+            field("host"),
             Problem::Expected("a host name or an IP address"),
         );
     }
     let port = raw.port.unwrap_or(80);
     if port == 0 {
-        problems.push(
-            "redeem_url.port",
-            Problem::OutOfRange { min: 1, max: 65535 },
-        );
+        problems.push(field("port"), Problem::OutOfRange { min: 1, max: 65535 });
     }
-    let path = raw.path.unwrap_or_else(|| "/hms/fp/rights/".to_owned());
+    let path = raw.path.unwrap_or_else(|| drm.rights_path().to_owned());
     let path_ok =
         path.starts_with('/') && path.bytes().all(|b| b.is_ascii_graphic()) && !path.contains('#');
     if !path_ok {
         problems.push(
-            "redeem_url.path",
+            field("path"),
             Problem::Expected("an absolute path of visible ASCII"),
         );
     }
     (problems.count() == before).then(|| RedeemUrl::new(&scheme, &host, port, &path))
 }
 
-/// The hosted service's licence host for each environment.
-pub(super) const fn default_redeem_host(env: Environment) -> &'static str {
-    match env {
-        Environment::Test => "fp.test.expressplay.com",
-        Environment::Production => "fp.service.expressplay.com",
+/// The hosted service's licence host for each DRM and environment.
+pub(super) const fn default_redeem_host(drm: Drm, env: Environment) -> &'static str {
+    match (drm, env) {
+        (Drm::FairPlay, Environment::Test) => "fp.test.expressplay.com",
+        (Drm::FairPlay, Environment::Production) => "fp.service.expressplay.com",
+        (Drm::Widevine, Environment::Test) => "wv.test.expressplay.com",
+        (Drm::Widevine, Environment::Production) => "wv.service.expressplay.com",
     }
 }
 

@@ -382,7 +382,7 @@ fn the_largest_token_the_limits_allow_is_minted_and_redeemed() {
     let r = common::get(envoy.port, &format!("/hms/fp/token?{query}"));
     assert_eq!(r.status, 200, "{r:?}");
     let token = fpgen_fixtures::token_of_url(&r.text());
-    assert_eq!(token.len(), fpgen::token::MAX_TOKEN_CHARS);
+    assert_eq!(token.len(), fpgen::token::MAX_FAIRPLAY_TOKEN_CHARS);
     assert_eq!(token.len(), 22_751);
     let r = redeem(&envoy, &token, &[]);
     assert_eq!(r.status, 200, "{r:?}");

@@ -41,7 +41,7 @@ fn open_url(r: &HttpResponse) -> (String, LicenceData) {
     let config = fpgen_fixtures::config();
     let data = fpgen::token::open(&token, config.sealing_keys(), Environment::Test, now())
         .expect("token opens");
-    (url, data.into_data())
+    (url, data.into_fairplay().unwrap())
 }
 
 #[track_caller]

@@ -875,7 +875,7 @@ mod tests {
             } else {
                 Err(Refusal::Token(TokenError::WrongDrm))
             };
-            assert_eq!(got.map_err(|e| e), want, "{drm:?}");
+            assert_eq!(got, want, "{drm:?}");
         }
     }
 }

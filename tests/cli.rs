@@ -315,6 +315,48 @@ fn mint_then_inspect() {
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 }
 
+/// `fpgen mint --drm widevine` mints what `/hms/wv/token` would, and
+/// `fpgen inspect` says which DRM a token is for.
+#[test]
+fn mint_and_inspect_know_widevine() {
+    let config = demo();
+    let args = [
+        "--drm",
+        "widevine",
+        AUTH,
+        "kid=0123456789abcdef0123456789abcdef",
+        &format!("contentKey={CK}"),
+        "securityLevel=1",
+        "hdcpOutputControl=0",
+    ];
+    let o = mint(&config, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let url = stdout(&o).trim().to_owned();
+    assert!(
+        url.starts_with("http://127.0.0.1:10000/hms/wv/rights/?ExpressPlayToken="),
+        "{url}"
+    );
+    let o = fpgen(&["inspect", "--config", config.path(), &url]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["drm"], "widevine");
+    assert_eq!(
+        v["licence"]["keys"][0]["kid"],
+        "0123456789abcdef0123456789abcdef"
+    );
+    assert_eq!(v["licence"]["keys"][0]["security_level"], 1);
+    assert!(
+        !stdout(&o).contains(CK),
+        "content key shown without the flag"
+    );
+    // Widevine's own rules, with their codes
+    let o = mint(&config, &args[..args.len() - 1]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("error -7006"), "{}", stderr(&o));
+    let o = mint(&config, &["--drm", "playready", AUTH]);
+    assert_eq!(o.status.code(), Some(2), "an unknown DRM is a usage error");
+}
+
 #[test]
 fn mint_reports_api_errors_with_their_codes() {
     let config = demo();

@@ -288,13 +288,7 @@ fn indexed_keys(
     let kek = params.get(Param::Kek).map(parse_kek).transpose()?;
     let kek = kek.as_ref().or(customer.kek.as_ref());
     for (i, row) in slots.iter().enumerate() {
-        if let Some(key) = indexed_key(i + 1, row, kek, customer, defaults)? {
-            if keys.iter().any(|k| k.kid == key.kid) {
-                return Err(ApiError::new(
-                    ErrorCode::InvalidKeyData,
-                    format!("kid.{} repeats the kid of another key", i + 1),
-                ));
-            }
+        if let Some(key) = indexed_key(i + 1, row, kek, customer, defaults, keys)? {
             keys.push(key);
         }
     }
@@ -353,12 +347,14 @@ fn indexed_slots<'p>(params: &'p Params<'_>) -> Result<Slots<'p>, ApiError> {
 }
 
 /// Key `n` from its row of indexed parameters; `None` when none is given.
+/// Its kid must be none of `before`'s.
 fn indexed_key(
     n: usize,
     row: &[Option<&str>; crate::params::INDEXED.len()],
     kek: Option<&Kek>,
     customer: &Customer,
     (level0, hdcp0): (u8, u8),
+    before: &[WidevineKey],
 ) -> Result<Option<WidevineKey>, ApiError> {
     let [kid, key, level, hdcp, track] = *row;
     let Some(kid_text) = kid else {
@@ -377,6 +373,12 @@ fn indexed_key(
     let named =
         |e: ApiError, param: &str| ApiError::new(e.code, format!("{param}.{n}: {}", e.message()));
     let kid = parse_kid(kid_text).map_err(|e| named(e, "kid"))?;
+    if before.iter().any(|k| k.kid == kid) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidKeyData,
+            format!("kid.{n} repeats the kid of another key"),
+        ));
+    }
     let content_key = match (key, kek) {
         (Some(text), _) => parse_content_key(text).map_err(|e| named(e, "contentKey"))?,
         (None, Some(kek)) => from_key_store(customer, &kid, kek).map_err(|e| named(e, "kid"))?,

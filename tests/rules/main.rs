@@ -32,3 +32,5 @@ mod renderings;
 mod stats;
 /// The token format's test vectors.
 mod token_vectors;
+/// Widevine's endpoint.
+mod widevine;

@@ -292,3 +292,35 @@ fn the_demo_licence_url_redeems_at_the_demo_stand_in() {
     );
     assert_eq!((r.status, r.text().as_str()), (200, common::RIGHTS_BODY), "{r:?}");
 }
+
+/// `fpgen serve` answers Widevine's endpoint as Envoy does: the same
+/// answers to the same token-API cases, tokens of the same form.
+#[test]
+fn fpgen_serve_answers_widevine_as_envoy_does() {
+    let envoy = shared(this_module!());
+    let serve = common::Serve::start(common::DEMO_CONFIG);
+    let auth = format!("customerAuthenticator={DEMO_AUTHENTICATOR}");
+    let cases = [
+        query(""),
+        query("&kid.1=fedcba9876543210fedcba9876543210&contentKey.1=ffffffffffffffffffffffffffffffff"),
+        format!("{auth}&kid={STORED_KID}&securityLevel=3&hdcpOutputControl=2"),
+        format!("{auth}&kid={KID}&contentKey={CK}&securityLevel=1"),
+        query("&securityLevel=0"),
+        query("&licenseDuration=x"),
+        format!("{auth}&contentKey={CK}"),
+    ];
+    for q in cases {
+        let path = format!("{PATH}?{q}&errorFormat=json");
+        let (a, b) = (get(envoy.port, &path), get(serve.port, &path));
+        assert_eq!(a.status, b.status, "{q}: {a:?} {b:?}");
+        if a.status == 200 {
+            let (_, from_envoy) = open_url(&a);
+            let (_, from_serve) = open_url(&b);
+            assert_eq!(from_envoy.keys, from_serve.keys, "{q}");
+        } else {
+            assert_eq!(a.body, b.body, "{q}");
+        }
+    }
+    let r = post_form(serve.port, PATH, query("").as_bytes());
+    open_url(&r);
+}

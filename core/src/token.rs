@@ -94,7 +94,7 @@ const MAX_WIDEVINE_SEALED_LEN: usize =
 pub const MAX_FAIRPLAY_TOKEN_CHARS: usize = (MAX_SEALED_LEN * 4).div_ceil(3);
 /// Tokens longer than this (in base64 characters) are refused unread: the
 /// length of the largest token the minting rules allow, of any DRM (a
-/// Widevine token of eight keys, 25,432), so every token fpgen mints is one
+/// Widevine token of eight keys, 25,404), so every token fpgen mints is one
 /// its gate reads.
 pub const MAX_TOKEN_CHARS: usize = {
     let widevine = (MAX_WIDEVINE_SEALED_LEN * 4).div_ceil(3);
@@ -1054,6 +1054,7 @@ mod tests {
         assert_eq!(widevine_sealed_len(&d, &key), MAX_WIDEVINE_SEALED_LEN);
         let token = seal_licence(&Licence::Widevine(d), &key, &[1; 24]).unwrap();
         assert_eq!(token.len(), MAX_TOKEN_CHARS);
+        assert_eq!(MAX_TOKEN_CHARS, 25_404);
         let sealed = URL_SAFE_NO_PAD.decode(&token).unwrap();
         assert_eq!(sealed.len(), MAX_WIDEVINE_SEALED_LEN);
     }

@@ -224,7 +224,7 @@ soak: build venv bench-tools
 
 ## fuzz: every cargo-fuzz target (params, token_open, config) for FUZZ_SECONDS each (default 60), seeded from fuzz/seeds/
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := params token_open config gate admission
+FUZZ_TARGETS := params token_open config gate admission widevine_params
 fuzz-tools:
 	@$(RUSTUP) toolchain list | grep -q '^nightly' || { \
 		echo "fuzz: installing the nightly Rust toolchain (minimal profile; cargo-fuzz needs it), once: about 1 minute"; \

@@ -21,3 +21,5 @@ mod paths;
 mod shipped;
 /// Tokens of customers who are no longer served.
 mod token_lifetime;
+/// Widevine's gate.
+mod widevine_gate;

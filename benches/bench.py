@@ -46,7 +46,8 @@ CONFIG = {
     "environment": "test",
     "redeem_url": {"scheme": "https", "host": "fp.test.expressplay.com", "port": 443, "path": "/hms/fp/rights/"},
     "sealing_keys": [{"id": "bench-2026", "key": "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132"}],
-    "customers": [{"id": "100001", "environment": "test",
+    "widevine_redeem_url": {"scheme": "https", "host": "wv.test.expressplay.com", "port": 443, "path": "/hms/wv/rights/"},
+    "customers": [{"id": "100001", "environment": "test", "widevine_enabled": True,
                    "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9"}],
     # the gate of envoy/gate.yaml (scenario G)
     "redemption": {"header_prefix": "x-fpgen-", "strip_token": True},
@@ -56,6 +57,12 @@ QUERY = ("customerAuthenticator=100001,0123456789abcdef0123456789abcdef"
          "&kid=11112222333344445555666677778888&contentKey=000102030405060708090a0b0c0d0e0f"
          "&iv=0f0e0d0c0b0a09080706050403020100&expirationTime=%2B3600&cookie=bench-session-0001"
          "&fpExtension=wudo,AAAAAA%3D%3D")
+# the same request to Widevine's endpoint: kid, contentKey, the two settings it requires,
+# expirationTime, cookie, one wvExtension
+WV_QUERY = ("customerAuthenticator=100001,0123456789abcdef0123456789abcdef"
+            "&kid=11112222333344445555666677778888&contentKey=000102030405060708090a0b0c0d0e0f"
+            "&securityLevel=1&hdcpOutputControl=0&expirationTime=%2B3600&cookie=bench-session-0001"
+            "&wvExtension=wudo,AAAAAA%3D%3D")
 FLOOR_WASM = os.path.join(ROOT, "target/floor/wasm32-wasip1/release/fpgen_floor.wasm")
 NATIVE_SO = os.path.join(ROOT, "target/native/release/libfpgen.so")
 SPC_BYTES = 2048  # a licence request's body (the SPC is 2-5 KB)
@@ -220,7 +227,9 @@ SCENARIOS = [  # key, label
     ("U0", "U0 unrelated, no filter"),
     ("UA", "U  unrelated, filter on all"),
     ("US", "U  unrelated, scoped"),
+    ("W", "W  fpgen Widevine GET"),
     ("N", "N  native module GET"),
+    ("NW", "N  native module Widevine GET"),
     ("NP", "N  native module POST"),
     ("NG", "N  licence request through the native gate"),
 ]
@@ -288,7 +297,9 @@ def suite(args, workers, work, static_body, config_path, memory_check):
             "U0": (f"{plain}/unrelated", None),
             "UA": (f"{base}/unrelated", None),
             "US": (f"{scoped}/unrelated", None),
+            "W": (f"{base}/hms/wv/token?{WV_QUERY}", None),
             "N": (f"{native}/hms/fp/token?{QUERY}", None),
+            "NW": (f"{native}/hms/wv/token?{WV_QUERY}", None),
             "NP": (f"{native}/hms/fp/token", form),
             "NG": (f"{native}{rights}", spc),
         }
@@ -346,6 +357,10 @@ def ratio_rows(med):
         ("licence request through the native gate / proxied without a filter", r("NG", "P"), r("NG", "P", "p99"),
          ">= 0.95", r("NG", "P") >= 0.95),
         ("Wasm mint GET / Wasm floor (issue 22's goal)", r("B", "F"), r("B", "F", "p99"), ">= 0.80", r("B", "F") >= 0.80),
+        # issue 32: Widevine beside FairPlay
+        ("Widevine mint GET / FairPlay mint GET (Wasm)", r("W", "B"), r("W", "B", "p99"), ">= 0.95", r("W", "B") >= 0.95),
+        ("Widevine mint GET / FairPlay mint GET (native)", r("NW", "N"), r("NW", "N", "p99"), ">= 0.95",
+         r("NW", "N") >= 0.95),
     ]
     return rows
 

@@ -148,22 +148,37 @@ pub const INDEXED: [Param; 5] = [
 /// The most indexed parameters a request keeps: one of each [`INDEXED`]
 /// for every key a token can hold. More is refused (-9425) where they are
 /// read, and never held.
-pub const MAX_INDEXED: usize = INDEXED.len() * crate::token::MAX_WIDEVINE_KEYS;
+pub const MAX_INDEXED: usize = INDEXED.len() * (crate::token::MAX_WIDEVINE_KEYS - 1);
 
-/// One indexed parameter: `kid.2=…` is `Kid`, 2 and its value.
-#[derive(Debug)]
+/// One indexed parameter: `kid.2=…` is `Kid`, 2 and its value. Its
+/// `Debug` shows no value (a `contentKey.N` is a content key).
 pub struct Indexed<'a> {
     pub param: Param,
     /// The index as written (decimal digits): `None` when it is not a
     /// number of at most three digits.
     pub index: Option<u16>,
     pub value: Cow<'a, str>,
+    /// The value held a malformed percent escape.
+    pub malformed: bool,
+}
+
+impl std::fmt::Debug for Indexed<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Indexed")
+            .field("param", &self.param)
+            .field("index", &self.index)
+            .field("value", &"<redacted>")
+            .field("malformed", &self.malformed)
+            .finish()
+    }
 }
 
 const COUNT: usize = Param::ALL.len();
 
-/// The decoded parameters of one request.
-#[derive(Debug, Default)]
+/// The decoded parameters of one request. Its `Debug` names the
+/// parameters given, never their values (`contentKey`, `kek` and the
+/// authenticator are secrets).
+#[derive(Default)]
 pub struct Params<'a> {
     values: [Option<Cow<'a, str>>; COUNT],
     /// Every `fpExtension`, in order.
@@ -175,15 +190,33 @@ pub struct Params<'a> {
     pub indexed: Vec<Indexed<'a>>,
     /// More indexed parameters than [`MAX_INDEXED`] were given.
     pub too_many_indexed: bool,
-    /// The known parameters given more than once (bit `param as usize`).
-    repeated: u64,
+    /// The known parameters given more than once, in the order their
+    /// repeats arrived (each once: at most one per parameter).
+    repeated: Vec<Param>,
     /// The known parameters whose value holds a malformed percent escape
-    /// (`%zz`, a lone `%`): the hosted service's servlet container refuses
-    /// those, so fpgen does not guess what was meant.
-    malformed: u64,
+    /// (`%zz`, a lone `%`), in the order they arrived (each once): the
+    /// hosted service's servlet container refuses those, so fpgen does not
+    /// guess what was meant.
+    malformed: Vec<Param>,
 }
 
-const _: () = assert!(COUNT <= 64, "Params keeps a bit per parameter in a u64");
+impl std::fmt::Debug for Params<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let given: Vec<&str> = Param::ALL
+            .iter()
+            .filter(|p| self.get(**p).is_some())
+            .map(|p| p.name())
+            .collect();
+        f.debug_struct("Params")
+            .field("given", &given)
+            .field("fp_extensions", &self.fp_extensions.len())
+            .field("wv_extensions", &self.wv_extensions.len())
+            .field("indexed", &self.indexed)
+            .field("repeated", &self.repeated)
+            .field("malformed", &self.malformed)
+            .finish()
+    }
+}
 
 impl<'a> Params<'a> {
     /// Decodes the query string, then the body (both
@@ -213,8 +246,8 @@ impl<'a> Params<'a> {
         let Some(param) = Param::from_name(name) else {
             return self.add_indexed(name, value, malformed);
         };
-        if malformed {
-            self.malformed |= 1 << (param as usize);
+        if malformed && !self.malformed.contains(&param) {
+            self.malformed.push(param);
         }
         match param {
             Param::FpExtension => return self.fp_extensions.push(value),
@@ -225,14 +258,17 @@ impl<'a> Params<'a> {
             return;
         };
         if slot.is_some() {
-            self.repeated |= 1 << (param as usize);
+            if !self.repeated.contains(&param) {
+                self.repeated.push(param);
+            }
         } else {
             *slot = Some(value);
         }
     }
 
-    /// `name` is `<param>.<index>` for a parameter of [`INDEXED`]: kept
-    /// (its malformed escape counted as its parameter's); else ignored.
+    /// `name` is `<param>.<index>` for a parameter of [`INDEXED`]: kept,
+    /// with whether its value held a malformed escape (for the endpoint
+    /// that reads it: FairPlay's ignores indexed parameters); else ignored.
     fn add_indexed(&mut self, name: &str, value: Cow<'a, str>, malformed: bool) {
         let Some((base, index)) = name.rsplit_once('.') else {
             return;
@@ -244,9 +280,6 @@ impl<'a> Params<'a> {
             self.too_many_indexed = true;
             return;
         }
-        if malformed {
-            self.malformed |= 1 << (param as usize);
-        }
         let index =
             (!index.is_empty() && index.len() <= 3 && index.bytes().all(|b| b.is_ascii_digit()))
                 .then(|| index.parse().ok())
@@ -255,19 +288,20 @@ impl<'a> Params<'a> {
             param,
             index,
             value,
+            malformed,
         });
     }
 
     /// The first parameter `drm`'s endpoint reads that was given more
-    /// than once.
+    /// than once (in the order the repeats arrived).
     pub fn repeated(&self, drm: Drm) -> Option<Param> {
-        first_of(self.repeated, drm)
+        first_of(&self.repeated, drm)
     }
 
     /// The first parameter `drm`'s endpoint reads whose value holds a
-    /// malformed percent escape.
+    /// malformed percent escape (in the order they arrived).
     pub fn malformed(&self, drm: Drm) -> Option<Param> {
-        first_of(self.malformed, drm)
+        first_of(&self.malformed, drm)
     }
 
     /// The value of a single-valued parameter.
@@ -276,12 +310,9 @@ impl<'a> Params<'a> {
     }
 }
 
-/// The first parameter of `bits` that `drm`'s endpoint reads.
-fn first_of(bits: u64, drm: Drm) -> Option<Param> {
-    Param::ALL
-        .iter()
-        .copied()
-        .find(|&p| bits & (1 << (p as usize)) != 0 && p.read_by().includes(drm))
+/// The first parameter of `params` that `drm`'s endpoint reads.
+fn first_of(params: &[Param], drm: Drm) -> Option<Param> {
+    params.iter().copied().find(|p| p.read_by().includes(drm))
 }
 
 /// `form`'s `&`-separated pairs, empty ones included (as `split` gives
@@ -475,6 +506,24 @@ mod tests {
         let p = Params::parse(many.as_bytes(), b"");
         assert_eq!(p.indexed.len(), MAX_INDEXED);
         assert!(p.too_many_indexed);
+    }
+
+    /// The first repeat (or malformed escape) reported is the first to
+    /// arrive, as before there were several endpoints.
+    #[test]
+    fn repeats_and_malformed_escapes_are_reported_in_arrival_order() {
+        let p = Params::parse(b"cookie=a&cookie=b&kid=x&kid=y", b"");
+        assert_eq!(p.repeated(Drm::FairPlay), Some(Param::Cookie));
+        let p = Params::parse(b"kid=x&cookie=a&kid=y&cookie=b", b"");
+        assert_eq!(p.repeated(Drm::FairPlay), Some(Param::Kid));
+        let p = Params::parse(b"cookie=%zz&kid=%zz", b"");
+        assert_eq!(p.malformed(Drm::FairPlay), Some(Param::Cookie));
+        // an indexed parameter's escape is its own, never its base's
+        let p = Params::parse(b"kid.1=%zz&contentKey.1=%zz", b"");
+        assert_eq!(p.malformed(Drm::FairPlay), None);
+        assert_eq!(p.malformed(Drm::Widevine), None);
+        assert!(p.indexed.iter().all(|i| i.malformed));
+        assert!(!format!("{p:?}").contains("%zz"));
     }
 
     #[test]

@@ -319,11 +319,16 @@ fn check(config: &Config, drm: Drm, path: &str, now: i64) -> Result<(Licence, Ke
         return Err(Refusal::UnsafePath);
     }
     let token = token_of(crate::params::query_of(path)).ok_or(TokenError::Malformed)?;
-    let trusted = token::open(&token, &config.sealing_keys, config.environment, now)?;
-    let (key_id, licence) = trusted.into_parts();
-    if licence.drm() != drm {
+    // FairPlay's licence path reads no token longer than the longest
+    // FairPlay token, as before tokens of other DRMs existed
+    if drm == Drm::FairPlay && token.len() > token::MAX_FAIRPLAY_TOKEN_CHARS {
+        return Err(TokenError::Malformed.into());
+    }
+    let verified = token::UntrustedToken::parse(&token)?.verify(&config.sealing_keys)?;
+    if verified.licence().drm() != drm {
         return Err(TokenError::WrongDrm.into());
     }
+    let (key_id, licence) = verified.trust(config.environment, now)?.into_parts();
     let customer = config
         .customers
         .get(licence.customer_id())
@@ -847,6 +852,27 @@ mod tests {
         assert!(get("x-fpgen-iv").is_empty());
         assert_eq!(r.new_path.as_deref(), Some("/hms/wv/rights/?id=7"));
         assert_eq!(r.outcome.kid, Some(Kid::Bytes([0x11; 16])));
+    }
+
+    /// FairPlay's licence path refuses, unread, a token longer than the
+    /// longest FairPlay token, as it did before Widevine's longer ones.
+    #[test]
+    fn fairplays_path_reads_no_token_longer_than_fairplays_longest() {
+        let (config, gate, _) = setup();
+        let long = "A".repeat(token::MAX_FAIRPLAY_TOKEN_CHARS + 1);
+        let at = |drm: Drm| {
+            let path = format!("{}?ExpressPlayToken={long}", drm.rights_path());
+            redeem(&config, &gate, drm, &path, 1_800_000_000).err()
+        };
+        assert_eq!(
+            at(Drm::FairPlay),
+            Some(Refusal::Token(TokenError::Malformed))
+        );
+        // read at Widevine's: version 0 is no version
+        assert_eq!(
+            at(Drm::Widevine),
+            Some(Refusal::Token(TokenError::UnknownVersion))
+        );
     }
 
     /// A token opens only at its own DRM's gate, each way.

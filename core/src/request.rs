@@ -197,7 +197,11 @@ fn first_widevine_key(params: &Params<'_>, customer: &Customer) -> Result<Widevi
         }
         Some(text) => parse_kid(text)?,
     };
-    let content_key = content_key(params, Some(&kid), customer)?;
+    // With `kek`+`ek`, the key comes wrapped and the kid only names it
+    // (FairPlay's rule refuses kid and ek together: there, a kid with a
+    // kek selects the key store).
+    let by_kid = params.get(Param::Ek).is_none().then_some(&kid);
+    let content_key = content_key(params, by_kid, customer)?;
     let security_level = match params.get(Param::SecurityLevel) {
         None | Some("") => return Err(ErrorCode::MissingSecurityLevel.into()),
         Some(text) => parse_security_level(text, "securityLevel")?,
@@ -339,6 +343,12 @@ fn indexed_slots<'p>(params: &'p Params<'_>) -> Result<Slots<'p>, ApiError> {
             return Err(ApiError::new(
                 item.param.invalid_code(),
                 format!("{name}.{index} is given more than once"),
+            ));
+        }
+        if item.malformed {
+            return Err(ApiError::new(
+                item.param.invalid_code(),
+                format!("{name}.{index} holds a malformed percent escape"),
             ));
         }
         *slot = Some(&item.value);

@@ -684,6 +684,18 @@ impl<'a> Reader<'a> {
         let cookie = self.short_str()?;
         Some((!cookie.is_empty()).then(|| cookie.to_owned()))
     }
+    /// A `contentId` as the minting rules allow it (printable ASCII, at
+    /// most [`MAX_CONTENT_ID_BYTES`]); `None` (a bad payload) otherwise.
+    fn content_id(&mut self) -> Option<Option<String>> {
+        let id = self.cookie()?;
+        let valid = |id: &String| {
+            id.len() <= MAX_CONTENT_ID_BYTES && id.bytes().all(|b| (b' '..=b'~').contains(&b))
+        };
+        match id {
+            Some(id) if !valid(&id) => None,
+            id => Some(id),
+        }
+    }
     fn extensions(&mut self) -> Option<Vec<FpExtension>> {
         let count = usize::from(self.u8()?);
         if count > MAX_EXTENSIONS {
@@ -734,7 +746,7 @@ fn decode_widevine(body: &[u8]) -> Option<WidevineLicence> {
         license_duration: r.be_u32()?,
         playback_duration: r.be_u32()?,
         general_flags: r.be_u32()?,
-        content_id: r.cookie()?,
+        content_id: r.content_id()?,
         cookie: r.cookie()?,
         extensions: r.extensions()?,
     };
@@ -1076,6 +1088,20 @@ mod tests {
         assert_eq!(
             super::open(&relabelled, &ring, Environment::Test, 1_700_000_000).err(),
             Some(TokenError::Forged)
+        );
+    }
+
+    /// A `contentId` the minting rules would refuse is a bad payload when
+    /// read, even sealed with the right key.
+    #[test]
+    fn a_content_id_outside_the_rules_is_a_bad_payload() {
+        let ring = ring(&["k"], "k");
+        let mut d = widevine_sample();
+        d.content_id = Some("line\nbreak".into());
+        let token = seal_licence(&Licence::Widevine(d), ring.active().unwrap(), &[1; 24]).unwrap();
+        assert_eq!(
+            super::open(&token, &ring, Environment::Test, 1_700_000_000).err(),
+            Some(TokenError::BadPayload)
         );
     }
 

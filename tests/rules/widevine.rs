@@ -47,7 +47,8 @@ fn each_endpoint_reads_its_own_parameters() {
     ));
     assert_eq!(licence.keys.len(), 1);
     let (r, outcome) = call(&format!(
-        "{}&securityLevel=9&securityLevel=9&hdcpOutputControl=%zz&wvExtension=bad&kid.9=x",
+        "{}&securityLevel=9&securityLevel=9&hdcpOutputControl=%zz&wvExtension=bad&kid.9=x\
+         &kid.1=%zz&contentKey.1=%zz&kid.1=again",
         base()
     ));
     assert_eq!(
@@ -71,6 +72,11 @@ fn the_widevine_settings_are_carried() {
     assert_eq!(wv_code(&format!("{}&securityLevel=2", wv_base())), -7004);
     assert_eq!(wv_code(&format!("{}&trackType=%zz", wv_base())), -9423);
     assert_eq!(wv_code(&format!("{}&kid.1=%zz", wv_base())), -4022);
+    let answer = wv_call(&config(), &format!("{}&kid.1=%zz", wv_base()), &host());
+    assert!(answer
+        .response
+        .body
+        .contains("kid.1 holds a malformed percent escape"));
     assert_eq!(
         wv_code(&format!("{}&playbackDuration=4294967296", wv_base())),
         -7007
@@ -120,6 +126,22 @@ fn indexed_keys_follow_the_single_key_rules_and_name_the_parameter() {
         .map(|n| format!("&kid.{n}={n:032x}&contentKey.{n}={CK}"))
         .collect();
     assert_eq!(wv_mints(&format!("{}{seven}", wv_base())).keys.len(), 8);
+}
+
+/// Key 0 may come wrapped (`kek`+`ek`): the required `kid` then names it.
+#[test]
+fn key_zero_may_come_wrapped() {
+    let licence = wv_mints(&format!(
+        "{AUTH}&kid={KID}&kek={DEMO_KEK}&ek={EK}&securityLevel=1&hdcpOutputControl=0"
+    ));
+    assert_eq!(licence.keys[0].kid.to_string(), KID);
+    assert_eq!(
+        hex::encode(licence.keys[0].content_key.expose()),
+        fpgen_fixtures::EK_CONTENT_KEY
+    );
+    // ek without kek, and kek with contentKey, are refused as FairPlay's are
+    assert_eq!(wv_code(&format!("{}&ek={EK}", wv_base())), -6005);
+    assert_eq!(wv_code(&format!("{}&kek={DEMO_KEK}", wv_base())), -6005);
 }
 
 /// `widevine_enabled` is off unless the configuration turns it on, and it

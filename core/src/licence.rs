@@ -113,7 +113,6 @@ impl LicenceData {
     /// plus the times in RFC 3339). The content key is included only when
     /// `show_content_key` is set.
     pub fn to_json(&self, show_content_key: bool) -> serde_json::Value {
-        use base64::Engine as _;
         let mut v = serde_json::json!({
             "environment": self.environment.as_str(),
             "customer_id": self.customer_id.as_str(),
@@ -126,10 +125,7 @@ impl LicenceData {
             "rental_duration": self.rental_duration,
             "general_flags": self.general_flags,
             "cookie": self.cookie,
-            "fp_extensions": self.extensions.iter().map(|e| serde_json::json!({
-                "type": e.kind_str(),
-                "payload": base64::engine::general_purpose::STANDARD.encode(&e.payload),
-            })).collect::<Vec<_>>(),
+            "fp_extensions": extensions_json(&self.extensions),
         });
         if show_content_key {
             if let Some(map) = v.as_object_mut() {
@@ -303,7 +299,6 @@ impl WidevineLicence {
     /// plus the times in RFC 3339); content keys only when
     /// `show_content_key` is set.
     pub fn to_json(&self, show_content_key: bool) -> serde_json::Value {
-        use base64::Engine as _;
         let keys: Vec<serde_json::Value> = self
             .keys
             .iter()
@@ -336,12 +331,23 @@ impl WidevineLicence {
             "general_flags": self.general_flags,
             "content_id": self.content_id,
             "cookie": self.cookie,
-            "wv_extensions": self.extensions.iter().map(|e| serde_json::json!({
-                "type": e.kind_str(),
-                "payload": base64::engine::general_purpose::STANDARD.encode(&e.payload),
-            })).collect::<Vec<_>>(),
+            "wv_extensions": extensions_json(&self.extensions),
         })
     }
+}
+
+/// Extensions as JSON: `[{"type": …, "payload": <base64>}, …]`.
+fn extensions_json(extensions: &[FpExtension]) -> serde_json::Value {
+    use base64::Engine as _;
+    extensions
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "type": e.kind_str(),
+                "payload": base64::engine::general_purpose::STANDARD.encode(&e.payload),
+            })
+        })
+        .collect()
 }
 
 /// Unix seconds as an RFC 3339 UTC time (`2026-11-23T05:00:00Z`); empty when

@@ -4,8 +4,11 @@
 
 use crate::config::{Config, Redemption};
 use crate::error::{ApiError, ErrorCode, ErrorFormat};
+use crate::ids::CustomerId;
 use crate::ids::KeyId;
-use crate::licence::{rfc3339, Drm, Licence, LicenceData, WidevineLicence};
+use crate::licence::{
+    rfc3339, Drm, Environment, FpExtension, Licence, LicenceData, WidevineLicence,
+};
 use crate::outcome::Outcome;
 use crate::render::{self, Response};
 use crate::token::{self, TokenError};
@@ -378,32 +381,61 @@ fn widevine_headers(prefix: &str, d: &WidevineLicence, key_id: &KeyId) -> Vec<(S
         (name("license-duration"), d.license_duration.to_string()),
         (name("playback-duration"), d.playback_duration.to_string()),
         (name("general-flags"), format!("{:08x}", d.general_flags)),
-        (name("customer"), d.customer_id.to_string()),
-        (name("environment"), d.environment.as_str().to_owned()),
-        (name("issued"), rfc3339(d.issued_at)),
-        (name("expires"), rfc3339(d.expires_at)),
-        (name("key-id"), key_id.to_string()),
     ]);
+    let head = (&d.customer_id, d.environment, d.issued_at, d.expires_at);
+    h.extend(common_headers(prefix, head, key_id));
     if let Some(content_id) = &d.content_id {
         h.push((
             name("content-id"),
             utf8_percent_encode(content_id, HEADER_TEXT).to_string(),
         ));
     }
-    if let Some(cookie) = &d.cookie {
+    tail_headers(
+        prefix,
+        d.cookie.as_deref(),
+        ("wv-extension", &d.extensions),
+        &mut h,
+    );
+    h
+}
+
+/// Whose token it is, its environment, times and sealing key: the headers
+/// of every DRM's licence.
+fn common_headers(
+    prefix: &str,
+    (customer, environment, issued, expires): (&CustomerId, Environment, i64, i64),
+    key_id: &KeyId,
+) -> [(String, String); 5] {
+    let name = |suffix: &str| [prefix, suffix].concat();
+    [
+        (name("customer"), customer.to_string()),
+        (name("environment"), environment.as_str().to_owned()),
+        (name("issued"), rfc3339(issued)),
+        (name("expires"), rfc3339(expires)),
+        (name("key-id"), key_id.to_string()),
+    ]
+}
+
+/// The cookie, then one `extension` header per extension, in order.
+fn tail_headers(
+    prefix: &str,
+    cookie: Option<&str>,
+    (extension, extensions): (&str, &[FpExtension]),
+    h: &mut Vec<(String, String)>,
+) {
+    if let Some(cookie) = cookie {
         h.push((
-            name("cookie"),
+            [prefix, "cookie"].concat(),
             utf8_percent_encode(cookie, HEADER_TEXT).to_string(),
         ));
     }
-    for ext in &d.extensions {
+    for ext in extensions {
         let payload = base64::engine::general_purpose::STANDARD.encode(&ext.payload);
         h.push((
-            name("wv-extension"),
+            [prefix, extension].concat(),
             format!("{},{payload}", ext.kind_str()),
         ));
     }
-    h
 }
 
 /// Characters percent-encoded in a kid inside a `key` header's field: as
@@ -421,31 +453,21 @@ fn licence_headers(prefix: &str, d: &LicenceData, key_id: &KeyId) -> Vec<(String
         (name("iv"), crate::ids::hex_lower(&d.iv)),
         (name("rental-duration"), d.rental_duration.to_string()),
         (name("general-flags"), format!("{:08x}", d.general_flags)),
-        (name("customer"), d.customer_id.to_string()),
-        (name("environment"), d.environment.as_str().to_owned()),
-        (name("issued"), rfc3339(d.issued_at)),
-        (name("expires"), rfc3339(d.expires_at)),
-        (name("key-id"), key_id.to_string()),
     ];
+    let head = (&d.customer_id, d.environment, d.issued_at, d.expires_at);
+    h.extend(common_headers(prefix, head, key_id));
     if let Some(kid) = &d.kid {
         h.push((
             name("kid"),
             utf8_percent_encode(&kid.to_string(), HEADER_TEXT).to_string(),
         ));
     }
-    if let Some(cookie) = &d.cookie {
-        h.push((
-            name("cookie"),
-            utf8_percent_encode(cookie, HEADER_TEXT).to_string(),
-        ));
-    }
-    for ext in &d.extensions {
-        let payload = base64::engine::general_purpose::STANDARD.encode(&ext.payload);
-        h.push((
-            name("fp-extension"),
-            format!("{},{payload}", ext.kind_str()),
-        ));
-    }
+    tail_headers(
+        prefix,
+        d.cookie.as_deref(),
+        ("fp-extension", &d.extensions),
+        &mut h,
+    );
     h
 }
 

@@ -89,14 +89,7 @@ pub fn validate(params: &Params<'_>, customer: &Customer, now: i64) -> Result<Va
         })?,
     };
     let extensions = parse_extensions(&params.fp_extensions)?;
-    let expires_at = match params.get(Param::ExpirationTime) {
-        None => now.saturating_add(MAX_LIFETIME_SECONDS),
-        Some(text) => parse_expiration(text, now)?,
-    };
-    let cookie = match params.get(Param::Cookie) {
-        None | Some("") => None,
-        Some(c) => Some(parse_cookie(c)?),
-    };
+    let (expires_at, cookie) = expiry_and_cookie(params, now)?;
     Ok(Validated {
         licence: LicenceData {
             environment: customer.environment,
@@ -159,14 +152,7 @@ pub fn validate_widevine(
     let playback_duration = duration(Param::PlaybackDuration)?;
     let general_flags = parse_general_flags(params.get(Param::GeneralFlags))?;
     let extensions = parse_extensions_as(&params.wv_extensions, ErrorCode::InvalidWvExtension)?;
-    let expires_at = match params.get(Param::ExpirationTime) {
-        None => now.saturating_add(MAX_LIFETIME_SECONDS),
-        Some(text) => parse_expiration(text, now)?,
-    };
-    let cookie = match params.get(Param::Cookie) {
-        None | Some("") => None,
-        Some(c) => Some(parse_cookie(c)?),
-    };
+    let (expires_at, cookie) = expiry_and_cookie(params, now)?;
     let content_id = match params.get(Param::ContentId) {
         None | Some("") => None,
         Some(text) => Some(parse_content_id(text)?),
@@ -225,34 +211,34 @@ fn first_widevine_key(params: &Params<'_>, customer: &Customer) -> Result<Widevi
 
 /// `securityLevel`: 1 to 5.
 fn parse_security_level(text: &str, name: &str) -> Result<u8, ApiError> {
-    parse_u32(text)
-        .and_then(|n| u8::try_from(n).ok())
-        .filter(|n| (1..=5).contains(n))
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidSecurityLevel,
-                format!("{name}: expected 1 to 5"),
-            )
-        })
+    parse_small(text, 1..=5).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidSecurityLevel,
+            format!("{name}: expected 1 to 5"),
+        )
+    })
 }
 
 /// `hdcpOutputControl`: 0 to 5.
 fn parse_hdcp(text: &str, name: &str) -> Result<u8, ApiError> {
+    parse_small(text, 0..=5).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidHdcpOutputControl,
+            format!("{name}: expected 0 to 5"),
+        )
+    })
+}
+
+/// A decimal number of ASCII digits within `range`.
+fn parse_small(text: &str, range: std::ops::RangeInclusive<u8>) -> Option<u8> {
     parse_u32(text)
         .and_then(|n| u8::try_from(n).ok())
-        .filter(|n| *n <= 5)
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::InvalidHdcpOutputControl,
-                format!("{name}: expected 0 to 5"),
-            )
-        })
+        .filter(|n| range.contains(n))
 }
 
 /// `trackType`: 0 (SD) to 4 (UHD2).
 fn parse_track_type(text: &str, name: &str) -> Result<TrackType, ApiError> {
-    parse_u32(text)
-        .and_then(|n| u8::try_from(n).ok())
+    parse_small(text, 0..=4)
         .and_then(TrackType::from_number)
         .ok_or_else(|| {
             ApiError::new(
@@ -414,6 +400,20 @@ fn indexed_key(
             .map(|t| parse_track_type(t, &format!("trackType.{n}")))
             .transpose()?,
     }))
+}
+
+/// `expirationTime` (default: the longest lifetime) and `cookie` (empty:
+/// none), as every endpoint reads them.
+fn expiry_and_cookie(params: &Params<'_>, now: i64) -> Result<(i64, Option<String>), ApiError> {
+    let expires_at = match params.get(Param::ExpirationTime) {
+        None => now.saturating_add(MAX_LIFETIME_SECONDS),
+        Some(text) => parse_expiration(text, now)?,
+    };
+    let cookie = match params.get(Param::Cookie) {
+        None | Some("") => None,
+        Some(c) => Some(parse_cookie(c)?),
+    };
+    Ok((expires_at, cookie))
 }
 
 /// `useHttps`: `true` or `false` in any letter case; absent is `false`.

@@ -324,7 +324,7 @@ fn mint_and_inspect_know_widevine() {
         "--drm",
         "widevine",
         AUTH,
-        "kid=0123456789abcdef0123456789abcdef",
+        "kid=a1b2c3d4e5f60718293a4b5c6d7e8f90",
         &format!("contentKey={CK}"),
         "securityLevel=1",
         "hdcpOutputControl=0",
@@ -342,7 +342,7 @@ fn mint_and_inspect_know_widevine() {
     assert_eq!(v["drm"], "widevine");
     assert_eq!(
         v["licence"]["keys"][0]["kid"],
-        "0123456789abcdef0123456789abcdef"
+        "a1b2c3d4e5f60718293a4b5c6d7e8f90"
     );
     assert_eq!(v["licence"]["keys"][0]["security_level"], 1);
     assert!(

@@ -5,7 +5,7 @@
 use super::support::*;
 use fpgen::licence::{Drm, Licence, WidevineLicence};
 
-const KID: &str = "0123456789abcdef0123456789abcdef";
+const KID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
 
 fn wv_base() -> String {
     format!("{AUTH}&kid={KID}&contentKey={CK}&securityLevel=1&hdcpOutputControl=0")

@@ -11,7 +11,7 @@ use fpgen_fixtures::{EK_CONTENT_KEY as STORED_KEY, STORED_KID};
 use serde_json::Value;
 
 const PATH: &str = "/hms/wv/token";
-const KID: &str = "0123456789abcdef0123456789abcdef";
+const KID: &str = "a1b2c3d4e5f60718293a4b5c6d7e8f90";
 /// A Widevine licence challenge as players send it: a binary protobuf
 /// `SignedMessage` (the bytes only need to arrive unchanged).
 const CHALLENGE: &[u8] = b"\x08\x01\x12\x80\x02binary challenge\x00\xff\xfe";

@@ -10,7 +10,7 @@ use fpgen::licence::{Licence, WidevineKey, WidevineLicence};
 /// Mints a Widevine token through `envoy`.
 fn mint_widevine(envoy: &Envoy) -> String {
     let r = envoy.get(&format!(
-        "/hms/wv/token?{}&kid=0123456789abcdef0123456789abcdef&securityLevel=1&hdcpOutputControl=0",
+        "/hms/wv/token?{}&kid=a1b2c3d4e5f60718293a4b5c6d7e8f90&securityLevel=1&hdcpOutputControl=0",
         fpgen_fixtures::query("")
             .split("&iv=")
             .next()

@@ -264,21 +264,6 @@ impl Licence {
         }
     }
 
-    /// The kid the access log records: FairPlay's `kid`, Widevine's first key's.
-    pub fn kid(&self) -> Option<&Kid> {
-        match self {
-            Self::FairPlay(d) => d.kid.as_ref(),
-            Self::Widevine(d) => d.keys.first().map(|k| &k.kid),
-        }
-    }
-
-    pub fn cookie(&self) -> Option<&str> {
-        match self {
-            Self::FairPlay(d) => d.cookie.as_deref(),
-            Self::Widevine(d) => d.cookie.as_deref(),
-        }
-    }
-
     /// The licence data as JSON, with its `drm` (see
     /// [`LicenceData::to_json`]); content keys only when
     /// `show_content_key` is set.

@@ -1,6 +1,6 @@
 //! What happened to one request (a token request or a licence request at
 //! the gate), for stats and the access log: the one record both paths end
-//! in. Depends on nothing but the ids and the error table.
+//! in. Depends on nothing but the ids, the licence data and the error table.
 
 use crate::error::ErrorCode;
 use crate::ids::{CustomerId, Kid};
@@ -27,6 +27,26 @@ impl Outcome {
         Self {
             error: Some(code),
             ..Self::default()
+        }
+    }
+
+    /// A token minted or redeemed: whose it is, its kid (Widevine's key
+    /// 0), its cookie and expiry, moved out of its licence data (no copy).
+    pub fn of_licence(licence: crate::licence::Licence) -> Self {
+        use crate::licence::Licence;
+        let (customer_id, kid, cookie, expires_at) = match licence {
+            Licence::FairPlay(d) => (d.customer_id, d.kid, d.cookie, d.expires_at),
+            Licence::Widevine(d) => {
+                let kid = d.keys.into_iter().next().map(|k| k.kid);
+                (d.customer_id, kid, d.cookie, d.expires_at)
+            }
+        };
+        Self {
+            error: None,
+            customer_id: Some(customer_id),
+            kid,
+            cookie,
+            expires_at: Some(expires_at),
         }
     }
 

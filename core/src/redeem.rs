@@ -300,17 +300,10 @@ pub fn redeem(
         Licence::FairPlay(d) => licence_headers(prefix, d, &key_id),
         Licence::Widevine(d) => widevine_headers(prefix, d, &key_id),
     };
-    let outcome = Outcome {
-        error: None,
-        customer_id: Some(licence.customer_id().clone()),
-        kid: licence.kid().cloned(),
-        cookie: licence.cookie().map(str::to_owned),
-        expires_at: Some(licence.expires_at()),
-    };
     Ok(Redeemed {
         headers,
         new_path: gate.strip_token.then(|| without_token(path)),
-        outcome,
+        outcome: Outcome::of_licence(licence),
     })
 }
 

@@ -693,12 +693,10 @@ fn mint_for(
     let mut url = String::with_capacity(prefix.len() + token.len() + 2);
     url.push_str(prefix);
     url.push_str(&token);
+    // the cookie is recorded by `prepare`, for refusals too
     let outcome = Outcome {
-        error: None,
-        customer_id: Some(licence.customer_id().clone()),
-        kid: licence.kid().cloned(),
         cookie: None,
-        expires_at: Some(licence.expires_at()),
+        ..Outcome::of_licence(licence)
     };
     Ok((url, outcome))
 }

@@ -151,17 +151,29 @@ impl Gate {
     }
 }
 
-/// The gate's check of the token in `path`, on `drm`'s licence path, at
-/// `now` (Unix seconds).
-pub fn gate(config: &Config, gate: &Redemption, drm: Drm, path: &str, now: i64) -> Gate {
-    match redeem::redeem(config, gate, drm, path, now) {
+/// The gate's check of the token in `path` (or, at PlayReady's licence
+/// path, in the challenge), on `drm`'s licence path, at `now` (Unix
+/// seconds).
+pub fn gate(
+    config: &Config,
+    gate: &Redemption,
+    (drm, challenge): (Drm, Option<&[u8]>),
+    path: &str,
+    now: i64,
+) -> Gate {
+    match redeem::redeem_challenge(config, gate, drm, path, challenge, now) {
         Ok(redeemed) => Gate::Pass(redeemed),
-        Err(refusal) => Gate::Refuse {
-            refusal,
-            answer: Answer {
-                response: refusal.response(gate.error_format),
-                outcome: Outcome::refused(ErrorCode::InvalidToken),
-            },
+        Err(refusal) => refuse(gate, refusal),
+    }
+}
+
+/// The gate's refusal, in its format.
+fn refuse(gate: &Redemption, refusal: Refusal) -> Gate {
+    Gate::Refuse {
+        refusal,
+        answer: Answer {
+            response: refusal.response(gate.error_format),
+            outcome: Outcome::refused(refusal.code()),
         },
     }
 }

@@ -55,8 +55,15 @@ error_table! {
     AuthenticatorInvalid = -2018, 401, "Invalid authentication token";
     /// The customer's token budget is spent.
     InsufficientTokens = -2019, 429, "Insufficient tokens available";
+    /// PlayReady: `rightsType` is missing.
+    MissingRightsType = -2020, 400, "Missing rights type";
     /// `rightsType` (or a `rental.*` time) is not valid.
     InvalidRightsType = -2021, 400, "Invalid rights type";
+    /// PlayReady: a `Rental` without `rental.periodEndTime`.
+    MissingRentalPeriodEndTime = -2022, 400, "Missing rental period end time";
+    /// PlayReady: `rental.periodEndTime` is not a time (RFC 3339 `Z` or
+    /// `+seconds`), or is not in the future.
+    InvalidRentalPeriodEndTime = -2023, 400, "Invalid rental period end time";
     /// `rental.playDuration` is not valid.
     InvalidRentalPlayDuration = -2025, 400, "Invalid rental play duration";
     /// `contentKey` is not 32 characters long.
@@ -91,8 +98,17 @@ error_table! {
     InvalidKid = -4022, 400, "Invalid kid";
     /// `kek` or `ek` is malformed, or `ek` does not unwrap under `kek`.
     InvalidWrappedKey = -4024, 400, "Invalid encrypted key or kek";
+    /// PlayReady: `unknownOutputBehavior` is not `Allow`, `Disallow` or
+    /// `SDOnly`.
+    InvalidUnknownOutputBehavior = -5001, 400, "Invalid unknown output behavior";
+    /// PlayReady: the customer may not use PlayReady.
+    PlayReadyDisabled = -5002, 403, "PlayReady option disabled";
     /// `generalFlags` is not one of the accepted values.
     InvalidGeneralFlags = -5003, 400, "Invalid general flags";
+    /// PlayReady: one of the five output protection levels is missing.
+    MissingOpl = -5006, 400, "Missing OPL value";
+    /// PlayReady: `kek` and `contentKey` are both given.
+    KekWithContentKey = -5007, 400, "Only one of kek or contentKey may be given";
     /// An `fpExtension` is malformed, or there are too many.
     InvalidFpExtension = -6001, 400, "Invalid FPExtension parameters specified";
     /// `iv` is missing or not 32 hex digits.
@@ -140,6 +156,8 @@ error_table! {
     /// fpgen (Widevine): an indexed key parameter (`kid.N`, …) has an index
     /// out of range, or a per-key setting names a key that is not given.
     InvalidKeyIndex = -9425, 400, "Invalid key index";
+    /// fpgen (PlayReady): `minCertSecurityLevel` is not 150, 2000 or 3000.
+    InvalidCertSecurityLevel = -9426, 400, "Invalid minimum certificate security level";
     /// fpgen: the filter could not mint (no configuration, no randomness,
     /// or the host failed while taking from a token budget).
     Internal = -9500, 500, "Internal error";
@@ -228,7 +246,7 @@ mod tests {
 
     /// What clients see for each code that is not a plain 400, and two
     /// that are, written out as docs/api.md's error table has them.
-    const DOCUMENTED: [(ErrorCode, i32, u16, &str); 16] = [
+    const DOCUMENTED: [(ErrorCode, i32, u16, &str); 17] = [
         (
             ErrorCode::InvalidIpAddress,
             -2003,
@@ -277,6 +295,12 @@ mod tests {
             -7011,
             403,
             "Widevine option disabled",
+        ),
+        (
+            ErrorCode::PlayReadyDisabled,
+            -5002,
+            403,
+            "PlayReady option disabled",
         ),
         (
             ErrorCode::MethodNotAllowed,
@@ -331,7 +355,7 @@ mod tests {
             .count();
         assert_eq!(
             plain,
-            ErrorCode::ALL.len() - 14,
+            ErrorCode::ALL.len() - 15,
             "a new code that is not 400 goes above"
         );
     }

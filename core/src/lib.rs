@@ -1,4 +1,5 @@
-//! fpgen's core: what a licence-token request (FairPlay, Widevine) means
+//! fpgen's core: what a licence-token request (FairPlay, Widevine,
+//! PlayReady) means
 //! and what to answer. It makes no host call and no I/O, and it names no host: it is a
 //! crate of its own (`core/`), which the hosts (the crate `fpgen`, `src/`)
 //! carry requests to, so the build proves what a comment could only say.
@@ -18,6 +19,7 @@
 //! - [`config`]: the configuration, parsed and checked (`error`, `ids`, `licence`, `secret`, `token`).
 //! - `outcome` (private; its record is [`service::Outcome`]): what happened to one request, for stats and the log (`error`, `ids`, `licence`).
 //! - [`render`]: answers as HTTP responses (`error`).
+//! - [`challenge`]: a PlayReady licence challenge's `CustomData` (nothing).
 //! - [`request`]: a token request's validation (`config`, `error`, `ids`, `licence`, `params`, `secret`, `token`).
 //! - [`fleet`]: fleet budgets: the rate-limit messages, leases and the names of budgets and leases (`config`, `ids`, `licence`).
 //! - [`service`]: the token endpoint, as steps a host answers (the modules above).
@@ -34,6 +36,7 @@
 #![deny(clippy::too_many_lines)]
 #![cfg_attr(test, allow(clippy::disallowed_methods))]
 
+pub mod challenge;
 pub mod config;
 mod edge;
 pub mod error;

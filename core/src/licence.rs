@@ -1,6 +1,7 @@
 //! What a token carries: everything a licence server needs to answer a
 //! licence request of its DRM without calling anyone. One [`Licence`] per
-//! DRM: FairPlay's [`LicenceData`], Widevine's [`WidevineLicence`].
+//! DRM: FairPlay's [`LicenceData`], Widevine's [`WidevineLicence`],
+//! PlayReady's [`PlayReadyLicence`].
 
 use crate::ids::{CustomerId, Kid};
 use crate::secret::ContentKey;
@@ -27,17 +28,20 @@ impl Environment {
 pub enum Drm {
     FairPlay,
     Widevine,
+    PlayReady,
 }
 
 impl Drm {
     /// Every DRM fpgen serves.
-    pub const ALL: [Drm; 2] = [Drm::FairPlay, Drm::Widevine];
+    pub const ALL: [Drm; 3] = [Drm::FairPlay, Drm::Widevine, Drm::PlayReady];
 
-    /// `fairplay`, `widevine`: in logs, headers and `fpgen` commands.
+    /// `fairplay`, `widevine`, `playready`: in logs, headers and `fpgen`
+    /// commands.
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::FairPlay => "fairplay",
             Self::Widevine => "widevine",
+            Self::PlayReady => "playready",
         }
     }
 
@@ -51,15 +55,18 @@ impl Drm {
         match self {
             Self::FairPlay => "/hms/fp/token",
             Self::Widevine => "/hms/wv/token",
+            Self::PlayReady => "/hms/pr/token",
         }
     }
 
     /// The hosted service's licence path, the default of the gate's prefix
-    /// and of the licence URL's path.
+    /// and of the licence URL's path (PlayReady's is its licence server's
+    /// SOAP endpoint).
     pub const fn rights_path(self) -> &'static str {
         match self {
             Self::FairPlay => "/hms/fp/rights/",
             Self::Widevine => "/hms/wv/rights/",
+            Self::PlayReady => "/playready/RightsManager.asmx",
         }
     }
 
@@ -68,6 +75,7 @@ impl Drm {
         match self {
             Self::FairPlay => 0,
             Self::Widevine => 1,
+            Self::PlayReady => 2,
         }
     }
 
@@ -221,11 +229,189 @@ pub struct WidevineLicence {
     pub cookie: Option<String>,
 }
 
+/// PlayReady's `rightsType`, with a rental's times.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rights {
+    /// `BuyToOwn`: no rental times.
+    BuyToOwn,
+    /// `Rental`: no playback after `period_end` (Unix seconds); once
+    /// playback starts, at most `play_duration` seconds of it (when set).
+    Rental {
+        period_end: i64,
+        play_duration: Option<u32>,
+    },
+}
+
+impl Rights {
+    /// The API's name (`BuyToOwn`, `Rental`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::BuyToOwn => "BuyToOwn",
+            Self::Rental { .. } => "Rental",
+        }
+    }
+}
+
+/// PlayReady's `unknownOutputBehavior`: what a device does with an output
+/// the licence does not name.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnknownOutput {
+    Allow,
+    Disallow,
+    SdOnly,
+}
+
+impl UnknownOutput {
+    /// Every behaviour, in the order of their number in a token (1, 2, 3).
+    pub const ALL: [UnknownOutput; 3] = [Self::Allow, Self::Disallow, Self::SdOnly];
+
+    /// The API's name (`Allow`, `Disallow`, `SDOnly`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Allow => "Allow",
+            Self::Disallow => "Disallow",
+            Self::SdOnly => "SDOnly",
+        }
+    }
+
+    /// The behaviour the API's name names (case-sensitive).
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|b| b.as_str() == text)
+    }
+}
+
+/// PlayReady's five output protection levels (`…OPL`), each 0 to 999.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OutputLevels {
+    pub analog_video: u16,
+    pub compressed_digital_audio: u16,
+    pub compressed_digital_video: u16,
+    pub uncompressed_digital_audio: u16,
+    pub uncompressed_digital_video: u16,
+}
+
+impl OutputLevels {
+    /// The levels in the API's order, with their header names.
+    pub fn named(&self) -> [(&'static str, u16); 5] {
+        [
+            ("analog-video-opl", self.analog_video),
+            ("compressed-digital-audio-opl", self.compressed_digital_audio),
+            ("compressed-digital-video-opl", self.compressed_digital_video),
+            (
+                "uncompressed-digital-audio-opl",
+                self.uncompressed_digital_audio,
+            ),
+            (
+                "uncompressed-digital-video-opl",
+                self.uncompressed_digital_video,
+            ),
+        ]
+    }
+}
+
+/// The minimum certificate security levels a PlayReady key may ask for
+/// (`minCertSecurityLevel`).
+pub const CERT_SECURITY_LEVELS: [u16; 3] = [150, 2000, 3000];
+
+/// One key of a PlayReady licence.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlayReadyKey {
+    pub kid: Kid,
+    pub content_key: ContentKey,
+    /// `minCertSecurityLevel` (150, 2000 or 3000), when given.
+    pub min_cert_security_level: Option<u16>,
+}
+
+/// The licence data sealed in a PlayReady token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PlayReadyLicence {
+    pub environment: Environment,
+    pub customer_id: CustomerId,
+    /// Unix seconds.
+    pub issued_at: i64,
+    /// Unix seconds; the token is invalid from this second on.
+    pub expires_at: i64,
+    /// Key 0 (`kid`), then the indexed keys (`kid.N`) in index order.
+    pub keys: Vec<PlayReadyKey>,
+    pub rights: Rights,
+    pub output_levels: OutputLevels,
+    pub unknown_output: Option<UnknownOutput>,
+    /// `outputControlFlags`, when given.
+    pub output_control_flags: Option<u32>,
+    pub general_flags: u32,
+    /// `extensionType` and `extensionPayload`, when given.
+    pub extension: Option<FpExtension>,
+    pub cookie: Option<String>,
+}
+
+impl PlayReadyLicence {
+    /// Whether the licence is persistent (`generalFlags` `00000001`).
+    pub const fn persistent(&self) -> bool {
+        self.general_flags & 1 == 1
+    }
+
+    /// The licence data as JSON (the shape of the test vectors' `licence`,
+    /// plus the times in RFC 3339); content keys only when
+    /// `show_content_key` is set.
+    pub fn to_json(&self, show_content_key: bool) -> serde_json::Value {
+        let keys: Vec<serde_json::Value> = self
+            .keys
+            .iter()
+            .map(|k| {
+                let mut key = serde_json::json!({
+                    "kid": k.kid.to_string(),
+                    "min_cert_security_level": k.min_cert_security_level,
+                });
+                if let (true, Some(map)) = (show_content_key, key.as_object_mut()) {
+                    map.insert(
+                        "content_key".into(),
+                        hex::encode(k.content_key.expose()).into(),
+                    );
+                }
+                key
+            })
+            .collect();
+        let (period_end, play_duration) = match self.rights {
+            Rights::BuyToOwn => (None, None),
+            Rights::Rental {
+                period_end,
+                play_duration,
+            } => (Some(period_end), play_duration),
+        };
+        let o = &self.output_levels;
+        serde_json::json!({
+            "environment": self.environment.as_str(),
+            "customer_id": self.customer_id.as_str(),
+            "issued_at": self.issued_at,
+            "issued_at_utc": rfc3339(self.issued_at),
+            "expires_at": self.expires_at,
+            "expires_at_utc": rfc3339(self.expires_at),
+            "keys": keys,
+            "rights_type": self.rights.as_str(),
+            "rental_period_end": period_end,
+            "rental_play_duration": play_duration,
+            "output_levels": {
+                "analog_video": o.analog_video,
+                "compressed_digital_audio": o.compressed_digital_audio,
+                "compressed_digital_video": o.compressed_digital_video,
+                "uncompressed_digital_audio": o.uncompressed_digital_audio,
+                "uncompressed_digital_video": o.uncompressed_digital_video,
+            },
+            "unknown_output_behavior": self.unknown_output.map(UnknownOutput::as_str),
+            "output_control_flags": self.output_control_flags,
+            "general_flags": self.general_flags,
+            "extension": extensions_json(self.extension.as_slice()).get(0).cloned(),
+            "cookie": self.cookie,
+        })
+    }
+}
+
 /// The licence data of a token, of its DRM.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Licence {
     FairPlay(LicenceData),
     Widevine(WidevineLicence),
+    PlayReady(PlayReadyLicence),
 }
 
 impl Licence {
@@ -233,6 +419,7 @@ impl Licence {
         match self {
             Self::FairPlay(_) => Drm::FairPlay,
             Self::Widevine(_) => Drm::Widevine,
+            Self::PlayReady(_) => Drm::PlayReady,
         }
     }
 
@@ -240,6 +427,7 @@ impl Licence {
         match self {
             Self::FairPlay(d) => d.environment,
             Self::Widevine(d) => d.environment,
+            Self::PlayReady(d) => d.environment,
         }
     }
 
@@ -247,6 +435,7 @@ impl Licence {
         match self {
             Self::FairPlay(d) => &d.customer_id,
             Self::Widevine(d) => &d.customer_id,
+            Self::PlayReady(d) => &d.customer_id,
         }
     }
 
@@ -254,6 +443,7 @@ impl Licence {
         match self {
             Self::FairPlay(d) => d.issued_at,
             Self::Widevine(d) => d.issued_at,
+            Self::PlayReady(d) => d.issued_at,
         }
     }
 
@@ -261,6 +451,7 @@ impl Licence {
         match self {
             Self::FairPlay(d) => d.expires_at,
             Self::Widevine(d) => d.expires_at,
+            Self::PlayReady(d) => d.expires_at,
         }
     }
 
@@ -271,6 +462,7 @@ impl Licence {
         let mut v = match self {
             Self::FairPlay(d) => d.to_json(show_content_key),
             Self::Widevine(d) => d.to_json(show_content_key),
+            Self::PlayReady(d) => d.to_json(show_content_key),
         };
         if let Some(map) = v.as_object_mut() {
             map.insert("drm".into(), self.drm().as_str().into());

@@ -22,7 +22,7 @@
 //!  on_headers(end_of_stream)   ──┐
 //!  on_body(end_of_stream)        │    Continue(Edits)  go upstream: remove, add, set :path
 //!  on_trailers()                 ├─►  Reply(Response)  answer here (counted and logged)
-//!  on_call_made()                │    CollectBody      buffer the body; more events follow
+//!  on_call_made()                │    CollectBody(Edits) edit the headers, buffer the body; more events follow
 //!  on_call_refused()             │    AskFleet(call)   make the call; report made/refused/reply
 //!  on_fleet_reply(FleetReply)  ──┘    Wait             paused on the call: nothing to do
 //!  abandon(stores)                    (the client left: a local token goes back)
@@ -38,6 +38,7 @@ use crate::fleet::{self, Failure, Lease, LeaseStep, Verdict};
 use crate::ids::CustomerId;
 use crate::licence::Drm;
 use crate::params::query_of;
+use crate::redeem;
 use crate::render::Response;
 use crate::service::{self, Answer, Budget, HostFailure, PendingBudget, Settled, Step};
 use crate::stats::Counter;
@@ -149,8 +150,10 @@ pub enum Next {
     /// Answer here with this response (already counted and logged); what
     /// follows of the request is not wanted.
     Reply(Response),
-    /// Keep the body (the host buffers it) and report each further piece.
-    CollectBody,
+    /// Carry out these edits of the request's headers (which the host
+    /// holds meanwhile: nothing has gone upstream), keep the body (the host
+    /// buffers it) and report each further piece.
+    CollectBody(Edits),
     /// Make this call to the rate-limit service, then report
     /// [`Exchange::on_call_made`] or [`Exchange::on_call_refused`], and its
     /// answer with [`Exchange::on_fleet_reply`]. The request waits.
@@ -279,6 +282,10 @@ enum State {
     /// Nothing of the request is kept meanwhile: the host holds it, and
     /// `:path` is read again.
     Body(Drm),
+    /// A licence request at PlayReady's licence path whose challenge is
+    /// being collected (its headers already scrubbed), for the gate to
+    /// read its `CustomData`.
+    Challenge,
     /// A sealed token waiting for its fleet call's answer.
     Waiting {
         pending: PendingBudget,
@@ -389,7 +396,17 @@ impl Life {
             Route::Upstream { gate } => {
                 let remove = scrub(config, host, Part::Headers);
                 match gate {
-                    Some((gate, drm)) => self.gate(config, gate, drm, host, path_text, remove),
+                    // a PlayReady challenge may carry the token: read first
+                    Some((_, Drm::PlayReady)) if !end => {
+                        self.state = State::Challenge;
+                        Next::CollectBody(Edits {
+                            remove,
+                            ..Edits::default()
+                        })
+                    }
+                    Some((gate, drm)) => {
+                        self.gate(config, gate, (drm, None), host, path_text, remove)
+                    }
                     None => {
                         self.state = State::Upstream;
                         Next::Continue(Edits {
@@ -410,9 +427,10 @@ impl Life {
                 let path = host.header(":path").unwrap_or_default();
                 match edge::body_so_far(config, query_of(&path), host.body_size()) {
                     Some(refused) => self.answer(host, refused),
-                    None => Next::CollectBody,
+                    None => Next::CollectBody(Edits::default()),
                 }
             }
+            State::Challenge => self.challenge(config, host, end, Vec::new()),
             State::New | State::Upstream | State::Answered => self.passing(),
         }
     }
@@ -424,6 +442,10 @@ impl Life {
         match self.state {
             State::Waiting { .. } => Next::Wait,
             State::Body(drm) => self.body_complete(config, drm, host),
+            State::Challenge => {
+                let remove = scrub(config, host, Part::Trailers);
+                self.challenge(config, host, true, remove)
+            }
             State::Upstream | State::New => Next::Continue(Edits {
                 remove: scrub(config, host, Part::Trailers),
                 ..Edits::default()
@@ -471,7 +493,7 @@ impl Life {
             TokenStart::Step(step) => self.drive(config, host, step),
             TokenStart::AwaitBody => {
                 self.state = State::Body(drm);
-                Next::CollectBody
+                Next::CollectBody(Edits::default())
             }
         }
     }
@@ -489,19 +511,56 @@ impl Life {
         self.drive(config, host, step)
     }
 
+    /// A piece of a PlayReady challenge arrived (`end`: the last; `remove`:
+    /// the trailers to scrub, when trailers ended it): refused as soon as
+    /// it is past the gate's cap, else, once whole, read by the gate.
+    fn challenge(&mut self, config: &Config, host: &dyn Host, end: bool, remove: Vec<String>) -> Next {
+        let Some(gate) = config.redemption.as_ref() else {
+            return self.passing(); // a gate is configured, or no Challenge state
+        };
+        let path = host.header(":path").unwrap_or_default();
+        let cap = gate.max_challenge_bytes;
+        if host.body_size() > cap {
+            return self.gate_refused(host, gate, redeem::Refusal::ChallengeTooLarge);
+        }
+        if !end {
+            return Next::CollectBody(Edits::default());
+        }
+        let body = host.body(cap.saturating_add(1));
+        if body.len() > cap {
+            return self.gate_refused(host, gate, redeem::Refusal::ChallengeTooLarge);
+        }
+        let presented = (Drm::PlayReady, Some(body.as_slice()));
+        self.gate(config, gate, presented, host, &path, remove)
+    }
+
+    /// The gate refused the challenge before reading a token, counted and
+    /// logged as every refusal of the gate is.
+    fn gate_refused(&mut self, host: &dyn Host, gate: &Redemption, refusal: redeem::Refusal) -> Next {
+        host.count(Counter::RedemptionsRejected(refusal), None);
+        host.set_log_state(&service::Outcome::refused(refusal.code()).log_fields());
+        host.log(
+            Level::Debug,
+            &format!("fpgen: redemption refused: {refusal}"),
+        );
+        self.state = State::Answered;
+        Next::Reply(refusal.response(gate.error_format))
+    }
+
     /// The gate's decision, counted and logged: upstream with the licence
-    /// data (after `remove`), or answered here.
+    /// data (after `remove`), or answered here. `presented` is the gate's
+    /// DRM and, at PlayReady's, the challenge.
     fn gate(
         &mut self,
         config: &Config,
         gate: &Redemption,
-        drm: Drm,
+        (drm, challenge): (Drm, Option<&[u8]>),
         host: &dyn Host,
         path: &str,
         remove: Vec<String>,
     ) -> Next {
         let now = i64::try_from(host.now_ms() / 1000).unwrap_or(i64::MAX);
-        let decision = edge::gate(config, gate, drm, path, now);
+        let decision = edge::gate(config, gate, (drm, challenge), path, now);
         let outcome = decision.outcome();
         host.count(decision.counter(), outcome.customer_id.as_ref());
         host.set_log_state(&outcome.log_fields());

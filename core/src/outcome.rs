@@ -30,13 +30,17 @@ impl Outcome {
         }
     }
 
-    /// A token minted or redeemed: whose it is, its kid (Widevine's key
-    /// 0), its cookie and expiry, moved out of its licence data (no copy).
+    /// A token minted or redeemed: whose it is, its kid (key 0's for
+    /// Widevine and PlayReady), its cookie and expiry, moved out of its licence data (no copy).
     pub fn of_licence(licence: crate::licence::Licence) -> Self {
         use crate::licence::Licence;
         let (customer_id, kid, cookie, expires_at) = match licence {
             Licence::FairPlay(d) => (d.customer_id, d.kid, d.cookie, d.expires_at),
             Licence::Widevine(d) => {
+                let kid = d.keys.into_iter().next().map(|k| k.kid);
+                (d.customer_id, kid, d.cookie, d.expires_at)
+            }
+            Licence::PlayReady(d) => {
                 let kid = d.keys.into_iter().next().map(|k| k.kid);
                 (d.customer_id, kid, d.cookie, d.expires_at)
             }

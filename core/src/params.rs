@@ -2,7 +2,8 @@
 //! form-urlencoded body, decoded with a real form decoder. Names are
 //! case-sensitive; unknown names are ignored; `fpExtension` and
 //! `wvExtension` repeat and every other known parameter may appear once;
-//! Widevine's per-key parameters also come indexed (`kid.2`).
+//! Widevine's and PlayReady's per-key parameters also come indexed
+//! (`kid.2`).
 
 use crate::error::{ErrorCode, ErrorFormat};
 use crate::licence::Drm;
@@ -35,13 +36,18 @@ pub enum ReadBy {
     FairPlay,
     /// Widevine's only.
     Widevine,
+    /// PlayReady's only.
+    PlayReady,
 }
 
 impl ReadBy {
     pub const fn includes(self, drm: Drm) -> bool {
         matches!(
             (self, drm),
-            (Self::All, _) | (Self::FairPlay, Drm::FairPlay) | (Self::Widevine, Drm::Widevine)
+            (Self::All, _)
+                | (Self::FairPlay, Drm::FairPlay)
+                | (Self::Widevine, Drm::Widevine)
+                | (Self::PlayReady, Drm::PlayReady)
         )
     }
 }
@@ -134,20 +140,24 @@ param_table! {
     TrackType = "trackType", InvalidTrackType, None, Widevine;
     ContentId = "contentId", InvalidContentId, None, Widevine;
     WvExtension = "wvExtension", InvalidWvExtension, None, Widevine;
+    ExtensionType = "extensionType", ExtensionTypeLength, None, PlayReady;
+    ExtensionPayload = "extensionPayload", ExtensionPayloadEncoding, None, PlayReady;
+    MinCertSecurityLevel = "minCertSecurityLevel", InvalidCertSecurityLevel, None, PlayReady;
 }
 
 /// The parameters that also come indexed, one per key (`kid.1`, …).
-pub const INDEXED: [Param; 5] = [
+pub const INDEXED: [Param; 6] = [
     Param::Kid,
     Param::ContentKey,
     Param::SecurityLevel,
     Param::HdcpOutputControl,
     Param::TrackType,
+    Param::MinCertSecurityLevel,
 ];
 
 /// The most indexed parameters a request keeps: one of each [`INDEXED`]
-/// for every key a token can hold. More is refused (-9425) where they are
-/// read, and never held.
+/// for every key a token can hold (42). More is refused (-9425) where they
+/// are read, and never held.
 pub const MAX_INDEXED: usize = INDEXED.len() * (crate::token::MAX_WIDEVINE_KEYS - 1);
 
 /// One indexed parameter: `kid.2=…` is `Kid`, 2 and its value. Its
@@ -178,7 +188,6 @@ const COUNT: usize = Param::ALL.len();
 /// The decoded parameters of one request. Its `Debug` names the
 /// parameters given, never their values (`contentKey`, `kek` and the
 /// authenticator are secrets).
-#[derive(Default)]
 pub struct Params<'a> {
     values: [Option<Cow<'a, str>>; COUNT],
     /// Every `fpExtension`, in order.
@@ -198,6 +207,20 @@ pub struct Params<'a> {
     /// hosted service's servlet container refuses those, so fpgen does not
     /// guess what was meant.
     malformed: Vec<Param>,
+}
+
+impl Default for Params<'_> {
+    fn default() -> Self {
+        Self {
+            values: std::array::from_fn(|_| None),
+            fp_extensions: Vec::new(),
+            wv_extensions: Vec::new(),
+            indexed: Vec::new(),
+            too_many_indexed: false,
+            repeated: Vec::new(),
+            malformed: Vec::new(),
+        }
+    }
 }
 
 impl std::fmt::Debug for Params<'_> {

@@ -6,8 +6,10 @@ use crate::config::{Config, Redemption};
 use crate::error::{ApiError, ErrorCode, ErrorFormat};
 use crate::ids::CustomerId;
 use crate::ids::KeyId;
+use crate::challenge::{self, ChallengeError};
 use crate::licence::{
-    rfc3339, Drm, Environment, FpExtension, Licence, LicenceData, WidevineLicence,
+    rfc3339, Drm, Environment, FpExtension, Licence, LicenceData, PlayReadyLicence, Rights,
+    WidevineLicence,
 };
 use crate::outcome::Outcome;
 use crate::render::{self, Response};
@@ -42,6 +44,14 @@ pub enum Refusal {
     CustomerDisabled,
     /// The token was issued before the customer's `tokens_not_before`.
     Revoked,
+    /// PlayReady: the licence challenge could not be read, or holds two
+    /// tokens.
+    Challenge(ChallengeError),
+    /// PlayReady: the query's token and the challenge's differ.
+    TokensDiffer,
+    /// PlayReady: the licence challenge is larger than
+    /// `redemption.max_challenge_bytes` (413).
+    ChallengeTooLarge,
 }
 
 impl Refusal {
@@ -53,11 +63,15 @@ impl Refusal {
             Self::UnknownCustomer => "unknown_customer",
             Self::CustomerDisabled => "customer_disabled",
             Self::Revoked => "revoked",
+            Self::Challenge(ChallengeError::Malformed) => "malformed_challenge",
+            Self::Challenge(ChallengeError::TwoTokens) => "two_tokens",
+            Self::TokensDiffer => "tokens_differ",
+            Self::ChallengeTooLarge => "challenge_too_large",
         }
     }
 
     /// Every reason, for documentation and tests.
-    pub const ALL: [Refusal; 14] = [
+    pub const ALL: [Refusal; 18] = [
         Self::Token(TokenError::Malformed),
         Self::Token(TokenError::UnknownVersion),
         Self::Token(TokenError::UnknownKey),
@@ -72,16 +86,30 @@ impl Refusal {
         Self::UnknownCustomer,
         Self::CustomerDisabled,
         Self::Revoked,
+        Self::Challenge(ChallengeError::Malformed),
+        Self::Challenge(ChallengeError::TwoTokens),
+        Self::TokensDiffer,
+        Self::ChallengeTooLarge,
     ];
 }
 
 impl Refusal {
-    /// The -4010 response, in the gate's format.
+    /// The response, in the gate's format: -4010, or -9413 (413) for a
+    /// challenge over the cap.
     pub fn response(self, format: ErrorFormat) -> Response {
-        render::error(
-            &ApiError::new(ErrorCode::InvalidToken, self.to_string()),
-            format,
-        )
+        let code = match self {
+            Self::ChallengeTooLarge => ErrorCode::BodyTooLarge,
+            _ => ErrorCode::InvalidToken,
+        };
+        render::error(&ApiError::new(code, self.to_string()), format)
+    }
+
+    /// The code of the response.
+    pub const fn code(self) -> ErrorCode {
+        match self {
+            Self::ChallengeTooLarge => ErrorCode::BodyTooLarge,
+            _ => ErrorCode::InvalidToken,
+        }
     }
 }
 
@@ -95,6 +123,13 @@ impl fmt::Display for Refusal {
             Self::UnknownCustomer => f.write_str("the token's customer is not configured"),
             Self::CustomerDisabled => f.write_str("the token's customer is disabled"),
             Self::Revoked => f.write_str("the token is revoked"),
+            Self::Challenge(e) => e.fmt(f),
+            Self::TokensDiffer => f.write_str(
+                "the token in the query and the one in the challenge's CustomData differ",
+            ),
+            Self::ChallengeTooLarge => {
+                f.write_str("the licence challenge is larger than the gate reads")
+            }
         }
     }
 }
@@ -294,11 +329,27 @@ pub fn redeem(
     path: &str,
     now: i64,
 ) -> Result<Redeemed, Refusal> {
-    let (licence, key_id) = check(config, drm, path, now)?;
+    redeem_challenge(config, gate, drm, path, None, now)
+}
+
+/// [`redeem`], for a request with a body: at PlayReady's licence path,
+/// `challenge` is the licence challenge (at most
+/// `redemption.max_challenge_bytes` of it), whose `CustomData` may carry
+/// the token instead of the query (or as well, the same one).
+pub fn redeem_challenge(
+    config: &Config,
+    gate: &Redemption,
+    drm: Drm,
+    path: &str,
+    challenge: Option<&[u8]>,
+    now: i64,
+) -> Result<Redeemed, Refusal> {
+    let (licence, key_id) = check(config, drm, path, challenge, now)?;
     let prefix = &gate.header_prefix;
     let headers = match &licence {
         Licence::FairPlay(d) => licence_headers(prefix, d, &key_id),
         Licence::Widevine(d) => widevine_headers(prefix, d, &key_id),
+        Licence::PlayReady(d) => playready_headers(prefix, d, &key_id),
     };
     Ok(Redeemed {
         headers,
@@ -310,11 +361,17 @@ pub fn redeem(
 /// Every check of the gate, in order: the path, the token parameter, the
 /// token itself (for this DRM), then the customer's standing. Returns the
 /// licence data and the sealing key id.
-fn check(config: &Config, drm: Drm, path: &str, now: i64) -> Result<(Licence, KeyId), Refusal> {
+fn check(
+    config: &Config,
+    drm: Drm,
+    path: &str,
+    challenge: Option<&[u8]>,
+    now: i64,
+) -> Result<(Licence, KeyId), Refusal> {
     if !is_safe_path(path) {
         return Err(Refusal::UnsafePath);
     }
-    let token = token_of(crate::params::query_of(path)).ok_or(TokenError::Malformed)?;
+    let token = presented_token(crate::params::query_of(path), drm, challenge)?;
     // FairPlay's licence path reads no token longer than the longest
     // FairPlay token, as before tokens of other DRMs existed
     if drm == Drm::FairPlay && token.len() > token::MAX_FAIRPLAY_TOKEN_CHARS {
@@ -339,6 +396,92 @@ fn check(config: &Config, drm: Drm, path: &str, now: i64) -> Result<(Licence, Ke
         return Err(Refusal::Revoked);
     }
     Ok((licence, key_id))
+}
+
+/// The token a licence request presents: the query's one
+/// `ExpressPlayToken`, or (at PlayReady's licence path, with a challenge)
+/// its `CustomData`, or both when they are the same.
+fn presented_token<'q>(
+    query: &'q str,
+    drm: Drm,
+    challenge: Option<&[u8]>,
+) -> Result<Cow<'q, str>, Refusal> {
+    let mut in_query = query_parts(query).filter(is_token_part);
+    let first = in_query.next();
+    if in_query.next().is_some() {
+        return Err(TokenError::Malformed.into());
+    }
+    let from_query = first.map(|part| part.value);
+    let from_challenge = match (drm, challenge) {
+        (Drm::PlayReady, Some(body)) if !body.is_empty() => {
+            challenge::custom_data(body).map_err(Refusal::Challenge)?
+        }
+        _ => None,
+    };
+    match (from_query, from_challenge) {
+        (Some(q), Some(c)) if *q != *c => Err(Refusal::TokensDiffer),
+        (Some(q), _) => Ok(q),
+        (None, Some(c)) => Ok(Cow::Owned(c)),
+        (None, None) => Err(TokenError::Malformed.into()),
+    }
+}
+
+/// A PlayReady licence as `prefix`-named headers: `drm`, `kid` (key 0's),
+/// one `key` header per key (`kid=…;content-key=…` and
+/// `;min-cert-security-level=…` when set), the rights and rental times,
+/// the five output levels, the output behaviour and flags, the general
+/// flags and persistence, the extension, and the common headers.
+fn playready_headers(prefix: &str, d: &PlayReadyLicence, key_id: &KeyId) -> Vec<(String, String)> {
+    let name = |suffix: &str| [prefix, suffix].concat();
+    let mut h = vec![(name("drm"), Drm::PlayReady.as_str().to_owned())];
+    if let Some(first) = d.keys.first() {
+        h.push((
+            name("kid"),
+            utf8_percent_encode(&first.kid.to_string(), HEADER_TEXT).to_string(),
+        ));
+    }
+    for key in &d.keys {
+        let mut value = format!(
+            "kid={};content-key={}",
+            utf8_percent_encode(&key.kid.to_string(), KEY_FIELD),
+            crate::ids::hex_lower(key.content_key.expose()),
+        );
+        if let Some(level) = key.min_cert_security_level {
+            value.push_str(&format!(";min-cert-security-level={level}"));
+        }
+        h.push((name("key"), value));
+    }
+    h.push((name("rights-type"), d.rights.as_str().to_owned()));
+    if let Rights::Rental {
+        period_end,
+        play_duration,
+    } = d.rights
+    {
+        h.push((name("rental-period-end"), rfc3339(period_end)));
+        if let Some(seconds) = play_duration {
+            h.push((name("rental-play-duration"), seconds.to_string()));
+        }
+    }
+    for (suffix, level) in d.output_levels.named() {
+        h.push((name(suffix), level.to_string()));
+    }
+    if let Some(behaviour) = d.unknown_output {
+        h.push((name("unknown-output-behavior"), behaviour.as_str().to_owned()));
+    }
+    if let Some(flags) = d.output_control_flags {
+        h.push((name("output-control-flags"), format!("{flags:08x}")));
+    }
+    h.push((name("general-flags"), format!("{:08x}", d.general_flags)));
+    h.push((name("persistent"), d.persistent().to_string()));
+    let head = (&d.customer_id, d.environment, d.issued_at, d.expires_at);
+    h.extend(common_headers(prefix, head, key_id));
+    tail_headers(
+        prefix,
+        d.cookie.as_deref(),
+        ("pr-extension", d.extension.as_slice()),
+        &mut h,
+    );
+    h
 }
 
 /// A Widevine licence as `prefix`-named headers: `drm`, `kid` (key 0's),

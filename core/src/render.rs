@@ -64,6 +64,27 @@ pub fn success(url: String) -> Response {
 }
 
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct PlayReadyAnswer<'a> {
+    license_acquisition_url: &'a str,
+    token: &'a str,
+}
+
+/// PlayReady's 200 answer: `{"licenseAcquisitionUrl": …, "token": …}`.
+pub fn playready_success(url: &str, token: &str) -> Response {
+    let answer = PlayReadyAnswer {
+        license_acquisition_url: url,
+        token,
+    };
+    Response {
+        status: 200,
+        content_type: CONTENT_TYPE_JSON,
+        body: serde_json::to_string(&answer).unwrap_or_default(),
+        headers: Vec::new(),
+    }
+}
+
+#[derive(Serialize)]
 struct JsonError<'a> {
     code: i32,
     message: &'a str,

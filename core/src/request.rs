@@ -6,7 +6,10 @@
 use crate::config::{Config, Customer};
 use crate::error::{ApiError, ErrorCode};
 use crate::ids::{HexProblem, Kid, KidError};
-use crate::licence::{FpExtension, Licence, LicenceData, TrackType, WidevineKey, WidevineLicence};
+use crate::licence::{
+    FpExtension, Licence, LicenceData, OutputLevels, PlayReadyKey, PlayReadyLicence, Rights,
+    TrackType, UnknownOutput, WidevineKey, WidevineLicence, CERT_SECURITY_LEVELS,
+};
 use crate::params::{Param, Params, PlayReady};
 use crate::secret::{ContentKey, Kek};
 use crate::token::{
@@ -122,6 +125,238 @@ pub fn validate_for(
         }
         crate::licence::Drm::Widevine => validate_widevine(params, customer, now)
             .map(|(licence, https)| (Licence::Widevine(licence), https)),
+        crate::licence::Drm::PlayReady => validate_playready_request(params, customer, now)
+            .map(|(licence, https)| (Licence::PlayReady(licence), https)),
+    }
+}
+
+/// Validates a PlayReady token request (see `docs/api.md`), one rule at a
+/// time in this order: the keys, the rights and rental times, the five
+/// output protection levels, the output behaviour and flags, the
+/// extension, the general flags, then the rules every endpoint shares.
+pub fn validate_playready_request(
+    params: &Params<'_>,
+    customer: &Customer,
+    now: i64,
+) -> Result<(PlayReadyLicence, bool), ApiError> {
+    let mut keys = vec![first_playready_key(params, customer)?];
+    let slots = indexed_slots(params, crate::licence::Drm::PlayReady)?;
+    let kek = params.get(Param::Kek).map(parse_kek).transpose()?;
+    let kek = kek.as_ref().or(customer.kek.as_ref());
+    for (i, row) in slots.iter().enumerate() {
+        let [kid, key, _, _, _, level] = *row;
+        let n = i + 1;
+        let Some((kid, content_key)) = indexed_kid_and_key(n, row, (kid, key), kek, customer, |k| {
+            keys.iter().any(|before| &before.kid == k)
+        })?
+        else {
+            continue;
+        };
+        let min_cert_security_level = level
+            .map(|t| parse_cert_level(t, &format!("minCertSecurityLevel.{n}")))
+            .transpose()?;
+        keys.push(PlayReadyKey {
+            kid,
+            content_key,
+            min_cert_security_level,
+        });
+    }
+    let rights = parse_rights(params, now)?;
+    let output_levels = parse_output_levels(params)?;
+    let unknown_output = match params.get(Param::UnknownOutputBehavior) {
+        None => None,
+        Some(text) => Some(UnknownOutput::parse(text).ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidUnknownOutputBehavior,
+                "expected Allow, Disallow or SDOnly",
+            )
+        })?),
+    };
+    let output_control_flags = params
+        .get(Param::OutputControlFlags)
+        .map(parse_output_control_flags)
+        .transpose()?;
+    let extension = parse_playready_extension(params)?;
+    let general_flags = parse_general_flags(params.get(Param::GeneralFlags))?;
+    if matches!(rights, Rights::Rental { .. }) && general_flags & 1 == 0 {
+        return Err(ApiError::new(
+            ErrorCode::InvalidGeneralFlags,
+            "a rental must be persistent: generalFlags=00000001",
+        ));
+    }
+    let use_https = parse_use_https(params.get(Param::UseHttps))?;
+    let (expires_at, cookie) = expiry_and_cookie(params, now)?;
+    let licence = PlayReadyLicence {
+        environment: customer.environment,
+        customer_id: customer.id.clone(),
+        issued_at: now,
+        expires_at,
+        keys,
+        rights,
+        output_levels,
+        unknown_output,
+        output_control_flags,
+        general_flags,
+        extension,
+        cookie,
+    };
+    Ok((licence, use_https))
+}
+
+/// Key 0 of a PlayReady request: `kid` (required), its content key by the
+/// FairPlay rules except that `kek` with `contentKey` is -5007, and
+/// `minCertSecurityLevel`.
+fn first_playready_key(params: &Params<'_>, customer: &Customer) -> Result<PlayReadyKey, ApiError> {
+    let kid = match params.get(Param::Kid) {
+        None | Some("") => {
+            return Err(ApiError::new(ErrorCode::MissingKid, "kid is required"));
+        }
+        Some(text) => parse_kid(text)?,
+    };
+    if params.get(Param::Kek).is_some() && params.get(Param::ContentKey).is_some() {
+        return Err(ErrorCode::KekWithContentKey.into());
+    }
+    let by_kid = params.get(Param::Ek).is_none().then_some(&kid);
+    let content_key = content_key(params, by_kid, customer)?;
+    let min_cert_security_level = params
+        .get(Param::MinCertSecurityLevel)
+        .map(|t| parse_cert_level(t, "minCertSecurityLevel"))
+        .transpose()?;
+    Ok(PlayReadyKey {
+        kid,
+        content_key,
+        min_cert_security_level,
+    })
+}
+
+/// `minCertSecurityLevel`: 150, 2000 or 3000.
+fn parse_cert_level(text: &str, name: &str) -> Result<u16, ApiError> {
+    parse_u32(text)
+        .and_then(|n| u16::try_from(n).ok())
+        .filter(|n| CERT_SECURITY_LEVELS.contains(n))
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidCertSecurityLevel,
+                format!("{name}: expected 150, 2000 or 3000"),
+            )
+        })
+}
+
+/// `rightsType` (required) and the rental times, which only a `Rental`
+/// may have.
+fn parse_rights(params: &Params<'_>, now: i64) -> Result<Rights, ApiError> {
+    let end = params.get(Param::RentalPeriodEndTime);
+    let play = params.get(Param::RentalPlayDuration);
+    match params.get(Param::RightsType) {
+        None | Some("") => Err(ErrorCode::MissingRightsType.into()),
+        Some("BuyToOwn") => match (end, play) {
+            (None, None) => Ok(Rights::BuyToOwn),
+            (Some(_), _) => Err(ApiError::new(
+                ErrorCode::InvalidRightsType,
+                "rental.periodEndTime is only valid with rightsType=Rental",
+            )),
+            (None, Some(_)) => Err(ApiError::new(
+                ErrorCode::InvalidRightsType,
+                "rental.playDuration is only valid with rightsType=Rental",
+            )),
+        },
+        Some("Rental") => {
+            let end = end.ok_or(ErrorCode::MissingRentalPeriodEndTime)?;
+            let period_end = parse_time(end, now).ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidRentalPeriodEndTime,
+                    "expected an RFC 3339 time ending in Z, or +seconds",
+                )
+            })?;
+            if period_end <= now {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidRentalPeriodEndTime,
+                    "the time is in the past",
+                ));
+            }
+            let play_duration = play
+                .map(|text| {
+                    parse_u32(text).ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::InvalidRentalPlayDuration,
+                            "expected a whole number of seconds (0 to 4294967295)",
+                        )
+                    })
+                })
+                .transpose()?;
+            Ok(Rights::Rental {
+                period_end,
+                play_duration,
+            })
+        }
+        Some(_) => Err(ApiError::new(
+            ErrorCode::InvalidRightsType,
+            "expected BuyToOwn or Rental",
+        )),
+    }
+}
+
+/// The five output protection levels, each required (-5006) and 0 to 999
+/// (-2034), each error naming its parameter.
+fn parse_output_levels(params: &Params<'_>) -> Result<OutputLevels, ApiError> {
+    let level = |param: Param| -> Result<u16, ApiError> {
+        match params.get(param) {
+            None | Some("") => Err(ApiError::new(ErrorCode::MissingOpl, param.name())),
+            Some(text) => parse_u32(text)
+                .filter(|n| *n <= 999)
+                .and_then(|n| u16::try_from(n).ok())
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::OutputControlOutOfRange,
+                        format!("{}: expected an integer from 0 to 999", param.name()),
+                    )
+                }),
+        }
+    };
+    Ok(OutputLevels {
+        analog_video: level(Param::AnalogVideoOpl)?,
+        compressed_digital_audio: level(Param::CompressedDigitalAudioOpl)?,
+        compressed_digital_video: level(Param::CompressedDigitalVideoOpl)?,
+        uncompressed_digital_audio: level(Param::UncompressedDigitalAudioOpl)?,
+        uncompressed_digital_video: level(Param::UncompressedDigitalVideoOpl)?,
+    })
+}
+
+/// `outputControlFlags`: 8 hex digits (4 bytes).
+fn parse_output_control_flags(text: &str) -> Result<u32, ApiError> {
+    if text.is_empty() || !text.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidOutputControlFlags,
+            "expected 8 hex digits",
+        ));
+    }
+    if text.len() != 8 {
+        return Err(ApiError::new(
+            ErrorCode::OutputControlFlagsLength,
+            "expected 8 hex digits",
+        ));
+    }
+    u32::from_str_radix(text, 16).map_err(|_| ErrorCode::InvalidOutputControlFlags.into())
+}
+
+/// `extensionType` and `extensionPayload`: both or neither.
+fn parse_playready_extension(params: &Params<'_>) -> Result<Option<FpExtension>, ApiError> {
+    match (
+        params.get(Param::ExtensionType),
+        params.get(Param::ExtensionPayload),
+    ) {
+        (None, None) => Ok(None),
+        (Some(kind), Some(payload)) => {
+            parse_extension_parts(kind, payload, ErrorCode::ExtensionPayloadEncoding).map(Some)
+        }
+        (Some(_), None) => Err(ApiError::new(
+            ErrorCode::ExtensionPayloadEncoding,
+            "extensionPayload is required with extensionType",
+        )),
+        (None, Some(_)) => Err(ApiError::new(
+            ErrorCode::ExtensionTypeLength,
+            "extensionType is required with extensionPayload",
+        )),
     }
 }
 
@@ -270,7 +505,7 @@ fn indexed_keys(
     customer: &Customer,
     keys: &mut Vec<WidevineKey>,
 ) -> Result<(), ApiError> {
-    let slots = indexed_slots(params)?;
+    let slots = indexed_slots(params, crate::licence::Drm::Widevine)?;
     let first = keys
         .first()
         .map(|k| (k.security_level, k.hdcp_output_control));
@@ -292,9 +527,13 @@ const LAST_INDEX: usize = MAX_WIDEVINE_KEYS - 1;
 /// parameter (in [`crate::params::INDEXED`]'s order, as columns).
 type Slots<'p> = [[Option<&'p str>; crate::params::INDEXED.len()]; LAST_INDEX];
 
-/// The indexed parameters in their slots: an index out of range, a
-/// parameter given twice, or too many is refused.
-fn indexed_slots<'p>(params: &'p Params<'_>) -> Result<Slots<'p>, ApiError> {
+/// The indexed parameters `drm`'s endpoint reads, in their slots (the
+/// others are ignored, as unknown parameters are): an index out of range,
+/// a parameter given twice, or too many is refused.
+fn indexed_slots<'p>(
+    params: &'p Params<'_>,
+    drm: crate::licence::Drm,
+) -> Result<Slots<'p>, ApiError> {
     if params.too_many_indexed {
         return Err(ApiError::new(
             ErrorCode::InvalidKeyIndex,
@@ -305,7 +544,11 @@ fn indexed_slots<'p>(params: &'p Params<'_>) -> Result<Slots<'p>, ApiError> {
         ));
     }
     let mut slots: Slots<'p> = Default::default();
-    for item in &params.indexed {
+    for item in params
+        .indexed
+        .iter()
+        .filter(|i| i.param.read_by().includes(drm))
+    {
         let name = item.param.name();
         let index = item
             .index
@@ -352,38 +595,11 @@ fn indexed_key(
     (level0, hdcp0): (u8, u8),
     before: &[WidevineKey],
 ) -> Result<Option<WidevineKey>, ApiError> {
-    let [kid, key, level, hdcp, track] = *row;
-    let Some(kid_text) = kid else {
-        let given = row
-            .iter()
-            .zip(crate::params::INDEXED)
-            .find(|(v, _)| v.is_some());
-        return match given {
-            Some((_, p)) => Err(ApiError::new(
-                ErrorCode::InvalidKeyIndex,
-                format!("{}.{n} is given without kid.{n}", p.name()),
-            )),
-            None => Ok(None),
-        };
-    };
-    let named =
-        |e: ApiError, param: &str| ApiError::new(e.code, format!("{param}.{n}: {}", e.message()));
-    let kid = parse_kid(kid_text).map_err(|e| named(e, "kid"))?;
-    if before.iter().any(|k| k.kid == kid) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidKeyData,
-            format!("kid.{n} repeats the kid of another key"),
-        ));
-    }
-    let content_key = match (key, kek) {
-        (Some(text), _) => parse_content_key(text).map_err(|e| named(e, "contentKey"))?,
-        (None, Some(kek)) => from_key_store(customer, &kid, kek).map_err(|e| named(e, "kid"))?,
-        (None, None) => {
-            return Err(ApiError::new(
-                ErrorCode::InvalidContentKey,
-                format!("contentKey.{n} is required (or a kek for the key store)"),
-            ))
-        }
+    let [kid, key, level, hdcp, track, _] = *row;
+    let repeats = |k: &Kid| before.iter().any(|b| &b.kid == k);
+    let Some((kid, content_key)) = indexed_kid_and_key(n, row, (kid, key), kek, customer, repeats)?
+    else {
+        return Ok(None);
     };
     Ok(Some(WidevineKey {
         kid,
@@ -400,6 +616,53 @@ fn indexed_key(
             .map(|t| parse_track_type(t, &format!("trackType.{n}")))
             .transpose()?,
     }))
+}
+
+/// The kid and content key of indexed key `n` (`kid.N`, and
+/// `contentKey.N` or the key store's): `None` when its row is empty, an
+/// error when it has settings but no `kid.N`, or a kid `repeats` says an
+/// earlier key has.
+fn indexed_kid_and_key(
+    n: usize,
+    row: &[Option<&str>; crate::params::INDEXED.len()],
+    (kid, key): (Option<&str>, Option<&str>),
+    kek: Option<&Kek>,
+    customer: &Customer,
+    repeats: impl Fn(&Kid) -> bool,
+) -> Result<Option<(Kid, ContentKey)>, ApiError> {
+    let Some(kid_text) = kid else {
+        let given = row
+            .iter()
+            .zip(crate::params::INDEXED)
+            .find(|(v, _)| v.is_some());
+        return match given {
+            Some((_, p)) => Err(ApiError::new(
+                ErrorCode::InvalidKeyIndex,
+                format!("{}.{n} is given without kid.{n}", p.name()),
+            )),
+            None => Ok(None),
+        };
+    };
+    let named =
+        |e: ApiError, param: &str| ApiError::new(e.code, format!("{param}.{n}: {}", e.message()));
+    let kid = parse_kid(kid_text).map_err(|e| named(e, "kid"))?;
+    if repeats(&kid) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidKeyData,
+            format!("kid.{n} repeats the kid of another key"),
+        ));
+    }
+    let content_key = match (key, kek) {
+        (Some(text), _) => parse_content_key(text).map_err(|e| named(e, "contentKey"))?,
+        (None, Some(kek)) => from_key_store(customer, &kid, kek).map_err(|e| named(e, "kid"))?,
+        (None, None) => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidContentKey,
+                format!("contentKey.{n} is required (or a kek for the key store)"),
+            ))
+        }
+    };
+    Ok(Some((kid, content_key)))
 }
 
 /// `expirationTime` (default: the longest lifetime) and `cookie` (empty:
@@ -636,6 +899,17 @@ fn parse_extension(text: &str, invalid: ErrorCode) -> Result<FpExtension, ApiErr
             "expected extensionType,extensionPayload",
         ));
     };
+    parse_extension_parts(kind, payload, invalid)
+}
+
+/// An extension's type (4 visible ASCII characters) and its Base64
+/// payload (at most [`MAX_EXTENSION_PAYLOAD`] bytes once decoded; a larger
+/// one is `invalid`).
+fn parse_extension_parts(
+    kind: &str,
+    payload: &str,
+    invalid: ErrorCode,
+) -> Result<FpExtension, ApiError> {
     let kind: [u8; 4] = kind
         .as_bytes()
         .try_into()

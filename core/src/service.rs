@@ -278,8 +278,13 @@ pub struct Minting {
     /// What happened, for stats and the access log: its error when refused,
     /// else the customer, kid and expiry of the token.
     pub outcome: Outcome,
-    /// The licence URL, or the error.
+    /// The licence URL (`…?ExpressPlayToken=<token>`), or the error.
     pub result: Result<String, ApiError>,
+    /// The DRM of the endpoint: PlayReady's answers its URL and token
+    /// apart, as JSON.
+    pub drm: Drm,
+    /// Where the token starts in the licence URL.
+    token_at: usize,
     /// The format errors are rendered in.
     pub format: ErrorFormat,
 }
@@ -300,11 +305,25 @@ impl std::fmt::Debug for Minting {
 }
 
 impl Minting {
+    /// The licence URL without the token (its `?ExpressPlayToken=` too) and
+    /// the token, as PlayReady's answer gives them; `None` when refused.
+    pub fn url_and_token(&self) -> Option<(&str, &str)> {
+        let url = self.result.as_ref().ok()?;
+        let cut = self.token_at.checked_sub("?ExpressPlayToken=".len())?;
+        Some((url.get(..cut)?, url.get(self.token_at..)?))
+    }
+
     /// The response, and the access-log and stats record.
     pub fn into_answer(self) -> Answer {
-        let response = match self.result {
-            Ok(url) => render::success(url),
-            Err(error) => render::error(&error, self.format),
+        let response = match (self.drm, &self.result) {
+            (Drm::PlayReady, Ok(_)) => match self.url_and_token() {
+                Some((url, token)) => render::playready_success(url, token),
+                None => render::error(&ErrorCode::Internal.into(), self.format),
+            },
+            _ => match self.result {
+                Ok(url) => render::success(url),
+                Err(error) => render::error(&error, self.format),
+            },
         };
         Answer {
             response,
@@ -324,6 +343,7 @@ impl Minting {
             },
             result: Err(error),
             format: self.format,
+            ..self
         }
     }
 }
@@ -601,7 +621,11 @@ fn prepare<'c>(
             let outcome = Outcome { cookie, ..outcome };
             let minting = Minting {
                 outcome,
+                // the URL ends `ExpressPlayToken=<token>`, and a token
+                // (base64url) holds no `=`
+                token_at: url.rfind('=').map_or(0, |i| i + 1),
                 result: Ok(url),
+                drm,
                 format,
             };
             (minting, Some(customer))
@@ -616,6 +640,8 @@ fn prepare<'c>(
             let minting = Minting {
                 outcome,
                 result: Err(error),
+                drm,
+                token_at: 0,
                 format,
             };
             (minting, None)
@@ -722,6 +748,12 @@ fn check_account(customer: &Customer, drm: Drm, host: &dyn Host) -> Result<(), A
             return Err(ApiError::new(
                 ErrorCode::WidevineDisabled,
                 "the customer's configuration does not enable Widevine (widevine_enabled)",
+            ));
+        }
+        Drm::PlayReady if !customer.playready_enabled => {
+            return Err(ApiError::new(
+                ErrorCode::PlayReadyDisabled,
+                "the customer's configuration does not enable PlayReady (playready_enabled)",
             ));
         }
         _ => {}

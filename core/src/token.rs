@@ -29,7 +29,9 @@ use crate::ids::{
     CustomerId, KeyId, Kid, MAX_CUSTOMER_ID_LEN, MAX_KEY_ID_LEN, MAX_KID_STRING_BYTES,
 };
 use crate::licence::{
-    Drm, Environment, FpExtension, Licence, LicenceData, TrackType, WidevineKey, WidevineLicence,
+    Drm, Environment, FpExtension, Licence, LicenceData, OutputLevels, PlayReadyKey,
+    PlayReadyLicence, Rights, TrackType, UnknownOutput, WidevineKey, WidevineLicence,
+    CERT_SECURITY_LEVELS,
 };
 use crate::secret::{ContentKey, SealingKeyBytes};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -43,7 +45,8 @@ use zeroize::Zeroizing;
 pub const VERSION: u8 = 1;
 /// The format version of tokens that name their DRM (read and written).
 pub const VERSION_2: u8 = 2;
-/// The most keys a Widevine token carries (`kid` and `kid.1` to `kid.7`).
+/// The most keys a Widevine or PlayReady token carries (`kid` and `kid.1`
+/// to `kid.7`).
 pub const MAX_WIDEVINE_KEYS: usize = 8;
 /// The longest `contentId`, in bytes.
 pub const MAX_CONTENT_ID_BYTES: usize = 64;
@@ -84,6 +87,21 @@ const MAX_WIDEVINE_PAYLOAD_LEN: usize = 1
     + (1 + 4 * MAX_COOKIE_CHARS)
     + 1
     + MAX_EXTENSIONS * (4 + 2 + MAX_EXTENSION_PAYLOAD);
+/// The longest PlayReady payload: every field at its limit.
+const MAX_PLAYREADY_PAYLOAD_LEN: usize = 1
+    + 8
+    + 8
+    + (1 + MAX_CUSTOMER_ID_LEN)
+    + 1
+    + MAX_WIDEVINE_KEYS * ((2 + MAX_KID_STRING_BYTES) + 16 + 2)
+    + (1 + 8 + 1 + 4)
+    + 5 * 2
+    + 1
+    + (1 + 4)
+    + 4
+    + (1 + 4 * MAX_COOKIE_CHARS)
+    + 1
+    + (4 + 2 + MAX_EXTENSION_PAYLOAD);
 /// The longest sealed FairPlay token (version 1) before base64: header,
 /// nonce, payload, tag.
 const MAX_SEALED_LEN: usize = 2 + MAX_KEY_ID_LEN + NONCE_LEN + MAX_PAYLOAD_LEN + TAG_LEN;
@@ -92,17 +110,24 @@ const MAX_WIDEVINE_SEALED_LEN: usize =
     3 + MAX_KEY_ID_LEN + NONCE_LEN + MAX_WIDEVINE_PAYLOAD_LEN + TAG_LEN;
 /// The longest FairPlay token, in base64 characters (22,751).
 pub const MAX_FAIRPLAY_TOKEN_CHARS: usize = (MAX_SEALED_LEN * 4).div_ceil(3);
+/// The longest sealed PlayReady token (version 2) before base64.
+const MAX_PLAYREADY_SEALED_LEN: usize =
+    3 + MAX_KEY_ID_LEN + NONCE_LEN + MAX_PLAYREADY_PAYLOAD_LEN + TAG_LEN;
 /// Tokens longer than this (in base64 characters) are refused unread: the
 /// length of the largest token the minting rules allow, of any DRM (a
 /// Widevine token of eight keys, 25,404), so every token fpgen mints is one
 /// its gate reads.
 pub const MAX_TOKEN_CHARS: usize = {
     let widevine = (MAX_WIDEVINE_SEALED_LEN * 4).div_ceil(3);
-    if widevine > MAX_FAIRPLAY_TOKEN_CHARS {
-        widevine
-    } else {
-        MAX_FAIRPLAY_TOKEN_CHARS
+    let playready = (MAX_PLAYREADY_SEALED_LEN * 4).div_ceil(3);
+    let mut max = MAX_FAIRPLAY_TOKEN_CHARS;
+    if widevine > max {
+        max = widevine;
     }
+    if playready > max {
+        max = playready;
+    }
+    max
 };
 /// The longest lifetime a token may have (`expires_at - issued_at`): 30
 /// days, the API's limit. A longer one was not minted by fpgen's rules.
@@ -248,17 +273,22 @@ pub fn seal_licence(
     key: &SealingKey,
     nonce: &[u8; NONCE_LEN],
 ) -> Result<String, EncodeError> {
-    let data = match licence {
+    let capacity = match licence {
         Licence::FairPlay(data) => return seal(data, key, nonce),
-        Licence::Widevine(data) => data,
+        Licence::Widevine(data) => widevine_sealed_len(data, key),
+        Licence::PlayReady(data) => playready_sealed_len(data, key),
     };
-    let mut out = Zeroizing::new(Vec::with_capacity(widevine_sealed_len(data, key)));
+    let mut out = Zeroizing::new(Vec::with_capacity(capacity));
     out.push(VERSION_2);
     out.push(licence.drm().tag());
     push_short(&mut out, key.id.as_str().as_bytes(), "sealing key id")?;
     let header_len = out.len();
     out.extend_from_slice(nonce);
-    encode_widevine(data, &mut out)?;
+    match licence {
+        Licence::FairPlay(data) => encode_payload(data, &mut out)?,
+        Licence::Widevine(data) => encode_widevine(data, &mut out)?,
+        Licence::PlayReady(data) => encode_playready(data, &mut out)?,
+    }
     encrypt(out, header_len, key)
 }
 
@@ -318,6 +348,29 @@ fn widevine_sealed_len(d: &WidevineLicence, key: &SealingKey) -> usize {
         + d.cookie.as_deref().map_or(0, str::len)
         + 1
         + extensions;
+    3 + key.id.as_str().len() + NONCE_LEN + payload + TAG_LEN
+}
+
+/// [`sealed_len`] of a PlayReady token (version 2).
+fn playready_sealed_len(d: &PlayReadyLicence, key: &SealingKey) -> usize {
+    let keys: usize = d.keys.iter().map(|k| kid_len(&k.kid) + 16 + 2).sum();
+    let extension = d.extension.as_ref().map_or(0, |e| 6 + e.payload.len());
+    let payload = 1
+        + 8
+        + 8
+        + 1
+        + d.customer_id.as_str().len()
+        + 1
+        + keys
+        + 14
+        + 10
+        + 1
+        + 5
+        + 4
+        + 1
+        + d.cookie.as_deref().map_or(0, str::len)
+        + 1
+        + extension;
     3 + key.id.as_str().len() + NONCE_LEN + payload + TAG_LEN
 }
 
@@ -433,6 +486,7 @@ impl UntrustedToken {
         let data = match (self.version, self.drm) {
             (VERSION, _) | (_, Drm::FairPlay) => decode_payload(body).map(Licence::FairPlay),
             (_, Drm::Widevine) => decode_widevine(body).map(Licence::Widevine),
+            (_, Drm::PlayReady) => decode_playready(body).map(Licence::PlayReady),
         };
         let data = data.ok_or(TokenError::BadPayload)?;
         Ok(VerifiedToken { key_id, data })
@@ -516,7 +570,7 @@ impl TrustedToken {
     pub fn into_fairplay(self) -> Option<LicenceData> {
         match self.data {
             Licence::FairPlay(data) => Some(data),
-            Licence::Widevine(_) => None,
+            Licence::Widevine(_) | Licence::PlayReady(_) => None,
         }
     }
 
@@ -638,6 +692,127 @@ fn encode_widevine(d: &WidevineLicence, out: &mut Vec<u8>) -> Result<(), EncodeE
     }
     push_short(out, content_id.as_bytes(), "contentId")?;
     encode_tail(d.cookie.as_deref(), &d.extensions, out)
+}
+
+/// A rental's tag in a PlayReady payload (`BuyToOwn` is 0).
+const RIGHTS_RENTAL: u8 = 1;
+
+fn encode_playready(d: &PlayReadyLicence, out: &mut Vec<u8>) -> Result<(), EncodeError> {
+    encode_head(
+        d.environment,
+        d.issued_at,
+        d.expires_at,
+        &d.customer_id,
+        out,
+    )?;
+    if d.keys.is_empty() || d.keys.len() > MAX_WIDEVINE_KEYS {
+        return Err(EncodeError("a PlayReady token holds 1 to 8 keys"));
+    }
+    out.push(d.keys.len() as u8);
+    for key in &d.keys {
+        encode_kid(Some(&key.kid), out)?;
+        out.extend_from_slice(key.content_key.expose());
+        out.extend_from_slice(&key.min_cert_security_level.unwrap_or(0).to_be_bytes());
+    }
+    let (tag, end, play) = match d.rights {
+        Rights::BuyToOwn => (0, 0, None),
+        Rights::Rental {
+            period_end,
+            play_duration,
+        } => (RIGHTS_RENTAL, period_end, play_duration),
+    };
+    out.push(tag);
+    out.extend_from_slice(&end.to_be_bytes());
+    out.push(u8::from(play.is_some()));
+    out.extend_from_slice(&play.unwrap_or(0).to_be_bytes());
+    for (_, level) in d.output_levels.named() {
+        out.extend_from_slice(&level.to_be_bytes());
+    }
+    out.push(d.unknown_output.map_or(0, |b| match b {
+        UnknownOutput::Allow => 1,
+        UnknownOutput::Disallow => 2,
+        UnknownOutput::SdOnly => 3,
+    }));
+    out.push(u8::from(d.output_control_flags.is_some()));
+    out.extend_from_slice(&d.output_control_flags.unwrap_or(0).to_be_bytes());
+    out.extend_from_slice(&d.general_flags.to_be_bytes());
+    encode_tail(d.cookie.as_deref(), d.extension.as_slice(), out)
+}
+
+fn decode_playready(body: &[u8]) -> Option<PlayReadyLicence> {
+    let mut r = Reader(body);
+    let environment = r.environment()?;
+    let issued_at = r.be_i64()?;
+    let expires_at = r.be_i64()?;
+    let customer_id = CustomerId::parse(r.short_str()?).ok()?;
+    let count = usize::from(r.u8()?);
+    if count == 0 || count > MAX_WIDEVINE_KEYS {
+        return None;
+    }
+    let mut keys = Vec::with_capacity(count);
+    for _ in 0..count {
+        keys.push(PlayReadyKey {
+            kid: r.kid()??,
+            content_key: ContentKey::new(r.array()?),
+            min_cert_security_level: match u16::from_be_bytes(r.array()?) {
+                0 => None,
+                level => Some(level).filter(|l| CERT_SECURITY_LEVELS.contains(l))?.into(),
+            },
+        });
+    }
+    let tag = r.u8()?;
+    let period_end = r.be_i64()?;
+    let play_duration = match (r.u8()?, r.be_u32()?) {
+        (0, _) => None,
+        (1, seconds) => Some(seconds),
+        _ => return None,
+    };
+    let rights = match tag {
+        0 if period_end == 0 && play_duration.is_none() => Rights::BuyToOwn,
+        RIGHTS_RENTAL => Rights::Rental {
+            period_end,
+            play_duration,
+        },
+        _ => return None,
+    };
+    let mut level = || r.array().map(u16::from_be_bytes).filter(|l| *l <= 999);
+    let output_levels = OutputLevels {
+        analog_video: level()?,
+        compressed_digital_audio: level()?,
+        compressed_digital_video: level()?,
+        uncompressed_digital_audio: level()?,
+        uncompressed_digital_video: level()?,
+    };
+    let unknown_output = match r.u8()? {
+        0 => None,
+        n => Some(*UnknownOutput::ALL.get(usize::from(n) - 1)?),
+    };
+    let output_control_flags = match (r.u8()?, r.be_u32()?) {
+        (0, 0) => None,
+        (1, flags) => Some(flags),
+        _ => return None,
+    };
+    let general_flags = r.be_u32()?;
+    let cookie = r.cookie()?;
+    let mut extensions = r.extensions()?;
+    if extensions.len() > 1 {
+        return None;
+    }
+    let licence = PlayReadyLicence {
+        environment,
+        customer_id,
+        issued_at,
+        expires_at,
+        keys,
+        rights,
+        output_levels,
+        unknown_output,
+        output_control_flags,
+        general_flags,
+        extension: extensions.pop(),
+        cookie,
+    };
+    r.0.is_empty().then_some(licence)
 }
 
 /// A cursor over the payload; every read is bounds-checked.

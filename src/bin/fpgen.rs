@@ -60,8 +60,8 @@ enum Command {
         /// The filter configuration (JSON)
         #[arg(long)]
         config: PathBuf,
-        /// The DRM of the token, as its endpoint (/hms/fp/token, /hms/wv/token) would mint it
-        #[arg(long, default_value = "fairplay", value_parser = ["fairplay", "widevine"])]
+        /// The DRM of the token, as its endpoint (/hms/fp/token, /hms/wv/token, /hms/pr/token) would mint it; PlayReady's is printed as its endpoint answers it (JSON)
+        #[arg(long, default_value = "fairplay", value_parser = ["fairplay", "widevine", "playready"])]
         drm: String,
         /// A whole query string, sent as it is (`'customerAuthenticator=…&contentKey=…&iv=…'`)
         #[arg(long, required_unless_present = "params")]
@@ -69,7 +69,7 @@ enum Command {
         /// `name=value` parameters; fpgen form-encodes each value (so `&`, `+` and spaces are kept)
         params: Vec<String>,
     },
-    /// Open a token (or a whole licence URL) with the configuration's keys and print its contents as JSON
+    /// Open a token (or a whole licence URL, or PlayReady's answer) with the configuration's keys and print its contents as JSON
     #[command(after_help = EXIT_CODES)]
     Inspect {
         /// The filter configuration (JSON)
@@ -85,7 +85,7 @@ enum Command {
         /// other environment), marked with "refused"; still exits 1
         #[arg(long)]
         show_refused: bool,
-        /// The token, or a URL with ?ExpressPlayToken=
+        /// The token, a URL with ?ExpressPlayToken=, or PlayReady's JSON answer
         token: String,
     },
     /// Validate a configuration file and list every problem with its field
@@ -549,6 +549,10 @@ fn mint(config: &Path, drm: &str, query: Option<String>, params: &[String]) -> R
         .ok_or_else(|| Failure::Refused(format!("unknown DRM {drm:?}")))?;
     let query = query_of(query, params);
     let minting = service::mint_url_for(&config, drm, &query, b"", &SystemHost);
+    if minting.result.is_ok() && drm == fpgen::licence::Drm::PlayReady {
+        println!("{}", minting.into_answer().response.body);
+        return Ok(());
+    }
     match minting.result {
         Ok(url) => {
             println!("{url}");
@@ -572,8 +576,13 @@ fn inspect(
     let config = load(config)?;
     // A licence URL is read with the gate's own parser: `&` or `;`
     // separators, any spelling of the name, exactly one token.
-    let token = match text.split_once('?') {
-        Some((_, query)) => fpgen::redeem::token_of(query)
+    // PlayReady's answer (`{"licenseAcquisitionUrl": …, "token": …}`) is
+    // read for its token.
+    let answer = serde_json::from_str::<serde_json::Value>(text).ok();
+    let token_member = answer.as_ref().and_then(|a| a.get("token")?.as_str());
+    let token = match (token_member, text.split_once('?')) {
+        (Some(token), _) => token.to_owned(),
+        (None, Some((_, query))) => fpgen::redeem::token_of(query)
             .map(std::borrow::Cow::into_owned)
             .ok_or_else(|| {
                 Failure::Refused(
@@ -581,7 +590,7 @@ fn inspect(
                         .into(),
                 )
             })?,
-        None => text.trim().to_owned(),
+        (None, None) => text.trim().to_owned(),
     };
     let now = now.unwrap_or_else(|| SystemHost.now());
     let refused = |reason| Failure::Refused(format!("invalid token (-4010): {reason}"));

@@ -569,7 +569,8 @@ async fn answer(
     for _ in 0..4 {
         next = match next {
             lifecycle::Next::Reply(answer) => return Ok(to_hyper(answer)),
-            lifecycle::Next::CollectBody => {
+            // (no edits: only token requests reach the exchange here)
+            lifecycle::Next::CollectBody(_) => {
                 let limit = lifecycle::body_read_limit(&shared.config);
                 let read = read_body(body.take(), limit);
                 match tokio::time::timeout(body_timeout, read).await {

@@ -32,6 +32,9 @@ use validate::*;
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024;
 /// The largest cap an operator may configure.
 pub const MAX_MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default cap on a PlayReady licence challenge the gate reads, in bytes
+/// (a challenge is some 3 to 10 KB).
+pub const DEFAULT_MAX_CHALLENGE_BYTES: usize = 64 * 1024;
 
 /// Where the client address for `allowed_networks` comes from.
 #[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,6 +62,8 @@ pub struct Config {
     pub(crate) redeem_url: RedeemUrl,
     /// Widevine's licence URL (`widevine_redeem_url`).
     pub(crate) widevine_redeem_url: RedeemUrl,
+    /// PlayReady's licence acquisition URL (`playready_redeem_url`).
+    pub(crate) playready_redeem_url: RedeemUrl,
     pub(crate) sealing_keys: KeyRing,
     pub(crate) customers: HashMap<CustomerId, Customer>,
     pub(crate) max_body_bytes: usize,
@@ -82,6 +87,13 @@ pub struct Redemption {
     /// Widevine's licence path: requests whose path starts with this are
     /// checked for a Widevine token.
     pub widevine_path_prefix: String,
+    /// PlayReady's licence path: requests whose path starts with this are
+    /// checked for a PlayReady token, in the query or in the challenge's
+    /// `CustomData`.
+    pub playready_path_prefix: String,
+    /// The largest PlayReady challenge the gate reads, in bytes; a larger
+    /// one is refused (413).
+    pub max_challenge_bytes: usize,
     /// Prefix of the licence-data headers; incoming headers with it are removed.
     pub header_prefix: String,
     /// Remove the `ExpressPlayToken` query parameter before going upstream
@@ -98,6 +110,7 @@ impl Redemption {
         [
             (Drm::FairPlay, self.path_prefix.as_str()),
             (Drm::Widevine, self.widevine_path_prefix.as_str()),
+            (Drm::PlayReady, self.playready_path_prefix.as_str()),
         ]
         .into_iter()
     }
@@ -135,6 +148,15 @@ impl RedeemUrl {
             &self.prefix
         }
     }
+
+    /// The licence URL without the token parameter (PlayReady's
+    /// `licenseAcquisitionUrl`).
+    pub fn base(&self, force_https: bool) -> &str {
+        let prefix = self.prefix(force_https);
+        // `?ExpressPlayToken=` or `&ExpressPlayToken=`, as `new` writes it
+        let cut = prefix.len().saturating_sub("?ExpressPlayToken=".len());
+        prefix.get(..cut).unwrap_or(prefix)
+    }
 }
 
 /// A customer account, as validated (its fields are the core's). Its `Debug` shows neither the authenticator's
@@ -157,6 +179,8 @@ pub struct Customer {
     pub(crate) fairplay_enabled: bool,
     /// `true`: the customer may mint Widevine tokens (else -7011).
     pub(crate) widevine_enabled: bool,
+    /// `true`: the customer may mint PlayReady tokens (else -5002).
+    pub(crate) playready_enabled: bool,
     /// When set, requests must come from one of these networks (-2003).
     pub(crate) allowed_networks: Option<Vec<ipnet::IpNet>>,
     /// When set, at most this many tokens per Envoy instance (-2019).
@@ -204,6 +228,7 @@ impl std::fmt::Debug for Customer {
             .field("fairplay_authorized", &self.fairplay_authorized)
             .field("fairplay_enabled", &self.fairplay_enabled)
             .field("widevine_enabled", &self.widevine_enabled)
+            .field("playready_enabled", &self.playready_enabled)
             .field("allowed_networks", &self.allowed_networks)
             .field("token_budget", &self.token_budget)
             .field("fleet_budget", &self.fleet_budget)
@@ -243,6 +268,7 @@ impl Config {
         match drm {
             Drm::FairPlay => &self.redeem_url,
             Drm::Widevine => &self.widevine_redeem_url,
+            Drm::PlayReady => &self.playready_redeem_url,
         }
     }
 
@@ -380,6 +406,12 @@ impl Config {
             raw.environment,
             problems,
         );
+        let playready_redeem_url = validate_redeem_url(
+            raw.playready_redeem_url,
+            Drm::PlayReady,
+            raw.environment,
+            problems,
+        );
         let sealing_keys =
             validate_sealing_keys(raw.sealing_keys, raw.active_sealing_key, vars, problems);
         let redemption = validate_redemption(raw.redemption, problems);
@@ -407,6 +439,7 @@ impl Config {
             environment: raw.environment,
             redeem_url: redeem_url?,
             widevine_redeem_url: widevine_redeem_url?,
+            playready_redeem_url: playready_redeem_url?,
             sealing_keys: sealing_keys?,
             customers,
             max_body_bytes,

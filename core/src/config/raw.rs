@@ -17,6 +17,8 @@ pub(super) struct RawConfig {
     pub(super) redeem_url: RawRedeemUrl,
     #[serde(default)]
     pub(super) widevine_redeem_url: RawRedeemUrl,
+    #[serde(default)]
+    pub(super) playready_redeem_url: RawRedeemUrl,
     pub(super) sealing_keys: Vec<RawSealingKey>,
     pub(super) active_sealing_key: Option<String>,
     #[serde(default)]
@@ -58,6 +60,8 @@ pub(super) struct RawRedemption {
     pub(super) enabled: Option<bool>,
     pub(super) path_prefix: Option<String>,
     pub(super) widevine_path_prefix: Option<String>,
+    pub(super) playready_path_prefix: Option<String>,
+    pub(super) max_challenge_bytes: Option<usize>,
     pub(super) header_prefix: Option<String>,
     pub(super) strip_token: Option<bool>,
     pub(super) error_format: Option<String>,
@@ -98,6 +102,7 @@ pub(super) struct RawCustomer {
     pub(super) fairplay_authorized: Option<bool>,
     pub(super) fairplay_enabled: Option<bool>,
     pub(super) widevine_enabled: Option<bool>,
+    pub(super) playready_enabled: Option<bool>,
     pub(super) allowed_networks: Option<Vec<String>>,
     pub(super) token_budget: Option<u64>,
     pub(super) fleet_budget: Option<RawFleetBudget>,

@@ -128,6 +128,7 @@ pub(super) fn validate_customer(
         fairplay_authorized: c.fairplay_authorized.unwrap_or(true),
         fairplay_enabled: c.fairplay_enabled.unwrap_or(true),
         widevine_enabled: c.widevine_enabled.unwrap_or(false),
+        playready_enabled: c.playready_enabled.unwrap_or(false),
         allowed_networks,
         token_budget: c.token_budget,
         fleet_budget,
@@ -236,10 +237,36 @@ pub(super) fn validate_redemption(
         "widevine_path_prefix",
         problems,
     );
+    let playready_path_prefix = validate_prefix(
+        raw.playready_path_prefix,
+        Drm::PlayReady,
+        "playready_path_prefix",
+        problems,
+    );
     if widevine_path_prefix == path_prefix {
         problems.push(
             "redemption.widevine_path_prefix",
             Problem::Expected("a path other than path_prefix (each DRM has its licence path)"),
+        );
+    }
+    if playready_path_prefix == path_prefix || playready_path_prefix == widevine_path_prefix {
+        problems.push(
+            "redemption.playready_path_prefix",
+            Problem::Expected(
+                "a path other than path_prefix and widevine_path_prefix (each DRM has its licence path)",
+            ),
+        );
+    }
+    let max_challenge_bytes = raw
+        .max_challenge_bytes
+        .unwrap_or(DEFAULT_MAX_CHALLENGE_BYTES);
+    if max_challenge_bytes == 0 || max_challenge_bytes > MAX_MAX_BODY_BYTES {
+        problems.push(
+            "redemption.max_challenge_bytes",
+            Problem::OutOfRange {
+                min: 1,
+                max: MAX_MAX_BODY_BYTES as u64,
+            },
         );
     }
     let header_prefix = raw.header_prefix.unwrap_or_else(|| "x-fpgen-".to_owned());
@@ -270,13 +297,14 @@ pub(super) fn validate_redemption(
     (problems.count() == before).then_some(Some(Redemption {
         path_prefix,
         widevine_path_prefix,
+        playready_path_prefix,
+        max_challenge_bytes,
         header_prefix,
         strip_token: raw.strip_token.unwrap_or(true),
         error_format: error_format?,
     }))
 }
 
-/// The licence URL of `drm`'s tokens (`redeem_url`, `widevine_redeem_url`).
 /// A licence path prefix of the gate (`redemption.<field>`), by default
 /// `drm`'s hosted licence path.
 fn validate_prefix(raw: Option<String>, drm: Drm, field: &str, problems: &mut Problems) -> String {
@@ -293,6 +321,8 @@ fn validate_prefix(raw: Option<String>, drm: Drm, field: &str, problems: &mut Pr
     prefix
 }
 
+/// The licence URL of `drm`'s tokens (`redeem_url`, `widevine_redeem_url`,
+/// `playready_redeem_url`).
 pub(super) fn validate_redeem_url(
     raw: RawRedeemUrl,
     drm: Drm,
@@ -303,6 +333,7 @@ pub(super) fn validate_redeem_url(
     let section = match drm {
         Drm::FairPlay => "redeem_url",
         Drm::Widevine => "widevine_redeem_url",
+        Drm::PlayReady => "playready_redeem_url",
     };
     let field = |name: &str| format!("{section}.{name}");
     let scheme = raw.scheme.unwrap_or_else(|| "http".to_owned());
@@ -346,6 +377,8 @@ pub(super) const fn default_redeem_host(drm: Drm, env: Environment) -> &'static 
         (Drm::FairPlay, Environment::Production) => "fp.service.expressplay.com",
         (Drm::Widevine, Environment::Test) => "wv.test.expressplay.com",
         (Drm::Widevine, Environment::Production) => "wv.service.expressplay.com",
+        (Drm::PlayReady, Environment::Test) => "pr.test.expressplay.com",
+        (Drm::PlayReady, Environment::Production) => "pr.service.expressplay.com",
     }
 }
 

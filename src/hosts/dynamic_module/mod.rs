@@ -383,7 +383,10 @@ fn carry(envoy: &dyn Envoy, part: Part, next: lifecycle::Next) -> Next {
             Next::Continue
         }
         lifecycle::Next::Reply(response) => reply(envoy, &response),
-        lifecycle::Next::CollectBody => Next::Stop,
+        lifecycle::Next::CollectBody(edits) => {
+            edits.apply(part, envoy);
+            Next::Stop
+        }
         lifecycle::Next::AskFleet(call) => {
             envoy.callout(fleet::callout(call));
             Next::Wait

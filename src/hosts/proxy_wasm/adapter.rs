@@ -347,7 +347,11 @@ impl Stream {
                     return Flow::Continue;
                 }
                 lifecycle::Next::Reply(response) => return reply(abi, &response),
-                lifecycle::Next::CollectBody | lifecycle::Next::Wait => return Flow::Pause,
+                lifecycle::Next::CollectBody(edits) => {
+                    edits.apply(part, abi);
+                    return Flow::Pause;
+                }
+                lifecycle::Next::Wait => return Flow::Pause,
                 lifecycle::Next::AskFleet(call) => {
                     let request = self.request(abi, 0);
                     match abi.dispatch_call(&call.cluster, &call.message, call.timeout_ms) {

@@ -40,7 +40,7 @@ mod hosts;
 pub mod stats;
 
 pub use fpgen_core::{
-    config, error, fleet, ids, licence, lifecycle, params, redeem, render, request, secret,
+    challenge, config, error, fleet, ids, licence, lifecycle, params, redeem, render, request, secret,
     service, token,
 };
 

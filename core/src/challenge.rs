@@ -7,8 +7,9 @@
 //! predefines and character references (which a licence server's parser
 //! decodes as well, so the gate reads the token it will read). A body with
 //! a `<!DOCTYPE`, an entity it does not know, or anything that is not
-//! well-formed UTF-8 XML is refused: the gate cannot say which token a
-//! licence server would find in it. Every element named `CustomData`
+//! well-formed UTF-8 XML (one root element, nothing but white space,
+//! comments and processing instructions around it) is refused: the gate
+//! cannot say which token a licence server would find in it. Every element named `CustomData`
 //! counts, wherever it is and whatever its namespace prefix; a challenge
 //! with two is refused.
 
@@ -53,6 +54,8 @@ pub fn custom_data(body: &[u8]) -> Result<Option<String>, ChallengeError> {
     config.allow_unmatched_ends = false;
     config.check_comments = true;
     let mut depth = 0usize;
+    // The document's one root element has begun.
+    let mut rooted = false;
     // Inside CustomData: its text so far.
     let mut inside: Option<String> = None;
     let mut found: Option<String> = None;
@@ -60,9 +63,10 @@ pub fn custom_data(body: &[u8]) -> Result<Option<String>, ChallengeError> {
         let event = reader.read_event().map_err(|_| ChallengeError::Malformed)?;
         match event {
             Event::Start(start) => {
-                if inside.is_some() {
+                if inside.is_some() || (depth == 0 && rooted) {
                     return Err(ChallengeError::Malformed);
                 }
+                rooted = true;
                 depth += 1;
                 if depth > MAX_DEPTH {
                     return Err(ChallengeError::Malformed);
@@ -75,9 +79,10 @@ pub fn custom_data(body: &[u8]) -> Result<Option<String>, ChallengeError> {
                 }
             }
             Event::Empty(start) => {
-                if inside.is_some() {
+                if inside.is_some() || (depth == 0 && rooted) {
                     return Err(ChallengeError::Malformed);
                 }
+                rooted = true;
                 if is_custom_data(start.local_name().into_inner()) {
                     if found.is_some() {
                         return Err(ChallengeError::TwoTokens);
@@ -92,16 +97,26 @@ pub fn custom_data(body: &[u8]) -> Result<Option<String>, ChallengeError> {
                 }
             }
             Event::Text(t) => {
+                let content = t.xml10_content();
+                if depth == 0 && !is_white_space(&content) {
+                    return Err(ChallengeError::Malformed);
+                }
                 if let Some(text) = inside.as_mut() {
-                    text.push_str(&t.xml10_content());
+                    text.push_str(&content);
                 }
             }
             Event::CData(c) => {
+                if depth == 0 {
+                    return Err(ChallengeError::Malformed);
+                }
                 if let Some(text) = inside.as_mut() {
                     text.push_str(&c.xml10_content());
                 }
             }
             Event::GeneralRef(r) => {
+                if depth == 0 {
+                    return Err(ChallengeError::Malformed);
+                }
                 let resolved = match r.resolve_char_ref() {
                     Ok(Some(c)) => c.to_string(),
                     Ok(None) => resolve_predefined_entity(&r.xml10_content())
@@ -118,12 +133,19 @@ pub fn custom_data(body: &[u8]) -> Result<Option<String>, ChallengeError> {
             Event::Eof => break,
         }
     }
-    if depth != 0 || inside.is_some() {
+    if depth != 0 || inside.is_some() || !rooted {
         return Err(ChallengeError::Malformed);
     }
     Ok(found
-        .map(|t| t.trim_matches([' ', '\t', '\r', '\n']).to_owned())
+        .map(|t| t.trim_matches(XML_WHITE_SPACE).to_owned())
         .filter(|t| !t.is_empty()))
+}
+
+/// XML's white space characters.
+const XML_WHITE_SPACE: [char; 4] = [' ', '\t', '\r', '\n'];
+
+fn is_white_space(text: &str) -> bool {
+    text.chars().all(|c| XML_WHITE_SPACE.contains(&c))
 }
 
 fn is_custom_data(local_name: &str) -> bool {
@@ -214,6 +236,11 @@ mod tests {
             "<a></b>".to_owned(),
             "<a>".to_owned(),
             "</a>".to_owned(),
+            "".to_owned(),
+            "\x08\x01binary".to_owned(),
+            "<a/><b/>".to_owned(),
+            "<a/>text".to_owned(),
+            "&amp;<a/>".to_owned(),
         ] {
             assert_eq!(
                 custom_data(body.as_bytes()),

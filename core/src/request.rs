@@ -643,8 +643,14 @@ fn indexed_kid_and_key(
             None => Ok(None),
         };
     };
-    let named =
-        |e: ApiError, param: &str| ApiError::new(e.code, format!("{param}.{n}: {}", e.message()));
+    let named = |e: ApiError, param: &str| {
+        let what = if e.detail.is_empty() {
+            e.code.message().into()
+        } else {
+            e.detail
+        };
+        ApiError::new(e.code, format!("{param}.{n}: {what}"))
+    };
     let kid = parse_kid(kid_text).map_err(|e| named(e, "kid"))?;
     if repeats(&kid) {
         return Err(ApiError::new(

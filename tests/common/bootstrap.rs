@@ -165,7 +165,7 @@ fn routes(options: &Options) -> Value {
         json!({"match": {"prefix": prefix},
             "route": {"cluster": "licence_server", "timeout": "5s"}})
     };
-    let rights_paths = ["/hms/fp/rights/", "/hms/wv/rights/"];
+    let rights_paths = ["/hms/fp/rights/", "/hms/wv/rights/", "/playready/"];
     let (rights, catch_all): (Vec<Value>, Value) = match options.upstream_port {
         None => (
             rights_paths
@@ -182,7 +182,7 @@ fn routes(options: &Options) -> Value {
     let mut all = Vec::new();
     if options.scoped {
         let module = options.module;
-        for path in ["/hms/fp/token", "/hms/wv/token"] {
+        for path in ["/hms/fp/token", "/hms/wv/token", "/hms/pr/token"] {
             let token = json!({"match": {"path_separated_prefix": path},
                 "direct_response": {"status": 404, "body": {"inline_string": NOT_FOUND_BODY}}});
             all.push(enabled(token, module));

@@ -66,6 +66,9 @@ macro_rules! shared_suites {
         /// Widevine's endpoint and gate.
         #[path = "shared/widevine.rs"]
         mod widevine;
+        /// PlayReady's endpoint and gate.
+        #[path = "shared/playready.rs"]
+        mod playready;
     };
 }
 

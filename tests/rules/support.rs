@@ -137,6 +137,10 @@ pub fn refusal_stat_name(reason: fpgen::redeem::Refusal) -> &'static str {
         R::UnknownCustomer => "unknown_customer",
         R::CustomerDisabled => "customer_disabled",
         R::Revoked => "revoked",
+        R::Challenge(fpgen::challenge::ChallengeError::Malformed) => "malformed_challenge",
+        R::Challenge(fpgen::challenge::ChallengeError::TwoTokens) => "two_tokens",
+        R::TokensDiffer => "tokens_differ",
+        R::ChallengeTooLarge => "challenge_too_large",
     }
 }
 

@@ -40,8 +40,8 @@ mod hosts;
 pub mod stats;
 
 pub use fpgen_core::{
-    challenge, config, error, fleet, ids, licence, lifecycle, params, redeem, render, request, secret,
-    service, token,
+    challenge, config, error, fleet, ids, licence, lifecycle, params, redeem, render, request,
+    secret, service, token,
 };
 
 #[cfg(all(feature = "logging", not(target_arch = "wasm32")))]

@@ -353,8 +353,57 @@ fn mint_and_inspect_know_widevine() {
     let o = mint(&config, &args[..args.len() - 1]);
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("error -7006"), "{}", stderr(&o));
-    let o = mint(&config, &["--drm", "playready", AUTH]);
+    let o = mint(&config, &["--drm", "clearkey", AUTH]);
     assert_eq!(o.status.code(), Some(2), "an unknown DRM is a usage error");
+}
+
+/// `fpgen mint --drm playready` prints what `/hms/pr/token` answers (its
+/// JSON), and `fpgen inspect` reads that answer for its token.
+#[test]
+fn mint_and_inspect_know_playready() {
+    let config = demo();
+    let args = [
+        "--drm",
+        "playready",
+        AUTH,
+        "kid=a1b2c3d4e5f60718293a4b5c6d7e8f90",
+        &format!("contentKey={CK}"),
+        "rightsType=BuyToOwn",
+        "analogVideoOPL=100",
+        "compressedDigitalAudioOPL=200",
+        "compressedDigitalVideoOPL=400",
+        "uncompressedDigitalAudioOPL=250",
+        "uncompressedDigitalVideoOPL=300",
+    ];
+    let o = mint(&config, &args);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let answer = stdout(&o).trim().to_owned();
+    let v: serde_json::Value = serde_json::from_str(&answer).unwrap();
+    assert_eq!(
+        v["licenseAcquisitionUrl"],
+        "http://127.0.0.1:10000/playready/RightsManager.asmx"
+    );
+    let o = fpgen(&["inspect", "--config", config.path(), &answer]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let shown: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(shown["drm"], "playready");
+    assert_eq!(shown["licence"]["rights_type"], "BuyToOwn");
+    assert_eq!(
+        shown["licence"]["output_levels"]["compressed_digital_video"],
+        400
+    );
+    assert!(
+        !stdout(&o).contains(CK),
+        "content key shown without the flag"
+    );
+    // the bare token opens the same
+    let token = v["token"].as_str().unwrap();
+    let o = fpgen(&["inspect", "--config", config.path(), token]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    // PlayReady's own rules, with their codes
+    let o = mint(&config, &args[..args.len() - 1]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("error -5006"), "{}", stderr(&o));
 }
 
 #[test]

@@ -31,7 +31,9 @@ pub enum ChallengeError {
 impl fmt::Display for ChallengeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            Self::Malformed => "the licence challenge is not well-formed XML (or has a DTD or an unknown entity)",
+            Self::Malformed => {
+                "the licence challenge is not well-formed XML (or has a DTD or an unknown entity)"
+            }
             Self::TwoTokens => "the licence challenge has more than one CustomData",
         })
     }
@@ -53,70 +55,59 @@ pub fn custom_data(body: &[u8]) -> Result<Option<String>, ChallengeError> {
     config.check_end_names = true;
     config.allow_unmatched_ends = false;
     config.check_comments = true;
-    let mut depth = 0usize;
-    // The document's one root element has begun.
-    let mut rooted = false;
-    // Inside CustomData: its text so far.
-    let mut inside: Option<String> = None;
-    let mut found: Option<String> = None;
+    let mut walk = Walk::default();
+    // Each event consumes input: the loop ends by the body's length.
     loop {
-        let event = reader.read_event().map_err(|_| ChallengeError::Malformed)?;
+        match reader.read_event().map_err(|_| ChallengeError::Malformed)? {
+            Event::Eof => return walk.finish(),
+            event => walk.step(event)?,
+        }
+    }
+}
+
+/// Where the reader is in the document.
+#[derive(Default)]
+struct Walk {
+    depth: usize,
+    /// The document's one root element has begun.
+    rooted: bool,
+    /// Inside `CustomData`: its text so far.
+    inside: Option<String>,
+    /// The `CustomData` read.
+    found: Option<String>,
+}
+
+impl Walk {
+    fn step(&mut self, event: Event<'_>) -> Result<(), ChallengeError> {
         match event {
             Event::Start(start) => {
-                if inside.is_some() || (depth == 0 && rooted) {
-                    return Err(ChallengeError::Malformed);
-                }
-                rooted = true;
-                depth += 1;
-                if depth > MAX_DEPTH {
+                self.open(start.local_name().into_inner())?;
+                self.depth += 1;
+                if self.depth > MAX_DEPTH {
                     return Err(ChallengeError::Malformed);
                 }
                 if is_custom_data(start.local_name().into_inner()) {
-                    if found.is_some() {
-                        return Err(ChallengeError::TwoTokens);
-                    }
-                    inside = Some(String::new());
+                    self.inside = Some(String::new());
                 }
+                Ok(())
             }
             Event::Empty(start) => {
-                if inside.is_some() || (depth == 0 && rooted) {
-                    return Err(ChallengeError::Malformed);
-                }
-                rooted = true;
+                self.open(start.local_name().into_inner())?;
                 if is_custom_data(start.local_name().into_inner()) {
-                    if found.is_some() {
-                        return Err(ChallengeError::TwoTokens);
-                    }
-                    found = Some(String::new());
+                    self.found = Some(String::new());
                 }
+                Ok(())
             }
             Event::End(_) => {
-                depth = depth.checked_sub(1).ok_or(ChallengeError::Malformed)?;
-                if let Some(text) = inside.take() {
-                    found = Some(text);
+                self.depth = self.depth.checked_sub(1).ok_or(ChallengeError::Malformed)?;
+                if let Some(text) = self.inside.take() {
+                    self.found = Some(text);
                 }
+                Ok(())
             }
-            Event::Text(t) => {
-                let content = t.xml10_content();
-                if depth == 0 && !is_white_space(&content) {
-                    return Err(ChallengeError::Malformed);
-                }
-                if let Some(text) = inside.as_mut() {
-                    text.push_str(&content);
-                }
-            }
-            Event::CData(c) => {
-                if depth == 0 {
-                    return Err(ChallengeError::Malformed);
-                }
-                if let Some(text) = inside.as_mut() {
-                    text.push_str(&c.xml10_content());
-                }
-            }
+            Event::Text(t) => self.text(&t.xml10_content(), true),
+            Event::CData(c) => self.text(&c.xml10_content(), false),
             Event::GeneralRef(r) => {
-                if depth == 0 {
-                    return Err(ChallengeError::Malformed);
-                }
                 let resolved = match r.resolve_char_ref() {
                     Ok(Some(c)) => c.to_string(),
                     Ok(None) => resolve_predefined_entity(&r.xml10_content())
@@ -124,21 +115,48 @@ pub fn custom_data(body: &[u8]) -> Result<Option<String>, ChallengeError> {
                         .to_owned(),
                     Err(_) => return Err(ChallengeError::Malformed),
                 };
-                if let Some(text) = inside.as_mut() {
-                    text.push_str(&resolved);
-                }
+                self.text(&resolved, false)
             }
-            Event::DocType(_) => return Err(ChallengeError::Malformed),
-            Event::Comment(_) | Event::Decl(_) | Event::PI(_) => {}
-            Event::Eof => break,
+            Event::DocType(_) => Err(ChallengeError::Malformed),
+            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::Eof => Ok(()),
         }
     }
-    if depth != 0 || inside.is_some() || !rooted {
-        return Err(ChallengeError::Malformed);
+
+    /// An element begins: never inside `CustomData`, never a second root,
+    /// never a second `CustomData`.
+    fn open(&mut self, local_name: &str) -> Result<(), ChallengeError> {
+        if self.inside.is_some() || (self.depth == 0 && self.rooted) {
+            return Err(ChallengeError::Malformed);
+        }
+        self.rooted = true;
+        if is_custom_data(local_name) && self.found.is_some() {
+            return Err(ChallengeError::TwoTokens);
+        }
+        Ok(())
     }
-    Ok(found
-        .map(|t| t.trim_matches(XML_WHITE_SPACE).to_owned())
-        .filter(|t| !t.is_empty()))
+
+    /// Character data (`white_space_outside`: white space is allowed
+    /// outside the root element, as for text; never for CDATA or a
+    /// reference).
+    fn text(&mut self, content: &str, white_space_outside: bool) -> Result<(), ChallengeError> {
+        if self.depth == 0 && !(white_space_outside && is_white_space(content)) {
+            return Err(ChallengeError::Malformed);
+        }
+        if let Some(text) = self.inside.as_mut() {
+            text.push_str(content);
+        }
+        Ok(())
+    }
+
+    fn finish(self) -> Result<Option<String>, ChallengeError> {
+        if self.depth != 0 || self.inside.is_some() || !self.rooted {
+            return Err(ChallengeError::Malformed);
+        }
+        Ok(self
+            .found
+            .map(|t| t.trim_matches(XML_WHITE_SPACE).to_owned())
+            .filter(|t| !t.is_empty()))
+    }
 }
 
 /// XML's white space characters.
@@ -213,10 +231,9 @@ mod tests {
             );
         }
         // anywhere in the body
-        let body = format!(
-            "{}",
-            challenge("<CustomData>a</CustomData>")
-                .replace("<Version>1</Version>", "<Version><CustomData>b</CustomData></Version>")
+        let body = challenge("<CustomData>a</CustomData>").replace(
+            "<Version>1</Version>",
+            "<Version><CustomData>b</CustomData></Version>",
         );
         assert_eq!(custom_data(body.as_bytes()), Err(ChallengeError::TwoTokens));
     }
@@ -248,14 +265,8 @@ mod tests {
                 "{body}"
             );
         }
-        assert_eq!(
-            custom_data(b"<a>\xff</a>"),
-            Err(ChallengeError::Malformed)
-        );
+        assert_eq!(custom_data(b"<a>\xff</a>"), Err(ChallengeError::Malformed));
         let deep = "<a>".repeat(MAX_DEPTH + 1) + &"</a>".repeat(MAX_DEPTH + 1);
-        assert_eq!(
-            custom_data(deep.as_bytes()),
-            Err(ChallengeError::Malformed)
-        );
+        assert_eq!(custom_data(deep.as_bytes()), Err(ChallengeError::Malformed));
     }
 }

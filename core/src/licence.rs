@@ -295,8 +295,14 @@ impl OutputLevels {
     pub fn named(&self) -> [(&'static str, u16); 5] {
         [
             ("analog-video-opl", self.analog_video),
-            ("compressed-digital-audio-opl", self.compressed_digital_audio),
-            ("compressed-digital-video-opl", self.compressed_digital_video),
+            (
+                "compressed-digital-audio-opl",
+                self.compressed_digital_audio,
+            ),
+            (
+                "compressed-digital-video-opl",
+                self.compressed_digital_video,
+            ),
             (
                 "uncompressed-digital-audio-opl",
                 self.uncompressed_digital_audio,

@@ -514,7 +514,13 @@ impl Life {
     /// A piece of a PlayReady challenge arrived (`end`: the last; `remove`:
     /// the trailers to scrub, when trailers ended it): refused as soon as
     /// it is past the gate's cap, else, once whole, read by the gate.
-    fn challenge(&mut self, config: &Config, host: &dyn Host, end: bool, remove: Vec<String>) -> Next {
+    fn challenge(
+        &mut self,
+        config: &Config,
+        host: &dyn Host,
+        end: bool,
+        remove: Vec<String>,
+    ) -> Next {
         let Some(gate) = config.redemption.as_ref() else {
             return self.passing(); // a gate is configured, or no Challenge state
         };
@@ -536,7 +542,12 @@ impl Life {
 
     /// The gate refused the challenge before reading a token, counted and
     /// logged as every refusal of the gate is.
-    fn gate_refused(&mut self, host: &dyn Host, gate: &Redemption, refusal: redeem::Refusal) -> Next {
+    fn gate_refused(
+        &mut self,
+        host: &dyn Host,
+        gate: &Redemption,
+        refusal: redeem::Refusal,
+    ) -> Next {
         host.count(Counter::RedemptionsRejected(refusal), None);
         host.set_log_state(&service::Outcome::refused(refusal.code()).log_fields());
         host.log(

@@ -2,11 +2,11 @@
 //! before the request reaches the licence server, and hand the token's
 //! licence data upstream in request headers.
 
+use crate::challenge::{self, ChallengeError};
 use crate::config::{Config, Redemption};
 use crate::error::{ApiError, ErrorCode, ErrorFormat};
 use crate::ids::CustomerId;
 use crate::ids::KeyId;
-use crate::challenge::{self, ChallengeError};
 use crate::licence::{
     rfc3339, Drm, Environment, FpExtension, Licence, LicenceData, PlayReadyLicence, Rights,
     WidevineLicence,
@@ -466,7 +466,10 @@ fn playready_headers(prefix: &str, d: &PlayReadyLicence, key_id: &KeyId) -> Vec<
         h.push((name(suffix), level.to_string()));
     }
     if let Some(behaviour) = d.unknown_output {
-        h.push((name("unknown-output-behavior"), behaviour.as_str().to_owned()));
+        h.push((
+            name("unknown-output-behavior"),
+            behaviour.as_str().to_owned(),
+        ));
     }
     if let Some(flags) = d.output_control_flags {
         h.push((name("output-control-flags"), format!("{flags:08x}")));

@@ -140,27 +140,7 @@ pub fn validate_playready_request(
     now: i64,
 ) -> Result<(PlayReadyLicence, bool), ApiError> {
     let mut keys = vec![first_playready_key(params, customer)?];
-    let slots = indexed_slots(params, crate::licence::Drm::PlayReady)?;
-    let kek = params.get(Param::Kek).map(parse_kek).transpose()?;
-    let kek = kek.as_ref().or(customer.kek.as_ref());
-    for (i, row) in slots.iter().enumerate() {
-        let [kid, key, _, _, _, level] = *row;
-        let n = i + 1;
-        let Some((kid, content_key)) = indexed_kid_and_key(n, row, (kid, key), kek, customer, |k| {
-            keys.iter().any(|before| &before.kid == k)
-        })?
-        else {
-            continue;
-        };
-        let min_cert_security_level = level
-            .map(|t| parse_cert_level(t, &format!("minCertSecurityLevel.{n}")))
-            .transpose()?;
-        keys.push(PlayReadyKey {
-            kid,
-            content_key,
-            min_cert_security_level,
-        });
-    }
+    playready_indexed_keys(params, customer, &mut keys)?;
     let rights = parse_rights(params, now)?;
     let output_levels = parse_output_levels(params)?;
     let unknown_output = match params.get(Param::UnknownOutputBehavior) {
@@ -201,6 +181,38 @@ pub fn validate_playready_request(
         cookie,
     };
     Ok((licence, use_https))
+}
+
+/// The keys of PlayReady's indexed parameters (`kid.N`, `contentKey.N`,
+/// `minCertSecurityLevel.N`), appended to `keys` in index order, by
+/// Widevine's rules for indexed keys.
+fn playready_indexed_keys(
+    params: &Params<'_>,
+    customer: &Customer,
+    keys: &mut Vec<PlayReadyKey>,
+) -> Result<(), ApiError> {
+    let slots = indexed_slots(params, crate::licence::Drm::PlayReady)?;
+    let kek = params.get(Param::Kek).map(parse_kek).transpose()?;
+    let kek = kek.as_ref().or(customer.kek.as_ref());
+    for (i, row) in slots.iter().enumerate() {
+        let [kid, key, _, _, _, level] = *row;
+        let n = i + 1;
+        let repeats = |k: &Kid| keys.iter().any(|before| &before.kid == k);
+        let Some((kid, content_key)) =
+            indexed_kid_and_key(n, row, (kid, key), kek, customer, repeats)?
+        else {
+            continue;
+        };
+        let min_cert_security_level = level
+            .map(|t| parse_cert_level(t, &format!("minCertSecurityLevel.{n}")))
+            .transpose()?;
+        keys.push(PlayReadyKey {
+            kid,
+            content_key,
+            min_cert_security_level,
+        });
+    }
+    Ok(())
 }
 
 /// Key 0 of a PlayReady request: `kid` (required), its content key by the

@@ -745,44 +745,9 @@ fn decode_playready(body: &[u8]) -> Option<PlayReadyLicence> {
     let issued_at = r.be_i64()?;
     let expires_at = r.be_i64()?;
     let customer_id = CustomerId::parse(r.short_str()?).ok()?;
-    let count = usize::from(r.u8()?);
-    if count == 0 || count > MAX_WIDEVINE_KEYS {
-        return None;
-    }
-    let mut keys = Vec::with_capacity(count);
-    for _ in 0..count {
-        keys.push(PlayReadyKey {
-            kid: r.kid()??,
-            content_key: ContentKey::new(r.array()?),
-            min_cert_security_level: match u16::from_be_bytes(r.array()?) {
-                0 => None,
-                level => Some(level).filter(|l| CERT_SECURITY_LEVELS.contains(l))?.into(),
-            },
-        });
-    }
-    let tag = r.u8()?;
-    let period_end = r.be_i64()?;
-    let play_duration = match (r.u8()?, r.be_u32()?) {
-        (0, _) => None,
-        (1, seconds) => Some(seconds),
-        _ => return None,
-    };
-    let rights = match tag {
-        0 if period_end == 0 && play_duration.is_none() => Rights::BuyToOwn,
-        RIGHTS_RENTAL => Rights::Rental {
-            period_end,
-            play_duration,
-        },
-        _ => return None,
-    };
-    let mut level = || r.array().map(u16::from_be_bytes).filter(|l| *l <= 999);
-    let output_levels = OutputLevels {
-        analog_video: level()?,
-        compressed_digital_audio: level()?,
-        compressed_digital_video: level()?,
-        uncompressed_digital_audio: level()?,
-        uncompressed_digital_video: level()?,
-    };
+    let keys = r.playready_keys()?;
+    let rights = r.rights()?;
+    let output_levels = r.output_levels()?;
     let unknown_output = match r.u8()? {
         0 => None,
         n => Some(*UnknownOutput::ALL.get(usize::from(n) - 1)?),
@@ -813,6 +778,57 @@ fn decode_playready(body: &[u8]) -> Option<PlayReadyLicence> {
         cookie,
     };
     r.0.is_empty().then_some(licence)
+}
+
+/// The PlayReady payload's own fields, as `encode_playready` writes them.
+impl Reader<'_> {
+    fn playready_keys(&mut self) -> Option<Vec<PlayReadyKey>> {
+        let count = usize::from(self.u8()?);
+        if count == 0 || count > MAX_WIDEVINE_KEYS {
+            return None;
+        }
+        let mut keys = Vec::with_capacity(count);
+        for _ in 0..count {
+            keys.push(PlayReadyKey {
+                kid: self.kid()??,
+                content_key: ContentKey::new(self.array()?),
+                min_cert_security_level: match u16::from_be_bytes(self.array()?) {
+                    0 => None,
+                    level => Some(Some(level).filter(|l| CERT_SECURITY_LEVELS.contains(l))?),
+                },
+            });
+        }
+        Some(keys)
+    }
+
+    fn rights(&mut self) -> Option<Rights> {
+        let tag = self.u8()?;
+        let period_end = self.be_i64()?;
+        let play_duration = match (self.u8()?, self.be_u32()?) {
+            (0, 0) => None,
+            (1, seconds) => Some(seconds),
+            _ => return None,
+        };
+        match tag {
+            0 if period_end == 0 && play_duration.is_none() => Some(Rights::BuyToOwn),
+            RIGHTS_RENTAL => Some(Rights::Rental {
+                period_end,
+                play_duration,
+            }),
+            _ => None,
+        }
+    }
+
+    fn output_levels(&mut self) -> Option<OutputLevels> {
+        let mut level = || self.array().map(u16::from_be_bytes).filter(|l| *l <= 999);
+        Some(OutputLevels {
+            analog_video: level()?,
+            compressed_digital_audio: level()?,
+            compressed_digital_video: level()?,
+            uncompressed_digital_audio: level()?,
+            uncompressed_digital_video: level()?,
+        })
+    }
 }
 
 /// A cursor over the payload; every read is bounds-checked.

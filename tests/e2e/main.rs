@@ -54,6 +54,9 @@ macro_rules! shared_suites {
         /// Operating it: secrets from the environment, stats, the access log.
         #[path = "shared/operations.rs"]
         mod operations;
+        /// PlayReady's endpoint and gate.
+        #[path = "shared/playready.rs"]
+        mod playready;
         /// The redemption gate: what reaches the licence server.
         #[path = "shared/redemption.rs"]
         mod redemption;
@@ -66,9 +69,6 @@ macro_rules! shared_suites {
         /// Widevine's endpoint and gate.
         #[path = "shared/widevine.rs"]
         mod widevine;
-        /// PlayReady's endpoint and gate.
-        #[path = "shared/playready.rs"]
-        mod playready;
     };
 }
 

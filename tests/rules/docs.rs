@@ -88,6 +88,7 @@ fn accepted_fields() -> BTreeSet<String> {
         ("", ""),
         ("/redeem_url", "redeem_url."),
         ("/widevine_redeem_url", "widevine_redeem_url."),
+        ("/playready_redeem_url", "playready_redeem_url."),
         ("/sealing_keys/0", "sealing_keys[]."),
         ("/customers/0", "customers[]."),
         ("/customers/0/fleet_budget", "customers[].fleet_budget."),

@@ -3,7 +3,7 @@
 #[allow(unused_imports, reason = "the shared imports, for every topic")]
 use super::support::*;
 
-/// `Refusal::ALL` holds every reason once (14, by the match above), each
+/// `Refusal::ALL` holds every reason once (18, by the match above), each
 /// counted under its documented name, and docs/stats.md lists them all.
 #[test]
 fn the_stats_page_lists_every_redemption_refusal_reason() {
@@ -12,7 +12,7 @@ fn the_stats_page_lists_every_redemption_refusal_reason() {
     let distinct: std::collections::BTreeSet<&str> = names.iter().copied().collect();
     assert_eq!(
         distinct.len(),
-        14,
+        18,
         "a reason missing from Refusal::ALL, or twice: {names:?}"
     );
     for reason in Refusal::ALL {

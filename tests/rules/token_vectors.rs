@@ -12,7 +12,8 @@
 use base64::Engine as _;
 use fpgen::ids::{CustomerId, KeyId, Kid};
 use fpgen::licence::{
-    Drm, Environment, FpExtension, Licence, LicenceData, TrackType, WidevineKey, WidevineLicence,
+    Drm, Environment, FpExtension, Licence, LicenceData, OutputLevels, PlayReadyKey,
+    PlayReadyLicence, Rights, TrackType, UnknownOutput, WidevineKey, WidevineLicence,
 };
 use fpgen::secret::{ContentKey, SealingKeyBytes};
 use fpgen::token::{self, KeyRing, SealingKey, TokenError};
@@ -98,18 +99,64 @@ fn widevine(v: &Value) -> WidevineLicence {
     }
 }
 
+fn playready(v: &Value) -> PlayReadyLicence {
+    let level = |name: &str| v["output_levels"][name].as_u64().unwrap() as u16;
+    let rights = match v["rights_type"].as_str().unwrap() {
+        "BuyToOwn" => Rights::BuyToOwn,
+        "Rental" => Rights::Rental {
+            period_end: v["rental_period_end"].as_i64().unwrap(),
+            play_duration: v["rental_play_duration"].as_u64().map(|s| s as u32),
+        },
+        other => panic!("rights type {other}"),
+    };
+    PlayReadyLicence {
+        environment: serde_json::from_value::<Environment>(v["environment"].clone()).unwrap(),
+        customer_id: CustomerId::parse(v["customer_id"].as_str().unwrap()).unwrap(),
+        issued_at: v["issued_at"].as_i64().unwrap(),
+        expires_at: v["expires_at"].as_i64().unwrap(),
+        keys: v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| PlayReadyKey {
+                kid: Kid::parse(k["kid"].as_str().unwrap()).unwrap(),
+                content_key: ContentKey::from_hex(k["content_key"].as_str().unwrap()).unwrap(),
+                min_cert_security_level: k["min_cert_security_level"].as_u64().map(|l| l as u16),
+            })
+            .collect(),
+        rights,
+        output_levels: OutputLevels {
+            analog_video: level("analog_video"),
+            compressed_digital_audio: level("compressed_digital_audio"),
+            compressed_digital_video: level("compressed_digital_video"),
+            uncompressed_digital_audio: level("uncompressed_digital_audio"),
+            uncompressed_digital_video: level("uncompressed_digital_video"),
+        },
+        unknown_output: v["unknown_output_behavior"]
+            .as_str()
+            .map(|b| UnknownOutput::parse(b).unwrap()),
+        output_control_flags: v["output_control_flags"].as_u64().map(|f| f as u32),
+        general_flags: v["general_flags"].as_u64().unwrap() as u32,
+        extension: match &v["extension"] {
+            Value::Null => None,
+            e => extensions(&Value::Array(vec![e.clone()])).pop(),
+        },
+        cookie: v["cookie"].as_str().map(str::to_owned),
+    }
+}
+
 fn vectors_v2() -> Value {
     serde_json::from_str(include_str!("../vectors/v2.json")).unwrap()
 }
 
-/// Version 2: each Widevine vector is sealed byte for byte and opens to its
-/// licence; the FairPlay one (fpgen seals FairPlay as version 1) opens to
+/// Version 2: each Widevine and PlayReady vector is sealed byte for byte
+/// and opens to its licence; the FairPlay one (fpgen seals FairPlay as version 1) opens to
 /// the same licence as its version-1 twin.
 #[test]
 fn version_2_vectors_seal_and_open_byte_for_byte() {
     let all = vectors_v2();
     let valid = all["valid"].as_array().unwrap();
-    assert_eq!(valid.len(), 3);
+    assert_eq!(valid.len(), 5);
     for v in valid {
         let ring = ring(v);
         let nonce: [u8; 24] = hex::decode(v["nonce"].as_str().unwrap())
@@ -119,10 +166,18 @@ fn version_2_vectors_seal_and_open_byte_for_byte() {
         let drm = Drm::parse(v["drm"].as_str().unwrap()).unwrap();
         let licence = match drm {
             Drm::Widevine => Licence::Widevine(widevine(&v["licence"])),
+            Drm::PlayReady => Licence::PlayReady(playready(&v["licence"])),
             Drm::FairPlay => Licence::FairPlay(licence(&v["licence"])),
         };
+        // the JSON fpgen inspect prints is the vector's licence
+        if drm != Drm::FairPlay {
+            let shown = licence.to_json(true);
+            for (name, value) in v["licence"].as_object().unwrap() {
+                assert_eq!(&shown[name], value, "vector {}: {name}", v["name"]);
+            }
+        }
         let token = v["token"].as_str().unwrap();
-        if drm == Drm::Widevine {
+        if drm != Drm::FairPlay {
             let sealed = token::seal_licence(&licence, ring.active().unwrap(), &nonce).unwrap();
             assert_eq!(sealed, token, "vector {}", v["name"]);
         }
@@ -160,6 +215,7 @@ fn drm_byte(drm: Drm) -> u8 {
     match drm {
         Drm::FairPlay => 0,
         Drm::Widevine => 1,
+        Drm::PlayReady => 2,
     }
 }
 

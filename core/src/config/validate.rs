@@ -230,33 +230,14 @@ pub(super) fn validate_redemption(
         return Some(None);
     };
     let before = problems.count();
-    let path_prefix = validate_prefix(raw.path_prefix, Drm::FairPlay, "path_prefix", problems);
-    let widevine_path_prefix = validate_prefix(
-        raw.widevine_path_prefix,
-        Drm::Widevine,
-        "widevine_path_prefix",
+    let [path_prefix, widevine_path_prefix, playready_path_prefix] = validate_prefixes(
+        [
+            raw.path_prefix,
+            raw.widevine_path_prefix,
+            raw.playready_path_prefix,
+        ],
         problems,
     );
-    let playready_path_prefix = validate_prefix(
-        raw.playready_path_prefix,
-        Drm::PlayReady,
-        "playready_path_prefix",
-        problems,
-    );
-    if widevine_path_prefix == path_prefix {
-        problems.push(
-            "redemption.widevine_path_prefix",
-            Problem::Expected("a path other than path_prefix (each DRM has its licence path)"),
-        );
-    }
-    if playready_path_prefix == path_prefix || playready_path_prefix == widevine_path_prefix {
-        problems.push(
-            "redemption.playready_path_prefix",
-            Problem::Expected(
-                "a path other than path_prefix and widevine_path_prefix (each DRM has its licence path)",
-            ),
-        );
-    }
     let max_challenge_bytes = raw
         .max_challenge_bytes
         .unwrap_or(DEFAULT_MAX_CHALLENGE_BYTES);
@@ -303,6 +284,32 @@ pub(super) fn validate_redemption(
         strip_token: raw.strip_token.unwrap_or(true),
         error_format: error_format?,
     }))
+}
+
+/// The gate's licence path prefixes (FairPlay's, Widevine's, PlayReady's),
+/// each checked, and each other than those before it.
+fn validate_prefixes(raw: [Option<String>; 3], problems: &mut Problems) -> [String; 3] {
+    let [fairplay, widevine, playready] = raw;
+    let path_prefix = validate_prefix(fairplay, Drm::FairPlay, "path_prefix", problems);
+    let widevine_path_prefix =
+        validate_prefix(widevine, Drm::Widevine, "widevine_path_prefix", problems);
+    let playready_path_prefix =
+        validate_prefix(playready, Drm::PlayReady, "playready_path_prefix", problems);
+    if widevine_path_prefix == path_prefix {
+        problems.push(
+            "redemption.widevine_path_prefix",
+            Problem::Expected("a path other than path_prefix (each DRM has its licence path)"),
+        );
+    }
+    if playready_path_prefix == path_prefix || playready_path_prefix == widevine_path_prefix {
+        problems.push(
+            "redemption.playready_path_prefix",
+            Problem::Expected(
+                "a path other than path_prefix and widevine_path_prefix (each DRM has its licence path)",
+            ),
+        );
+    }
+    [path_prefix, widevine_path_prefix, playready_path_prefix]
 }
 
 /// A licence path prefix of the gate (`redemption.<field>`), by default

@@ -222,9 +222,9 @@ soak: build venv bench-tools
 	$(CARGO) build --release --bin fpgen
 	$(PYTHON) benches/soak.py --minutes $(SOAK_MINUTES)
 
-## fuzz: every cargo-fuzz target (params, token_open, config) for FUZZ_SECONDS each (default 60), seeded from fuzz/seeds/
+## fuzz: every cargo-fuzz target (params, token_open, config, gate, admission, widevine_params, playready_params, challenge) for FUZZ_SECONDS each (default 60), seeded from fuzz/seeds/
 FUZZ_SECONDS ?= 60
-FUZZ_TARGETS := params token_open config gate admission widevine_params
+FUZZ_TARGETS := params token_open config gate admission widevine_params playready_params challenge
 fuzz-tools:
 	@$(RUSTUP) toolchain list | grep -q '^nightly' || { \
 		echo "fuzz: installing the nightly Rust toolchain (minimal profile; cargo-fuzz needs it), once: about 1 minute"; \

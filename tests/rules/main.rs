@@ -24,6 +24,8 @@ mod configuration;
 mod docs;
 /// Every parameter rule and its code; what a token carries.
 mod parameters;
+/// PlayReady's endpoint and gate.
+mod playready;
 /// Properties over generated requests (proptest).
 mod properties;
 /// No secret in any `Debug` rendering.

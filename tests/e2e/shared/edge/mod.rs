@@ -23,3 +23,5 @@ mod shipped;
 mod token_lifetime;
 /// Widevine's gate.
 mod widevine_gate;
+/// PlayReady's gate: the same rows, and a challenge held with trailers.
+mod playready_gate;

@@ -33,8 +33,9 @@ pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024;
 /// The largest cap an operator may configure.
 pub const MAX_MAX_BODY_BYTES: usize = 1024 * 1024;
 /// Default cap on a PlayReady licence challenge the gate reads, in bytes
-/// (a challenge is some 3 to 10 KB).
-pub const DEFAULT_MAX_CHALLENGE_BYTES: usize = 64 * 1024;
+/// (a challenge is some 3 to 10 KB; the shipped listeners buffer at most
+/// 32 KiB of a request, `per_connection_buffer_limit_bytes`).
+pub const DEFAULT_MAX_CHALLENGE_BYTES: usize = 32 * 1024;
 
 /// Where the client address for `allowed_networks` comes from.
 #[derive(Deserialize, Debug, Clone, Copy, Default, PartialEq, Eq)]

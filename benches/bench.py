@@ -47,7 +47,9 @@ CONFIG = {
     "redeem_url": {"scheme": "https", "host": "fp.test.expressplay.com", "port": 443, "path": "/hms/fp/rights/"},
     "sealing_keys": [{"id": "bench-2026", "key": "a88deb5c6fc4b09434f9dab3a25f79cd7ddf67a025c179c9a9b6153dbf56f132"}],
     "widevine_redeem_url": {"scheme": "https", "host": "wv.test.expressplay.com", "port": 443, "path": "/hms/wv/rights/"},
-    "customers": [{"id": "100001", "environment": "test", "widevine_enabled": True,
+    "playready_redeem_url": {"scheme": "https", "host": "pr.test.expressplay.com", "port": 443,
+                             "path": "/playready/RightsManager.asmx"},
+    "customers": [{"id": "100001", "environment": "test", "widevine_enabled": True, "playready_enabled": True,
                    "authenticator_sha256": "3eb1bd439947eb762998e566ccc2e099c791118b2f40579cc4f7da2b5061b7f9"}],
     # the gate of envoy/gate.yaml (scenario G)
     "redemption": {"header_prefix": "x-fpgen-", "strip_token": True},
@@ -63,6 +65,36 @@ WV_QUERY = ("customerAuthenticator=100001,0123456789abcdef0123456789abcdef"
             "&kid=11112222333344445555666677778888&contentKey=000102030405060708090a0b0c0d0e0f"
             "&securityLevel=1&hdcpOutputControl=0&expirationTime=%2B3600&cookie=bench-session-0001"
             "&wvExtension=wudo,AAAAAA%3D%3D")
+# the same request to PlayReady's endpoint: kid, contentKey, the rights type and the five
+# output levels it requires, expirationTime, cookie, one extension
+PR_QUERY = ("customerAuthenticator=100001,0123456789abcdef0123456789abcdef"
+            "&kid=11112222333344445555666677778888&contentKey=000102030405060708090a0b0c0d0e0f"
+            "&rightsType=BuyToOwn&analogVideoOPL=100&compressedDigitalAudioOPL=100&compressedDigitalVideoOPL=100"
+            "&uncompressedDigitalAudioOPL=100&uncompressedDigitalVideoOPL=100&expirationTime=%2B3600"
+            "&cookie=bench-session-0001&extensionType=wudo&extensionPayload=AAAAAA%3D%3D")
+PR_PATH = "/playready/RightsManager.asmx"
+
+
+def pr_challenge(custom_data):
+    """A PlayReady licence challenge of a real one's size (some 4 KB: the encrypted client
+    data and the signature are stand-ins of their length), `custom_data` in its LA."""
+    return ('<?xml version="1.0" encoding="utf-8"?><soap:Envelope xmlns:xsi="http://www.w3.org/2001/XMLSchema-instance" '
+            'xmlns:xsd="http://www.w3.org/2001/XMLSchema" xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/">'
+            '<soap:Body><AcquireLicense xmlns="http://schemas.microsoft.com/DRM/2007/03/protocols"><challenge>'
+            '<Challenge xmlns="http://schemas.microsoft.com/DRM/2007/03/protocols/messages">'
+            '<LA xmlns="http://schemas.microsoft.com/DRM/2007/03/protocols" Id="SignedData" xml:space="preserve">'
+            '<Version>1</Version><ContentHeader><WRMHEADER xmlns="http://schemas.microsoft.com/DRM/2007/03/PlayReadyHeader" '
+            'version="4.0.0.0"><DATA><PROTECTINFO><KEYLEN>16</KEYLEN><ALGID>AESCTR</ALGID></PROTECTINFO>'
+            '<KID>IiIRERERIiIzM0RERFVVZQ==</KID></DATA></WRMHEADER></ContentHeader>'
+            '<CLIENTINFO><CLIENTVERSION>10.0.16384.10011</CLIENTVERSION></CLIENTINFO>'
+            f'{custom_data}<LicenseNonce>Lg5W6uTqWTjwNJhOTvW/dA==</LicenseNonce><ClientTime>1765000000</ClientTime>'
+            '<EncryptedData xmlns="http://www.w3.org/2001/04/xmlenc#" Type="http://www.w3.org/2001/04/xmlenc#Element">'
+            '<EncryptionMethod Algorithm="http://www.w3.org/2001/04/xmlenc#aes128-cbc"/><CipherData><CipherValue>'
+            + "QUJD" * 800 + '</CipherValue></CipherData></EncryptedData></LA><Signature xmlns="http://www.w3.org/2000/09/xmldsig#">'
+            '<SignatureValue>' + "c2ln" * 22 + '</SignatureValue></Signature></Challenge></challenge></AcquireLicense>'
+            '</soap:Body></soap:Envelope>')
+
+
 FLOOR_WASM = os.path.join(ROOT, "target/floor/wasm32-wasip1/release/fpgen_floor.wasm")
 NATIVE_SO = os.path.join(ROOT, "target/native/release/libfpgen.so")
 SPC_BYTES = 2048  # a licence request's body (the SPC is 2-5 KB)
@@ -136,24 +168,27 @@ def bootstrap(port, admin, serve_port, static_body, config=CONFIG, ports=None):
                                      "response_headers_to_add": [{"header": {"key": "content-type", "value": "text/uri-list"}}]})
     not_found = route("/", {"direct_response": {"status": 404}})
     rights = lambda **extra: dict(route("/hms/fp/rights/", {"route": {"cluster": "origin"}}), **extra)
+    pr_rights = lambda **extra: dict(route("/playready/", {"route": {"cluster": "origin"}}), **extra)
     listeners, clusters = [], [cluster("fpgen_serve", serve_port)]
     if "origin" in ports:  # what a licence server answers: a CKC-sized body
         clusters.append(cluster("origin", ports["origin"]))
         listeners.append(listener("origin", ports["origin"], [
             route("/", {"direct_response": {"status": 200, "body": {"inline_string": "c" * 1024}}})], [ROUTER]))
     if "plain" in ports:  # A, U0, P: no filter but the router
-        listeners.append(listener("plain", ports["plain"], [static_route, unrelated, rights(), not_found], [ROUTER]))
+        listeners.append(listener("plain", ports["plain"], [static_route, unrelated, rights(), pr_rights(), not_found],
+                                  [ROUTER]))
     if "floor" in ports:  # F: the no-op module on every request
         listeners.append(listener("floor", ports["floor"], [not_found],
                                   [wasm_filter(False, static_body, FLOOR_WASM, "floor"), ROUTER]))
     if "native" in ports:  # N, NP, NG: the native module on every request
-        listeners.append(listener("native", ports["native"], [rights(), unrelated, not_found],
+        listeners.append(listener("native", ports["native"], [rights(), pr_rights(), unrelated, not_found],
                                   [native_filter(config), ROUTER]))
     if "scoped" in ports:  # B-scoped, G, U-scoped: disabled in the HCM, enabled on its routes
         listeners.append(listener("scoped", ports["scoped"], [
             {"match": {"path_separated_prefix": "/hms/fp/token"}, "direct_response": {"status": 404},
              "typed_per_filter_config": ENABLED},
             rights(typed_per_filter_config=ENABLED),
+            pr_rights(typed_per_filter_config=ENABLED),
             unrelated,
         ], [wasm_filter(True, config), ROUTER]))
     listeners.append(listener("bench", port, [
@@ -230,6 +265,12 @@ SCENARIOS = [  # key, label
     ("W", "W  fpgen Widevine GET"),
     ("N", "N  native module GET"),
     ("NW", "N  native module Widevine GET"),
+    ("R", "R  fpgen PlayReady GET"),
+    ("NR", "N  native module PlayReady GET"),
+    ("GQ", "G  PlayReady licence request, query token"),
+    ("GC", "G  PlayReady licence request, CustomData"),
+    ("NGQ", "N  PlayReady licence request, query token"),
+    ("NGC", "N  PlayReady licence request, CustomData"),
     ("NP", "N  native module POST"),
     ("NG", "N  licence request through the native gate"),
 ]
@@ -246,6 +287,23 @@ def mint_url(config_path):
     """A licence URL of the realistic request, minted offline by `fpgen mint`."""
     return subprocess.run([FPGEN, "mint", "--config", config_path, "--query", QUERY], capture_output=True,
                           text=True, check=True).stdout.strip()
+
+
+def lua_long(work, name, body, content_type):
+    """A POST of `body` (written as a Lua long string: XML has quotes)."""
+    path = os.path.join(work, name)
+    with open(path, "w") as f:
+        f.write(f'wrk.method = "POST"\nwrk.headers["Content-Type"] = "{content_type}"\n'
+                f'wrk.headers["SOAPAction"] = "http://schemas.microsoft.com/DRM/2007/03/protocols/AcquireLicense"\n'
+                f'wrk.body = [==[{body}]==]\n')
+    return path
+
+
+def mint_playready(config_path):
+    """A PlayReady token of the realistic request, minted offline by `fpgen mint`."""
+    out = subprocess.run([FPGEN, "mint", "--config", config_path, "--drm", "playready", "--query", PR_QUERY],
+                         capture_output=True, text=True, check=True).stdout
+    return json.loads(out)["token"]
 
 
 def suite(args, workers, work, static_body, config_path, memory_check):
@@ -281,6 +339,19 @@ def suite(args, workers, work, static_body, config_path, memory_check):
         for key in ("scoped", "plain", "native"):  # the gate accepts the token; the origin answers both
             status, _ = get(f"http://127.0.0.1:{ports[key]}{rights}", data=b"s" * SPC_BYTES)
             assert status == 200, (key, status)
+        # PlayReady's licence requests: the token in the query (dash.js) with a challenge without
+        # CustomData, or in the challenge's CustomData (Bitmovin), both a real challenge's size
+        pr_token = mint_playready(config_path)
+        pr_query = f"{PR_PATH}?ExpressPlayToken={pr_token}"
+        plain_challenge = pr_challenge("")
+        token_challenge = pr_challenge(f"<CustomData>{pr_token}</CustomData>")
+        xml = "text/xml; charset=utf-8"
+        pr_q = lua_long(work, "pr-query.lua", plain_challenge, xml)
+        pr_c = lua_long(work, "pr-custom.lua", token_challenge, xml)
+        for key in ("scoped", "native"):
+            for path, body in ((pr_query, plain_challenge), (PR_PATH, token_challenge)):
+                status, _ = get(f"http://127.0.0.1:{ports[key]}{path}", data=body.encode())
+                assert status == 200, (key, path, status)
 
         base = f"http://127.0.0.1:{port}"
         plain, scoped = f"http://127.0.0.1:{ports['plain']}", f"http://127.0.0.1:{ports['scoped']}"
@@ -302,6 +373,12 @@ def suite(args, workers, work, static_body, config_path, memory_check):
             "NW": (f"{native}/hms/wv/token?{WV_QUERY}", None),
             "NP": (f"{native}/hms/fp/token", form),
             "NG": (f"{native}{rights}", spc),
+            "R": (f"{base}/hms/pr/token?{PR_QUERY}", None),
+            "NR": (f"{native}/hms/pr/token?{PR_QUERY}", None),
+            "GQ": (f"{scoped}{pr_query}", pr_q),
+            "GC": (f"{scoped}{PR_PATH}", pr_c),
+            "NGQ": (f"{native}{pr_query}", pr_q),
+            "NGC": (f"{native}{PR_PATH}", pr_c),
         }
         for key, _ in SCENARIOS:  # warm-up
             u, script = targets[key]
@@ -361,6 +438,18 @@ def ratio_rows(med):
         ("Widevine mint GET / FairPlay mint GET (Wasm)", r("W", "B"), r("W", "B", "p99"), ">= 0.95", r("W", "B") >= 0.95),
         ("Widevine mint GET / FairPlay mint GET (native)", r("NW", "N"), r("NW", "N", "p99"), ">= 0.95",
          r("NW", "N") >= 0.95),
+        # issue 32: PlayReady beside FairPlay (its gate reads a ~4 KB challenge, FairPlay's a 2 KB SPC unread)
+        ("PlayReady mint GET / FairPlay mint GET (Wasm)", r("R", "B"), r("R", "B", "p99"), ">= 0.95", r("R", "B") >= 0.95),
+        ("PlayReady mint GET / FairPlay mint GET (native)", r("NR", "N"), r("NR", "N", "p99"), ">= 0.95",
+         r("NR", "N") >= 0.95),
+        ("PlayReady gate, query token / FairPlay gate (Wasm)", r("GQ", "G"), r("GQ", "G", "p99"), ">= 0.90",
+         r("GQ", "G") >= 0.90),
+        ("PlayReady gate, CustomData / FairPlay gate (Wasm)", r("GC", "G"), r("GC", "G", "p99"), ">= 0.90",
+         r("GC", "G") >= 0.90),
+        ("PlayReady gate, query token / FairPlay gate (native)", r("NGQ", "NG"), r("NGQ", "NG", "p99"), ">= 0.90",
+         r("NGQ", "NG") >= 0.90),
+        ("PlayReady gate, CustomData / FairPlay gate (native)", r("NGC", "NG"), r("NGC", "NG", "p99"), ">= 0.90",
+         r("NGC", "NG") >= 0.90),
     ]
     return rows
 

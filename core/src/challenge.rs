@@ -6,7 +6,8 @@
 //! body: no DTD is read and no entity is expanded except the five XML
 //! predefines and character references (which a licence server's parser
 //! decodes as well, so the gate reads the token it will read). A body with
-//! a `<!DOCTYPE`, an entity it does not know, or anything that is not
+//! a `<!DOCTYPE`, an entity it does not know, an XML declaration of an
+//! encoding other than UTF-8, or anything that is not
 //! well-formed UTF-8 XML (one root element, nothing but white space,
 //! comments and processing instructions around it) is refused: the gate
 //! cannot say which token a licence server would find in it. Every element named `CustomData`
@@ -50,6 +51,8 @@ const MAX_DEPTH: usize = 64;
 /// space; `None` when there is none or it is empty).
 pub fn custom_data(body: &[u8]) -> Result<Option<String>, ChallengeError> {
     let text = std::str::from_utf8(body).map_err(|_| ChallengeError::Malformed)?;
+    // a UTF-8 byte order mark, as .NET's encoder writes one, is no text
+    let text = text.strip_prefix('\u{FEFF}').unwrap_or(text);
     let mut reader = Reader::from_str(text);
     let config = reader.config_mut();
     config.check_end_names = true;
@@ -118,7 +121,14 @@ impl Walk {
                 self.text(&resolved, false)
             }
             Event::DocType(_) => Err(ChallengeError::Malformed),
-            Event::Comment(_) | Event::Decl(_) | Event::PI(_) | Event::Eof => Ok(()),
+            // the body is read as UTF-8: a document that says it is in
+            // another encoding could read otherwise to a licence server
+            Event::Decl(decl) => match decl.encoding() {
+                None => Ok(()),
+                Some(Ok(name)) if name.eq_ignore_ascii_case("utf-8") => Ok(()),
+                Some(_) => Err(ChallengeError::Malformed),
+            },
+            Event::Comment(_) | Event::PI(_) | Event::Eof => Ok(()),
         }
     }
 
@@ -207,6 +217,12 @@ mod tests {
             custom_data(challenge("<CustomData>a&amp;b</CustomData>").as_bytes()),
             Ok(Some("a&b".into()))
         );
+        // a byte order mark, and a declaration of UTF-8 in any case
+        let bom = format!(
+            "\u{FEFF}{}",
+            challenge("<CustomData>t</CustomData>").replace("utf-8", "UTF-8")
+        );
+        assert_eq!(custom_data(bom.as_bytes()), Ok(Some("t".into())));
     }
 
     #[test]

@@ -522,7 +522,12 @@ impl Life {
         remove: Vec<String>,
     ) -> Next {
         let Some(gate) = config.redemption.as_ref() else {
-            return self.passing(); // a gate is configured, or no Challenge state
+            // (no gate, no Challenge state: passed on, scrubbed)
+            self.state = State::Upstream;
+            return Next::Continue(Edits {
+                remove,
+                ..Edits::default()
+            });
         };
         let path = host.header(":path").unwrap_or_default();
         let cap = gate.max_challenge_bytes;

@@ -84,6 +84,18 @@ macro_rules! param_table {
                 match self { $(Self::$variant => ErrorCode::$code,)* }
             }
 
+            /// The code reported at `drm`'s endpoint when this parameter's
+            /// value is not valid (also when it is given more than once):
+            /// [`invalid_code`](Self::invalid_code), but PlayReady's own
+            /// where its endpoint has one.
+            pub const fn invalid_code_for(self, drm: Drm) -> ErrorCode {
+                match (drm, self) {
+                    (Drm::PlayReady, Self::RentalPeriodEndTime) => ErrorCode::InvalidRentalPeriodEndTime,
+                    (Drm::PlayReady, Self::UnknownOutputBehavior) => ErrorCode::InvalidUnknownOutputBehavior,
+                    _ => self.invalid_code(),
+                }
+            }
+
             /// How a parameter of the sibling PlayReady API is checked;
             /// `None` for FairPlay's own.
             pub const fn playready(self) -> Option<PlayReady> {

@@ -170,11 +170,19 @@ pub fn applies(gate: &Redemption, path: &str) -> bool {
 }
 
 /// The DRM whose licence path `path` is on (query ignored): the one whose
-/// prefix it starts with, the longest prefix when two match.
+/// prefix it starts with (PlayReady's in any ASCII letter case), the
+/// longest prefix when two match.
 pub fn drm_of(gate: &Redemption, path: &str) -> Option<Drm> {
     let path = path.split_once('?').map_or(path, |(p, _)| p);
     gate.path_prefixes()
-        .filter(|(_, prefix)| path.starts_with(prefix))
+        .filter(|&(drm, prefix)| match drm {
+            // PlayReady's licence servers run on IIS, which matches paths
+            // in any letter case: so does its gate
+            Drm::PlayReady => path
+                .get(..prefix.len())
+                .is_some_and(|head| head.eq_ignore_ascii_case(prefix)),
+            Drm::FairPlay | Drm::Widevine => path.starts_with(prefix),
+        })
         .max_by_key(|(_, prefix)| prefix.len())
         .map(|(drm, _)| drm)
 }

@@ -257,7 +257,9 @@ fn parse_cert_level(text: &str, name: &str) -> Result<u16, ApiError> {
 /// `rightsType` (required) and the rental times, which only a `Rental`
 /// may have.
 fn parse_rights(params: &Params<'_>, now: i64) -> Result<Rights, ApiError> {
-    let end = params.get(Param::RentalPeriodEndTime);
+    let end = params
+        .get(Param::RentalPeriodEndTime)
+        .filter(|t| !t.is_empty());
     let play = params.get(Param::RentalPlayDuration);
     match params.get(Param::RightsType) {
         None | Some("") => Err(ErrorCode::MissingRightsType.into()),

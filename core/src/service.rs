@@ -667,11 +667,11 @@ fn mint<'c>(
 ) -> Result<Minted<'c>, Refusal> {
     if let Some(param) = params.repeated(drm) {
         let detail = format!("{} is given more than once", param.name());
-        return Err((ApiError::new(param.invalid_code(), detail), None));
+        return Err((ApiError::new(param.invalid_code_for(drm), detail), None));
     }
     if let Some(param) = params.malformed(drm) {
         let detail = format!("{} holds a malformed percent escape", param.name());
-        return Err((ApiError::new(param.invalid_code(), detail), None));
+        return Err((ApiError::new(param.invalid_code_for(drm), detail), None));
     }
     let customer = request::authenticate(config, params).map_err(|e| (e, None))?;
     match mint_for(config, drm, customer, params, host) {

@@ -165,8 +165,12 @@ fn routes(options: &Options) -> Value {
         json!({"match": {"prefix": prefix},
             "route": {"cluster": "licence_server", "timeout": "5s"}})
     };
-    let rights_paths = ["/hms/fp/rights/", "/hms/wv/rights/", "/playready/"];
-    let (rights, catch_all): (Vec<Value>, Value) = match options.upstream_port {
+    let rights_paths = [
+        "/hms/fp/rights/",
+        "/hms/wv/rights/",
+        "/playready/RightsManager.asmx",
+    ];
+    let (mut rights, catch_all): (Vec<Value>, Value) = match options.upstream_port {
         None => (
             rights_paths
                 .iter()
@@ -179,6 +183,11 @@ fn routes(options: &Options) -> Value {
             to_upstream("/"),
         ),
     };
+    // PlayReady's route matches in any letter case, as its gate does (and
+    // IIS, where its licence servers run)
+    if let Some(playready) = rights.last_mut() {
+        playready["match"]["case_sensitive"] = false.into();
+    }
     let mut all = Vec::new();
     if options.scoped {
         let module = options.module;

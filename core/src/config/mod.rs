@@ -149,15 +149,6 @@ impl RedeemUrl {
             &self.prefix
         }
     }
-
-    /// The licence URL without the token parameter (PlayReady's
-    /// `licenseAcquisitionUrl`).
-    pub fn base(&self, force_https: bool) -> &str {
-        let prefix = self.prefix(force_https);
-        // `?ExpressPlayToken=` or `&ExpressPlayToken=`, as `new` writes it
-        let cut = prefix.len().saturating_sub("?ExpressPlayToken=".len());
-        prefix.get(..cut).unwrap_or(prefix)
-    }
 }
 
 /// A customer account, as validated (its fields are the core's). Its `Debug` shows neither the authenticator's

@@ -233,6 +233,20 @@ fn each_playready_rule_answers_its_documented_code() {
         (query("&kek=000102030405060708090a0b0c0d0e0f"), -5007, 400, "kek or contentKey"),
         (query("&minCertSecurityLevel.3=150"), -9425, 400, "without kid.3"),
         (query("&expirationTime=%2B9999999"), -2002, 400, "30 days"),
+        (
+            query("&rental.periodEndTime=&generalFlags=00000001").replace("BuyToOwn", "Rental"),
+            -2022,
+            400,
+            "period end",
+        ),
+        (
+            query("&rental.periodEndTime=%2B60&rental.periodEndTime=%2B90&generalFlags=00000001")
+                .replace("BuyToOwn", "Rental"),
+            -2023,
+            400,
+            "given more than once",
+        ),
+        (query("&unknownOutputBehavior=Allow&unknownOutputBehavior=Allow"), -5001, 400, "more than once"),
     ];
     for (q, code, status, detail) in &cases {
         check_error(q, *code, *status, detail);

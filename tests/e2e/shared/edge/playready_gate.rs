@@ -54,11 +54,19 @@ fn paths_smuggled_headers_and_second_tokens_never_pass_the_playready_gate() {
         let path = format!("{LICENCE_PATH}?ExpressPlayToken={token}{second}");
         assert_4010(&soap(&envoy, &path, &[], &in_challenge), second);
     }
+    // the licence path in another letter case is still the gate's (IIS
+    // matches paths in any case)
+    for path in ["/PLAYREADY/RIGHTSMANAGER.ASMX", "/playready/rightsmanager.asmx?x=1"] {
+        assert_4010(&soap(&envoy, path, &[], &challenge("")), path);
+    }
     assert!(upstream.requests().is_empty(), "{:?}", upstream.requests());
     assert_eq!(
         envoy.stat("wasmcustom.fpgen.redemptions_rejected.unsafe_path"),
         Some(2 * TRAVERSALS.len() as u64)
     );
+    let r = soap(&envoy, "/PlayReady/RightsManager.asmx", &[], &in_challenge);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(upstream.requests().pop().unwrap().header_all("x-fpgen-drm"), ["playready"]);
     // a valid token with licence headers of the client's, in every spelling
     let mut smuggled = underscore_spellings();
     smuggled.extend([

@@ -94,7 +94,7 @@ pub fn token_request<S: AsRef<str>>(
     host: &dyn Host,
 ) -> TokenStart {
     match service::admit(method, header, config.max_body_bytes) {
-        Admission::Refuse(code) => TokenStart::Step(Step::Answer(service::refuse(code, query))),
+        Admission::Refuse(code) => TokenStart::Step(Step::Answer(refuse_for(drm, code, query))),
         Admission::Query => TokenStart::Step(service::begin_for(config, drm, query, b"", host)),
         Admission::Body if ends_with_headers => {
             TokenStart::Step(token_body(config, drm, query, b"", host))
@@ -105,8 +105,18 @@ pub fn token_request<S: AsRef<str>>(
 
 /// The body collected so far is `size` bytes: the refusal (413) as soon
 /// as that is past the cap, before the rest arrives.
-pub fn body_so_far(config: &Config, query: &str, size: usize) -> Option<Answer> {
-    (size > config.max_body_bytes).then(|| service::refuse(ErrorCode::BodyTooLarge, query))
+pub fn body_so_far(config: &Config, drm: Drm, query: &str, size: usize) -> Option<Answer> {
+    (size > config.max_body_bytes).then(|| refuse_for(drm, ErrorCode::BodyTooLarge, query))
+}
+
+/// A token request to `drm`'s endpoint refused before its parameters are
+/// read.
+fn refuse_for(drm: Drm, code: ErrorCode, query: &str) -> Answer {
+    let Answer { response, outcome } = service::refuse(code, query);
+    Answer {
+        response,
+        outcome: outcome.of_drm(drm),
+    }
 }
 
 /// How much of a body a host reads to decide: one byte past the cap, so
@@ -118,7 +128,7 @@ pub fn body_read_limit(config: &Config) -> usize {
 /// The token request with its whole body (at most [`body_read_limit`]
 /// bytes of it): refused when past the cap, else its steps.
 pub fn token_body(config: &Config, drm: Drm, query: &str, body: &[u8], host: &dyn Host) -> Step {
-    match body_so_far(config, query, body.len()) {
+    match body_so_far(config, drm, query, body.len()) {
         Some(refused) => Step::Answer(refused),
         None => service::begin_for(config, drm, query, body, host),
     }
@@ -163,17 +173,12 @@ pub fn gate(
 ) -> Gate {
     match redeem::redeem_challenge(config, gate, drm, path, challenge, now) {
         Ok(redeemed) => Gate::Pass(redeemed),
-        Err(refusal) => refuse(gate, refusal),
-    }
-}
-
-/// The gate's refusal, in its format.
-fn refuse(gate: &Redemption, refusal: Refusal) -> Gate {
-    Gate::Refuse {
-        refusal,
-        answer: Answer {
-            response: refusal.response(gate.error_format),
-            outcome: Outcome::refused(refusal.code()),
+        Err(refusal) => Gate::Refuse {
+            refusal,
+            answer: Answer {
+                response: refusal.response(gate.error_format),
+                outcome: Outcome::refused(refusal.code()).of_drm(drm),
+            },
         },
     }
 }
@@ -254,8 +259,8 @@ mod tests {
     fn bodies_past_the_cap_are_refused_with_413() {
         let c = config();
         assert_eq!(body_read_limit(&c), 11);
-        assert!(body_so_far(&c, "", 10).is_none());
-        let refused = body_so_far(&c, "errorFormat=json", 11).map(|a| a.response);
+        assert!(body_so_far(&c, Drm::FairPlay, "", 10).is_none());
+        let refused = body_so_far(&c, Drm::FairPlay, "errorFormat=json", 11).map(|a| a.response);
         assert_eq!(refused.as_ref().map(|r| r.status), Some(413));
         assert!(refused.is_some_and(|r| r.body.contains("-9413")));
         let host = crate::service::SystemHost;

@@ -423,9 +423,9 @@ impl Life {
         match self.state {
             State::Waiting { .. } => Next::Wait,
             State::Body(drm) if end => self.body_complete(config, drm, host),
-            State::Body(_) => {
+            State::Body(drm) => {
                 let path = host.header(":path").unwrap_or_default();
-                match edge::body_so_far(config, query_of(&path), host.body_size()) {
+                match edge::body_so_far(config, drm, query_of(&path), host.body_size()) {
                     Some(refused) => self.answer(host, refused),
                     None => Next::CollectBody(Edits::default()),
                 }
@@ -503,7 +503,7 @@ impl Life {
     fn body_complete(&mut self, config: &Config, drm: Drm, host: &dyn Host) -> Next {
         let path = host.header(":path").unwrap_or_default();
         let query = query_of(&path);
-        if let Some(refused) = edge::body_so_far(config, query, host.body_size()) {
+        if let Some(refused) = edge::body_so_far(config, drm, query, host.body_size()) {
             return self.answer(host, refused);
         }
         let body = host.body(edge::body_read_limit(config));
@@ -554,7 +554,8 @@ impl Life {
         refusal: redeem::Refusal,
     ) -> Next {
         host.count(Counter::RedemptionsRejected(refusal), None);
-        host.set_log_state(&service::Outcome::refused(refusal.code()).log_fields());
+        let outcome = service::Outcome::refused(refusal.code()).of_drm(Drm::PlayReady);
+        host.set_log_state(&outcome.log_fields());
         host.log(
             Level::Debug,
             &format!("fpgen: redemption refused: {refusal}"),
@@ -579,6 +580,9 @@ impl Life {
         let decision = edge::gate(config, gate, (drm, challenge), path, now);
         let outcome = decision.outcome();
         host.count(decision.counter(), outcome.customer_id.as_ref());
+        if matches!(decision, Gate::Pass(_)) {
+            host.count(Counter::Redeemed(drm), None);
+        }
         host.set_log_state(&outcome.log_fields());
         match decision {
             Gate::Pass(redeemed) => {
@@ -640,6 +644,9 @@ impl Life {
     fn answer(&mut self, host: &dyn Host, answer: Answer) -> Next {
         let outcome = &answer.outcome;
         host.count(outcome.counter(), outcome.customer_id.as_ref());
+        if let (None, Some(drm)) = (outcome.error, outcome.drm) {
+            host.count(Counter::Minted(drm), None);
+        }
         if let Some(code) = outcome.error {
             host.log(
                 Level::Debug,

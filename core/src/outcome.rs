@@ -4,6 +4,7 @@
 
 use crate::error::ErrorCode;
 use crate::ids::{CustomerId, Kid};
+use crate::licence::Drm;
 
 /// What happened to one request, for stats and the access log. Holds only
 /// validated, printable values (never key material).
@@ -19,6 +20,9 @@ pub struct Outcome {
     pub cookie: Option<String>,
     /// Expiry of the token, Unix seconds.
     pub expires_at: Option<i64>,
+    /// The DRM of the endpoint or licence path, once the request is known
+    /// to be for one.
+    pub drm: Option<Drm>,
 }
 
 impl Outcome {
@@ -34,6 +38,7 @@ impl Outcome {
     /// Widevine and PlayReady), its cookie and expiry, moved out of its licence data (no copy).
     pub fn of_licence(licence: crate::licence::Licence) -> Self {
         use crate::licence::Licence;
+        let drm = licence.drm();
         let (customer_id, kid, cookie, expires_at) = match licence {
             Licence::FairPlay(d) => (d.customer_id, d.kid, d.cookie, d.expires_at),
             Licence::Widevine(d) => {
@@ -51,6 +56,15 @@ impl Outcome {
             kid,
             cookie,
             expires_at: Some(expires_at),
+            drm: Some(drm),
+        }
+    }
+
+    /// The same outcome, of `drm`'s endpoint or licence path.
+    pub fn of_drm(self, drm: Drm) -> Self {
+        Self {
+            drm: Some(drm),
+            ..self
         }
     }
 
@@ -64,7 +78,7 @@ impl Outcome {
     }
 
     /// The outcome as one logfmt line for the access log:
-    /// `code=0 customer=100001 kid=^film cookie=corr-1 expires=2026-12-23T05:29:31Z`.
+    /// `code=0 customer=100001 kid=^film cookie=corr-1 expires=2026-12-23T05:29:31Z drm=fairplay`.
     /// Fields that are unknown are left out; kid and cookie are
     /// percent-encoded where they hold spaces, `"`, `=`, `%` or non-ASCII, so
     /// the line splits on spaces.
@@ -87,6 +101,10 @@ impl Outcome {
         if let Some(expires) = self.expires_at {
             out.push_str(" expires=");
             out.push_str(&crate::licence::rfc3339(expires));
+        }
+        if let Some(drm) = self.drm {
+            out.push_str(" drm=");
+            out.push_str(drm.as_str());
         }
         out
     }

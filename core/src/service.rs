@@ -635,6 +635,7 @@ fn prepare<'c>(
                 error: Some(error.code),
                 customer_id,
                 cookie,
+                drm: Some(drm),
                 ..Outcome::default()
             };
             let minting = Minting {

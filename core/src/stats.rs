@@ -7,6 +7,7 @@
 use crate::error::ErrorCode;
 use crate::fleet::Failure;
 use crate::ids::CustomerId;
+use crate::licence::Drm;
 use crate::redeem::Refusal;
 
 /// What a counter counts. With the request's customer, when there is one,
@@ -29,6 +30,11 @@ pub enum Counter {
     FleetTokenCalls,
     /// A call to the rate-limit service for a lease ([`FLEET_LEASE_CALLS`]).
     FleetLeaseCalls,
+    /// A token of this DRM minted ([`minted`]), beside [`Self::TokensMinted`].
+    Minted(Drm),
+    /// A token of this DRM the gate let through ([`redeemed`]), beside
+    /// [`Self::RedemptionsAccepted`].
+    Redeemed(Drm),
 }
 
 impl Counter {
@@ -44,8 +50,20 @@ impl Counter {
             (Self::FleetBudgetFailed(failure), _) => Some(fleet_budget_failed(failure)),
             (Self::FleetTokenCalls, _) => Some(FLEET_TOKEN_CALLS.to_owned()),
             (Self::FleetLeaseCalls, _) => Some(FLEET_LEASE_CALLS.to_owned()),
+            (Self::Minted(drm), _) => Some(minted(drm)),
+            (Self::Redeemed(drm), _) => Some(redeemed(drm)),
         }
     }
+}
+
+/// `fpgen.drm.<drm>.minted`: tokens of the DRM minted (of every customer).
+pub fn minted(drm: Drm) -> String {
+    format!("fpgen.drm.{}.minted", drm.as_str())
+}
+
+/// `fpgen.drm.<drm>.redeemed`: tokens of the DRM the gate let through.
+pub fn redeemed(drm: Drm) -> String {
+    format!("fpgen.drm.{}.redeemed", drm.as_str())
 }
 
 /// `fpgen.customer.<id>.tokens_minted`: tokens minted for the customer.

@@ -188,7 +188,7 @@ pub(crate) fn a_refused_request_is_counted_by_its_code<R: Rig>() {
     let code = crate::error::ErrorCode::AuthenticatorInvalid;
     assert_eq!(rig.count(Counter::Rejected(code), None), 1);
     assert_eq!(rig.count(Counter::TokensMinted, Some(&customer)), 0);
-    assert_eq!(rig.log_state().as_deref(), Some("code=-2018"));
+    assert_eq!(rig.log_state().as_deref(), Some("code=-2018 drm=fairplay"));
 }
 
 pub(crate) fn a_post_collects_its_body_then_mints<R: Rig>() {

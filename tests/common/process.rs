@@ -106,6 +106,7 @@ impl Module {
             ["fleet_budget_failed", reason] => format!("fleet_budget_failed.fpgen_reason.{reason}"),
             ["fleet_budget_token_calls"] => "fleet_budget_token_calls".to_owned(),
             ["fleet_budget_lease_calls"] => "fleet_budget_lease_calls".to_owned(),
+            ["drm", drm, what @ ("minted" | "redeemed")] => format!("{what}.fpgen_drm.{drm}"),
             ["build", version @ .., build] => format!(
                 "build.fpgen_version.{}.fpgen_build.{build}",
                 version.join(".")

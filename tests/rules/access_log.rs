@@ -40,8 +40,19 @@ fn access_log_fields() {
     ));
     assert_eq!(
         o.log_fields(),
-        "code=0 customer=100001 kid=^film%20%C3%A9%3D1 cookie=a%20b%22c%25 expires=2027-01-15T08:01:00Z"
+        "code=0 customer=100001 kid=^film%20%C3%A9%3D1 cookie=a%20b%22c%25 expires=2027-01-15T08:01:00Z drm=fairplay"
     );
     let (_, o) = call("contentKey=00");
-    assert_eq!(o.log_fields(), "code=-2017");
+    assert_eq!(o.log_fields(), "code=-2017 drm=fairplay");
+    // each DRM's endpoint names its DRM, refused or minted
+    use fpgen::licence::Drm;
+    let o = |drm, query: &str| service::handle_for(&config(), drm, query, b"", &host()).outcome;
+    assert_eq!(o(Drm::Widevine, "").log_fields(), "code=-2017 drm=widevine");
+    assert_eq!(
+        o(Drm::PlayReady, "").log_fields(),
+        "code=-2017 drm=playready"
+    );
+    assert!(o(Drm::FairPlay, "x")
+        .log_fields()
+        .ends_with(" drm=fairplay"));
 }

@@ -125,10 +125,14 @@ pub(crate) enum Metric {
     FleetTokenCalls,
     /// `fpgen.fleet_budget_lease_calls`
     FleetLeaseCalls,
+    /// `fpgen.minted{fpgen_drm}`
+    Minted,
+    /// `fpgen.redeemed{fpgen_drm}`
+    Redeemed,
 }
 
 impl Metric {
-    pub(crate) const ALL: [Self; 8] = [
+    pub(crate) const ALL: [Self; 10] = [
         Self::TokensMinted,
         Self::Rejected,
         Self::RedemptionsAccepted,
@@ -137,6 +141,8 @@ impl Metric {
         Self::FleetBudgetFailed,
         Self::FleetTokenCalls,
         Self::FleetLeaseCalls,
+        Self::Minted,
+        Self::Redeemed,
     ];
 
     /// The counter's name and its label names.
@@ -150,6 +156,8 @@ impl Metric {
             Self::FleetBudgetFailed => ("fpgen.fleet_budget_failed", &["fpgen_reason"]),
             Self::FleetTokenCalls => ("fpgen.fleet_budget_token_calls", &[]),
             Self::FleetLeaseCalls => ("fpgen.fleet_budget_lease_calls", &[]),
+            Self::Minted => ("fpgen.minted", &["fpgen_drm"]),
+            Self::Redeemed => ("fpgen.redeemed", &["fpgen_drm"]),
         }
     }
 }
@@ -175,6 +183,8 @@ fn metric_of(counter: Counter, customer: Option<&CustomerId>) -> Option<(Metric,
         )),
         Counter::FleetTokenCalls => Some((Metric::FleetTokenCalls, Vec::new())),
         Counter::FleetLeaseCalls => Some((Metric::FleetLeaseCalls, Vec::new())),
+        Counter::Minted(drm) => Some((Metric::Minted, vec![drm.as_str().to_owned()])),
+        Counter::Redeemed(drm) => Some((Metric::Redeemed, vec![drm.as_str().to_owned()])),
     }
 }
 
@@ -668,7 +678,10 @@ mod tests {
         let counted = envoy.counted.borrow();
         assert_eq!(
             *counted,
-            vec![(Metric::TokensMinted, vec!["100001".to_owned()])]
+            vec![
+                (Metric::TokensMinted, vec!["100001".to_owned()]),
+                (Metric::Minted, vec!["fairplay".to_owned()])
+            ]
         );
         assert!(envoy
             .log_state

@@ -2,7 +2,7 @@
 //! every metric a Wasm module defines, and the tag rules a bootstrap needs
 //! (`stats_config.stats_tags`: every shipped one carries them, and a test
 //! compares) so that Prometheus gets the customer, the code, the reason,
-//! the version and the build as labels. Host details, compiled on every
+//! the DRM, the version and the build as labels. Host details, compiled on every
 //! target: the tests, the docs and the bootstraps use them natively.
 
 /// Envoy's prefix for counters a Wasm module defines.
@@ -14,8 +14,9 @@ pub const ENVOY_PREFIX: &str = "wasmcustom.";
 /// `wasmcustom.fpgen.rejected` with `fpgen_customer=100001` and
 /// `fpgen_code=2027`; `wasmcustom.fpgen.build.0.1.0.50371aa1b2c3` becomes
 /// `wasmcustom.fpgen.build` with `fpgen_version=0.1.0` and
-/// `fpgen_build=50371aa1b2c3`.
-pub const TAG_RULES: [(&str, &str); 5] = [
+/// `fpgen_build=50371aa1b2c3`; `wasmcustom.fpgen.drm.widevine.minted`
+/// becomes `wasmcustom.fpgen.minted` with `fpgen_drm=widevine`.
+pub const TAG_RULES: [(&str, &str); 6] = [
     (
         "fpgen_customer",
         r"^wasmcustom\.fpgen\.(customer\.([^.]+)\.)",
@@ -28,6 +29,7 @@ pub const TAG_RULES: [(&str, &str); 5] = [
         "fpgen_reason",
         r"^wasmcustom\.fpgen\.(?:redemptions_rejected|fleet_budget_failed)(\.([a-z_]+))$",
     ),
+    ("fpgen_drm", r"^wasmcustom\.fpgen\.(drm\.([a-z]+)\.)"),
     (
         "fpgen_version",
         r"^wasmcustom\.fpgen\.build(\.(.+))\.[a-z0-9-]+$",

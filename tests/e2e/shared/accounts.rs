@@ -244,6 +244,9 @@ fn stats_after_a_known_sequence() {
         ("wasmcustom.fpgen.customer.100001.redemptions_accepted", 1),
         ("wasmcustom.fpgen.redemptions_rejected.unknown_version", 1),
         ("wasmcustom.fpgen.redemptions_rejected.malformed", 1),
+        // by DRM, of every customer
+        ("wasmcustom.fpgen.drm.fairplay.minted", 3),
+        ("wasmcustom.fpgen.drm.fairplay.redeemed", 1),
     ];
     // and the build gauge
     let build = format!(
@@ -372,8 +375,9 @@ fn access_log_line_for_a_minted_token_carries_its_cookie() {
     assert_eq!(lines.len(), 3, "{log}");
     assert!(lines[0].contains("\"GET /hms/fp/token\" 200 code=0 customer=100001 kid=^film-9 cookie=corr-7f3a expires=20"), "{}", lines[0]);
     assert!(lines[1].contains("\"POST /hms/fp/rights/\" 200 code=0 customer=100001 kid=^film-9 cookie=corr-7f3a expires="), "{}", lines[1]);
+    assert!(lines[..2].iter().all(|l| l.ends_with("Z drm=fairplay")), "{lines:?}");
     assert!(
-        lines[2].ends_with("400 code=-2027 customer=100001 cookie=corr-bad"),
+        lines[2].ends_with("400 code=-2027 customer=100001 cookie=corr-bad drm=fairplay"),
         "{}",
         lines[2]
     );

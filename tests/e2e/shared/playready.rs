@@ -348,6 +348,22 @@ fn the_gate_reads_the_token_from_the_challenge_or_the_query() {
         assert!(req.header_all("x-fpgen-rental-period-end").is_empty());
         assert!(req.header_all("x-fpgen-content-key").is_empty());
     }
+    // counted by DRM, and logged with it
+    assert_eq!(envoy.stat("wasmcustom.fpgen.drm.playready.minted"), Some(1));
+    assert_eq!(envoy.stat("wasmcustom.fpgen.drm.playready.redeemed"), Some(4));
+    let mut log = String::new();
+    for _ in 0..100 {
+        log = envoy.access_log();
+        if log.lines().filter(|l| l.contains("RightsManager.asmx")).count() >= 4 {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("/hms/pr/token") || l.contains("RightsManager.asmx")).collect();
+    assert_eq!(lines.len(), 5, "{log}");
+    for line in lines {
+        assert!(line.contains(" 200 code=0 customer=100001 kid=") && line.ends_with(" drm=playready"), "{line}");
+    }
 }
 
 /// A rental's times reach the licence server.
@@ -453,6 +469,12 @@ fn a_playready_token_redeems_only_at_playreadys_gate() {
         envoy.stat("wasmcustom.fpgen.redemptions_rejected.wrong_drm"),
         Some(attempts.len() as u64)
     );
+    for drm in ["fairplay", "widevine", "playready"] {
+        let minted = format!("wasmcustom.fpgen.drm.{drm}.minted");
+        assert_eq!(envoy.stat(&minted), Some(1), "{minted}");
+        let redeemed = format!("wasmcustom.fpgen.drm.{drm}.redeemed");
+        assert_eq!(envoy.stat(&redeemed), None, "{redeemed}: nothing redeemed");
+    }
 }
 
 /// The demo as the README shows it: the licence acquisition URL from the

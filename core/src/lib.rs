@@ -24,7 +24,7 @@
 //! - [`fleet`]: fleet budgets: the rate-limit messages, leases and the names of budgets and leases (`config`, `ids`, `licence`).
 //! - [`service`]: the token endpoint, as steps a host answers (the modules above).
 //! - [`redeem`]: the redemption gate (the modules above but `service`).
-//! - [`stats`]: stat names and what each outcome counts (`error`, `fleet`, `ids`, `outcome`, `redeem`, `token`).
+//! - [`stats`]: stat names and what each outcome counts (`error`, `fleet`, `ids`, `licence`, `outcome`, `redeem`, `token`).
 //! - `edge` (private; [`lifecycle`] is its one user): what every host does with a request, in order (the whole core).
 //! - [`lifecycle`]: one request's life as events in and instructions out, for every host (the whole core).
 //!

@@ -17,6 +17,7 @@ fn outcome_for_the_access_log() {
             kid: Some(Kid::parse("^film").unwrap()),
             cookie: Some("corr-1".into()),
             expires_at: Some(NOW + 60),
+            drm: Some(fpgen::licence::Drm::FairPlay),
         }
     );
     let (_, o) = call(&format!("{AUTH}&contentKey=00&iv={IV}&cookie=corr-2"));

@@ -283,6 +283,7 @@ fn every_stat_in_the_stats_page_is_one_the_code_counts() {
             .replace("<code>", "2027")
             .replace("<reason>", "REASON")
             .replace("<version>.<build>", "VERSION_BUILD")
+            .replace("<drm>", "playready")
     };
     let documented: BTreeSet<String> =
         first_column_names("docs/stats.md", fpgen::wasm_stats::ENVOY_PREFIX)
@@ -312,6 +313,8 @@ fn every_stat_in_the_stats_page_is_one_the_code_counts() {
         stats::FLEET_TOKEN_CALLS.to_owned(),
         stats::FLEET_LEASE_CALLS.to_owned(),
         stats::fleet_lease_tokens(&customer),
+        stats::minted(fpgen::licence::Drm::PlayReady),
+        stats::redeemed(fpgen::licence::Drm::PlayReady),
         build,
     ]
     .into_iter()

@@ -364,17 +364,11 @@ impl PlayReadyLicence {
             .keys
             .iter()
             .map(|k| {
-                let mut key = serde_json::json!({
+                let key = serde_json::json!({
                     "kid": k.kid.to_string(),
                     "min_cert_security_level": k.min_cert_security_level,
                 });
-                if let (true, Some(map)) = (show_content_key, key.as_object_mut()) {
-                    map.insert(
-                        "content_key".into(),
-                        hex::encode(k.content_key.expose()).into(),
-                    );
-                }
-                key
+                with_content_key(key, &k.content_key, show_content_key)
             })
             .collect();
         let (period_end, play_duration) = match self.rights {
@@ -486,19 +480,13 @@ impl WidevineLicence {
             .keys
             .iter()
             .map(|k| {
-                let mut key = serde_json::json!({
+                let key = serde_json::json!({
                     "kid": k.kid.to_string(),
                     "security_level": k.security_level,
                     "hdcp_output_control": k.hdcp_output_control,
                     "track_type": k.track_type.map(TrackType::as_str),
                 });
-                if let (true, Some(map)) = (show_content_key, key.as_object_mut()) {
-                    map.insert(
-                        "content_key".into(),
-                        hex::encode(k.content_key.expose()).into(),
-                    );
-                }
-                key
+                with_content_key(key, &k.content_key, show_content_key)
             })
             .collect();
         serde_json::json!({
@@ -517,6 +505,21 @@ impl WidevineLicence {
             "wv_extensions": extensions_json(&self.extensions),
         })
     }
+}
+
+/// A key as JSON, with its `content_key` when `show` is set.
+fn with_content_key(
+    mut key: serde_json::Value,
+    content_key: &ContentKey,
+    show: bool,
+) -> serde_json::Value {
+    if let (true, Some(map)) = (show, key.as_object_mut()) {
+        map.insert(
+            "content_key".into(),
+            hex::encode(content_key.expose()).into(),
+        );
+    }
+    key
 }
 
 /// Extensions as JSON: `[{"type": …, "payload": <base64>}, …]`.

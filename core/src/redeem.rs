@@ -441,19 +441,9 @@ fn presented_token<'q>(
 /// flags and persistence, the extension, and the common headers.
 fn playready_headers(prefix: &str, d: &PlayReadyLicence, key_id: &KeyId) -> Vec<(String, String)> {
     let name = |suffix: &str| [prefix, suffix].concat();
-    let mut h = vec![(name("drm"), Drm::PlayReady.as_str().to_owned())];
-    if let Some(first) = d.keys.first() {
-        h.push((
-            name("kid"),
-            utf8_percent_encode(&first.kid.to_string(), HEADER_TEXT).to_string(),
-        ));
-    }
+    let mut h = drm_headers(prefix, Drm::PlayReady, d.keys.first().map(|k| &k.kid));
     for key in &d.keys {
-        let mut value = format!(
-            "kid={};content-key={}",
-            utf8_percent_encode(&key.kid.to_string(), KEY_FIELD),
-            crate::ids::hex_lower(key.content_key.expose()),
-        );
+        let mut value = key_field(&key.kid, &key.content_key);
         if let Some(level) = key.min_cert_security_level {
             value.push_str(&format!(";min-cert-security-level={level}"));
         }
@@ -501,23 +491,13 @@ fn playready_headers(prefix: &str, d: &PlayReadyLicence, key_id: &KeyId) -> Vec<
 /// and `;track-type=…` when set), and the licence-wide values.
 fn widevine_headers(prefix: &str, d: &WidevineLicence, key_id: &KeyId) -> Vec<(String, String)> {
     let name = |suffix: &str| [prefix, suffix].concat();
-    let mut h = vec![(name("drm"), Drm::Widevine.as_str().to_owned())];
-    if let Some(first) = d.keys.first() {
-        // key 0's kid, as FairPlay's header names it (for logs; the keys
-        // are in the `key` headers)
-        h.push((
-            name("kid"),
-            utf8_percent_encode(&first.kid.to_string(), HEADER_TEXT).to_string(),
-        ));
-    }
+    let mut h = drm_headers(prefix, Drm::Widevine, d.keys.first().map(|k| &k.kid));
     for key in &d.keys {
-        let mut value = format!(
-            "kid={};content-key={};security-level={};hdcp-output-control={}",
-            utf8_percent_encode(&key.kid.to_string(), KEY_FIELD),
-            crate::ids::hex_lower(key.content_key.expose()),
-            key.security_level,
-            key.hdcp_output_control,
-        );
+        let mut value = key_field(&key.kid, &key.content_key);
+        value.push_str(&format!(
+            ";security-level={};hdcp-output-control={}",
+            key.security_level, key.hdcp_output_control,
+        ));
         if let Some(track) = key.track_type {
             value.push_str(";track-type=");
             value.push_str(track.as_str());
@@ -544,6 +524,33 @@ fn widevine_headers(prefix: &str, d: &WidevineLicence, key_id: &KeyId) -> Vec<(S
         &mut h,
     );
     h
+}
+
+/// The `drm` header and `kid`, key 0's kid as FairPlay's header names it
+/// (for logs; the keys are in the `key` headers).
+fn drm_headers(
+    prefix: &str,
+    drm: Drm,
+    first_kid: Option<&crate::ids::Kid>,
+) -> Vec<(String, String)> {
+    let name = |suffix: &str| [prefix, suffix].concat();
+    let mut h = vec![(name("drm"), drm.as_str().to_owned())];
+    if let Some(kid) = first_kid {
+        h.push((
+            name("kid"),
+            utf8_percent_encode(&kid.to_string(), HEADER_TEXT).to_string(),
+        ));
+    }
+    h
+}
+
+/// A `key` header's first fields: `kid=<kid>;content-key=<32 hex>`.
+fn key_field(kid: &crate::ids::Kid, content_key: &crate::secret::ContentKey) -> String {
+    format!(
+        "kid={};content-key={}",
+        utf8_percent_encode(&kid.to_string(), KEY_FIELD),
+        crate::ids::hex_lower(content_key.expose()),
+    )
 }
 
 /// Whose token it is, its environment, times and sealing key: the headers

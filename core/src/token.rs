@@ -661,6 +661,27 @@ fn encode_payload(d: &LicenceData, out: &mut Vec<u8>) -> Result<(), EncodeError>
     encode_tail(d.cookie.as_deref(), &d.extensions, out)
 }
 
+/// The key count (1 to [`MAX_WIDEVINE_KEYS`]) and each key: its kid and
+/// content key (`key` names them), then what `settings` writes of it.
+fn encode_keys<K>(
+    keys: &[K],
+    key: impl Fn(&K) -> (&Kid, &ContentKey),
+    out: &mut Vec<u8>,
+    settings: impl Fn(&K, &mut Vec<u8>),
+) -> Result<(), EncodeError> {
+    if keys.is_empty() || keys.len() > MAX_WIDEVINE_KEYS {
+        return Err(EncodeError("a token holds 1 to 8 keys"));
+    }
+    out.push(keys.len() as u8);
+    for k in keys {
+        let (kid, content_key) = key(k);
+        encode_kid(Some(kid), out)?;
+        out.extend_from_slice(content_key.expose());
+        settings(k, out);
+    }
+    Ok(())
+}
+
 /// The track type byte of a Widevine key: its number, or 0xFF for none.
 const NO_TRACK_TYPE: u8 = 0xFF;
 
@@ -672,17 +693,16 @@ fn encode_widevine(d: &WidevineLicence, out: &mut Vec<u8>) -> Result<(), EncodeE
         &d.customer_id,
         out,
     )?;
-    if d.keys.is_empty() || d.keys.len() > MAX_WIDEVINE_KEYS {
-        return Err(EncodeError("a Widevine token holds 1 to 8 keys"));
-    }
-    out.push(d.keys.len() as u8);
-    for key in &d.keys {
-        encode_kid(Some(&key.kid), out)?;
-        out.extend_from_slice(key.content_key.expose());
-        out.push(key.security_level);
-        out.push(key.hdcp_output_control);
-        out.push(key.track_type.map_or(NO_TRACK_TYPE, TrackType::number));
-    }
+    encode_keys(
+        &d.keys,
+        |k| (&k.kid, &k.content_key),
+        out,
+        |k, out| {
+            out.push(k.security_level);
+            out.push(k.hdcp_output_control);
+            out.push(k.track_type.map_or(NO_TRACK_TYPE, TrackType::number));
+        },
+    )?;
     out.extend_from_slice(&d.license_duration.to_be_bytes());
     out.extend_from_slice(&d.playback_duration.to_be_bytes());
     out.extend_from_slice(&d.general_flags.to_be_bytes());
@@ -705,15 +725,14 @@ fn encode_playready(d: &PlayReadyLicence, out: &mut Vec<u8>) -> Result<(), Encod
         &d.customer_id,
         out,
     )?;
-    if d.keys.is_empty() || d.keys.len() > MAX_WIDEVINE_KEYS {
-        return Err(EncodeError("a PlayReady token holds 1 to 8 keys"));
-    }
-    out.push(d.keys.len() as u8);
-    for key in &d.keys {
-        encode_kid(Some(&key.kid), out)?;
-        out.extend_from_slice(key.content_key.expose());
-        out.extend_from_slice(&key.min_cert_security_level.unwrap_or(0).to_be_bytes());
-    }
+    encode_keys(
+        &d.keys,
+        |k| (&k.kid, &k.content_key),
+        out,
+        |k, out| {
+            out.extend_from_slice(&k.min_cert_security_level.unwrap_or(0).to_be_bytes());
+        },
+    )?;
     let (tag, end, play) = match d.rights {
         Rights::BuyToOwn => (0, 0, None),
         Rights::Rental {

@@ -23,6 +23,7 @@ Needs: .venv/bin/envoy, target/wasm32-wasip1/release/fpgen.wasm, target/floor/wa
 target/release/fpgen, wrk and h2load (make bench builds and installs them).
 """
 import argparse
+import collections
 import json
 import os
 import re
@@ -468,7 +469,15 @@ def main():
     ap.add_argument("--connections", type=int, default=32)
     ap.add_argument("--workers", default="1,2", help="Envoy --concurrency of each pass, e.g. 1,2")
     ap.add_argument("--million", type=int, default=1_000_000, help="requests for the memory check (first pass)")
+    ap.add_argument("--only", help="comma-separated scenario keys (e.g. G,GQ,GC,NG,NGQ,NGC): run just those, "
+                                   "interleaved, and print their medians and the ratios they make; no memory check")
     args = ap.parse_args()
+    if args.only:
+        global SCENARIOS
+        keep = args.only.split(",")
+        SCENARIOS = [s for s in SCENARIOS if s[0] in keep]
+        if len(SCENARIOS) != len(keep):
+            raise SystemExit(f"--only: unknown scenario among {keep}")
     for tool in ("wrk", "h2load"):
         if not shutil.which(tool):
             raise SystemExit(f"{tool} is missing (make bench installs it)")
@@ -483,11 +492,33 @@ def main():
         # a licence URL of the realistic request, for the size of A's and F's bodies
         static_body = "x" * (len(mint_url(config_path)) + 2)
         passes = [int(w) for w in args.workers.split(",")]
-        runs = {w: suite(args, w, work, static_body, config_path, memory_check=(i == 0))
+        runs = {w: suite(args, w, work, static_body, config_path, memory_check=(i == 0 and not args.only))
                 for i, w in enumerate(passes)}
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    write_report("results.md", report(args, passes, runs))
+    if args.only:
+        write_report("focused.md", focused_report(passes, runs))
+    else:
+        write_report("results.md", report(args, passes, runs))
+
+
+def focused_report(passes, runs):
+    """`--only`'s report: the medians, and every ratio row whose two scenarios ran."""
+    lines = [f"| scenario | workers | req/s | p50 ms | p99 ms |", "| --- | ---: | ---: | ---: | ---: |"]
+    labels = dict(SCENARIOS)
+    for w in passes:
+        for k, _ in SCENARIOS:
+            m = runs[w][0][k]
+            lines.append(f"| {labels[k]} | {w} | {m['rps']:.0f} | {m['p50']:.3f} | {m['p99']:.3f} |")
+    lines += ["", "| ratio | workers | throughput (p99) | goal | met |", "| --- | ---: | ---: | --- | --- |"]
+    nan = {"rps": float("nan"), "p50": float("nan"), "p99": float("nan")}
+    for w in passes:
+        med = collections.defaultdict(lambda: nan, runs[w][0])
+        for what, value, p99, goal, met in ratio_rows(med):
+            if value == value:  # both scenarios ran (a missing one gives NaN)
+                shown = f"{value:.3f}" + (f" ({p99:.2f})" if p99 != "" else "")
+                lines.append(f"| {what} | {w} | {shown} | {goal} | {dict([(True, 'yes'), (False, 'no')]).get(met, '')} |")
+    return lines
 
 
 def report(args, passes, runs):

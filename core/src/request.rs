@@ -255,12 +255,14 @@ fn parse_cert_level(text: &str, name: &str) -> Result<u16, ApiError> {
 }
 
 /// `rightsType` (required) and the rental times, which only a `Rental`
-/// may have.
+/// may have (an empty one is none, as an empty `rightsType` is).
 fn parse_rights(params: &Params<'_>, now: i64) -> Result<Rights, ApiError> {
     let end = params
         .get(Param::RentalPeriodEndTime)
         .filter(|t| !t.is_empty());
-    let play = params.get(Param::RentalPlayDuration);
+    let play = params
+        .get(Param::RentalPlayDuration)
+        .filter(|t| !t.is_empty());
     match params.get(Param::RightsType) {
         None | Some("") => Err(ErrorCode::MissingRightsType.into()),
         Some("BuyToOwn") => match (end, play) {

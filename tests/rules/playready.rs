@@ -148,6 +148,18 @@ fn rentals_are_persistent_and_carry_their_times() {
         pr_code(&format!("{}&rental.playDuration=1", pr_base())),
         -2021
     );
+    // an empty rental time is none, for either rights type
+    let (_, licence) = pr_mints(
+        &config(),
+        &format!("{}&rental.periodEndTime=&rental.playDuration=", pr_base()),
+    );
+    assert_eq!(licence.rights, Rights::BuyToOwn);
+    assert_eq!(
+        pr_code(&format!(
+            "{rental}&rental.periodEndTime=&generalFlags=00000001"
+        )),
+        -2022
+    );
 }
 
 /// `playready_enabled` is off unless the configuration turns it on, and it

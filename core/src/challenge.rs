@@ -162,10 +162,13 @@ impl Walk {
         if self.depth != 0 || self.inside.is_some() || !self.rooted {
             return Err(ChallengeError::Malformed);
         }
-        Ok(self
-            .found
-            .map(|t| t.trim_matches(XML_WHITE_SPACE).to_owned())
-            .filter(|t| !t.is_empty()))
+        // trimmed in place: a token as players write it has nothing to trim
+        Ok(self.found.and_then(|mut text| {
+            let start = text.len() - text.trim_start_matches(XML_WHITE_SPACE).len();
+            text.truncate(text.trim_end_matches(XML_WHITE_SPACE).len());
+            text.drain(..start.min(text.len()));
+            (!text.is_empty()).then_some(text)
+        }))
     }
 }
 

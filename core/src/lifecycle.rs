@@ -529,7 +529,6 @@ impl Life {
                 ..Edits::default()
             });
         };
-        let path = host.header(":path").unwrap_or_default();
         let cap = gate.max_challenge_bytes;
         if host.body_size() > cap {
             return self.gate_refused(host, gate, redeem::Refusal::ChallengeTooLarge);
@@ -537,6 +536,7 @@ impl Life {
         if !end {
             return Next::CollectBody(Edits::default());
         }
+        let path = host.header(":path").unwrap_or_default();
         let body = host.body(cap.saturating_add(1));
         if body.len() > cap {
             return self.gate_refused(host, gate, redeem::Refusal::ChallengeTooLarge);

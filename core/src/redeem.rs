@@ -320,10 +320,16 @@ fn folded(c: char) -> impl Iterator<Item = u8> {
 /// The one token in `query`; `None` when there is none or more than one
 /// parameter spelled like it.
 pub fn token_of(query: &str) -> Option<std::borrow::Cow<'_, str>> {
+    query_token(query).ok().flatten()
+}
+
+/// The query's token: `None` when there is none, an error when more than
+/// one parameter is spelled like it.
+fn query_token(query: &str) -> Result<Option<Cow<'_, str>>, TokenError> {
     let mut tokens = query_parts(query).filter(is_token_part);
     match (tokens.next(), tokens.next()) {
-        (Some(part), None) => Some(part.value),
-        _ => None,
+        (first, None) => Ok(first.map(|part| part.value)),
+        (Some(_), Some(_)) | (None, Some(_)) => Err(TokenError::Malformed),
     }
 }
 
@@ -414,12 +420,7 @@ fn presented_token<'q>(
     drm: Drm,
     challenge: Option<&[u8]>,
 ) -> Result<Cow<'q, str>, Refusal> {
-    let mut in_query = query_parts(query).filter(is_token_part);
-    let first = in_query.next();
-    if in_query.next().is_some() {
-        return Err(TokenError::Malformed.into());
-    }
-    let from_query = first.map(|part| part.value);
+    let from_query = query_token(query)?;
     let from_challenge = match (drm, challenge) {
         (Drm::PlayReady, Some(body)) if !body.is_empty() => {
             challenge::custom_data(body).map_err(Refusal::Challenge)?

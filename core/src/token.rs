@@ -760,10 +760,7 @@ fn encode_playready(d: &PlayReadyLicence, out: &mut Vec<u8>) -> Result<(), Encod
 
 fn decode_playready(body: &[u8]) -> Option<PlayReadyLicence> {
     let mut r = Reader(body);
-    let environment = r.environment()?;
-    let issued_at = r.be_i64()?;
-    let expires_at = r.be_i64()?;
-    let customer_id = CustomerId::parse(r.short_str()?).ok()?;
+    let (environment, issued_at, expires_at, customer_id) = r.head()?;
     let keys = r.playready_keys()?;
     let rights = r.rights()?;
     let output_levels = r.output_levels()?;
@@ -802,10 +799,7 @@ fn decode_playready(body: &[u8]) -> Option<PlayReadyLicence> {
 /// The PlayReady payload's own fields, as `encode_playready` writes them.
 impl Reader<'_> {
     fn playready_keys(&mut self) -> Option<Vec<PlayReadyKey>> {
-        let count = usize::from(self.u8()?);
-        if count == 0 || count > MAX_WIDEVINE_KEYS {
-            return None;
-        }
+        let count = self.key_count()?;
         let mut keys = Vec::with_capacity(count);
         for _ in 0..count {
             keys.push(PlayReadyKey {
@@ -875,6 +869,19 @@ impl<'a> Reader<'a> {
     fn be_i64(&mut self) -> Option<i64> {
         self.array().map(i64::from_be_bytes)
     }
+    /// The fields every version-2 payload begins with, as `encode_head`
+    /// writes them: environment, issue and expiry times, customer.
+    fn head(&mut self) -> Option<(Environment, i64, i64, CustomerId)> {
+        let environment = self.environment()?;
+        let issued_at = self.be_i64()?;
+        let expires_at = self.be_i64()?;
+        let customer_id = CustomerId::parse(self.short_str()?).ok()?;
+        Some((environment, issued_at, expires_at, customer_id))
+    }
+    /// A key count, 1 to [`MAX_WIDEVINE_KEYS`].
+    fn key_count(&mut self) -> Option<usize> {
+        Some(usize::from(self.u8()?)).filter(|n| (1..=MAX_WIDEVINE_KEYS).contains(n))
+    }
     fn environment(&mut self) -> Option<Environment> {
         match self.u8()? {
             0 => Some(Environment::Test),
@@ -926,14 +933,8 @@ impl<'a> Reader<'a> {
 
 fn decode_widevine(body: &[u8]) -> Option<WidevineLicence> {
     let mut r = Reader(body);
-    let environment = r.environment()?;
-    let issued_at = r.be_i64()?;
-    let expires_at = r.be_i64()?;
-    let customer_id = CustomerId::parse(r.short_str()?).ok()?;
-    let count = usize::from(r.u8()?);
-    if count == 0 || count > MAX_WIDEVINE_KEYS {
-        return None;
-    }
+    let (environment, issued_at, expires_at, customer_id) = r.head()?;
+    let count = r.key_count()?;
     let mut keys = Vec::with_capacity(count);
     for _ in 0..count {
         keys.push(WidevineKey {

@@ -174,7 +174,25 @@ pub struct Service {
 
 impl Service {
     pub fn start(redis: &Redis) -> Service {
-        Service::launch(ServiceArgs::on(redis))
+        let service = Service::launch(ServiceArgs::on(redis));
+        service.wait_until_ready();
+        service
+    }
+
+    /// Waits (10 s at most) until its `/ready` answers 200: its link to
+    /// Redis answers a ping, so a first call is served (listening alone is
+    /// not enough: on a loaded machine a call made at once could find the
+    /// link not up yet and get UNAVAILABLE).
+    pub fn wait_until_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while super::get(self.admin, "/ready").status != 200 {
+            assert!(
+                Instant::now() < deadline,
+                "fpgen ratelimit not ready within 10 s: {}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 
     /// With `args` after `--listen`, `--admin` and `--redis-timeout-ms 500`.

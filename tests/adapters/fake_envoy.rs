@@ -379,3 +379,6 @@ pub extern "C" fn envoy_dynamic_module_callback_log_v2(
 pub extern "C" fn envoy_dynamic_module_callback_log_enabled(_level: u32) -> bool {
     false
 }
+
+#[no_mangle]
+pub extern "C" fn envoy_dynamic_module_callback_log(_level: u32, _message: ModuleBuffer) {}

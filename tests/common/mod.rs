@@ -72,7 +72,8 @@ pub use http::{
 pub use pki::Pki;
 #[allow(unused_imports)]
 pub use process::{
-    new_workdir, spawn_tied_to_process, tail, tool_paths, upgrade_wasm, Module, E2E_LOG_DIR,
+    envoy_release, new_workdir, spawn_tied_to_process, tail, tool_paths, upgrade_wasm, Module,
+    E2E_LOG_DIR,
 };
 #[allow(unused_imports)]
 pub use ratelimit::{wait_for_port, Process, Redis, Service, ServiceArgs};

@@ -32,6 +32,37 @@ pub fn tool_paths() -> (PathBuf, PathBuf) {
     (envoy, wasm)
 }
 
+/// The release of the Envoy under test (`FPGEN_ENVOY`; `make test` runs
+/// 1.40.0, `make test-envoys` each release of its matrix), from `envoy
+/// --version` (`<commit>/<major>.<minor>.<patch>/…`), read once. Where
+/// Envoy itself behaves differently across releases, a test states its
+/// expectation per release with this.
+pub fn envoy_release() -> (u32, u32, u32) {
+    static RELEASE: std::sync::OnceLock<(u32, u32, u32)> = std::sync::OnceLock::new();
+    *RELEASE.get_or_init(|| {
+        let out = std::process::Command::new(tool_paths().0)
+            .arg("--version")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        // "<path>  version: <commit>/<release>/<status>/<type>/<ssl>"
+        let version = text
+            .split_once("version: ")
+            .and_then(|(_, v)| v.split('/').nth(1))
+            .unwrap_or_else(|| panic!("no version in {text:?}"));
+        let mut parts = version.split('.').map(|p| {
+            let digits: String = p.chars().take_while(char::is_ascii_digit).collect();
+            digits.parse::<u32>().unwrap()
+        });
+        let mut next = || {
+            parts
+                .next()
+                .unwrap_or_else(|| panic!("version {version:?}"))
+        };
+        (next(), next(), next())
+    })
+}
+
 /// Which fpgen module a harness Envoy runs: the proxy-wasm module (the
 /// default) or the native dynamic module.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

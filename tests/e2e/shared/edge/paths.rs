@@ -31,12 +31,21 @@ fn with_the_shipped_settings_no_dot_segment_reaches_any_upstream() {
     let upstream = RecordingUpstream::start();
     let envoy = start(upstream.port, Options::of(this_module!()), &config_with(|_| {}));
     let token = mint(&envoy);
+    // Envoy 1.39 began to read `..;` as `..` (the `;` parameter dropped);
+    // up to 1.38 the segment is left alone and reaches the gate, which
+    // refuses it (403): either way nothing reaches the upstream as a
+    // licence request
+    let dot_semicolon = if common::envoy_release() >= (1, 39, 0) {
+        (200, Some("/hms/admin"))
+    } else {
+        (403, None)
+    };
     // (path, status, the path the upstream saw)
     let expected: [(&str, u16, Option<&str>); 9] = [
         (TRAVERSALS[0], 200, Some("/hms/admin/keys")),
         (TRAVERSALS[1], 400, None),
         (TRAVERSALS[2], 200, Some("/hms/admin")),
-        (TRAVERSALS[3], 200, Some("/hms/admin")),
+        (TRAVERSALS[3], dot_semicolon.0, dot_semicolon.1),
         (TRAVERSALS[4], 200, Some("/hms/fp/admin")),
         (TRAVERSALS[5], 400, None),
         (TRAVERSALS[6], 403, None),

@@ -330,10 +330,12 @@ fn paused_posts_hold_bounded_memory(file: &str, held_bound: u64) {
             kib(kept)
         );
     }
-    // The allocator keeps pages it freed (in these runs it did not give
-    // them back within a minute, memory_allocator_manager notwithstanding),
-    // but for Envoy's own reuse: a second burst takes no more memory than
-    // the first, and what stays resident never exceeds one burst's peak.
+    // The allocator (tcmalloc) keeps the pages it freed, for Envoy's own
+    // reuse: a second burst takes no more memory than the first, and what
+    // stays resident never exceeds one burst's peak. When it returns them
+    // to the system is its own affair (docs/security.md: once within 80 s
+    // of a burst the client closed; not within 150 s of these bursts, which
+    // the request timeout ended), so it is measured, not asserted.
     let regrowth = second.holding.rss.saturating_sub(first.holding.rss);
     assert!(
         regrowth <= 32 * MIB,

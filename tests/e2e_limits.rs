@@ -333,9 +333,9 @@ fn paused_posts_hold_bounded_memory(file: &str, held_bound: u64) {
     // The allocator (tcmalloc) keeps the pages it freed, for Envoy's own
     // reuse: a second burst takes no more memory than the first, and what
     // stays resident never exceeds one burst's peak. When it returns them
-    // to the system is its own affair (docs/security.md: once within 80 s
-    // of a burst the client closed; not within 150 s of these bursts, which
-    // the request timeout ended), so it is measured, not asserted.
+    // to the system is its own affair (docs/security.md: within 80 s of a
+    // burst held 2 s; not within 150 s of one held 17 s, or of these),
+    // so it is measured, not asserted.
     let regrowth = second.holding.rss.saturating_sub(first.holding.rss);
     assert!(
         regrowth <= 32 * MIB,

@@ -14,7 +14,10 @@ Scenarios, interleaved round by round, medians quoted:
   U       a request to an unrelated route (a direct_response): on the listener with no
           filter (U0), with the filter on every request (U-all), scoped as shipped (U-scoped).
   N       fpgen as a native dynamic module (target/native/release/libfpgen.so): the same GET (N),
-          form POST (NP) and licence request through its gate to the origin (NG).
+          form POST (NP) and licence request through its gate to the origin (NG); NU: a
+          direct_response on an unrelated route of the native module's listener.
+Each run also measures Envoy's CPU µs per request (its process CPU time over the requests wrk
+counted); issue 34's goals are ratios of it (cpu_rows).
 The whole set runs with one Envoy worker, then again with two (--workers 1,2).
 Also: the .wasm size, the time from Envoy start to the first token, Envoy's memory
 after a warm-up and after a million requests (one worker).
@@ -243,12 +246,27 @@ def parse_wrk(text):
             "non2xx": int(non2xx.group(1)) if non2xx else 0, "socket_errors": errors.group(1) if errors else ""}
 
 
-def run_wrk(url, seconds, connections, script=None):
+def cpu_seconds(pid):
+    """A process's CPU time so far (user + system, all its threads), from /proc/<pid>/stat."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    # after the command's ")": state is field 3, utime 14 and stime 15 (1-based)
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_wrk(url, seconds, connections, script=None, pid=None):
+    """One wrk run; with `pid` (Envoy's), also Envoy's CPU time per request served, in µs."""
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
     if script:
         cmd += ["-s", script]
+    before = cpu_seconds(pid) if pid else None
     out = subprocess.run(cmd + [url], capture_output=True, text=True, check=True).stdout
-    return parse_wrk(out)
+    res = parse_wrk(out)
+    requests = re.search(r"(\d+) requests in", out)
+    res["requests"] = int(requests.group(1)) if requests else 0
+    if pid and res["requests"]:
+        res["cpu_us"] = (cpu_seconds(pid) - before) * 1e6 / res["requests"]
+    return res
 
 
 def memory(admin):
@@ -280,6 +298,7 @@ SCENARIOS = [  # key, label
     ("NGC", "N  PlayReady licence request, CustomData"),
     ("NP", "N  native module POST"),
     ("NG", "N  licence request through the native gate"),
+    ("NU", "NU unrelated, native listener (direct_response)"),
 ]
 
 
@@ -386,6 +405,7 @@ def suite(args, workers, work, static_body, config_path, memory_check):
             "GC": (f"{scoped}{PR_PATH}", pr_c),
             "NGQ": (f"{native}{pr_query}", pr_q),
             "NGC": (f"{native}{PR_PATH}", pr_c),
+            "NU": (f"{native}/unrelated", None),
         }
         for key, _ in SCENARIOS:  # warm-up
             u, script = targets[key]
@@ -395,13 +415,15 @@ def suite(args, workers, work, static_body, config_path, memory_check):
         for r in range(args.rounds):
             for key, label in SCENARIOS:
                 u, script = targets[key]
-                res = run_wrk(u, args.seconds, args.connections, script)
+                res = run_wrk(u, args.seconds, args.connections, script, pid=envoy.pid)
                 if res["non2xx"] or res["socket_errors"]:
                     raise SystemExit(f"{label}: errors under load: {res}")
                 results[key].append(res)
                 print(f"workers {workers} round {r + 1} {label:38s} {res['rps']:9.0f} req/s"
-                      f"  p50 {res['p50']:.3f} ms  p99 {res['p99']:.3f} ms", flush=True)
-        med = {k: {m: statistics.median(x[m] for x in rs) for m in ("rps", "p50", "p99")} for k, rs in results.items()}
+                      f"  p50 {res['p50']:.3f} ms  p99 {res['p99']:.3f} ms  Envoy CPU {res['cpu_us']:.1f} us/req",
+                      flush=True)
+        med = {k: {m: statistics.median(x[m] for x in rs) for m in ("rps", "p50", "p99", "cpu_us")}
+               for k, rs in results.items()}
         extra = {"first_token_ms": first_token_ms}
         if memory_check:  # a million requests, then memory again
             h2 = subprocess.run(["h2load", "--h1", "-n", str(args.million), "-c", str(args.connections), "-t", "1",
@@ -462,6 +484,25 @@ def ratio_rows(med):
     return rows
 
 
+def cpu_rows(med):
+    """The goals of issue 34, from Envoy's CPU time per request: (what, measured, goal, met).
+    Each pair runs on one listener kind: the native mint against a direct_response of the
+    native module's own listener (the filter runs there too, and passes it by); the native
+    gate against the same licence request proxied with no filter; the Wasm mints against the
+    no-op Wasm module answering a constant URL."""
+    c = lambda a, b: med[a]["cpu_us"] / med[b]["cpu_us"]
+    row = lambda what, a, b, goal: (what, c(a, b), "<= %.2f" % goal, c(a, b) <= goal)
+    return [
+        row("native mint GET / direct_response on its listener (N/NU)", "N", "NU", 1.15),
+        row("native Widevine mint GET / direct_response on its listener (NW/NU)", "NW", "NU", 1.15),
+        row("native PlayReady mint GET / direct_response on its listener (NR/NU)", "NR", "NU", 1.15),
+        row("native gate / licence request proxied without a filter (NG/P)", "NG", "P", 1.10),
+        row("Wasm mint GET / Wasm floor (B/F)", "B", "F", 1.25),
+        row("Wasm Widevine mint GET / Wasm floor (W/F)", "W", "F", 1.25),
+        row("Wasm PlayReady mint GET / Wasm floor (R/F)", "R", "F", 1.25),
+    ]
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rounds", type=int, default=5)
@@ -504,20 +545,27 @@ def main():
 
 def focused_report(passes, runs):
     """`--only`'s report: the medians, and every ratio row whose two scenarios ran."""
-    lines = [f"| scenario | workers | req/s | p50 ms | p99 ms |", "| --- | ---: | ---: | ---: | ---: |"]
+    lines = [f"| scenario | workers | req/s | p50 ms | p99 ms | Envoy CPU µs/req |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]
     labels = dict(SCENARIOS)
     for w in passes:
         for k, _ in SCENARIOS:
             m = runs[w][0][k]
-            lines.append(f"| {labels[k]} | {w} | {m['rps']:.0f} | {m['p50']:.3f} | {m['p99']:.3f} |")
+            lines.append(f"| {labels[k]} | {w} | {m['rps']:.0f} | {m['p50']:.3f} | {m['p99']:.3f} | {m['cpu_us']:.1f} |")
     lines += ["", "| ratio | workers | throughput (p99) | goal | met |", "| --- | ---: | ---: | --- | --- |"]
-    nan = {"rps": float("nan"), "p50": float("nan"), "p99": float("nan")}
+    nan = {"rps": float("nan"), "p50": float("nan"), "p99": float("nan"), "cpu_us": float("nan")}
     for w in passes:
         med = collections.defaultdict(lambda: nan, runs[w][0])
         for what, value, p99, goal, met in ratio_rows(med):
             if value == value:  # both scenarios ran (a missing one gives NaN)
                 shown = f"{value:.3f}" + (f" ({p99:.2f})" if p99 != "" else "")
                 lines.append(f"| {what} | {w} | {shown} | {goal} | {dict([(True, 'yes'), (False, 'no')]).get(met, '')} |")
+    lines += ["", "| Envoy CPU per request, ratio | workers | measured | goal | met |", "| --- | ---: | ---: | --- | --- |"]
+    for w in passes:
+        med = collections.defaultdict(lambda: nan, runs[w][0])
+        for what, value, goal, met in cpu_rows(med):
+            if value == value:
+                lines.append(f"| {what} | {w} | {value:.3f} | {goal} | {'yes' if met else 'no'} |")
     return lines
 
 
@@ -530,10 +578,12 @@ def report(args, passes, runs):
         f"Machine: {os.cpu_count()} cores; Envoy 1.40.0; load: wrk -t1 -c{args.connections},"
         f" {args.rounds} interleaved rounds of {args.seconds} s per scenario, medians; one pass per worker count.",
         "",
-        "| scenario | " + " | ".join(f"{w} worker{'s' if w > 1 else ''}: req/s, p50 ms, p99 ms" for w in passes) + " |",
+        "| scenario | " + " | ".join(f"{w} worker{'s' if w > 1 else ''}: req/s, p50 ms, p99 ms, Envoy CPU µs/req"
+                                     for w in passes) + " |",
         "| --- |" + " ---: |" * len(passes),
     ] + [f"| {labels[k]} | " + " | ".join(
-        f"{runs[w][0][k]['rps']:.0f}, {runs[w][0][k]['p50']:.3f}, {runs[w][0][k]['p99']:.3f}" for w in passes) + " |"
+        f"{runs[w][0][k]['rps']:.0f}, {runs[w][0][k]['p50']:.3f}, {runs[w][0][k]['p99']:.3f}, {runs[w][0][k]['cpu_us']:.1f}"
+        for w in passes) + " |"
          for k, _ in SCENARIOS] + [
         "",
         "| ratio | " + " | ".join(f"{w} worker{'s' if w > 1 else ''}: throughput (p99)" for w in passes)
@@ -548,6 +598,12 @@ def report(args, passes, runs):
             cells.append(f"{value:.2f}" + (f" ({p99:.2f})" if p99 != "" else ""))
         met = {True: "yes", False: "no", None: ""}[row[4]]
         lines.append(f"| {row[0]} | " + " | ".join(cells) + f" | {row[3]} | {met} |")
+    cpu_tables = {w: cpu_rows(runs[w][0]) for w in passes}
+    lines += ["", "| Envoy CPU per request, ratio | " + " | ".join(f"{w} worker{'s' if w > 1 else ''}" for w in passes)
+              + " | goal | met (first pass) |", "| --- |" + " ---: |" * len(passes) + " --- | --- |"]
+    for i, row in enumerate(cpu_tables[passes[0]]):
+        cells = [f"{cpu_tables[w][i][1]:.2f}" for w in passes]
+        lines.append(f"| {row[0]} | " + " | ".join(cells) + f" | {row[2]} | {'yes' if row[3] else 'no'} |")
     first = runs[passes[0]][1]
     mw, mm = first["mem_warm"], first["mem_million"]
     lines += [
@@ -566,6 +622,10 @@ def report(args, passes, runs):
         "work done by a separate native service behind Envoy. Ratios come from one run on one machine,",
         "interleaved, so load from other processes hits all scenarios alike; absolute numbers are not",
         "comparable across machines. With two workers on two cores, wrk competes with Envoy for the CPUs.",
+        "Envoy CPU µs/req is Envoy's process CPU time (user + system, /proc/<pid>/stat) over the requests",
+        "wrk counted in that run: what an operator pays per request, steadier than req/s when the machine's",
+        "throughput swings; the origin of licence requests (G, P, NG) is a listener of the same Envoy, so",
+        "their cost includes the upstream's answer, and C's excludes fpgen serve's own CPU.",
     ]
     return lines
 

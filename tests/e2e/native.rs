@@ -85,19 +85,28 @@ fn envoy_with_build_id(commit: &str) -> std::path::PathBuf {
         .position(|w| w == header)
         .expect("a GNU build-id note")
         + header.len();
-    bytes[at..at + 20].copy_from_slice(&hex_decode(commit));
+    bytes[at..at + 20].copy_from_slice(&hex::decode(commit).unwrap());
     let copy = common::new_workdir().join("envoy");
     std::fs::write(&copy, &bytes).unwrap();
     std::fs::set_permissions(&copy, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     copy
 }
 
-fn hex_decode(hex: &str) -> Vec<u8> {
-    (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect()
+/// Envoy with `options` fails to start, and its log says each of `lines`.
+fn assert_refused(options: &Options, lines: &[&str]) {
+    let log = Envoy::try_start_with(DEMO_CONFIG, options).expect_err("the module must refuse");
+    for line in lines {
+        assert!(
+            log.contains(line),
+            "no {line:?} in:\n{}",
+            common::tail(&log, 30)
+        );
+    }
 }
+
+/// 1.36's ABI is another (its callbacks have other names): Envoy cannot
+/// even open the module, and says which callback it lacks.
+const CANNOT_OPEN: &str = "undefined symbol: envoy_dynamic_module_callback_";
 
 /// The module decides by the running Envoy's release, read from its build
 /// id: on 1.39 and 1.40 it runs (on 1.39 logging through the older log
@@ -121,24 +130,14 @@ fn the_module_runs_on_1_39_and_1_40_and_refuses_an_older_release_by_name() {
                 common::tail(&log, 20)
             );
         }
-        37 | 38 => {
-            let log = Envoy::try_start_with(DEMO_CONFIG, &native()).expect_err("refused");
-            let line = format!("{refused} {release} (");
-            assert!(log.contains(&line), "{}", common::tail(&log, 30));
-            assert!(log.contains(
-                "older than fpgen's native module supports: it runs on Envoy 1.39.x and 1.40.x"
-            ));
-        }
-        // 1.36's ABI is another (its header callbacks have other names):
-        // Envoy cannot even open the module, and says which callback it lacks
-        _ => {
-            let log = Envoy::try_start_with(DEMO_CONFIG, &native()).expect_err("refused");
-            assert!(
-                log.contains("undefined symbol: envoy_dynamic_module_callback_"),
-                "{}",
-                common::tail(&log, 30)
-            );
-        }
+        37 | 38 => assert_refused(
+            &native(),
+            &[
+                &format!("{refused} {release} ("),
+                "older than fpgen's native module supports: it runs on Envoy 1.39.x and 1.40.x",
+            ],
+        ),
+        _ => assert_refused(&native(), &[CANNOT_OPEN]),
     }
 }
 
@@ -160,24 +159,16 @@ fn the_release_is_read_from_envoys_build_id() {
                 )),
                 ..native()
             };
-            let log = Envoy::try_start_with(DEMO_CONFIG, &as_1_40).expect_err("refused");
-            assert!(
-                log.contains("refused to load: Envoy 1.40.0 (9e5580933739775e8bce696a57a2e1bc99368f23) lacks dynamic-module callbacks fpgen calls (envoy_dynamic_module_callback_http_filter_config_increment_counter"),
-                "{}",
-                common::tail(&log, 30)
+            assert_refused(
+                &as_1_40,
+                &["refused to load: Envoy 1.40.0 (9e5580933739775e8bce696a57a2e1bc99368f23) lacks \
+                   dynamic-module callbacks fpgen calls \
+                   (envoy_dynamic_module_callback_http_filter_config_increment_counter"],
             );
             return;
         }
-        // 1.36: Envoy cannot open the module (see the test above)
-        _ => {
-            let log = Envoy::try_start_with(DEMO_CONFIG, &native()).expect_err("refused");
-            assert!(
-                log.contains("undefined symbol: envoy_dynamic_module_callback_"),
-                "{}",
-                common::tail(&log, 30)
-            );
-            return;
-        }
+        // 1.36: Envoy cannot open the module, nor a copy of it
+        _ => return assert_refused(&native(), &[CANNOT_OPEN]),
     }
     let as_1_38 = Options {
         envoy_bin: Some(envoy_with_build_id(
@@ -185,14 +176,10 @@ fn the_release_is_read_from_envoys_build_id() {
         )),
         ..native()
     };
-    let log = Envoy::try_start_with(DEMO_CONFIG, &as_1_38).expect_err("the module must refuse");
-    assert!(
-        log.contains(
-            "refused to load: Envoy 1.38.2 (f387231af8dd7274e37c5ae2cc797cb09a948818) is older than \
-             fpgen's native module supports: it runs on Envoy 1.39.x and 1.40.x"
-        ),
-        "{}",
-        common::tail(&log, 30)
+    assert_refused(
+        &as_1_38,
+        &["refused to load: Envoy 1.38.2 (f387231af8dd7274e37c5ae2cc797cb09a948818) is older than \
+           fpgen's native module supports: it runs on Envoy 1.39.x and 1.40.x"],
     );
     let unknown = "c0ffee00c0ffee00c0ffee00c0ffee00c0ffee00";
     let as_unknown = Options {

@@ -29,7 +29,7 @@ TEST_ARGS ?=
 APT_GET := $(if $(filter 0,$(shell id -u)),apt-get,sudo apt-get)
 
 .DEFAULT_GOAL := build
-.PHONY: test-envoys docs check-istio native native-test run-native run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak fuzz fuzz-tools fuzz-smoke oci test-oci
+.PHONY: test-envoys docs check-istio native native-test run-native run-fleet redis help venv wasm-target wasm-opt-tool build upgrade-module check-alerts floor run test lint fmt clean distclean check-envoy-config bench bench-tools soak profile fuzz fuzz-tools fuzz-smoke oci test-oci
 
 ## help: this list
 help:
@@ -177,6 +177,8 @@ lint: wasm-target
 		$(CARGO) clippy --lib --no-default-features --features $$host -- -D warnings || exit 1; done
 	$(CARGO) clippy --lib --no-default-features --features proxy-wasm --target $(WASM_TARGET) -- -D warnings
 	RUSTDOCFLAGS='-D warnings' $(CARGO) doc --workspace --no-deps --quiet
+	@# make bench's per-step timer (a workspace of its own): it must build against the core as it is
+	$(CARGO) clippy --release --manifest-path benches/steps/Cargo.toml --target-dir target/steps -- -D warnings
 
 ## fmt: format the code
 fmt:
@@ -221,6 +223,15 @@ bench: build floor native venv bench-tools redis
 	$(CARGO) bench --bench core -- --warm-up-time 1 --measurement-time 3 > target/bench/core.log 2>&1 \
 		|| { tail -40 target/bench/core.log; echo "cargo bench failed (log: target/bench/core.log)"; exit 1; }
 	grep -E 'time:' target/bench/core.log | tee target/bench/core.txt
+
+## profile: where Envoy's CPU time per request goes, by perf (cpu-clock samples, DWARF call graphs) of one worker under wrk, for the native mint and gate and their baselines (target/bench/profile.md; the module is built with its symbols in target/native-prof). Not in CI.
+PROFILE_ONLY ?= NU,N,NW,NR,P,NG,A,F,B
+profile: build floor venv bench-tools
+	@command -v perf >/dev/null || { $(APT_GET) update -qq && $(APT_GET) install -y -qq linux-perf; }
+	$(CARGO) build --release --bin fpgen
+	CARGO_PROFILE_RELEASE_STRIP=false CARGO_PROFILE_RELEASE_DEBUG=1 $(CARGO) build --release --lib \
+		--no-default-features --features dynamic-module --target-dir target/native-prof
+	$(PYTHON) benches/profile.py --only $(PROFILE_ONLY)
 
 ## soak: two Envoy workers under mixed valid/invalid load for SOAK_MINUTES (default 3): zero 5xx, right answers, tokens verified, memory flat. Not in CI.
 SOAK_MINUTES ?= 3

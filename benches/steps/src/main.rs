@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use fpgen::config::Config;
-use fpgen::licence::Environment;
+use fpgen::licence::{Drm, Environment};
 use fpgen::params::Params;
 use fpgen::{redeem, render, request, service, token};
 use fpgen_fixtures::{self as fixtures, FakeHost, NOW};
@@ -53,10 +53,10 @@ fn main() {
     let params = Params::parse(QUERY.as_bytes(), b"");
     let customer = request::authenticate(&config, &params).unwrap();
     let valid = request::validate(&params, customer, NOW).unwrap();
-    let key = config.sealing_keys.active().unwrap();
+    let key = config.sealing_keys().active().unwrap();
     let token = token::seal(&valid.licence, key, &[7; 24]).unwrap();
     let answer = service::handle(&config, QUERY, b"", &host);
-    let gate = config.redemption.as_ref().unwrap();
+    let gate = config.redemption().unwrap();
     let rights = format!("/hms/fp/rights/?ExpressPlayToken={token}");
 
     // the mint path, step by step
@@ -79,9 +79,9 @@ fn main() {
     step("mint: whole (service::handle)", || service::handle(&config, black_box(QUERY), b"", &host));
     // the gate
     step("gate: open the token (base64url, AEAD)", || {
-        token::open(black_box(&token), &config.sealing_keys, Environment::Test, NOW).is_ok()
+        token::open(black_box(&token), config.sealing_keys(), Environment::Test, NOW).is_ok()
     });
-    step("gate: whole (redeem::redeem)", || redeem::redeem(&config, gate, black_box(&rights), NOW).is_ok());
+    step("gate: whole (redeem::redeem)", || redeem::redeem(&config, gate, Drm::FairPlay, black_box(&rights), NOW).is_ok());
     step("gate: is_reserved_header x 8 names", || {
         ["host", "user-agent", "accept", "content-type", "content-length", "x-request-id", "x-forwarded-for", "x-forwarded-proto"]
             .iter()

@@ -40,7 +40,7 @@ def classify(dso, sym):
         return "fpgen (native module)"
     if dso.startswith("libc") or dso.startswith("ld-linux") or "libm" in dso:
         return "libc"
-    if dso in ("[unknown]", "[anon]") or dso.startswith("//anon") or dso.startswith("[JIT"):
+    if dso in ("[unknown]", "[anon]") or dso.startswith(("//anon", "[JIT", "perf-")):
         return "Wasm JIT code (V8)"
     if dso == "envoy":
         return "Envoy"

@@ -31,6 +31,7 @@ use super::{
     Callout, CalloutAnswer, Editor, Envoy, FilterConfig, Level, Main, Metric, Next, Part, Sink,
     Stream,
 };
+use crate::render::Response;
 use std::cell::Cell;
 use std::ffi::{c_char, c_void};
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -65,6 +66,15 @@ pub struct Header {
     key_length: usize,
     value_ptr: *const c_char,
     value_length: usize,
+}
+
+impl Header {
+    const EMPTY: Self = Self {
+        key_ptr: std::ptr::null(),
+        key_length: 0,
+        value_ptr: std::ptr::null(),
+        value_length: 0,
+    };
 }
 
 impl ModuleBuffer {
@@ -117,12 +127,21 @@ impl EnvoyBuffer {
     /// SAFETY: `self` must be a buffer Envoy has just filled in, within the
     /// hook it belongs to (Envoy keeps it valid until the hook returns).
     unsafe fn to_vec(self) -> Vec<u8> {
+        // SAFETY: the caller's contract, which is `as_bytes`'s.
+        unsafe { self.as_bytes() }.to_vec()
+    }
+
+    /// The bytes, borrowed from Envoy.
+    ///
+    /// SAFETY: as for [`Self::to_vec`]; and the slice must not be kept past
+    /// the hook (the lifetime is the caller's to keep short).
+    unsafe fn as_bytes<'a>(self) -> &'a [u8] {
         if self.ptr.is_null() || self.length == 0 {
-            return Vec::new();
+            return &[];
         }
         // SAFETY: Envoy promises `length` readable bytes at `ptr` for the
-        // hook's duration (the caller's contract); the slice is copied at once.
-        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }.to_vec()
+        // hook's duration (the caller's contract).
+        unsafe { std::slice::from_raw_parts(self.ptr.cast::<u8>(), self.length) }
     }
 }
 
@@ -640,11 +659,30 @@ type RecordMetric =
 type DefineMetric =
     unsafe extern "C" fn(*mut c_void, ModuleBuffer, *const ModuleBuffer, usize, *mut usize) -> u32;
 
-fn buffers(strings: &[&str]) -> Vec<ModuleBuffer> {
-    strings
-        .iter()
-        .map(|s| ModuleBuffer::of(s.as_bytes()))
-        .collect()
+fn buffers(strings: &[&str]) -> Buffers {
+    let mut buffers = Buffers([ModuleBuffer::of(b""); MAX_LABELS], 0);
+    for (slot, s) in buffers.0.iter_mut().zip(strings) {
+        *slot = ModuleBuffer::of(s.as_bytes());
+        buffers.1 += 1;
+    }
+    buffers
+}
+
+/// The most labels a metric of fpgen's has.
+const MAX_LABELS: usize = 2;
+
+/// A metric's label names or values as Envoy takes them, on the stack
+/// (counting allocates nothing): the buffers and how many are used.
+struct Buffers([ModuleBuffer; MAX_LABELS], usize);
+
+impl Buffers {
+    fn as_ptr(&self) -> *const ModuleBuffer {
+        self.0.as_ptr()
+    }
+
+    fn len(&self) -> usize {
+        self.1
+    }
 }
 
 /// Adds `value` to the metric `id` (or sets it), with these label values;
@@ -801,10 +839,26 @@ impl Counters {
     }
 
     fn id(&self, metric: Metric) -> usize {
-        let index = Metric::ALL.iter().position(|m| *m == metric);
-        index.and_then(|i| self.0.get(i)).copied().unwrap_or(0)
+        // (`Metric::ALL` is in declaration order: checked below)
+        self.0.get(metric as usize).copied().unwrap_or(0)
     }
 }
+
+// Counters are found by their metric's discriminant, and every metric's
+// labels fit the buffers on the stack: checked at compile time.
+#[allow(
+    clippy::indexing_slicing,
+    reason = "evaluated by the compiler: an index out of range fails the build"
+)]
+const _: () = {
+    let mut i = 0;
+    while i < Metric::ALL.len() {
+        let metric = Metric::ALL[i];
+        assert!(metric as usize == i, "Metric::ALL is in declaration order");
+        assert!(metric.name_and_labels().1.len() <= MAX_LABELS);
+        i += 1;
+    }
+};
 
 // A configuration is shared by every worker, a stream moves to none:
 // checked here because raw pointers hide both from the compiler.
@@ -851,14 +905,7 @@ struct Hook {
     /// hook's last act: sending it may make Envoy end the stream and
     /// destroy its module state (`on_http_filter_destroy`) inside the call,
     /// so nothing of the stream may be touched after it.
-    reply: Cell<Option<Reply>>,
-}
-
-/// A local reply, copied from the shell's.
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Vec<u8>,
+    reply: Cell<Option<Response>>,
 }
 
 impl Hook {
@@ -886,16 +933,28 @@ impl Hook {
         let Some(reply) = self.reply.into_inner() else {
             return false;
         };
-        let headers: Vec<Header> = reply
-            .headers
-            .iter()
-            .map(|(k, v)| Header {
-                key_ptr: k.as_ptr().cast(),
-                key_length: k.len(),
-                value_ptr: v.as_ptr().cast(),
-                value_length: v.len(),
-            })
-            .collect();
+        // (a reply has its content type, cache-control and at most one
+        // header of its own: they fit on the stack; more would go to the heap)
+        const ON_STACK: usize = 4;
+        let header = |(k, v): (&str, &str)| Header {
+            key_ptr: k.as_ptr().cast(),
+            key_length: k.len(),
+            value_ptr: v.as_ptr().cast(),
+            value_length: v.len(),
+        };
+        let mut stack = [Header::EMPTY; ON_STACK];
+        let mut count = 0;
+        for (slot, pair) in stack.iter_mut().zip(reply.headers_to_send()) {
+            *slot = header(pair);
+            count += 1;
+        }
+        let heap: Vec<Header>;
+        let headers = if reply.headers_to_send().count() <= ON_STACK {
+            stack.get(..count).unwrap_or_default()
+        } else {
+            heap = reply.headers_to_send().map(header).collect();
+            &heap
+        };
         // SAFETY: the headers (and the strings they point at), the body and
         // the details live for the call; Envoy copies them; the stream
         // pointer is this hook's.
@@ -905,7 +964,7 @@ impl Hook {
                 u32::from(reply.status),
                 headers.as_ptr(),
                 headers.len(),
-                ModuleBuffer::of(&reply.body),
+                ModuleBuffer::of(reply.body.as_bytes()),
                 ModuleBuffer::of(b"fpgen"),
             );
         }
@@ -961,8 +1020,8 @@ impl Hook {
             if out.len() >= limit {
                 return;
             }
-            // SAFETY: a slice Envoy filled in during this hook.
-            let bytes = unsafe { chunk.to_vec() };
+            // SAFETY: a slice Envoy filled in during this hook, copied at once.
+            let bytes = unsafe { chunk.as_bytes() };
             let room = limit.saturating_sub(out.len());
             out.extend_from_slice(bytes.get(..room.min(bytes.len())).unwrap_or_default());
         }
@@ -971,7 +1030,7 @@ impl Hook {
 
 impl Envoy for Hook {
     fn header(&self, name: &str) -> Option<String> {
-        let mut values: Vec<String> = Vec::new();
+        let mut joined: Option<String> = None;
         let mut index = 0usize;
         let mut count = 1usize;
         while index < count {
@@ -991,12 +1050,18 @@ impl Envoy for Hook {
             if !found {
                 break;
             }
-            // SAFETY: a value Envoy filled in during this hook.
-            let bytes = unsafe { result.to_vec() };
-            values.push(String::from_utf8_lossy(&bytes).into_owned());
+            // SAFETY: a value Envoy filled in during this hook, copied at once.
+            let value = String::from_utf8_lossy(unsafe { result.as_bytes() });
+            match &mut joined {
+                None => joined = Some(value.into_owned()),
+                Some(all) => {
+                    all.push(',');
+                    all.push_str(&value);
+                }
+            }
             index += 1;
         }
-        (!values.is_empty()).then(|| values.join(","))
+        joined
     }
 
     fn header_names(&self, part: Part) -> Vec<String> {
@@ -1029,7 +1094,8 @@ impl Envoy for Hook {
                         ptr: h.key_ptr,
                         length: h.key_length,
                     };
-                    String::from_utf8_lossy(&name.to_vec()).into_owned()
+                    // (a name Envoy filled in during this hook, copied at once)
+                    String::from_utf8_lossy(name.as_bytes()).into_owned()
                 })
                 .collect()
         }
@@ -1062,16 +1128,8 @@ impl Envoy for Hook {
         }
     }
 
-    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-        let headers = headers
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        self.reply.set(Some(Reply {
-            status,
-            headers,
-            body: body.to_vec(),
-        }));
+    fn send_response(&self, response: Response) {
+        self.reply.set(Some(response));
     }
 
     fn callout(&self, call: Callout) {

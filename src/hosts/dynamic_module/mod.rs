@@ -299,28 +299,84 @@ impl Metric {
 }
 
 /// A counter of fpgen's core as a labelled metric: which one, and its label
-/// values (in the order of [`Metric::name_and_labels`]).
-fn metric_of(counter: Counter, customer: Option<&CustomerId>) -> Option<(Metric, Vec<String>)> {
-    let id = || customer.map_or_else(String::new, |c| c.as_str().to_owned());
-    match counter {
-        Counter::TokensMinted => Some((Metric::TokensMinted, vec![id()])),
-        Counter::Rejected(code) => Some((
-            Metric::Rejected,
-            vec![id(), code.code().unsigned_abs().to_string()],
-        )),
-        Counter::RedemptionsAccepted => Some((Metric::RedemptionsAccepted, vec![id()])),
-        Counter::RedemptionsRejected(reason) => Some((
-            Metric::RedemptionsRejected,
-            vec![reason.stat_name().to_owned()],
-        )),
-        Counter::FleetBudgetFailed(failure) => Some((
-            Metric::FleetBudgetFailed,
-            vec![failure.stat_name().to_owned()],
-        )),
-        Counter::FleetTokenCalls => Some((Metric::FleetTokenCalls, Vec::new())),
-        Counter::FleetLeaseCalls => Some((Metric::FleetLeaseCalls, Vec::new())),
-        Counter::Minted(drm) => Some((Metric::Minted, vec![drm.as_str().to_owned()])),
-        Counter::Redeemed(drm) => Some((Metric::Redeemed, vec![drm.as_str().to_owned()])),
+/// values (in the order of [`Metric::name_and_labels`]), borrowed from the
+/// counter, the customer and `digits` (where an error code's are written):
+/// counting allocates nothing.
+fn metric_of<'a>(
+    counter: Counter,
+    customer: Option<&'a CustomerId>,
+    digits: &'a mut Digits,
+) -> Option<(Metric, Labels<'a>)> {
+    let id = customer.map_or("", CustomerId::as_str);
+    Some(match counter {
+        Counter::TokensMinted => (Metric::TokensMinted, Labels::one(id)),
+        Counter::Rejected(code) => {
+            let code = digits.of(code.code().unsigned_abs());
+            (Metric::Rejected, Labels::two(id, code))
+        }
+        Counter::RedemptionsAccepted => (Metric::RedemptionsAccepted, Labels::one(id)),
+        Counter::RedemptionsRejected(reason) => {
+            (Metric::RedemptionsRejected, Labels::one(reason.stat_name()))
+        }
+        Counter::FleetBudgetFailed(failure) => {
+            (Metric::FleetBudgetFailed, Labels::one(failure.stat_name()))
+        }
+        Counter::FleetTokenCalls => (Metric::FleetTokenCalls, Labels::none()),
+        Counter::FleetLeaseCalls => (Metric::FleetLeaseCalls, Labels::none()),
+        Counter::Minted(drm) => (Metric::Minted, Labels::one(drm.as_str())),
+        Counter::Redeemed(drm) => (Metric::Redeemed, Labels::one(drm.as_str())),
+    })
+}
+
+/// A metric's label values: at most two (the most any of fpgen's has).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Labels<'a> {
+    values: [&'a str; 2],
+    len: usize,
+}
+
+impl<'a> Labels<'a> {
+    const fn none() -> Self {
+        Self {
+            values: ["", ""],
+            len: 0,
+        }
+    }
+
+    const fn one(value: &'a str) -> Self {
+        Self {
+            values: [value, ""],
+            len: 1,
+        }
+    }
+
+    const fn two(first: &'a str, second: &'a str) -> Self {
+        Self {
+            values: [first, second],
+            len: 2,
+        }
+    }
+
+    pub(crate) fn as_slice(&self) -> &[&'a str] {
+        self.values.get(..self.len).unwrap_or_default()
+    }
+}
+
+/// Room for a number's decimal digits (a `u32` has at most ten).
+#[derive(Default)]
+struct Digits([u8; 10]);
+
+impl Digits {
+    /// `n` in decimal, written here.
+    fn of(&mut self, n: u32) -> &str {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut self.0[..]);
+        let len = match write!(cursor, "{n}") {
+            Ok(()) => usize::try_from(cursor.position()).unwrap_or(0),
+            Err(_) => 0,
+        };
+        let written = self.0.get(..len).unwrap_or_default();
+        std::str::from_utf8(written).unwrap_or_default()
     }
 }
 
@@ -336,8 +392,9 @@ pub(crate) trait Envoy: Sink + Editor {
     fn body(&self, limit: usize) -> Vec<u8>;
     /// How many bytes of request body Envoy has buffered.
     fn body_size(&self) -> usize;
-    /// Answers the request here.
-    fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]);
+    /// Answers the request here with `response` (taken as it is: its
+    /// headers and body are sent from it, not copied).
+    fn send_response(&self, response: Response);
     /// Sets the access-log filter state (`%FILTER_STATE(fpgen:PLAIN)%`).
     fn set_log_state(&self, value: &str);
     /// The downstream peer's address (`ip:port`), as Envoy has it.
@@ -528,7 +585,7 @@ fn carry(envoy: &dyn Envoy, part: Part, next: lifecycle::Next) -> Next {
             edits.apply(part, envoy);
             Next::Continue
         }
-        lifecycle::Next::Reply(response) => reply(envoy, &response),
+        lifecycle::Next::Reply(response) => reply(envoy, response),
         lifecycle::Next::CollectBody(edits) => {
             edits.apply(part, envoy);
             Next::Stop
@@ -541,16 +598,15 @@ fn carry(envoy: &dyn Envoy, part: Part, next: lifecycle::Next) -> Next {
     }
 }
 
-fn reply(envoy: &dyn Envoy, response: &Response) -> Next {
-    let headers: Vec<_> = response.headers_to_send().collect();
-    envoy.send_response(response.status, &headers, response.body.as_bytes());
+fn reply(envoy: &dyn Envoy, response: Response) -> Next {
+    envoy.send_response(response);
     Next::Stop
 }
 
 fn count(sink: &dyn Sink, counter: Counter, customer: Option<&CustomerId>) {
-    if let Some((metric, labels)) = metric_of(counter, customer) {
-        let labels: Vec<&str> = labels.iter().map(String::as_str).collect();
-        sink.count(metric, &labels);
+    let mut digits = Digits::default();
+    if let Some((metric, labels)) = metric_of(counter, customer, &mut digits) {
+        sink.count(metric, labels.as_slice());
     }
 }
 
@@ -562,7 +618,7 @@ pub(crate) fn panicked(envoy: &dyn Envoy) {
         Level::Error,
         "fpgen: a hook panicked; the request was answered 500 (-9500)",
     );
-    let _ = reply(envoy, &lifecycle::internal_error());
+    let _ = reply(envoy, lifecycle::internal_error());
 }
 
 /// The process's stores: budgets ([`budgets`]) and leases ([`fleet`]),
@@ -749,12 +805,12 @@ mod tests {
         fn body_size(&self) -> usize {
             self.body.borrow().len()
         }
-        fn send_response(&self, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-            let headers = headers
-                .iter()
-                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()));
-            let body = String::from_utf8_lossy(body).into_owned();
-            *self.sent.borrow_mut() = Some((status, headers.collect(), body));
+        fn send_response(&self, response: Response) {
+            let headers = response
+                .headers_to_send()
+                .map(|(k, v)| (k.to_owned(), v.to_owned()));
+            let sent = (response.status, headers.collect(), response.body);
+            *self.sent.borrow_mut() = Some(sent);
         }
         fn set_log_state(&self, value: &str) {
             *self.log_state.borrow_mut() = Some(value.to_owned());
@@ -918,6 +974,41 @@ mod tests {
         assert_eq!(stream().on_request_headers(&envoy, true), Next::Continue);
         assert_eq!(envoy.header("x-fpgen-kid"), None);
         assert!(envoy.counted.borrow().is_empty());
+    }
+
+    /// The label values Envoy gets, as operators see them in /stats: the
+    /// customer and the code without its minus sign, written without an
+    /// allocation.
+    #[test]
+    fn counters_carry_their_label_values() {
+        use crate::error::ErrorCode;
+        let id = CustomerId::parse("100001").unwrap();
+        let mut digits = Digits::default();
+        let rejected = Counter::Rejected(ErrorCode::InvalidIv);
+        let (metric, labels) = metric_of(rejected, Some(&id), &mut digits).unwrap();
+        assert_eq!(
+            (metric, labels.as_slice()),
+            (Metric::Rejected, &["100001", "6003"][..])
+        );
+        let mut digits = Digits::default();
+        let (_, labels) = metric_of(rejected, None, &mut digits).unwrap();
+        assert_eq!(labels.as_slice(), ["", "6003"]);
+        let mut digits = Digits::default();
+        let minted = metric_of(
+            Counter::Minted(crate::licence::Drm::PlayReady),
+            None,
+            &mut digits,
+        );
+        assert_eq!(
+            minted.map(|(m, l)| (m, l.as_slice().to_vec())),
+            Some((Metric::Minted, vec!["playready"]))
+        );
+        let mut digits = Digits::default();
+        let calls = metric_of(Counter::FleetTokenCalls, Some(&id), &mut digits).unwrap();
+        assert!(calls.1.as_slice().is_empty());
+        for n in [0, 9500, u32::MAX] {
+            assert_eq!(Digits::default().of(n), n.to_string());
+        }
     }
 
     #[test]
@@ -1427,7 +1518,10 @@ mod tests {
         }
         fn count(&self, counter: Counter, customer: Option<&str>) -> u64 {
             let customer = customer.map(|c| CustomerId::parse(c).unwrap());
-            let counted = metric_of(counter, customer.as_ref()).unwrap();
+            let mut digits = Digits::default();
+            let (metric, labels) = metric_of(counter, customer.as_ref(), &mut digits).unwrap();
+            let labels: Vec<String> = labels.as_slice().iter().map(|l| (*l).to_owned()).collect();
+            let counted = (metric, labels);
             let fakes = self.streams.iter().map(|s| s.1.counted.borrow().clone());
             let all = fakes.chain([self.main.counted.borrow().clone()]).flatten();
             all.filter(|c| *c == counted).count() as u64

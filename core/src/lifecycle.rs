@@ -170,7 +170,7 @@ pub enum Next {
 #[derive(Default, PartialEq, Eq)]
 pub struct Edits {
     pub remove: Vec<String>,
-    pub add: Vec<(String, String)>,
+    pub add: redeem::LicenceHeaders,
     pub path: Option<String>,
 }
 
@@ -180,7 +180,7 @@ impl Edits {
         for name in &self.remove {
             editor.remove_header(part, name);
         }
-        for (name, value) in &self.add {
+        for (name, value) in self.add.iter() {
             editor.add_header(name, value);
         }
         if let Some(path) = &self.path {
@@ -191,10 +191,9 @@ impl Edits {
 
 impl std::fmt::Debug for Edits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let added: Vec<&str> = self.add.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Edits")
             .field("remove", &self.remove)
-            .field("add", &added)
+            .field("add", &self.add)
             .field("path", &self.path.as_ref().map(|_| "<redacted>"))
             .finish()
     }

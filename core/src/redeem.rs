@@ -17,8 +17,9 @@ use crate::token::{self, TokenError};
 use base64::Engine as _;
 use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
 use std::borrow::Cow;
-use std::fmt;
+use std::fmt::{self, Write as _};
 use std::ops::Range;
+use zeroize::Zeroizing;
 
 /// The query parameter that carries the token.
 pub const TOKEN_PARAM: &str = "ExpressPlayToken";
@@ -145,7 +146,7 @@ impl From<TokenError> for Refusal {
 /// key).
 pub struct Redeemed {
     /// Headers to add (names include the configured prefix); a name may repeat.
-    pub headers: Vec<(String, String)>,
+    pub headers: LicenceHeaders,
     /// The new `:path`, when the token parameter is to be removed.
     pub new_path: Option<String>,
     /// The access-log record: whose token it is, its kid, cookie and expiry.
@@ -154,9 +155,8 @@ pub struct Redeemed {
 
 impl std::fmt::Debug for Redeemed {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let names: Vec<&str> = self.headers.iter().map(|(n, _)| n.as_str()).collect();
         f.debug_struct("Redeemed")
-            .field("headers", &names)
+            .field("headers", &self.headers)
             .field("values", &"<redacted>")
             .field("new_path", &self.new_path.as_ref().map(|_| "<redacted>"))
             .field("outcome", &self.outcome)
@@ -440,48 +440,49 @@ fn presented_token<'q>(
 /// `;min-cert-security-level=…` when set), the rights and rental times,
 /// the five output levels, the output behaviour and flags, the general
 /// flags and persistence, the extension, and the common headers.
-fn playready_headers(prefix: &str, d: &PlayReadyLicence, key_id: &KeyId) -> Vec<(String, String)> {
-    let name = |suffix: &str| [prefix, suffix].concat();
-    let mut h = drm_headers(prefix, Drm::PlayReady, d.keys.first().map(|k| &k.kid));
+fn playready_headers(prefix: &str, d: &PlayReadyLicence, key_id: &KeyId) -> LicenceHeaders {
+    let mut h = LicenceHeaders::new(prefix);
+    drm_headers(&mut h, Drm::PlayReady, d.keys.first().map(|k| &k.kid));
     for key in &d.keys {
-        let mut value = key_field(&key.kid, &key.content_key);
-        if let Some(level) = key.min_cert_security_level {
-            value.push_str(&format!(";min-cert-security-level={level}"));
-        }
-        h.push((name("key"), value));
+        h.add("key", |v| {
+            key_field(v, &key.kid, &key.content_key);
+            if let Some(level) = key.min_cert_security_level {
+                let _ = write!(v, ";min-cert-security-level={level}");
+            }
+        });
     }
-    h.push((name("rights-type"), d.rights.as_str().to_owned()));
+    h.add_str("rights-type", d.rights.as_str());
     if let Rights::Rental {
         period_end,
         play_duration,
     } = d.rights
     {
-        h.push((name("rental-period-end"), rfc3339(period_end)));
+        h.add_str("rental-period-end", &rfc3339(period_end));
         if let Some(seconds) = play_duration {
-            h.push((name("rental-play-duration"), seconds.to_string()));
+            h.add_display("rental-play-duration", seconds);
         }
     }
     for (suffix, level) in d.output_levels.named() {
-        h.push((name(suffix), level.to_string()));
+        h.add_display(suffix, level);
     }
     if let Some(behaviour) = d.unknown_output {
-        h.push((
-            name("unknown-output-behavior"),
-            behaviour.as_str().to_owned(),
-        ));
+        h.add_str("unknown-output-behavior", behaviour.as_str());
     }
     if let Some(flags) = d.output_control_flags {
-        h.push((name("output-control-flags"), format!("{flags:08x}")));
+        h.add("output-control-flags", |v| {
+            let _ = write!(v, "{flags:08x}");
+        });
     }
-    h.push((name("general-flags"), format!("{:08x}", d.general_flags)));
-    h.push((name("persistent"), d.persistent().to_string()));
+    h.add("general-flags", |v| {
+        let _ = write!(v, "{:08x}", d.general_flags);
+    });
+    h.add_display("persistent", d.persistent());
     let head = (&d.customer_id, d.environment, d.issued_at, d.expires_at);
-    h.extend(common_headers(prefix, head, key_id));
+    common_headers(&mut h, head, key_id);
     tail_headers(
-        prefix,
+        &mut h,
         d.cookie.as_deref(),
         ("pr-extension", d.extension.as_slice()),
-        &mut h,
     );
     h
 }
@@ -490,106 +491,110 @@ fn playready_headers(prefix: &str, d: &PlayReadyLicence, key_id: &KeyId) -> Vec<
 /// one `key` header
 /// per key (`kid=…;content-key=…;security-level=…;hdcp-output-control=…`
 /// and `;track-type=…` when set), and the licence-wide values.
-fn widevine_headers(prefix: &str, d: &WidevineLicence, key_id: &KeyId) -> Vec<(String, String)> {
-    let name = |suffix: &str| [prefix, suffix].concat();
-    let mut h = drm_headers(prefix, Drm::Widevine, d.keys.first().map(|k| &k.kid));
+fn widevine_headers(prefix: &str, d: &WidevineLicence, key_id: &KeyId) -> LicenceHeaders {
+    let mut h = LicenceHeaders::new(prefix);
+    drm_headers(&mut h, Drm::Widevine, d.keys.first().map(|k| &k.kid));
     for key in &d.keys {
-        let mut value = key_field(&key.kid, &key.content_key);
-        value.push_str(&format!(
-            ";security-level={};hdcp-output-control={}",
-            key.security_level, key.hdcp_output_control,
-        ));
-        if let Some(track) = key.track_type {
-            value.push_str(";track-type=");
-            value.push_str(track.as_str());
-        }
-        h.push((name("key"), value));
+        h.add("key", |v| {
+            key_field(v, &key.kid, &key.content_key);
+            let _ = write!(
+                v,
+                ";security-level={};hdcp-output-control={}",
+                key.security_level, key.hdcp_output_control,
+            );
+            if let Some(track) = key.track_type {
+                v.push_str(";track-type=");
+                v.push_str(track.as_str());
+            }
+        });
     }
-    h.extend([
-        (name("license-duration"), d.license_duration.to_string()),
-        (name("playback-duration"), d.playback_duration.to_string()),
-        (name("general-flags"), format!("{:08x}", d.general_flags)),
-    ]);
+    h.add_display("license-duration", d.license_duration);
+    h.add_display("playback-duration", d.playback_duration);
+    h.add("general-flags", |v| {
+        let _ = write!(v, "{:08x}", d.general_flags);
+    });
     let head = (&d.customer_id, d.environment, d.issued_at, d.expires_at);
-    h.extend(common_headers(prefix, head, key_id));
+    common_headers(&mut h, head, key_id);
     if let Some(content_id) = &d.content_id {
-        h.push((
-            name("content-id"),
-            utf8_percent_encode(content_id, HEADER_TEXT).to_string(),
-        ));
+        h.add_display("content-id", utf8_percent_encode(content_id, HEADER_TEXT));
     }
-    tail_headers(
-        prefix,
-        d.cookie.as_deref(),
-        ("wv-extension", &d.extensions),
-        &mut h,
-    );
+    tail_headers(&mut h, d.cookie.as_deref(), ("wv-extension", &d.extensions));
     h
 }
 
 /// The `drm` header and `kid`, key 0's kid as FairPlay's header names it
 /// (for logs; the keys are in the `key` headers).
-fn drm_headers(
-    prefix: &str,
-    drm: Drm,
-    first_kid: Option<&crate::ids::Kid>,
-) -> Vec<(String, String)> {
-    let name = |suffix: &str| [prefix, suffix].concat();
-    let mut h = vec![(name("drm"), drm.as_str().to_owned())];
+fn drm_headers(h: &mut LicenceHeaders, drm: Drm, first_kid: Option<&crate::ids::Kid>) {
+    h.add_str("drm", drm.as_str());
     if let Some(kid) = first_kid {
-        h.push((
-            name("kid"),
-            utf8_percent_encode(&kid.to_string(), HEADER_TEXT).to_string(),
-        ));
+        h.add("kid", |v| kid_text(v, kid, HEADER_TEXT));
     }
-    h
+}
+
+/// A kid as a header's text: a byte kid in lower-case hex, a named one
+/// `^name`, its name percent-encoded by `set`.
+fn kid_text(v: &mut String, kid: &crate::ids::Kid, set: &'static AsciiSet) {
+    match kid {
+        crate::ids::Kid::Bytes(bytes) => hex_into(v, bytes),
+        crate::ids::Kid::Name(name) => {
+            v.push('^');
+            v.extend(utf8_percent_encode(name, set));
+        }
+    }
+}
+
+/// `bytes` in lower-case hex, appended to `v` (at most 32 bytes at a time,
+/// through the stack: a key or a kid).
+fn hex_into(v: &mut String, bytes: &[u8]) {
+    let mut hex = [0u8; 64];
+    for chunk in bytes.chunks(32) {
+        let Some(out) = hex.get_mut(..chunk.len() * 2) else {
+            return;
+        };
+        if hex::encode_to_slice(chunk, out).is_ok() {
+            v.push_str(std::str::from_utf8(out).unwrap_or_default());
+        }
+        out.fill(0);
+    }
 }
 
 /// A `key` header's first fields: `kid=<kid>;content-key=<32 hex>`.
-fn key_field(kid: &crate::ids::Kid, content_key: &crate::secret::ContentKey) -> String {
-    format!(
-        "kid={};content-key={}",
-        utf8_percent_encode(&kid.to_string(), KEY_FIELD),
-        crate::ids::hex_lower(content_key.expose()),
-    )
+fn key_field(v: &mut String, kid: &crate::ids::Kid, content_key: &crate::secret::ContentKey) {
+    v.push_str("kid=");
+    kid_text(v, kid, KEY_FIELD);
+    v.push_str(";content-key=");
+    hex_into(v, content_key.expose());
 }
 
 /// Whose token it is, its environment, times and sealing key: the headers
 /// of every DRM's licence.
 fn common_headers(
-    prefix: &str,
+    h: &mut LicenceHeaders,
     (customer, environment, issued, expires): (&CustomerId, Environment, i64, i64),
     key_id: &KeyId,
-) -> [(String, String); 5] {
-    let name = |suffix: &str| [prefix, suffix].concat();
-    [
-        (name("customer"), customer.to_string()),
-        (name("environment"), environment.as_str().to_owned()),
-        (name("issued"), rfc3339(issued)),
-        (name("expires"), rfc3339(expires)),
-        (name("key-id"), key_id.to_string()),
-    ]
+) {
+    h.add_str("customer", customer.as_str());
+    h.add_str("environment", environment.as_str());
+    h.add_str("issued", &rfc3339(issued));
+    h.add_str("expires", &rfc3339(expires));
+    h.add_display("key-id", key_id);
 }
 
 /// The cookie, then one `extension` header per extension, in order.
 fn tail_headers(
-    prefix: &str,
+    h: &mut LicenceHeaders,
     cookie: Option<&str>,
     (extension, extensions): (&str, &[FpExtension]),
-    h: &mut Vec<(String, String)>,
 ) {
     if let Some(cookie) = cookie {
-        h.push((
-            [prefix, "cookie"].concat(),
-            utf8_percent_encode(cookie, HEADER_TEXT).to_string(),
-        ));
+        h.add_display("cookie", utf8_percent_encode(cookie, HEADER_TEXT));
     }
     for ext in extensions {
-        let payload = base64::engine::general_purpose::STANDARD.encode(&ext.payload);
-        h.push((
-            [prefix, extension].concat(),
-            format!("{},{payload}", ext.kind_str()),
-        ));
+        h.add(extension, |v| {
+            v.push_str(ext.kind_str());
+            v.push(',');
+            base64::engine::general_purpose::STANDARD.encode_string(&ext.payload, v);
+        });
     }
 }
 
@@ -598,32 +603,97 @@ fn tail_headers(
 const KEY_FIELD: &AsciiSet = &HEADER_TEXT.add(b';').add(b'=').add(b',');
 
 /// The licence data as `prefix`-named headers.
-fn licence_headers(prefix: &str, d: &LicenceData, key_id: &KeyId) -> Vec<(String, String)> {
-    let name = |suffix: &str| [prefix, suffix].concat();
-    let mut h = vec![
-        (
-            name("content-key"),
-            crate::ids::hex_lower(d.content_key.expose()),
-        ),
-        (name("iv"), crate::ids::hex_lower(&d.iv)),
-        (name("rental-duration"), d.rental_duration.to_string()),
-        (name("general-flags"), format!("{:08x}", d.general_flags)),
-    ];
+fn licence_headers(prefix: &str, d: &LicenceData, key_id: &KeyId) -> LicenceHeaders {
+    let mut h = LicenceHeaders::new(prefix);
+    h.add("content-key", |v| hex_into(v, d.content_key.expose()));
+    h.add("iv", |v| hex_into(v, &d.iv));
+    h.add_display("rental-duration", d.rental_duration);
+    h.add("general-flags", |v| {
+        let _ = write!(v, "{:08x}", d.general_flags);
+    });
     let head = (&d.customer_id, d.environment, d.issued_at, d.expires_at);
-    h.extend(common_headers(prefix, head, key_id));
+    common_headers(&mut h, head, key_id);
     if let Some(kid) = &d.kid {
-        h.push((
-            name("kid"),
-            utf8_percent_encode(&kid.to_string(), HEADER_TEXT).to_string(),
-        ));
+        h.add("kid", |v| kid_text(v, kid, HEADER_TEXT));
     }
-    tail_headers(
-        prefix,
-        d.cookie.as_deref(),
-        ("fp-extension", &d.extensions),
-        &mut h,
-    );
+    tail_headers(&mut h, d.cookie.as_deref(), ("fp-extension", &d.extensions));
     h
+}
+
+/// The licence data as request headers, in order (a name may repeat),
+/// every name and value in one buffer: building them makes two
+/// allocations, not two per header. The buffer holds content keys: it is
+/// zeroized when dropped (its first capacity fits every licence of the
+/// demo, so it rarely grows and leaves a copy behind), and `Debug` shows
+/// the names alone.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct LicenceHeaders {
+    prefix: String,
+    text: Zeroizing<String>,
+    /// Each header's start, the end of its name, and the end of its value,
+    /// in `text`.
+    spans: Vec<(usize, usize, usize)>,
+}
+
+impl LicenceHeaders {
+    /// The first capacity of the buffer: a FairPlay licence with a cookie
+    /// and an extension takes about 700 bytes.
+    const CAPACITY: usize = 1024;
+
+    fn new(prefix: &str) -> Self {
+        Self {
+            prefix: prefix.to_owned(),
+            text: Zeroizing::new(String::with_capacity(Self::CAPACITY)),
+            spans: Vec::with_capacity(16),
+        }
+    }
+
+    /// Adds the header `<prefix><suffix>`, its value written by `value`.
+    fn add(&mut self, suffix: &str, value: impl FnOnce(&mut String)) {
+        let start = self.text.len();
+        self.text.push_str(&self.prefix);
+        self.text.push_str(suffix);
+        let name_end = self.text.len();
+        value(&mut self.text);
+        self.spans.push((start, name_end, self.text.len()));
+    }
+
+    fn add_str(&mut self, suffix: &str, value: &str) {
+        self.add(suffix, |v| v.push_str(value));
+    }
+
+    fn add_display(&mut self, suffix: &str, value: impl fmt::Display) {
+        self.add(suffix, |v| {
+            let _ = write!(v, "{value}");
+        });
+    }
+
+    /// Every header, name and value, in order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> + '_ {
+        self.spans.iter().map(|&(start, name_end, end)| {
+            let name = self.text.get(start..name_end).unwrap_or_default();
+            (name, self.text.get(name_end..end).unwrap_or_default())
+        })
+    }
+
+    /// How many headers there are.
+    pub fn len(&self) -> usize {
+        self.spans.len()
+    }
+
+    /// Whether there is none.
+    pub fn is_empty(&self) -> bool {
+        self.spans.is_empty()
+    }
+}
+
+/// The names alone: the values hold content keys.
+impl fmt::Debug for LicenceHeaders {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(name, _)| name))
+            .finish()
+    }
 }
 
 /// `path` with every parameter that names the token (as [`token_of`] reads
@@ -711,11 +781,15 @@ mod tests {
         let get = |n: &str| {
             r.headers
                 .iter()
-                .filter(|(k, _)| k == n)
-                .map(|(_, v)| v.as_str())
+                .filter(|(k, _)| *k == n)
+                .map(|(_, v)| v)
                 .collect::<Vec<_>>()
         };
         assert_eq!(get("x-fpgen-content-key"), ["ab".repeat(16)]);
+        // Debug names the headers, never a value (the content key)
+        let shown = format!("{r:?}");
+        assert!(shown.contains("x-fpgen-content-key") && !shown.contains(&"ab".repeat(16)));
+        assert_eq!(r.headers.len(), r.headers.iter().count());
         assert_eq!(get("x-fpgen-iv"), ["cd".repeat(16)]);
         assert_eq!(get("x-fpgen-kid"), ["^film %C3%A9"]);
         assert_eq!(get("x-fpgen-cookie"), ["a%25b%7Fc"]);
@@ -1000,8 +1074,8 @@ mod tests {
         let get = |n: &str| {
             r.headers
                 .iter()
-                .filter(|(k, _)| k == n)
-                .map(|(_, v)| v.as_str())
+                .filter(|(k, _)| *k == n)
+                .map(|(_, v)| v)
                 .collect::<Vec<_>>()
         };
         assert_eq!(get("x-fpgen-drm"), ["widevine"]);

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """make profile: where Envoy's CPU time per request goes, per scenario of make bench, by
-`perf record` (cpu-clock samples with DWARF call graphs) of one Envoy worker under wrk.
+`perf record` (cpu-clock samples with DWARF call graphs) of an Envoy with one worker (every thread
+of it sampled) under wrk.
 
 Each scenario's Envoy CPU µs per request (as make bench measures it) is split by where the
 samples fell: the kernel (sockets, syscalls), Envoy's own code, libc and the allocator,
@@ -51,7 +52,7 @@ def perf_samples(data):
     """(dso, symbol) of each sample's leaf frame, and the set of callback/hook symbols anywhere on
     its stack (for inclusive time)."""
     out = subprocess.run(["perf", "script", "-i", data, "-F", "ip,sym,dso", "--no-inline"],
-                         capture_output=True, text=True, check=False).stdout
+                         capture_output=True, text=True, check=True).stdout
     samples = []
     for block in out.split("\n\n"):
         frames = [ln.strip() for ln in block.strip().splitlines() if ln.strip()]
@@ -80,7 +81,9 @@ def profile(url, script, seconds, connections, pid, work, key):
     cmd = ["wrk", "-t1", f"-c{connections}", f"-d{seconds}s"] + (["-s", script] if script else []) + [url]
     text = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
     rec.send_signal(2)
-    rec.wait(timeout=120)
+    if rec.wait(timeout=120) not in (0, -2) or not os.path.exists(data):
+        raise SystemExit(f"perf record failed (exit {rec.returncode}): is perf allowed here? "
+                         "(/proc/sys/kernel/perf_event_paranoid; run as root)")
     after = bench.cpu_seconds(pid)
     requests = int(re.search(r"(\d+) requests in", text).group(1))
     # perf's own overhead is in the CPU time too; the split is of the samples, the total is
@@ -106,12 +109,13 @@ def main():
              f"`wrk -c{args.connections}` for {args.seconds} s per scenario; µs are Envoy's CPU µs per request "
              "of an unprofiled run of the same scenario, split in the proportions of the samples.", ""]
     try:
-        static_body = "x" * 330
         ports = {k: bench.free_port() for k in ("plain", "floor", "scoped", "origin", "native")}
         port, admin = bench.free_port(), bench.free_port()
         config_path = os.path.join(work, "config.json")
         with open(config_path, "w") as f:
             json.dump(bench.CONFIG, f)
+        # a licence URL's size (with its CRLF), as make bench's floor and direct_response answer
+        static_body = "x" * (len(bench.mint_url(config_path)) + 2)
         boot = os.path.join(work, "envoy.json")
         with open(boot, "w") as f:
             json.dump(bench.bootstrap(port, admin, bench.free_port(), static_body, ports=ports), f)

@@ -136,14 +136,14 @@ mod tests {
         let minted = Outcome {
             error: None,
             customer_id: CustomerId::parse("100001").ok(),
-            kid: Kid::parse("11112222333344445555666677778888").ok(),
+            kid: Kid::parse("0123456789abcdef0123456789ABCDEF").ok(),
             cookie: Some("a b=\"%".to_owned()),
             expires_at: Some(1_798_003_771),
             drm: Some(Drm::FairPlay),
         };
         assert_eq!(
             minted.log_fields(),
-            "code=0 customer=100001 kid=11112222333344445555666677778888 \
+            "code=0 customer=100001 kid=0123456789abcdef0123456789abcdef \
              cookie=a%20b%3D%22%25 expires=2026-12-23T05:29:31Z drm=fairplay"
         );
         let named = Outcome {

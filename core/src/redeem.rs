@@ -19,7 +19,7 @@ use percent_encoding::{percent_decode, utf8_percent_encode, AsciiSet, CONTROLS};
 use std::borrow::Cow;
 use std::fmt::{self, Write as _};
 use std::ops::Range;
-use zeroize::Zeroizing;
+use zeroize::{Zeroize, Zeroizing};
 
 /// The query parameter that carries the token.
 pub const TOKEN_PARAM: &str = "ExpressPlayToken";
@@ -554,8 +554,9 @@ fn hex_into(v: &mut String, bytes: &[u8]) {
         if hex::encode_to_slice(chunk, out).is_ok() {
             v.push_str(std::str::from_utf8(out).unwrap_or_default());
         }
-        out.fill(0);
     }
+    // (a content key's hex: not left on the stack)
+    hex.zeroize();
 }
 
 /// A `key` header's first fields: `kid=<kid>;content-key=<32 hex>`.
@@ -621,8 +622,9 @@ fn licence_headers(prefix: &str, d: &LicenceData, key_id: &KeyId) -> LicenceHead
 }
 
 /// The licence data as request headers, in order (a name may repeat),
-/// every name and value in one buffer: building them makes two
-/// allocations, not two per header. The buffer holds content keys: it is
+/// every name and value in one buffer: building them makes three
+/// allocations (the buffer, the spans, the prefix) and one per date, not
+/// two per header. The buffer holds content keys: it is
 /// zeroized when dropped (its first capacity fits every licence of the
 /// demo, so it rarely grows and leaves a copy behind), and `Debug` shows
 /// the names alone.

@@ -982,30 +982,88 @@ mod tests {
     #[test]
     fn counters_carry_their_label_values() {
         use crate::error::ErrorCode;
+        use crate::fleet::Failure;
+        use crate::licence::Drm;
+        use crate::redeem::Refusal;
+        use crate::token::TokenError;
         let id = CustomerId::parse("100001").unwrap();
-        let mut digits = Digits::default();
-        let rejected = Counter::Rejected(ErrorCode::InvalidIv);
-        let (metric, labels) = metric_of(rejected, Some(&id), &mut digits).unwrap();
-        assert_eq!(
-            (metric, labels.as_slice()),
-            (Metric::Rejected, &["100001", "6003"][..])
-        );
-        let mut digits = Digits::default();
-        let (_, labels) = metric_of(rejected, None, &mut digits).unwrap();
-        assert_eq!(labels.as_slice(), ["", "6003"]);
-        let mut digits = Digits::default();
-        let minted = metric_of(
-            Counter::Minted(crate::licence::Drm::PlayReady),
-            None,
-            &mut digits,
-        );
-        assert_eq!(
-            minted.map(|(m, l)| (m, l.as_slice().to_vec())),
-            Some((Metric::Minted, vec!["playready"]))
-        );
-        let mut digits = Digits::default();
-        let calls = metric_of(Counter::FleetTokenCalls, Some(&id), &mut digits).unwrap();
-        assert!(calls.1.as_slice().is_empty());
+        let expired = Refusal::Token(TokenError::Expired);
+        let cases: [(Counter, Option<&CustomerId>, Metric, &[&str]); 12] = [
+            (
+                Counter::TokensMinted,
+                Some(&id),
+                Metric::TokensMinted,
+                &["100001"],
+            ),
+            (
+                Counter::Rejected(ErrorCode::InvalidIv),
+                Some(&id),
+                Metric::Rejected,
+                &["100001", "6003"],
+            ),
+            (
+                Counter::Rejected(ErrorCode::InvalidIv),
+                None,
+                Metric::Rejected,
+                &["", "6003"],
+            ),
+            (
+                Counter::RedemptionsAccepted,
+                Some(&id),
+                Metric::RedemptionsAccepted,
+                &["100001"],
+            ),
+            (
+                Counter::RedemptionsRejected(expired),
+                Some(&id),
+                Metric::RedemptionsRejected,
+                &["expired"],
+            ),
+            (
+                Counter::FleetBudgetFailed(Failure::Timeout),
+                None,
+                Metric::FleetBudgetFailed,
+                &["timeout"],
+            ),
+            (
+                Counter::FleetTokenCalls,
+                Some(&id),
+                Metric::FleetTokenCalls,
+                &[],
+            ),
+            (Counter::FleetLeaseCalls, None, Metric::FleetLeaseCalls, &[]),
+            (
+                Counter::Minted(Drm::PlayReady),
+                Some(&id),
+                Metric::Minted,
+                &["playready"],
+            ),
+            (
+                Counter::Minted(Drm::FairPlay),
+                None,
+                Metric::Minted,
+                &["fairplay"],
+            ),
+            (
+                Counter::Redeemed(Drm::Widevine),
+                None,
+                Metric::Redeemed,
+                &["widevine"],
+            ),
+            (
+                Counter::Redeemed(Drm::FairPlay),
+                Some(&id),
+                Metric::Redeemed,
+                &["fairplay"],
+            ),
+        ];
+        for (counter, customer, metric, values) in cases {
+            let mut digits = Digits::default();
+            let (m, labels) = metric_of(counter, customer, &mut digits).unwrap();
+            assert_eq!((m, labels.as_slice()), (metric, values), "{counter:?}");
+            // as many values as the metric has label names
+            assert_eq!(values.len(), metric.name_and_labels().1.len(), "{metric:?}");
+        }
         for n in [0, 9500, u32::MAX] {
             assert_eq!(Digits::default().of(n), n.to_string());
         }

@@ -980,6 +980,7 @@ mod tests {
     /// customer and the code without its minus sign, written without an
     /// allocation.
     #[test]
+    #[allow(clippy::too_many_lines, reason = "a table of every counter")]
     fn counters_carry_their_label_values() {
         use crate::error::ErrorCode;
         use crate::fleet::Failure;

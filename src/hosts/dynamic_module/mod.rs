@@ -748,6 +748,8 @@ mod tests {
     /// What the shell did to one request, as Envoy would have seen it.
     #[derive(Default)]
     struct Fake {
+        /// Every call into Envoy, by name, in order.
+        envoy_calls: RefCell<Vec<&'static str>>,
         headers: RefCell<Vec<(String, String)>>,
         trailers: RefCell<Vec<(String, String)>>,
         body: RefCell<Vec<u8>>,
@@ -784,6 +786,7 @@ mod tests {
 
     impl Envoy for Fake {
         fn header(&self, name: &str) -> Option<String> {
+            self.envoy_calls.borrow_mut().push("header");
             let h = self.headers.borrow();
             let values: Vec<&str> = h
                 .iter()
@@ -793,6 +796,7 @@ mod tests {
             (!values.is_empty()).then(|| values.join(","))
         }
         fn header_names(&self, part: Part) -> Vec<String> {
+            self.envoy_calls.borrow_mut().push("header_names");
             self.map(part)
                 .borrow()
                 .iter()
@@ -800,12 +804,15 @@ mod tests {
                 .collect()
         }
         fn body(&self, limit: usize) -> Vec<u8> {
+            self.envoy_calls.borrow_mut().push("body");
             self.body.borrow().iter().copied().take(limit).collect()
         }
         fn body_size(&self) -> usize {
+            self.envoy_calls.borrow_mut().push("body_size");
             self.body.borrow().len()
         }
         fn send_response(&self, response: Response) {
+            self.envoy_calls.borrow_mut().push("send_response");
             let headers = response
                 .headers_to_send()
                 .map(|(k, v)| (k.to_owned(), v.to_owned()));
@@ -813,32 +820,40 @@ mod tests {
             *self.sent.borrow_mut() = Some(sent);
         }
         fn set_log_state(&self, value: &str) {
+            self.envoy_calls.borrow_mut().push("set_log_state");
             *self.log_state.borrow_mut() = Some(value.to_owned());
         }
         fn source_address(&self) -> Option<String> {
+            self.envoy_calls.borrow_mut().push("source_address");
             Some("192.0.2.10:5555".to_owned())
         }
         fn callout(&self, call: Callout) {
+            self.envoy_calls.borrow_mut().push("callout");
             self.calls.borrow_mut().push(call);
         }
         fn wake_main(&self) {
+            self.envoy_calls.borrow_mut().push("wake_main");
             *self.woken.borrow_mut() += 1;
         }
         fn set_lease_gauge(&self, customer: &str, held: u32) {
+            self.envoy_calls.borrow_mut().push("set_lease_gauge");
             self.gauges.borrow_mut().push((customer.to_owned(), held));
         }
     }
 
     impl Editor for Fake {
         fn remove_header(&self, part: Part, name: &str) {
+            self.envoy_calls.borrow_mut().push("remove_header");
             self.map(part).borrow_mut().retain(|(k, _)| k != name);
         }
         fn add_header(&self, name: &str, value: &str) {
+            self.envoy_calls.borrow_mut().push("add_header");
             self.headers
                 .borrow_mut()
                 .push((name.to_owned(), value.to_owned()));
         }
         fn set_header(&self, name: &str, value: &str) {
+            self.envoy_calls.borrow_mut().push("set_header");
             self.remove_header(Part::Headers, name);
             self.add_header(name, value);
         }
@@ -846,10 +861,13 @@ mod tests {
 
     impl Sink for Fake {
         fn count(&self, metric: Metric, labels: &[&str]) {
+            self.envoy_calls.borrow_mut().push("count");
             let labels = labels.iter().map(|l| (*l).to_owned()).collect();
             self.counted.borrow_mut().push((metric, labels));
         }
-        fn log(&self, _: Level, _: &str) {}
+        fn log(&self, _: Level, _: &str) {
+            self.envoy_calls.borrow_mut().push("log");
+        }
     }
 
     fn stream() -> Stream {
@@ -881,6 +899,21 @@ mod tests {
             .as_deref()
             .unwrap()
             .starts_with("code=0 customer=100001"));
+        // its calls into Envoy, and no more: `:path` and `:method`, two
+        // counters, the log state, the reply (the test build reads `:path`
+        // once more, for its panic path)
+        let mut expected = vec![
+            "header",
+            "header",
+            "count",
+            "count",
+            "set_log_state",
+            "send_response",
+        ];
+        if cfg!(feature = "dynamic-module-test") {
+            expected.insert(0, "header");
+        }
+        assert_eq!(*envoy.envoy_calls.borrow(), expected);
     }
 
     /// A token POST whose body is `body` (the mint's query when `None`).

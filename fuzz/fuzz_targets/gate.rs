@@ -50,7 +50,7 @@ fuzz_target!(|data: &[u8]| {
                 assert!(fpgen::redeem::is_safe_path(&path), "unsafe path passed: {path:?}");
                 let query = path.split_once('?').map_or("", |(_, q)| q);
                 assert!(fpgen::redeem::token_of(query).is_some());
-                for (name, _) in &redeemed.headers {
+                for (name, _) in redeemed.headers.iter() {
                     assert!(fold(name.as_bytes()).starts_with(&fold(gate.header_prefix.as_bytes())));
                 }
                 // what goes upstream holds no spelling of the token any more

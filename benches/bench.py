@@ -140,6 +140,8 @@ def native_filter(config):
 
 
 ENABLED = {"envoy.filters.http.wasm": {"@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig", "config": {}}}
+BUFFER = {"name": "envoy.filters.http.buffer", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer", "max_request_bytes": 65536}}
 ROUTER = {"name": "envoy.filters.http.router", "typed_config": {
     "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
 
@@ -180,10 +182,12 @@ def bootstrap(port, admin, serve_port, static_body, config=CONFIG, ports=None):
     rights = lambda **extra: dict(route("/hms/fp/rights/", {"route": {"cluster": "origin"}}), **extra)
     pr_rights = lambda **extra: dict(route("/playready/", {"route": {"cluster": "origin"}}), **extra)
     listeners, clusters = [], [cluster("fpgen_serve", serve_port)]
-    if "origin" in ports:  # what a licence server answers: a CKC-sized body
+    if "origin" in ports:  # what a licence server answers: a CKC-sized body, once it has read the request's
+        # (the buffer filter holds the request until its body is in: a direct_response sent before the
+        # body would make Envoy close the upstream connection, and every licence request would open one)
         clusters.append(cluster("origin", ports["origin"]))
         listeners.append(listener("origin", ports["origin"], [
-            route("/", {"direct_response": {"status": 200, "body": {"inline_string": "c" * 1024}}})], [ROUTER]))
+            route("/", {"direct_response": {"status": 200, "body": {"inline_string": "c" * 1024}}})], [BUFFER, ROUTER]))
     if "plain" in ports:  # A, U0, P: no filter but the router
         listeners.append(listener("plain", ports["plain"], [static_route, unrelated, rights(), pr_rights(), not_found],
                                   [ROUTER]))
